@@ -1,0 +1,78 @@
+"""The exceptions Pymoult raises.
+
+Every error derives from :class:`PymoultError` and also from the builtin exception it really is, so
+callers can catch either: ``except TimeoutError`` catches :class:`UpdateTimeoutError` too.
+
+:class:`~pymoult.threads.RebootException` is not here: it is control flow, not an error, and derives
+from ``BaseException`` so that application code's ``except Exception:`` does not swallow a reboot.
+"""
+
+__all__ = [
+    "PymoultError",
+    "PymoultTypeError",
+    "PymoultValueError",
+    "ThreadStateError",
+    "ContinuationError",
+    "ActiveUpdateError",
+    "RebootError",
+    "UpdateTimeoutError",
+    "DeadlockDetectedError",
+    "StopTheWorldError",
+    "UnsupportedError",
+]
+
+
+class PymoultError(Exception):
+    """Base class of every error Pymoult raises; catch it to handle any Pymoult failure."""
+
+
+class PymoultTypeError(PymoultError, TypeError):
+    """An argument has the wrong type: a plain ``Thread`` where a ``DSU_Thread`` is required, a
+    non-callable where a function is required. The message names the object."""
+
+
+class PymoultValueError(PymoultError, ValueError):
+    """An argument has the right type but a value that cannot be used (a negative timeout, an
+    unknown thread name)."""
+
+
+class ThreadStateError(PymoultError, RuntimeError):
+    """An operation does not fit the thread's current state: ``switch()`` called from another
+    thread, a second ``start()``, rebooting a thread that has finished, suspending a thread that
+    is not alive. The message shows the thread and its state."""
+
+
+class ContinuationError(PymoultError, RuntimeError):
+    """The thread's ``sleeping_continuation_function`` raised. Raised by ``DSU_Thread.switch()``
+    in the thread that switched, with the original exception as ``__cause__``; the continuation
+    stays usable and the thread keeps running."""
+
+
+class ActiveUpdateError(PymoultError, RuntimeError):
+    """An active update function raised when the thread ran it at an update point. It is stored on
+    the future returned by ``set_active_update_function`` (original as ``__cause__``) and logged;
+    the thread keeps running."""
+
+
+class RebootError(PymoultError, RuntimeError):
+    """A reboot was asked for that cannot be carried out: the function is neither the thread's
+    main nor a declared reboot boundary, or the thread cannot be rebooted in its state."""
+
+
+class UpdateTimeoutError(PymoultError, TimeoutError):
+    """A wait for alterability (update points, quiescence) did not end within its patience."""
+
+
+class DeadlockDetectedError(PymoultError, RuntimeError):
+    """A blocking call could never complete (for instance a thread waiting for itself to park at
+    an update point) and was refused instead of hanging."""
+
+
+class StopTheWorldError(PymoultError, RuntimeError):
+    """The stop-the-world window was misused: entered while already held by another thread in a
+    way that cannot be honoured, or left by a thread that does not hold it."""
+
+
+class UnsupportedError(PymoultError, NotImplementedError):
+    """The running CPython does not offer what the operation needs; the message says what is
+    missing and on which versions it works."""

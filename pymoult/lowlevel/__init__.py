@@ -1,0 +1,1 @@
+"""The mechanisms of dynamic updating: alterability, stack (reboots), world (stop-the-world)."""
