@@ -1,0 +1,101 @@
+"""Access to CPython internals that differ between versions, kept in one place.
+
+- :func:`raise_in_thread` delivers an exception class asynchronously to another thread with
+  ``PyThreadState_SetAsyncExc`` (stable signature on 3.7-3.13). The thread id must be passed as
+  ``unsigned long``: with ctypes' default int conversion a large id is truncated and the call
+  silently returns 0. The exception must be a *class*: an instance gives ``SystemError`` in the
+  target. Delivery happens at the target's next bytecode boundary, but only *after* a blocking call
+  (``sleep``, ``Event.wait``, ``recv``, a lock wait) has returned, and it may land inside a
+  ``finally`` block or clean-up code.
+
+- :func:`take_gil_afresh` returns once *another* thread has held the GIL since the call. CPython
+  counts a GIL switch only when a different thread takes the GIL (``gil->switch_number``), and a
+  thread waiting for the GIL asks the holder to drop it only if its wait timed out with no switch
+  since the wait began. So after a fresh acquisition, every wait begun before is void, and the
+  holder keeps the GIL until a wait begun afterwards times out: at least one switch interval,
+  as long as it runs pure Python. ``time.sleep(0)`` is not enough: when no waiter wakes in time,
+  the same thread takes the GIL back and no switch is counted. A helper thread, started on first
+  use and blocked on a lock ever after, is the other thread.
+
+Per-thread tracing, the other version-specific mechanism, lives in ``_thread_trace``.
+"""
+
+import _thread
+import ctypes
+import os
+import sys
+
+from .errors import PymoultTypeError, ThreadStateError
+
+PY_VERSION = sys.version_info[:2]
+
+_set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
+_set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
+_set_async_exc.restype = ctypes.c_int
+
+
+def raise_in_thread(thread, exc_class):
+    """Make ``exc_class`` be raised in ``thread`` at its next bytecode boundary.
+
+    Raises ``ThreadStateError`` if the thread is not running (the call found no such thread).
+    """
+    if not (isinstance(exc_class, type) and issubclass(exc_class, BaseException)):
+        raise PymoultTypeError(f"an exception class is required, got {exc_class!r}")
+    ident = thread.ident
+    if ident is None or not thread.is_alive():
+        raise ThreadStateError(f"cannot raise {exc_class.__name__} in {thread!r}: it is not running")
+    found = _set_async_exc(ident, exc_class)
+    if found == 0:
+        raise ThreadStateError(f"cannot raise {exc_class.__name__} in {thread!r}: no such thread state")
+    if found > 1:  # cannot happen per CPython's contract; undo as its documentation asks
+        _set_async_exc(ident, ctypes.py_object())  # NULL clears it
+        raise ThreadStateError(f"thread id {ident} matched {found} thread states; nothing raised")
+
+
+class _GilSwitcher:
+    """A thread that exists only to take the GIL when asked (see :func:`take_gil_afresh`)."""
+
+    def __init__(self):
+        self.started = False
+        self.go = _thread.allocate_lock()
+        self.done = _thread.allocate_lock()
+        self.go.acquire()
+        self.done.acquire()
+
+    def _main(self):
+        go, done = self.go, self.done
+        while True:
+            go.acquire()
+            done.release()
+
+    def switch(self, timeout):
+        if not self.started:
+            # _thread, not threading: no Thread object, never joined at exit, never ends
+            _thread.start_new_thread(self._main, ())
+            self.started = True
+        self.done.acquire(False)  # a stale release left by an earlier timed-out call
+        try:
+            self.go.release()
+        except RuntimeError:  # still released from an earlier timed-out call
+            pass
+        return self.done.acquire(True, timeout)
+
+
+_switcher = _GilSwitcher()
+
+
+def _reset_switcher_after_fork():
+    global _switcher
+    _switcher = _GilSwitcher()  # the child has no helper thread
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_switcher_after_fork)
+
+
+def take_gil_afresh(timeout=5.0):
+    """Block until another thread has held the GIL, then return holding it (see module notes).
+
+    Returns False if the helper thread did not run within ``timeout`` seconds.
+    """
+    return _switcher.switch(timeout)

@@ -1,0 +1,375 @@
+"""Update points and the per-thread requests that park threads at them.
+
+Mechanism
+---------
+``staticUpdatePoint()`` must cost next to nothing when no update is pending, so its fast path is a
+single test of the module global ``_pending``: no thread lookup, no attribute access. ``_pending``
+is True exactly while at least one thread has an outstanding request (suspend, reboot, an active
+update function for an active thread); only then does a point look up the calling thread's
+:class:`ThreadControl` and serve the request.
+
+Every thread that is asked for something gets one :class:`ThreadControl` (a ``DSU_Thread`` owns
+one from birth; a plain ``threading.Thread`` or the main thread gets one on first request). Its
+state lives under one ``Condition``: the requester sets a flag and waits on the condition; the
+thread, at its next point, serves the flag and notifies. There is no polling on either side.
+
+This module is private: ``pymoult.threads`` and ``pymoult.lowlevel.alterability`` expose it.
+"""
+
+import logging
+import threading
+import time
+from concurrent.futures import Future
+
+from .errors import ActiveUpdateError, DeadlockDetectedError, PymoultTypeError, ThreadStateError
+
+logger = logging.getLogger("pymoult")
+
+_get_ident = threading.get_ident
+
+#: True while some thread has a request to serve at its next update point. Read by every point.
+_pending = False
+
+_registry_lock = threading.Lock()
+_controls = {}  # thread ident -> ThreadControl of the live thread with that ident
+_wanting = set()  # controls that currently want their thread to stop at a point
+
+class RebootException(BaseException):
+    """Raised inside a ``DSU_Thread`` to stop the current run of its main and start it again.
+
+    Raise it yourself, or have it raised at the thread's next update point by
+    ``pymoult.lowlevel.stack.resetThread``. It derives from ``BaseException`` (like
+    ``SystemExit``) so that the application's ``except Exception:`` does not swallow a reboot.
+    ``target`` is None for a reboot of the thread's main, or the reboot boundary to restart;
+    ``replacement`` is what that boundary calls instead.
+    """
+
+    def __init__(self, *args, target=None, replacement=None):
+        super().__init__(*args)
+        self.target = target
+        self.replacement = replacement
+
+
+# How long a waiter sleeps between liveness checks of a *plain* thread, which gives no signal
+# when it ends. DSU_Threads notify their waiters when they end, so waits on them never slice.
+_PLAIN_THREAD_LIVENESS_SLICE = 0.05
+
+
+def staticUpdatePoint(name=None):
+    """Mark a point where the calling thread is in a safe state for an update.
+
+    Place it in hot loops: when no update is pending it is one global test and a return. When a
+    manager has asked this thread to suspend, reboot or run an active update, the request is
+    served here: the thread parks until resumed, raises ``RebootException``, or runs the active
+    update function. ``name`` labels the point in ``repr`` and logs. Any thread may call it,
+    including the main thread and plain ``threading.Thread`` objects.
+    """
+    if _pending:
+        _serve_point(name)
+
+
+def _serve_point(name):
+    control = _controls.get(_get_ident())
+    if control is not None and control.wants_point:
+        control.at_point(name)
+
+
+def _set_wanting(control, wants):
+    """Record whether ``control`` wants its thread to stop at a point; keep ``_pending`` exact."""
+    global _pending
+    with _registry_lock:
+        if wants:
+            _wanting.add(control)
+        else:
+            _wanting.discard(control)
+        dead = [c for c in _wanting if not c.is_dsu and not c.thread.is_alive()]
+        _pending = bool(_wanting)
+    for stale in dead:  # plain threads give no signal when they end: drop their requests now
+        stale.detach()
+
+
+def prune_dead_threads():
+    """Forget the requests of plain threads that ended without reaching a point."""
+    with _registry_lock:
+        dead = [c for c in _controls.values() if not c.is_dsu and not c.thread.is_alive()]
+    for stale in dead:
+        stale.detach()
+
+
+def control_for(thread, create=True):
+    """The :class:`ThreadControl` of ``thread`` (created if needed and ``create`` is true)."""
+    own = getattr(thread, "_pymoult_control", None)
+    if own is not None:
+        return own
+    if not isinstance(thread, threading.Thread):
+        raise PymoultTypeError(f"expected a threading.Thread, got {thread!r}")
+    ident = thread.ident
+    with _registry_lock:
+        control = _controls.get(ident) if ident is not None else None
+        if control is not None and control.thread is thread:
+            return control
+        if not create:
+            return None
+        if ident is None or not thread.is_alive():
+            raise ThreadStateError(f"{thread!r} is not running")
+        control = ThreadControl(thread)
+        control.ident = ident
+        _controls[ident] = control
+        return control
+
+
+def current_control(create=True):
+    """The control of the calling thread."""
+    control = _controls.get(_get_ident())
+    if control is not None and control.thread is threading.current_thread():
+        return control
+    return control_for(threading.current_thread(), create=create) if create else None
+
+
+class ThreadControl:
+    """The DSU state of one thread: its outstanding requests and whether it is parked.
+
+    All fields are guarded by ``cond``. Requesters call :meth:`request_suspend`,
+    :meth:`request_reboot`, :meth:`request_active_update`; the thread serves them in
+    :meth:`at_point`.
+    """
+
+    def __init__(self, thread, reboot_handler=None):
+        self.thread = thread
+        self.ident = None
+        self.cond = threading.Condition(threading.Lock())
+        self.is_dsu = reboot_handler is not None
+        self.reboot_handler = reboot_handler  # called in the thread to raise its reboot
+        self.active = False
+        self.suspend_requested = False
+        self.parked = False
+        self.parked_at = None
+        self.releases = 0  # incremented by every resume(): a parked thread waits for a change
+        self.reboot_request = None  # (payload, future) or None
+        self.active_function = None
+        self.active_future = None
+        self.finished = False
+        self.wants_point = False
+        self.points_served = 0
+
+    # -- registration (DSU_Threads register themselves when they start) ----------------------
+
+    def attach(self):
+        """Called by the thread itself when it starts running."""
+        self.ident = _get_ident()
+        with _registry_lock:
+            _controls[self.ident] = self
+        self._refresh()
+
+    def detach(self):
+        """Called by the thread itself when it ends: fail what can no longer be served."""
+        with self.cond:
+            self.finished = True
+            self.suspend_requested = False
+            reboot, self.reboot_request = self.reboot_request, None
+            future, self.active_future = self.active_future, None
+            self.active_function = None
+            self._refresh_locked()
+            self.cond.notify_all()
+        with _registry_lock:
+            if _controls.get(self.ident) is self:
+                del _controls[self.ident]
+        ended = ThreadStateError(f"{self.thread!r} ended before reaching an update point")
+        for pending in (reboot[1] if reboot else None, future):
+            if pending is not None and not pending.done():
+                pending.set_exception(ended)
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def _refresh(self):
+        with self.cond:
+            self._refresh_locked()
+
+    def _refresh_locked(self):
+        wants = (not self.finished) and bool(
+            self.suspend_requested
+            or self.reboot_request is not None
+            or (self.active and self.active_function is not None)
+        )
+        if wants != self.wants_point:
+            self.wants_point = wants
+            _set_wanting(self, wants)
+
+    def _check_alive(self, what):
+        if self.finished or not self.thread.is_alive():
+            raise ThreadStateError(f"cannot {what} {self.thread!r}: it is not running")
+
+    def request_suspend(self):
+        with self.cond:
+            self._check_alive("suspend")
+            self.suspend_requested = True
+            self._refresh_locked()
+
+    def resume(self):
+        """Release the thread (parked or only asked to park). False if there was nothing to do."""
+        with self.cond:
+            if not (self.suspend_requested or self.parked):
+                return False
+            self.suspend_requested = False
+            # released at once, even before the thread wakes: is_suspended() is False from now
+            self.parked = False
+            self.parked_at = None
+            self.releases += 1
+            self._refresh_locked()
+            self.cond.notify_all()
+            return True
+
+    def request_reboot(self, payload):
+        future = Future()
+        future.set_running_or_notify_cancel()
+        with self.cond:
+            self._check_alive("reboot")
+            previous = self.reboot_request
+            self.reboot_request = (payload, future)
+            self._refresh_locked()
+            self.cond.notify_all()
+        if previous is not None:
+            previous[1].set_exception(ThreadStateError("superseded by a later reboot request"))
+        return future
+
+    def request_active_update(self, function):
+        if function is not None and not callable(function):
+            raise PymoultTypeError(f"active update function must be callable, got {function!r}")
+        future = Future()
+        future.set_running_or_notify_cancel()
+        with self.cond:
+            if self.finished:
+                raise ThreadStateError(f"cannot give an active update to {self.thread!r}: it has ended")
+            previous = self.active_future
+            self.active_function = function
+            self.active_future = future if function is not None else None
+            self._refresh_locked()
+            self.cond.notify_all()
+        if previous is not None and not previous.done():
+            previous.set_exception(ThreadStateError("superseded by a later active update function"))
+        if function is None:
+            future.set_result(None)
+        return future
+
+    def set_active(self, active):
+        with self.cond:
+            self.active = bool(active)
+            self._refresh_locked()
+
+    # -- waiting for the thread ----------------------------------------------------------------
+
+    def wait_parked(self, timeout=None):
+        """Block until the thread is parked at a point. False on timeout or if it ended."""
+        if self.ident == _get_ident():
+            raise DeadlockDetectedError(
+                f"{self.thread!r} cannot wait for itself to park at an update point"
+            )
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.cond:
+            while not self.parked:
+                if self.finished:
+                    return False
+                if not self.thread.is_alive():  # a plain thread that ended without telling
+                    self.cond.release()
+                    try:
+                        self.detach()
+                    finally:
+                        self.cond.acquire()
+                    return False
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                if not self.is_dsu:
+                    remaining = _PLAIN_THREAD_LIVENESS_SLICE if remaining is None else min(
+                        remaining, _PLAIN_THREAD_LIVENESS_SLICE)
+                self.cond.wait(remaining)
+            return True
+
+    # -- served in the thread itself -----------------------------------------------------------
+
+    def at_point(self, name):
+        """Serve every outstanding request, in the thread, at the point called ``name``."""
+        while True:
+            with self.cond:
+                self.points_served += 1
+                if self.reboot_request is not None:
+                    payload, future = self.reboot_request
+                    self.reboot_request = None
+                    self._refresh_locked()
+                    break_with = ("reboot", payload, future)
+                elif self.active and self.active_function is not None:
+                    break_with = ("active",) + self._take_active_locked()
+                elif self.suspend_requested:
+                    self.parked = True
+                    self.parked_at = name
+                    parked_in = self.releases
+                    self.cond.notify_all()
+                    try:
+                        while self.releases == parked_in:
+                            self.cond.wait()
+                    finally:  # also when an asynchronous reboot lands while parked
+                        if self.releases == parked_in:
+                            self.parked = False
+                            self.parked_at = None
+                            self.cond.notify_all()
+                    continue  # serve what was asked while parked (reboot, active update)
+                else:
+                    return
+            if break_with[0] == "reboot":
+                # raises RebootException (or resolves the future with the error and returns)
+                self.reboot_handler(break_with[1], break_with[2])
+            else:
+                self.run_active(break_with[1], break_with[2])
+
+    def take_reboot_future(self):
+        """Consume a pending reboot request (an asynchronous reboot arrived); its future."""
+        with self.cond:
+            request, self.reboot_request = self.reboot_request, None
+            self._refresh_locked()
+        return None if request is None else request[1]
+
+    def _take_active_locked(self):
+        function, future = self.active_function, self.active_future
+        self.active_function = None
+        self.active_future = None
+        self._refresh_locked()
+        return function, future
+
+    def take_active(self):
+        with self.cond:
+            return self._take_active_locked()
+
+    def run_active(self, function, future):
+        """Run an active update function in this thread; its outcome goes to ``future``."""
+        try:
+            result = function()
+        except BaseException as exc:  # the thread keeps running whatever the update did
+            if isinstance(exc, (SystemExit, KeyboardInterrupt, RebootException)):
+                if future is not None:
+                    future.set_exception(exc)
+                raise
+            logger.exception("active update function %r failed in %r", function, self.thread)
+            if future is not None:
+                error = ActiveUpdateError(f"active update function {function!r} raised {exc!r}")
+                error.__cause__ = exc
+                future.set_exception(error)
+            return
+        if future is not None:
+            future.set_result(result)
+
+    def describe(self):
+        """A short text of the thread's DSU state, for ``repr``."""
+        if self.finished:
+            return "finished"
+        if self.parked:
+            return "parked" + (f" at {self.parked_at!r}" if self.parked_at is not None else "")
+        parts = []
+        if self.suspend_requested:
+            parts.append("suspend requested")
+        if self.reboot_request is not None:
+            parts.append("reboot requested")
+        if self.active_function is not None:
+            parts.append("active update pending")
+        return ", ".join(parts) if parts else "running"
+
+

@@ -1,0 +1,572 @@
+"""Alterability: knowing when the program is in a state where an update may be applied.
+
+Three criteria, as in Pymoult:
+
+*Static update points.* The application marks safe points with :func:`staticUpdatePoint`. A
+manager asks threads to park at their next point (:func:`setupWaitStaticPoints`), waits for them
+(:func:`waitStaticPoints`, woken by the threads themselves: no polling), applies, and resumes them.
+An idle point costs one test of a module global (see ``benchmarks/``).
+
+*Quiescence.* A function is quiescent when no thread is running it. Stacks are read with
+``sys._current_frames()``, plus the suspended sleeping continuation of each DSU_Thread (a suspended
+greenlet's frames are not in ``_current_frames``). A stack check is a snapshot: it stays true only
+while the threads that could enter the function are parked, so the check functions park the threads
+they are given first, and leave them parked when the answer is yes (resume them with
+:func:`resumeSuspendedThreads` after the update). With no threads given, the answer holds only
+inside a stop-the-world window (``pymoult.lowlevel.world``).
+
+*Forced quiescence.* :func:`setupForceQuiescence` holds new calls of a module's function at its
+entry (the module attribute is replaced by a gate) until the calls already running have left; the
+update then applies and :func:`cleanForceQuiescence` releases the held callers into the new
+version. Recursive calls from a thread already inside the function pass the gate (holding them
+would deadlock). Calls through references taken before the gate was installed (``from m import f``,
+a stored callback) are not held; they are seen by the stack check, but one may start between the
+check and the apply unless both run in a stop-the-world window.
+
+Waits take their patience from :func:`patience` (set by the calling update: ``max_tries`` tries
+``sleep_time`` apart) or from ``DEFAULT_MAX_TRIES`` / ``DEFAULT_SLEEP_TIME``; an explicit
+``timeout`` overrides. Waits return a bool; they raise only for misuse (``DeadlockDetectedError``
+when a thread would wait for itself).
+"""
+
+import contextlib
+import functools
+import sys
+import threading
+import time
+import types
+
+from .. import _parking
+from .._parking import control_for, staticUpdatePoint
+from ..errors import DeadlockDetectedError, PymoultTypeError, PymoultValueError
+
+__all__ = [
+    "staticUpdatePoint",
+    "patience",
+    "DEFAULT_MAX_TRIES",
+    "DEFAULT_SLEEP_TIME",
+    "suspend_thread",
+    "resume_thread",
+    "wait_thread_suspended",
+    "setupWaitStaticPoints",
+    "waitStaticPoints",
+    "checkStaticPointsReached",
+    "cleanFailedStaticPoints",
+    "resumeSuspendedThreads",
+    "isFunctionInStack",
+    "isFunctionInAnyStack",
+    "isAnyCodeInAnyStack",
+    "isClassInAnyStack",
+    "checkQuiescenceOfFunction",
+    "checkQuiescenceOfFunctions",
+    "waitQuiescenceOfFunction",
+    "waitQuiescenceOfFunctions",
+    "setupForceQuiescence",
+    "waitForceQuiescence",
+    "checkForceQuiescence",
+    "cleanForceQuiescence",
+    "cleanFailedForceQuiescence",
+    "ForceQuiescenceWatcher",
+]
+
+DEFAULT_MAX_TRIES = 10
+DEFAULT_SLEEP_TIME = 0.1
+
+_patience = threading.local()
+
+
+@contextlib.contextmanager
+def patience(max_tries=None, sleep_time=None):
+    """Within the block, waits in this thread make ``max_tries`` tries ``sleep_time`` apart.
+
+    Updates set it around their steps so that the lowlevel waits they call inherit their
+    ``max_tries`` and ``sleep_time``. None keeps the enclosing (or default) value.
+    """
+    if max_tries is not None and (not isinstance(max_tries, int) or max_tries < 1):
+        raise PymoultValueError(f"max_tries must be a positive int, got {max_tries!r}")
+    if sleep_time is not None and not sleep_time >= 0:
+        raise PymoultValueError(f"sleep_time must be >= 0, got {sleep_time!r}")
+    saved = getattr(_patience, "value", None)
+    tries, sleep = _current_patience()
+    _patience.value = (max_tries or tries, sleep if sleep_time is None else sleep_time)
+    try:
+        yield
+    finally:
+        _patience.value = saved
+
+
+def _current_patience():
+    return getattr(_patience, "value", None) or (DEFAULT_MAX_TRIES, DEFAULT_SLEEP_TIME)
+
+
+def _deadline(timeout):
+    """Absolute deadline for a wait: ``timeout`` if given, else the current patience."""
+    if timeout is None:
+        tries, sleep = _current_patience()
+        timeout = tries * sleep
+    elif not timeout >= 0:
+        raise PymoultValueError(f"timeout must be >= 0 or None, got {timeout!r}")
+    return time.monotonic() + timeout
+
+
+def _threads_list(threads):
+    if threads is None:
+        return []
+    if isinstance(threads, threading.Thread):
+        raise PymoultTypeError(f"expected a list of threads, got the thread {threads!r}")
+    result = list(threads)
+    for thread in result:
+        if not isinstance(thread, threading.Thread):
+            raise PymoultTypeError(f"expected threads, got {thread!r}")
+    return result
+
+
+def _refuse_self_wait(threads, what):
+    me = threading.get_ident()
+    for thread in threads:
+        if thread.ident == me:
+            raise DeadlockDetectedError(
+                f"{thread.name!r} cannot {what}: it would wait for itself to reach an update point")
+
+
+# -- suspending single threads (DSU_Thread methods call the same controls) ---------------------
+
+
+def suspend_thread(thread):
+    """Ask any thread (a DSU_Thread, a plain Thread, the main thread) to park at its next
+    ``staticUpdatePoint``. Returns at once."""
+    control_for(thread).request_suspend()
+
+
+def resume_thread(thread):
+    """Release ``thread`` from its update point; False if it was neither parked nor asked to."""
+    control = control_for(thread, create=False)
+    return False if control is None else control.resume()
+
+
+def wait_thread_suspended(thread, timeout=None):
+    """Block until ``thread`` is parked at an update point; False on timeout or if it ended.
+
+    Asks it to park first if nobody has. A plain thread that ends while waited on is noticed
+    within 50 ms (it gives no signal when it ends); a DSU_Thread at once.
+    """
+    control = control_for(thread)
+    if not (control.suspend_requested or control.parked):
+        control.request_suspend()
+    return control.wait_parked(timeout)
+
+
+# -- static update points ------------------------------------------------------------------------
+
+
+def setupWaitStaticPoints(threads):
+    """Ask each thread to park at its next static update point (returns at once)."""
+    threads = _threads_list(threads)
+    for thread in threads:
+        control_for(thread).request_suspend()
+
+
+def checkStaticPointsReached(threads):
+    """True when every thread is parked at a static update point (does not wait)."""
+    return all(_is_parked(thread) for thread in _threads_list(threads))
+
+
+def _is_parked(thread):
+    control = control_for(thread, create=False)
+    return control is not None and control.parked
+
+
+def waitStaticPoints(threads, timeout=None):
+    """Block until every thread is parked at a static update point.
+
+    Threads not yet asked to park are asked. Returns True when all are parked; False when the
+    patience (or ``timeout``) runs out or a thread ended, leaving the requests in place (call
+    :func:`cleanFailedStaticPoints` to withdraw them). The waiting thread is woken by the threads
+    as they park: there is no polling. Raises ``DeadlockDetectedError`` if the calling thread is
+    one of ``threads``.
+    """
+    threads = _threads_list(threads)
+    _refuse_self_wait(threads, "wait for static points")
+    deadline = _deadline(timeout)
+    setupWaitStaticPoints([t for t in threads if not _suspend_asked(t)])
+    for thread in threads:
+        if not control_for(thread).wait_parked(max(0.0, deadline - time.monotonic())):
+            return False
+    return True
+
+
+def _suspend_asked(thread):
+    control = control_for(thread, create=False)
+    return control is not None and (control.suspend_requested or control.parked)
+
+
+def cleanFailedStaticPoints(threads):
+    """Withdraw the park requests of ``threads`` and release those already parked."""
+    for thread in _threads_list(threads):
+        resume_thread(thread)
+
+
+def resumeSuspendedThreads(threads=None):
+    """Release ``threads`` from their update points; with no threads, every parked or
+    park-requested thread. Returns the threads released."""
+    threads = _threads_list(threads)
+    if not threads:
+        _parking.prune_dead_threads()
+        with _parking._registry_lock:
+            threads = [c.thread for c in _parking._controls.values()]
+    return [thread for thread in threads if resume_thread(thread)]
+
+
+# -- quiescence ---------------------------------------------------------------------------------
+
+
+def _codes_of(function):
+    """The code objects whose frames mean ``function`` is running.
+
+    Accepts functions, methods, code objects, ``staticmethod``/``classmethod``/``property``
+    objects and ``functools.wraps`` wrappers (the wrapper and every wrapped layer).
+    """
+    if isinstance(function, types.CodeType):
+        return {function}
+    codes = set()
+    seen = set()
+    todo = [function]
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, (staticmethod, classmethod)):
+            todo.append(obj.__func__)
+        elif isinstance(obj, property):
+            todo.extend(f for f in (obj.fget, obj.fset, obj.fdel) if f is not None)
+        elif isinstance(obj, (types.MethodType, functools.partial)):
+            todo.append(getattr(obj, "__func__", None) or obj.func)
+        elif isinstance(obj, types.FunctionType):
+            codes.add(obj.__code__)
+            wrapped = obj.__dict__.get("__wrapped__")
+            if wrapped is not None:
+                todo.append(wrapped)
+        elif obj is not function:
+            continue  # an odd wrapped layer (a builtin): it has no Python frames
+        else:
+            raise PymoultTypeError(
+                f"cannot tell when {function!r} is running: it is not a Python function, "
+                "method or code object")
+    return codes
+
+
+def _codes_of_all(functions):
+    if callable(functions) or isinstance(functions, (types.CodeType, staticmethod, classmethod,
+                                                     property)):
+        raise PymoultTypeError(f"expected a list of functions, got the function {functions!r}")
+    codes = set()
+    for function in functions:
+        codes |= _codes_of(function)
+    return codes
+
+
+def _class_codes(cls):
+    if not isinstance(cls, type):
+        raise PymoultTypeError(f"expected a class, got {cls!r}")
+    codes = set()
+    for value in vars(cls).values():
+        if isinstance(value, (types.FunctionType, staticmethod, classmethod, property)):
+            codes |= _codes_of(value)
+    return codes
+
+
+def _thread_stacks(threads=None):
+    """{thread ident: [top frames]} for the given threads (None: every thread)."""
+    frames = sys._current_frames()
+    if threads is None:
+        wanted = None
+        by_ident = {t.ident: t for t in threading.enumerate()}
+    else:
+        by_ident = {t.ident: t for t in threads if t.ident is not None}
+        wanted = set(by_ident)
+    stacks = {}
+    for ident, frame in frames.items():
+        if wanted is not None and ident not in wanted:
+            continue
+        tops = [frame]
+        thread = by_ident.get(ident)
+        continuation_frame = getattr(thread, "continuation_frame", None)
+        if continuation_frame is not None:
+            extra = continuation_frame()
+            if extra is not None:
+                tops.append(extra)
+        stacks[ident] = tops
+    return stacks
+
+
+def _code_in_stacks(codes, stacks, skip_frame=None):
+    """True if a frame running one of ``codes`` is in any of ``stacks``."""
+    code_ids = {id(code) for code in codes}
+    for tops in stacks.values():
+        for frame in tops:
+            while frame is not None:
+                if id(frame.f_code) in code_ids and frame is not skip_frame:
+                    return True
+                frame = frame.f_back
+    return False
+
+
+def isFunctionInStack(func, thread):
+    """True if ``func`` is running in ``thread`` (including its sleeping continuation)."""
+    if not isinstance(thread, threading.Thread):
+        raise PymoultTypeError(f"expected a thread, got {thread!r}")
+    return _code_in_stacks(_codes_of(func), _thread_stacks([thread]))
+
+
+def isFunctionInAnyStack(func, threads=None):
+    """True if ``func`` is running in any of ``threads`` (None: in any thread)."""
+    threads = None if threads is None else _threads_list(threads)
+    return _code_in_stacks(_codes_of(func), _thread_stacks(threads))
+
+
+def isAnyCodeInAnyStack(codes, threads=None):
+    """True if a frame of any of the code objects (or functions) ``codes`` is running."""
+    threads = None if threads is None else _threads_list(threads)
+    return _code_in_stacks(_codes_of_all(codes), _thread_stacks(threads))
+
+
+def isClassInAnyStack(cls, threads=None):
+    """True if any method defined in ``cls`` itself (functions, static and class methods,
+    property accessors) is running in any of ``threads`` (None: any thread)."""
+    threads = None if threads is None else _threads_list(threads)
+    return _code_in_stacks(_class_codes(cls), _thread_stacks(threads))
+
+
+def checkQuiescenceOfFunction(func, threads=None):
+    """One non-blocking try at quiescence of ``func``; see :func:`checkQuiescenceOfFunctions`."""
+    return _check_quiescence(_codes_of(func), _threads_list(threads))
+
+
+def checkQuiescenceOfFunctions(funcs, threads=None):
+    """One non-blocking try at quiescence of every function in ``funcs``.
+
+    ``threads`` are asked to park at their update points; until all are parked the answer is
+    False (the requests stay, so the next try may succeed). Once they are parked, every thread's
+    stack is checked: if a function is running, the threads are resumed and the answer is False;
+    otherwise it is True and the threads stay parked, so the functions cannot be entered before
+    the update is applied (resume them afterwards). With no threads, a snapshot of every stack.
+    """
+    return _check_quiescence(_codes_of_all(funcs), _threads_list(threads))
+
+
+def _check_quiescence(codes, threads):
+    if threads:
+        setupWaitStaticPoints([t for t in threads if not _suspend_asked(t)])
+        if not checkStaticPointsReached(threads):
+            return False
+    if _code_in_stacks(codes, _thread_stacks(), skip_frame=sys._getframe()):
+        cleanFailedStaticPoints(threads)
+        return False
+    return True
+
+
+def waitQuiescenceOfFunction(func, threads=None, timeout=None):
+    """Block until ``func`` is quiescent; see :func:`waitQuiescenceOfFunctions`."""
+    return _wait_quiescence(_codes_of(func), _threads_list(threads), timeout)
+
+
+def waitQuiescenceOfFunctions(funcs, threads=None, timeout=None):
+    """Block until no function of ``funcs`` is running, trying up to the patience.
+
+    Each try parks ``threads`` (woken as they park) and checks every stack; between failed tries
+    the threads are resumed for ``sleep_time`` so that they can leave the functions. Returns True
+    with ``threads`` left parked, or False (threads resumed) when the patience or ``timeout`` is
+    exhausted. ``DeadlockDetectedError`` if the caller is one of ``threads``.
+    """
+    return _wait_quiescence(_codes_of_all(funcs), _threads_list(threads), timeout)
+
+
+def _wait_quiescence(codes, threads, timeout):
+    _refuse_self_wait(threads, "wait for quiescence")
+    _, sleep_time = _current_patience()
+    deadline = _deadline(timeout)
+    pause = threading.Event()
+    while True:
+        if threads and not waitStaticPoints(threads, max(0.0, deadline - time.monotonic())):
+            cleanFailedStaticPoints(threads)
+            return False
+        if not _code_in_stacks(codes, _thread_stacks(), skip_frame=sys._getframe()):
+            return True
+        cleanFailedStaticPoints(threads)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        pause.wait(min(sleep_time, remaining))
+
+
+# -- forced quiescence ---------------------------------------------------------------------------
+
+
+class _WatcherEvent(threading.Event):
+    """An Event that knows the :class:`ForceQuiescenceWatcher` it belongs to."""
+
+    def __init__(self, watcher):
+        super().__init__()
+        self.watcher = watcher
+
+
+class ForceQuiescenceWatcher:
+    """Holds new calls of ``module.<name>`` at a gate until the running calls have left.
+
+    ``quiescent`` is set once no frame of the function is running outside the gate;
+    ``can_continue`` releases the held callers, which then call the module's current binding
+    (the new version if the update rebound it, else the original function, whose code an
+    in-place update may have replaced).
+    """
+
+    def __init__(self, module, function):
+        if not isinstance(module, types.ModuleType):
+            raise PymoultTypeError(f"expected a module, got {module!r}")
+        if isinstance(function, str):
+            name = function
+            if not hasattr(module, name):
+                raise PymoultValueError(f"module {module.__name__!r} has no attribute {name!r}")
+            original = getattr(module, name)
+        else:
+            original = function
+            name = getattr(function, "__name__", None)
+            if name is None or getattr(module, name, None) is not function:
+                raise PymoultValueError(
+                    f"{function!r} is not bound as {module.__name__}.{name}; pass its name")
+        if not callable(original):
+            raise PymoultTypeError(f"{module.__name__}.{name} is not callable: {original!r}")
+        self.module = module
+        self.name = name
+        self.original = original
+        self.codes = _codes_of(original)
+        self.quiescent = _WatcherEvent(self)
+        self.can_continue = _WatcherEvent(self)
+        self.held = 0  # callers waiting at the gate now
+        self._lock = threading.Condition(threading.Lock())
+        self.gate = self._make_gate()
+        self.installed = False
+
+    def _make_gate(self):
+        watcher = self
+
+        @functools.wraps(self.original)
+        def gate(*args, **kwargs):
+            if not watcher.can_continue.is_set() and not watcher._caller_inside():
+                with watcher._lock:
+                    watcher.held += 1
+                    watcher._lock.notify_all()
+                try:
+                    watcher.can_continue.wait()
+                finally:
+                    with watcher._lock:
+                        watcher.held -= 1
+                        watcher._lock.notify_all()
+            return watcher.target()(*args, **kwargs)
+
+        gate.__pymoult_gate__ = self
+        return gate
+
+    def _caller_inside(self):
+        frame = sys._getframe(2)
+        code_ids = {id(code) for code in self.codes}
+        while frame is not None:
+            if id(frame.f_code) in code_ids:
+                return True
+            frame = frame.f_back
+        return False
+
+    def wait_held(self, count, timeout=None):
+        """Block until exactly ``count`` callers wait at the gate; False on timeout."""
+        with self._lock:
+            return self._lock.wait_for(lambda: self.held == count, timeout)
+
+    def target(self):
+        """What released callers run: the module's binding unless it is still the gate."""
+        current = getattr(self.module, self.name, self.original)
+        return self.original if current is self.gate else current
+
+    def install(self):
+        setattr(self.module, self.name, self.gate)
+        self.installed = True
+        self.check()
+
+    def check(self):
+        """Re-read every stack; set and return ``quiescent`` when no call is running."""
+        if not self.quiescent.is_set():
+            stacks = _thread_stacks()
+            if not _code_in_stacks(self.codes, stacks, skip_frame=sys._getframe()):
+                self.quiescent.set()
+        return self.quiescent.is_set()
+
+    def release(self):
+        """Let held callers go. If the module still binds the gate (the update did not rebind
+        the name), the original function is bound again first."""
+        if self.installed and getattr(self.module, self.name, None) is self.gate:
+            setattr(self.module, self.name, self.original)
+        self.installed = False
+        self.can_continue.set()
+
+    def __repr__(self):
+        state = "quiescent" if self.quiescent.is_set() else "waiting"
+        if self.can_continue.is_set():
+            state = "released"
+        return (f"<ForceQuiescenceWatcher {self.module.__name__}.{self.name} {state} "
+                f"held={self.held}>")
+
+
+def setupForceQuiescence(module, function):
+    """Start holding new calls of ``module.function`` (a function or its name) at its entry.
+
+    Returns ``(quiescent, can_continue, watcher)``: ``quiescent`` is an Event set once the calls
+    already running have left; setting ``can_continue`` (through :func:`cleanForceQuiescence`)
+    releases the held callers.
+    """
+    watcher = ForceQuiescenceWatcher(module, function)
+    watcher.install()
+    return watcher.quiescent, watcher.can_continue, watcher
+
+
+def _watcher_of(event, what):
+    watcher = getattr(event, "watcher", None)
+    if not isinstance(watcher, ForceQuiescenceWatcher):
+        raise PymoultTypeError(f"{what} must be an event returned by setupForceQuiescence, "
+                               f"got {event!r}")
+    return watcher
+
+
+def checkForceQuiescence(quiescent):
+    """True once the running calls have left (re-reads the stacks; does not wait)."""
+    return _watcher_of(quiescent, "quiescent").check()
+
+
+def waitForceQuiescence(quiescent, timeout=None):
+    """Block until the running calls have left; False when the patience (or ``timeout``) runs
+    out. Running calls are seen by re-reading the stacks every ``sleep_time``."""
+    watcher = _watcher_of(quiescent, "quiescent")
+    _, sleep_time = _current_patience()
+    deadline = _deadline(timeout)
+    while not watcher.check():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        quiescent.wait(min(sleep_time, remaining))
+    return True
+
+
+def cleanForceQuiescence(can_continue):
+    """After the update: release held callers into the module's current binding. If the update
+    did not rebind the name, the original function is bound again."""
+    _watcher_of(can_continue, "can_continue").release()
+
+
+def cleanFailedForceQuiescence(can_continue, watcher, module, function):
+    """The update was abandoned: bind the original function again and release held callers,
+    which run the old version."""
+    if _watcher_of(can_continue, "can_continue") is not watcher:
+        raise PymoultValueError("can_continue and watcher come from different setups")
+    if module is not watcher.module:
+        raise PymoultValueError(f"{module!r} is not the module the watcher guards")
+    if function not in (watcher.name, watcher.original):
+        raise PymoultValueError(f"{function!r} is not the function the watcher guards")
+    watcher.release()

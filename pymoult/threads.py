@@ -1,0 +1,314 @@
+"""DSU threads: rebootable, suspendable threads with a sleeping continuation.
+
+The threading model
+-------------------
+A :class:`DSU_Thread` is a ``threading.Thread`` whose code is its :meth:`~DSU_Thread.main`
+(subclass and define ``main``, or pass ``target``). Pymoult never stops a thread from the outside:
+on stock CPython one thread cannot suspend another. Instead the thread *cooperates* at its update
+points (``pymoult.lowlevel.alterability.staticUpdatePoint``): a manager posts a request
+(:meth:`~DSU_Thread.suspend`, a reboot, an active update) and the thread serves it at its next
+point: it parks until :meth:`~DSU_Thread.resume`, raises :class:`RebootException`, or runs its
+active update function. Requests and acknowledgements travel through one condition variable per
+thread: nobody polls, and an idle point costs one global test.
+
+A thread that never reaches a point can still be rebooted asynchronously
+(``resetThread(thread, asynchronous=True)``, CPython's async-exception API, opt-in with its risks)
+or traced (:func:`set_thread_trace`, which takes effect at the thread's next Python event).
+
+Each DSU_Thread also owns a *sleeping continuation*: a greenlet created when the thread starts,
+which :meth:`~DSU_Thread.switch` wakes to run ``sleeping_continuation_function`` before control
+returns to the caller. A greenlet belongs to the thread that created it, so ``switch()`` is only
+valid from the thread itself.
+
+Plain ``threading.Thread`` objects and the main thread may call ``staticUpdatePoint`` too, and can
+be suspended and resumed through the module functions (``suspend_thread`` etc. in
+``pymoult.lowlevel.alterability``); reboots and continuations need a DSU_Thread.
+"""
+
+import logging
+import threading
+
+import greenlet
+
+from . import _thread_trace
+from ._parking import RebootException, ThreadControl, control_for, current_control
+from .errors import ContinuationError, PymoultTypeError, ThreadStateError
+
+__all__ = [
+    "DSU_Thread",
+    "RebootException",
+    "start_active_update",
+    "set_active_update_function",
+    "get_thread_by_name",
+    "set_thread_trace",
+    "get_thread_trace",
+]
+
+logger = logging.getLogger("pymoult")
+
+
+class DSU_Thread(threading.Thread):
+    """A thread that can be suspended at update points, rebooted into a new main, and switched
+    to its sleeping continuation.
+
+    ``active`` selects how updates happen at its points: passive threads (the default) park when
+    a manager asks them to; active threads run their ``active_update_function`` themselves.
+
+    Subclassing contract: call ``DSU_Thread.__init__`` first, and define ``main`` rather than
+    ``run`` (``run`` implements reboots).
+    """
+
+    #: Called in the continuation by :meth:`switch`; set it on the instance or define it.
+    sleeping_continuation_function = None
+
+    def __init__(self, group=None, target=None, name=None, args=(), kwargs=None, active=False,
+                 *, daemon=None):
+        if target is not None and not callable(target):
+            raise PymoultTypeError(f"DSU_Thread target must be callable, got {target!r}")
+        super().__init__(group=group, target=target, name=name, args=args, kwargs=kwargs,
+                         daemon=daemon)
+        self._pymoult_control = ThreadControl(self, reboot_handler=self._reboot_at_point)
+        self._pymoult_control.active = bool(active)
+        self._next_main = None  # (function, args, kwargs) set by switchMain, or None
+        self._main_function = None  # what the current run of main is running
+        self._boundaries = []  # live reboot boundaries of this thread, innermost last
+        self._continuation = None
+        self._started_once = False
+        #: How many times main has been rebooted.
+        self.reboots = 0
+
+    # -- the code the thread runs ----------------------------------------------------------
+
+    def main(self):
+        """What the thread runs: by default its ``target``. Override in subclasses."""
+        if self._target is not None:
+            self._target(*self._args, **self._kwargs)
+
+    def start(self):
+        """Start the thread. A second call raises ``ThreadStateError`` (a ``RuntimeError``)."""
+        if self._started_once:
+            raise ThreadStateError(f"{self!r} was already started; a thread starts only once")
+        self._started_once = True
+        super().start()
+
+    def run(self):
+        control = self._pymoult_control
+        control.attach()
+        self._continuation = greenlet.greenlet(self._continuation_loop)
+        try:
+            while True:
+                function, args, kwargs = self._take_main()
+                self._main_function = function
+                try:
+                    function(*args, **kwargs)
+                    return
+                except RebootException as reboot:
+                    if reboot.target is not None:
+                        raise  # a boundary's reboot that escaped its boundary: a real error
+                    self.reboots += 1
+                    logger.info("%r rebooted (reboot %d)", self, self.reboots)
+                    future = getattr(reboot, "future", None) or control.take_reboot_future()
+                    if future is not None and not future.done():
+                        future.set_result(self.reboots)
+        finally:
+            self._main_function = None
+            self._end_continuation()
+            control.detach()
+            if _thread_trace.get_trace(self) is not None:
+                _thread_trace.set_trace(self, None)
+            del self._target, self._args, self._kwargs
+
+    def _take_main(self):
+        if self._next_main is not None:
+            return self._next_main
+        return self.main, (), {}
+
+    def switch_main(self, function, args=(), kwargs=None):
+        """Make the next (re)start of main run ``function(*args, **kwargs)``."""
+        if not callable(function):
+            raise PymoultTypeError(f"new main must be callable, got {function!r}")
+        self._next_main = (function, tuple(args), dict(kwargs or {}))
+
+    def _reboot_at_point(self, payload, future):
+        """Serve a reboot request at an update point, in this thread."""
+        if payload is None:
+            error = RebootException(f"reboot of {self.name} requested")
+        else:
+            try:
+                error = payload(self)  # builds the RebootException (captures state, ...)
+            except Exception as exc:
+                logger.exception("reboot of %r cancelled: preparing it failed", self)
+                future.set_exception(exc)
+                return
+        error.future = future
+        raise error
+
+    # -- DSU state -------------------------------------------------------------------------
+
+    @property
+    def active(self):
+        """True when this thread runs its active update function itself at update points."""
+        return self._pymoult_control.active
+
+    @active.setter
+    def active(self, value):
+        self._pymoult_control.set_active(value)
+
+    def set_active(self):
+        """Make updates active: the thread runs its ``active_update_function`` at its points."""
+        self.active = True
+
+    def set_passive(self):
+        """Make updates passive (default): the thread parks at its points when asked."""
+        self.active = False
+
+    @property
+    def active_update_function(self):
+        """The function the thread runs at its next active update, or None."""
+        return self._pymoult_control.active_function
+
+    @active_update_function.setter
+    def active_update_function(self, function):
+        self._pymoult_control.request_active_update(function)
+
+    def suspend(self):
+        """Ask the thread to park at its next update point (returns at once)."""
+        self._pymoult_control.request_suspend()
+
+    def resume(self):
+        """Release the thread if it is parked, or cancel a suspension not yet reached.
+
+        Returns True if there was something to release, False if the thread was neither parked
+        nor asked to park (resuming twice is harmless).
+        """
+        return self._pymoult_control.resume()
+
+    def is_suspended(self):
+        """True while the thread is parked at an update point."""
+        return self._pymoult_control.parked
+
+    def wait_suspended(self, timeout=None):
+        """Block until the thread is parked; True once it is, False on timeout or if it ended.
+
+        Raises ``DeadlockDetectedError`` if called by the thread itself.
+        """
+        return self._pymoult_control.wait_parked(timeout)
+
+    # -- the sleeping continuation ---------------------------------------------------------
+
+    def _continuation_loop(self):
+        while True:
+            function = self.sleeping_continuation_function
+            outcome = (True, None)
+            if function is not None:
+                try:
+                    outcome = (True, function())
+                except greenlet.GreenletExit:
+                    raise
+                except BaseException as exc:
+                    outcome = (False, exc)
+            greenlet.getcurrent().parent.switch(outcome)
+
+    def switch(self):
+        """Switch to the sleeping continuation: run ``sleeping_continuation_function`` (if set)
+        there, then come back. Returns what the function returned.
+
+        Only the thread itself may switch (a greenlet belongs to the thread that made it):
+        another thread gets ``ThreadStateError``. If the function raises, the error is logged
+        and ``ContinuationError`` is raised here with it as ``__cause__``; the continuation stays
+        usable.
+        """
+        if threading.get_ident() != self.ident or self._continuation is None:
+            raise ThreadStateError(
+                f"switch() must be called by {self.name!r} itself while it runs, "
+                f"not by {threading.current_thread().name!r}"
+            )
+        here = greenlet.getcurrent()
+        if here is self._continuation:
+            raise ThreadStateError(f"switch() called from inside {self.name!r}'s continuation")
+        self._continuation.parent = here
+        ok, value = self._continuation.switch()
+        if ok:
+            return value
+        logger.error("sleeping continuation function of %r raised", self, exc_info=value)
+        raise ContinuationError(
+            f"sleeping continuation function of {self.name!r} raised {value!r}") from value
+
+    def _end_continuation(self):
+        continuation, self._continuation = self._continuation, None
+        if continuation is not None and continuation:  # started and not finished
+            continuation.throw(greenlet.GreenletExit)
+
+    def continuation_frame(self):
+        """The Python frame where the sleeping continuation is suspended, or None.
+
+        Quiescence checks walk it too: ``sys._current_frames()`` does not show the frames of a
+        suspended greenlet.
+        """
+        continuation = self._continuation
+        return None if continuation is None else continuation.gr_frame
+
+    def __repr__(self):
+        base = super().__repr__()[:-1]
+        return (f"{base} {'active' if self.active else 'passive'} "
+                f"dsu={self._pymoult_control.describe()} reboots={self.reboots}>")
+
+
+def _require_thread(thread):
+    if not isinstance(thread, threading.Thread):
+        raise PymoultTypeError(f"expected a thread, got {thread!r}")
+    return thread
+
+
+def start_active_update():
+    """Run the calling thread's pending active update function now, whether it is active or not.
+
+    Returns the future carrying the function's outcome (an error in the function is logged and
+    stored there; the thread keeps running), or None if no active update was pending.
+    """
+    control = current_control(create=False)
+    if control is None:
+        return None
+    function, future = control.take_active()
+    if function is None:
+        return None
+    control.run_active(function, future)
+    return future
+
+
+def set_active_update_function(function, thread):
+    """Set the function ``thread`` runs at its next active update (None clears it).
+
+    An active thread runs it at its next update point; any thread runs it when it calls
+    :func:`start_active_update`. Returns a ``concurrent.futures.Future`` resolved with the
+    function's result, or failed with ``ActiveUpdateError`` if it raised (or with
+    ``ThreadStateError`` if the thread ended first or the function was replaced).
+    """
+    if function is not None and not callable(function):
+        raise PymoultTypeError(f"active update function must be callable, got {function!r}")
+    return control_for(_require_thread(thread)).request_active_update(function)
+
+
+def get_thread_by_name(name):
+    """The live thread called ``name``, or None. If several share the name, the first started."""
+    for thread in threading.enumerate():
+        if thread.name == name:
+            return thread
+    return None
+
+
+def set_thread_trace(thread, trace):
+    """Give ``thread`` the trace function ``trace`` (``sys.settrace`` semantics), effective at
+    its next Python event without the thread calling anything; None removes it.
+
+    Frames already running in the thread are traced with ``trace`` as their local trace, so the
+    next line the thread runs reaches it. Other threads keep running at full speed, and the
+    traced thread gets its speed back when the trace is removed. An exception in the trace is
+    logged and removes the trace. See ``pymoult._thread_trace`` for the mechanism per version.
+    """
+    _thread_trace.set_trace(_require_thread(thread), trace)
+
+
+def get_thread_trace(thread):
+    """The trace function set on ``thread`` by :func:`set_thread_trace`, or None."""
+    return _thread_trace.get_trace(_require_thread(thread))
