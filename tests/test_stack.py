@@ -1,0 +1,228 @@
+import threading
+import time
+
+import pytest
+
+from pymoult.errors import PymoultTypeError, RebootError, ThreadStateError
+from pymoult.lowlevel.alterability import staticUpdatePoint
+from pymoult.lowlevel.stack import rebootFunction, reboot_boundary, resetThread, switchMain
+from pymoult.threads import DSU_Thread
+
+pytestmark = pytest.mark.timeout(20)
+WAIT = 5.0
+
+
+def test_reset_thread_reboots_at_the_next_update_point(spawn):
+    runs = []
+    ran_twice = threading.Event()
+
+    def main():
+        runs.append(1)
+        if len(runs) == 2:
+            ran_twice.set()
+        while not spawn.stop.is_set():
+            staticUpdatePoint()
+
+    thread = spawn(DSU_Thread(target=main))
+    assert resetThread(thread).result(WAIT) == 1
+    assert ran_twice.wait(WAIT)
+    assert thread.reboots == 1
+
+
+def test_reboot_into_a_new_main_runs_finally_blocks(spawn):
+    cleaned = threading.Event()
+    new_main_args = []
+
+    def old_main():
+        try:
+            while not spawn.stop.is_set():
+                staticUpdatePoint()
+        finally:
+            cleaned.set()
+
+    def new_main(a, b):
+        new_main_args.append((a, b))
+
+    thread = spawn(DSU_Thread(target=old_main))
+    switchMain(thread, new_main, [1], {"b": 2})
+    resetThread(thread).result(WAIT)
+    thread.join(WAIT)
+    assert cleaned.is_set()
+    assert new_main_args == [(1, 2)]
+
+
+def test_parked_thread_reboots_when_resumed(spawn):
+    started = []
+
+    def main():
+        started.append(1)
+        while not spawn.stop.is_set():
+            staticUpdatePoint()
+
+    thread = spawn(DSU_Thread(target=main))
+    thread.suspend()
+    assert thread.wait_suspended(WAIT)
+    future = resetThread(thread)
+    assert not future.done()
+    thread.resume()
+    assert future.result(WAIT) == 1
+    assert len(started) == 2
+
+
+def test_asynchronous_reset_reaches_a_thread_without_update_points(spawn):
+    looping = threading.Event()
+    runs = []
+
+    def main():
+        runs.append(1)
+        if len(runs) == 1:
+            looping.set()
+            while True:  # never reaches an update point
+                time.sleep(0.001)
+
+    thread = spawn(DSU_Thread(target=main))
+    assert looping.wait(WAIT)
+    assert resetThread(thread, asynchronous=True).result(WAIT) == 1
+    thread.join(WAIT)
+    assert runs == [1, 1]
+    assert "reboot requested" not in repr(thread)  # the pending request was consumed
+
+
+def test_reset_thread_refuses_plain_unstarted_and_finished_threads(spawn):
+    with pytest.raises(PymoultTypeError, match="a DSU_Thread is required, got <_MainThread"):
+        resetThread(threading.current_thread())
+    thread = DSU_Thread(target=lambda: None)
+    with pytest.raises(ThreadStateError, match="it has not started"):
+        resetThread(thread)
+    spawn(thread).join(WAIT)
+    with pytest.raises(ThreadStateError, match="it has finished"):
+        resetThread(thread)
+
+
+def test_reboot_pending_when_the_thread_ends_fails_its_future(spawn):
+    go = threading.Event()
+    thread = spawn(DSU_Thread(target=lambda: go.wait(WAIT)))
+    future = resetThread(thread)
+    go.set()
+    thread.join(WAIT)
+    with pytest.raises(ThreadStateError, match="ended before reaching an update point"):
+        future.result(WAIT)
+
+
+def test_switch_main_before_start_chooses_what_runs(spawn):
+    ran = []
+    thread = DSU_Thread(target=lambda: ran.append("target"))
+    switchMain(thread, lambda: ran.append("switched"))
+    spawn(thread).join(WAIT)
+    assert ran == ["switched"]
+    with pytest.raises(PymoultTypeError):
+        switchMain(threading.current_thread(), print)
+
+
+# -- rebootFunction ---------------------------------------------------------------------------
+
+
+def test_reboot_function_of_main_captures_state_and_continues_with_the_new_function(spawn):
+    progress = threading.Event()
+    resumed_from = []
+
+    def compute():
+        total = 0
+        i = 0
+        while not spawn.stop.is_set():
+            i += 1
+            total += i
+            if i == 100:
+                progress.set()
+            staticUpdatePoint()
+
+    def new_compute(state):
+        resumed_from.append(state)
+
+    thread = spawn(DSU_Thread(target=compute))
+    assert progress.wait(WAIT)
+    future = rebootFunction(thread, compute, new_compute,
+                            lambda frame: (frame.f_locals["i"], frame.f_locals["total"]))
+    future.result(WAIT)
+    thread.join(WAIT)
+    (i, total), = resumed_from
+    assert i >= 100 and total == i * (i + 1) // 2
+
+
+def test_reboot_function_at_a_boundary_restarts_only_that_function(spawn):
+    inside = threading.Event()
+    results = []
+
+    @reboot_boundary
+    def step(n):
+        inside.set()
+        while not spawn.stop.is_set():
+            staticUpdatePoint()
+        return "never"
+
+    def new_step(state):
+        return ("new", state["n"])
+
+    def main():
+        results.append(step(5))
+        results.append("after")
+
+    thread = spawn(DSU_Thread(target=main))
+    assert inside.wait(WAIT)
+    rebootFunction(thread, step, new_step).result(WAIT)
+    thread.join(WAIT)
+    assert results == [("new", 5), "after"]
+    assert thread.reboots == 0  # main itself was not restarted
+
+
+def test_reboot_function_refuses_other_functions_at_request_time(spawn):
+    def helper():
+        pass
+
+    thread = spawn(DSU_Thread(target=lambda: [staticUpdatePoint()
+                                              for _ in iter(spawn.stop.is_set, True)]))
+    with pytest.raises(RebootError, match="neither the thread's main nor a function marked"):
+        rebootFunction(thread, helper, helper)
+
+    @reboot_boundary
+    def not_running():
+        pass
+
+    with pytest.raises(RebootError, match="it is not running there"):
+        rebootFunction(thread, not_running, helper)
+    with pytest.raises(PymoultTypeError, match="new_function must be callable"):
+        rebootFunction(thread, helper, None)
+    with pytest.raises(PymoultTypeError, match="capture_state must be callable"):
+        rebootFunction(thread, helper, helper, 5)
+
+
+def test_failing_capture_state_cancels_the_reboot_and_the_thread_goes_on(spawn):
+    points = []
+
+    def main():
+        while not spawn.stop.is_set():
+            points.append(1)
+            staticUpdatePoint()
+
+    def broken_capture(frame):
+        raise LookupError("no state")
+
+    thread = spawn(DSU_Thread(target=main))
+    future = rebootFunction(thread, main, print, broken_capture)
+    with pytest.raises(LookupError):
+        future.result(WAIT)
+    assert thread.is_alive() and thread.reboots == 0
+    thread.suspend()  # still serving points
+    assert thread.wait_suspended(WAIT)
+    thread.resume()
+
+
+def test_async_exception_helper_refuses_instances_and_dead_threads(spawn):
+    from pymoult import _cpython
+
+    thread = spawn(DSU_Thread(target=lambda: None))
+    thread.join(WAIT)
+    with pytest.raises(PymoultTypeError, match="an exception class is required"):
+        _cpython.raise_in_thread(thread, RebootError("instance"))
+    with pytest.raises(ThreadStateError, match="it is not running"):
+        _cpython.raise_in_thread(thread, RebootError)
