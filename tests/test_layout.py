@@ -1,0 +1,70 @@
+"""The package's shape: one-way imports and explicit public names."""
+
+import ast
+import importlib
+import pathlib
+
+import pytest
+
+PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "pymoult"
+PUBLIC_MODULES = ["pymoult.errors", "pymoult.threads", "pymoult.lowlevel.alterability",
+                  "pymoult.lowlevel.stack", "pymoult.lowlevel.world"]
+
+
+def imported_modules(path):
+    tree = ast.parse(path.read_text())
+    package = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1])
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                yield ".".join(base + ([node.module] if node.module else []))
+            else:
+                yield node.module
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "lowlevel").glob("*.py")), ids=str)
+def test_lowlevel_never_imports_highlevel(path):
+    assert not [m for m in imported_modules(path) if m and m.startswith("pymoult.highlevel")]
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.glob("*.py")), ids=str)
+def test_core_modules_import_no_tier_above_them(path):
+    tiers = ("pymoult.lowlevel", "pymoult.highlevel")
+    offenders = [m for m in imported_modules(path) if m and m.startswith(tiers)]
+    assert not offenders, f"{path.name} imports {offenders}"
+
+
+@pytest.mark.parametrize("name", PUBLIC_MODULES)
+def test_every_public_name_exists_and_is_documented(name):
+    module = importlib.import_module(name)
+    assert module.__doc__
+    assert len(set(module.__all__)) == len(module.__all__), "a name is exported twice"
+    for public in module.__all__:
+        obj = getattr(module, public)
+        if callable(obj):
+            assert obj.__doc__, f"{name}.{public} has no docstring"
+
+
+def test_api_names_from_the_original_pymoult_exist():
+    from pymoult import threads
+    from pymoult.lowlevel import alterability, stack
+
+    for module, names in [
+        (threads, "DSU_Thread RebootException start_active_update set_active_update_function "
+                  "get_thread_by_name set_thread_trace"),
+        (alterability, "staticUpdatePoint setupWaitStaticPoints waitStaticPoints "
+                       "checkStaticPointsReached cleanFailedStaticPoints isFunctionInStack "
+                       "isFunctionInAnyStack checkQuiescenceOfFunction checkQuiescenceOfFunctions "
+                       "waitQuiescenceOfFunction waitQuiescenceOfFunctions resumeSuspendedThreads "
+                       "isAnyCodeInAnyStack isClassInAnyStack setupForceQuiescence "
+                       "waitForceQuiescence checkForceQuiescence cleanForceQuiescence "
+                       "cleanFailedForceQuiescence"),
+        (stack, "resetThread switchMain rebootFunction"),
+    ]:
+        for name in names.split():
+            assert name in module.__all__, f"{module.__name__}.{name}"
+    for method in "switch suspend resume is_suspended wait_suspended set_active set_passive".split():
+        assert callable(getattr(threads.DSU_Thread, method))

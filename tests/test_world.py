@@ -1,0 +1,73 @@
+import threading
+
+import pytest
+
+from pymoult.errors import PymoultValueError
+from pymoult.lowlevel.world import SAFETY_MARGIN, stop_the_world
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def busy_threads(spawn, count):
+    counters = [0] * count
+    running = threading.Barrier(count + 1, timeout=5)
+
+    def busy(i):
+        running.wait()
+        while not spawn.stop.is_set():
+            counters[i] += 1
+
+    for i in range(count):
+        spawn(threading.Thread(target=busy, args=(i,)))
+    running.wait()
+    return counters
+
+
+def test_no_other_thread_runs_inside_an_exclusive_window(spawn):
+    counters = busy_threads(spawn, 3)
+    checked = 0
+    for _ in range(40):
+        with stop_the_world(guarantee=0.005) as window:
+            before = list(counters)
+            while window.remaining() > 0.002:  # pure Python work, most of the window
+                pass
+            after = list(counters)
+            still = window.still_exclusive()
+        if still and window.exclusive:
+            checked += 1
+            assert after == before, "another thread ran inside an exclusive window"
+    assert checked >= 10  # most windows must hold their guarantee on this machine
+
+
+def test_overrunning_window_is_reported_not_trusted(spawn, caplog):
+    counters = busy_threads(spawn, 1)
+    with stop_the_world(guarantee=0.001) as window:
+        start = counters[0]
+        while counters[0] == start:  # only possible if the busy thread runs again
+            pass
+    assert window.exclusive is False
+    assert "over its 1.00 ms guarantee" in caplog.text
+    assert "overran" in repr(window)
+
+
+def test_window_restores_the_switch_interval_and_nests():
+    import sys
+
+    before = sys.getswitchinterval()
+    with stop_the_world(0.02) as outer:
+        assert sys.getswitchinterval() == 0.02
+        with stop_the_world(0.5) as inner:
+            assert inner is outer
+        assert sys.getswitchinterval() == 0.02
+    assert sys.getswitchinterval() == before
+    assert outer.exclusive and outer.elapsed < SAFETY_MARGIN * 0.02
+    with pytest.raises(ZeroDivisionError):
+        with stop_the_world():
+            1 / 0
+    assert sys.getswitchinterval() == before
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.0, "fast", None])
+def test_guarantee_must_be_sane(bad):
+    with pytest.raises(PymoultValueError, match="guarantee must be between"):
+        stop_the_world(bad)
