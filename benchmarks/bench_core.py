@@ -23,7 +23,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from pymoult.lowlevel.alterability import staticUpdatePoint  # noqa: E402
+from pymoult.lowlevel.alterability import staticUpdatePoint, update_point  # noqa: E402
 from pymoult.lowlevel.world import stop_the_world  # noqa: E402
 from pymoult.threads import DSU_Thread  # noqa: E402
 
@@ -54,6 +54,11 @@ def loop_update_point(n):
         staticUpdatePoint()
 
 
+def loop_zero_arg_point(n):
+    for _ in range(n):
+        update_point()
+
+
 def loop_original_pymoult_point(n):
     for _ in range(n):
         pymoult_original_point()
@@ -63,6 +68,7 @@ LOOPS = {
     "no point": loop_none,
     "empty function call": loop_empty_call,
     "staticUpdatePoint()": loop_update_point,
+    "update_point()": loop_zero_arg_point,
     "original Pymoult point (peer)": loop_original_pymoult_point,
 }
 
@@ -81,6 +87,7 @@ def bench_idle_point(repeats, n):
         "ns_per_iteration": medians,
         "net_ns": net,
         "ratio_point_vs_empty_call": net["staticUpdatePoint()"] / net["empty function call"],
+        "ratio_zero_arg_point_vs_empty_call": net["update_point()"] / net["empty function call"],
         "ratio_point_vs_no_point": medians["staticUpdatePoint()"] / base,
         "ratio_original_pymoult_vs_point": (net["original Pymoult point (peer)"]
                                             / net["staticUpdatePoint()"]),
@@ -188,6 +195,7 @@ def main():
         print(f"  {name:34} {value:8.1f} {idle['net_ns'][name]:8.1f}")
     print(f"  staticUpdatePoint / empty call (net): {idle['ratio_point_vs_empty_call']:.2f}x "
           "(target <= 1.3x)")
+    print(f"  update_point() / empty call (net):    {idle['ratio_zero_arg_point_vs_empty_call']:.2f}x")
     print(f"  loop with point / loop without:       {idle['ratio_point_vs_no_point']:.2f}x")
     print(f"  original Pymoult point / ours (net):  {idle['ratio_original_pymoult_vs_point']:.2f}x")
     print(f"\nPark and wake-up ({rounds} rounds):")

@@ -6,7 +6,8 @@ import threading
 import pytest
 
 from pymoult import _parking
-from pymoult.lowlevel.alterability import staticUpdatePoint, suspend_thread, resume_thread
+from pymoult.lowlevel.alterability import (resume_thread, staticUpdatePoint, suspend_thread,
+                                           update_point)
 from pymoult.lowlevel.stack import resetThread
 from pymoult.threads import DSU_Thread, set_active_update_function
 
@@ -100,4 +101,21 @@ def test_resume_all_prunes_ended_plain_threads(spawn):
     go.set()
     thread.join(WAIT)
     resumeSuspendedThreads()
+    assert idle()
+
+
+def test_update_point_is_the_same_point_without_a_name(spawn):
+    started = threading.Event()
+
+    def main():
+        started.set()
+        while not spawn.stop.is_set():
+            update_point()
+
+    thread = spawn(DSU_Thread(target=main))
+    assert started.wait(WAIT)
+    thread.suspend()
+    assert thread.wait_suspended(WAIT)
+    assert "parked" in repr(thread) and " at " not in repr(thread).split("dsu=")[1]
+    thread.resume()
     assert idle()

@@ -37,11 +37,12 @@ import time
 import types
 
 from .. import _parking
-from .._parking import control_for, staticUpdatePoint
+from .._parking import control_for, staticUpdatePoint, update_point
 from ..errors import DeadlockDetectedError, PymoultTypeError, PymoultValueError
 
 __all__ = [
     "staticUpdatePoint",
+    "update_point",
     "patience",
     "DEFAULT_MAX_TRIES",
     "DEFAULT_SLEEP_TIME",
