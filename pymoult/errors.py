@@ -19,6 +19,9 @@ __all__ = [
     "DeadlockDetectedError",
     "StopTheWorldError",
     "UnsupportedError",
+    "RedefinitionError",
+    "TargetNotFoundError",
+    "RollbackError",
 ]
 
 
@@ -76,3 +79,33 @@ class StopTheWorldError(PymoultError, RuntimeError):
 class UnsupportedError(PymoultError, NotImplementedError):
     """The running CPython does not offer what the operation needs; the message says what is
     missing and on which versions it works."""
+
+
+class RedefinitionError(PymoultError, ValueError):
+    """A function cannot be updated in place, typically because the new version's free
+    variables differ from the old one's (the message names both sets). ``.function`` is the live
+    function, ``.new_function`` the new version. Pass ``fallback="rebind"`` to rebind names
+    instead (existing references then keep the old code)."""
+
+    def __init__(self, message, function=None, new_function=None):
+        super().__init__(message)
+        self.function = function
+        self.new_function = new_function
+
+
+class TargetNotFoundError(PymoultError, LookupError):
+    """What an update targets is not there (any more): a module attribute or class member that
+    vanished, a frame that exited. ``.target`` names what was looked for."""
+
+    def __init__(self, message, target=None):
+        super().__init__(message)
+        self.target = target
+
+
+class RollbackError(PymoultError, RuntimeError):
+    """Some operations of a journal could not be undone; the others were. ``.failures`` lists
+    ``(operation, exception)`` pairs."""
+
+    def __init__(self, message, failures=()):
+        super().__init__(message)
+        self.failures = list(failures)

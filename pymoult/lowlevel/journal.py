@@ -1,0 +1,198 @@
+"""The undo journal: every mutation an update makes, recorded as data.
+
+Each lowlevel mechanism that changes the program (a code swap, an attribute set, a local variable
+write...) records an :class:`Operation` in the *current* journal before returning. An operation
+is data with a readable ``str`` ("swap code of app.handle", "set app.VERSION (was 1)"), which gives
+at once a log of what an update did, an audit trail, and exact rollback: :meth:`Journal.rollback`
+undoes the operations in reverse order.
+
+The current journal is per thread: ``with journal.recording(): ...`` makes ``journal`` current in
+the calling thread for the block (managers wrap an update's steps in it). Mechanisms also take an
+explicit ``journal=`` argument. With no journal, mutations are applied and not recorded.
+"""
+
+import contextlib
+import logging
+import threading
+
+from ..errors import PymoultTypeError, RollbackError, ThreadStateError
+
+__all__ = ["Operation", "SetAttribute", "SetItem", "Journal", "current_journal", "MISSING"]
+
+logger = logging.getLogger("pymoult")
+
+_local = threading.local()
+
+
+class _Missing:
+    def __repr__(self):
+        return "<missing>"
+
+
+#: Marks an attribute or item that did not exist before an operation.
+MISSING = _Missing()
+
+
+def describe(obj):
+    """A short readable name for ``obj`` in operation texts: ``module.qualname`` when it has one."""
+    if isinstance(obj, (staticmethod, classmethod)):
+        return f"{type(obj).__name__} {describe(obj.__func__)}"
+    if isinstance(obj, property):
+        return f"property {describe(obj.fget)}" if obj.fget is not None else "property"
+    qualname = getattr(obj, "__qualname__", None)
+    module = getattr(obj, "__module__", None)
+    if isinstance(qualname, str):
+        return f"{module}.{qualname}" if isinstance(module, str) else qualname
+    name = getattr(obj, "__name__", None)
+    if isinstance(name, str):
+        return name
+    text = repr(obj)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class Operation:
+    """One recorded mutation. Subclasses set ``text`` and implement :meth:`undo`."""
+
+    text = "operation"
+
+    def undo(self):
+        """Return the program to its state before this operation."""
+        raise NotImplementedError
+
+    def __str__(self):
+        return self.text
+
+    def __repr__(self):
+        return f"<{type(self).__name__}: {self.text}>"
+
+
+class SetAttribute(Operation):
+    """``setattr(target, name, new)``; undo puts ``old`` back (or deletes what did not exist)."""
+
+    def __init__(self, target, name, old, new):
+        self.target, self.name, self.old, self.new = target, name, old, new
+        was = "new" if old is MISSING else f"was {describe(old)}"
+        self.text = f"set {describe(target)}.{name} ({was})"
+
+    def undo(self):
+        if self.old is MISSING:
+            if self.name in getattr(self.target, "__dict__", {}) or hasattr(self.target, self.name):
+                delattr(self.target, self.name)
+        else:
+            setattr(self.target, self.name, self.old)
+
+
+class SetItem(Operation):
+    """``mapping[key] = new``; undo puts ``old`` back (or removes a key that did not exist)."""
+
+    def __init__(self, mapping, key, old, new, owner=None):
+        self.mapping, self.key, self.old, self.new = mapping, key, old, new
+        was = "new" if old is MISSING else f"was {describe(old)}"
+        where = describe(owner) if owner is not None else type(mapping).__name__
+        self.text = f"set {where}[{key!r}] ({was})"
+
+    def undo(self):
+        if self.old is MISSING:
+            self.mapping.pop(self.key, None)
+        else:
+            self.mapping[self.key] = self.old
+
+
+class Journal:
+    """The ordered record of an update's mutations, able to undo them all.
+
+    States: ``open`` (recording), ``committed`` (the update is kept; nothing more may be
+    recorded), ``rolled back``. Iterating gives the operations in the order they were made.
+    """
+
+    def __init__(self, name=None):
+        self.name = name
+        self.operations = []
+        self.state = "open"
+        self._lock = threading.Lock()
+
+    def record(self, operation):
+        """Append ``operation`` (already applied) and return it."""
+        if not isinstance(operation, Operation):
+            raise PymoultTypeError(f"a journal records Operation objects, got {operation!r}")
+        with self._lock:
+            if self.state != "open":
+                raise ThreadStateError(f"journal {self.name!r} is {self.state}: cannot record {operation}")
+            self.operations.append(operation)
+        logger.debug("journal %s: %s", self.name, operation)
+        return operation
+
+    @contextlib.contextmanager
+    def recording(self):
+        """Make this journal the calling thread's current journal for the block."""
+        previous = getattr(_local, "journal", None)
+        _local.journal = self
+        try:
+            yield self
+        finally:
+            _local.journal = previous
+
+    def commit(self):
+        """Close the journal: the update stays. The operations remain readable."""
+        with self._lock:
+            if self.state != "open":
+                raise ThreadStateError(f"journal {self.name!r} is already {self.state}")
+            self.state = "committed"
+
+    def rollback(self):
+        """Undo every operation, newest first.
+
+        Every undo is attempted even if one fails; failures are then raised together as
+        ``RollbackError`` (with ``.failures``, a list of ``(operation, exception)``), after the
+        others were undone.
+        """
+        with self._lock:
+            if self.state == "rolled back":
+                raise ThreadStateError(f"journal {self.name!r} was already rolled back")
+            operations = list(reversed(self.operations))
+            self.state = "rolled back"
+        failures = []
+        for operation in operations:
+            try:
+                operation.undo()
+            except Exception as exc:  # keep undoing the rest: a partial rollback is worse
+                logger.exception("journal %s: could not undo %s", self.name, operation)
+                failures.append((operation, exc))
+        if failures:
+            raise RollbackError(
+                f"{len(failures)} of {len(operations)} operations of {self.name!r} could not be "
+                f"undone: " + "; ".join(str(op) for op, _ in failures), failures=failures)
+        logger.info("journal %s: rolled back %d operations", self.name, len(operations))
+
+    def __iter__(self):
+        return iter(list(self.operations))
+
+    def __len__(self):
+        return len(self.operations)
+
+    def __str__(self):
+        lines = [f"journal {self.name!r} ({self.state}, {len(self.operations)} operations)"]
+        lines += [f"  {i}. {op}" for i, op in enumerate(self.operations, 1)]
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return f"<Journal {self.name!r} {self.state} operations={len(self.operations)}>"
+
+
+def current_journal(journal=None):
+    """``journal`` if given, else the calling thread's current journal, else None."""
+    if journal is not None:
+        if not isinstance(journal, Journal):
+            raise PymoultTypeError(f"expected a Journal, got {journal!r}")
+        return journal
+    return getattr(_local, "journal", None)
+
+
+def set_attribute(target, name, value, journal=None):
+    """``setattr`` recorded in the journal (the building block of most mechanisms)."""
+    old = target.__dict__.get(name, MISSING) if hasattr(target, "__dict__") else getattr(
+        target, name, MISSING)
+    setattr(target, name, value)
+    journal = current_journal(journal)
+    if journal is not None:
+        journal.record(SetAttribute(target, name, old, value))

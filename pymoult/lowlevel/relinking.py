@@ -1,0 +1,309 @@
+"""Relinking: make every reference to a function run its new version.
+
+Pymoult rebound the module attribute, so every reference held elsewhere (a callback, a
+``from m import f``, a bound method, a decorator's wrapper) kept running the old code. Here the
+live function object is updated *in place*, as jurigged does: its ``__code__``, defaults,
+keyword defaults, annotations, docstring and ``__dict__`` take the new version's, so every
+existing reference runs the new code from its next call, and the function keeps its identity.
+
+What in place means, precisely:
+
+- the new code runs against the *live module's* globals (``__globals__`` is read-only); global
+  names the new code uses that the module lacks are copied from the new version's globals
+  (its new imports and helpers), and recorded;
+- the new code runs with the *live closure cells* (``__closure__`` is read-only), so the free
+  variables must match by name and order; otherwise :class:`~pymoult.errors.RedefinitionError`
+  names both sets, unless the caller asked for ``fallback="rebind"`` (then the name is rebound to
+  a new function built on the live globals, and references taken earlier keep the old code);
+- zero-argument ``super()`` uses the ``__class__`` cell: the live cell keeps pointing at the live
+  class, so a method taken from a new version of the class works unchanged;
+- decorated functions (``functools.wraps`` chains, ``lru_cache``) are updated layer by layer
+  along ``__wrapped__``; caches found on the way are cleared;
+- frames already running, and suspended generators, keep the code they started with.
+
+Every change is recorded in the current journal (:mod:`pymoult.lowlevel.journal`), so an update
+can be rolled back exactly.
+"""
+
+import logging
+import types
+
+from ..errors import PymoultTypeError, RedefinitionError, TargetNotFoundError
+from .journal import MISSING, Operation, SetItem, current_journal, describe, set_attribute
+
+__all__ = ["redefineFunction", "redefineMethod", "update_function", "SwapFunction"]
+
+logger = logging.getLogger("pymoult")
+
+_FALLBACKS = (None, "rebind")
+
+
+class SwapFunction(Operation):
+    """The state of a function (code, defaults, annotations, doc, dict) replaced in place."""
+
+    FIELDS = ("__code__", "__defaults__", "__kwdefaults__", "__annotations__", "__doc__")
+
+    def __init__(self, function, before, after):
+        self.function, self.before, self.after = function, before, after
+        self.text = f"swap code of {describe(function)}"
+
+    @classmethod
+    def capture(cls, function):
+        state = {field: getattr(function, field) for field in cls.FIELDS}
+        state["__annotations__"] = dict(state["__annotations__"])
+        state["__dict__"] = dict(function.__dict__)
+        return state
+
+    @staticmethod
+    def restore(function, state):
+        for field in SwapFunction.FIELDS:
+            setattr(function, field, state[field])
+        function.__dict__.clear()
+        function.__dict__.update(state["__dict__"])
+
+    def undo(self):
+        self.restore(self.function, self.before)
+
+
+class ClearCache(Operation):
+    """A cache of a decorated function was cleared (nothing to undo: it refills itself)."""
+
+    def __init__(self, wrapper):
+        self.text = f"clear cache of {describe(wrapper)}"
+
+    def undo(self):
+        pass
+
+
+def _layers(function):
+    """``function`` and everything it wraps (``__wrapped__`` chain), outermost first."""
+    layers, seen = [], set()
+    while function is not None and id(function) not in seen:
+        seen.add(id(function))
+        layers.append(function)
+        function = getattr(function, "__wrapped__", None)
+    return layers
+
+
+def _as_function(obj, what):
+    if isinstance(obj, types.MethodType):
+        obj = obj.__func__
+    if isinstance(obj, (staticmethod, classmethod)):
+        obj = obj.__func__
+    if not callable(obj) or not any(isinstance(layer, types.FunctionType) for layer in _layers(obj)):
+        raise PymoultTypeError(f"{what} must be a Python function, got {obj!r}")
+    return obj
+
+
+def _global_names(code):
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _global_names(const)
+    return names
+
+
+def _copy_missing_globals(live, new, journal):
+    """Give the live module the globals the new code needs and it lacks."""
+    live_globals, new_globals = live.__globals__, new.__globals__
+    if live_globals is new_globals:
+        return
+    builtins = live_globals.get("__builtins__", {})
+    builtins = builtins if isinstance(builtins, dict) else vars(builtins)
+    for name in sorted(_global_names(new.__code__)):
+        if name in new_globals and name not in live_globals and name not in builtins:
+            live_globals[name] = new_globals[name]
+            if journal is not None:
+                journal.record(SetItem(live_globals, name, MISSING, new_globals[name],
+                                       owner=_ModuleName(live_globals)))
+
+
+class _ModuleName:
+    """Names a module's globals in operation texts."""
+
+    def __init__(self, module_globals):
+        self.__name__ = f"globals of {module_globals.get('__name__', '?')}"
+
+
+def _check_free_variables(live, new):
+    before, after = live.__code__.co_freevars, new.__code__.co_freevars
+    if before != after:
+        raise RedefinitionError(
+            f"cannot redefine {describe(live)!r} in place: free variables changed "
+            f"(before: {before}; after: {after})", function=live, new_function=new)
+
+
+def update_function(function, new_function, journal=None):
+    """Make ``function`` run ``new_function`` in place; returns ``function`` (same object).
+
+    Both may be decorated: their ``__wrapped__`` chains must have the same shape, and each
+    Python-function layer is updated from its counterpart. Raises ``RedefinitionError`` (nothing
+    changed) when a layer cannot be updated in place.
+    """
+    function = _as_function(function, "the function to redefine")
+    new_function = _as_function(new_function, "the new version")
+    journal = current_journal(journal)
+    old_layers, new_layers = _layers(function), _layers(new_function)
+    shape = [type(layer) for layer in old_layers], [type(layer) for layer in new_layers]
+    if shape[0] != shape[1]:
+        raise RedefinitionError(
+            f"cannot redefine {describe(function)!r} in place: its decorators changed "
+            f"(before: {[t.__name__ for t in shape[0]]}; after: {[t.__name__ for t in shape[1]]})",
+            function=function, new_function=new_function)
+    pairs = [(old, new) for old, new in zip(old_layers, new_layers)
+             if isinstance(old, types.FunctionType)]
+    for old, new in pairs:  # check everything before changing anything
+        _check_free_variables(old, new)
+    for old, new in pairs:
+        _copy_missing_globals(old, new, journal)
+        before = SwapFunction.capture(old)
+        after = SwapFunction.capture(new)
+        after["__dict__"].pop("__wrapped__", None)
+        if "__wrapped__" in before["__dict__"]:
+            after["__dict__"]["__wrapped__"] = before["__dict__"]["__wrapped__"]
+        SwapFunction.restore(old, after)
+        if journal is not None:
+            journal.record(SwapFunction(old, before, after))
+    for layer in old_layers:
+        if callable(getattr(layer, "cache_clear", None)):
+            layer.cache_clear()
+            if journal is not None:
+                journal.record(ClearCache(layer))
+    return function
+
+
+def _rebuild(new_function, live_globals, live_class=None):
+    """A copy of ``new_function`` that runs against ``live_globals`` (and whose ``__class__``
+    cell, if any, holds ``live_class``)."""
+    code = new_function.__code__
+    closure = new_function.__closure__
+    if closure is not None and live_class is not None and "__class__" in code.co_freevars:
+        closure = tuple(types.CellType(live_class) if name == "__class__" else cell
+                        for name, cell in zip(code.co_freevars, closure))
+    rebuilt = types.FunctionType(code, live_globals, new_function.__name__,
+                                 new_function.__defaults__, closure)
+    rebuilt.__kwdefaults__ = new_function.__kwdefaults__
+    rebuilt.__annotations__ = dict(new_function.__annotations__)
+    rebuilt.__doc__ = new_function.__doc__
+    rebuilt.__qualname__ = new_function.__qualname__
+    rebuilt.__dict__.update(new_function.__dict__)
+    return rebuilt
+
+
+def _check_fallback(fallback):
+    if fallback not in _FALLBACKS:
+        raise PymoultTypeError(f"fallback must be one of {_FALLBACKS}, got {fallback!r}")
+
+
+def redefineFunction(module, function, new_function, fallback=None, journal=None):
+    """Make ``module.<function>`` and every reference to it run ``new_function``.
+
+    ``function`` is the live function or its name in ``module``. The live function is updated in
+    place and keeps its identity (see the module notes). When it cannot be (free variables or
+    decorators changed), ``RedefinitionError`` is raised with nothing changed, unless
+    ``fallback="rebind"``: then ``module.<name>`` is bound to a copy of ``new_function`` that runs
+    against the module's globals, and references taken earlier keep the old code (logged).
+    Returns the function now bound in the module.
+    """
+    _check_fallback(fallback)
+    if not isinstance(module, types.ModuleType):
+        raise PymoultTypeError(f"expected a module, got {module!r}")
+    name = function if isinstance(function, str) else getattr(function, "__name__", None)
+    if not isinstance(name, str):
+        raise PymoultTypeError(f"expected a function or its name, got {function!r}")
+    live = module.__dict__.get(name, MISSING)
+    if live is MISSING:
+        raise TargetNotFoundError(f"module {module.__name__!r} has no function {name!r} "
+                                  "(any more)", target=f"{module.__name__}.{name}")
+    if not isinstance(function, str) and live is not function:
+        raise TargetNotFoundError(f"{module.__name__}.{name} is no longer {function!r}",
+                                  target=f"{module.__name__}.{name}")
+    journal = current_journal(journal)
+    try:
+        return update_function(live, new_function, journal)
+    except RedefinitionError:
+        if fallback != "rebind":
+            raise
+    new_function = _as_function(new_function, "the new version")
+    if isinstance(new_function, types.FunctionType) and len(_layers(new_function)) == 1:
+        rebuilt = _rebuild(new_function, module.__dict__)  # plain: run against the live globals
+        _copy_missing_globals(rebuilt, new_function, journal)
+    else:
+        rebuilt = new_function  # decorated: its wrappers hold the new function itself
+    set_attribute(module, name, rebuilt, journal)
+    logger.warning("%s.%s rebound, not updated in place: references taken before keep the old "
+                   "code", module.__name__, name)
+    return rebuilt
+
+
+def redefineMethod(cls, name, new_method, fallback=None, journal=None):
+    """Make method ``name`` of ``cls`` run ``new_method`` everywhere (bound methods included).
+
+    Handles plain methods, ``staticmethod``, ``classmethod`` and ``property`` (each accessor
+    updated in place; a property that gains or loses an accessor gets a new property object).
+    ``new_method`` may be a function or the descriptor taken from a new version of the class
+    (``NewClass.__dict__[name]``). A method that uses zero-argument ``super()`` keeps using the
+    live class. The method must be defined in ``cls`` itself, not inherited.
+    """
+    _check_fallback(fallback)
+    if not isinstance(cls, type):
+        raise PymoultTypeError(f"expected a class, got {cls!r}")
+    live = cls.__dict__.get(name, MISSING)
+    if live is MISSING:
+        owner = next((base for base in cls.__mro__[1:] if name in base.__dict__), None)
+        where = f"; it is inherited from {owner.__qualname__}: redefine it there" if owner else ""
+        raise TargetNotFoundError(f"class {cls.__qualname__} defines no {name!r}{where}",
+                                  target=f"{cls.__qualname__}.{name}")
+    journal = current_journal(journal)
+    if isinstance(live, property):
+        return _redefine_property(cls, name, live, new_method, journal)
+    kinds = (staticmethod, classmethod)
+    live_kind = type(live) if isinstance(live, kinds) else types.FunctionType
+    new_kind = type(new_method) if isinstance(new_method, kinds) else types.FunctionType
+    if live_kind is not new_kind:
+        message = (f"cannot redefine {cls.__qualname__}.{name} in place: it was a "
+                   f"{live_kind.__name__} and the new version is a {new_kind.__name__}")
+        if fallback != "rebind":
+            raise RedefinitionError(message, function=live, new_function=new_method)
+        set_attribute(cls, name, new_method, journal)
+        return new_method
+    live_function = live.__func__ if isinstance(live, kinds) else live
+    new_function = new_method.__func__ if isinstance(new_method, kinds) else new_method
+    try:
+        update_function(live_function, new_function, journal)
+        return live
+    except RedefinitionError:
+        if fallback != "rebind":
+            raise
+    module_globals = _layers(live_function)[-1].__globals__
+    rebuilt = _rebuild(_as_function(new_function, "the new version"), module_globals, cls)
+    _copy_missing_globals(_layers(live_function)[-1], rebuilt, journal)
+    descriptor = live_kind(rebuilt) if live_kind in kinds else rebuilt
+    set_attribute(cls, name, descriptor, journal)
+    logger.warning("%s.%s rebound, not updated in place: bound methods taken before keep the old "
+                   "code", cls.__qualname__, name)
+    return descriptor
+
+
+def _redefine_property(cls, name, live, new_property, journal):
+    if not isinstance(new_property, property):
+        raise RedefinitionError(f"{cls.__qualname__}.{name} is a property; the new version "
+                                f"{new_property!r} is not", function=live,
+                                new_function=new_property)
+    accessors = ("fget", "fset", "fdel")
+    pairs = [(getattr(live, a), getattr(new_property, a)) for a in accessors]
+    for old, new in pairs:
+        if old is not None and new is not None:
+            _check_free_variables(_layers(old)[-1], _layers(new)[-1])
+    for old, new in pairs:
+        if old is not None and new is not None:
+            update_function(old, new, journal)
+    if all((old is None) == (new is None) for old, new in pairs) and live.__doc__ == new_property.__doc__:
+        return live
+    module_globals = next(_layers(f)[-1].__globals__ for f in (live.fget, live.fset, live.fdel)
+                          if f is not None)
+    merged = [old if old is not None else (None if new is None else _rebuild(new, module_globals, cls))
+              for old, new in pairs]
+    replacement = property(*merged, doc=new_property.__doc__)
+    set_attribute(cls, name, replacement, journal)
+    return replacement
