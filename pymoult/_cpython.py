@@ -17,6 +17,12 @@
   the same thread takes the GIL back and no switch is counted. A helper thread, started on first
   use and blocked on a lock ever after, is the other thread.
 
+- :func:`write_frame_local` sets a local variable of a live frame, in any thread. On 3.13
+  (PEP 667) ``frame.f_locals`` is a write-through proxy. Before, ``f_locals`` is a snapshot dict:
+  write it, then ``PyFrame_LocalsToFast(frame, 0)`` copies it back into the frame (without it
+  the write is lost). That copies *every* local back, so the snapshot and the copy must not be
+  separated by a GIL switch (callers hold a stop-the-world window). Cell variables update too.
+
 Per-thread tracing, the other version-specific mechanism, lives in ``_thread_trace``.
 """
 
@@ -32,6 +38,23 @@ PY_VERSION = sys.version_info[:2]
 _set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
 _set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
 _set_async_exc.restype = ctypes.c_int
+
+
+if PY_VERSION >= (3, 13):
+
+    def write_frame_local(frame, name, value):
+        """Set local ``name`` of ``frame`` to ``value`` (PEP 667 write-through)."""
+        frame.f_locals[name] = value
+
+else:
+    _locals_to_fast = ctypes.pythonapi.PyFrame_LocalsToFast
+    _locals_to_fast.argtypes = (ctypes.py_object, ctypes.c_int)
+    _locals_to_fast.restype = None
+
+    def write_frame_local(frame, name, value):
+        """Set local ``name`` of ``frame`` to ``value`` (snapshot, then copy back)."""
+        frame.f_locals[name] = value
+        _locals_to_fast(frame, 0)
 
 
 def raise_in_thread(thread, exc_class):
