@@ -57,6 +57,11 @@ else:
         _locals_to_fast(frame, 0)
 
 
+def clear_async_exc(ident):
+    """Withdraw an asynchronous exception not yet raised in thread ``ident`` (no-op if none)."""
+    _set_async_exc(ident, ctypes.py_object())  # NULL clears it
+
+
 def raise_in_thread(thread, exc_class):
     """Make ``exc_class`` be raised in ``thread`` at its next bytecode boundary.
 
@@ -71,7 +76,7 @@ def raise_in_thread(thread, exc_class):
     if found == 0:
         raise ThreadStateError(f"cannot raise {exc_class.__name__} in {thread!r}: no such thread state")
     if found > 1:  # cannot happen per CPython's contract; undo as its documentation asks
-        _set_async_exc(ident, ctypes.py_object())  # NULL clears it
+        clear_async_exc(ident)
         raise ThreadStateError(f"thread id {ident} matched {found} thread states; nothing raised")
 
 

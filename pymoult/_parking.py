@@ -11,7 +11,9 @@ update function for an active thread); only then does a point look up the callin
 Every thread that is asked for something gets one :class:`ThreadControl` (a ``DSU_Thread`` owns
 one from birth; a plain ``threading.Thread`` or the main thread gets one on first request). Its
 state lives under one ``Condition``: the requester sets a flag and waits on the condition; the
-thread, at its next point, serves the flag and notifies. There is no polling on either side.
+thread, at its next point, serves the flag and notifies. Neither side polls; the one exception
+is a wait on a *plain* thread, which re-checks every 50 ms whether the thread has ended (plain
+threads give no signal when they end; DSU_Threads do).
 
 This module is private: ``pymoult.threads`` and ``pymoult.lowlevel.alterability`` expose it.
 """
@@ -21,7 +23,8 @@ import threading
 import time
 from concurrent.futures import Future
 
-from .errors import ActiveUpdateError, DeadlockDetectedError, PymoultTypeError, ThreadStateError
+from .errors import (ActiveUpdateError, DeadlockDetectedError, PymoultTypeError,
+                     PymoultValueError, ThreadStateError)
 
 logger = logging.getLogger("pymoult")
 
@@ -82,8 +85,14 @@ def update_point():
 
 def _serve_point(name):
     control = _controls.get(_get_ident())
-    if control is not None and control.wants_point:
-        control.at_point(name)
+    if control is None or not control.wants_point:
+        return
+    if control.thread is not threading.current_thread():
+        # a plain thread that ended with a request left its control under an ident that CPython
+        # has reused for this thread: that request was never for us
+        control.detach()
+        return
+    control.at_point(name)
 
 
 def _set_wanting(control, wants):
@@ -94,18 +103,27 @@ def _set_wanting(control, wants):
             _wanting.add(control)
         else:
             _wanting.discard(control)
-        dead = [c for c in _wanting if not c.is_dsu and not c.thread.is_alive()]
         _pending = bool(_wanting)
-    for stale in dead:  # plain threads give no signal when they end: drop their requests now
-        stale.detach()
 
 
 def prune_dead_threads():
-    """Forget the requests of plain threads that ended without reaching a point."""
+    """Forget the requests of plain threads that ended without reaching a point (they give no
+    signal when they end). Call with no control's lock held."""
     with _registry_lock:
         dead = [c for c in _controls.values() if not c.is_dsu and not c.thread.is_alive()]
     for stale in dead:
         stale.detach()
+
+
+def check_timeout(timeout, what="timeout"):
+    """``timeout`` as a float >= 0, or None; ``PymoultValueError``/``PymoultTypeError`` otherwise."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise PymoultTypeError(f"{what} must be a number of seconds or None, got {timeout!r}")
+    if not timeout >= 0:  # also refuses NaN
+        raise PymoultValueError(f"{what} must be >= 0 or None, got {timeout!r}")
+    return float(timeout)
 
 
 def control_for(thread, create=True):
@@ -120,13 +138,18 @@ def control_for(thread, create=True):
         control = _controls.get(ident) if ident is not None else None
         if control is not None and control.thread is thread:
             return control
-        if not create:
-            return None
-        if ident is None or not thread.is_alive():
-            raise ThreadStateError(f"{thread!r} is not running")
-        control = ThreadControl(thread)
-        control.ident = ident
-        _controls[ident] = control
+    if control is not None:  # left by an ended thread whose ident was reused
+        control.detach()
+    if not create:
+        return None
+    if ident is None or not thread.is_alive():
+        raise ThreadStateError(f"{thread!r} is not running")
+    with _registry_lock:
+        control = _controls.get(ident)
+        if control is None or control.thread is not thread:
+            control = ThreadControl(thread)
+            control.ident = ident
+            _controls[ident] = control
         return control
 
 
@@ -149,7 +172,12 @@ class ThreadControl:
     def __init__(self, thread, reboot_handler=None):
         self.thread = thread
         self.ident = None
-        self.cond = threading.Condition(threading.Lock())
+        # Critical sections take the raw lock (`with self._lock`): its __enter__ is C, so an
+        # asynchronous exception cannot land between acquiring it and the `with` protecting it,
+        # as it can in Condition.__enter__ (Python). Waits use the condition built on it.
+        self._lock = threading.Lock()
+        self.cond = threading.Condition(self._lock)
+        self.in_point = False  # the thread is serving requests in at_point
         self.is_dsu = reboot_handler is not None
         self.reboot_handler = reboot_handler  # called in the thread to raise its reboot
         self.active = False
@@ -157,12 +185,12 @@ class ThreadControl:
         self.parked = False
         self.parked_at = None
         self.releases = 0  # incremented by every resume(): a parked thread waits for a change
-        self.reboot_request = None  # (payload, future) or None
+        self.reboot_request = None  # (payload, future, asynchronous) not yet served
+        self.reboot_serving = None  # (payload, future, asynchronous) taken at a point, raising
         self.active_function = None
         self.active_future = None
         self.finished = False
         self.wants_point = False
-        self.points_served = 0
 
     # -- registration (DSU_Threads register themselves when they start) ----------------------
 
@@ -175,10 +203,12 @@ class ThreadControl:
 
     def detach(self):
         """Called by the thread itself when it ends: fail what can no longer be served."""
-        with self.cond:
+        with self._lock:
             self.finished = True
             self.suspend_requested = False
+            self.releases += 1  # nothing may stay parked on a control that is gone
             reboot, self.reboot_request = self.reboot_request, None
+            serving, self.reboot_serving = self.reboot_serving, None
             future, self.active_future = self.active_future, None
             self.active_function = None
             self._refresh_locked()
@@ -187,14 +217,14 @@ class ThreadControl:
             if _controls.get(self.ident) is self:
                 del _controls[self.ident]
         ended = ThreadStateError(f"{self.thread!r} ended before reaching an update point")
-        for pending in (reboot[1] if reboot else None, future):
+        for pending in (reboot[1] if reboot else None, serving[1] if serving else None, future):
             if pending is not None and not pending.done():
                 pending.set_exception(ended)
 
     # -- requests -----------------------------------------------------------------------------
 
     def _refresh(self):
-        with self.cond:
+        with self._lock:
             self._refresh_locked()
 
     def _refresh_locked(self):
@@ -208,18 +238,19 @@ class ThreadControl:
             _set_wanting(self, wants)
 
     def _check_alive(self, what):
-        if self.finished or not self.thread.is_alive():
+        if self.finished or self.ident is None or not self.thread.is_alive():
             raise ThreadStateError(f"cannot {what} {self.thread!r}: it is not running")
 
     def request_suspend(self):
-        with self.cond:
+        prune_dead_threads()
+        with self._lock:
             self._check_alive("suspend")
             self.suspend_requested = True
             self._refresh_locked()
 
     def resume(self):
         """Release the thread (parked or only asked to park). False if there was nothing to do."""
-        with self.cond:
+        with self._lock:
             if not (self.suspend_requested or self.parked):
                 return False
             self.suspend_requested = False
@@ -231,25 +262,50 @@ class ThreadControl:
             self.cond.notify_all()
             return True
 
-    def request_reboot(self, payload):
+    def request_reboot(self, payload, asynchronous=False, raise_async=None):
+        """Post a reboot; with ``asynchronous``, ``raise_async()`` raises it in the thread now.
+
+        Both happen under the control's lock, so the thread cannot serve the request at a point
+        in between: whichever comes first (the point or the asynchronous exception) is the one
+        reboot, and the other is withdrawn.
+        """
         future = Future()
         future.set_running_or_notify_cancel()
-        with self.cond:
+        with self._lock:
             self._check_alive("reboot")
             previous = self.reboot_request
-            self.reboot_request = (payload, future)
+            self.reboot_request = (payload, future, asynchronous)
             self._refresh_locked()
+            if asynchronous and not (self.in_point or self.parked):
+                # at a point the request is served there; an asynchronous exception could land
+                # inside Condition.wait's Python code and leave the lock in a wrong state
+                raise_async()
+            elif asynchronous:
+                self.reboot_request = (payload, future, False)
             self.cond.notify_all()
         if previous is not None:
             previous[1].set_exception(ThreadStateError("superseded by a later reboot request"))
         return future
+
+    def reboot_served(self):
+        """Called when a reboot exception reaches the run loop: the future it answers, if any.
+
+        Consumes the request being served at a point, or else a request still pending (an
+        asynchronous reboot that arrived before any point): either way, no second reboot follows.
+        """
+        with self._lock:
+            request = self.reboot_serving or self.reboot_request
+            self.reboot_serving = None
+            self.reboot_request = None
+            self._refresh_locked()
+        return None if request is None else request[1]
 
     def request_active_update(self, function):
         if function is not None and not callable(function):
             raise PymoultTypeError(f"active update function must be callable, got {function!r}")
         future = Future()
         future.set_running_or_notify_cancel()
-        with self.cond:
+        with self._lock:
             if self.finished:
                 raise ThreadStateError(f"cannot give an active update to {self.thread!r}: it has ended")
             previous = self.active_future
@@ -264,30 +320,27 @@ class ThreadControl:
         return future
 
     def set_active(self, active):
-        with self.cond:
+        with self._lock:
             self.active = bool(active)
             self._refresh_locked()
 
     # -- waiting for the thread ----------------------------------------------------------------
 
     def wait_parked(self, timeout=None):
-        """Block until the thread is parked at a point. False on timeout or if it ended."""
+        """Block until the thread is parked at a point; False on timeout, or if the thread has
+        ended or not started."""
         if self.ident == _get_ident():
             raise DeadlockDetectedError(
                 f"{self.thread!r} cannot wait for itself to park at an update point"
             )
+        timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self.cond:
+        with self._lock:
             while not self.parked:
                 if self.finished:
                     return False
-                if not self.thread.is_alive():  # a plain thread that ended without telling
-                    self.cond.release()
-                    try:
-                        self.detach()
-                    finally:
-                        self.cond.acquire()
-                    return False
+                if not self.thread.is_alive():  # not started, or a plain thread that ended
+                    break
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
@@ -295,20 +348,32 @@ class ThreadControl:
                     remaining = _PLAIN_THREAD_LIVENESS_SLICE if remaining is None else min(
                         remaining, _PLAIN_THREAD_LIVENESS_SLICE)
                 self.cond.wait(remaining)
-            return True
+            else:
+                return True
+        if not self.is_dsu and self.thread.ident is not None:
+            self.detach()  # a plain thread ended without telling: drop what it left behind
+        return False
 
     # -- served in the thread itself -----------------------------------------------------------
 
     def at_point(self, name):
         """Serve every outstanding request, in the thread, at the point called ``name``."""
+        try:
+            with self._lock:
+                self.in_point = True
+            self._serve_requests(name)
+        finally:
+            with self._lock:
+                self.in_point = False
+
+    def _serve_requests(self, name):
         while True:
-            with self.cond:
-                self.points_served += 1
+            with self._lock:
                 if self.reboot_request is not None:
-                    payload, future = self.reboot_request
+                    self.reboot_serving = self.reboot_request
                     self.reboot_request = None
                     self._refresh_locked()
-                    break_with = ("reboot", payload, future)
+                    break_with = ("reboot",) + self.reboot_serving
                 elif self.active and self.active_function is not None:
                     break_with = ("active",) + self._take_active_locked()
                 elif self.suspend_requested:
@@ -328,17 +393,12 @@ class ThreadControl:
                 else:
                     return
             if break_with[0] == "reboot":
-                # raises RebootException (or resolves the future with the error and returns)
-                self.reboot_handler(break_with[1], break_with[2])
+                # raises the reboot, or fails its future and returns (the thread goes on)
+                self.reboot_handler(*break_with[1:])
+                with self._lock:
+                    self.reboot_serving = None
             else:
                 self.run_active(break_with[1], break_with[2])
-
-    def take_reboot_future(self):
-        """Consume a pending reboot request (an asynchronous reboot arrived); its future."""
-        with self.cond:
-            request, self.reboot_request = self.reboot_request, None
-            self._refresh_locked()
-        return None if request is None else request[1]
 
     def _take_active_locked(self):
         function, future = self.active_function, self.active_future
@@ -348,7 +408,7 @@ class ThreadControl:
         return function, future
 
     def take_active(self):
-        with self.cond:
+        with self._lock:
             return self._take_active_locked()
 
     def run_active(self, function, future):

@@ -9,7 +9,7 @@ points (``pymoult.lowlevel.alterability.staticUpdatePoint``): a manager posts a 
 (:meth:`~DSU_Thread.suspend`, a reboot, an active update) and the thread serves it at its next
 point: it parks until :meth:`~DSU_Thread.resume`, raises :class:`RebootException`, or runs its
 active update function. Requests and acknowledgements travel through one condition variable per
-thread: nobody polls, and an idle point costs one global test.
+thread, so nobody polls for a DSU_Thread, and an idle point costs one global test.
 
 A thread that never reaches a point can still be rebooted asynchronously
 (``resetThread(thread, asynchronous=True)``, CPython's async-exception API, opt-in with its risks)
@@ -30,9 +30,9 @@ import threading
 
 import greenlet
 
-from . import _thread_trace
+from . import _cpython, _thread_trace
 from ._parking import RebootException, ThreadControl, control_for, current_control
-from .errors import ContinuationError, PymoultTypeError, ThreadStateError
+from .errors import ContinuationError, PymoultTypeError, RebootError, ThreadStateError
 
 __all__ = [
     "DSU_Thread",
@@ -93,23 +93,12 @@ class DSU_Thread(threading.Thread):
 
     def run(self):
         control = self._pymoult_control
-        control.attach()
         self._continuation = greenlet.greenlet(self._continuation_loop)
         try:
-            while True:
-                function, args, kwargs = self._take_main()
-                self._main_function = function
-                try:
-                    function(*args, **kwargs)
-                    return
-                except RebootException as reboot:
-                    if reboot.target is not None:
-                        raise  # a boundary's reboot that escaped its boundary: a real error
-                    self.reboots += 1
-                    logger.info("%r rebooted (reboot %d)", self, self.reboots)
-                    future = getattr(reboot, "future", None) or control.take_reboot_future()
-                    if future is not None and not future.done():
-                        future.set_result(self.reboots)
+            self._run_mains(control)
+        except RebootException:
+            # an asynchronous reboot that landed after main had returned: the thread was ending
+            logger.warning("%r: a reboot arrived after main had returned; the thread ends", self)
         finally:
             self._main_function = None
             self._end_continuation()
@@ -117,6 +106,33 @@ class DSU_Thread(threading.Thread):
             if _thread_trace.get_trace(self) is not None:
                 _thread_trace.set_trace(self, None)
             del self._target, self._args, self._kwargs
+
+    def _run_mains(self, control):
+        """Run main, and run it again after each reboot. Every statement is inside the ``try``
+        so that an asynchronous reboot, wherever it lands before main returns, is a reboot."""
+        attached = False
+        while True:
+            try:
+                if not attached:
+                    attached = True
+                    control.attach()
+                function, args, kwargs = self._take_main()
+                self._main_function = function
+                function(*args, **kwargs)
+                return
+            except RebootException as reboot:
+                served = control.reboot_served()
+                future = getattr(reboot, "future", None) or served
+                if reboot.target is not None:  # a boundary's reboot that left its boundary
+                    error = RebootError(f"the reboot of {reboot.target!r} escaped its boundary "
+                                        "to the thread's main")
+                    if future is not None and not future.done():
+                        future.set_exception(error)
+                    raise error from reboot
+                self.reboots += 1
+                logger.info("%r rebooted (reboot %d)", self, self.reboots)
+                if future is not None and not future.done():
+                    future.set_result(self.reboots)
 
     def _take_main(self):
         if self._next_main is not None:
@@ -129,8 +145,10 @@ class DSU_Thread(threading.Thread):
             raise PymoultTypeError(f"new main must be callable, got {function!r}")
         self._next_main = (function, tuple(args), dict(kwargs or {}))
 
-    def _reboot_at_point(self, payload, future):
+    def _reboot_at_point(self, payload, future, asynchronous):
         """Serve a reboot request at an update point, in this thread."""
+        if asynchronous:  # served here first: the asynchronous copy must not reboot us again
+            _cpython.clear_async_exc(self.ident)
         if payload is None:
             error = RebootException(f"reboot of {self.name} requested")
         else:
@@ -199,14 +217,16 @@ class DSU_Thread(threading.Thread):
     def _continuation_loop(self):
         while True:
             function = self.sleeping_continuation_function
-            outcome = (True, None)
+            outcome = ("ok", None)
             if function is not None:
                 try:
-                    outcome = (True, function())
+                    outcome = ("ok", function())
                 except greenlet.GreenletExit:
                     raise
+                except (RebootException, SystemExit, KeyboardInterrupt) as exc:
+                    outcome = ("raise", exc)  # control flow: carried on in the switcher
                 except BaseException as exc:
-                    outcome = (False, exc)
+                    outcome = ("error", exc)
             greenlet.getcurrent().parent.switch(outcome)
 
     def switch(self):
@@ -227,9 +247,11 @@ class DSU_Thread(threading.Thread):
         if here is self._continuation:
             raise ThreadStateError(f"switch() called from inside {self.name!r}'s continuation")
         self._continuation.parent = here
-        ok, value = self._continuation.switch()
-        if ok:
+        kind, value = self._continuation.switch()
+        if kind == "ok":
             return value
+        if kind == "raise":  # a reboot or an exit asked inside the continuation
+            raise value
         logger.error("sleeping continuation function of %r raised", self, exc_info=value)
         raise ContinuationError(
             f"sleeping continuation function of {self.name!r} raised {value!r}") from value
@@ -239,14 +261,21 @@ class DSU_Thread(threading.Thread):
         if continuation is not None and continuation:  # started and not finished
             continuation.throw(greenlet.GreenletExit)
 
-    def continuation_frame(self):
-        """The Python frame where the sleeping continuation is suspended, or None.
+    def suspended_frames(self):
+        """Frames of this thread that ``sys._current_frames()`` does not show.
 
-        Quiescence checks walk it too: ``sys._current_frames()`` does not show the frames of a
-        suspended greenlet.
+        While the continuation sleeps, the frame where it is suspended; while it runs (the thread
+        switched to it), the frame of the greenlet it will return to. Quiescence checks walk
+        these too.
         """
         continuation = self._continuation
-        return None if continuation is None else continuation.gr_frame
+        if continuation is None:
+            return []
+        if continuation.gr_frame is not None:
+            return [continuation.gr_frame]
+        if continuation and continuation.parent is not None and continuation.parent.gr_frame:
+            return [continuation.parent.gr_frame]
+        return []
 
     def __repr__(self):
         base = super().__repr__()[:-1]

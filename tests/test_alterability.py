@@ -90,6 +90,8 @@ def test_static_point_functions_reject_bad_threads(spawn):
 
 def test_plain_thread_parks_at_its_points(spawn):
     thread = start_looper(spawn, cls=threading.Thread)
+    assert alt.wait_thread_suspended(thread, 0) is False  # nobody asked it to park
+    alt.suspend_thread(thread)
     assert alt.wait_thread_suspended(thread, WAIT)
     assert alt.checkStaticPointsReached([thread])
     assert alt.resume_thread(thread)
@@ -175,8 +177,9 @@ def test_frames_of_a_suspended_continuation_are_seen(spawn):
     finish = threading.Event()
 
     def in_continuation():
-        # suspend the continuation greenlet half-way through this function
-        greenlet.getcurrent().parent.switch((True, "paused"))
+        # suspend the continuation greenlet half-way through this function (by hand, with the
+        # outcome protocol DSU_Thread.switch() expects)
+        greenlet.getcurrent().parent.switch(("ok", "paused"))
 
     class Worker(DSU_Thread):
         def sleeping_continuation_function(self):

@@ -88,6 +88,7 @@ def test_plain_thread_that_ends_without_reaching_a_point_does_not_keep_points_sl
     assert not idle()  # nothing has noticed yet: plain threads do not signal their end
     from pymoult.lowlevel.alterability import wait_thread_suspended
 
+
     assert wait_thread_suspended(thread, WAIT) is False  # noticed here
     assert idle()
 

@@ -135,24 +135,25 @@ def test_suspend_parks_at_the_next_point_and_resume_releases(spawn):
     assert thread.resume() is True
 
 
-def test_parked_thread_does_not_run(spawn):
-    counter = [0]
-    parked_once = threading.Event()
+def test_parked_thread_does_not_run_until_resumed(spawn):
+    passed_point = threading.Event()
+    armed = threading.Event()
 
     def main():
         while not spawn.stop.is_set():
-            counter[0] += 1
             staticUpdatePoint()
-            parked_once.set()
+            if armed.is_set():
+                passed_point.set()
 
     thread = spawn(DSU_Thread(target=main))
     thread.suspend()
     assert thread.wait_suspended(WAIT)
-    before = counter[0]
-    # wait for something the parked thread would have to do if it ran: it cannot, so time out
-    assert not parked_once.wait(0.05) or counter[0] == before
-    assert counter[0] == before
+    armed.set()
+    # a bounded observation, not a synchronisation: if the parked thread ran at all it would
+    # pass its point and set the event
+    assert not passed_point.wait(0.1)
     thread.resume()
+    assert passed_point.wait(WAIT)
 
 
 def test_resume_of_a_thread_not_suspended_returns_false(spawn):
@@ -185,16 +186,21 @@ def test_wait_suspended_times_out_when_no_point_is_reached(spawn):
     assert thread.resume() is True
 
 
-def test_wait_suspended_returns_false_when_the_thread_ends(spawn):
-    go = threading.Event()
-    thread = spawn(DSU_Thread(target=lambda: go.wait(WAIT)))
+def test_wait_suspended_returns_false_when_the_thread_ends_during_the_wait(spawn):
+    waiting = threading.Event()
+    thread = DSU_Thread(target=lambda: waiting.wait(WAIT))  # ends once the waiter waits
+    control = thread._pymoult_control
+
+    class SignallingCondition(threading.Condition):
+        def wait(self, timeout=None):
+            waiting.set()  # the waiter is inside the wait now
+            return super().wait(timeout)
+
+    control.cond = SignallingCondition(control._lock)
+    spawn(thread)
     thread.suspend()
-    waiter_result = []
-    waiter = threading.Thread(target=lambda: waiter_result.append(thread.wait_suspended(WAIT)))
-    waiter.start()
-    go.set()
-    waiter.join(WAIT)
-    assert waiter_result == [False]
+    assert thread.wait_suspended(WAIT) is False  # woken by the thread's end, not by a timeout
+    assert waiting.is_set()
 
 
 def test_waiting_for_yourself_to_park_is_a_deadlock_error(spawn):
@@ -331,10 +337,10 @@ def test_switch_runs_the_sleeping_continuation_and_comes_back(spawn):
             return ("continuation", self.calls)
 
         def main(self):
-            assert self.continuation_frame() is None  # created, asleep, not yet started
+            assert self.suspended_frames() == []  # created, asleep, not yet started
             results.append(self.switch())
             results.append(self.switch())
-            results.append(self.continuation_frame() is not None)
+            results.append(len(self.suspended_frames()) == 1)
 
     spawn(Worker()).join(WAIT)
     assert results == [("continuation", 1), ("continuation", 2), True]

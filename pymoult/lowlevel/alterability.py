@@ -4,7 +4,8 @@ Three criteria, as in Pymoult:
 
 *Static update points.* The application marks safe points with :func:`staticUpdatePoint`. A
 manager asks threads to park at their next point (:func:`setupWaitStaticPoints`), waits for them
-(:func:`waitStaticPoints`, woken by the threads themselves: no polling), applies, and resumes them.
+(:func:`waitStaticPoints`, woken by the threads themselves as they park), applies, and resumes
+them.
 An idle point costs one test of a module global (see ``benchmarks/``).
 
 *Quiescence.* A function is quiescent when no thread is running it. Stacks are read with
@@ -37,7 +38,7 @@ import time
 import types
 
 from .. import _parking
-from .._parking import control_for, staticUpdatePoint, update_point
+from .._parking import check_timeout, control_for, staticUpdatePoint, update_point
 from ..errors import DeadlockDetectedError, PymoultTypeError, PymoultValueError
 
 __all__ = [
@@ -83,10 +84,10 @@ def patience(max_tries=None, sleep_time=None):
     Updates set it around their steps so that the lowlevel waits they call inherit their
     ``max_tries`` and ``sleep_time``. None keeps the enclosing (or default) value.
     """
-    if max_tries is not None and (not isinstance(max_tries, int) or max_tries < 1):
+    if max_tries is not None and (isinstance(max_tries, bool) or not isinstance(max_tries, int)
+                                  or max_tries < 1):
         raise PymoultValueError(f"max_tries must be a positive int, got {max_tries!r}")
-    if sleep_time is not None and not sleep_time >= 0:
-        raise PymoultValueError(f"sleep_time must be >= 0, got {sleep_time!r}")
+    sleep_time = check_timeout(sleep_time, "sleep_time")
     saved = getattr(_patience, "value", None)
     tries, sleep = _current_patience()
     _patience.value = (max_tries or tries, sleep if sleep_time is None else sleep_time)
@@ -102,11 +103,10 @@ def _current_patience():
 
 def _deadline(timeout):
     """Absolute deadline for a wait: ``timeout`` if given, else the current patience."""
+    timeout = check_timeout(timeout)
     if timeout is None:
         tries, sleep = _current_patience()
         timeout = tries * sleep
-    elif not timeout >= 0:
-        raise PymoultValueError(f"timeout must be >= 0 or None, got {timeout!r}")
     return time.monotonic() + timeout
 
 
@@ -115,6 +115,8 @@ def _threads_list(threads):
         return []
     if isinstance(threads, threading.Thread):
         raise PymoultTypeError(f"expected a list of threads, got the thread {threads!r}")
+    if isinstance(threads, (str, bytes)) or not hasattr(threads, "__iter__"):
+        raise PymoultTypeError(f"expected a list of threads, got {threads!r}")
     result = list(threads)
     for thread in result:
         if not isinstance(thread, threading.Thread):
@@ -146,14 +148,15 @@ def resume_thread(thread):
 
 
 def wait_thread_suspended(thread, timeout=None):
-    """Block until ``thread`` is parked at an update point; False on timeout or if it ended.
+    """Block until ``thread`` is parked at an update point (after :func:`suspend_thread`); False
+    on timeout, or if it has ended or was never asked to park.
 
-    Asks it to park first if nobody has. A plain thread that ends while waited on is noticed
-    within 50 ms (it gives no signal when it ends); a DSU_Thread at once.
+    A plain thread that ends while waited on is noticed within 50 ms (it gives no signal when
+    it ends), a DSU_Thread at once.
     """
-    control = control_for(thread)
-    if not (control.suspend_requested or control.parked):
-        control.request_suspend()
+    control = control_for(thread, create=False)
+    if control is None:
+        return False
     return control.wait_parked(timeout)
 
 
@@ -163,8 +166,11 @@ def wait_thread_suspended(thread, timeout=None):
 def setupWaitStaticPoints(threads):
     """Ask each thread to park at its next static update point (returns at once)."""
     threads = _threads_list(threads)
-    for thread in threads:
-        control_for(thread).request_suspend()
+    controls = [control_for(thread) for thread in threads]  # every thread checked first
+    for control in controls:
+        control._check_alive("suspend")
+    for control in controls:
+        control.request_suspend()
 
 
 def checkStaticPointsReached(threads):
@@ -183,12 +189,14 @@ def waitStaticPoints(threads, timeout=None):
     Threads not yet asked to park are asked. Returns True when all are parked; False when the
     patience (or ``timeout``) runs out or a thread ended, leaving the requests in place (call
     :func:`cleanFailedStaticPoints` to withdraw them). The waiting thread is woken by the threads
-    as they park: there is no polling. Raises ``DeadlockDetectedError`` if the calling thread is
+    as they park. Raises ``DeadlockDetectedError`` if the calling thread is
     one of ``threads``.
     """
     threads = _threads_list(threads)
     _refuse_self_wait(threads, "wait for static points")
     deadline = _deadline(timeout)
+    if not all(thread.is_alive() for thread in threads):
+        return False  # an ended (or unstarted) thread never reaches a point
     setupWaitStaticPoints([t for t in threads if not _suspend_asked(t)])
     for thread in threads:
         if not control_for(thread).wait_parked(max(0.0, deadline - time.monotonic())):
@@ -292,22 +300,20 @@ def _thread_stacks(threads=None):
             continue
         tops = [frame]
         thread = by_ident.get(ident)
-        continuation_frame = getattr(thread, "continuation_frame", None)
-        if continuation_frame is not None:
-            extra = continuation_frame()
-            if extra is not None:
-                tops.append(extra)
+        suspended_frames = getattr(thread, "suspended_frames", None)
+        if suspended_frames is not None:
+            tops.extend(suspended_frames())
         stacks[ident] = tops
     return stacks
 
 
-def _code_in_stacks(codes, stacks, skip_frame=None):
+def _code_in_stacks(codes, stacks):
     """True if a frame running one of ``codes`` is in any of ``stacks``."""
     code_ids = {id(code) for code in codes}
     for tops in stacks.values():
         for frame in tops:
             while frame is not None:
-                if id(frame.f_code) in code_ids and frame is not skip_frame:
+                if id(frame.f_code) in code_ids:
                     return True
                 frame = frame.f_back
     return False
@@ -356,12 +362,17 @@ def checkQuiescenceOfFunctions(funcs, threads=None):
     return _check_quiescence(_codes_of_all(funcs), _threads_list(threads))
 
 
+def _live(threads):
+    return [thread for thread in threads if thread.is_alive()]
+
+
 def _check_quiescence(codes, threads):
+    threads = _live(threads)  # an ended thread cannot enter the functions any more
     if threads:
         setupWaitStaticPoints([t for t in threads if not _suspend_asked(t)])
         if not checkStaticPointsReached(threads):
             return False
-    if _code_in_stacks(codes, _thread_stacks(), skip_frame=sys._getframe()):
+    if _code_in_stacks(codes, _thread_stacks()):
         cleanFailedStaticPoints(threads)
         return False
     return True
@@ -385,6 +396,7 @@ def waitQuiescenceOfFunctions(funcs, threads=None, timeout=None):
 
 def _wait_quiescence(codes, threads, timeout):
     _refuse_self_wait(threads, "wait for quiescence")
+    threads = _live(threads)
     _, sleep_time = _current_patience()
     deadline = _deadline(timeout)
     pause = threading.Event()
@@ -392,7 +404,7 @@ def _wait_quiescence(codes, threads, timeout):
         if threads and not waitStaticPoints(threads, max(0.0, deadline - time.monotonic())):
             cleanFailedStaticPoints(threads)
             return False
-        if not _code_in_stacks(codes, _thread_stacks(), skip_frame=sys._getframe()):
+        if not _code_in_stacks(codes, _thread_stacks()):
             return True
         cleanFailedStaticPoints(threads)
         remaining = deadline - time.monotonic()
@@ -496,7 +508,7 @@ class ForceQuiescenceWatcher:
         """Re-read every stack; set and return ``quiescent`` when no call is running."""
         if not self.quiescent.is_set():
             stacks = _thread_stacks()
-            if not _code_in_stacks(self.codes, stacks, skip_frame=sys._getframe()):
+            if not _code_in_stacks(self.codes, stacks):
                 self.quiescent.set()
         return self.quiescent.is_set()
 
@@ -543,7 +555,8 @@ def checkForceQuiescence(quiescent):
 
 def waitForceQuiescence(quiescent, timeout=None):
     """Block until the running calls have left; False when the patience (or ``timeout``) runs
-    out. Running calls are seen by re-reading the stacks every ``sleep_time``."""
+    out. This wait polls: calls already running give no signal when they return, so the stacks
+    are re-read every ``sleep_time``."""
     watcher = _watcher_of(quiescent, "quiescent")
     _, sleep_time = _current_patience()
     deadline = _deadline(timeout)

@@ -17,7 +17,11 @@ reaches an update point. It uses CPython's async-exception API and is opt-in bec
 exception lands at an arbitrary bytecode boundary: inside a ``finally`` block, between two
 writes that should go together, or in a library's clean-up. It is delivered only once a
 blocking call (sleep, I/O, lock wait) returns, and code that catches ``BaseException`` can
-swallow it.
+swallow it. Pymoult keeps it out of its own locking: the request and the exception are posted
+together under the thread's lock, a thread serving requests at an update point gets the reboot
+there instead (no exception is sent), and a reboot served at a point withdraws the asynchronous
+copy, so one request reboots the thread once. The run loop of a DSU_Thread treats an asynchronous
+reboot landing anywhere before main returns as a reboot.
 """
 
 import functools
@@ -28,6 +32,7 @@ from .._parking import RebootException, control_for
 from ..errors import PymoultTypeError, RebootError, ThreadStateError
 from ..threads import DSU_Thread
 from .alterability import _codes_of
+from .journal import describe
 
 __all__ = ["resetThread", "switchMain", "rebootFunction", "reboot_boundary"]
 
@@ -56,10 +61,8 @@ def resetThread(thread, asynchronous=False):
     """
     _require_dsu_thread(thread)
     _require_running(thread, "reboot")
-    future = control_for(thread).request_reboot(None)
-    if asynchronous:
-        _cpython.raise_in_thread(thread, RebootException)
-    return future
+    return control_for(thread).request_reboot(
+        None, asynchronous, lambda: _cpython.raise_in_thread(thread, RebootException))
 
 
 def switchMain(thread, func, args=(), kwargs=None):
@@ -109,14 +112,16 @@ def _main_codes(thread):
     return _codes_of(main)
 
 
-def _innermost_frame(codes):
+def _innermost_frame(codes, function, thread):
+    """The innermost frame of ``codes`` on the calling thread's stack (the rebooting thread)."""
     code_ids = {id(code) for code in codes}
     frame = sys._getframe(1)
     while frame is not None:
         if id(frame.f_code) in code_ids:
             return frame
         frame = frame.f_back
-    return None
+    raise RebootError(f"cannot reboot {describe(function)} in {thread.name!r}: it was no longer "
+                      "running when the thread reached its update point")
 
 
 def rebootFunction(thread, function, new_function, capture_state=None):
@@ -147,7 +152,7 @@ def rebootFunction(thread, function, new_function, capture_state=None):
                               "it is not running there")
 
         def payload(_thread):
-            state = capture(_innermost_frame(codes))
+            state = capture(_innermost_frame(codes, function, _thread))
             return RebootException(target=function,
                                    replacement=functools.partial(new_function, state))
     else:
@@ -158,7 +163,7 @@ def rebootFunction(thread, function, new_function, capture_state=None):
                 "nor a function marked with reboot_boundary")
 
         def payload(rebooting):
-            state = capture(_innermost_frame(codes))
+            state = capture(_innermost_frame(codes, function, rebooting))
             rebooting.switch_main(new_function, (state,))
             return RebootException(f"{function.__qualname__} rebooted into "
                                    f"{new_function.__qualname__}")
