@@ -225,10 +225,12 @@ def test_thread_blocked_in_event_wait_gets_events_when_it_resumes(ctx):
 @pytest.mark.timeout(10)
 def test_thread_blocked_in_sleep_gets_events_when_it_resumes(ctx):
     started = threading.Event()
+    release = threading.Event()
 
     def worker(ctx):
         started.set()
-        time.sleep(0.3)
+        while not release.is_set():  # blocked in sleep, until the test has installed the trace
+            time.sleep(0.005)
         x = 1
         return x
 
@@ -237,6 +239,7 @@ def test_thread_blocked_in_sleep_gets_events_when_it_resumes(ctx):
     assert wait_until_blocked_in(t, "worker")
     rec = Recorder()
     tt.set_trace(t, rec)
+    release.set()
     assert rec.wait_for(has("worker", "return"))
     lines = [e[2] for e in rec.of("worker", "line")]
     assert lines, rec.events

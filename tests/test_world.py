@@ -26,7 +26,9 @@ def busy_threads(spawn, count):
 def test_no_other_thread_runs_inside_an_exclusive_window(spawn):
     counters = busy_threads(spawn, 3)
     checked = 0
-    for _ in range(40):
+    for _ in range(400):  # on a loaded machine some windows overrun: count those that held
+        if checked >= 20:
+            break
         with stop_the_world(guarantee=0.005) as window:
             before = list(counters)
             while window.remaining() > 0.002:  # pure Python work, most of the window
@@ -36,7 +38,7 @@ def test_no_other_thread_runs_inside_an_exclusive_window(spawn):
         if still and window.exclusive:
             checked += 1
             assert after == before, "another thread ran inside an exclusive window"
-    assert checked >= 10  # most windows must hold their guarantee on this machine
+    assert checked >= 20
 
 
 def test_overrunning_window_is_reported_not_trusted(spawn, caplog):
@@ -71,3 +73,13 @@ def test_window_restores_the_switch_interval_and_nests():
 def test_guarantee_must_be_sane(bad):
     with pytest.raises(PymoultValueError, match="guarantee must be between"):
         stop_the_world(bad)
+
+
+def test_free_threaded_builds_are_refused(monkeypatch):
+    from pymoult.errors import UnsupportedError
+    from pymoult.lowlevel import world
+
+    monkeypatch.setattr(world, "_gil_enabled", lambda: False)
+    with pytest.raises(UnsupportedError, match="needs the GIL"):
+        with stop_the_world():
+            pass

@@ -31,7 +31,7 @@ import threading
 import time
 
 from .. import _cpython
-from ..errors import PymoultValueError
+from ..errors import PymoultValueError, UnsupportedError
 
 __all__ = ["stop_the_world", "Window", "DEFAULT_GUARANTEE", "SAFETY_MARGIN"]
 
@@ -42,6 +42,11 @@ DEFAULT_GUARANTEE = 0.01
 SAFETY_MARGIN = 0.9
 
 _window_lock = threading.RLock()
+
+
+def _gil_enabled():
+    check = getattr(sys, "_is_gil_enabled", None)  # 3.13+
+    return True if check is None else check()
 _local = threading.local()
 
 
@@ -60,6 +65,9 @@ class Window:
         self._outer = None
 
     def __enter__(self):
+        if not _gil_enabled():
+            raise UnsupportedError("stop_the_world needs the GIL; this is a free-threaded build "
+                                   "of CPython (run it with PYTHON_GIL=1)")
         outer = getattr(_local, "window", None)
         if outer is not None:  # nested in this thread: the outer window already excludes others
             self._outer = outer
