@@ -22,6 +22,9 @@ __all__ = [
     "RedefinitionError",
     "TargetNotFoundError",
     "RollbackError",
+    "ConversionError",
+    "TransformerError",
+    "WrongStrategy",
 ]
 
 
@@ -109,3 +112,29 @@ class RollbackError(PymoultError, RuntimeError):
     def __init__(self, message, failures=()):
         super().__init__(message)
         self.failures = list(failures)
+
+
+class ConversionError(PymoultError, TypeError):
+    """An object cannot be converted to the new class (incompatible layout and no way to build
+    the new object). ``.obj`` is the object, ``.new_cls`` the class it was to become."""
+
+    def __init__(self, message, obj=None, new_cls=None):
+        super().__init__(message)
+        self.obj = obj
+        self.new_cls = new_cls
+
+
+class TransformerError(PymoultError, RuntimeError):
+    """A transformer raised while converting objects. ``.obj`` is the object it failed on,
+    ``.index`` its position and ``.count`` how many objects were to be converted; the original
+    exception is ``__cause__``. The objects converted before it were restored."""
+
+    def __init__(self, message, obj=None, index=None, count=None):
+        super().__init__(message)
+        self.obj = obj
+        self.index = index
+        self.count = count
+
+
+class WrongStrategy(PymoultError, ValueError):
+    """``DataAccessor`` was given a strategy it does not know (the original Pymoult name)."""

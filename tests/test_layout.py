@@ -8,7 +8,9 @@ import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "pymoult"
 PUBLIC_MODULES = ["pymoult.errors", "pymoult.threads", "pymoult.lowlevel.alterability",
-                  "pymoult.lowlevel.stack", "pymoult.lowlevel.world"]
+                  "pymoult.lowlevel.stack", "pymoult.lowlevel.world", "pymoult.lowlevel.journal",
+                  "pymoult.lowlevel.relinking", "pymoult.lowlevel.data_update",
+                  "pymoult.lowlevel.redirection", "pymoult.lowlevel.data_access"]
 
 
 def imported_modules(path):
@@ -50,7 +52,7 @@ def test_every_public_name_exists_and_is_documented(name):
 
 def test_api_names_from_the_original_pymoult_exist():
     from pymoult import threads
-    from pymoult.lowlevel import alterability, stack
+    from pymoult.lowlevel import alterability, data_access, data_update, relinking, stack
 
     for module, names in [
         (threads, "DSU_Thread RebootException start_active_update set_active_update_function "
@@ -63,6 +65,10 @@ def test_api_names_from_the_original_pymoult_exist():
                        "waitForceQuiescence checkForceQuiescence cleanForceQuiescence "
                        "cleanFailedForceQuiescence"),
         (stack, "resetThread switchMain rebootFunction"),
+        (relinking, "redefineFunction"),
+        (data_update, "updateToClass redefineClass addFieldToClass addMethodToClass "
+                      "generateMixinUser applyMixinToObject updateLocalVar updateLocalVarInThread"),
+        (data_access, "DataAccessor HeapWalker traverseHeap startEagerUpdate"),
     ]:
         for name in names.split():
             assert name in module.__all__, f"{module.__name__}.{name}"

@@ -1,4 +1,23 @@
-"""Updating data in place: local variables of live frames (class and object conversion: to come).
+"""Updating data: classes, objects, and local variables of live frames.
+
+Classes
+-------
+:func:`redefineClass` keeps the class object's identity: when the instance layout allows (same
+``__slots__``, metaclass and bases), the live class's namespace is updated in place, methods
+through :mod:`~pymoult.lowlevel.relinking` so that bound methods follow. ``isinstance``,
+pickling, registries and every existing instance keep working, with no per-object work. This is
+also the fast path on 3.11+, for a CPython reason: assigning ``obj.__class__`` turns the object's
+inline attribute values into a dict, and its attribute reads then cost about 3x as much for the
+rest of its life (measured: 3.05x on 3.11, 3.50x on 3.12, 3.66x on 3.13; no change on 3.10).
+
+Objects
+-------
+:func:`updateToClass` converts one object: by ``__class__`` assignment where the layouts agree;
+otherwise by building a new object of the new class and redirecting every reference to the old
+one (:mod:`~pymoult.lowlevel.redirection`, which reports what it could not redirect). The
+transformer's attribute writes and deletions on the object are recorded through a temporary
+class-level ``__setattr__``/``__delattr__`` (removed afterwards: no object keeps a hook), so a
+rollback restores the object exactly; changes it makes inside *other* objects are not recorded.
 
 Local variables
 ---------------
@@ -16,16 +35,388 @@ variable changes for the current iteration only (the iterator sets the next valu
 suspended generator or greenlet are not on any thread's stack and are not reached.
 """
 
+import contextlib
+import logging
 import sys
 import threading
+import types
 
 from .. import _cpython
-from ..errors import PymoultTypeError, PymoultValueError, TargetNotFoundError
+from ..errors import (ConversionError, PymoultTypeError, PymoultValueError, RedefinitionError,
+                      TargetNotFoundError, TransformerError)
 from .alterability import _codes_of
-from .journal import MISSING, Operation, current_journal, describe
+from .journal import (MISSING, Operation, current_journal, delete_attribute, describe,
+                      set_attribute)
+from .redirection import redirect_references
+from .relinking import _copy_missing_globals, _rebuild, redefineMethod
 from .world import stop_the_world
 
-__all__ = ["updateLocalVar", "updateLocalVarInThread", "WriteLocal"]
+__all__ = [
+    "redefineClass",
+    "updateToClass",
+    "addFieldToClass",
+    "addMethodToClass",
+    "generateMixinUser",
+    "applyMixinToObject",
+    "updateLocalVar",
+    "updateLocalVarInThread",
+    "recording_writes",
+    "SetClass",
+    "AttributeWrites",
+    "Conversion",
+    "WriteLocal",
+]
+
+logger = logging.getLogger("pymoult")
+
+# names a class namespace always has, which an update never copies or deletes
+_NAMESPACE_SKIP = {"__dict__", "__weakref__", "__module__", "__qualname__", "__slots__"}
+
+
+class SetClass(Operation):
+    """``obj.__class__`` was assigned; undo assigns the old class back."""
+
+    def __init__(self, obj, old_cls, new_cls):
+        self.obj, self.old_cls, self.new_cls = obj, old_cls, new_cls
+        self.text = f"convert a {describe(old_cls)} to {describe(new_cls)}"
+
+    def undo(self):
+        self.obj.__class__ = self.old_cls
+
+
+class AttributeWrites(Operation):
+    """Attribute writes and deletions made on objects during a conversion, recorded as
+    ``(obj, name, old value or MISSING)``, or ``(obj, None, copy of its __dict__)`` for an object
+    snapshotted whole; undo restores them newest first."""
+
+    def __init__(self, description):
+        self.entries = []
+        self.description = description
+
+    @property
+    def text(self):
+        objects = len({id(entry[0]) for entry in self.entries})
+        return f"{self.description}: {len(self.entries)} recorded changes on {objects} objects"
+
+    def undo(self):
+        for obj, name, old in reversed(self.entries):
+            if name is None:
+                state = object.__getattribute__(obj, "__dict__")
+                state.clear()
+                state.update(old)
+            elif old is MISSING:
+                try:
+                    object.__delattr__(obj, name)
+                except AttributeError:
+                    pass
+            else:
+                object.__setattr__(obj, name, old)
+
+
+class Conversion(Operation):
+    """An object replaced by a new one of another layout, references redirected (the
+    redirections are recorded as operations of their own). ``report`` says what was missed."""
+
+    def __init__(self, old, new, report):
+        self.old, self.new, self.report = old, new, report
+        self.text = (f"replace a {describe(type(old))} by a {describe(type(new))} "
+                     f"({len(report.redirected)} references redirected, {len(report.missed)} not)")
+
+    def undo(self):
+        pass  # the redirections recorded after it put the old object back
+
+
+@contextlib.contextmanager
+def recording_writes(classes, operation):
+    """While the block runs, attribute writes and deletions that the *calling thread* makes on
+    instances of ``classes`` are recorded in ``operation`` (an :class:`AttributeWrites`).
+
+    The recorder is a class-level ``__setattr__``/``__delattr__`` installed for the block only:
+    instances never get a hook of their own, and after the block the classes are as they were.
+    """
+    me = threading.get_ident()
+    entries = operation.entries
+    installed = []
+
+    # resolve every class's own methods before any hook exists: a subclass must not inherit its
+    # base's hook (each write would be recorded twice)
+    originals = {cls: (cls.__setattr__, cls.__delattr__) for cls in classes}
+
+    def make(cls):
+        inherited_set, inherited_del = originals[cls]
+
+        def __setattr__(self, name, value):
+            if threading.get_ident() == me:
+                entries.append((self, name, getattr(self, name, MISSING)))
+            inherited_set(self, name, value)
+
+        def __delattr__(self, name):
+            if threading.get_ident() == me:
+                entries.append((self, name, getattr(self, name, MISSING)))
+            inherited_del(self, name)
+
+        return __setattr__, __delattr__
+
+    try:
+        for cls in originals:
+            had = {name: cls.__dict__.get(name, MISSING) for name in ("__setattr__", "__delattr__")}
+            set_hook, del_hook = make(cls)
+            type.__setattr__(cls, "__setattr__", set_hook)
+            type.__setattr__(cls, "__delattr__", del_hook)
+            installed.append((cls, had))
+        yield operation
+    finally:
+        for cls, had in reversed(installed):
+            for name, value in had.items():
+                if value is MISSING:
+                    type.__delattr__(cls, name)
+                else:
+                    type.__setattr__(cls, name, value)
+
+
+def _check_class(cls, what):
+    if not isinstance(cls, type):
+        raise PymoultTypeError(f"{what} must be a class, got {cls!r}")
+
+
+def addFieldToClass(cls, name, field, journal=None):
+    """Give ``cls`` the class attribute ``name = field`` (a default every instance sees)."""
+    _check_class(cls, "the class")
+    set_attribute(cls, name, field, journal)
+
+
+def addMethodToClass(cls, name, method, journal=None):
+    """Give ``cls`` the method ``name``. A function using zero-argument ``super()`` is bound to
+    ``cls`` (its ``__class__`` cell), whatever class body it was written in."""
+    _check_class(cls, "the class")
+    wrapped = isinstance(method, (staticmethod, classmethod))
+    function = method.__func__ if wrapped else method
+    if not callable(function) and not isinstance(method, property):
+        raise PymoultTypeError(f"a method must be callable, got {method!r}")
+    if isinstance(function, types.FunctionType) and "__class__" in function.__code__.co_freevars:
+        rebuilt = _rebuild(function, function.__globals__, cls)
+        method = type(method)(rebuilt) if wrapped else rebuilt
+    set_attribute(cls, name, method, journal)
+
+
+def generateMixinUser(cls, *mixins):
+    """A subclass of ``cls`` that also inherits ``mixins`` (their methods take precedence).
+
+    It keeps ``cls``'s name, qualified name and module, so it reads like the class it extends.
+    """
+    _check_class(cls, "the class")
+    if not mixins:
+        raise PymoultValueError("generateMixinUser needs at least one mixin")
+    for mixin in mixins:
+        _check_class(mixin, "a mixin")
+    namespace = {"__module__": cls.__module__, "__qualname__": cls.__qualname__}
+    return type(cls)(cls.__name__, tuple(mixins) + (cls,), namespace)
+
+
+def applyMixinToObject(obj, *mixins, journal=None):
+    """Make ``obj`` an instance of ``generateMixinUser(type(obj), *mixins)``; returns that class.
+
+    This assigns ``obj.__class__`` (see the module notes for what that costs on 3.11+).
+    """
+    new_cls = generateMixinUser(type(obj), *mixins)
+    updateToClass(obj, type(obj), new_cls, journal=journal)
+    return new_cls
+
+
+def _slots_of(cls):
+    slots = []
+    for klass in cls.__mro__:
+        value = klass.__dict__.get("__slots__", ())
+        slots.extend([value] if isinstance(value, str) else value)
+    return tuple(slots)
+
+
+def _layout(cls):
+    """What must agree for a class to be updated in place from another."""
+    return (type(cls), _slots_of(cls), cls.__basicsize__, cls.__itemsize__, cls.__dictoffset__)
+
+
+def _compatible_bases(cls, new_cls):
+    """True when the new version's bases are the live ones, or the same classes by name."""
+    if len(cls.__bases__) != len(new_cls.__bases__):
+        return False
+    return all(live is new or live.__qualname__ == new.__qualname__
+               for live, new in zip(cls.__bases__, new_cls.__bases__))
+
+
+def _is_function_like(value):
+    return isinstance(value, (types.FunctionType, staticmethod, classmethod, property))
+
+
+def redefineClass(module, cls, new_cls, journal=None):
+    """Make ``module.<cls>`` behave as ``new_cls``, keeping the live class object.
+
+    The live class's namespace is updated in place (methods through ``redefineMethod``, so bound
+    methods follow; new methods that use ``super()`` are bound to the live class); its instances
+    need no conversion and keep their identity, ``isinstance`` and pickling. Returns the live
+    class. When the instance layout or the bases change, ``ConversionError`` names the difference
+    and nothing is changed: convert the instances with :func:`updateToClass` instead.
+    """
+    if not isinstance(module, types.ModuleType):
+        raise PymoultTypeError(f"expected a module, got {module!r}")
+    name = cls if isinstance(cls, str) else getattr(cls, "__name__", None)
+    live = module.__dict__.get(name, MISSING) if isinstance(name, str) else MISSING
+    if live is MISSING:
+        raise TargetNotFoundError(f"module {module.__name__!r} has no class {name!r} (any more)",
+                                  target=f"{module.__name__}.{name}")
+    if not isinstance(cls, str) and live is not cls:
+        raise TargetNotFoundError(f"{module.__name__}.{name} is no longer {cls!r}",
+                                  target=f"{module.__name__}.{name}")
+    _check_class(live, f"{module.__name__}.{name}")
+    _check_class(new_cls, "the new version")
+    before, after = _layout(live), _layout(new_cls)
+    if before != after:
+        raise ConversionError(
+            f"cannot update {describe(live)} in place: its instance layout changes (slots "
+            f"{before[1]} -> {after[1]}, metaclass {before[0].__name__} -> {after[0].__name__})",
+            obj=live, new_cls=new_cls)
+    if not _compatible_bases(live, new_cls):
+        raise ConversionError(
+            f"cannot update {describe(live)} in place: its bases change "
+            f"({[b.__qualname__ for b in live.__bases__]} -> "
+            f"{[b.__qualname__ for b in new_cls.__bases__]})", obj=live, new_cls=new_cls)
+    _update_namespace(live, new_cls, current_journal(journal))
+    return live
+
+
+def _update_namespace(live, new_cls, journal):
+    old_names = set(live.__dict__) - _NAMESPACE_SKIP
+    new_names = set(new_cls.__dict__) - _NAMESPACE_SKIP
+    live_module = sys.modules.get(live.__module__)
+    for name in sorted(new_names):
+        value = new_cls.__dict__[name]
+        current = live.__dict__.get(name, MISSING)
+        if name == "__doc__":
+            if current != value:
+                set_attribute(live, name, value, journal)
+            continue
+        if current is not MISSING and _is_function_like(current) and _is_function_like(value):
+            try:
+                redefineMethod(live, name, value, fallback="rebind", journal=journal)
+                continue
+            except RedefinitionError:
+                pass  # a property replaced by a method, say: set it below
+        if isinstance(value, (types.FunctionType, staticmethod, classmethod)):
+            wrapped = not isinstance(value, types.FunctionType)
+            function = value.__func__ if wrapped else value
+            if isinstance(function, types.FunctionType):
+                home = live_module.__dict__ if live_module is not None else function.__globals__
+                rebuilt = _rebuild(function, home, live)
+                _copy_missing_globals(rebuilt, function, journal)
+                value = type(value)(rebuilt) if wrapped else rebuilt
+        set_attribute(live, name, value, journal)
+    for name in sorted(old_names - new_names - {"__doc__"}):
+        delete_attribute(live, name, journal)
+
+
+def _copy_state(old, new, new_cls):
+    """Copy the old object's attributes onto ``new`` wherever ``new_cls`` can hold them."""
+    values = {}
+    for name in _slots_of(type(old)):
+        if name not in ("__dict__", "__weakref__"):
+            try:
+                values[name] = object.__getattribute__(old, name)
+            except AttributeError:
+                pass
+    if hasattr(old, "__dict__"):
+        values.update(vars(old))
+    for name, value in values.items():
+        try:
+            object.__setattr__(new, name, value)
+        except AttributeError as exc:
+            raise ConversionError(
+                f"cannot convert {describe(type(old))} to {describe(new_cls)}: the new class has "
+                f"no place for attribute {name!r} (give a transformer that returns the new object)",
+                obj=old, new_cls=new_cls) from exc
+
+
+def updateToClass(obj, cls, new_cls, transformer=None, journal=None):
+    """Convert ``obj`` (an instance of ``cls``) to ``new_cls``, then run ``transformer(obj)``.
+
+    Returns the converted object: ``obj`` itself when ``__class__`` can be assigned; otherwise a
+    new object (returned by ``transformer(old)`` if it returns an instance of ``new_cls``, else
+    built from the old attributes and then given to the transformer), to which every reference
+    to ``obj`` is redirected. What could not be redirected is logged and kept in the journal's
+    ``Conversion`` operation (its ``report``). A failing transformer leaves ``obj`` exactly as it
+    was and raises ``TransformerError``.
+    """
+    _check_class(cls, "cls")
+    _check_class(new_cls, "new_cls")
+    if not isinstance(obj, cls):
+        raise PymoultTypeError(f"{obj!r} is not an instance of {describe(cls)}")
+    if transformer is not None and not callable(transformer):
+        raise PymoultTypeError(f"transformer must be callable, got {transformer!r}")
+    journal = current_journal(journal)
+    old_cls = type(obj)
+    try:
+        obj.__class__ = new_cls
+    except TypeError:
+        return _convert_by_rebuilding(obj, new_cls, transformer, journal)
+    writes = AttributeWrites(f"transform to {describe(new_cls)}")
+    if transformer is not None:
+        try:
+            with recording_writes([new_cls], writes):
+                transformer(obj)
+        except Exception as exc:
+            writes.undo()
+            obj.__class__ = old_cls
+            raise TransformerError(f"transformer {describe(transformer)} raised {exc!r} "
+                                   f"converting a {describe(old_cls)}", obj=obj, index=0,
+                                   count=1) from exc
+    if journal is not None:
+        journal.record(SetClass(obj, old_cls, new_cls))
+        if writes.entries:
+            journal.record(writes)
+    return obj
+
+
+def _transformer_failed(transformer, exc, doing, obj):
+    # a function, not a closure: a cell holding the old object would be redirected with the rest
+    return TransformerError(f"transformer {describe(transformer)} raised {exc!r} {doing}",
+                            obj=obj, index=0, count=1)
+
+
+def _convert_by_rebuilding(old, new_cls, transformer, journal):
+    built = None
+    if transformer is not None:
+        try:
+            built = transformer(old)
+        except Exception as exc:
+            raise _transformer_failed(transformer, exc, f"building a {describe(new_cls)}",
+                                      old) from exc
+    if isinstance(built, new_cls):
+        new = built
+    else:
+        try:
+            new = new_cls.__new__(new_cls)
+        except TypeError as exc:
+            raise ConversionError(
+                f"cannot build a {describe(new_cls)} from a {describe(type(old))}: its __new__ "
+                "needs arguments (give a transformer that returns the new object)",
+                obj=old, new_cls=new_cls) from exc
+        _copy_state(old, new, new_cls)
+        if transformer is not None:
+            try:
+                transformer(new)
+            except Exception as exc:
+                raise _transformer_failed(transformer, exc, f"converting a {describe(type(old))}",
+                                          old) from exc
+    if journal is not None:
+        index = len(journal)
+    report = redirect_references({id(old): (old, new)}, journal)
+    if journal is not None:
+        journal.operations.insert(index, Conversion(old, new, report))
+    if not report.complete:
+        logger.warning("converted a %s to %s; some references still point at the old object:\n%s",
+                       describe(type(old)), describe(new_cls), report)
+    return new
+
+
 
 
 def _frame_is_running(frame):

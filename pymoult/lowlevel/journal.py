@@ -17,7 +17,8 @@ import threading
 
 from ..errors import PymoultTypeError, RollbackError, ThreadStateError
 
-__all__ = ["Operation", "SetAttribute", "SetItem", "Journal", "current_journal", "MISSING"]
+__all__ = ["Operation", "SetAttribute", "SetItem", "Journal", "current_journal", "MISSING",
+           "set_attribute", "delete_attribute"]
 
 logger = logging.getLogger("pymoult")
 
@@ -72,7 +73,8 @@ class SetAttribute(Operation):
     def __init__(self, target, name, old, new):
         self.target, self.name, self.old, self.new = target, name, old, new
         was = "new" if old is MISSING else f"was {describe(old)}"
-        self.text = f"set {describe(target)}.{name} ({was})"
+        verb = "delete" if new is MISSING else "set"
+        self.text = f"{verb} {describe(target)}.{name} ({was})"
 
     def undo(self):
         if self.old is MISSING:
@@ -196,3 +198,13 @@ def set_attribute(target, name, value, journal=None):
     journal = current_journal(journal)
     if journal is not None:
         journal.record(SetAttribute(target, name, old, value))
+
+
+def delete_attribute(target, name, journal=None):
+    """``delattr`` recorded in the journal (undo puts the value back)."""
+    old = target.__dict__.get(name, MISSING) if hasattr(target, "__dict__") else getattr(
+        target, name, MISSING)
+    delattr(target, name)
+    journal = current_journal(journal)
+    if journal is not None:
+        journal.record(SetAttribute(target, name, old, MISSING))

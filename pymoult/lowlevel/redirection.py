@@ -1,0 +1,195 @@
+"""Redirecting references: make everything that points at old objects point at new ones.
+
+When an object cannot be converted in place (its new class has another instance layout:
+``__slots__`` changed, a builtin base, a namedtuple-like class), the update builds a new object
+and then every reference to the old one must move to it. Pymoult named this ``redirectPointer``
+and never implemented it. Here the holders of the old objects are found with one
+``gc.get_referrers`` scan for the whole batch, and each kind of holder is rewritten:
+
+- lists (items), dicts (values: instance ``__dict__``, module globals, ...), closure cells;
+- objects whose attributes live in slots or in inline values (no dict object yet);
+- frames running in other threads (their local variables), inside a stop-the-world window. The
+  calling thread's own frames are left alone: the converter's variables keep their meaning.
+
+What cannot be rewritten is *reported*, never hidden: tuples and frozensets (immutable), dict
+keys and set members (rehashing would change the container), suspended generators and
+coroutines, temporaries on a running frame's value stack (not reported: invisible), references
+held by C objects (a ``deque``, a ``functools.partial``...). Each rewrite is a journal
+operation, so a rollback puts the old objects back everywhere.
+"""
+
+import gc
+import sys
+import types
+
+from .. import _cpython
+from .journal import Operation, current_journal, describe
+from .world import stop_the_world
+
+__all__ = ["redirectPointer", "redirect_references", "RedirectReport"]
+
+
+class RedirectReport:
+    """What a redirection changed and what it could not: ``redirected`` and ``missed`` are lists
+    of readable descriptions; ``complete`` is True when nothing was missed."""
+
+    def __init__(self):
+        self.redirected = []
+        self.missed = []
+
+    @property
+    def complete(self):
+        return not self.missed
+
+    def __repr__(self):
+        return f"<RedirectReport redirected={len(self.redirected)} missed={len(self.missed)}>"
+
+    def __str__(self):
+        lines = [f"{len(self.redirected)} references redirected, {len(self.missed)} not"]
+        lines += [f"  not redirected: {text}" for text in self.missed]
+        return "\n".join(lines)
+
+
+class _Rewrite(Operation):
+    """One reference moved from an old object to a new one; undo moves it back."""
+
+    def __init__(self, text, put_back):
+        self.text = text
+        self._put_back = put_back
+
+    def undo(self):
+        self._put_back()
+
+
+def _set_slot_or_attr(holder, name, value):
+    object.__setattr__(holder, name, value)
+
+
+def _slot_names(cls):
+    names = []
+    for klass in cls.__mro__:
+        slots = klass.__dict__.get("__slots__", ())
+        names.extend([slots] if isinstance(slots, str) else slots)
+    return [n for n in names if n not in ("__dict__", "__weakref__")]
+
+
+def redirect_references(mapping, journal=None, exclude=()):
+    """Point every reference to ``old`` at ``new`` for each ``old -> new`` in ``mapping``
+    (a dict keyed by ``id(old)`` with ``(old, new)`` values). Returns a :class:`RedirectReport`.
+
+    One heap scan for the whole batch. ``exclude`` lists holders to leave alone (the caller's
+    own containers).
+    """
+    journal = current_journal(journal)
+    report = RedirectReport()
+    if not mapping:
+        return report
+    olds = [old for old, _ in mapping.values()]
+    pairs = list(mapping.values())
+    skip = {id(mapping), id(olds), id(pairs), id(exclude)} | {id(x) for x in exclude}
+    skip |= {id(pair) for pair in pairs}  # our own (old, new) tuples
+    own_frames = set()
+    frame = sys._getframe()
+    while frame is not None:  # the calling thread's frames keep their meaning (ours included)
+        own_frames.add(id(frame))
+        frame = frame.f_back
+    holders = [h for h in gc.get_referrers(*olds) if id(h) not in skip]
+    for holder in holders:
+        if not isinstance(holder, types.FrameType):
+            _rewrite_holder(holder, mapping, journal, report)
+    del holders
+    with stop_the_world():
+        # On 3.11+ a running frame's locals live outside any object the GC can see, so the
+        # threads' stacks are walked; on 3.10 this also covers the frames get_referrers found.
+        for top in sys._current_frames().values():
+            frame = top
+            while frame is not None:
+                if id(frame) not in own_frames:
+                    _rewrite_frame(frame, mapping, journal, report)
+                frame = frame.f_back
+    return report
+
+
+def _record(journal, report, text, put_back):
+    report.redirected.append(text)
+    if journal is not None:
+        journal.record(_Rewrite(f"redirect {text}", put_back))
+
+
+def _rewrite_holder(holder, mapping, journal, report):
+    if isinstance(holder, list):
+        for index, item in enumerate(holder):
+            pair = mapping.get(id(item))
+            if pair is not None and pair[0] is item:
+                holder[index] = pair[1]
+                _record(journal, report, f"list[{index}]",
+                        lambda h=holder, i=index, o=item: h.__setitem__(i, o))
+    elif isinstance(holder, dict):
+        for key, value in list(holder.items()):
+            pair = mapping.get(id(value))
+            if pair is not None and pair[0] is value:
+                holder[key] = pair[1]
+                _record(journal, report, f"dict[{key!r}]",
+                        lambda h=holder, k=key, o=value: h.__setitem__(k, o))
+            if id(key) in mapping and mapping[id(key)][0] is key:
+                report.missed.append(f"a dict key ({describe(key)}): rehashing would change the dict")
+    elif isinstance(holder, types.CellType):
+        try:
+            value = holder.cell_contents
+        except ValueError:
+            return
+        pair = mapping.get(id(value))
+        if pair is not None and pair[0] is value:
+            holder.cell_contents = pair[1]
+            _record(journal, report, "a closure cell",
+                    lambda h=holder, o=value: setattr(h, "cell_contents", o))
+    elif isinstance(holder, (tuple, frozenset)):
+        report.missed.append(f"a {type(holder).__name__} (immutable) of {len(holder)} items")
+    elif isinstance(holder, (set,)):
+        report.missed.append("a set member: rehashing would change the set")
+    elif isinstance(holder, type):
+        for name, value in list(vars(holder).items()):
+            pair = mapping.get(id(value))
+            if pair is not None and pair[0] is value:
+                setattr(holder, name, pair[1])
+                _record(journal, report, f"class attribute {holder.__qualname__}.{name}",
+                        lambda h=holder, n=name, o=value: setattr(h, n, o))
+    else:
+        _rewrite_object(holder, mapping, journal, report)
+
+
+def _rewrite_object(holder, mapping, journal, report):
+    """An object holding the old one in a slot or in its attributes (inline values)."""
+    found = False
+    names = _slot_names(type(holder))
+    instance_dict = getattr(holder, "__dict__", None) if not isinstance(holder, types.ModuleType) else None
+    if isinstance(instance_dict, dict):
+        names += list(instance_dict)
+    for name in names:
+        try:
+            value = object.__getattribute__(holder, name)
+        except AttributeError:
+            continue
+        pair = mapping.get(id(value))
+        if pair is not None and pair[0] is value:
+            found = True
+            _set_slot_or_attr(holder, name, pair[1])
+            _record(journal, report, f"{describe(type(holder))} attribute {name!r}",
+                    lambda h=holder, n=name, o=value: _set_slot_or_attr(h, n, o))
+    if not found:
+        report.missed.append(f"a {type(holder).__name__} object (held inside it, out of reach)")
+
+
+def _rewrite_frame(frame, mapping, journal, report):
+    where = f"frame of {describe(frame.f_code)}"
+    for name, value in list(frame.f_locals.items()):
+        pair = mapping.get(id(value))
+        if pair is not None and pair[0] is value:
+            _cpython.write_frame_local(frame, name, pair[1])
+            _record(journal, report, f"local {name!r} of {where}",
+                    lambda f=frame, n=name, o=value: _cpython.write_frame_local(f, n, o))
+
+
+def redirectPointer(old, new, journal=None):
+    """Point every reference to ``old`` at ``new``; returns a :class:`RedirectReport`."""
+    return redirect_references({id(old): (old, new)}, journal)

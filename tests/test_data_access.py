@@ -1,0 +1,139 @@
+import dataclasses
+import sys
+import types
+
+import pytest
+
+from pymoult.errors import PymoultTypeError, TransformerError, UnsupportedError, WrongStrategy
+from pymoult.lowlevel.data_access import (DataAccessor, HeapWalker, instances_of, startEagerUpdate,
+                                          traverseHeap)
+from pymoult.lowlevel.journal import Journal
+
+pytestmark = pytest.mark.timeout(20)
+
+
+class Item:
+    def __init__(self, n):
+        self.n = n
+
+
+class SpecialItem(Item):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Frozen:
+    n: int
+
+
+def test_instances_are_found_with_their_subclasses():
+    items = [Item(i) for i in range(50)] + [SpecialItem(99)]
+    found = instances_of(Item)
+    assert {id(o) for o in items} <= {id(o) for o in found}
+    assert all(isinstance(o, Item) for o in found)
+    exact = instances_of(Item, subclasses=False)
+    assert all(type(o) is Item for o in exact) and items[-1] not in exact
+    assert {id(o) for o in DataAccessor(Item)} >= {id(o) for o in items}
+
+
+def test_strategies():
+    with pytest.raises(WrongStrategy, match=r"^unknown strategy 'fast': use one of"):
+        DataAccessor(Item, "fast")
+    with pytest.raises(UnsupportedError, match="progressive strategy comes with lazy conversion"):
+        DataAccessor(Item, "progressive")
+    with pytest.raises(PymoultTypeError, match="expected a class"):
+        DataAccessor(3)
+
+
+def test_eager_update_converts_every_instance_and_rolls_back():
+    items = [Item(i) for i in range(1000)] + [SpecialItem(5)]
+    journal = Journal()
+    with journal.recording():
+        count = startEagerUpdate(Item, lambda o: setattr(o, "double", 2 * o.n))
+    assert count >= 1001
+    assert all(o.double == 2 * o.n for o in items)
+    assert "__setattr__" not in Item.__dict__ and "__setattr__" not in SpecialItem.__dict__
+    journal.rollback()
+    assert not any(hasattr(o, "double") for o in items)
+
+
+def test_failing_transformer_restores_the_instances_before_it():
+    items = [Item(i) for i in range(200)]
+    seen = []
+
+    def transformer(obj):
+        seen.append(obj)
+        obj.n = -obj.n
+        del obj.n
+        obj.n = "changed"
+        if len(seen) == 120:
+            raise ValueError("bad object")
+
+    with pytest.raises(TransformerError, match=r"on object 120 of \d+ .*the 119 before it were "
+                                               r"restored") as info:
+        startEagerUpdate(Item, transformer)
+    assert info.value.index == 119 and info.value.obj is seen[-1]
+    assert [o.n for o in items] == list(range(200))  # every instance as it was
+    assert "__setattr__" not in Item.__dict__
+
+
+def test_non_atomic_failure_says_what_it_left():
+    items = [Item(i) for i in range(10)]
+    calls = []
+
+    def transformer(obj):
+        calls.append(obj)
+        if len(calls) == 3:
+            raise ValueError("bad")
+        obj.done = True
+
+    with pytest.raises(TransformerError, match="the 2 before it were left converted"):
+        startEagerUpdate(Item, transformer, atomic=False)
+    assert [hasattr(o, "done") for o in calls] == [True, True, False]
+    assert len(items) == 10
+
+
+def test_frozen_dataclass_transformer_is_rolled_back_too():
+    frozen = [Frozen(i) for i in range(20)]
+
+    def add_label(obj):
+        object.__setattr__(obj, "label", f"#{obj.n}")  # frozen: the transformer bypasses setattr
+
+    journal = Journal()
+    with journal.recording():
+        startEagerUpdate(Frozen, add_label)
+    assert frozen[3].label == "#3"
+    journal.rollback()
+    assert not any(hasattr(o, "label") for o in frozen)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        frozen[0].n = 5  # still frozen: the temporary hooks are gone
+
+
+def test_traverse_heap_visits_reachable_data_once_by_type():
+    module = types.ModuleType("heap_app")
+    shared = Item(1)
+    module.registry = {"a": shared, "b": [shared, Item(2)], "c": (Item(3),)}
+    module.helper = len
+    sys.modules["heap_app"] = module
+    try:
+        class Counter(HeapWalker):
+            def __init__(self):
+                self.items = []
+                self.visited = 0
+
+            def walk_Item(self, obj):
+                self.items.append(obj.n)
+
+            def walk(self, obj):
+                self.visited += 1
+                super().walk(obj)
+
+        walker = Counter()
+        assert traverseHeap(walker, ["heap_app"]) == walker.visited
+        assert sorted(walker.items) == [1, 2, 3]  # the shared one once
+    finally:
+        del sys.modules["heap_app"]
+    with pytest.raises(PymoultTypeError, match="no module named 'nope'"):
+        traverseHeap(Counter(), ["nope"])
+    with pytest.raises(PymoultTypeError, match="must have a walk"):
+        traverseHeap(object(), ["sys"])

@@ -1,0 +1,260 @@
+import pickle
+import sys
+import textwrap
+import threading
+import types
+
+import pytest
+
+from pymoult.errors import ConversionError, PymoultTypeError, TargetNotFoundError, TransformerError
+from pymoult.lowlevel.data_update import (addFieldToClass, addMethodToClass, applyMixinToObject,
+                                          generateMixinUser, redefineClass, updateToClass)
+from pymoult.lowlevel.journal import Journal
+
+pytestmark = pytest.mark.timeout(20)
+WAIT = 5.0
+
+
+def load(source, name):
+    """A fresh module from source, registered in sys.modules (so pickle can find its classes)."""
+    module = types.ModuleType(name)
+    sys.modules[name] = module
+    exec(compile(textwrap.dedent(source), f"<{name}>", "exec"), module.__dict__)
+    return module
+
+
+@pytest.fixture
+def geo(request):
+    names = []
+
+    def make(source, name):
+        names.append(name)
+        return load(source, name)
+
+    yield make
+    for name in names:
+        sys.modules.pop(name, None)
+
+
+OLD = """
+class Base:
+    def hi(self):
+        return "base"
+class Point(Base):
+    KIND = "p"
+    def __init__(self, x):
+        self.x = x
+    def norm(self):
+        return abs(self.x)
+    def gone(self):
+        return 1
+class Sub(Point):
+    pass
+"""
+
+NEW = """
+class Base:
+    def hi(self):
+        return "NEW base (must not be used)"
+class Point(Base):
+    KIND = "point"
+    def __init__(self, x, y=0):
+        self.x = x
+        self.y = y
+    def norm(self):
+        return abs(self.x) + abs(getattr(self, "y", 0))
+    def hi(self):
+        return "point of " + super().hi()
+"""
+
+
+def test_class_updated_in_place_keeps_identity_instances_and_bound_methods(geo):
+    old, new = geo(OLD, "geo_a"), geo(NEW, "geo_a_v2")
+    Point = old.Point
+    p, s = old.Point(-3), old.Sub(-4)
+    bound = p.norm
+    assert redefineClass(old, "Point", new.Point) is Point
+    assert old.Point is Point and isinstance(p, Point) and isinstance(s, Point)
+    assert bound() == 3 and p.norm() == 3  # new code (no y yet: getattr default)
+    assert Point(1, -2).norm() == 3  # new __init__
+    assert p.hi() == "point of base" and s.hi() == "point of base"  # super() on the live Base
+    assert Point.KIND == "point" and not hasattr(p, "gone")
+    assert pickle.loads(pickle.dumps(p)).norm() == 3
+
+
+def test_class_update_rollback_is_exact(geo):
+    old, new = geo(OLD, "geo_b"), geo(NEW, "geo_b_v2")
+    p = old.Point(-3)
+    journal = Journal()
+    with journal.recording():
+        redefineClass(old, old.Point, new.Point)
+    journal.rollback()
+    assert old.Point.KIND == "p" and p.gone() == 1 and p.hi() == "base"
+    assert not hasattr(old.Point, "hi") or "hi" not in old.Point.__dict__
+    with pytest.raises(TypeError):
+        old.Point(1, 2)  # the old __init__ again
+
+
+def test_layout_or_base_changes_are_refused_untouched(geo):
+    old = geo(OLD, "geo_c")
+    slotted = geo("class Point:\n    __slots__ = ('x',)\n", "geo_c_v2")
+    with pytest.raises(ConversionError, match=r"its instance layout changes \(slots \(\) -> \('x',\)"):
+        redefineClass(old, "Point", slotted.Point)
+    rebased = geo("class Other:\n    pass\nclass Point(Other):\n    pass\n", "geo_c_v3")
+    with pytest.raises(ConversionError, match=r"its bases change \(\['Base'\] -> \['Other'\]\)"):
+        redefineClass(old, "Point", rebased.Point)
+    assert old.Point.KIND == "p"
+    with pytest.raises(TargetNotFoundError, match="has no class 'Nope'"):
+        redefineClass(old, "Nope", rebased.Point)
+
+
+def test_dataclass_gains_a_field(geo):
+    old = geo("from dataclasses import dataclass\n@dataclass\nclass P:\n    x: int\n", "dc_a")
+    new = geo("from dataclasses import dataclass\n@dataclass\nclass P:\n    x: int\n    y: int = 0\n",
+              "dc_a_v2")
+    p = old.P(1)
+    redefineClass(old, "P", new.P)
+    p.y = 0  # what a transformer does for the existing instances
+    assert old.P(2) == old.P(2, 0) and repr(p) == "P(x=1, y=0)"
+    assert [f.name for f in __import__("dataclasses").fields(p)] == ["x", "y"]
+
+
+# -- converting objects ------------------------------------------------------------------------
+
+
+class Plain:
+    def __init__(self, x):
+        self.x = x
+
+
+class Plain2:
+    def double(self):
+        return 2 * self.x
+
+
+class Slotted:
+    __slots__ = ("x", "label")
+
+    def double(self):
+        return 2 * self.x
+
+
+def test_update_to_class_with_a_recorded_transformer_and_rollback():
+    obj = Plain(3)
+    journal = Journal()
+    with journal.recording():
+        same = updateToClass(obj, Plain, Plain2, lambda o: setattr(o, "y", o.x + 1))
+    assert same is obj and type(obj) is Plain2 and obj.double() == 6 and obj.y == 4
+    assert [str(op) for op in journal] == [
+        "convert a test_data_update.Plain to test_data_update.Plain2",
+        "transform to test_data_update.Plain2: 1 recorded changes on 1 objects"]
+    journal.rollback()
+    assert type(obj) is Plain and not hasattr(obj, "y") and obj.x == 3
+
+
+def test_failing_transformer_leaves_the_object_as_it_was():
+    obj = Plain(3)
+
+    def broken(o):
+        o.x = 99
+        raise KeyError("nope")
+
+    with pytest.raises(TransformerError, match="raised KeyError") as info:
+        updateToClass(obj, Plain, Plain2, broken)
+    assert info.value.obj is obj and isinstance(info.value.__cause__, KeyError)
+    assert type(obj) is Plain and obj.x == 3
+
+
+def make_reader(value):
+    return lambda: value
+
+
+def test_layout_change_builds_a_new_object_and_redirects_references():
+    obj = Plain(5)
+    holder = Plain(None)
+    holder.ref = obj
+    in_list, in_dict, in_tuple = [1, obj], {"k": obj}, (obj,)
+    module = types.ModuleType("holder_mod")
+    module.global_ref = obj
+    cell_holder = make_reader(obj)  # a closure cell in another frame
+    inside, go, seen = threading.Event(), threading.Event(), []
+
+    def running(local_ref):
+        inside.set()
+        go.wait(WAIT)
+        seen.append(local_ref)
+
+    thread = threading.Thread(target=running, args=(obj,), daemon=True)
+    thread.start()
+    assert inside.wait(WAIT)
+    journal = Journal()
+    with journal.recording():
+        new = updateToClass(obj, Plain, Slotted, lambda o: setattr(o, "label", "converted"))
+    go.set()
+    thread.join(WAIT)
+    assert type(new) is Slotted and new.x == 5 and new.label == "converted"
+    assert holder.ref is new and in_list[1] is new and in_dict["k"] is new
+    assert module.global_ref is new and cell_holder() is new and seen == [new]
+    assert in_tuple[0] is obj  # immutable: reported, not pretended
+    conversion = journal.operations[0]
+    assert any("tuple" in missed for missed in conversion.report.missed)
+    journal.rollback()
+    assert holder.ref is obj and in_list[1] is obj and in_dict["k"] is obj
+    assert module.global_ref is obj and cell_holder() is obj
+
+
+def test_builtin_layout_needs_a_builder():
+    from collections import namedtuple
+
+    Pair = namedtuple("Pair", "x y")
+    obj = Plain(1)
+    with pytest.raises(ConversionError, match=r"its __new__ needs arguments"):
+        updateToClass(obj, Plain, Pair)
+    keep = [obj]
+    new = updateToClass(obj, Plain, Pair, lambda o: Pair(o.x, 0))
+    assert keep[0] is new and new == (1, 0)
+
+
+def test_conversion_input_errors():
+    with pytest.raises(PymoultTypeError, match="is not an instance of"):
+        updateToClass(Plain(1), Plain2, Plain)
+    with pytest.raises(PymoultTypeError, match="transformer must be callable"):
+        updateToClass(Plain(1), Plain, Plain2, 3)
+    with pytest.raises(PymoultTypeError, match="new_cls must be a class"):
+        updateToClass(Plain(1), Plain, "Plain2")
+
+
+# -- fields, methods, mixins ---------------------------------------------------------------------
+
+
+def test_add_field_method_and_mixins():
+    class Animal:
+        def sound(self):
+            return "..."
+
+    class Dog(Animal):
+        pass
+
+    class Loud:
+        def shout(self):
+            return self.sound().upper() + "!"
+
+    class NewDog(Animal):  # the new version's class body: its super() names NewDog
+        def sound(self):
+            return "woof, not " + super().sound()
+
+    journal = Journal()
+    with journal.recording():
+        addFieldToClass(Dog, "legs", 4)
+        addMethodToClass(Dog, "sound", NewDog.__dict__["sound"])
+    dog = Dog()
+    assert dog.legs == 4 and dog.sound() == "woof, not ..."
+    LoudDog = generateMixinUser(Dog, Loud)
+    assert LoudDog.__name__ == "Dog" and issubclass(LoudDog, Dog)
+    other = Dog()
+    assert applyMixinToObject(other, Loud).__mro__[1] is Loud
+    assert other.shout() == "WOOF, NOT ...!"
+    journal.rollback()
+    assert not hasattr(Dog, "legs") and Dog().sound() == "..."
+    with pytest.raises(Exception, match="needs at least one mixin"):
+        generateMixinUser(Dog)
