@@ -6,8 +6,10 @@ Figures (objects/s, finding included; medians of repeated runs with fresh object
 - eager update, class updated in place, one-field transformer, atomic (rollback possible);
 - the same, ``atomic=False`` (no recording);
 - ``__class__`` swap plus the one-field transformer (the original Pymoult's way), raw loop;
+- lazy conversion: cost per object to start it, cost of each object's first touch (the
+  transformer included);
 - attribute read cost of converted objects vs objects of a class never converted, for the
-  in-place path and the swap path (on 3.11+ a swapped object's reads stay slower for life).
+  in-place, swap and lazy paths (on 3.11+ a swapped object's reads stay slower for life).
 """
 
 import argparse
@@ -21,7 +23,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from pymoult.lowlevel.data_access import instances_of, startEagerUpdate  # noqa: E402
+from pymoult.lowlevel.data_access import instances_of, startEagerUpdate, startLazyUpdate  # noqa: E402
 
 
 class Record:
@@ -69,6 +71,24 @@ def run_swap(count):
     return rate, objects
 
 
+class Lazy:
+    def __init__(self, n):
+        self.n = n
+
+
+def run_lazy(count):
+    objects = [Lazy(i) for i in range(count)]
+    gc.collect()
+    start = time.perf_counter()
+    conversion = startLazyUpdate(Lazy, one_field)
+    started = time.perf_counter()
+    for obj in objects:
+        obj.n
+    touched = time.perf_counter()
+    assert conversion.done.is_set() and objects[-1].double == 2 * (count - 1)
+    return (started - start) / count * 1e9, (touched - started) / count * 1e9
+
+
 def read_cost(obj, rounds=200_000):
     best = float("inf")
     for _ in range(5):
@@ -103,6 +123,16 @@ def main():
             row[label] = statistics.median(rates)
         results["sizes"][count] = row
 
+    lazy_rows = {}
+    for count in sizes:
+        runs = [run_lazy(count) for _ in range(repeats)]  # each run's objects die with it
+        lazy_rows[count] = {"start_ns_per_object": statistics.median(r[0] for r in runs),
+                            "first_touch_ns": statistics.median(r[1] for r in runs)}
+    results["lazy"] = lazy_rows
+    lazily = Lazy(1)
+    startLazyUpdate(Lazy, one_field)
+    lazily.n  # converted on this first touch
+
     plain = Untouched(1)
     in_place = Record(1)
     one_field(in_place)
@@ -110,7 +140,8 @@ def main():
     swapped.__class__ = RecordV2
     swapped.__class__ = Record
     reads = {"never converted": read_cost(plain), "converted in place": read_cost(in_place),
-             "converted by __class__ swap": read_cost(swapped)}
+             "converted by __class__ swap": read_cost(swapped),
+             "converted lazily": read_cost(lazily)}
     results["read_ns"] = reads
 
     print(f"Pymoult data benchmark, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
@@ -119,6 +150,10 @@ def main():
     print(f"  {'':32}" + "".join(f"{count:>12,}" for count in sizes))
     for label in labels:
         print(f"  {label:32}" + "".join(f"{results['sizes'][c][label] / 1e6:12.2f}" for c in sizes))
+    print("\nLazy conversion (ns per object, median):")
+    for count, row in lazy_rows.items():
+        print(f"  {count:>9,} objects: start {row['start_ns_per_object']:7.1f}   "
+              f"first touch (transformer included) {row['first_touch_ns']:7.1f}")
     print("\nAttribute read after conversion (ns, best of 5):")
     for label, value in reads.items():
         ratio = value / reads["never converted"]

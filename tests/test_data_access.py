@@ -4,7 +4,7 @@ import types
 
 import pytest
 
-from pymoult.errors import PymoultTypeError, TransformerError, UnsupportedError, WrongStrategy
+from pymoult.errors import PymoultTypeError, TransformerError, WrongStrategy
 from pymoult.lowlevel.data_access import (DataAccessor, HeapWalker, instances_of, startEagerUpdate,
                                           traverseHeap)
 from pymoult.lowlevel.journal import Journal
@@ -39,8 +39,6 @@ def test_instances_are_found_with_their_subclasses():
 def test_strategies():
     with pytest.raises(WrongStrategy, match=r"^unknown strategy 'fast': use one of"):
         DataAccessor(Item, "fast")
-    with pytest.raises(UnsupportedError, match="progressive strategy comes with lazy conversion"):
-        DataAccessor(Item, "progressive")
     with pytest.raises(PymoultTypeError, match="expected a class"):
         DataAccessor(3)
 

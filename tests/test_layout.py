@@ -10,7 +10,8 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "pymoult"
 PUBLIC_MODULES = ["pymoult.errors", "pymoult.threads", "pymoult.lowlevel.alterability",
                   "pymoult.lowlevel.stack", "pymoult.lowlevel.world", "pymoult.lowlevel.journal",
                   "pymoult.lowlevel.relinking", "pymoult.lowlevel.data_update",
-                  "pymoult.lowlevel.redirection", "pymoult.lowlevel.data_access"]
+                  "pymoult.lowlevel.redirection", "pymoult.lowlevel.data_access",
+                  "pymoult.lowlevel.instances", "pymoult.lowlevel.lazy_conversion"]
 
 
 def imported_modules(path):
@@ -68,7 +69,7 @@ def test_api_names_from_the_original_pymoult_exist():
         (relinking, "redefineFunction"),
         (data_update, "updateToClass redefineClass addFieldToClass addMethodToClass "
                       "generateMixinUser applyMixinToObject updateLocalVar updateLocalVarInThread"),
-        (data_access, "DataAccessor HeapWalker traverseHeap startEagerUpdate"),
+        (data_access, "DataAccessor HeapWalker traverseHeap startEagerUpdate startLazyUpdate"),
     ]:
         for name in names.split():
             assert name in module.__all__, f"{module.__name__}.{name}"

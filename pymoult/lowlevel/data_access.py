@@ -2,11 +2,10 @@
 
 Finding instances
 -----------------
-Every instance of a Python class references its class (that is how the cyclic GC traverses it),
-so ``gc.get_referrers(cls, *subclasses)`` finds all of them in one scan of the GC-tracked
-objects, without looking at each object's type in Python: about 65-70 ms for 1M instances among
-1.5M objects here. :class:`DataAccessor` with the ``"immediate"`` strategy and
-:func:`startEagerUpdate` use it.
+:class:`DataAccessor` (``"immediate"``) and :func:`startEagerUpdate` find instances with one
+``gc.get_referrers`` scan (:mod:`~pymoult.lowlevel.instances`). The ``"progressive"`` strategy
+and :func:`startLazyUpdate` reach each object when the program first touches it
+(:mod:`~pymoult.lowlevel.lazy_conversion`).
 
 Eager update
 ------------
@@ -20,67 +19,61 @@ the k-th object, the k-1 before it are restored and ``TransformerError`` carries
 success the writes are one journal operation, so the update can still be rolled back. Recording
 costs about 1 us per write (``benchmarks/bench_data.py``); ``atomic=False`` skips it and runs at
 the transformer's own speed, but a failure then leaves the objects before it converted.
-
-The ``"progressive"`` strategy (objects yielded as the program touches them) comes with lazy
-conversion and is not available yet.
 """
 
 import gc
+import queue
+import sys
 import types
 
-from ..errors import PymoultTypeError, TransformerError, UnsupportedError, WrongStrategy
+from ..errors import PymoultTypeError, TransformerError, WrongStrategy
 from .data_update import AttributeWrites, recording_writes
+from .instances import instances_of
 from .journal import current_journal, describe
+from .lazy_conversion import startLazyUpdate
 
-__all__ = ["DataAccessor", "HeapWalker", "traverseHeap", "startEagerUpdate", "instances_of"]
+__all__ = ["DataAccessor", "HeapWalker", "traverseHeap", "startEagerUpdate", "startLazyUpdate",
+           "instances_of"]
 
 STRATEGIES = ("immediate", "progressive")
-
-
-def _all_subclasses(cls):
-    found, todo = [], [cls]
-    while todo:
-        klass = todo.pop()
-        for sub in type.__subclasses__(klass):
-            if sub not in found:
-                found.append(sub)
-                todo.append(sub)
-    return found
-
-
-def instances_of(cls, subclasses=True):
-    """Every live instance of ``cls`` (and of its subclasses unless ``subclasses`` is False),
-    found in one ``gc.get_referrers`` scan."""
-    if not isinstance(cls, type):
-        raise PymoultTypeError(f"expected a class, got {cls!r}")
-    classes = [cls] + (_all_subclasses(cls) if subclasses else [])
-    wanted = set(classes)
-    return [obj for obj in gc.get_referrers(*classes) if type(obj) in wanted]
 
 
 class DataAccessor:
     """An iterator over the instances of ``cls``.
 
-    ``strategy="immediate"``: every instance alive now, found at construction. Any other
-    strategy raises ``WrongStrategy`` (``"progressive"``, the original's other strategy, raises
-    ``UnsupportedError`` until lazy conversion lands).
+    ``strategy="immediate"``: every instance alive now, found at construction.
+    ``strategy="progressive"``: each instance as the program first touches it after the accessor
+    is made (it uses the lazy-conversion mechanism with no transformer; ``type(obj)`` is a
+    pending subclass until then); iteration blocks until the next touch and ends when every
+    instance has been touched. Any other strategy raises ``WrongStrategy``.
     """
+
+    _END = object()
 
     def __init__(self, cls, strategy="immediate"):
         if strategy not in STRATEGIES:
             raise WrongStrategy(f"unknown strategy {strategy!r}: use one of {STRATEGIES}")
-        if strategy == "progressive":
-            raise UnsupportedError("the progressive strategy comes with lazy conversion, which "
-                                   "is not available yet; use 'immediate'")
         self.cls = cls
         self.strategy = strategy
-        self._objects = iter(instances_of(cls))
+        if strategy == "immediate":
+            self._objects = iter(instances_of(cls))
+            self._touched = None
+        else:
+            self._touched = queue.SimpleQueue()
+            self.conversion = startLazyUpdate(cls, None, on_convert=self._touched.put,
+                                              on_done=lambda: self._touched.put(self._END))
 
     def __iter__(self):
         return self
 
     def __next__(self):
-        return next(self._objects)
+        if self._touched is None:
+            return next(self._objects)
+        obj = self._touched.get()
+        if obj is self._END:
+            self._touched.put(self._END)  # stay exhausted
+            raise StopIteration
+        return obj
 
 
 class HeapWalker:
@@ -108,8 +101,6 @@ def traverseHeap(walker, module_names=("__main__",)):
     """
     if not callable(getattr(walker, "walk", None)):
         raise PymoultTypeError(f"walker must have a walk(obj) method, got {walker!r}")
-    import sys
-
     if isinstance(module_names, str):
         module_names = [module_names]
     roots = []
