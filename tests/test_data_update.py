@@ -95,17 +95,61 @@ def test_class_update_rollback_is_exact(geo):
         old.Point(1, 2)  # the old __init__ again
 
 
-def test_layout_or_base_changes_are_refused_untouched(geo):
+def test_layout_change_replaces_the_class_and_converts_every_instance(geo):
     old = geo(OLD, "geo_c")
-    slotted = geo("class Point:\n    __slots__ = ('x',)\n", "geo_c_v2")
-    with pytest.raises(ConversionError, match=r"its instance layout changes \(slots \(\) -> \('x',\)"):
-        redefineClass(old, "Point", slotted.Point)
-    rebased = geo("class Other:\n    pass\nclass Point(Other):\n    pass\n", "geo_c_v3")
-    with pytest.raises(ConversionError, match=r"its bases change \(\['Base'\] -> \['Other'\]\)"):
-        redefineClass(old, "Point", rebased.Point)
-    assert old.Point.KIND == "p"
+    slotted = geo("""
+    class Point:
+        __slots__ = ("x", "tag")
+        def norm(self):
+            return abs(self.x)
+    """, "geo_c_v2")
+    points = [old.Point(-1), old.Point(-2)]
+    by_name = {"first": points[0]}
+    holder = old.Base()
+    holder.point = points[1]
+    journal = Journal()
+    with journal.recording():
+        bound = redefineClass(old, "Point", slotted.Point, transformer=lambda p: setattr(p, "tag", "v2"))
+    assert bound is slotted.Point and old.Point is slotted.Point
+    assert all(type(p) is slotted.Point and p.tag == "v2" for p in points)  # the list followed
+    assert by_name["first"] is points[0] and holder.point is points[1]
+    conversion = journal.operations[1]
+    assert str(conversion).startswith("replace 2 geo_c.Point objects by geo_c_v2.Point")
+    assert any("subclass geo_c.Sub still derives from the old class" in m
+               for m in conversion.report.missed)
+    journal.rollback()
+    assert old.Point.KIND == "p" and all(type(p) is old.Point for p in points)
+    assert holder.point is points[1] and type(holder.point) is old.Point
+
+
+def test_failed_replacement_changes_nothing(geo):
+    old = geo(OLD, "geo_d")
+    slotted = geo("class Point:\n    __slots__ = ('x',)\n", "geo_d_v2")
+    points = [old.Point(1), old.Point(2), old.Point(3)]
+    seen = []
+
+    def transformer(p):
+        seen.append(p)
+        if len(seen) == 2:
+            raise LookupError("bad point")
+
+    with pytest.raises(TransformerError) as info:
+        redefineClass(old, "Point", slotted.Point, transformer=transformer)
+    assert info.value.index == 1 and info.value.count == 3
+    assert old.Point.KIND == "p" and all(type(p) is old.Point for p in points)
     with pytest.raises(TargetNotFoundError, match="has no class 'Nope'"):
-        redefineClass(old, "Nope", rebased.Point)
+        redefineClass(old, "Nope", slotted.Point)
+
+
+def test_in_place_update_with_a_transformer_is_recorded(geo):
+    old, new = geo(OLD, "geo_e"), geo(NEW, "geo_e_v2")
+    points = [old.Point(1), old.Sub(2)]
+    journal = Journal()
+    with journal.recording():
+        redefineClass(old, "Point", new.Point, transformer=lambda p: setattr(p, "y", 10))
+    assert [p.norm() for p in points] == [11, 12]
+    journal.rollback()
+    assert not any(hasattr(p, "y") for p in points) and points[0].norm() == 1
 
 
 def test_dataclass_gains_a_field(geo):
@@ -208,10 +252,12 @@ def test_builtin_layout_needs_a_builder():
 
     Pair = namedtuple("Pair", "x y")
     obj = Plain(1)
-    with pytest.raises(ConversionError, match=r"its __new__ needs arguments"):
+    with pytest.raises(ConversionError, match=r"its __new__ needs arguments \(pass a builder"):
         updateToClass(obj, Plain, Pair)
+    with pytest.raises(ConversionError, match="returned 3, not a"):
+        updateToClass(obj, Plain, Pair, builder=lambda o: 3)
     keep = [obj]
-    new = updateToClass(obj, Plain, Pair, lambda o: Pair(o.x, 0))
+    new = updateToClass(obj, Plain, Pair, builder=lambda o: Pair(o.x, 0))
     assert keep[0] is new and new == (1, 0)
 
 

@@ -47,6 +47,7 @@ from ..errors import (ConversionError, PymoultTypeError, PymoultValueError, Rede
 from .alterability import _codes_of
 from .journal import (MISSING, Operation, current_journal, delete_attribute, describe,
                       set_attribute)
+from .instances import instances_of
 from .redirection import redirect_references
 from .relinking import _copy_missing_globals, _rebuild, redefineMethod
 from .world import stop_the_world
@@ -114,16 +115,19 @@ class AttributeWrites(Operation):
 
 
 class Conversion(Operation):
-    """An object replaced by a new one of another layout, references redirected (the
-    redirections are recorded as operations of their own). ``report`` says what was missed."""
+    """Objects replaced by new ones of another layout, references redirected (each redirection
+    is an operation of its own, recorded after this one). ``report`` says what was missed."""
 
-    def __init__(self, old, new, report):
-        self.old, self.new, self.report = old, new, report
-        self.text = (f"replace a {describe(type(old))} by a {describe(type(new))} "
-                     f"({len(report.redirected)} references redirected, {len(report.missed)} not)")
+    def __init__(self, old, new, report, count=1):
+        self.old, self.new, self.report, self.count = old, new, report, count
+        old_cls = old if isinstance(old, type) else type(old)
+        new_cls = new if isinstance(new, type) else type(new)
+        what = f"a {describe(old_cls)}" if count == 1 else f"{count} {describe(old_cls)} objects"
+        self.text = (f"replace {what} by {describe(new_cls)} ({len(report.redirected)} references "
+                     f"redirected, {len(report.missed)} not)")
 
     def undo(self):
-        pass  # the redirections recorded after it put the old object back
+        pass  # the redirections recorded after it put the old objects back
 
 
 @contextlib.contextmanager
@@ -248,14 +252,22 @@ def _is_function_like(value):
     return isinstance(value, (types.FunctionType, staticmethod, classmethod, property))
 
 
-def redefineClass(module, cls, new_cls, journal=None):
-    """Make ``module.<cls>`` behave as ``new_cls``, keeping the live class object.
+def redefineClass(module, cls, new_cls, transformer=None, builder=None, journal=None):
+    """Make ``module.<cls>`` behave as ``new_cls``; returns the class now bound in the module.
 
-    The live class's namespace is updated in place (methods through ``redefineMethod``, so bound
-    methods follow; new methods that use ``super()`` are bound to the live class); its instances
-    need no conversion and keep their identity, ``isinstance`` and pickling. Returns the live
-    class. When the instance layout or the bases change, ``ConversionError`` names the difference
-    and nothing is changed: convert the instances with :func:`updateToClass` instead.
+    When the instance layout (slots, metaclass) and the bases allow, the live class is kept: its
+    namespace is updated in place (methods through ``redefineMethod``, so bound methods follow;
+    new methods that use ``super()`` are bound to the live class), and its instances keep their
+    identity, ``isinstance`` and pickling with no per-object work. ``transformer(obj)``, if
+    given, then runs on every instance (recorded, like an atomic eager update).
+
+    Otherwise the class must be replaced: every instance is rebuilt as a ``new_cls`` (by
+    ``builder(old)``, or a blank ``new_cls`` given the old attributes) and the transformer runs
+    once on each new object; all are built before anything changes (a failure raises
+    ``TransformerError``/``ConversionError`` with nothing changed), then the name is rebound and
+    every reference to the old instances is redirected in one heap scan. What could not be
+    redirected, and subclasses still deriving from the old class, are logged and kept in the
+    journal's ``Conversion`` operation.
     """
     if not isinstance(module, types.ModuleType):
         raise PymoultTypeError(f"expected a module, got {module!r}")
@@ -269,19 +281,56 @@ def redefineClass(module, cls, new_cls, journal=None):
                                   target=f"{module.__name__}.{name}")
     _check_class(live, f"{module.__name__}.{name}")
     _check_class(new_cls, "the new version")
-    before, after = _layout(live), _layout(new_cls)
-    if before != after:
-        raise ConversionError(
-            f"cannot update {describe(live)} in place: its instance layout changes (slots "
-            f"{before[1]} -> {after[1]}, metaclass {before[0].__name__} -> {after[0].__name__})",
-            obj=live, new_cls=new_cls)
-    if not _compatible_bases(live, new_cls):
-        raise ConversionError(
-            f"cannot update {describe(live)} in place: its bases change "
-            f"({[b.__qualname__ for b in live.__bases__]} -> "
-            f"{[b.__qualname__ for b in new_cls.__bases__]})", obj=live, new_cls=new_cls)
-    _update_namespace(live, new_cls, current_journal(journal))
-    return live
+    for label, function in (("transformer", transformer), ("builder", builder)):
+        if function is not None and not callable(function):
+            raise PymoultTypeError(f"{label} must be callable, got {function!r}")
+    journal = current_journal(journal)
+    if _layout(live) == _layout(new_cls) and _compatible_bases(live, new_cls):
+        _update_namespace(live, new_cls, journal)
+        if transformer is not None:
+            _transform_in_place(live, transformer, journal)
+        return live
+    return _replace_class(module, name, live, new_cls, transformer, builder, journal)
+
+
+def _transform_in_place(cls, transformer, journal):
+    objects = instances_of(cls, subclasses=True)
+    writes = AttributeWrites(f"transform instances of {describe(cls)}")
+    index = -1
+    try:
+        with recording_writes({type(obj) for obj in objects}, writes):
+            for index, obj in enumerate(objects):
+                transformer(obj)
+    except Exception as exc:
+        writes.undo()
+        raise TransformerError(f"transformer {describe(transformer)} raised {exc!r} on object "
+                               f"{index + 1} of {len(objects)}; the ones before it were restored",
+                               obj=objects[index], index=index, count=len(objects)) from exc
+    if journal is not None and writes.entries:
+        journal.record(writes)
+
+
+def _replace_class(module, name, live, new_cls, transformer, builder, journal):
+    olds = instances_of(live, subclasses=False)
+    mapping = {}
+    for index, old in enumerate(olds):  # build everything first: a failure changes nothing
+        try:
+            new = _build_new(old, new_cls, transformer, builder)
+        except TransformerError as exc:
+            exc.index, exc.count = index, len(olds)
+            raise
+        mapping[id(old)] = (old, new)
+    set_attribute(module, name, new_cls, journal)
+    mark = len(journal) if journal is not None else 0
+    report = redirect_references(mapping, journal, exclude=(olds,))
+    for subclass in type.__subclasses__(live):
+        report.missed.append(f"subclass {describe(subclass)} still derives from the old class")
+    if journal is not None:
+        journal.operations.insert(mark, Conversion(live, new_cls, report, count=len(olds)))
+    if not report.complete:
+        logger.warning("replaced class %s by %s (%d instances); not everything followed:\n%s",
+                       describe(live), describe(new_cls), len(olds), report)
+    return new_cls
 
 
 def _update_namespace(live, new_cls, journal):
@@ -331,32 +380,33 @@ def _copy_state(old, new, new_cls):
         except AttributeError as exc:
             raise ConversionError(
                 f"cannot convert {describe(type(old))} to {describe(new_cls)}: the new class has "
-                f"no place for attribute {name!r} (give a transformer that returns the new object)",
+                f"no place for attribute {name!r} (pass a builder that makes the new object)",
                 obj=old, new_cls=new_cls) from exc
 
 
-def updateToClass(obj, cls, new_cls, transformer=None, journal=None):
-    """Convert ``obj`` (an instance of ``cls``) to ``new_cls``, then run ``transformer(obj)``.
+def updateToClass(obj, cls, new_cls, transformer=None, journal=None, builder=None):
+    """Convert ``obj`` (an instance of ``cls``) to ``new_cls``, then run ``transformer`` on it once.
 
     Returns the converted object: ``obj`` itself when ``__class__`` can be assigned; otherwise a
-    new object (returned by ``transformer(old)`` if it returns an instance of ``new_cls``, else
-    built from the old attributes and then given to the transformer), to which every reference
-    to ``obj`` is redirected. What could not be redirected is logged and kept in the journal's
-    ``Conversion`` operation (its ``report``). A failing transformer leaves ``obj`` exactly as it
-    was and raises ``TransformerError``.
+    new object, made by ``builder(obj)`` if given (needed when ``new_cls.__new__`` takes
+    arguments: a namedtuple-like class) or as a blank ``new_cls`` given ``obj``'s attributes, to
+    which every reference to ``obj`` is redirected. What could not be redirected is logged and
+    kept in the journal's ``Conversion`` operation (its ``report``). A failing transformer leaves
+    ``obj`` exactly as it was and raises ``TransformerError``.
     """
     _check_class(cls, "cls")
     _check_class(new_cls, "new_cls")
     if not isinstance(obj, cls):
         raise PymoultTypeError(f"{obj!r} is not an instance of {describe(cls)}")
-    if transformer is not None and not callable(transformer):
-        raise PymoultTypeError(f"transformer must be callable, got {transformer!r}")
+    for label, function in (("transformer", transformer), ("builder", builder)):
+        if function is not None and not callable(function):
+            raise PymoultTypeError(f"{label} must be callable, got {function!r}")
     journal = current_journal(journal)
     old_cls = type(obj)
     try:
         obj.__class__ = new_cls
     except TypeError:
-        return _convert_by_rebuilding(obj, new_cls, transformer, journal)
+        return _convert_by_rebuilding(obj, new_cls, transformer, builder, journal)
     writes = AttributeWrites(f"transform to {describe(new_cls)}")
     if transformer is not None:
         try:
@@ -381,42 +431,45 @@ def _transformer_failed(transformer, exc, doing, obj):
                             obj=obj, index=0, count=1)
 
 
-def _convert_by_rebuilding(old, new_cls, transformer, journal):
-    built = None
-    if transformer is not None:
+def _build_new(old, new_cls, transformer, builder):
+    """A ``new_cls`` object standing for ``old``: ``builder(old)``, or a blank ``new_cls`` given
+    the old attributes; then ``transformer(new)``, once."""
+    if builder is not None:
         try:
-            built = transformer(old)
+            new = builder(old)
         except Exception as exc:
-            raise _transformer_failed(transformer, exc, f"building a {describe(new_cls)}",
-                                      old) from exc
-    if isinstance(built, new_cls):
-        new = built
+            raise _transformer_failed(builder, exc, f"building a {describe(new_cls)}", old) from exc
+        if not isinstance(new, new_cls):
+            raise ConversionError(f"builder {describe(builder)} returned {new!r}, not a "
+                                  f"{describe(new_cls)}", obj=old, new_cls=new_cls)
     else:
         try:
             new = new_cls.__new__(new_cls)
         except TypeError as exc:
             raise ConversionError(
                 f"cannot build a {describe(new_cls)} from a {describe(type(old))}: its __new__ "
-                "needs arguments (give a transformer that returns the new object)",
+                "needs arguments (pass a builder that returns the new object)",
                 obj=old, new_cls=new_cls) from exc
         _copy_state(old, new, new_cls)
-        if transformer is not None:
-            try:
-                transformer(new)
-            except Exception as exc:
-                raise _transformer_failed(transformer, exc, f"converting a {describe(type(old))}",
-                                          old) from exc
-    if journal is not None:
-        index = len(journal)
+    if transformer is not None:
+        try:
+            transformer(new)
+        except Exception as exc:
+            raise _transformer_failed(transformer, exc, f"converting a {describe(type(old))}",
+                                      old) from exc
+    return new
+
+
+def _convert_by_rebuilding(old, new_cls, transformer, builder, journal):
+    new = _build_new(old, new_cls, transformer, builder)
+    mark = len(journal) if journal is not None else 0
     report = redirect_references({id(old): (old, new)}, journal)
     if journal is not None:
-        journal.operations.insert(index, Conversion(old, new, report))
+        journal.operations.insert(mark, Conversion(old, new, report))
     if not report.complete:
         logger.warning("converted a %s to %s; some references still point at the old object:\n%s",
                        describe(type(old)), describe(new_cls), report)
     return new
-
-
 
 
 def _frame_is_running(frame):
