@@ -26,8 +26,8 @@ import queue
 import sys
 import types
 
-from ..errors import PymoultTypeError, TransformerError, WrongStrategy
-from .data_update import AttributeWrites, recording_writes
+from ..errors import PymoultTypeError, WrongStrategy
+from .data_update import transform_all
 from .instances import instances_of
 from .journal import current_journal, describe
 from .lazy_conversion import startLazyUpdate
@@ -131,32 +131,7 @@ def startEagerUpdate(cls, transformer, atomic=True, journal=None, subclasses=Tru
     if not callable(transformer):
         raise PymoultTypeError(f"transformer must be callable, got {transformer!r}")
     objects = instances_of(cls, subclasses)
-    classes = {type(obj) for obj in objects}
-    writes = AttributeWrites(f"eager update of {describe(cls)}")
-    index = -1
-    try:
-        if atomic:
-            # a class with its own __setattr__ (a frozen dataclass...) is written to with
-            # object.__setattr__, which no class hook sees: snapshot those objects whole
-            snapshot = {cls for cls in classes if cls.__setattr__ is not object.__setattr__
-                        and hasattr(cls, "__dict__")}
-            entries = writes.entries
-            with recording_writes(classes, writes):
-                for index, obj in enumerate(objects):
-                    if type(obj) in snapshot and hasattr(obj, "__dict__"):
-                        entries.append((obj, None, dict(object.__getattribute__(obj, "__dict__"))))
-                    transformer(obj)
-        else:
-            for index, obj in enumerate(objects):
-                transformer(obj)
-    except Exception as exc:
-        if atomic:
-            writes.undo()
-        done = "restored" if atomic else "left converted"
-        raise TransformerError(
-            f"transformer {describe(transformer)} raised {exc!r} on object {index + 1} of "
-            f"{len(objects)} ({describe(type(objects[index]))}); the {index} before it were "
-            f"{done}", obj=objects[index], index=index, count=len(objects)) from exc
+    writes = transform_all(objects, transformer, f"eager update of {describe(cls)}", atomic)
     journal = current_journal(journal)
     if journal is not None and writes.entries:
         journal.record(writes)

@@ -45,7 +45,7 @@ from .. import _cpython
 from ..errors import (ConversionError, PymoultTypeError, PymoultValueError, RedefinitionError,
                       TargetNotFoundError, TransformerError)
 from .alterability import _codes_of
-from .journal import (MISSING, Operation, current_journal, delete_attribute, describe,
+from .journal import (MISSING, Journal, Operation, current_journal, delete_attribute, describe,
                       set_attribute)
 from .instances import instances_of
 from .redirection import redirect_references
@@ -62,6 +62,7 @@ __all__ = [
     "updateLocalVar",
     "updateLocalVarInThread",
     "recording_writes",
+    "transform_all",
     "SetClass",
     "AttributeWrites",
     "Conversion",
@@ -82,13 +83,13 @@ class SetClass(Operation):
         self.text = f"convert a {describe(old_cls)} to {describe(new_cls)}"
 
     def undo(self):
-        self.obj.__class__ = self.old_cls
+        object.__setattr__(self.obj, "__class__", self.old_cls)
 
 
 class AttributeWrites(Operation):
     """Attribute writes and deletions made on objects during a conversion, recorded as
-    ``(obj, name, old value or MISSING)``, or ``(obj, None, copy of its __dict__)`` for an object
-    snapshotted whole; undo restores them newest first."""
+    ``(obj, name, old value or MISSING)``, or ``(obj, None, {"__dict__": copy, slot: value})``
+    for an object snapshotted whole; undo restores them newest first."""
 
     def __init__(self, description):
         self.entries = []
@@ -102,9 +103,18 @@ class AttributeWrites(Operation):
     def undo(self):
         for obj, name, old in reversed(self.entries):
             if name is None:
-                state = object.__getattribute__(obj, "__dict__")
-                state.clear()
-                state.update(old)
+                for key, value in old.items():
+                    if key == "__dict__":
+                        state = object.__getattribute__(obj, "__dict__")
+                        state.clear()
+                        state.update(value)
+                    elif value is MISSING:
+                        try:
+                            object.__delattr__(obj, key)
+                        except AttributeError:
+                            pass
+                    else:
+                        object.__setattr__(obj, key, value)
             elif old is MISSING:
                 try:
                     object.__delattr__(obj, name)
@@ -130,6 +140,43 @@ class Conversion(Operation):
         pass  # the redirections recorded after it put the old objects back
 
 
+_SKIP = object()  # a property: its setter's own writes are recorded, not the property
+
+
+def _instance_value(obj, name):
+    """The value ``obj`` itself holds for ``name`` (instance dict or slot), MISSING if none,
+    without running getters or seeing class defaults."""
+    on_class = getattr(type(obj), name, MISSING)
+    if on_class is MISSING:
+        return getattr(obj, name, MISSING)  # nothing on the class: this is the instance's
+    if isinstance(on_class, property):
+        return _SKIP
+    if isinstance(on_class, types.MemberDescriptorType):  # a slot
+        try:
+            return object.__getattribute__(obj, name)
+        except AttributeError:
+            return MISSING
+    state = getattr(obj, "__dict__", None)
+    return state.get(name, MISSING) if isinstance(state, dict) else MISSING
+
+
+def snapshot_entry(obj):
+    """``(obj, None, state)`` restoring all of ``obj``'s own attributes (dict and slots)."""
+    state = {}
+    own = getattr(obj, "__dict__", None)
+    if isinstance(own, dict):
+        state["__dict__"] = dict(own)
+    for name in _slots_of(type(obj)):
+        if name not in ("__dict__", "__weakref__"):
+            state[name] = _instance_value(obj, name)
+    return (obj, None, state)
+
+
+# One recorder at a time: two recorders installed on one class by two threads would restore
+# each other's hooks out of order.
+_recording_lock = threading.RLock()
+
+
 @contextlib.contextmanager
 def recording_writes(classes, operation):
     """While the block runs, attribute writes and deletions that the *calling thread* makes on
@@ -137,45 +184,85 @@ def recording_writes(classes, operation):
 
     The recorder is a class-level ``__setattr__``/``__delattr__`` installed for the block only:
     instances never get a hook of their own, and after the block the classes are as they were.
+    Recorders of different threads take turns (the block holds a lock).
     """
     me = threading.get_ident()
     entries = operation.entries
     installed = []
-
     # resolve every class's own methods before any hook exists: a subclass must not inherit its
     # base's hook (each write would be recorded twice)
     originals = {cls: (cls.__setattr__, cls.__delattr__) for cls in classes}
+
+    def record(obj, name):
+        if threading.get_ident() == me:
+            old = _instance_value(obj, name)
+            if old is not _SKIP:
+                entries.append((obj, name, old))
 
     def make(cls):
         inherited_set, inherited_del = originals[cls]
 
         def __setattr__(self, name, value):
-            if threading.get_ident() == me:
-                entries.append((self, name, getattr(self, name, MISSING)))
+            record(self, name)
             inherited_set(self, name, value)
 
         def __delattr__(self, name):
-            if threading.get_ident() == me:
-                entries.append((self, name, getattr(self, name, MISSING)))
+            record(self, name)
             inherited_del(self, name)
 
         return __setattr__, __delattr__
 
+    with _recording_lock:
+        try:
+            for cls in originals:
+                had = {name: cls.__dict__.get(name, MISSING)
+                       for name in ("__setattr__", "__delattr__")}
+                set_hook, del_hook = make(cls)
+                type.__setattr__(cls, "__setattr__", set_hook)
+                type.__setattr__(cls, "__delattr__", del_hook)
+                installed.append((cls, had))
+            yield operation
+        finally:
+            for cls, had in reversed(installed):
+                for name, value in had.items():
+                    if value is MISSING:
+                        type.__delattr__(cls, name)
+                    else:
+                        type.__setattr__(cls, name, value)
+
+
+def transform_all(objects, transformer, description, atomic=True):
+    """Run ``transformer`` on each object; returns the :class:`AttributeWrites` recorded.
+
+    With ``atomic``, writes are recorded (objects of classes with their own ``__setattr__``, a
+    frozen dataclass say, are snapshotted whole, since their transformers write with
+    ``object.__setattr__``) and a failure on the k-th object restores the ones before it before
+    ``TransformerError`` is raised.
+    """
+    writes = AttributeWrites(description)
+    index = -1
+    classes = {type(obj) for obj in objects}
     try:
-        for cls in originals:
-            had = {name: cls.__dict__.get(name, MISSING) for name in ("__setattr__", "__delattr__")}
-            set_hook, del_hook = make(cls)
-            type.__setattr__(cls, "__setattr__", set_hook)
-            type.__setattr__(cls, "__delattr__", del_hook)
-            installed.append((cls, had))
-        yield operation
-    finally:
-        for cls, had in reversed(installed):
-            for name, value in had.items():
-                if value is MISSING:
-                    type.__delattr__(cls, name)
-                else:
-                    type.__setattr__(cls, name, value)
+        if atomic:
+            snapshot = {cls for cls in classes if cls.__setattr__ is not object.__setattr__}
+            entries = writes.entries
+            with recording_writes(classes, writes):
+                for index, obj in enumerate(objects):
+                    if type(obj) in snapshot:
+                        entries.append(snapshot_entry(obj))
+                    transformer(obj)
+        else:
+            for index, obj in enumerate(objects):
+                transformer(obj)
+    except Exception as exc:
+        if atomic:
+            writes.undo()
+        done = "restored" if atomic else "left converted"
+        raise TransformerError(
+            f"transformer {describe(transformer)} raised {exc!r} on object {index + 1} of "
+            f"{len(objects)} ({describe(type(objects[index]))}); the {index} before it were "
+            f"{done}", obj=objects[index], index=index, count=len(objects)) from exc
+    return writes
 
 
 def _check_class(cls, what):
@@ -286,28 +373,21 @@ def redefineClass(module, cls, new_cls, transformer=None, builder=None, journal=
             raise PymoultTypeError(f"{label} must be callable, got {function!r}")
     journal = current_journal(journal)
     if _layout(live) == _layout(new_cls) and _compatible_bases(live, new_cls):
-        _update_namespace(live, new_cls, journal)
-        if transformer is not None:
-            _transform_in_place(live, transformer, journal)
+        own = Journal(f"redefine {describe(live)}")  # so that a failure changes nothing
+        try:
+            with own.recording():
+                _update_namespace(live, new_cls, own)
+                if transformer is not None:
+                    own.record(transform_all(instances_of(live), transformer,
+                                             f"transform instances of {describe(live)}"))
+        except BaseException:
+            own.rollback()
+            raise
+        if journal is not None:
+            for operation in own:
+                journal.record(operation)
         return live
     return _replace_class(module, name, live, new_cls, transformer, builder, journal)
-
-
-def _transform_in_place(cls, transformer, journal):
-    objects = instances_of(cls, subclasses=True)
-    writes = AttributeWrites(f"transform instances of {describe(cls)}")
-    index = -1
-    try:
-        with recording_writes({type(obj) for obj in objects}, writes):
-            for index, obj in enumerate(objects):
-                transformer(obj)
-    except Exception as exc:
-        writes.undo()
-        raise TransformerError(f"transformer {describe(transformer)} raised {exc!r} on object "
-                               f"{index + 1} of {len(objects)}; the ones before it were restored",
-                               obj=objects[index], index=index, count=len(objects)) from exc
-    if journal is not None and writes.entries:
-        journal.record(writes)
 
 
 def _replace_class(module, name, live, new_cls, transformer, builder, journal):
@@ -334,8 +414,10 @@ def _replace_class(module, name, live, new_cls, transformer, builder, journal):
 
 
 def _update_namespace(live, new_cls, journal):
-    old_names = set(live.__dict__) - _NAMESPACE_SKIP
-    new_names = set(new_cls.__dict__) - _NAMESPACE_SKIP
+    # slot descriptors belong to their own class's layout: the live ones stay (same slots)
+    skip = _NAMESPACE_SKIP | set(_slots_of(live)) | set(_slots_of(new_cls))
+    old_names = set(live.__dict__) - skip
+    new_names = set(new_cls.__dict__) - skip
     live_module = sys.modules.get(live.__module__)
     for name in sorted(new_names):
         value = new_cls.__dict__[name]
@@ -404,7 +486,7 @@ def updateToClass(obj, cls, new_cls, transformer=None, journal=None, builder=Non
     journal = current_journal(journal)
     old_cls = type(obj)
     try:
-        obj.__class__ = new_cls
+        object.__setattr__(obj, "__class__", new_cls)  # also for frozen dataclasses
     except TypeError:
         return _convert_by_rebuilding(obj, new_cls, transformer, builder, journal)
     writes = AttributeWrites(f"transform to {describe(new_cls)}")
@@ -414,7 +496,7 @@ def updateToClass(obj, cls, new_cls, transformer=None, journal=None, builder=Non
                 transformer(obj)
         except Exception as exc:
             writes.undo()
-            obj.__class__ = old_cls
+            object.__setattr__(obj, "__class__", old_cls)
             raise TransformerError(f"transformer {describe(transformer)} raised {exc!r} "
                                    f"converting a {describe(old_cls)}", obj=obj, index=0,
                                    count=1) from exc
@@ -493,7 +575,8 @@ class WriteLocal(Operation):
 
     def undo(self):
         if self.old is MISSING:
-            return  # an unbound local cannot be unset portably; it keeps the new value
+            raise PymoultValueError(f"local {self.name!r} was unbound before the update and "
+                                    "cannot be unbound again portably; it keeps the new value")
         with stop_the_world():
             if _frame_is_running(self.frame):
                 _cpython.write_frame_local(self.frame, self.name, self.old)

@@ -14,6 +14,7 @@ explicit ``journal=`` argument. With no journal, mutations are applied and not r
 import contextlib
 import logging
 import threading
+import types
 
 from ..errors import PymoultTypeError, RollbackError, ThreadStateError
 
@@ -36,6 +37,8 @@ MISSING = _Missing()
 
 def describe(obj):
     """A short readable name for ``obj`` in operation texts: ``module.qualname`` when it has one."""
+    if isinstance(obj, types.CodeType):
+        return getattr(obj, "co_qualname", obj.co_name)
     if isinstance(obj, (staticmethod, classmethod)):
         return f"{type(obj).__name__} {describe(obj.__func__)}"
     if isinstance(obj, property):

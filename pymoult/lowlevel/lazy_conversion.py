@@ -21,6 +21,14 @@ cost about 2-3x as much for the rest of its life (``benchmarks/bench_data.py``).
 fact no hook-free design avoids while keeping each object's identity; where the pause allows, an
 eager update of a class updated in place is faster for the objects afterwards.
 
+Rules for transformers: conversions take one lock (per update) for the transformer's duration,
+so a transformer must not block on another thread or take an application lock that a thread
+touching a pending object may hold (that would deadlock), and two lazy updates whose transformers
+touch each other's objects from two threads can deadlock the same way. Building the pending
+subclass runs the class's ``__init_subclass__`` once (a registry keyed on subclasses sees it).
+Without a journal, nothing is kept once an object is converted; with one, each object's previous
+state is kept for rollback.
+
 While pending, ``type(obj)`` is the pending class (``isinstance`` and ``obj.__class__`` give the
 live class). A transformer that raises leaves the object pending and its changes undone, logs the
 error, and raises ``TransformerError`` in the thread that touched it; the next touch retries.
@@ -29,14 +37,17 @@ error, and raises ``TransformerError`` in the thread that touched it; the next t
 import logging
 import threading
 
-from ..errors import PymoultTypeError, TransformerError
-from .data_update import AttributeWrites
+from ..errors import PymoultTypeError, ThreadStateError, TransformerError
+from .data_update import AttributeWrites, snapshot_entry
 from .instances import instances_of
-from .journal import MISSING, Operation, current_journal, describe
+from .journal import Operation, current_journal, describe
 
 __all__ = ["startLazyUpdate", "LazyConversion"]
 
 logger = logging.getLogger("pymoult")
+
+_open_lock = threading.Lock()
+_open = {}  # class -> its lazy conversion still converting
 
 # special methods that must not be wrapped (the hooks themselves, construction, class plumbing)
 _NOT_WRAPPED = {
@@ -50,17 +61,19 @@ class LazyConversion(Operation):
     """A lazy conversion of the instances of a class: the pending objects, the conversions done,
     and undo (the pending ones go back unconverted, the converted ones are restored)."""
 
-    def __init__(self, cls, transformer, on_convert=None, on_done=None):
+    def __init__(self, cls, transformer, on_convert=None, on_done=None, keep_history=True):
         self.cls = cls
         self.transformer = transformer
         self.on_convert = on_convert
         self.on_done = on_done
+        self.keep_history = keep_history  # without a journal, converted objects are not kept
         self.lock = threading.RLock()
         self.pending_count = 0
         self.converted = 0
         self.writes = AttributeWrites(f"lazy conversion of {describe(cls)}")
         self.converting = {}  # thread ident -> set of ids of objects it is transforming
-        self.pending_cls = None
+        self.pending_cls = None  # the hooked class while objects are pending
+        self.pending_type = None  # the same class, kept for identity checks after the end
         self.done = threading.Event()
         self.stopped = False
 
@@ -81,7 +94,10 @@ class LazyConversion(Operation):
             self._finish()
 
     def _finish(self):
-        self.pending_cls = None  # drop our reference: the class and its hooks can go
+        self.pending_cls = None  # no object is pending: the class and its hooks can go
+        with _open_lock:
+            if _open.get(self.cls) is self:
+                del _open[self.cls]
         self.done.set()
         if self.on_done is not None:
             self.on_done()
@@ -90,24 +106,30 @@ class LazyConversion(Operation):
         """Transform ``obj`` (a pending object) now, in the calling thread."""
         me = threading.get_ident()
         with self.lock:
-            if object.__getattribute__(obj, "__class__") is not self.pending_cls or self.stopped:
-                return  # converted meanwhile by another thread (or the update was undone)
+            if object.__getattribute__(obj, "__class__") is not self.pending_type:
+                return  # converted meanwhile by another thread
+            if self.stopped:  # the update was undone: back to the live class, unconverted
+                object.__setattr__(obj, "__class__", self.cls)
+                return
             mine = self.converting.setdefault(me, set())
             if id(obj) in mine:
                 return  # the transformer touching its own object
             mine.add(id(obj))
             mark = len(self.writes.entries)
             try:
-                state = getattr_plain(obj, "__dict__")
-                if state is not MISSING:  # already a dict (the class swap made it): cheap to copy
-                    self.writes.entries.append((obj, None, dict(state)))
+                # the class swap already made its dict: a copy is cheap, and it also covers
+                # transformers that write with object.__setattr__ (frozen dataclasses)
+                self.writes.entries.append(snapshot_entry(obj))
                 if self.transformer is not None:
                     self.transformer(obj)
             except Exception as exc:
-                undone = self.writes.entries[mark:]
-                del self.writes.entries[mark:]
+                # undo this object's changes only: objects its transformer touched were
+                # converted completely and stay so
+                ours = [e for e in self.writes.entries[mark:] if e[0] is obj]
+                self.writes.entries[mark:] = [e for e in self.writes.entries[mark:]
+                                              if e[0] is not obj]
                 partial = AttributeWrites("failed transformer")
-                partial.entries = undone
+                partial.entries = ours
                 partial.undo()
                 logger.exception("lazy conversion of a %s failed", describe(self.cls))
                 raise TransformerError(
@@ -116,11 +138,21 @@ class LazyConversion(Operation):
             finally:
                 mine.discard(id(obj))
             object.__setattr__(obj, "__class__", self.cls)
+            if not self.keep_history:
+                self.writes.entries[mark:] = [e for e in self.writes.entries[mark:]
+                                              if e[0] is not obj]
             self.converted += 1
             self.pending_count -= 1
             if self.on_convert is not None:
                 self.on_convert(obj)
             if self.pending_count <= 0:
+                self._finish()
+
+    def forget(self):
+        """A pending object died untouched: one fewer to wait for."""
+        with self.lock:
+            self.pending_count -= 1
+            if self.pending_count <= 0 and not self.done.is_set():
                 self._finish()
 
     def bypass(self, obj):
@@ -137,8 +169,7 @@ def _make_pending_class(cls, conversion):
         return object.__getattribute__(self, name) if name != "__class__" else cls
 
     def __setattr__(self, name, value):
-        if conversion.bypass(self):
-            conversion.writes.entries.append((self, name, getattr_plain(self, name)))
+        if conversion.bypass(self):  # the transformer: its object was snapshotted whole
             cls.__setattr__(self, name, value)
             return
         conversion.convert(self)
@@ -146,13 +177,26 @@ def _make_pending_class(cls, conversion):
 
     def __delattr__(self, name):
         if conversion.bypass(self):
-            conversion.writes.entries.append((self, name, getattr_plain(self, name)))
             cls.__delattr__(self, name)
             return
         conversion.convert(self)
         delattr(self, name)
 
+    def __new__(klass, *args, **kwargs):
+        return cls(*args, **kwargs)  # type(obj)(...) on a pending object builds a live one
+
+    existing_del = getattr(cls, "__del__", None)
+
+    def __del__(self):
+        if object.__getattribute__(self, "__class__") is conversion.pending_type:
+            conversion.forget()
+        if existing_del is not None:
+            existing_del(self)
+
     namespace = {
+        "__slots__": (),  # the same layout as the live class, slotted or not
+        "__new__": __new__,
+        "__del__": __del__,
         "__getattribute__": __getattribute__,
         "__setattr__": __setattr__,
         "__delattr__": __delattr__,
@@ -168,13 +212,6 @@ def _make_pending_class(cls, conversion):
     if "__hash__" in namespace and getattr(cls, "__hash__", None) is None:
         namespace["__hash__"] = None
     return type(cls)(cls.__name__, (cls,), namespace)
-
-
-def getattr_plain(obj, name):
-    try:
-        return object.__getattribute__(obj, name)
-    except AttributeError:
-        return MISSING
 
 
 def _special_wrapper(cls, conversion, name):
@@ -198,10 +235,18 @@ def startLazyUpdate(cls, transformer, journal=None, on_convert=None, on_done=Non
         raise PymoultTypeError(f"expected a class, got {cls!r}")
     if transformer is not None and not callable(transformer):
         raise PymoultTypeError(f"transformer must be callable, got {transformer!r}")
-    conversion = LazyConversion(cls, transformer, on_convert, on_done)
+    journal = current_journal(journal)
+    conversion = LazyConversion(cls, transformer, on_convert, on_done,
+                                keep_history=journal is not None)
+    with _open_lock:
+        running = _open.get(cls)
+        if running is not None and not running.done.is_set():
+            raise ThreadStateError(f"a lazy conversion of {describe(cls)} is still open "
+                                   f"({running.pending_count} objects pending)")
+        _open[cls] = conversion
     objects = instances_of(cls, subclasses=False)
     pending_cls = _make_pending_class(cls, conversion)
-    conversion.pending_cls = pending_cls
+    conversion.pending_cls = conversion.pending_type = pending_cls
     with conversion.lock:
         for obj in objects:
             object.__setattr__(obj, "__class__", pending_cls)
@@ -209,7 +254,6 @@ def startLazyUpdate(cls, transformer, journal=None, on_convert=None, on_done=Non
         if not objects:
             conversion._finish()
     del objects
-    journal = current_journal(journal)
     if journal is not None:
         journal.record(conversion)
     return conversion
