@@ -225,3 +225,42 @@ def test_rolling_back_a_write_to_an_unbound_local_is_reported(spawn):
     assert "was unbound before the update" in str(info.value.failures[0][1])
     go.set()
     thread.join(WAIT)
+
+
+def test_redirection_writes_class_attributes_through_the_class_and_reports_weakrefs():
+    from pymoult.lowlevel.redirection import redirectPointer
+
+    class Old:
+        pass
+
+    class New:
+        pass
+
+    old, new = Old(), New()
+
+    class Config:
+        default = old
+
+    assert Config.default is old  # warm the type's attribute cache
+    watcher = weakref.ref(old)
+    report = redirectPointer(old, new)
+    assert Config.default is new  # seen through the cache, not only in the dict
+    assert any("weak reference" in missed for missed in report.missed)
+    assert type(watcher()) is Old  # the weak reference still points at the old object
+
+
+def test_large_batches_use_one_heap_pass():
+    from pymoult.lowlevel import redirection
+
+    class Old:
+        pass
+
+    class New:
+        pass
+
+    olds = [Old() for _ in range(redirection._BATCH_SCAN_THRESHOLD + 10)]
+    holder = {i: o for i, o in enumerate(olds)}
+    mapping = {id(o): (o, New()) for o in olds}
+    report = redirection.redirect_references(mapping, exclude=(olds,))
+    assert all(type(v) is New for v in holder.values())
+    assert len(report.redirected) == len(olds)

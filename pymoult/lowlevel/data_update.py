@@ -405,6 +405,8 @@ def _replace_class(module, name, live, new_cls, transformer, builder, journal):
     report = redirect_references(mapping, journal, exclude=(olds,))
     for subclass in type.__subclasses__(live):
         report.missed.append(f"subclass {describe(subclass)} still derives from the old class")
+    report.missed.append(f"the class object {describe(live)} itself: code that holds it (a "
+                         "`from module import` elsewhere, an isinstance check) still names it")
     if journal is not None:
         journal.operations.insert(mark, Conversion(live, new_cls, report, count=len(olds)))
     if not report.complete:

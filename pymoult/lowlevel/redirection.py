@@ -11,16 +11,22 @@ and never implemented it. Here the holders of the old objects are found with one
 - frames running in other threads (their local variables), inside a stop-the-world window. The
   calling thread's own frames are left alone: the converter's variables keep their meaning.
 
-What cannot be rewritten is *reported*, never hidden: tuples and frozensets (immutable), dict
+What cannot be rewritten is *reported*, never hidden: weak references, tuples and frozensets
+(immutable), dict
 keys and set members (rehashing would change the container), suspended generators and
 coroutines, temporaries on a running frame's value stack (not reported: invisible), references
 held by C objects (a ``deque``, a ``functools.partial``...). Each rewrite is a journal
 operation, so a rollback puts the old objects back everywhere.
+
+Call it with the threads that use these objects parked (managers do): holders on the heap are
+rewritten one by one, and a thread running meanwhile could copy an old reference that has already
+been looked at. Only the frame rewrites run inside a stop-the-world window.
 """
 
 import gc
 import sys
 import types
+import weakref
 
 from .. import _cpython
 from .journal import Operation, current_journal, describe
@@ -93,11 +99,16 @@ def redirect_references(mapping, journal=None, exclude=()):
     while frame is not None:  # the calling thread's frames keep their meaning (ours included)
         own_frames.add(id(frame))
         frame = frame.f_back
-    holders = [h for h in gc.get_referrers(*olds) if id(h) not in skip]
+    holders = [h for h in _holders(olds, mapping) if id(h) not in skip]
     for holder in holders:
         if not isinstance(holder, types.FrameType):
             _rewrite_holder(holder, mapping, journal, report)
     del holders
+    for old in olds:
+        weak = weakref.getweakrefs(old)
+        if weak:
+            report.missed.append(f"{len(weak)} weak reference(s) to a {describe(type(old))}: "
+                                 "a weak reference cannot be pointed elsewhere")
     with stop_the_world():
         # On 3.11+ a running frame's locals live outside any object the GC can see, so the
         # threads' stacks are walked; on 3.10 this also covers the frames get_referrers found.
@@ -108,6 +119,31 @@ def redirect_references(mapping, journal=None, exclude=()):
                     _rewrite_frame(frame, mapping, journal, report)
                 frame = frame.f_back
     return report
+
+
+# Above this many objects, one pass over every tracked object with an id lookup beats
+# gc.get_referrers(*olds), whose cost grows with (heap size x number of objects).
+_BATCH_SCAN_THRESHOLD = 64
+
+
+def _holders(olds, mapping):
+    if len(olds) <= _BATCH_SCAN_THRESHOLD:
+        return gc.get_referrers(*olds)
+    ids = mapping.keys()
+    referents = gc.get_referents
+    return [obj for obj in gc.get_objects()
+            if any(id(ref) in ids for ref in referents(obj))]
+
+
+def _class_owning(namespace):
+    """The class whose ``__dict__`` is ``namespace``, or None (writes must then go through
+    ``setattr``, or the type's attribute cache keeps serving the old value)."""
+    if "__module__" not in namespace:  # every class namespace has it; instance dicts rarely do
+        return None
+    for candidate in gc.get_referrers(namespace):
+        if isinstance(candidate, type) and namespace in gc.get_referents(candidate.__dict__):
+            return candidate
+    return None
 
 
 def _record(journal, report, text, put_back):
@@ -125,9 +161,16 @@ def _rewrite_holder(holder, mapping, journal, report):
                 _record(journal, report, f"list[{index}]",
                         lambda h=holder, i=index, o=item: h.__setitem__(i, o))
     elif isinstance(holder, dict):
+        owner = None
         for key, value in list(holder.items()):
             pair = mapping.get(id(value))
             if pair is not None and pair[0] is value:
+                owner = owner or _class_owning(holder)
+                if owner is not None:
+                    setattr(owner, key, pair[1])
+                    _record(journal, report, f"class attribute {owner.__qualname__}.{key}",
+                            lambda h=owner, k=key, o=value: setattr(h, k, o))
+                    continue
                 holder[key] = pair[1]
                 _record(journal, report, f"dict[{key!r}]",
                         lambda h=holder, k=key, o=value: h.__setitem__(k, o))
