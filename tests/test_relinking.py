@@ -341,3 +341,71 @@ def test_failed_redefinition_records_nothing(app):
     with journal.recording(), pytest.raises(RedefinitionError):
         redefineFunction(app, "add_two", other.add_two)
     assert len(journal) == 0
+
+
+def test_decorator_without_wraps_is_followed_through_its_closure():
+    source = """
+def deco(function):
+    def wrapper(*args):
+        return ("wrapped", function(*args))
+    return wrapper
+@deco
+def handle(x):
+    return VERSION + str(x)
+VERSION = "{v}"
+"""
+    old = load(source.replace("{v}", "v1"), "nowraps")
+    new = load(source.replace("{v}", "v2").replace("VERSION + str(x)", "VERSION + '!' + str(x)"),
+               "nowraps_v2")
+    handle = old.handle
+    redefineFunction(old, "handle", new.handle)
+    assert handle(1) == ("wrapped", "v1!1")  # new inner code, live module state
+
+
+def test_only_real_globals_are_brought_over_and_they_may_shadow_builtins():
+    old = load("size = 'module size'\ndef helper(obj):\n    return obj\n", "globs")
+    new = load("""
+def len(obj):
+    return 'my len'
+class Box:
+    size = 3
+def helper(obj):
+    return len(obj), obj.size
+""", "globs_v2")
+    journal = Journal()
+    with journal.recording():
+        redefineFunction(old, "helper", new.helper)
+    assert old.helper(new.Box()) == ("my len", 3)
+    names = [str(op) for op in journal if "globals of" in str(op)]
+    assert names == ["set globals of globs['len'] (new)"]  # not 'size': an attribute name
+
+
+def test_property_gaining_super_in_a_class_update():
+    from pymoult.lowlevel.data_update import redefineClass
+
+    old = load("""
+class Base:
+    @property
+    def name(self):
+        return "base"
+class Item(Base):
+    @property
+    def name(self):
+        return "item"
+""", "props")
+    new = load("""
+class Base:
+    @property
+    def name(self):
+        return "NEW base"
+class Item(Base):
+    @property
+    def name(self):
+        return "item of " + super().name
+""", "props_v2")
+    item = old.Item()
+    redefineClass(old, "Item", new.Item)
+    assert item.name == "item of base"
+    with pytest.raises(RedefinitionError):
+        redefineMethod(old.Base, "name", load("class B:\n    @property\n    def name(self):\n"
+                                             "        return super().name\n", "p3").B.__dict__["name"])

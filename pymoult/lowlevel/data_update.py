@@ -49,7 +49,7 @@ from .journal import (MISSING, Journal, Operation, current_journal, delete_attri
                       set_attribute)
 from .instances import instances_of
 from .redirection import redirect_references
-from .relinking import _copy_missing_globals, _rebuild, redefineMethod
+from .relinking import _copy_missing_globals, _rebuild, property_for, redefineMethod
 from .world import stop_the_world
 
 __all__ = [
@@ -434,7 +434,9 @@ def _update_namespace(live, new_cls, journal):
                 continue
             except RedefinitionError:
                 pass  # a property replaced by a method, say: set it below
-        if isinstance(value, (types.FunctionType, staticmethod, classmethod)):
+        if isinstance(value, property):
+            value = property_for(live, value)
+        elif isinstance(value, (types.FunctionType, staticmethod, classmethod)):
             wrapped = not isinstance(value, types.FunctionType)
             function = value.__func__ if wrapped else value
             if isinstance(function, types.FunctionType):

@@ -25,6 +25,7 @@ Every change is recorded in the current journal (:mod:`pymoult.lowlevel.journal`
 can be rolled back exactly.
 """
 
+import dis
 import logging
 import types
 
@@ -95,8 +96,15 @@ def _as_function(obj, what):
     return obj
 
 
+_GLOBAL_OPS = {"LOAD_GLOBAL", "STORE_GLOBAL", "DELETE_GLOBAL"}
+
+
 def _global_names(code):
-    names = set(code.co_names)
+    """Names the code (and the code nested in it) reads or writes as globals.
+
+    Taken from the instructions, not ``co_names``, which also holds attribute names.
+    """
+    names = {ins.argval for ins in dis.get_instructions(code) if ins.opname in _GLOBAL_OPS}
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             names |= _global_names(const)
@@ -104,14 +112,13 @@ def _global_names(code):
 
 
 def _copy_missing_globals(live, new, journal):
-    """Give the live module the globals the new code needs and it lacks."""
+    """Give the live module the globals the new code needs and it lacks (a global of the new
+    version that shadows a builtin counts: the new code means it)."""
     live_globals, new_globals = live.__globals__, new.__globals__
     if live_globals is new_globals:
         return
-    builtins = live_globals.get("__builtins__", {})
-    builtins = builtins if isinstance(builtins, dict) else vars(builtins)
     for name in sorted(_global_names(new.__code__)):
-        if name in new_globals and name not in live_globals and name not in builtins:
+        if name in new_globals and name not in live_globals:
             live_globals[name] = new_globals[name]
             if journal is not None:
                 journal.record(SetItem(live_globals, name, MISSING, new_globals[name],
@@ -152,6 +159,7 @@ def update_function(function, new_function, journal=None):
             function=function, new_function=new_function)
     pairs = [(old, new) for old, new in zip(old_layers, new_layers)
              if isinstance(old, types.FunctionType)]
+    _follow_closures(pairs)
     for old, new in pairs:  # check everything before changing anything
         _check_free_variables(old, new)
     for old, new in pairs:
@@ -170,6 +178,32 @@ def update_function(function, new_function, journal=None):
             if journal is not None:
                 journal.record(ClearCache(layer))
     return function
+
+
+def _follow_closures(pairs):
+    """Add the functions a wrapper holds in its closure cells (a decorator without
+    ``functools.wraps``), paired by free-variable name when both hold functions of the same
+    name: updating only the wrapper would leave it calling the old inner function."""
+    seen = {id(old) for old, _ in pairs}
+    index = 0
+    while index < len(pairs):
+        old, new = pairs[index]
+        index += 1
+        if not (old.__closure__ and new.__closure__):
+            continue
+        names = dict(zip(new.__code__.co_freevars, new.__closure__))
+        for name, cell in zip(old.__code__.co_freevars, old.__closure__):
+            if name not in names:
+                continue
+            try:
+                inner_old, inner_new = cell.cell_contents, names[name].cell_contents
+            except ValueError:  # an empty cell
+                continue
+            if (isinstance(inner_old, types.FunctionType) and isinstance(inner_new, types.FunctionType)
+                    and inner_old is not inner_new and id(inner_old) not in seen
+                    and inner_old.__name__ == inner_new.__name__):
+                seen.add(id(inner_old))
+                pairs.append((inner_old, inner_new))
 
 
 def _rebuild(new_function, live_globals, live_class=None):
@@ -256,7 +290,7 @@ def redefineMethod(cls, name, new_method, fallback=None, journal=None):
                                   target=f"{cls.__qualname__}.{name}")
     journal = current_journal(journal)
     if isinstance(live, property):
-        return _redefine_property(cls, name, live, new_method, journal)
+        return _redefine_property(cls, name, live, new_method, journal, fallback)
     kinds = (staticmethod, classmethod)
     live_kind = type(live) if isinstance(live, kinds) else types.FunctionType
     new_kind = type(new_method) if isinstance(new_method, kinds) else types.FunctionType
@@ -285,16 +319,23 @@ def redefineMethod(cls, name, new_method, fallback=None, journal=None):
     return descriptor
 
 
-def _redefine_property(cls, name, live, new_property, journal):
+def _redefine_property(cls, name, live, new_property, journal, fallback=None):
     if not isinstance(new_property, property):
         raise RedefinitionError(f"{cls.__qualname__}.{name} is a property; the new version "
                                 f"{new_property!r} is not", function=live,
                                 new_function=new_property)
     accessors = ("fget", "fset", "fdel")
     pairs = [(getattr(live, a), getattr(new_property, a)) for a in accessors]
-    for old, new in pairs:
-        if old is not None and new is not None:
-            _check_free_variables(_layers(old)[-1], _layers(new)[-1])
+    try:
+        for old, new in pairs:
+            if old is not None and new is not None:
+                _check_free_variables(_layers(old)[-1], _layers(new)[-1])
+    except RedefinitionError:
+        if fallback != "rebind":
+            raise
+        replacement = property_for(cls, new_property)
+        set_attribute(cls, name, replacement, journal)
+        return replacement
     for old, new in pairs:
         if old is not None and new is not None:
             update_function(old, new, journal)
@@ -307,3 +348,14 @@ def _redefine_property(cls, name, live, new_property, journal):
     replacement = property(*merged, doc=new_property.__doc__)
     set_attribute(cls, name, replacement, journal)
     return replacement
+
+
+def property_for(cls, new_property):
+    """``new_property`` with accessors whose zero-argument ``super()`` names ``cls``."""
+    def fix(function):
+        if isinstance(function, types.FunctionType) and "__class__" in function.__code__.co_freevars:
+            return _rebuild(function, function.__globals__, cls)
+        return function
+
+    return property(fix(new_property.fget), fix(new_property.fset), fix(new_property.fdel),
+                    new_property.__doc__)
