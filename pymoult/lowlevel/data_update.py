@@ -143,19 +143,34 @@ class Conversion(Operation):
 _SKIP = object()  # a property: its setter's own writes are recorded, not the property
 
 
-def _instance_value(obj, name):
-    """The value ``obj`` itself holds for ``name`` (instance dict or slot), MISSING if none,
-    without running getters or seeing class defaults."""
-    on_class = getattr(type(obj), name, MISSING)
+_PLAIN, _SLOT, _SHADOWED = "plain", "slot", "shadowed"
+
+
+def _attribute_kind(cls, name):
+    """How to read an instance's own value for ``name``: it depends on the class only."""
+    on_class = getattr(cls, name, MISSING)
     if on_class is MISSING:
-        return getattr(obj, name, MISSING)  # nothing on the class: this is the instance's
+        return _PLAIN  # nothing on the class: whatever getattr finds is the instance's
     if isinstance(on_class, property):
         return _SKIP
-    if isinstance(on_class, types.MemberDescriptorType):  # a slot
+    if isinstance(on_class, types.MemberDescriptorType):
+        return _SLOT
+    return _SHADOWED  # a class attribute of that name: look in the instance dict only
+
+
+def _instance_value(obj, name, kind=None):
+    """The value ``obj`` itself holds for ``name`` (instance dict or slot), MISSING if none,
+    without running getters or seeing class defaults (``_SKIP`` for a property)."""
+    kind = kind or _attribute_kind(type(obj), name)
+    if kind is _PLAIN:
+        return getattr(obj, name, MISSING)
+    if kind is _SLOT:
         try:
             return object.__getattribute__(obj, name)
         except AttributeError:
             return MISSING
+    if kind is _SKIP:
+        return _SKIP
     state = getattr(obj, "__dict__", None)
     return state.get(name, MISSING) if isinstance(state, dict) else MISSING
 
@@ -193,17 +208,30 @@ def recording_writes(classes, operation):
     # base's hook (each write would be recorded twice)
     originals = {cls: (cls.__setattr__, cls.__delattr__) for cls in classes}
 
+    kinds = {}  # (class, name) -> how to read the old value: computed once per pair
+
     def record(obj, name):
         if threading.get_ident() == me:
-            old = _instance_value(obj, name)
-            if old is not _SKIP:
-                entries.append((obj, name, old))
+            key = (type(obj), name)  # type(obj) may be a subclass without a hook of its own
+            kind = kinds.get(key)
+            if kind is None:
+                kind = kinds[key] = _attribute_kind(key[0], name)
+            if kind is _PLAIN:
+                entries.append((obj, name, getattr(obj, name, MISSING)))
+            elif kind is not _SKIP:
+                entries.append((obj, name, _instance_value(obj, name, kind)))
 
     def make(cls):
         inherited_set, inherited_del = originals[cls]
 
-        def __setattr__(self, name, value):
-            record(self, name)
+        def __setattr__(self, name, value, _get_ident=threading.get_ident, _kinds=kinds):
+            # record() inlined for the common case: this runs once per write of a transformer
+            if _get_ident() == me:
+                kind = _kinds.get((cls, name))
+                if kind is _PLAIN:
+                    entries.append((self, name, getattr(self, name, MISSING)))
+                else:
+                    record(self, name)
             inherited_set(self, name, value)
 
         def __delattr__(self, name):
