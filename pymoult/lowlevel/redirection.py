@@ -42,6 +42,7 @@ class RedirectReport:
     def __init__(self):
         self.redirected = []
         self.missed = []
+        self.caveats = []  # done, but without a guarantee the caller may rely on
 
     @property
     def complete(self):
@@ -53,6 +54,7 @@ class RedirectReport:
     def __str__(self):
         lines = [f"{len(self.redirected)} references redirected, {len(self.missed)} not"]
         lines += [f"  not redirected: {text}" for text in self.missed]
+        lines += [f"  caveat: {text}" for text in self.caveats]
         return "\n".join(lines)
 
 
@@ -109,7 +111,7 @@ def redirect_references(mapping, journal=None, exclude=()):
         if weak:
             report.missed.append(f"{len(weak)} weak reference(s) to a {describe(type(old))}: "
                                  "a weak reference cannot be pointed elsewhere")
-    with stop_the_world():
+    with stop_the_world() as window:
         # On 3.11+ a running frame's locals live outside any object the GC can see, so the
         # threads' stacks are walked; on 3.10 this also covers the frames get_referrers found.
         for top in sys._current_frames().values():
@@ -118,6 +120,9 @@ def redirect_references(mapping, journal=None, exclude=()):
                 if id(frame) not in own_frames:
                     _rewrite_frame(frame, mapping, journal, report)
                 frame = frame.f_back
+    if not window.exclusive:
+        report.caveats.append(f"the frame rewrites took {window.elapsed * 1e3:.1f} ms, over the "
+                              "stop-the-world guarantee: another thread may have run meanwhile")
     return report
 
 
