@@ -9,7 +9,7 @@ from pymoult.errors import PymoultTypeError, PymoultValueError, RebootError, Thr
 from pymoult.lowlevel import alterability as alt
 from pymoult.lowlevel.alterability import staticUpdatePoint
 from pymoult.lowlevel.stack import rebootFunction, reboot_boundary, resetThread
-from pymoult.threads import DSU_Thread, RebootException
+from pymoult.threads import DSU_Thread
 
 pytestmark = pytest.mark.timeout(20)
 WAIT = 5.0
