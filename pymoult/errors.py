@@ -25,6 +25,9 @@ __all__ = [
     "ConversionError",
     "TransformerError",
     "WrongStrategy",
+    "UpdateDefinitionError",
+    "UpdateAbortedError",
+    "UpdateStepError",
 ]
 
 
@@ -138,3 +141,27 @@ class TransformerError(PymoultError, RuntimeError):
 
 class WrongStrategy(PymoultError, ValueError):
     """``DataAccessor`` was given a strategy it does not know (the original Pymoult name)."""
+
+
+class UpdateDefinitionError(PymoultError, TypeError):
+    """An update cannot run as defined (no ``apply``, a bad patience, not an Update, submitted
+    twice). Raised by ``add_update``, before the update is queued."""
+
+
+class UpdateAbortedError(PymoultError, RuntimeError):
+    """The update was abandoned before it changed anything: its requirements answered "never",
+    or it was aborted or cancelled. ``.update`` is the update."""
+
+    def __init__(self, message, update=None):
+        super().__init__(message)
+        self.update = update
+
+
+class UpdateStepError(PymoultError, RuntimeError):
+    """A step *after* apply failed (``preresume_setup``, ``cleanup``...): the update is applied
+    and stays so, but the step's failure is reported. ``.update`` and ``.step`` say which."""
+
+    def __init__(self, message, update=None, step=None):
+        super().__init__(message)
+        self.update = update
+        self.step = step

@@ -11,7 +11,8 @@ PUBLIC_MODULES = ["pymoult.errors", "pymoult.threads", "pymoult.lowlevel.alterab
                   "pymoult.lowlevel.stack", "pymoult.lowlevel.world", "pymoult.lowlevel.journal",
                   "pymoult.lowlevel.relinking", "pymoult.lowlevel.data_update",
                   "pymoult.lowlevel.redirection", "pymoult.lowlevel.data_access",
-                  "pymoult.lowlevel.instances", "pymoult.lowlevel.lazy_conversion"]
+                  "pymoult.lowlevel.instances", "pymoult.lowlevel.lazy_conversion",
+                  "pymoult.highlevel.updates", "pymoult.highlevel.managers"]
 
 
 def imported_modules(path):
@@ -53,6 +54,7 @@ def test_every_public_name_exists_and_is_documented(name):
 
 def test_api_names_from_the_original_pymoult_exist():
     from pymoult import threads
+    from pymoult.highlevel import managers, updates
     from pymoult.lowlevel import alterability, data_access, data_update, relinking, stack
 
     for module, names in [
@@ -70,6 +72,8 @@ def test_api_names_from_the_original_pymoult_exist():
         (data_update, "updateToClass redefineClass addFieldToClass addMethodToClass "
                       "generateMixinUser applyMixinToObject updateLocalVar updateLocalVarInThread"),
         (data_access, "DataAccessor HeapWalker traverseHeap startEagerUpdate startLazyUpdate"),
+        (updates, "Update SafeRedefineUpdate UpdateDefinitionError isApplied"),
+        (managers, "Manager fetch_manager generatePreconfiguredManager"),
     ]:
         for name in names.split():
             assert name in module.__all__, f"{module.__name__}.{name}"

@@ -1,0 +1,176 @@
+"""Updates: what to change, and when it is safe, as a lifecycle that managers drive.
+
+An :class:`Update` goes through explicit states, shown in its ``repr``::
+
+    pending -> waiting for alterability -> applying -> applied
+                      |                        \\-> rolled back (apply raised: journal undone)
+                      \\-> failed (patience exhausted) / aborted (requirements "never")
+
+Each step is a method a subclass may override (the names are the original Pymoult's):
+``check_requirements`` ("yes" / "no": postpone / "never": abort), ``preupdate_setup``,
+``wait_alterability`` (blocking managers) or ``check_alterability`` (polling managers),
+``clean_failed_alterability``, ``apply``, ``preresume_setup``, ``wait_over`` / ``check_over``,
+``cleanup``, and the ``pause_hook`` / ``resume_hook`` around the pause. By default an update
+with ``threads`` waits for them to park at their static update points and resumes them after;
+without threads it is alterable at once.
+
+Everything ``apply`` changes through Pymoult's mechanisms is recorded in ``update.journal``, so
+a failing ``apply`` is rolled back exactly (the managers do it).
+"""
+
+import enum
+import time
+
+from ..errors import UpdateDefinitionError
+from ..lowlevel import alterability
+from ..lowlevel.journal import Journal
+from ..lowlevel.relinking import redefineFunction
+
+__all__ = ["Update", "UpdateState", "SafeRedefineUpdate", "isApplied", "UpdateDefinitionError"]
+
+
+class UpdateState(enum.Enum):
+    """Where an update is in its lifecycle."""
+
+    PENDING = "pending"
+    WAITING = "waiting for alterability"
+    APPLYING = "applying"
+    APPLIED = "applied"
+    ROLLED_BACK = "rolled back"
+    FAILED = "failed"
+    ABORTED = "aborted"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self):
+        return self not in (UpdateState.PENDING, UpdateState.WAITING, UpdateState.APPLYING)
+
+
+class Update:
+    """One update. Subclass it and define :meth:`apply` (or use a ready-made update).
+
+    ``threads`` are the threads that must be parked at static update points while the update is
+    applied. ``max_tries`` and ``sleep_time`` are its patience for alterability (also given to
+    the lowlevel waits it calls); ``timeout``, if set, bounds the whole wait in seconds.
+    """
+
+    max_tries = 10
+    sleep_time = 0.1
+    timeout = None
+
+    def __init__(self, name=None, threads=None, max_tries=None, sleep_time=None, timeout=None):
+        self.name = name or type(self).__name__
+        self.threads = list(threads or [])
+        if max_tries is not None:
+            self.max_tries = max_tries
+        if sleep_time is not None:
+            self.sleep_time = sleep_time
+        if timeout is not None:
+            self.timeout = timeout
+        self.state = UpdateState.PENDING
+        self.journal = Journal(self.name)
+        self.error = None  # the exception that ended it, if any
+        self.tries = 0  # alterability checks made
+        self.postponements = 0
+        self.times = {}  # step name -> time.monotonic() when it ended
+        self.pause = None  # seconds the threads were held
+
+    # -- the lifecycle: override what you need ---------------------------------------------------
+
+    def check_requirements(self):
+        """"yes" to go on, "no" to be postponed (retried later), "never" to be aborted."""
+        return "yes"
+
+    def preupdate_setup(self):
+        """Runs once, before waiting for alterability."""
+
+    def check_alterability(self):
+        """One non-blocking try (polling managers): True when the update may be applied now."""
+        if not self.threads:
+            return True
+        alterability.setupWaitStaticPoints(
+            [t for t in self.threads if not alterability.checkStaticPointsReached([t])])
+        return alterability.checkStaticPointsReached(self.threads)
+
+    def wait_alterability(self):
+        """Block until the update may be applied (blocking managers); False when given up."""
+        if not self.threads:
+            return True
+        with alterability.patience(self.max_tries, self.sleep_time):
+            return alterability.waitStaticPoints(self.threads, timeout=self.timeout)
+
+    def clean_failed_alterability(self):
+        """Undo what waiting for alterability set up (release the threads)."""
+        if self.threads:
+            alterability.cleanFailedStaticPoints(self.threads)
+
+    def apply(self):
+        """Change the program. Every subclass must define it."""
+        raise UpdateDefinitionError(f"{type(self).__name__} does not define apply()")
+
+    def preresume_setup(self):
+        """Runs after apply, before the threads are resumed."""
+
+    def resume(self):
+        """Release the threads held for the update."""
+        if self.threads:
+            alterability.resumeSuspendedThreads(self.threads)
+
+    def check_over(self):
+        """One non-blocking try: True when the update's effects are complete."""
+        return True
+
+    def wait_over(self):
+        """Block until the update's effects are complete."""
+        return True
+
+    def cleanup(self):
+        """Runs last, once the update is over."""
+
+    def pause_hook(self):
+        """Called when the threads have just been paused for the update."""
+
+    def resume_hook(self):
+        """Called when the threads have just been resumed."""
+
+    # -- bookkeeping -------------------------------------------------------------------------------
+
+    def mark(self, step):
+        self.times[step] = time.monotonic()
+
+    def __repr__(self):
+        extra = f" tries={self.tries}" if self.tries else ""
+        if self.error is not None:
+            extra += f" error={self.error!r}"
+        return f"<{type(self).__name__} {self.name!r} state={self.state.value}{extra}>"
+
+
+def check_definition(update):
+    """Raise ``UpdateDefinitionError`` now if ``update`` cannot run (at ``add_update`` time)."""
+    if not isinstance(update, Update):
+        raise UpdateDefinitionError(f"expected an Update, got {update!r}")
+    if type(update).apply is Update.apply:
+        raise UpdateDefinitionError(f"{type(update).__name__} does not define apply()")
+    if not isinstance(update.max_tries, int) or isinstance(update.max_tries, bool) or update.max_tries < 1:
+        raise UpdateDefinitionError(f"{update!r}: max_tries must be a positive int, "
+                                    f"got {update.max_tries!r}")
+    if update.state is not UpdateState.PENDING:
+        raise UpdateDefinitionError(f"{update!r} was already submitted")
+
+
+class SafeRedefineUpdate(Update):
+    """Redefine ``module.function`` as ``new_function`` (in place: every reference follows), at a
+    moment when its threads are parked at update points."""
+
+    def __init__(self, module, function, new_function, name=None, threads=None, **patience):
+        super().__init__(name or f"redefine {getattr(function, '__name__', function)}",
+                         threads, **patience)
+        self.module, self.function, self.new_function = module, function, new_function
+
+    def apply(self):
+        redefineFunction(self.module, self.function, self.new_function)
+
+
+def isApplied(update):
+    """True once ``update`` has been applied (and not rolled back)."""
+    return update.state is UpdateState.APPLIED

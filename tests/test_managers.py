@@ -1,0 +1,203 @@
+import threading
+import types
+
+import pytest
+
+from pymoult.errors import (UpdateAbortedError, UpdateDefinitionError, UpdateStepError,
+                            UpdateTimeoutError)
+from pymoult.highlevel.managers import Manager, fetch_manager, generatePreconfiguredManager
+from pymoult.highlevel.updates import SafeRedefineUpdate, Update, UpdateState, isApplied
+from pymoult.lowlevel.alterability import staticUpdatePoint
+from pymoult.lowlevel.relinking import redefineFunction
+from pymoult.threads import DSU_Thread
+
+pytestmark = pytest.mark.timeout(20)
+WAIT = 5.0
+STEPS = 1000  # a bound on how many steps a test lets a polling manager take
+
+
+def drive(manager, future):
+    for _ in range(STEPS):
+        if future.done():
+            return future
+        manager.apply_next_update()
+    raise AssertionError(f"{manager!r} did not finish within {STEPS} steps")
+
+
+class Flag(Update):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.applied = 0
+
+    def apply(self):
+        self.applied += 1
+
+
+def test_an_update_is_applied_and_its_future_resolved():
+    manager = Manager("happy")
+    update = Flag(name="flag")
+    future = manager.add_update(update)
+    assert "state=pending" in repr(update) and manager.pending() == [update]
+    assert drive(manager, future).result() is update
+    assert update.applied == 1 and isApplied(update) and update.state is UpdateState.APPLIED
+    assert fetch_manager("happy") is manager
+    assert manager.apply_next_update() is None  # nothing left
+
+
+def test_requirements_no_postpones_and_never_aborts():
+    manager = Manager()
+    ready = [False]
+
+    class Later(Flag):
+        def check_requirements(self):
+            return "yes" if ready[0] else "no"
+
+    class Never(Flag):
+        def check_requirements(self):
+            return "never"
+
+    later, never = Later(), Never()
+    later_future = manager.add_update(later)
+    never_future = manager.add_update(never)
+    for _ in range(5):
+        manager.apply_next_update()
+    assert later.postponements >= 1 and not later_future.done()
+    with pytest.raises(UpdateAbortedError, match="answered 'never'"):
+        never_future.result(0)
+    ready[0] = True
+    drive(manager, later_future)
+    assert later.applied == 1 and never.applied == 0 and never.state is UpdateState.ABORTED
+
+
+def test_alterability_not_reached_times_out_and_releases_threads(spawn):
+    manager = Manager()
+    thread = spawn(DSU_Thread(target=lambda: spawn.stop.wait(WAIT)))  # never at a point
+    update = Flag(threads=[thread], max_tries=3)
+    future = manager.add_update(update)
+    drive(manager, future)
+    with pytest.raises(UpdateTimeoutError, match="not alterable after 3 tries"):
+        future.result(0)
+    assert update.applied == 0 and thread.resume() is False  # its park request was withdrawn
+
+
+def test_failing_apply_is_rolled_back_and_the_manager_goes_on(spawn):
+    app = types.ModuleType("mgr_app")
+    exec("def encode(x):\n    return x + 1\ndef decode(x):\n    return x - 1\n", app.__dict__)
+    encode = app.encode
+    new = types.ModuleType("mgr_app_v2")
+    exec("def encode(x):\n    return x * 2\n", new.__dict__)
+
+    class Broken(Update):
+        def apply(self):
+            redefineFunction(app, "encode", new.encode)
+            raise RuntimeError("second half failed")
+
+    manager = Manager()
+    broken_future = manager.add_update(Broken())
+    next_future = manager.add_update(Flag())
+    drive(manager, broken_future)
+    with pytest.raises(RuntimeError, match="second half failed"):
+        broken_future.result(0)
+    assert encode(3) == 4  # the half that was applied is undone
+    drive(manager, next_future)
+    assert next_future.result(0).applied == 1
+
+
+def test_a_failing_step_after_apply_is_reported_distinctly():
+    class BadCleanup(Flag):
+        def cleanup(self):
+            raise OSError("disk full")
+
+    manager = Manager()
+    update = BadCleanup()
+    future = drive(manager, manager.add_update(update))
+    with pytest.raises(UpdateStepError, match="is applied, but its cleanup raised") as info:
+        future.result(0)
+    assert info.value.step == "cleanup" and isApplied(update) and update.applied == 1
+
+
+def test_updates_that_cannot_run_are_refused_when_added():
+    manager = Manager()
+
+    class NoApply(Update):
+        pass
+
+    with pytest.raises(UpdateDefinitionError, match="NoApply does not define apply"):
+        manager.add_update(NoApply())
+    with pytest.raises(UpdateDefinitionError, match="expected an Update"):
+        manager.add_update(lambda: None)
+    with pytest.raises(UpdateDefinitionError, match="max_tries must be a positive int"):
+        manager.add_update(Flag(max_tries=0))
+    update = Flag()
+    manager.add_update(update)
+    drive(manager, manager.add_update(Flag()))
+    with pytest.raises(UpdateDefinitionError, match="already submitted"):
+        manager.add_update(update)
+
+
+def test_safe_redefine_at_static_points_of_a_running_thread(spawn):
+    app = types.ModuleType("mgr_live")
+    exec("def greet():\n    return 'v1'\n", app.__dict__)
+    new = types.ModuleType("mgr_live_v2")
+    exec("def greet():\n    return 'v2'\n", new.__dict__)
+    seen = []
+    started = threading.Event()
+    progressed = threading.Event()
+
+    def worker():
+        started.set()
+        while not spawn.stop.is_set():
+            seen.append(app.greet())
+            progressed.set()
+            staticUpdatePoint()
+
+    thread = spawn(DSU_Thread(target=worker))
+    assert started.wait(WAIT)
+    manager = Manager(threads=[thread])
+    future = manager.add_update(SafeRedefineUpdate(app, "greet", new.greet))
+    manager.apply_next_update()  # requirements and setup
+    manager.apply_next_update()  # first alterability try: asks the thread to park
+    assert thread.wait_suspended(WAIT)  # (a polling manager's tries are the caller's calls)
+    marker = len(seen)  # parked: every call after this one happens after the update
+    assert set(seen) == {"v1"}
+    update = drive(manager, future).result(0)
+    assert update.pause is not None and thread.is_alive() and not thread.is_suspended()
+    progressed.clear()
+    assert progressed.wait(WAIT)  # it ran on after the update
+    thread.suspend()
+    assert thread.wait_suspended(WAIT)
+    assert seen[marker:] and set(seen[marker:]) == {"v2"}
+    thread.resume()
+
+
+def test_an_update_cancelled_while_queued_never_runs():
+    manager = Manager()
+    update = Flag()
+    future = manager.add_update(update)
+    assert future.cancel()
+    manager.apply_next_update()
+    assert update.state is UpdateState.CANCELLED and update.applied == 0
+
+
+def test_postpone_abort_and_finish():
+    manager = Manager()
+    first, second = Flag(name="first"), Flag(name="second")
+    first_future = manager.add_update(first)
+    second_future = manager.add_update(second)
+    manager.apply_next_update()  # first: setup done, now waiting
+    assert manager.postpone() is True and manager.pending() == [second, first]
+    manager.apply_next_update()  # second starts
+    assert manager.abort() is True
+    with pytest.raises(UpdateAbortedError, match="'second' was aborted"):
+        second_future.result(0)
+    assert second.state is UpdateState.ABORTED
+    manager.apply_next_update()
+    assert manager.finish() is first and first_future.result(0) is first
+
+
+def test_preconfigured_manager_sets_update_attributes():
+    Quick = generatePreconfiguredManager(Manager, Flag, max_tries=2, sleep_time=0)
+    manager = Quick()
+    update = Flag()
+    manager.add_update(update)
+    assert update.max_tries == 2 and update.sleep_time == 0
