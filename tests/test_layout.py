@@ -73,7 +73,7 @@ def test_api_names_from_the_original_pymoult_exist():
                       "generateMixinUser applyMixinToObject updateLocalVar updateLocalVarInThread"),
         (data_access, "DataAccessor HeapWalker traverseHeap startEagerUpdate startLazyUpdate"),
         (updates, "Update SafeRedefineUpdate UpdateDefinitionError isApplied"),
-        (managers, "Manager fetch_manager generatePreconfiguredManager"),
+        (managers, "Manager ThreadedManager fetch_manager generatePreconfiguredManager"),
     ]:
         for name in names.split():
             assert name in module.__all__, f"{module.__name__}.{name}"

@@ -56,7 +56,7 @@ def test_requirements_no_postpones_and_never_aborts():
         def check_requirements(self):
             return "never"
 
-    later, never = Later(), Never()
+    later, never = Later(sleep_time=0), Never()  # no back-off between retries
     later_future = manager.add_update(later)
     never_future = manager.add_update(never)
     for _ in range(5):

@@ -21,19 +21,24 @@ import threading
 import time
 import weakref
 from concurrent.futures import Future
+from concurrent.futures import wait as futures_wait
 
 from sortedcontainers import SortedKeyList
 
-from ..errors import (PymoultTypeError, UpdateAbortedError, UpdateStepError, UpdateTimeoutError)
+from ..errors import (DeadlockDetectedError, PymoultTypeError, UpdateAbortedError, UpdateStepError,
+                      UpdateTimeoutError)
+from .._parking import check_timeout
+from ..errors import ThreadStateError
 from ..lowlevel.world import stop_the_world
 from .updates import UpdateState, check_definition
 
-__all__ = ["Manager", "fetch_manager", "generatePreconfiguredManager"]
+__all__ = ["Manager", "ThreadedManager", "fetch_manager", "generatePreconfiguredManager"]
 
 logger = logging.getLogger("pymoult")
 
 _managers = weakref.WeakValueDictionary()
 _managers_lock = threading.Lock()
+_local = threading.local()  # in_steps: this thread is running an update's steps
 
 #: The window apply runs in (seconds of guaranteed exclusion; see pymoult.lowlevel.world).
 APPLY_GUARANTEE = 0.05
@@ -45,10 +50,11 @@ def fetch_manager(name):
 
 
 class _Entry:
-    __slots__ = ("update", "future", "priority", "seq")
+    __slots__ = ("update", "future", "priority", "seq", "not_before")
 
     def __init__(self, update, future, priority, seq):
         self.update, self.future, self.priority, self.seq = update, future, priority, seq
+        self.not_before = 0.0  # a postponed update waits for its back-off
 
 
 class Manager:
@@ -86,6 +92,50 @@ class Manager:
         logger.info("%s: queued %r", self.name, update)
         return future
 
+    def apply_update(self, update, timeout=None, priority=0):
+        """Add ``update`` and wait for its outcome: returns it once applied, raises what its
+        future carries (see the module notes), or ``TimeoutError`` after ``timeout`` seconds.
+
+        Raises ``DeadlockDetectedError`` at once instead of waiting for ever when called by a
+        thread that must park at an update point for this update, from inside an update's
+        steps, or (for a threaded manager) by the manager's own thread. A polling manager is
+        driven by the calling thread.
+        """
+        self._refuse_deadlock(update)
+        future = self.add_update(update, priority)
+        self._wait_for(future, timeout)
+        return future.result(0)
+
+    def _refuse_deadlock(self, update):
+        me = threading.current_thread()
+        if getattr(_local, "in_steps", False):
+            raise DeadlockDetectedError(
+                f"apply_update({update.name!r}) called from inside another update's steps: "
+                "that update cannot finish while this one waits for it")
+        if me in (update.threads or self.threads):
+            raise DeadlockDetectedError(
+                f"apply_update({update.name!r}) called by {me.name!r}, a thread the update needs "
+                "parked at an update point: it would wait for itself (use add_update)")
+
+    def _wait_for(self, future, timeout):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not future.done():  # a polling manager: the caller drives it
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"the update was not done within {timeout} s")
+            if self.apply_next_update() is None and not future.done():
+                self._idle_wait(deadline)
+
+    def _idle_wait(self, deadline):
+        """Nothing can run now (postponed updates backing off): wait for the next one."""
+        with self._lock:
+            due = min((entry.not_before for entry in self._queue), default=None)
+        if due is not None:
+            pause = due - time.monotonic()
+            if deadline is not None:
+                pause = min(pause, deadline - time.monotonic())
+            if pause > 0:
+                threading.Event().wait(pause)
+
     def pending(self):
         """The updates waiting in the queue, in the order they will run."""
         with self._lock:
@@ -105,9 +155,9 @@ class Manager:
         """
         with self._lock:
             if self._current is None:
-                if not self._queue:
+                entry = self._next_due()
+                if entry is None:
                     return None
-                entry = self._queue.pop(0)
                 if not entry.future.running() and not entry.future.set_running_or_notify_cancel():
                     entry.update.state = UpdateState.CANCELLED  # cancelled while queued
                     return entry.update
@@ -118,6 +168,15 @@ class Manager:
             except StopIteration:
                 self._current = None
             return entry.update
+
+    def _next_due(self):
+        """Pop the first queued update whose back-off has passed, or None."""
+        now = time.monotonic()
+        for index, entry in enumerate(self._queue):
+            if entry.not_before <= now:
+                del self._queue[index]
+                return entry
+        return None
 
     def finish(self):
         """Drive the current update (if any) to its end; returns it."""
@@ -174,7 +233,15 @@ class Manager:
             entry.future.set_exception(error)
             logger.warning("%s: %r", self.name, update)
 
-    def _lifecycle(self, entry):
+    def _lifecycle(self, entry, blocking=False):
+        update = entry.update
+        _local.in_steps = True  # a blocking apply_update from inside the steps would deadlock
+        try:
+            yield from self._steps(entry, blocking)
+        finally:
+            _local.in_steps = False
+
+    def _steps(self, entry, blocking):
         update = entry.update
         answer = update.check_requirements()
         if answer == "never":
@@ -183,6 +250,8 @@ class Manager:
             return
         if answer == "no":
             update.postponements += 1
+            entry.not_before = time.monotonic() + min(
+                update.sleep_time * 2 ** min(update.postponements - 1, 10), 5.0)  # back-off
             with self._lock:
                 entry.seq = next(self._seq)
                 self._queue.add(entry)
@@ -197,6 +266,16 @@ class Manager:
         update.mark("setup")
         update.state = UpdateState.WAITING
         yield
+        if blocking:
+            update.tries += 1
+            if not update.wait_alterability():
+                update.clean_failed_alterability()
+                self._end(entry, UpdateState.FAILED, UpdateTimeoutError(
+                    f"{update.name!r}: not alterable within its patience ({update.max_tries} "
+                    f"tries, {update.sleep_time} s apart)"))
+                return
+            yield from self._apply(entry, blocking)
+            return
         while True:
             update.tries += 1
             if update.check_alterability():
@@ -207,9 +286,9 @@ class Manager:
                     f"{update.name!r}: not alterable after {update.tries} tries"))
                 return
             yield
-        yield from self._apply(entry)
+        yield from self._apply(entry, blocking)
 
-    def _apply(self, entry):
+    def _apply(self, entry, blocking=False):
         update = entry.update
         paused = time.monotonic()
         update.mark("alterable")
@@ -236,8 +315,11 @@ class Manager:
         update.resume_hook()
         update.state = UpdateState.APPLIED
         yield
-        while not update.check_over():
-            yield
+        if blocking:
+            update.wait_over()
+        else:
+            while not update.check_over():
+                yield
         step_error = self._after_apply(update, "cleanup") or step_error
         entry.update.mark("end")
         if step_error is not None:
@@ -261,6 +343,122 @@ class Manager:
     def __repr__(self):
         return (f"<{type(self).__name__} {self.name!r} current={self.current_update!r} "
                 f"queued={len(self._queue)}>")
+
+
+class ThreadedManager(Manager):
+    """A manager running in its own thread: it applies queued updates one at a time, waiting
+    for alterability with the blocking steps (``wait_alterability``, woken by the threads as
+    they park) and sleeping on a condition between updates: no polling.
+
+    ``start()`` starts it; ``stop()`` ends it and cancels the futures of queued updates. Nothing
+    an update does ends the manager's thread: every failure goes to that update's future.
+    """
+
+    def __init__(self, name=None, threads=None):
+        super().__init__(name, threads)
+        self._wake = threading.Condition(self._lock)
+        self._thread = None
+        self._stopping = False
+        self._idle = threading.Event()
+        self._idle.set()
+        self.sleep_time = None  # set_sleepTime: a default patience step for updates
+
+    def start(self):
+        with self._lock:
+            if self._thread is not None:
+                raise ThreadStateError(f"{self!r} was already started")
+            self._thread = threading.Thread(target=self._serve, name=f"pymoult {self.name}",
+                                            daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout=None):
+        """Stop after the update in progress; queued updates are cancelled. Returns True once
+        the manager's thread has ended (False if ``timeout`` ran out first)."""
+        with self._lock:
+            self._stopping = True
+            queued, self._queue = list(self._queue), SortedKeyList(
+                key=lambda entry: (entry.priority, entry.seq))
+            self._wake.notify_all()
+        for entry in queued:
+            entry.future.cancel()
+            entry.update.state = UpdateState.CANCELLED
+        thread = self._thread
+        if thread is None or thread is threading.current_thread():
+            return thread is None
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    def set_sleepTime(self, seconds):
+        """The ``sleep_time`` given to updates added from now on that did not set their own."""
+        self.sleep_time = check_timeout(seconds, "sleep time")
+
+    def add_update(self, update, priority=0):
+        if self.sleep_time is not None and "sleep_time" not in vars(update):
+            update.sleep_time = self.sleep_time
+        with self._lock:
+            if self._stopping:
+                raise ThreadStateError(f"{self!r} is stopped: it takes no more updates")
+            future = super().add_update(update, priority)
+            self._idle.clear()
+            self._wake.notify_all()
+        return future
+
+    def wait_current_update(self, timeout=None):
+        """Block until the manager has nothing left to do; True then, False on timeout."""
+        if threading.current_thread() is self._thread:
+            raise DeadlockDetectedError(f"{self.name!r} cannot wait for itself")
+        return self._idle.wait(timeout)
+
+    def _refuse_deadlock(self, update):
+        if threading.current_thread() is self._thread:
+            raise DeadlockDetectedError(
+                f"apply_update({update.name!r}) called from {self.name!r}'s own thread, which "
+                "is the one that would apply it")
+        super()._refuse_deadlock(update)
+
+    def _wait_for(self, future, timeout):
+        if self._thread is None:
+            raise ThreadStateError(f"{self!r} is not started: nothing would apply the update")
+        # wait() rather than result(timeout): on 3.11+ concurrent.futures.TimeoutError is the
+        # builtin TimeoutError, which an update's own UpdateTimeoutError outcome also is
+        done, _ = futures_wait([future], timeout)
+        if not done:
+            raise TimeoutError(f"the update was not done within {timeout} s")
+
+    def _serve(self):
+        while True:
+            with self._lock:
+                entry = None
+                while not self._stopping:
+                    entry = self._next_due()
+                    if entry is not None:
+                        break
+                    due = min((e.not_before for e in self._queue), default=None)
+                    if due is None:
+                        self._idle.set()
+                    self._wake.wait(None if due is None else max(0.0, due - time.monotonic()))
+                if self._stopping and entry is None:
+                    self._idle.set()
+                    return
+            self._run(entry)
+
+    def _run(self, entry):
+        if not entry.future.running() and not entry.future.set_running_or_notify_cancel():
+            entry.update.state = UpdateState.CANCELLED
+            return
+        with self._lock:
+            self._current = (entry, None)
+        try:
+            for _ in self._lifecycle(entry, blocking=True):
+                pass
+        except BaseException as exc:  # a step raised: the update ends, the manager does not
+            logger.exception("%s: %r failed", self.name, entry.update)
+            if not entry.future.done():
+                self._end(entry, UpdateState.FAILED, exc)
+        finally:
+            with self._lock:
+                self._current = None
 
 
 def generatePreconfiguredManager(managerClass, updateClass, **attributes):

@@ -1,0 +1,205 @@
+import threading
+import types
+
+import pytest
+
+from pymoult.errors import (DeadlockDetectedError, ThreadStateError, UpdateTimeoutError)
+from pymoult.highlevel.managers import Manager, ThreadedManager
+from pymoult.highlevel.updates import Update, UpdateState, isApplied
+from pymoult.lowlevel.alterability import staticUpdatePoint
+from pymoult.lowlevel.data_access import startEagerUpdate
+from pymoult.lowlevel.data_update import redefineClass
+from pymoult.lowlevel.relinking import redefineFunction
+from pymoult.threads import DSU_Thread
+
+pytestmark = pytest.mark.timeout(30)
+WAIT = 10.0
+
+
+@pytest.fixture
+def manager():
+    manager = ThreadedManager().start()
+    yield manager
+    assert manager.stop(WAIT)
+
+
+class Flag(Update):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.applied_in = None
+
+    def apply(self):
+        self.applied_in = threading.current_thread()
+
+
+def module(name, source):
+    result = types.ModuleType(name)
+    exec(source, result.__dict__)
+    return result
+
+
+def test_updates_are_applied_by_the_manager_thread(manager):
+    update = Flag()
+    assert manager.apply_update(update, timeout=WAIT) is update
+    assert update.applied_in is manager._thread and isApplied(update)
+    assert manager.wait_current_update(WAIT)
+
+
+def test_static_point_update_of_a_live_thread_has_no_torn_call(manager, spawn):
+    app = module("codec", "def encode(x):\n    return x + 1\ndef decode(y):\n    return y - 1\n")
+    new = module("codec_v2", "def encode(x):\n    return 3 * x + 1\ndef decode(y):\n    return (y - 1) // 3\n")
+    calls, torn = [0], []
+    started = threading.Event()
+
+    def worker():
+        started.set()
+        x = 0
+        while not spawn.stop.is_set():
+            x += 1
+            if app.decode(app.encode(x)) != x:
+                torn.append(x)
+            calls[0] += 1
+            staticUpdatePoint()
+
+    thread = spawn(DSU_Thread(target=worker))
+    assert started.wait(WAIT)
+
+    class Codec(Update):
+        def apply(self):
+            redefineFunction(app, "encode", new.encode)
+            redefineFunction(app, "decode", new.decode)
+
+    manager.apply_update(Codec(threads=[thread]), timeout=WAIT)
+    before = calls[0]
+    thread.suspend()  # let it run on, then check
+    assert thread.wait_suspended(WAIT)
+    thread.resume()
+    assert app.encode(2) == 7 and torn == []
+    assert calls[0] >= before
+
+
+def test_requirements_no_backs_off_then_applies(manager):
+    answers = ["no", "no", "yes"]
+
+    class Later(Flag):
+        def check_requirements(self):
+            return answers.pop(0)
+
+    update = Later(sleep_time=0.001)
+    assert manager.apply_update(update, timeout=WAIT) is update
+    assert update.postponements == 2
+
+
+def test_alterability_timeout(manager, spawn):
+    thread = spawn(DSU_Thread(target=lambda: spawn.stop.wait(WAIT)))
+    update = Flag(threads=[thread], max_tries=2, sleep_time=0.01)
+    with pytest.raises(UpdateTimeoutError, match="not alterable within its patience"):
+        manager.apply_update(update, timeout=WAIT)
+    assert update.state is UpdateState.FAILED and thread.resume() is False
+
+
+def test_rollback_restores_functions_classes_and_objects(manager):
+    app = module("rb_app", """
+def price(x):
+    return x
+class Item:
+    def __init__(self, n):
+        self.n = n
+    def show(self):
+        return f"item {self.n}"
+""")
+    new = module("rb_app_v2", """
+def price(x):
+    return x * 100
+class Item:
+    def show(self):
+        return f"ITEM {self.n} {self.cents}"
+""")
+    items = [app.Item(i) for i in range(5)]
+    price = app.price
+
+    class Big(Update):
+        def apply(self):
+            redefineFunction(app, "price", new.price)
+            redefineClass(app, "Item", new.Item)
+            startEagerUpdate(app.Item, lambda item: setattr(item, "cents", item.n * 100))
+            raise ValueError("the last step failed")
+
+    update = Big()
+    with pytest.raises(ValueError, match="the last step failed"):
+        manager.apply_update(update, timeout=WAIT)
+    assert update.state is UpdateState.ROLLED_BACK
+    assert price(3) == 3 and [i.show() for i in items] == [f"item {n}" for n in range(5)]
+    assert not any(hasattr(i, "cents") for i in items)
+    assert manager.apply_update(Flag(), timeout=WAIT)  # the manager went on
+
+
+def test_deadlocks_are_refused_at_once(manager, spawn):
+    errors = []
+
+    class Nested(Update):
+        def apply(self):
+            try:
+                manager.apply_update(Flag(), timeout=WAIT)
+            except DeadlockDetectedError as exc:
+                errors.append(exc)
+
+    manager.apply_update(Nested(), timeout=WAIT)
+    assert "called from 'ThreadedManager-" in str(errors[0]) and "own thread" in str(errors[0])
+
+    result = []
+
+    def worker():
+        try:
+            manager.apply_update(Flag(threads=[threading.current_thread()]), timeout=WAIT)
+        except DeadlockDetectedError as exc:
+            result.append(exc)
+
+    spawn(DSU_Thread(target=worker)).join(WAIT)
+    assert "it would wait for itself" in str(result[0])
+
+    polling = Manager()
+
+    class NestedPolling(Update):
+        def apply(self):
+            polling.apply_update(Flag(), timeout=WAIT)
+
+    with pytest.raises(DeadlockDetectedError, match="inside another update's steps"):
+        polling.apply_update(NestedPolling(), timeout=WAIT)
+
+
+def test_stop_cancels_queued_updates_and_refuses_new_ones(spawn):
+    manager = ThreadedManager().start()
+    gate = threading.Event()
+    entered = threading.Event()
+
+    class Slow(Flag):
+        def apply(self):
+            entered.set()
+            gate.wait(WAIT)
+
+    running = manager.add_update(Slow())
+    assert entered.wait(WAIT)
+    queued = manager.add_update(Flag())
+    stopper = spawn(threading.Thread(target=manager.stop, args=(WAIT,)))
+    gate.set()
+    stopper.join(WAIT)
+    assert running.result(WAIT) and queued.cancelled()
+    with pytest.raises(ThreadStateError, match="is stopped"):
+        manager.add_update(Flag())
+
+
+def test_a_step_that_raises_does_not_end_the_manager(manager):
+    class Broken(Flag):
+        def check_requirements(self):
+            raise KeyError("requirements exploded")
+
+    with pytest.raises(KeyError):
+        manager.apply_update(Broken(), timeout=WAIT)
+    assert manager._thread.is_alive()
+    assert manager.apply_update(Flag(), timeout=WAIT)
+
+
+def test_apply_update_needs_a_started_manager():
+    with pytest.raises(ThreadStateError, match="is not started"):
+        ThreadedManager().apply_update(Flag(), timeout=1)
