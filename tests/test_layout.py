@@ -72,7 +72,9 @@ def test_api_names_from_the_original_pymoult_exist():
         (data_update, "updateToClass redefineClass addFieldToClass addMethodToClass "
                       "generateMixinUser applyMixinToObject updateLocalVar updateLocalVarInThread"),
         (data_access, "DataAccessor HeapWalker traverseHeap startEagerUpdate startLazyUpdate"),
-        (updates, "Update SafeRedefineUpdate UpdateDefinitionError isApplied"),
+        (updates, "Update SafeRedefineUpdate SafeRedefineMethodUpdate EagerConversionUpdate "
+                  "LazyConversionUpdate ThreadRebootUpdate HeapTraversalUpdate "
+                  "UpdateDefinitionError isApplied"),
         (managers, "Manager ThreadedManager fetch_manager generatePreconfiguredManager"),
     ]:
         for name in names.split():

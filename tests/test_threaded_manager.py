@@ -203,3 +203,52 @@ def test_a_step_that_raises_does_not_end_the_manager(manager):
 def test_apply_update_needs_a_started_manager():
     with pytest.raises(ThreadStateError, match="is not started"):
         ThreadedManager().apply_update(Flag(), timeout=1)
+
+
+def test_requirements_order_updates_and_a_failed_requirement_aborts(manager):
+    from pymoult.errors import UpdateAbortedError
+
+    order = []
+
+    class Named(Update):
+        def apply(self):
+            order.append(self.name)
+
+    class Failing(Update):
+        def apply(self):
+            raise RuntimeError("no")
+
+    gate = threading.Event()
+
+    class Held(Named):
+        def apply(self):
+            gate.wait(WAIT)
+            super().apply()
+
+    base = Named(name="base")
+    held = Held(name="held")
+    manager.add_update(held)  # keeps the manager busy while the others are queued
+    dependent = manager.add_update(Named(name="dependent"), requires=[base])
+    manager.add_update(base)
+    failing = Failing(name="failing")
+    orphan = manager.add_update(Named(name="orphan"), requires=[failing])
+    manager.add_update(failing)
+    gate.set()
+    assert dependent.result(WAIT).name == "dependent"
+    with pytest.raises(UpdateAbortedError, match="requires 'failing', which ended rolled back"):
+        orphan.result(WAIT)
+    assert order == ["held", "base", "dependent"]
+    records = manager.history()
+    assert [r.name for r in records][:3] == ["held", "base", "dependent"]
+    assert records[1].state == "applied" and "alterable" in records[1].steps
+
+
+def test_history_keeps_the_journal_of_each_update(manager):
+    app = module("hist_app", "def f():\n    return 1\n")
+    new = module("hist_app_v2", "def f():\n    return 2\n")
+    from pymoult.highlevel.updates import SafeRedefineUpdate
+
+    manager.apply_update(SafeRedefineUpdate(app, "f", new.f), timeout=WAIT)
+    record = manager.history()[-1]
+    assert record.operations == ["swap code of hist_app.f"] and record.error is None
+    assert record.pause is not None and record.as_dict()["state"] == "applied"

@@ -30,7 +30,8 @@ from ..errors import (DeadlockDetectedError, PymoultTypeError, UpdateAbortedErro
 from .._parking import check_timeout
 from ..errors import ThreadStateError
 from ..lowlevel.world import stop_the_world
-from .updates import UpdateState, check_definition
+from ..errors import UpdateDefinitionError
+from .updates import Update, UpdateState, check_definition
 
 __all__ = ["Manager", "ThreadedManager", "fetch_manager", "generatePreconfiguredManager"]
 
@@ -42,6 +43,7 @@ _local = threading.local()  # in_steps: this thread is running an update's steps
 
 #: The window apply runs in (seconds of guaranteed exclusion; see pymoult.lowlevel.world).
 APPLY_GUARANTEE = 0.05
+_REQUIREMENT_RECHECK = 0.05
 
 
 def fetch_manager(name):
@@ -50,11 +52,34 @@ def fetch_manager(name):
 
 
 class _Entry:
-    __slots__ = ("update", "future", "priority", "seq", "not_before")
+    __slots__ = ("update", "future", "priority", "seq", "not_before", "requires")
 
-    def __init__(self, update, future, priority, seq):
+    def __init__(self, update, future, priority, seq, requires=()):
         self.update, self.future, self.priority, self.seq = update, future, priority, seq
         self.not_before = 0.0  # a postponed update waits for its back-off
+        self.requires = tuple(requires)  # updates that must be applied first
+
+
+class UpdateRecord:
+    """What the history keeps of a finished update: name, final state, when each step ended
+    (seconds after it was added), how long threads were held, the error if any, and the
+    journal's operations as text."""
+
+    __slots__ = ("name", "state", "steps", "pause", "error", "operations")
+
+    def __init__(self, update, added):
+        self.name = update.name
+        self.state = update.state.value
+        self.steps = {step: at - added for step, at in update.times.items()}
+        self.pause = update.pause
+        self.error = None if update.error is None else repr(update.error)
+        self.operations = [str(op) for op in update.journal]
+
+    def as_dict(self):
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __repr__(self):
+        return f"<UpdateRecord {self.name!r} {self.state} operations={len(self.operations)}>"
 
 
 class Manager:
@@ -71,24 +96,34 @@ class Manager:
         self._seq = itertools.count()
         self._lock = threading.RLock()
         self._current = None  # (entry, lifecycle generator)
+        self._history = []
         with _managers_lock:
             _managers[self.name] = self
 
     # -- submitting ----------------------------------------------------------------------------
 
-    def add_update(self, update, priority=0):
+    def add_update(self, update, priority=0, requires=()):
         """Queue ``update``; returns the Future of its outcome (see the module notes).
 
-        Raises ``UpdateDefinitionError`` at once for an update that cannot run.
+        ``requires`` lists updates that must be applied first; if one of them ends without
+        being applied, this one is aborted. Raises ``UpdateDefinitionError`` at once for an
+        update that cannot run.
         """
         check_definition(update)
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise PymoultTypeError(f"priority must be an int, got {priority!r}")
+        requires = tuple(requires)
+        for required in requires:
+            if not isinstance(required, Update):
+                raise PymoultTypeError(f"requires lists updates, got {required!r}")
+            if required is update:
+                raise UpdateDefinitionError(f"{update.name!r} cannot require itself")
         if not update.threads:
             update.threads = list(self.threads)
         future = Future()
+        update.mark("added")
         with self._lock:
-            self._queue.add(_Entry(update, future, priority, next(self._seq)))
+            self._queue.add(_Entry(update, future, priority, next(self._seq), requires))
         logger.info("%s: queued %r", self.name, update)
         return future
 
@@ -128,9 +163,8 @@ class Manager:
     def _idle_wait(self, deadline):
         """Nothing can run now (postponed updates backing off): wait for the next one."""
         with self._lock:
-            due = min((entry.not_before for entry in self._queue), default=None)
-        if due is not None:
-            pause = due - time.monotonic()
+            pause = self._wake_delay()
+        if pause is not None:
             if deadline is not None:
                 pause = min(pause, deadline - time.monotonic())
             if pause > 0:
@@ -170,13 +204,45 @@ class Manager:
             return entry.update
 
     def _next_due(self):
-        """Pop the first queued update whose back-off has passed, or None."""
+        """Pop the first queued update that may start now (back-off passed, requirements
+        applied), or None. An update whose requirement ended unapplied is aborted here."""
         now = time.monotonic()
         for index, entry in enumerate(self._queue):
-            if entry.not_before <= now:
+            if entry.not_before > now:
+                continue
+            states = [required.state for required in entry.requires]
+            failed = [r for r, state in zip(entry.requires, states)
+                      if state.finished and state is not UpdateState.APPLIED]
+            if failed:
+                del self._queue[index]
+                if entry.future.set_running_or_notify_cancel():
+                    self._end(entry, UpdateState.ABORTED, UpdateAbortedError(
+                        f"{entry.update.name!r} requires {failed[0].name!r}, which ended "
+                        f"{failed[0].state.value}", entry.update))
+                return self._next_due()
+            if all(state is UpdateState.APPLIED for state in states):
                 del self._queue[index]
                 return entry
         return None
+
+    def _wake_delay(self):
+        """Seconds until a queued update may become due (None: only an add_update can help).
+
+        Updates waiting for a requirement that is not progressing here (an update of another
+        manager) are re-checked every 50 ms."""
+        now = time.monotonic()
+        delays = []
+        for entry in self._queue:
+            if any(not r.state.finished for r in entry.requires):
+                delays.append(_REQUIREMENT_RECHECK)
+            else:
+                delays.append(max(0.0, entry.not_before - now))
+        return min(delays, default=None)
+
+    def history(self):
+        """Records of the updates this manager finished, oldest first (:class:`UpdateRecord`)."""
+        with self._lock:
+            return list(self._history)
 
     def finish(self):
         """Drive the current update (if any) to its end; returns it."""
@@ -221,11 +287,18 @@ class Manager:
 
     # -- the lifecycle, one step per next() ----------------------------------------------------
 
+    def _record(self, update):
+        record = UpdateRecord(update, update.times.get("added", 0.0))
+        with self._lock:
+            self._history.append(record)
+        logger.info("%s: history: %s", self.name, record.as_dict())
+
     def _end(self, entry, state, error=None):
         update = entry.update
         update.state = state
         update.error = error
         update.mark("end")
+        self._record(update)
         if error is None:
             entry.future.set_result(update)
             logger.info("%s: %r", self.name, update)
@@ -323,6 +396,9 @@ class Manager:
         step_error = self._after_apply(update, "cleanup") or step_error
         entry.update.mark("end")
         if step_error is not None:
+            update.error = step_error
+        self._record(update)
+        if step_error is not None:
             entry.future.set_exception(step_error)
             update.error = step_error
         else:
@@ -393,13 +469,13 @@ class ThreadedManager(Manager):
         """The ``sleep_time`` given to updates added from now on that did not set their own."""
         self.sleep_time = check_timeout(seconds, "sleep time")
 
-    def add_update(self, update, priority=0):
+    def add_update(self, update, priority=0, requires=()):
         if self.sleep_time is not None and "sleep_time" not in vars(update):
             update.sleep_time = self.sleep_time
         with self._lock:
             if self._stopping:
                 raise ThreadStateError(f"{self!r} is stopped: it takes no more updates")
-            future = super().add_update(update, priority)
+            future = super().add_update(update, priority, requires)
             self._idle.clear()
             self._wake.notify_all()
         return future
@@ -434,10 +510,10 @@ class ThreadedManager(Manager):
                     entry = self._next_due()
                     if entry is not None:
                         break
-                    due = min((e.not_before for e in self._queue), default=None)
-                    if due is None:
+                    delay = self._wake_delay()
+                    if delay is None:
                         self._idle.set()
-                    self._wake.wait(None if due is None else max(0.0, due - time.monotonic()))
+                    self._wake.wait(delay)
                 if self._stopping and entry is None:
                     self._idle.set()
                     return
@@ -468,11 +544,11 @@ def generatePreconfiguredManager(managerClass, updateClass, **attributes):
         raise PymoultTypeError(f"managerClass must be a Manager class, got {managerClass!r}")
 
     class Preconfigured(managerClass):
-        def add_update(self, update, priority=0):
+        def add_update(self, update, priority=0, requires=()):
             if isinstance(update, updateClass):
                 for key, value in attributes.items():
                     setattr(update, key, value)
-            return super().add_update(update, priority)
+            return super().add_update(update, priority, requires)
 
     Preconfigured.__name__ = Preconfigured.__qualname__ = f"Preconfigured{managerClass.__name__}"
     return Preconfigured

@@ -19,14 +19,30 @@ a failing ``apply`` is rolled back exactly (the managers do it).
 """
 
 import enum
+import sys
 import time
 
-from ..errors import UpdateDefinitionError
+from ..errors import PymoultTypeError, UpdateDefinitionError
 from ..lowlevel import alterability
+from ..lowlevel.data_access import startEagerUpdate, startLazyUpdate, traverseHeap
+from ..lowlevel.data_update import redefineClass
 from ..lowlevel.journal import Journal
-from ..lowlevel.relinking import redefineFunction
+from ..lowlevel.relinking import redefineFunction, redefineMethod, update_function
+from ..lowlevel.stack import resetThread, switchMain
 
-__all__ = ["Update", "UpdateState", "SafeRedefineUpdate", "isApplied", "UpdateDefinitionError"]
+__all__ = [
+    "Update",
+    "UpdateState",
+    "SafeRedefineUpdate",
+    "SafeRedefineMethodUpdate",
+    "QuiescentRedefineUpdate",
+    "EagerConversionUpdate",
+    "LazyConversionUpdate",
+    "ThreadRebootUpdate",
+    "HeapTraversalUpdate",
+    "isApplied",
+    "UpdateDefinitionError",
+]
 
 
 class UpdateState(enum.Enum):
@@ -169,6 +185,121 @@ class SafeRedefineUpdate(Update):
 
     def apply(self):
         redefineFunction(self.module, self.function, self.new_function)
+
+
+class SafeRedefineMethodUpdate(Update):
+    """Redefine method ``method`` (a name or the function) of ``cls`` in place: bound methods,
+    static and class methods and properties follow."""
+
+    def __init__(self, cls, method, new_method, name=None, threads=None, **patience):
+        self.method_name = method if isinstance(method, str) else getattr(method, "__name__", None)
+        if not isinstance(self.method_name, str):
+            raise PymoultTypeError(f"method must be a name or a function, got {method!r}")
+        super().__init__(name or f"redefine {getattr(cls, '__qualname__', cls)}.{self.method_name}",
+                         threads, **patience)
+        self.cls, self.new_method = cls, new_method
+
+    def apply(self):
+        redefineMethod(self.cls, self.method_name, self.new_method)
+
+
+class QuiescentRedefineUpdate(Update):
+    """Redefine ``module.function`` once it is quiescent, forcing it: new calls are held at its
+    entry (forced quiescence) until the running ones have left, then released into the new
+    version. Needs no update points."""
+
+    def __init__(self, module, function, new_function, name=None, **patience):
+        super().__init__(name or f"redefine {getattr(function, '__name__', function)} "
+                                 "(forced quiescence)", None, **patience)
+        self.module, self.function, self.new_function = module, function, new_function
+        self._events = None
+
+    def preupdate_setup(self):
+        self._events = alterability.setupForceQuiescence(self.module, self.function)
+
+    def check_alterability(self):
+        return alterability.checkForceQuiescence(self._events[0])
+
+    def wait_alterability(self):
+        with alterability.patience(self.max_tries, self.sleep_time):
+            return alterability.waitForceQuiescence(self._events[0], timeout=self.timeout)
+
+    def clean_failed_alterability(self):
+        quiescent, can_continue, watcher = self._events
+        alterability.cleanFailedForceQuiescence(can_continue, watcher, self.module, watcher.name)
+
+    def apply(self):
+        update_function(self._events[2].original, self.new_function)  # the gate stays bound
+
+    def resume(self):
+        if self._events is not None:
+            alterability.cleanForceQuiescence(self._events[1])  # held callers run the new code
+
+
+def _module_of(cls, module):
+    return module if module is not None else sys.modules[cls.__module__]
+
+
+class EagerConversionUpdate(Update):
+    """Update class ``cls`` to ``new_cls`` (in place when the layout allows, else replaced, its
+    instances rebuilt and references redirected) and run ``transformer`` on every instance now."""
+
+    def __init__(self, cls, new_cls, transformer, module=None, name=None, threads=None,
+                 **patience):
+        super().__init__(name or f"convert {getattr(cls, '__qualname__', cls)}", threads,
+                         **patience)
+        self.cls, self.new_cls, self.transformer, self.module = cls, new_cls, transformer, module
+
+    def apply(self):
+        redefineClass(_module_of(self.cls, self.module), self.cls, self.new_cls, self.transformer)
+
+
+class LazyConversionUpdate(EagerConversionUpdate):
+    """Like :class:`EagerConversionUpdate`, but each instance is transformed on its first access
+    (see ``pymoult.lowlevel.lazy_conversion``). When the class cannot be updated in place its
+    instances are rebuilt at once, so they are transformed eagerly."""
+
+    def apply(self):
+        module = _module_of(self.cls, self.module)
+        live = redefineClass(module, self.cls, self.new_cls)
+        if live is self.cls:
+            self.conversion = startLazyUpdate(live, self.transformer)
+        else:
+            self.conversion = None
+            startEagerUpdate(live, self.transformer)
+
+
+class ThreadRebootUpdate(Update):
+    """Reboot ``thread`` into ``new_main(*new_args)`` at its next update point."""
+
+    def __init__(self, thread, new_main, new_args=(), name=None, **patience):
+        super().__init__(name or f"reboot {getattr(thread, 'name', thread)}", [thread],
+                         **patience)
+        self.thread, self.new_main, self.new_args = thread, new_main, tuple(new_args)
+        self.reboot = None
+
+    def apply(self):
+        switchMain(self.thread, self.new_main, self.new_args)
+        self.reboot = resetThread(self.thread)  # served when the thread is resumed
+
+    def check_over(self):
+        return self.reboot is None or self.reboot.done()
+
+    def wait_over(self):
+        if self.reboot is not None:
+            self.reboot.result(self.timeout)
+        return True
+
+
+class HeapTraversalUpdate(Update):
+    """Walk the data reachable from ``modules`` with ``walker`` (a ``HeapWalker``)."""
+
+    def __init__(self, walker, modules=("__main__",), name=None, threads=None, **patience):
+        super().__init__(name or f"heap traversal by {type(walker).__name__}", threads, **patience)
+        self.walker, self.modules = walker, list(modules)
+
+    def apply(self):
+        traverseHeap(self.walker, self.modules)
 
 
 def isApplied(update):
