@@ -17,6 +17,7 @@ update's threads have parked, so no thread sees part of an update.
 
 import itertools
 import logging
+import sys
 import threading
 import time
 import weakref
@@ -430,8 +431,14 @@ class ThreadedManager(Manager):
     an update does ends the manager's thread: every failure goes to that update's future.
     """
 
+    #: GIL switch interval while the manager has work (None: leave it alone). Busy application
+    #: threads otherwise hold the GIL for the default 5 ms each time the manager thread needs it
+    #: to take a step, which is most of an update's latency.
+    busy_switch_interval = 0.0002
+
     def __init__(self, name=None, threads=None):
         super().__init__(name, threads)
+        self._saved_interval = None
         self._wake = threading.Condition(self._lock)
         self._thread = None
         self._stopping = False
@@ -477,8 +484,23 @@ class ThreadedManager(Manager):
                 raise ThreadStateError(f"{self!r} is stopped: it takes no more updates")
             future = super().add_update(update, priority, requires)
             self._idle.clear()
+            self._hurry()
             self._wake.notify_all()
         return future
+
+    def _hurry(self):
+        """Shorten the GIL switch interval while there is work (restored by _rest)."""
+        if self.busy_switch_interval is not None and self._saved_interval is None:
+            current = sys.getswitchinterval()
+            if current > self.busy_switch_interval:
+                self._saved_interval = current
+                sys.setswitchinterval(self.busy_switch_interval)
+
+    def _rest(self):
+        if self._saved_interval is not None:
+            if sys.getswitchinterval() == self.busy_switch_interval:  # nobody changed it since
+                sys.setswitchinterval(self._saved_interval)
+            self._saved_interval = None
 
     def wait_current_update(self, timeout=None):
         """Block until the manager has nothing left to do; True then, False on timeout."""
@@ -512,9 +534,11 @@ class ThreadedManager(Manager):
                         break
                     delay = self._wake_delay()
                     if delay is None:
+                        self._rest()
                         self._idle.set()
                     self._wake.wait(delay)
                 if self._stopping and entry is None:
+                    self._rest()
                     self._idle.set()
                     return
             self._run(entry)
