@@ -201,3 +201,36 @@ def test_preconfigured_manager_sets_update_attributes():
     update = Flag()
     manager.add_update(update)
     assert update.max_tries == 2 and update.sleep_time == 0
+
+
+def test_timeout_policy_postpone_then_fail(spawn):
+    manager = Manager()
+    thread = spawn(DSU_Thread(target=lambda: spawn.stop.wait(WAIT)))  # never at a point
+
+    class Patient(Flag):
+        on_timeout = "postpone"
+        max_postponements = 2
+
+    update = Patient(threads=[thread], max_tries=2, sleep_time=0)
+    future = drive(manager, manager.add_update(update))
+    with pytest.raises(UpdateTimeoutError, match="not alterable after 2 tries"):
+        future.result(0)
+    assert update.postponements == 2
+    with pytest.raises(UpdateDefinitionError, match="on_timeout must be 'fail' or 'postpone'"):
+        bad = Flag()
+        bad.on_timeout = "retry"
+        manager.add_update(bad)
+
+
+def test_statistics_summarise_the_history():
+    manager = Manager()
+    drive(manager, manager.add_update(Flag()))
+
+    class Never(Flag):
+        def check_requirements(self):
+            return "never"
+
+    drive(manager, manager.add_update(Never()))
+    stats = manager.statistics()
+    assert stats["finished"] == {"applied": 1, "aborted": 1} and stats["queued"] == 0
+    assert stats["pause_median"] is not None and stats["pause_max"] >= stats["pause_median"]

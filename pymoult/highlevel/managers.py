@@ -344,9 +344,8 @@ class Manager:
             update.tries += 1
             if not update.wait_alterability():
                 update.clean_failed_alterability()
-                self._end(entry, UpdateState.FAILED, UpdateTimeoutError(
-                    f"{update.name!r}: not alterable within its patience ({update.max_tries} "
-                    f"tries, {update.sleep_time} s apart)"))
+                self._not_alterable(entry, f"not alterable within its patience "
+                                           f"({update.max_tries} tries, {update.sleep_time} s apart)")
                 return
             yield from self._apply(entry, blocking)
             return
@@ -356,11 +355,39 @@ class Manager:
                 break
             if update.tries >= update.max_tries:
                 update.clean_failed_alterability()
-                self._end(entry, UpdateState.FAILED, UpdateTimeoutError(
-                    f"{update.name!r}: not alterable after {update.tries} tries"))
+                self._not_alterable(entry, f"not alterable after {update.tries} tries")
                 return
             yield
         yield from self._apply(entry, blocking)
+
+    def _not_alterable(self, entry, why):
+        """Alterability was not reached: fail, or postpone with back-off, per the update."""
+        update = entry.update
+        if update.on_timeout == "postpone" and update.postponements < update.max_postponements:
+            update.postponements += 1
+            update.tries = 0
+            update.state = UpdateState.PENDING
+            entry.not_before = time.monotonic() + min(
+                update.sleep_time * 2 ** min(update.postponements - 1, 10), 5.0)
+            with self._lock:
+                entry.seq = next(self._seq)
+                self._queue.add(entry)
+            logger.info("%s: %r postponed (%s)", self.name, update, why)
+            return
+        self._end(entry, UpdateState.FAILED, UpdateTimeoutError(f"{update.name!r}: {why}"))
+
+    def statistics(self):
+        """Counts of finished updates by final state, and the median and longest pause (s)."""
+        with self._lock:
+            records = list(self._history)
+            queued = len(self._queue)
+        pauses = sorted(r.pause for r in records if r.pause is not None)
+        counts = {}
+        for record in records:
+            counts[record.state] = counts.get(record.state, 0) + 1
+        return {"finished": counts, "queued": queued,
+                "pause_median": pauses[len(pauses) // 2] if pauses else None,
+                "pause_max": pauses[-1] if pauses else None}
 
     def _apply(self, entry, blocking=False):
         update = entry.update

@@ -73,6 +73,11 @@ class Update:
     max_tries = 10
     sleep_time = 0.1
     timeout = None
+    #: When alterability is not reached within the patience: "fail" (the future gets
+    #: UpdateTimeoutError) or "postpone" (try again later, with back-off, at most
+    #: ``max_postponements`` times before failing).
+    on_timeout = "fail"
+    max_postponements = 10
 
     def __init__(self, name=None, threads=None, max_tries=None, sleep_time=None, timeout=None):
         self.name = name or type(self).__name__
@@ -172,6 +177,9 @@ def check_definition(update):
                                     f"got {update.max_tries!r}")
     if update.state is not UpdateState.PENDING:
         raise UpdateDefinitionError(f"{update!r} was already submitted")
+    if update.on_timeout not in ("fail", "postpone"):
+        raise UpdateDefinitionError(f"{update!r}: on_timeout must be 'fail' or 'postpone', "
+                                    f"got {update.on_timeout!r}")
 
 
 class SafeRedefineUpdate(Update):
