@@ -57,6 +57,16 @@ else:
         _locals_to_fast(frame, 0)
 
 
+def set_switch_interval(seconds):
+    """``sys.setswitchinterval`` that gives back exactly what ``getswitchinterval`` returned.
+
+    CPython stores the interval as whole microseconds, truncating ``seconds * 1e6``: 0.0002
+    becomes 199 us and reads back as 0.000199, so saving and restoring loses a microsecond
+    each time. Nudging by half a microsecond makes the truncation land on the intended value.
+    """
+    sys.setswitchinterval(seconds + 5e-7)
+
+
 def clear_async_exc(ident):
     """Withdraw an asynchronous exception not yet raised in thread ``ident`` (no-op if none)."""
     _set_async_exc(ident, ctypes.py_object())  # NULL clears it

@@ -211,11 +211,11 @@ class _quiet_section:
         if self.lock is not None:
             self.pinned = self.lock.acquire(True, 1.0)
         self.old = sys.getswitchinterval()
-        sys.setswitchinterval(max(self.old, _CRITICAL_SWITCH_INTERVAL))
+        _cpython.set_switch_interval(max(self.old, _CRITICAL_SWITCH_INTERVAL))
         return self.pinned
 
     def __exit__(self, *exc):
-        sys.setswitchinterval(self.old)
+        _cpython.set_switch_interval(self.old)
         if self.pinned:
             self.pinned = False
             self.lock.release()

@@ -28,6 +28,7 @@ from sortedcontainers import SortedKeyList
 
 from ..errors import (DeadlockDetectedError, PymoultTypeError, UpdateAbortedError, UpdateStepError,
                       UpdateTimeoutError)
+from .._cpython import set_switch_interval
 from .._parking import check_timeout
 from ..errors import ThreadStateError
 from ..lowlevel.world import stop_the_world
@@ -52,13 +53,27 @@ def fetch_manager(name):
     return _managers.get(name)
 
 
+def _refuse_cycle(update, requires):
+    """``UpdateDefinitionError`` if ``update`` would (indirectly) require itself."""
+    todo, seen = list(requires), set()
+    while todo:
+        required = todo.pop()
+        if required is update:
+            raise UpdateDefinitionError(f"{update.name!r} would require itself (a requirement "
+                                        "cycle): it could never run")
+        if id(required) not in seen:
+            seen.add(id(required))
+            todo.extend(getattr(required, "requires", ()))
+
+
 class _Entry:
-    __slots__ = ("update", "future", "priority", "seq", "not_before", "requires")
+    __slots__ = ("update", "future", "priority", "seq", "not_before", "requires", "request")
 
     def __init__(self, update, future, priority, seq, requires=()):
         self.update, self.future, self.priority, self.seq = update, future, priority, seq
         self.not_before = 0.0  # a postponed update waits for its back-off
         self.requires = tuple(requires)  # updates that must be applied first
+        self.request = None  # "abort" or "postpone", asked while the manager thread runs it
 
 
 class UpdateRecord:
@@ -119,6 +134,8 @@ class Manager:
                 raise PymoultTypeError(f"requires lists updates, got {required!r}")
             if required is update:
                 raise UpdateDefinitionError(f"{update.name!r} cannot require itself")
+        _refuse_cycle(update, requires)
+        update.requires = requires
         if not update.threads:
             update.threads = list(self.threads)
         future = Future()
@@ -198,11 +215,30 @@ class Manager:
                     return entry.update
                 self._current = (entry, self._lifecycle(entry))
             entry, steps = self._current
+            _local.in_steps = True  # a blocking apply_update from inside a step would deadlock
             try:
                 next(steps)
             except StopIteration:
                 self._current = None
+            except BaseException as exc:  # a step of the update raised
+                self._current = None
+                self._fail(entry, exc)
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    raise
+            finally:
+                _local.in_steps = False
             return entry.update
+
+    def _fail(self, entry, exc):
+        """A step raised outside apply: release what the update holds, fail its future."""
+        logger.error("%s: %r failed", self.name, entry.update, exc_info=exc)
+        if entry.update.state is UpdateState.WAITING:
+            try:
+                entry.update.clean_failed_alterability()
+            except Exception:
+                logger.exception("%s: cleaning up %r failed", self.name, entry.update)
+        if not entry.future.done():
+            self._end(entry, UpdateState.FAILED, exc)
 
     def _next_due(self):
         """Pop the first queued update that may start now (back-off passed, requirements
@@ -308,12 +344,7 @@ class Manager:
             logger.warning("%s: %r", self.name, update)
 
     def _lifecycle(self, entry, blocking=False):
-        update = entry.update
-        _local.in_steps = True  # a blocking apply_update from inside the steps would deadlock
-        try:
-            yield from self._steps(entry, blocking)
-        finally:
-            _local.in_steps = False
+        yield from self._steps(entry, blocking)
 
     def _steps(self, entry, blocking):
         update = entry.update
@@ -321,6 +352,10 @@ class Manager:
         if answer == "never":
             self._end(entry, UpdateState.ABORTED, UpdateAbortedError(
                 f"{update.name!r}: its requirements answered 'never'", update))
+            return
+        if answer == "no" and self._stopping_now():
+            self._end(entry, UpdateState.CANCELLED, UpdateAbortedError(
+                f"{update.name!r} was postponed while the manager stopped", update))
             return
         if answer == "no":
             update.postponements += 1
@@ -363,7 +398,8 @@ class Manager:
     def _not_alterable(self, entry, why):
         """Alterability was not reached: fail, or postpone with back-off, per the update."""
         update = entry.update
-        if update.on_timeout == "postpone" and update.postponements < update.max_postponements:
+        if (update.on_timeout == "postpone" and update.postponements < update.max_postponements
+                and not self._stopping_now()):
             update.postponements += 1
             update.tries = 0
             update.state = UpdateState.PENDING
@@ -375,6 +411,9 @@ class Manager:
             logger.info("%s: %r postponed (%s)", self.name, update, why)
             return
         self._end(entry, UpdateState.FAILED, UpdateTimeoutError(f"{update.name!r}: {why}"))
+
+    def _stopping_now(self):
+        return False  # a polling manager is never stopped
 
     def statistics(self):
         """Counts of finished updates by final state, and the median and longest pause (s)."""
@@ -391,14 +430,27 @@ class Manager:
 
     def _apply(self, entry, blocking=False):
         update = entry.update
+        if entry.request is not None:  # abort/postpone asked while it waited (threaded manager)
+            update.clean_failed_alterability()
+            if entry.request == "postpone" and not self._stopping_now():
+                entry.request = None
+                update.state = UpdateState.PENDING
+                update.postponements += 1
+                with self._lock:
+                    entry.seq = next(self._seq)
+                    self._queue.add(entry)
+            else:
+                self._end(entry, UpdateState.ABORTED,
+                          UpdateAbortedError(f"{update.name!r} was aborted", update))
+            return
         paused = time.monotonic()
         update.mark("alterable")
-        update.pause_hook()
         update.state = UpdateState.APPLYING
         try:
+            update.pause_hook()
             with update.journal.recording(), stop_the_world(APPLY_GUARANTEE):
                 update.apply()
-        except Exception as exc:
+        except BaseException as exc:
             logger.error("%s: apply of %r failed; rolling back", self.name, update, exc_info=True)
             try:
                 update.journal.rollback()
@@ -407,6 +459,8 @@ class Manager:
                 update.pause = time.monotonic() - paused
                 update.resume_hook()
             self._end(entry, UpdateState.ROLLED_BACK, exc)
+            if not blocking and isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise  # the application's own interrupt, after the update was undone
             return
         update.journal.commit()
         update.mark("applied")
@@ -449,6 +503,28 @@ class Manager:
                 f"queued={len(self._queue)}>")
 
 
+_busy_lock = threading.Lock()
+_busy = {"count": 0, "saved": None}
+
+
+def _busy_managers(delta, interval=None):
+    """Process-wide count of busy threaded managers: the first one in saves the switch interval
+    and shortens it, the last one out restores it."""
+    with _busy_lock:
+        if delta > 0:
+            if _busy["count"] == 0:
+                current = sys.getswitchinterval()
+                if current > interval:
+                    _busy["saved"] = current
+                    set_switch_interval(interval)
+            _busy["count"] += 1
+        else:
+            _busy["count"] -= 1
+            if _busy["count"] == 0 and _busy["saved"] is not None:
+                set_switch_interval(_busy["saved"])
+                _busy["saved"] = None
+
+
 class ThreadedManager(Manager):
     """A manager running in its own thread: it applies queued updates one at a time, waiting
     for alterability with the blocking steps (``wait_alterability``, woken by the threads as
@@ -465,7 +541,7 @@ class ThreadedManager(Manager):
 
     def __init__(self, name=None, threads=None):
         super().__init__(name, threads)
-        self._saved_interval = None
+        self._busy = False  # holds one count of the process-wide "busy managers"
         self._wake = threading.Condition(self._lock)
         self._thread = None
         self._stopping = False
@@ -491,13 +567,41 @@ class ThreadedManager(Manager):
                 key=lambda entry: (entry.priority, entry.seq))
             self._wake.notify_all()
         for entry in queued:
-            entry.future.cancel()
             entry.update.state = UpdateState.CANCELLED
+            if not entry.future.cancel() and not entry.future.done():  # postponed: running
+                entry.future.set_exception(UpdateAbortedError(
+                    f"{entry.update.name!r} was still postponed when the manager stopped",
+                    entry.update))
         thread = self._thread
-        if thread is None or thread is threading.current_thread():
-            return thread is None
+        if thread is None:
+            self._rest()
+            return True
+        if thread is threading.current_thread():
+            return False
         thread.join(timeout)
         return not thread.is_alive()
+
+    def _stopping_now(self):
+        return self._stopping
+
+    def postpone(self):
+        """Ask the manager thread to put the current update back in the queue before it
+        applies it (honoured once its wait for alterability returns)."""
+        return self._request("postpone")
+
+    def abort(self):
+        """Ask the manager thread to abandon the current update before it applies it."""
+        return self._request("abort")
+
+    def _request(self, what):
+        with self._lock:
+            if self._current is None:
+                return False
+            entry = self._current[0]
+            if entry.update.state not in (UpdateState.PENDING, UpdateState.WAITING):
+                return False
+            entry.request = what
+            return True
 
     def set_sleepTime(self, seconds):
         """The ``sleep_time`` given to updates added from now on that did not set their own."""
@@ -517,17 +621,14 @@ class ThreadedManager(Manager):
 
     def _hurry(self):
         """Shorten the GIL switch interval while there is work (restored by _rest)."""
-        if self.busy_switch_interval is not None and self._saved_interval is None:
-            current = sys.getswitchinterval()
-            if current > self.busy_switch_interval:
-                self._saved_interval = current
-                sys.setswitchinterval(self.busy_switch_interval)
+        if self.busy_switch_interval is not None and not self._busy:
+            self._busy = True
+            _busy_managers(+1, self.busy_switch_interval)
 
     def _rest(self):
-        if self._saved_interval is not None:
-            if sys.getswitchinterval() == self.busy_switch_interval:  # nobody changed it since
-                sys.setswitchinterval(self._saved_interval)
-            self._saved_interval = None
+        if self._busy:
+            self._busy = False
+            _busy_managers(-1)
 
     def wait_current_update(self, timeout=None):
         """Block until the manager has nothing left to do; True then, False on timeout."""
@@ -536,6 +637,8 @@ class ThreadedManager(Manager):
         return self._idle.wait(timeout)
 
     def _refuse_deadlock(self, update):
+        if self._thread is None:
+            raise ThreadStateError(f"{self!r} is not started: nothing would apply the update")
         if threading.current_thread() is self._thread:
             raise DeadlockDetectedError(
                 f"apply_update({update.name!r}) called from {self.name!r}'s own thread, which "
@@ -568,22 +671,27 @@ class ThreadedManager(Manager):
                     self._rest()
                     self._idle.set()
                     return
-            self._run(entry)
+            try:
+                self._run(entry)
+            except BaseException:  # nothing may end the manager's thread
+                logger.exception("%s: internal error running %r", self.name, entry.update)
 
     def _run(self, entry):
+        if entry.future.done():  # resolved meanwhile (aborted or stopped)
+            return
         if not entry.future.running() and not entry.future.set_running_or_notify_cancel():
             entry.update.state = UpdateState.CANCELLED
             return
         with self._lock:
             self._current = (entry, None)
+        _local.in_steps = True
         try:
             for _ in self._lifecycle(entry, blocking=True):
                 pass
         except BaseException as exc:  # a step raised: the update ends, the manager does not
-            logger.exception("%s: %r failed", self.name, entry.update)
-            if not entry.future.done():
-                self._end(entry, UpdateState.FAILED, exc)
+            self._fail(entry, exc)
         finally:
+            _local.in_steps = False
             with self._lock:
                 self._current = None
 

@@ -93,6 +93,7 @@ class Update:
         self.error = None  # the exception that ended it, if any
         self.tries = 0  # alterability checks made
         self.postponements = 0
+        self.requires = ()  # set by add_update(requires=...)
         self.times = {}  # step name -> time.monotonic() when it ended
         self.pause = None  # seconds the threads were held
 

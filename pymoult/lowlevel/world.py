@@ -74,7 +74,7 @@ class Window:
             return outer
         _window_lock.acquire()
         self._saved_interval = sys.getswitchinterval()
-        sys.setswitchinterval(self.guarantee)
+        _cpython.set_switch_interval(self.guarantee)
         begin = time.perf_counter()
         _cpython.take_gil_afresh()  # void every GIL wait begun before this point
         self._started = time.perf_counter()
@@ -95,7 +95,7 @@ class Window:
             return False
         self.elapsed = time.perf_counter() - self._started
         self.exclusive = self.elapsed < SAFETY_MARGIN * self.guarantee
-        sys.setswitchinterval(self._saved_interval)
+        _cpython.set_switch_interval(self._saved_interval)
         _local.window = None
         _window_lock.release()
         if not self.exclusive:
