@@ -31,3 +31,25 @@ def spawn():
         thread.join(JOIN_TIMEOUT)
     leaked = [t for t in started if t.is_alive()]
     assert not leaked, f"threads still alive after the test: {leaked}"
+
+
+@pytest.fixture
+def point_looper(spawn):
+    """``point_looper()`` starts a DSU_Thread that loops over update points until the test ends
+    and returns it once it runs."""
+    from pymoult.lowlevel.alterability import staticUpdatePoint
+    from pymoult.threads import DSU_Thread
+
+    def start():
+        started = threading.Event()
+
+        def main():
+            started.set()
+            while not spawn.stop.is_set():
+                staticUpdatePoint()
+
+        thread = spawn(DSU_Thread(target=main))
+        assert started.wait(JOIN_TIMEOUT)
+        return thread
+
+    return start

@@ -8,7 +8,6 @@ import pytest
 from pymoult.errors import ThreadStateError, UpdateAbortedError, UpdateDefinitionError
 from pymoult.highlevel.managers import Manager, ThreadedManager
 from pymoult.highlevel.updates import Update, UpdateState
-from pymoult.lowlevel.alterability import staticUpdatePoint
 from pymoult.lowlevel.world import stop_the_world
 from pymoult.threads import DSU_Thread
 
@@ -82,16 +81,8 @@ def test_abort_of_a_waiting_threaded_update_keeps_the_manager_alive(spawn):
     assert manager.stop(WAIT)
 
 
-def test_a_failing_pause_hook_rolls_back_and_releases(spawn):
-    started = threading.Event()
-
-    def worker():
-        started.set()
-        while not spawn.stop.is_set():
-            staticUpdatePoint()
-
-    thread = spawn(DSU_Thread(target=worker))
-    assert started.wait(WAIT)
+def test_a_failing_pause_hook_rolls_back_and_releases(point_looper):
+    thread = point_looper()
 
     class BadHook(Flag):
         def pause_hook(self):
@@ -104,16 +95,8 @@ def test_a_failing_pause_hook_rolls_back_and_releases(spawn):
     assert manager.stop(WAIT)
 
 
-def test_a_raising_step_of_a_polling_manager_resolves_the_future(spawn):
-    started = threading.Event()
-
-    def worker():
-        started.set()
-        while not spawn.stop.is_set():
-            staticUpdatePoint()
-
-    thread = spawn(DSU_Thread(target=worker))
-    assert started.wait(WAIT)
+def test_a_raising_step_of_a_polling_manager_resolves_the_future(point_looper):
+    thread = point_looper()
 
     class Exploding(Flag):
         def check_alterability(self):

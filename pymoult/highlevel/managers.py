@@ -291,13 +291,20 @@ class Manager:
                 self.apply_next_update()
             return current[0].update
 
+    def _unapplied_current(self):
+        """The current entry if its update has not started applying, else None (lock held)."""
+        if self._current is None:
+            return None
+        entry = self._current[0]
+        if entry.update.state not in (UpdateState.PENDING, UpdateState.WAITING):
+            return None
+        return entry
+
     def postpone(self):
         """Put the current update back at the end of its priority (if it has not applied yet)."""
         with self._lock:
-            if self._current is None:
-                return False
-            entry, _ = self._current
-            if entry.update.state not in (UpdateState.PENDING, UpdateState.WAITING):
+            entry = self._unapplied_current()
+            if entry is None:
                 return False
             entry.update.clean_failed_alterability()
             entry.update.state = UpdateState.PENDING
@@ -311,10 +318,8 @@ class Manager:
         """Abandon the current update if it has not applied yet; its future gets
         ``UpdateAbortedError``."""
         with self._lock:
-            if self._current is None:
-                return False
-            entry, _ = self._current
-            if entry.update.state not in (UpdateState.PENDING, UpdateState.WAITING):
+            entry = self._unapplied_current()
+            if entry is None:
                 return False
             entry.update.clean_failed_alterability()
             self._end(entry, UpdateState.ABORTED,
@@ -595,10 +600,8 @@ class ThreadedManager(Manager):
 
     def _request(self, what):
         with self._lock:
-            if self._current is None:
-                return False
-            entry = self._current[0]
-            if entry.update.state not in (UpdateState.PENDING, UpdateState.WAITING):
+            entry = self._unapplied_current()
+            if entry is None:
                 return False
             entry.request = what
             return True
