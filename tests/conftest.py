@@ -53,3 +53,13 @@ def point_looper(spawn):
         return thread
 
     return start
+
+
+@pytest.fixture
+def manager():
+    """A started ThreadedManager, stopped (and checked stopped) at teardown."""
+    from pymoult.highlevel.managers import ThreadedManager
+
+    manager = ThreadedManager().start()
+    yield manager
+    assert manager.stop(JOIN_TIMEOUT)

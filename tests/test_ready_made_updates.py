@@ -4,7 +4,6 @@ import types
 
 import pytest
 
-from pymoult.highlevel.managers import ThreadedManager
 from pymoult.highlevel.updates import (EagerConversionUpdate, HeapTraversalUpdate,
                                        LazyConversionUpdate, QuiescentRedefineUpdate,
                                        SafeRedefineMethodUpdate, ThreadRebootUpdate)
@@ -14,13 +13,6 @@ from pymoult.threads import DSU_Thread
 
 pytestmark = pytest.mark.timeout(30)
 WAIT = 10.0
-
-
-@pytest.fixture
-def manager():
-    manager = ThreadedManager().start()
-    yield manager
-    assert manager.stop(WAIT)
 
 
 def module(name, source):

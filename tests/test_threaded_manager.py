@@ -16,13 +16,6 @@ pytestmark = pytest.mark.timeout(30)
 WAIT = 10.0
 
 
-@pytest.fixture
-def manager():
-    manager = ThreadedManager().start()
-    yield manager
-    assert manager.stop(WAIT)
-
-
 class Flag(Update):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)

@@ -108,20 +108,21 @@ class AttributeWrites(Operation):
                         state = object.__getattribute__(obj, "__dict__")
                         state.clear()
                         state.update(value)
-                    elif value is MISSING:
-                        try:
-                            object.__delattr__(obj, key)
-                        except AttributeError:
-                            pass
                     else:
-                        object.__setattr__(obj, key, value)
-            elif old is MISSING:
-                try:
-                    object.__delattr__(obj, name)
-                except AttributeError:
-                    pass
+                        _restore_attribute(obj, key, value)
             else:
-                object.__setattr__(obj, name, old)
+                _restore_attribute(obj, name, old)
+
+
+def _restore_attribute(obj, name, value):
+    """Put back ``value`` (or remove the attribute when it was MISSING), bypassing hooks."""
+    if value is MISSING:
+        try:
+            object.__delattr__(obj, name)
+        except AttributeError:
+            pass
+    else:
+        object.__setattr__(obj, name, value)
 
 
 class Conversion(Operation):
