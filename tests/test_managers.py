@@ -5,7 +5,8 @@ import pytest
 
 from pymoult.errors import (UpdateAbortedError, UpdateDefinitionError, UpdateStepError,
                             UpdateTimeoutError)
-from pymoult.highlevel.managers import Manager, fetch_manager, generatePreconfiguredManager
+from pymoult.highlevel.managers import (Manager, collect_updates, fetch_manager,
+                                       generatePreconfiguredManager)
 from pymoult.highlevel.updates import SafeRedefineUpdate, Update, UpdateState, isApplied
 from pymoult.lowlevel.alterability import staticUpdatePoint
 from pymoult.lowlevel.relinking import redefineFunction
@@ -234,3 +235,26 @@ def test_statistics_summarise_the_history():
     stats = manager.statistics()
     assert stats["finished"] == {"applied": 1, "aborted": 1} and stats["queued"] == 0
     assert stats["pause_median"] is not None and stats["pause_max"] >= stats["pause_median"]
+
+
+def test_collect_updates_sees_only_the_calling_threads_updates_and_nests():
+    manager = Manager("collecting")
+    other_added = threading.Event()
+
+    def add_from_elsewhere():
+        manager.add_update(Flag(name="elsewhere"))
+        other_added.set()
+
+    with collect_updates() as outer:
+        first = Flag(name="first")
+        first_future = manager.add_update(first)
+        with collect_updates() as inner:
+            second = Flag(name="second")
+            manager.add_update(second)
+        thread = threading.Thread(target=add_from_elsewhere)
+        thread.start()
+        assert other_added.wait(WAIT)
+        thread.join(WAIT)
+    manager.add_update(Flag(name="after"))
+    assert outer == [(first, first_future)]
+    assert [update for update, _ in inner] == [second]

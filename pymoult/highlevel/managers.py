@@ -15,6 +15,7 @@ never stops the manager: it goes on with the next one.
 update's threads have parked, so no thread sees part of an update.
 """
 
+import contextlib
 import itertools
 import logging
 import sys
@@ -35,13 +36,15 @@ from ..lowlevel.world import stop_the_world
 from ..errors import UpdateDefinitionError
 from .updates import Update, UpdateState, check_definition
 
-__all__ = ["Manager", "ThreadedManager", "fetch_manager", "generatePreconfiguredManager"]
+__all__ = ["Manager", "ThreadedManager", "fetch_manager", "generatePreconfiguredManager",
+           "collect_updates"]
 
 logger = logging.getLogger("pymoult")
 
 _managers = weakref.WeakValueDictionary()
 _managers_lock = threading.Lock()
-_local = threading.local()  # in_steps: this thread is running an update's steps
+_local = threading.local()  # in_steps: this thread is running an update's steps;
+#                              collected: (update, future) list of collect_updates()
 
 #: The window apply runs in (seconds of guaranteed exclusion; see pymoult.lowlevel.world).
 APPLY_GUARANTEE = 0.05
@@ -51,6 +54,19 @@ _REQUIREMENT_RECHECK = 0.05
 def fetch_manager(name):
     """The live manager called ``name``, or None (update scripts use it to reach the app's)."""
     return _managers.get(name)
+
+
+@contextlib.contextmanager
+def collect_updates():
+    """Within the block, every update the *calling thread* adds to any manager is appended,
+    as an ``(update, future)`` pair, to the list this yields (the Listener uses it to report
+    the outcome of the updates a script queued). Blocks nest: the inner one collects."""
+    outer = getattr(_local, "collected", None)
+    _local.collected = collected = []
+    try:
+        yield collected
+    finally:
+        _local.collected = outer
 
 
 def _refuse_cycle(update, requires):
@@ -142,6 +158,9 @@ class Manager:
         update.mark("added")
         with self._lock:
             self._queue.add(_Entry(update, future, priority, next(self._seq), requires))
+        collected = getattr(_local, "collected", None)
+        if collected is not None:
+            collected.append((update, future))
         logger.info("%s: queued %r", self.name, update)
         return future
 
