@@ -264,3 +264,19 @@ def test_large_batches_use_one_heap_pass():
     report = redirection.redirect_references(mapping, exclude=(olds,))
     assert all(type(v) is New for v in holder.values())
     assert len(report.redirected) == len(olds)
+
+
+def test_redirect_pointer_inside_an_outer_stop_the_world_window():
+    # the nested window is the outer one, still open: its exclusive/elapsed were None
+    from pymoult.lowlevel.redirection import redirectPointer
+    from pymoult.lowlevel.world import stop_the_world
+
+    class Box:
+        pass
+
+    old, new = Box(), Box()
+    holder = {"ref": old}
+    with stop_the_world(0.5):
+        report = redirectPointer(old, new)
+    assert holder["ref"] is new
+    assert not any("stop-the-world" in caveat for caveat in report.caveats)
