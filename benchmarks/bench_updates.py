@@ -6,18 +6,24 @@
   that reach update points continuously (every few microseconds), median and p99;
 - pause: how long the threads were held for each update (median, p99);
 - torn calls: a DSU thread calls ``decode(encode(x))`` between its update points while updates
-  change both functions together. Pymoult (threads parked, apply in a stop-the-world window) runs
-  next to the way hot-reload tools apply a change: the same in-place code swaps, one function
-  after the other, with no coordination with the running thread. A call is torn when it used
-  one function's old version and the other's new one (the round trip then fails).
+  change both functions together. A call is torn when it used one function's old version and
+  the other's new one (the round trip then fails). Side by side in the same run:
+  Pymoult (threads parked, apply in a stop-the-world window); jurigged (the module's file
+  rewritten and its CodeFile refreshed, as its watcher does; skipped if jurigged is not
+  installed: ``pip install -e .[bench]``); ``importlib.reload`` of the module; and bare
+  in-place code swaps, one function after the other, with no coordination.
 """
 
 import argparse
+import importlib
+import importlib.util
 import json
 import os
 import pathlib
+import shutil
 import statistics
 import sys
+import tempfile
 import threading
 import time
 import types
@@ -101,18 +107,83 @@ def bench_pymoult(updates):
 def bench_uncoordinated(updates):
     """In-place swaps of both functions, one after the other, with the caller running."""
     app = codec(0)
-    stop = threading.Event()
-    threads, counters = start_callers(app, 1, stop)
-    for version in range(1, updates + 1):
+
+    def apply_version(version):
         new = codec(version)
         app.encode.__code__ = new.encode.__code__
         time.sleep(0)  # the gap a reload tool leaves between two definitions: a GIL hand-off
         app.decode.__code__ = new.decode.__code__
+
+    return _torn_while(app, apply_version, updates)
+
+
+class _ModuleFile:
+    """A codec module imported from a real file (what jurigged and reload work on)."""
+
+    def __init__(self, name):
+        self.dir = tempfile.mkdtemp(prefix="pymoult-bench-")
+        self.path = os.path.join(self.dir, f"{name}.py")
+        self.write(0)
+        sys.path.insert(0, self.dir)  # reload finds the module again through sys.path
+        spec = importlib.util.spec_from_file_location(name, self.path)
+        self.module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = self.module
+        spec.loader.exec_module(self.module)
+
+    def write(self, version):
+        with open(self.path, "w") as out:
+            out.write(CODECS[version % 2].format(k=version + 1))
+        # reload compares mtimes in whole seconds on some file systems: force a fresh one
+        os.utime(self.path, ns=(version * 10**9 + 10**18, version * 10**9 + 10**18))
+
+    def close(self):
+        sys.modules.pop(self.module.__name__, None)
+        sys.path.remove(self.dir)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _torn_while(app, apply_version, updates):
+    """Calls and torn calls of one caller thread while ``apply_version(v)`` runs for each v."""
+    stop = threading.Event()
+    threads, counters = start_callers(app, 1, stop)
+    for version in range(1, updates + 1):
+        apply_version(version)
         time.sleep(0.001)
     stop.set()
     for thread in threads:
         thread.join(10)
     return sum(c[0] for c in counters), sum(c[1] for c in counters)
+
+
+def bench_jurigged(updates):
+    try:
+        from jurigged.register import registry
+    except ImportError:
+        return None
+    source = _ModuleFile("bench_codec_jurigged")
+    try:
+        registry.prepare(source.module.__name__, source.path)
+        codefile = registry.get(source.path)
+
+        def apply_version(version):
+            source.write(version)
+            codefile.refresh()
+
+        return _torn_while(source.module, apply_version, updates)
+    finally:
+        source.close()
+
+
+def bench_reload(updates):
+    source = _ModuleFile("bench_codec_reload")
+    try:
+        def apply_version(version):
+            source.write(version)
+            importlib.reload(source.module)
+
+        return _torn_while(source.module, apply_version, updates)
+    finally:
+        source.close()
 
 
 def main():
@@ -123,7 +194,9 @@ def main():
     updates = 50 if args.quick else 300
 
     latencies, pauses, calls, torn = bench_pymoult(updates)
-    naive_calls, naive_torn = bench_uncoordinated(updates)
+    peers = {"jurigged (CodeFile.refresh)": bench_jurigged(updates),
+             "importlib.reload": bench_reload(updates),
+             "uncoordinated in-place swaps": bench_uncoordinated(updates)}
     ms = 1e3
     results = {
         "python": sys.version.split()[0],
@@ -131,10 +204,13 @@ def main():
         "apply_latency_ms": {"median": statistics.median(latencies) * ms,
                              "p99": percentile(latencies, 0.99) * ms},
         "pause_ms": {"median": statistics.median(pauses) * ms, "p99": percentile(pauses, 0.99) * ms},
-        "torn": {"pymoult": {"calls": calls, "torn": torn},
-                 "uncoordinated in-place swaps (hot-reload style)": {"calls": naive_calls,
-                                                                     "torn": naive_torn}},
+        "torn": {"pymoult": {"calls": calls, "torn": torn}},
     }
+    for label, outcome in peers.items():
+        if outcome is None:
+            print(f"  ({label} not installed: skipped)")
+        else:
+            results["torn"][label] = {"calls": outcome[0], "torn": outcome[1]}
     print(f"Pymoult update benchmark, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
           f"{updates} updates")
     print(f"  add_update -> applied: median {results['apply_latency_ms']['median']:.3f} ms, "
@@ -143,8 +219,8 @@ def main():
           f"p99 {results['pause_ms']['p99']:.3f} ms")
     print("  torn decode(encode(x)) calls while both functions change together:")
     for label, row in results["torn"].items():
-        print(f"    {label:48} {row['torn']:6} torn of {row['calls']:,} calls, "
-              f"{row['torn'] / updates:.2f} per update")
+        print(f"    {label:32} {row['torn']:6} torn of {row['calls']:>10,} calls, "
+              f"{row['torn'] / updates:6.2f} per update")
     out = pathlib.Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))

@@ -37,6 +37,10 @@ _registry_lock = threading.Lock()
 _controls = {}  # thread ident -> ThreadControl of the live thread with that ident
 _wanting = set()  # controls that currently want their thread to stop at a point
 
+#: While a manager thread is being woken for new work: a raw lock, held until it runs. Points
+#: wait on it (bounded), so that busy application threads let the manager have the GIL.
+_handoff = None
+
 class RebootException(BaseException):
     """Raised inside a ``DSU_Thread`` to stop the current run of its main and start it again.
 
@@ -66,6 +70,10 @@ def staticUpdatePoint(name=None):
     served here: the thread parks until resumed, raises ``RebootException``, or runs the active
     update function. ``name`` labels the point in ``repr`` and logs. Any thread may call it,
     including the main thread and plain ``threading.Thread`` objects.
+
+    While an idle ``ThreadedManager`` is being woken for a new update, a point also waits for
+    it to run, at most ``ThreadedManager.wake_handoff`` (2 ms; typically 0.1-0.2 ms), so that
+    busy threads do not keep the GIL from it.
     """
     if _pending:
         _serve_point(name)
@@ -84,6 +92,9 @@ def update_point():
 
 
 def _serve_point(name):
+    handoff = _handoff
+    if handoff is not None:
+        _wait_for_handoff(handoff)
     control = _controls.get(_get_ident())
     if control is None or not control.wants_point:
         return
@@ -103,7 +114,54 @@ def _set_wanting(control, wants):
             _wanting.add(control)
         else:
             _wanting.discard(control)
-        _pending = bool(_wanting)
+        _pending = bool(_wanting) or _handoff is not None
+
+
+class Handoff:
+    """A wake-up of a manager thread that busy application threads make way for.
+
+    Waking a thread is quick, but it then needs the GIL, and with busy threads it waits for
+    switch intervals, losing the GIL race about half the time: that wait was most of an
+    update's latency. While a hand-off is open, every update point waits (at most ``wait``
+    seconds, without the GIL) until :meth:`close`, which the woken thread calls once it runs.
+    A point that waits is a safe place to wait by definition; no point waits longer than
+    ``wait``, whatever happens to the woken thread.
+
+    The lock is a raw ``_thread`` lock held from :func:`open_handoff` to :meth:`close`: a point
+    acquires it with a timeout and releases it at once, so it needs no Condition (whose
+    ``__enter__`` an asynchronous reboot could interrupt with the lock held).
+    """
+
+    __slots__ = ("lock", "wait")
+
+    def __init__(self, wait):
+        self.lock = threading.Lock()
+        self.lock.acquire()
+        self.wait = wait
+
+    def close(self):
+        """End the hand-off: points stop waiting (call once, from the woken thread)."""
+        global _handoff, _pending
+        with _registry_lock:
+            if _handoff is self:
+                _handoff = None
+            _pending = bool(_wanting) or _handoff is not None
+        self.lock.release()
+
+
+def open_handoff(wait):
+    """Open a :class:`Handoff` (update points wait up to ``wait`` s until it is closed)."""
+    global _handoff, _pending
+    handoff = Handoff(wait)
+    with _registry_lock:
+        _handoff = handoff
+        _pending = True
+    return handoff
+
+
+def _wait_for_handoff(handoff):
+    if handoff.lock.acquire(timeout=handoff.wait):
+        handoff.lock.release()
 
 
 def prune_dead_threads():

@@ -30,7 +30,7 @@ from sortedcontainers import SortedKeyList
 from ..errors import (DeadlockDetectedError, PymoultTypeError, UpdateAbortedError, UpdateStepError,
                       UpdateTimeoutError)
 from .._cpython import set_switch_interval
-from .._parking import check_timeout
+from .._parking import check_timeout, open_handoff
 from ..errors import ThreadStateError
 from ..lowlevel.world import stop_the_world
 from ..errors import UpdateDefinitionError
@@ -563,6 +563,11 @@ class ThreadedManager(Manager):
     #: to take a step, which is most of an update's latency.
     busy_switch_interval = 0.0002
 
+    #: Seconds an update point may wait for this manager's thread to wake when an update is
+    #: added to an idle manager (None: no waiting). Busy threads otherwise keep the GIL from
+    #: the waking manager for several switch intervals. See ``pymoult._parking.Handoff``.
+    wake_handoff = 0.002
+
     def __init__(self, name=None, threads=None):
         super().__init__(name, threads)
         self._busy = False  # holds one count of the process-wide "busy managers"
@@ -571,6 +576,8 @@ class ThreadedManager(Manager):
         self._stopping = False
         self._idle = threading.Event()
         self._idle.set()
+        self._asleep = False  # the thread waits on _wake for work (add_update may hand off)
+        self._handoff = None
         self.sleep_time = None  # set_sleepTime: a default patience step for updates
 
     def start(self):
@@ -638,6 +645,8 @@ class ThreadedManager(Manager):
             future = super().add_update(update, priority, requires)
             self._idle.clear()
             self._hurry()
+            if self._asleep and self._handoff is None and self.wake_handoff is not None:
+                self._handoff = open_handoff(self.wake_handoff)
             self._wake.notify_all()
         return future
 
@@ -688,7 +697,14 @@ class ThreadedManager(Manager):
                     if delay is None:
                         self._rest()
                         self._idle.set()
-                    self._wake.wait(delay)
+                    self._asleep = True
+                    try:
+                        self._wake.wait(delay)
+                    finally:
+                        self._asleep = False
+                        if self._handoff is not None:
+                            self._handoff.close()
+                            self._handoff = None
                 if self._stopping and entry is None:
                     self._rest()
                     self._idle.set()
