@@ -94,6 +94,9 @@ def parse_address(text):
                 raise PymoultValueError(f"bad address {text!r}: expected 'tcp:[v6 address]:port'")
             port = port[1:]
         else:
+            if ":" not in rest:
+                raise PymoultValueError(f"bad address {text!r}: expected 'tcp:host:port' (the "
+                                        "port is missing)")
             host, _, port = rest.rpartition(":")
             if ":" in host:
                 raise PymoultValueError(f"bad address {text!r}: write an IPv6 host in brackets, "
@@ -112,7 +115,7 @@ def encode_frame(message):
     are written as their ``str``."""
     if not isinstance(message, dict):
         raise PymoultTypeError(f"a message must be a dict, got {type(message).__name__}")
-    payload = json.dumps(message, default=str, ensure_ascii=False).encode("utf-8")
+    payload = json.dumps(message, default=str).encode("ascii")  # lone surrogates too
     if len(payload) > 0xFFFFFFFF:
         raise ProtocolError(f"message of {len(payload)} bytes is too large for a frame",
                             "too_large")

@@ -807,16 +807,16 @@ class PipeListener(_ScriptHost, threading.Thread):
         while len(buffer) >= 4:
             (size,) = struct.unpack(">I", buffer[:4])
             if size > self.max_size:
-                logger.warning("%s: dropped a frame of %d bytes (limit %d) and what followed it",
-                               self.name, size, self.max_size)
                 buffer.clear()
                 self._discard_available()
+                logger.warning("%s: dropped a frame of %d bytes (limit %d) and what followed it",
+                               self.name, size, self.max_size)
                 return
             if len(buffer) < 4 + size:
                 return
             payload = bytes(buffer[4:4 + size])
             del buffer[:4 + size]
-            self._handle(payload)
+            self._handle_frame(payload)
 
     def _discard_available(self):
         try:
@@ -825,7 +825,7 @@ class PipeListener(_ScriptHost, threading.Thread):
         except OSError:
             pass
 
-    def _handle(self, payload):
+    def _handle_frame(self, payload):
         try:
             message = protocol.decode_payload(payload)
             self._authenticate(message)
