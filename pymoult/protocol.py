@@ -241,21 +241,23 @@ def error_reply(error_type, message):
 def read_token_file(path):
     """The token in file ``path`` (surrounding whitespace stripped).
 
-    Refused with ``PymoultValueError`` when the file can be read by its group or others (the
+    Refused with ``PymoultValueError`` when its group or others have any access to it (the
     token is a password: ``chmod 600`` it), is not a regular file, or holds no token.
     """
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as exc:
         raise PymoultValueError(f"cannot read token file {path!r}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as file:
-        info = os.fstat(file.fileno())
+    try:
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise PymoultValueError(f"token file {path!r} is not a regular file")
         if info.st_mode & 0o077:
-            raise PymoultValueError(f"token file {path!r} is readable by group or others "
+            raise PymoultValueError(f"token file {path!r} is accessible to group or others "
                                     f"(mode {stat.S_IMODE(info.st_mode):04o}): chmod 600 it")
-        data = file.read(65537)
+        data = os.read(fd, 65537)
+    finally:
+        os.close(fd)
     try:
         token = data.decode("utf-8").strip()
     except UnicodeDecodeError:

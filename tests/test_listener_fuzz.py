@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from listening import (MARKER_SCRIPT, WAIT, App, connect, error_type, exchange, frame, header,
                        read_reply, update_script)
 from pymoult import client
+from pymoult.errors import ListenerBusyError
 from pymoult.highlevel.listener import Listener
 from pymoult.highlevel.managers import ThreadedManager
 from pymoult.lowlevel.alterability import resumeSuspendedThreads
@@ -178,6 +179,9 @@ def test_more_connections_than_the_cap_are_told_busy(world):
             reply = exchange(listener.address, frame({"op": "status", "token": TOKEN}))
             assert reply["error"] == {"type": "ListenerBusyError", "message": (
                 "the listener is busy (3 connections in progress): retry later")}
+        with pytest.raises(ListenerBusyError, match=r"the listener is busy") as caught:
+            client.status(listener.address, token=TOKEN)
+        assert caught.value.address == listener.address
         for sock in held:  # ending them frees their slots
             sock.shutdown(socket.SHUT_WR)
             assert error_type(read_reply(sock)) == "ProtocolError"

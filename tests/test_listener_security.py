@@ -117,7 +117,7 @@ def test_the_token_may_come_from_a_private_file_or_the_environment(tmp_path, mon
     assert listener.requires_token
     assert client.status(listener.address, token=TOKEN)["ok"]
     token_file.chmod(0o640)
-    with pytest.raises(PymoultValueError, match=r"is readable by group or others \(mode 0640\): "
+    with pytest.raises(PymoultValueError, match=r"is accessible to group or others \(mode 0640\): "
                                                 r"chmod 600 it$"):
         Listener(token_file=str(token_file))
     monkeypatch.setenv("PYMOULT_TOKEN", TOKEN)
@@ -126,6 +126,25 @@ def test_the_token_may_come_from_a_private_file_or_the_environment(tmp_path, mon
     monkeypatch.delenv("PYMOULT_TOKEN")
     with pytest.raises(AuthenticationError):
         client.status(listener.address)
+
+
+@pytest.mark.parametrize("content, mode, message", [
+    ("", 0o600, r"holds no token"),
+    ("  \n", 0o600, r"holds no token"),
+    (None, 0o600, r"is not a regular file"),
+    ("t", 0o604, r"accessible to group or others \(mode 0604\)"),
+])
+def test_unusable_token_files_are_refused(tmp_path, content, mode, message):
+    path = tmp_path / "token"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_text(content)
+    path.chmod(mode)
+    with pytest.raises(PymoultValueError, match=message):
+        Listener(token_file=str(path))
+    with pytest.raises(PymoultValueError, match=r"cannot read token file .*: No such file"):
+        Listener(token_file=str(tmp_path / "missing"))
 
 
 # -- TCP ---------------------------------------------------------------------------------------

@@ -483,8 +483,9 @@ class Listener(_ScriptHost, threading.Thread):
 
     def stop(self, timeout=None):
         """Stop accepting, close the socket and remove its file (and private directory), then
-        wait up to ``timeout`` s for the connections in progress. True once every thread of the
-        listener has ended."""
+        wait up to ``timeout`` s for the connections in progress (a pushed script that stops
+        its own listener must give a timeout: its connection waits for it). True once every
+        thread of the listener has ended."""
         global _app_listener
         deadline = None if timeout is None else time.monotonic() + timeout
         self._stopping.set()
