@@ -62,6 +62,7 @@ app = sys.modules[{app!r}]
 
 class Held(Update):
     def preupdate_setup(self):
+        app.entered.set()
         app.gate.wait(10)
     def apply(self):
         pass
@@ -71,7 +72,7 @@ fetch_manager({manager!r}).add_update(Held("held"))
 
 
 def held_script(app, manager):
-    app.module.gate = threading.Event()
+    app.module.gate, app.module.entered = threading.Event(), threading.Event()
     return HELD_SCRIPT.format(app=APP, manager=manager.name)
 
 
@@ -221,6 +222,7 @@ def test_status_shows_the_update_in_progress(app, manager, listen):
     listener = listen(manager=manager.name)  # a manager may be named
     client.push(listener.address, held_script(app, manager), wait=False)
     try:
+        assert app.module.entered.wait(WAIT)  # the manager is running it
         [reported] = client.status(listener.address)["managers"]
         assert reported["current"] == {"name": "held", "state": "pending"}
     finally:

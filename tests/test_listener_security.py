@@ -97,7 +97,8 @@ def test_wrong_or_missing_token_cannot_run_code(transport, marker, listen):
 def test_authentication_comes_before_the_script_is_compiled(listen):
     listener = listen(token=TOKEN)
     reply = exchange(listener.address, push_frame("def broken(:", token="wrong"))
-    assert reply == protocol.error_reply("AuthenticationError", "authentication failed: wrong token")
+    assert reply == protocol.error_reply("AuthenticationError",
+                                         "authentication failed: wrong token")
     reply = exchange(listener.address, frame({"op": "unknown", "token": "wrong"}))
     assert error_type(reply) == "AuthenticationError"
 

@@ -123,12 +123,13 @@ def _script_error(exc, filename):
 
 
 def _update_outcome(update, future, unfinished_note=None):
-    outcome = {"name": update.name, "state": update.state.value, "finished": future.done(),
+    finished = future.done()  # first: a manager sets the state before the future
+    outcome = {"name": update.name, "state": update.state.value, "finished": finished,
                "error": None}
     if future.cancelled():
         outcome["state"] = UpdateState.CANCELLED.value
         outcome["error"] = "cancelled"
-    elif future.done():
+    elif finished:
         error = future.exception()
         if error is not None:
             outcome["error"] = f"{type(error).__name__}: {error}"
@@ -172,10 +173,11 @@ def run_script(source, wait=True, timeout=None, on_applied=None):
     thread = threading.Thread(target=body, name=f"pymoult-update-{number}", daemon=True)
     logger.info("update script %d: running in %s", number, thread.name)
     thread.start()
-    if not ran.wait(timeout):
-        state["error"] = {"type": "TimeoutError", "message": f"the script was still running "
-                          f"after {timeout} s (it goes on in thread {thread.name!r})",
-                          "traceback": None}
+    if ran.wait(timeout):
+        script_error = state["error"]
+    else:
+        script_error = {"type": "TimeoutError", "message": f"the script was still running after "
+                        f"{timeout} s (it goes on in thread {thread.name!r})", "traceback": None}
     collected = list(state["collected"])
     recorded, recorded_lock = set(), threading.Lock()
 
@@ -197,14 +199,13 @@ def run_script(source, wait=True, timeout=None, on_applied=None):
     for update, future in collected:  # callbacks may run after wait() returned
         record(update, future)
     updates = [_update_outcome(update, future, note) for update, future in collected]
+    applied = UpdateState.APPLIED.value
     if wait:
-        ok = all(u["finished"] and u["state"] == UpdateState.APPLIED.value and u["error"] is None
+        ok = all(u["finished"] and u["state"] == applied and u["error"] is None for u in updates)
+    else:  # nothing failed so far
+        ok = all(u["error"] is None and (not u["finished"] or u["state"] == applied)
                  for u in updates)
-    else:
-        ok = all(u["error"] is None and (not u["finished"] or u["state"] == UpdateState.APPLIED.value)
-                 for u in updates)
-    reply = {"ok": ok and state["error"] is None, "script_error": state["error"],
-             "updates": updates}
+    reply = {"ok": ok and script_error is None, "script_error": script_error, "updates": updates}
     _log_outcome(number, reply)
     return reply
 
