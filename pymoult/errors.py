@@ -28,6 +28,11 @@ __all__ = [
     "UpdateDefinitionError",
     "UpdateAbortedError",
     "UpdateStepError",
+    "ProtocolError",
+    "AuthenticationError",
+    "ListenerError",
+    "ListenerBusyError",
+    "ListenerTimeoutError",
 ]
 
 
@@ -165,3 +170,46 @@ class UpdateStepError(PymoultError, RuntimeError):
         super().__init__(message)
         self.update = update
         self.step = step
+
+
+class ProtocolError(PymoultError, ValueError):
+    """A frame or request broke the listener's wire format (``pymoult.protocol``): a length
+    prefix over the size limit, a frame cut short or not finished within the read timeout, a
+    payload that is not a UTF-8 JSON object, a request with an unknown ``op`` or a field of the
+    wrong type. ``.reason`` is one of ``"too_large"``, ``"truncated"``, ``"timeout"``,
+    ``"malformed"``, ``"bad_request"``."""
+
+    def __init__(self, message, reason="malformed"):
+        super().__init__(message)
+        self.reason = reason
+
+
+class AuthenticationError(PymoultError, PermissionError):
+    """The listener refused a request before looking at it: missing or wrong token, or a Unix
+    socket peer running as another user. Raised by the client functions when the reply says
+    so, or when the socket file's permissions refuse the connection. ``.address`` names the
+    listener when known."""
+
+    def __init__(self, message, address=None):
+        super().__init__(message)
+        self.address = address
+
+
+class ListenerError(PymoultError, ConnectionError):
+    """A client could not talk to the listener at ``.address``: no socket there, connection
+    refused or reset, the listener closed the connection without a valid reply, or it refused
+    the request for a reason other than authentication."""
+
+    def __init__(self, message, address=None):
+        super().__init__(message)
+        self.address = address
+
+
+class ListenerBusyError(ListenerError):
+    """The listener already serves its maximum number of connections and refused this one;
+    retry later."""
+
+
+class ListenerTimeoutError(ListenerError, TimeoutError):
+    """The listener at ``.address`` did not accept the connection or did not reply within the
+    client's timeout (the update may still be running: ask ``status``)."""

@@ -12,7 +12,8 @@ PUBLIC_MODULES = ["pymoult.errors", "pymoult.threads", "pymoult.lowlevel.alterab
                   "pymoult.lowlevel.relinking", "pymoult.lowlevel.data_update",
                   "pymoult.lowlevel.redirection", "pymoult.lowlevel.data_access",
                   "pymoult.lowlevel.instances", "pymoult.lowlevel.lazy_conversion",
-                  "pymoult.highlevel.updates", "pymoult.highlevel.managers"]
+                  "pymoult.highlevel.updates", "pymoult.highlevel.managers",
+                  "pymoult.highlevel.listener", "pymoult.protocol", "pymoult.client"]
 
 
 def imported_modules(path):
@@ -54,7 +55,7 @@ def test_every_public_name_exists_and_is_documented(name):
 
 def test_api_names_from_the_original_pymoult_exist():
     from pymoult import threads
-    from pymoult.highlevel import managers, updates
+    from pymoult.highlevel import listener, managers, updates
     from pymoult.lowlevel import alterability, data_access, data_update, relinking, stack
 
     for module, names in [
@@ -76,6 +77,7 @@ def test_api_names_from_the_original_pymoult_exist():
                   "LazyConversionUpdate ThreadRebootUpdate HeapTraversalUpdate "
                   "UpdateDefinitionError isApplied"),
         (managers, "Manager ThreadedManager fetch_manager generatePreconfiguredManager"),
+        (listener, "Listener PipeListener get_app_listener log set_logpath set_loglevel"),
     ]:
         for name in names.split():
             assert name in module.__all__, f"{module.__name__}.{name}"

@@ -37,7 +37,7 @@ from ..errors import UpdateDefinitionError
 from .updates import Update, UpdateState, check_definition
 
 __all__ = ["Manager", "ThreadedManager", "fetch_manager", "generatePreconfiguredManager",
-           "collect_updates"]
+           "collect_updates", "live_managers"]
 
 logger = logging.getLogger("pymoult")
 
@@ -54,6 +54,12 @@ _REQUIREMENT_RECHECK = 0.05
 def fetch_manager(name):
     """The live manager called ``name``, or None (update scripts use it to reach the app's)."""
     return _managers.get(name)
+
+
+def live_managers():
+    """Every live manager, in the order they were created (the Listener's status reports them)."""
+    with _managers_lock:
+        return list(_managers.values())
 
 
 @contextlib.contextmanager

@@ -1,0 +1,848 @@
+"""The update listener: it receives update scripts and runs them in the live application.
+
+:class:`Listener` is a daemon thread the application starts. A client (``pymoult.client``, the
+``pymoult`` command) connects, sends one request frame (``pymoult.protocol``) and gets one reply.
+A ``push`` request carries an update script's *source*; the listener runs it in a thread of its
+own (``pymoult-update-N``, compiled as ``<pymoult update N>``) in a fresh namespace (only
+``__name__`` and ``__builtins__``: the script reaches the application with
+``sys.modules["__main__"]`` and ``fetch_manager(name)``), learns which updates it queued
+(``collect_updates``), and replies with the script's exception (and traceback) if it raised and
+with the outcome of each update: final when the client asked to wait, as of now otherwise.
+``status`` and ``history`` report on the managers.
+
+Running a pushed script is remote code execution by design, so the listener is locked down by
+default: a Unix socket (mode 0600, in a private 0700 directory) whose peers must run as this
+process's user (or root, which could take over the process anyway); TCP only when asked, on
+loopback unless told otherwise, and then only with a token (compared in constant time). Every
+connection has a size limit, read and idle timeouts and a slot among ``max_connections``; every
+refusal gets an error reply when possible and a WARNING in the ``pymoult`` log, and nothing a
+client sends ends the listener's thread.
+
+:class:`PipeListener` runs scripts sent as frames into a named pipe (no replies: the outcome is
+logged). ``log``, ``set_loglevel``, ``set_logpath`` and ``get_app_listener`` are the original
+Pymoult's, routed through the ``pymoult`` logger.
+"""
+
+import builtins
+import hmac
+import ipaddress
+import itertools
+import linecache
+import logging
+import os
+import selectors
+import socket
+import stat
+import struct
+import tempfile
+import threading
+import time
+import traceback
+from concurrent.futures import wait as futures_wait
+
+from .. import protocol
+from ..errors import (AuthenticationError, ProtocolError, PymoultTypeError, PymoultValueError,
+                      ThreadStateError)
+from .managers import Manager, collect_updates, fetch_manager, live_managers
+from .updates import UpdateState
+
+__all__ = ["Listener", "PipeListener", "get_app_listener", "log", "set_loglevel", "set_logpath",
+           "run_script"]
+
+logger = logging.getLogger("pymoult")
+
+_script_numbers = itertools.count(1)
+_connection_numbers = itertools.count(1)
+_app_listener = None
+_LINGER = 0.5  # seconds a handler waits for the client to close after the reply
+
+
+# -- the original's logging functions ------------------------------------------------------------
+
+#: The original's levels (0 application, 1 errors, 2 everything) as ``logging`` levels. A message
+#: of level L is shown when L <= the level set; Pymoult's own warnings and errors show at every
+#: level.
+LOG_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
+_file_handler = None
+_log_lock = threading.Lock()
+
+
+def _logging_level(level):
+    if isinstance(level, bool) or not isinstance(level, int):
+        raise PymoultTypeError(f"a log level must be 0, 1 or 2, got {level!r}")
+    if level not in LOG_LEVELS:
+        raise PymoultValueError(f"a log level must be 0 (application), 1 (errors) or 2 "
+                                f"(everything), got {level!r}")
+    return LOG_LEVELS[level]
+
+
+def log(level, message):
+    """Log ``message`` through the ``pymoult`` logger at the original's ``level`` (0
+    application, 1 errors, 2 everything: WARNING, INFO, DEBUG)."""
+    logger.log(_logging_level(level), "%s", message)
+
+
+def set_loglevel(level):
+    """Show messages of the original's ``level`` and below: sets the ``pymoult`` logger's
+    level (0: WARNING, 1: INFO, 2: DEBUG)."""
+    logger.setLevel(_logging_level(level))
+
+
+def set_logpath(path):
+    """Also write the ``pymoult`` log to file ``path`` (replacing the file set before; None
+    stops writing to a file). Returns the handler, or None."""
+    global _file_handler
+    with _log_lock:
+        if _file_handler is not None:
+            logger.removeHandler(_file_handler)
+            _file_handler.close()
+            _file_handler = None
+        if path is not None:
+            handler = logging.FileHandler(os.fspath(path), encoding="utf-8")
+            handler.setFormatter(logging.Formatter(
+                "%(asctime)s %(levelname)s [%(threadName)s] %(message)s"))
+            logger.addHandler(handler)
+            _file_handler = handler
+        return _file_handler
+
+
+def get_app_listener():
+    """The listener the application started last (None if none is running)."""
+    return _app_listener
+
+
+# -- running a script ----------------------------------------------------------------------------
+
+def _script_error(exc, filename):
+    """The JSON form of the exception a script raised, its traceback cut to the script's frames."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != filename:
+        tb = tb.tb_next
+    return {"type": type(exc).__qualname__, "message": str(exc),
+            "traceback": "".join(traceback.format_exception(type(exc), exc, tb))}
+
+
+def _update_outcome(update, future, unfinished_note=None):
+    finished = future.done()  # first: a manager sets the state before the future
+    outcome = {"name": update.name, "state": update.state.value, "finished": finished,
+               "error": None}
+    if future.cancelled():
+        outcome["state"] = UpdateState.CANCELLED.value
+        outcome["error"] = "cancelled"
+    elif finished:
+        error = future.exception()
+        if error is not None:
+            outcome["error"] = f"{type(error).__name__}: {error}"
+    elif unfinished_note is not None:
+        outcome["error"] = unfinished_note
+    return outcome
+
+
+def _succeeded(future):
+    return future.done() and not future.cancelled() and future.exception() is None
+
+
+def run_script(source, wait=True, timeout=None, on_applied=None):
+    """Run update script ``source`` in a thread of its own and return the push reply.
+
+    The script is compiled as ``<pymoult update N>`` and run in thread ``pymoult-update-N`` in a
+    fresh namespace. ``timeout`` (None: no limit) bounds the script's run and, when ``wait``, the
+    wait for the updates it queued. ``on_applied(name)`` is called as each of them is applied.
+    The reply: ``{"ok", "script_error", "updates": [{"name", "state", "finished", "error"}]}``;
+    ``ok`` is false if the script raised or did not end in time, or if an update ended
+    unapplied or with an error (or, when waiting, did not end in time).
+    """
+    number = next(_script_numbers)
+    filename = f"<pymoult update {number}>"
+    deadline = None if timeout is None else time.monotonic() + timeout
+    state = {"error": None, "collected": []}
+    ran = threading.Event()
+
+    def body():
+        try:
+            with collect_updates() as collected:
+                state["collected"] = collected
+                linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+                namespace = {"__name__": f"pymoult_update_{number}", "__builtins__": builtins}
+                exec(compile(source, filename, "exec", dont_inherit=True), namespace)
+        except BaseException as exc:  # the script's failure is reported, never propagated
+            state["error"] = _script_error(exc, filename)
+        finally:
+            ran.set()
+
+    thread = threading.Thread(target=body, name=f"pymoult-update-{number}", daemon=True)
+    logger.info("update script %d: running in %s", number, thread.name)
+    thread.start()
+    if ran.wait(timeout):
+        script_error = state["error"]
+    else:
+        script_error = {"type": "TimeoutError", "message": f"the script was still running after "
+                        f"{timeout} s (it goes on in thread {thread.name!r})", "traceback": None}
+    collected = list(state["collected"])
+    recorded, recorded_lock = set(), threading.Lock()
+
+    def record(update, future):  # once per update, by its future's callback or by us below
+        if on_applied is not None and _succeeded(future):
+            with recorded_lock:
+                if id(update) in recorded:
+                    return
+                recorded.add(id(update))
+            on_applied(update.name)
+
+    for update, future in collected:
+        future.add_done_callback(lambda f, update=update: record(update, f))
+    note = None
+    if wait and collected:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        futures_wait([future for _, future in collected], left)
+        note = f"not finished within {timeout} s"
+    for update, future in collected:  # callbacks may run after wait() returned
+        record(update, future)
+    updates = [_update_outcome(update, future, note) for update, future in collected]
+    applied = UpdateState.APPLIED.value
+    if wait:
+        ok = all(u["finished"] and u["state"] == applied and u["error"] is None for u in updates)
+    else:  # nothing failed so far
+        ok = all(u["error"] is None and (not u["finished"] or u["state"] == applied)
+                 for u in updates)
+    reply = {"ok": ok and script_error is None, "script_error": script_error, "updates": updates}
+    _log_outcome(number, reply)
+    return reply
+
+
+def _log_outcome(number, reply):
+    updates = ", ".join(f"{u['name']!r}: {u['state']}" + (f" ({u['error']})" if u["error"] else "")
+                        for u in reply["updates"]) or "no update queued"
+    if reply["script_error"] is not None:
+        logger.warning("update script %d raised %s: %s; %s\n%s", number,
+                       reply["script_error"]["type"], reply["script_error"]["message"], updates,
+                       reply["script_error"]["traceback"] or "")
+    elif reply["ok"]:
+        logger.info("update script %d ran; %s", number, updates)
+    else:
+        logger.warning("update script %d ran; %s", number, updates)
+
+
+# -- what both listeners share ------------------------------------------------------------------
+
+def _resolve_token(token, token_file):
+    if token is not None and token_file is not None:
+        raise PymoultValueError("give token or token_file, not both")
+    if token is not None:
+        if not isinstance(token, str):
+            raise PymoultTypeError(f"token must be a string, got {type(token).__name__}")
+        if not token:
+            raise PymoultValueError("token must not be empty")
+        return token
+    if token_file is not None:
+        return protocol.read_token_file(token_file)
+    return os.environ.get("PYMOULT_TOKEN") or None
+
+
+def _check_positive(value, what, integer=False, allow_none=False):
+    if value is None and allow_none:
+        return None
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise PymoultTypeError(f"{what} must be a positive {'int' if integer else 'number'}, "
+                               f"got {value!r}")
+    if not value > 0 or value == float("inf"):
+        raise PymoultValueError(f"{what} must be positive and finite, got {value!r}")
+    return value
+
+
+class _ScriptHost:
+    """Token, limits and push handling shared by Listener and PipeListener."""
+
+    def _setup(self, token, token_file, max_size, read_timeout, idle_timeout):
+        self._token = _resolve_token(token, token_file)
+        self._token_bytes = None if self._token is None else self._token.encode("utf-8")
+        self.max_size = _check_positive(max_size, "max_size", integer=True)
+        if self.max_size > 0xFFFFFFFF:
+            raise PymoultValueError(f"max_size must be at most {0xFFFFFFFF} bytes (a frame's "
+                                    f"length is 4 bytes), got {max_size!r}")
+        self.read_timeout = float(_check_positive(read_timeout, "read_timeout"))
+        self.idle_timeout = _check_positive(idle_timeout, "idle_timeout", allow_none=True)
+        #: Names of the updates applied through this listener, in the order they were applied.
+        self.applied_updates = []
+
+    @property
+    def requires_token(self):
+        """True when requests must carry the listener's token."""
+        return self._token is not None
+
+    def _authenticate(self, message):
+        """``AuthenticationError`` unless ``message`` carries the token (when there is one)."""
+        if self._token_bytes is None:
+            return
+        given = message.get("token")
+        if given is None:
+            raise AuthenticationError("authentication failed: this listener needs a token")
+        if not isinstance(given, str):
+            raise AuthenticationError("authentication failed: the token must be a string")
+        if not hmac.compare_digest(given.encode("utf-8", "surrogatepass"), self._token_bytes):
+            raise AuthenticationError("authentication failed: wrong token")
+
+    def _push(self, request):
+        return run_script(request["script"], request["wait"], request["timeout"],
+                          self.applied_updates.append)
+
+
+# -- the socket listener ------------------------------------------------------------------------
+
+def _private_runtime_dir():
+    """$XDG_RUNTIME_DIR when it is a directory of ours that nobody else can enter, else None."""
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if not base:
+        return None
+    try:
+        info = os.stat(base)
+    except OSError:
+        return None
+    if stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and not info.st_mode & 0o077:
+        return base
+    return None
+
+
+def _is_loopback(host):
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return False
+    return all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
+
+
+def _peer_uid(conn):
+    """The uid of a Unix socket's peer (None where SO_PEERCRED does not exist)."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        return None
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
+
+
+class Listener(_ScriptHost, threading.Thread):
+    """Receives requests (``push`` a script, ``status``, ``history``) and answers each.
+
+    ``Listener()`` listens on a Unix socket ``listener.sock`` in a new private directory
+    (under ``$XDG_RUNTIME_DIR`` when it is private, else the temporary directory);
+    ``address="unix:/path"`` puts it at a path of your choice, ``address="tcp:host:port"`` (or
+    the original's ``port=``, on 127.0.0.1 unless ``localhost=False``) on TCP, which needs a
+    token. The token comes from ``token``, else from ``token_file`` (which must not be readable
+    by group or others), else from ``$PYMOULT_TOKEN``; when there is one, Unix clients must send
+    it too. Port 0 picks a free port: ``listener.address`` tells which.
+
+    ``manager`` (a manager or its name; None: every live manager) is what ``status`` and
+    ``history`` report on. Limits: ``max_size`` bytes per request, the whole request within
+    ``read_timeout`` s and no silence longer than ``idle_timeout`` s (None: only
+    ``read_timeout``), ``max_connections`` connections served at once (the next ones are told
+    the listener is busy).
+
+    The socket is bound at construction; ``start()`` starts serving (and returns the listener),
+    ``stop()`` closes the socket and removes its file.
+    """
+
+    def __init__(self, name="Pymoult Listener", localhost=True, port=None, *, address=None,
+                 token=None, token_file=None, manager=None, max_size=protocol.MAX_FRAME,
+                 max_connections=8, read_timeout=10.0, idle_timeout=None):
+        threading.Thread.__init__(self, name=name, daemon=True)
+        self._setup(token, token_file, max_size, read_timeout, idle_timeout)
+        self.max_connections = _check_positive(max_connections, "max_connections", integer=True)
+        if manager is not None and not isinstance(manager, (Manager, str)):
+            raise PymoultTypeError(f"manager must be a Manager, a manager's name or None, "
+                                   f"got {manager!r}")
+        self.manager = manager
+        if address is not None and port is not None:
+            raise PymoultValueError("give address or port, not both")
+        if port is not None:
+            if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+                raise PymoultValueError(f"port must be an int from 0 to 65535, got {port!r}")
+            address = protocol.Address("tcp", host="127.0.0.1" if localhost else "0.0.0.0",
+                                       port=port)
+        elif not localhost:
+            raise PymoultValueError("localhost=False only applies to TCP (port= or "
+                                    "address='tcp:...'); the default transport is a Unix socket")
+        self._slots = threading.BoundedSemaphore(self.max_connections)
+        self._handlers = set()
+        self._handlers_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._private_dir = None
+        self._socket_id = None
+        self._wake_r, self._wake_w = socket.socketpair()
+        try:
+            self._sock, self._address = self._bind(
+                None if address is None else protocol.parse_address(address))
+        except BaseException:
+            self._wake_r.close()
+            self._wake_w.close()
+            raise
+        logger.info("%s: listening on %s%s", self.name, self._address,
+                    " (token required)" if self.requires_token else "")
+
+    # -- binding ------------------------------------------------------------------------------
+
+    @property
+    def address(self):
+        """Where the listener listens: ``"unix:/path"`` or ``"tcp:host:port"`` (the real port)."""
+        return str(self._address)
+
+    def _bind(self, address):
+        if address is None or address.family == "unix":
+            return self._bind_unix(None if address is None else address.path)
+        if not self.requires_token:
+            raise PymoultValueError(
+                f"a TCP listener ({address}) needs a token: pass token= or token_file=, or set "
+                "PYMOULT_TOKEN (or use the default Unix socket)")
+        if not _is_loopback(address.host):
+            logger.warning("%s: listening on %s, beyond this machine: requests (token included) "
+                           "travel in clear text; prefer loopback and an SSH tunnel",
+                           self.name, address)
+        sock = socket.socket(address.socket_family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address.sockaddr)
+            sock.listen(max(16, 2 * self.max_connections))
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            raise PymoultValueError(f"cannot listen on {address}: {exc.strerror or exc}") from None
+        host, port = sock.getsockname()[:2]
+        return sock, protocol.Address("tcp", host=host, port=port)
+
+    def _bind_unix(self, path):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        staging = None
+        try:
+            if path is None:  # a fresh 0700 directory: nobody else can reach the socket, ever
+                self._private_dir = tempfile.mkdtemp(prefix="pymoult-", dir=_private_runtime_dir())
+                path = os.path.join(self._private_dir, "listener.sock")
+                sock.bind(path)
+                os.chmod(path, 0o600)
+            else:  # bound in a private staging directory, made 0600, then moved into place
+                self._refuse_live_path(path)
+                staging = tempfile.mkdtemp(prefix=".pymoult-", dir=os.path.dirname(path))
+                sock.bind(os.path.join(staging, "s"))
+                os.chmod(os.path.join(staging, "s"), 0o600)
+                os.replace(os.path.join(staging, "s"), path)
+            info = os.lstat(path)
+            self._socket_id = (info.st_dev, info.st_ino)
+            sock.listen(max(16, 2 * self.max_connections))
+            sock.setblocking(False)
+        except BaseException as exc:
+            sock.close()
+            if self._private_dir is not None:
+                _remove_quietly(os.path.join(self._private_dir, "listener.sock"))
+                _rmdir_quietly(self._private_dir)
+                self._private_dir = None
+            if isinstance(exc, OSError):
+                raise PymoultValueError(f"cannot listen on unix:{path}: "
+                                        f"{exc.strerror or exc}") from None
+            raise
+        finally:
+            if staging is not None:
+                _remove_quietly(os.path.join(staging, "s"))
+                _rmdir_quietly(staging)
+        return sock, protocol.Address("unix", path=path)
+
+    @staticmethod
+    def _refuse_live_path(path):
+        """A path in use is refused; a stale socket (nobody listening) may be replaced."""
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(info.st_mode):
+            raise PymoultValueError(f"cannot listen on unix:{path}: the path exists and is not "
+                                    "a socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.settimeout(1.0)
+            probe.connect(path)
+        except OSError:
+            return  # stale: nothing listens there
+        finally:
+            probe.close()
+        raise PymoultValueError(f"cannot listen on unix:{path}: another listener serves it")
+
+    # -- life --------------------------------------------------------------------------------
+
+    def start(self):
+        """Start serving; returns the listener."""
+        global _app_listener
+        if self._closed:
+            raise ThreadStateError(f"{self!r} was stopped: create a new listener")
+        threading.Thread.start(self)
+        _app_listener = self
+        return self
+
+    def __enter__(self):
+        return self if self.is_alive() else self.start()
+
+    def __exit__(self, *exc_info):
+        self.stop(5.0)
+
+    def stop(self, timeout=None):
+        """Stop accepting, close the socket and remove its file (and private directory), then
+        wait up to ``timeout`` s for the connections in progress (a pushed script that stops
+        its own listener must give a timeout: its connection waits for it). True once every
+        thread of the listener has ended."""
+        global _app_listener
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._stopping.set()
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout)
+        with self._close_lock:
+            if not self._closed:
+                self._closed = True
+                self._sock.close()
+                self._wake_r.close()
+                self._wake_w.close()
+                self._remove_socket_file()
+                logger.info("%s: stopped listening on %s", self.name, self._address)
+        if _app_listener is self:
+            _app_listener = None
+        with self._handlers_lock:
+            handlers = list(self._handlers)
+        for handler in handlers:
+            handler.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not self.is_alive() and not any(h.is_alive() for h in handlers)
+
+    def _remove_socket_file(self):
+        if self._address.family != "unix":
+            return
+        path = self._address.path
+        try:
+            info = os.lstat(path)
+            if (info.st_dev, info.st_ino) == self._socket_id:  # still ours, not a successor's
+                os.unlink(path)
+        except OSError:
+            pass
+        if self._private_dir is not None:
+            _rmdir_quietly(self._private_dir)
+
+    def run(self):
+        selector = selectors.DefaultSelector()
+        try:
+            selector.register(self._sock, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while not self._stopping.is_set():
+                for key, _ in selector.select():
+                    if key.fileobj is self._wake_r:
+                        return
+                    self._accept()
+        except BaseException:  # nothing may escape the listener's thread
+            if not self._stopping.is_set():
+                logger.exception("%s: the listener failed", self.name)
+        finally:
+            selector.close()
+
+    def _accept(self):
+        try:
+            conn, peer = self._sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:  # out of file descriptors...: back off, keep serving
+            logger.warning("%s: accept failed: %s", self.name, exc)
+            self._stopping.wait(0.1)
+            return
+        number = next(_connection_numbers)
+        who = f"connection {number}" + (f" from {peer[0]}:{peer[1]}" if peer else "")
+        if not self._slots.acquire(blocking=False):
+            logger.warning("%s: refused %s: busy (%d connections in progress)", self.name, who,
+                           self.max_connections)
+            self._refuse_busy(conn)
+            return
+        handler = threading.Thread(target=self._serve, args=(conn, who),
+                                   name=f"{self.name} {who.split(' from')[0]}", daemon=True)
+        with self._handlers_lock:
+            self._handlers.add(handler)
+        try:
+            handler.start()
+        except BaseException:
+            with self._handlers_lock:
+                self._handlers.discard(handler)
+            self._slots.release()
+            conn.close()
+            raise
+
+    def _refuse_busy(self, conn):
+        """Tell a connection over the cap that the listener is busy, without waiting for it."""
+        try:
+            _drain(conn, 0.0, self.max_size)
+            protocol.send_frame(conn, protocol.error_reply(
+                "ListenerBusyError", f"the listener is busy ({self.max_connections} connections "
+                "in progress): retry later"), timeout=0.2)
+            conn.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    # -- one connection ----------------------------------------------------------------------
+
+    def _serve(self, conn, who):
+        try:
+            reply = self._answer(conn, who)
+            if reply is not None:
+                try:
+                    protocol.send_frame(conn, reply, timeout=self.read_timeout)
+                    conn.shutdown(socket.SHUT_WR)
+                    _drain(conn, min(_LINGER, self.read_timeout), self.max_size)
+                except OSError as exc:
+                    logger.warning("%s: could not reply to %s: %s", self.name, who, exc)
+        except BaseException:  # nothing a client does may escape the handler
+            logger.exception("%s: internal error serving %s", self.name, who)
+        finally:
+            conn.close()
+            self._slots.release()
+            with self._handlers_lock:
+                self._handlers.discard(threading.current_thread())
+
+    def _refuse(self, who, error):
+        logger.warning("%s: refused %s: %s", self.name, who, error)
+        return protocol.error_reply(type(error).__name__, str(error))
+
+    def _answer(self, conn, who):
+        """The reply to the connection's request (None: no reply can be sent)."""
+        try:
+            if self._address.family == "unix":
+                uid = _peer_uid(conn)
+                if uid is not None and uid not in (os.geteuid(), 0):
+                    raise AuthenticationError(f"authentication failed: peer runs as uid {uid}, "
+                                              f"the listener as uid {os.geteuid()}")
+            message = protocol.recv_frame(conn, self.max_size, self.read_timeout,
+                                          self.idle_timeout)
+            self._authenticate(message)
+            request = protocol.validate_request(message)
+        except (AuthenticationError, ProtocolError) as exc:
+            return self._refuse(who, exc)
+        except OSError as exc:
+            logger.warning("%s: %s failed: %s", self.name, who, exc)
+            return None
+        op = request["op"]
+        logger.info("%s: %s asks for %s", self.name, who, op)
+        if op == "push":
+            return self._push(request)
+        if op == "status":
+            return {"ok": True, "listener": self._describe(),
+                    "managers": [_manager_status(m) for m in self._reported_managers()]}
+        return {"ok": True, "managers": [
+            {"name": m.name, "kind": type(m).__name__,
+             "history": [record.as_dict() for record in m.history()]}
+            for m in self._reported_managers()]}
+
+    def _describe(self):
+        return {"name": self.name, "address": self.address,
+                "applied_updates": list(self.applied_updates)}
+
+    def _reported_managers(self):
+        if self.manager is None:
+            return live_managers()
+        if isinstance(self.manager, str):
+            found = fetch_manager(self.manager)
+            return [] if found is None else [found]
+        return [self.manager]
+
+    def __repr__(self):
+        state = "stopped" if self._closed else "serving" if self.is_alive() else "not started"
+        return f"<Listener {self.name!r} {self.address} {state}>"
+
+
+def _manager_status(manager):
+    current = manager.current_update
+    return {"name": manager.name, "kind": type(manager).__name__,
+            "current": None if current is None else {"name": current.name,
+                                                     "state": current.state.value},
+            "pending": [{"name": u.name, "state": u.state.value} for u in manager.pending()],
+            "statistics": manager.statistics()}
+
+
+def _drain(conn, seconds, limit):
+    """Read and drop what the client still sends, for at most ``seconds`` and ``limit`` bytes
+    (so that closing does not reset the connection before the client read the reply)."""
+    deadline = time.monotonic() + seconds
+    dropped = 0
+    try:
+        while dropped <= limit:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                conn.setblocking(False)
+            else:
+                conn.settimeout(left)
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            dropped += len(chunk)
+    except (OSError, ValueError):
+        return
+
+
+def _remove_quietly(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _rmdir_quietly(path):
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
+# -- the named-pipe listener --------------------------------------------------------------------
+
+class PipeListener(_ScriptHost, threading.Thread):
+    """Runs the update scripts written into named pipe ``path`` as frames (``pymoult.protocol``,
+    ``push`` requests only). A pipe has no way back: each outcome is logged.
+
+    The pipe is created with mode 0600 (an existing one is used only if it is a pipe of this
+    user that nobody else can open). Write one frame at a time: frames from concurrent writers
+    can interleave. Token and limits are as for :class:`Listener`; a frame that does not arrive
+    complete within ``read_timeout`` is dropped.
+    """
+
+    def __init__(self, path="fifopipe", *, name="Pymoult Pipe Listener", token=None,
+                 token_file=None, max_size=protocol.MAX_FRAME, read_timeout=10.0,
+                 idle_timeout=None):
+        threading.Thread.__init__(self, name=name, daemon=True)
+        self._setup(token, token_file, max_size, read_timeout, idle_timeout)
+        self.path = os.path.abspath(os.fspath(path))
+        self._created = False
+        try:
+            os.mkfifo(self.path, 0o600)
+            self._created = True
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise PymoultValueError(f"cannot create pipe {self.path!r}: {exc.strerror}") from None
+        try:  # O_RDWR: opening does not wait for a writer, and the pipe never reads EOF
+            self._fd = os.open(self.path, os.O_RDWR | os.O_NONBLOCK)
+        except OSError as exc:
+            raise PymoultValueError(f"cannot open pipe {self.path!r}: {exc.strerror}") from None
+        info = os.fstat(self._fd)
+        if (not stat.S_ISFIFO(info.st_mode) or info.st_uid != os.geteuid()
+                or info.st_mode & 0o077):
+            os.close(self._fd)
+            raise PymoultValueError(
+                f"{self.path!r} must be a named pipe owned by uid {os.geteuid()} with mode 0600 "
+                f"(found mode {stat.S_IMODE(info.st_mode):04o}, uid {info.st_uid})")
+        self._wake_r, self._wake_w = os.pipe()
+        self._stopping = threading.Event()
+        self._workers = []
+        logger.info("%s: reading update scripts from pipe %s", self.name, self.path)
+
+    def start(self):
+        """Start reading the pipe; returns the listener."""
+        threading.Thread.start(self)
+        return self
+
+    def stop(self, timeout=None):
+        """Stop reading, close the pipe and remove it (if this listener created it), then wait up
+        to ``timeout`` s for the scripts in progress. True once every thread has ended."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._stopping.set()
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout)
+        if not self.is_alive():
+            for fd in (self._fd, self._wake_r, self._wake_w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self._fd = self._wake_r = self._wake_w = -1
+            if self._created:
+                _remove_quietly(self.path)
+                self._created = False
+        workers = list(self._workers)
+        for worker in workers:
+            worker.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not self.is_alive() and not any(w.is_alive() for w in workers)
+
+    def run(self):
+        selector = selectors.DefaultSelector()
+        buffer = bytearray()
+        frame_deadline = None
+        try:
+            selector.register(self._fd, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while not self._stopping.is_set():
+                wait = None
+                if buffer:
+                    wait = max(0.0, frame_deadline - time.monotonic())
+                    if self.idle_timeout is not None:
+                        wait = min(wait, self.idle_timeout)
+                events = selector.select(wait)
+                if any(key.fd == self._wake_r for key, _ in events):
+                    return
+                if not events:
+                    logger.warning("%s: dropped an incomplete frame (%d bytes) after a stall",
+                                   self.name, len(buffer))
+                    buffer.clear()
+                    continue
+                try:
+                    chunk = os.read(self._fd, 65536)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                if not buffer:
+                    frame_deadline = time.monotonic() + self.read_timeout
+                buffer += chunk
+                self._frames(buffer)
+        except BaseException:  # nothing may escape the listener's thread
+            if not self._stopping.is_set():
+                logger.exception("%s: the pipe listener failed", self.name)
+        finally:
+            selector.close()
+
+    def _frames(self, buffer):
+        """Handle every complete frame at the start of ``buffer`` (consumed from it)."""
+        while len(buffer) >= 4:
+            (size,) = struct.unpack(">I", buffer[:4])
+            if size > self.max_size:
+                buffer.clear()
+                self._discard_available()
+                logger.warning("%s: dropped a frame of %d bytes (limit %d) and what followed it",
+                               self.name, size, self.max_size)
+                return
+            if len(buffer) < 4 + size:
+                return
+            payload = bytes(buffer[4:4 + size])
+            del buffer[:4 + size]
+            self._handle_frame(payload)
+
+    def _discard_available(self):
+        try:
+            while os.read(self._fd, 65536):
+                pass
+        except OSError:
+            pass
+
+    def _handle_frame(self, payload):
+        try:
+            message = protocol.decode_payload(payload)
+            self._authenticate(message)
+            request = protocol.validate_request(message)
+            if request["op"] != "push":
+                raise ProtocolError(f"a pipe takes push requests only (no reply can be sent), "
+                                    f"got {request['op']!r}", "bad_request")
+        except (AuthenticationError, ProtocolError) as exc:
+            logger.warning("%s: refused a frame: %s", self.name, exc)
+            return
+        worker = threading.Thread(target=self._push, args=(request,), daemon=True,
+                                  name=f"{self.name} push")
+        self._workers = [w for w in self._workers if w.is_alive()] + [worker]
+        worker.start()
+
+    def __repr__(self):
+        return f"<PipeListener {self.name!r} {self.path}>"
+

@@ -1,0 +1,267 @@
+"""The wire format between the update listener and its clients.
+
+One request and one reply per connection, each one *frame*: a 4-byte big-endian unsigned length,
+then that many bytes of UTF-8 JSON holding one object. The reader checks the length against its
+size limit before reading (nor allocating) the payload, and bounds the whole frame by a read
+timeout and each silence by an idle timeout, so a client cannot make the listener hold memory
+or a thread for long. Anything else is refused with :class:`~pymoult.errors.ProtocolError`.
+
+Requests (``token`` is needed when the listener has one)::
+
+    {"op": "push", "script": "<source>", "wait": true, "timeout": 30.0, "token": "..."}
+    {"op": "status", "token": "..."}
+    {"op": "history", "token": "..."}
+
+Replies always carry ``"ok"``; a refused request gets
+``{"ok": false, "error": {"type": "<error class>", "message": "..."}}``.
+
+Addresses are strings: ``"unix:/path/to/socket"`` or ``"tcp:host:port"`` (``tcp:[::1]:port`` for
+IPv6); :func:`parse_address` reads them and :class:`Address` formats them back.
+"""
+
+import json
+import math
+import os
+import socket
+import stat
+import struct
+import time
+from dataclasses import dataclass
+
+from .errors import ProtocolError, PymoultTypeError, PymoultValueError
+
+__all__ = ["MAX_FRAME", "OPS", "Address", "parse_address", "encode_frame", "decode_payload",
+           "send_frame", "recv_frame", "validate_request", "error_reply", "read_token_file"]
+
+#: Default size limit of a frame's payload (bytes).
+MAX_FRAME = 1 << 20
+#: The requests a listener answers.
+OPS = ("push", "status", "history")
+
+_HEADER = struct.Struct(">I")
+_MAX_INT_DIGITS = 64  # a JSON integer longer than this is refused (int() is quadratic before 3.11)
+
+
+@dataclass(frozen=True)
+class Address:
+    """A listener address: ``family`` is ``"unix"`` (with ``path``) or ``"tcp"`` (with ``host``
+    and ``port``); ``str()`` gives the ``unix:/path`` / ``tcp:host:port`` form."""
+
+    family: str
+    path: str = None
+    host: str = None
+    port: int = None
+
+    def __str__(self):
+        if self.family == "unix":
+            return f"unix:{self.path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"tcp:{host}:{self.port}"
+
+    @property
+    def socket_family(self):
+        """The ``socket.AF_*`` constant to open this address with."""
+        if self.family == "unix":
+            return socket.AF_UNIX
+        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
+
+    @property
+    def sockaddr(self):
+        """What ``bind``/``connect`` take for this address."""
+        return self.path if self.family == "unix" else (self.host, self.port)
+
+
+def parse_address(text):
+    """``"unix:/path"`` or ``"tcp:host:port"`` (``tcp:[v6]:port``) as an :class:`Address`.
+
+    Raises ``PymoultValueError`` naming the address and the expected forms otherwise.
+    """
+    if isinstance(text, Address):
+        return text
+    if not isinstance(text, str):
+        raise PymoultTypeError(f"an address must be a string like 'unix:/path' or "
+                               f"'tcp:host:port', got {text!r}")
+    family, sep, rest = text.partition(":")
+    if family == "unix" and sep:
+        if not rest or "\0" in rest:
+            raise PymoultValueError(f"bad address {text!r}: 'unix:' needs a file path "
+                                    "(abstract sockets are not supported)")
+        return Address("unix", path=os.path.abspath(rest))
+    if family == "tcp" and sep:
+        if rest.startswith("["):
+            host, bracket, port = rest[1:].partition("]")
+            if not bracket or not port.startswith(":"):
+                raise PymoultValueError(f"bad address {text!r}: expected 'tcp:[v6 address]:port'")
+            port = port[1:]
+        else:
+            if ":" not in rest:
+                raise PymoultValueError(f"bad address {text!r}: expected 'tcp:host:port' (the "
+                                        "port is missing)")
+            host, _, port = rest.rpartition(":")
+            if ":" in host:
+                raise PymoultValueError(f"bad address {text!r}: write an IPv6 host in brackets, "
+                                        "'tcp:[::1]:port'")
+        if not host:
+            raise PymoultValueError(f"bad address {text!r}: expected 'tcp:host:port' with a host")
+        if not (port.isdigit() and port.isascii() and 0 <= int(port) <= 65535):
+            raise PymoultValueError(f"bad address {text!r}: the port must be a number from 0 "
+                                    "to 65535")
+        return Address("tcp", host=host, port=int(port))
+    raise PymoultValueError(f"bad address {text!r}: expected 'unix:/path' or 'tcp:host:port'")
+
+
+def encode_frame(message):
+    """``message`` (a dict) as one frame: length prefix + UTF-8 JSON. Values JSON cannot hold
+    are written as their ``str``."""
+    if not isinstance(message, dict):
+        raise PymoultTypeError(f"a message must be a dict, got {type(message).__name__}")
+    payload = json.dumps(message, default=str).encode("ascii")  # lone surrogates too
+    if len(payload) > 0xFFFFFFFF:
+        raise ProtocolError(f"message of {len(payload)} bytes is too large for a frame",
+                            "too_large")
+    return _HEADER.pack(len(payload)) + payload
+
+
+def _bounded_int(text):
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        raise ValueError(f"integer of {len(text)} digits")
+    return int(text)
+
+
+def decode_payload(payload):
+    """The JSON object a frame's payload holds; ``ProtocolError`` if it is not UTF-8 JSON or
+    not an object."""
+    try:
+        message = json.loads(bytes(payload).decode("utf-8"), parse_int=_bounded_int)
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"the frame is not valid UTF-8 ({exc.reason} at byte {exc.start})",
+                            "malformed") from None
+    except RecursionError:
+        raise ProtocolError("the frame's JSON is nested too deeply", "malformed") from None
+    except ValueError as exc:
+        raise ProtocolError(f"the frame is not JSON ({exc})", "malformed") from None
+    if not isinstance(message, dict):
+        raise ProtocolError(f"the frame must hold a JSON object, not {type(message).__name__}",
+                            "malformed")
+    return message
+
+
+def send_frame(sock, message, timeout=None):
+    """Send ``message`` as one frame on ``sock`` (within ``timeout`` seconds per send)."""
+    sock.settimeout(timeout)
+    sock.sendall(encode_frame(message))
+
+
+def _recv_exact(sock, size, deadline, idle, read_timeout, received):
+    data = bytearray()
+    while len(data) < size:
+        wait = idle
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ProtocolError(f"the frame was not complete within {read_timeout} s",
+                                    "timeout")
+            wait = left if wait is None else min(wait, left)
+        sock.settimeout(wait)
+        try:
+            chunk = sock.recv(min(size - len(data), 65536))
+        except TimeoutError:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise ProtocolError(f"the frame was not complete within {read_timeout} s",
+                                    "timeout") from None
+            raise ProtocolError(f"no data for {idle} s in the middle of a frame",
+                                "timeout") from None
+        if not chunk:
+            got = received + len(data)
+            raise ProtocolError(f"the connection ended after {got} bytes, before the frame was "
+                                "complete" if got else "the connection ended before any frame",
+                                "truncated")
+        data += chunk
+    return data
+
+
+def recv_frame(sock, max_size=MAX_FRAME, timeout=None, idle_timeout=None):
+    """Read one frame from ``sock`` and return its JSON object.
+
+    The frame must arrive within ``timeout`` seconds, with no silence longer than
+    ``idle_timeout`` (None: no limit); its payload may not exceed ``max_size`` bytes, which is
+    checked from the length prefix before the payload is read. ``ProtocolError`` (``.reason``
+    says which rule) otherwise; socket errors propagate.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    header = _recv_exact(sock, _HEADER.size, deadline, idle_timeout, timeout, 0)
+    (size,) = _HEADER.unpack(header)
+    if size > max_size:
+        raise ProtocolError(f"frame of {size} bytes is over the limit of {max_size} bytes",
+                            "too_large")
+    payload = _recv_exact(sock, size, deadline, idle_timeout, timeout, _HEADER.size)
+    return decode_payload(payload)
+
+
+def _number_or_none(value, what):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ProtocolError(f"{what} must be a number of seconds or null, got {value!r}",
+                            "bad_request")
+    if not (math.isfinite(value) and value >= 0):
+        raise ProtocolError(f"{what} must be finite and >= 0, got {value!r}", "bad_request")
+    return float(value)
+
+
+def validate_request(message):
+    """Check a decoded request's fields; returns it with defaults filled in (``wait`` true,
+    ``timeout`` null). Unknown fields are ignored. ``ProtocolError`` (reason
+    ``"bad_request"``) names the first wrong field."""
+    op = message.get("op")
+    if op not in OPS:
+        raise ProtocolError(f"unknown op {op!r}: expected one of {', '.join(OPS)}",
+                            "bad_request")
+    token = message.get("token")
+    if token is not None and not isinstance(token, str):
+        raise ProtocolError("token must be a string", "bad_request")
+    request = dict(message)
+    if op == "push":
+        if not isinstance(message.get("script"), str):
+            raise ProtocolError("push needs 'script', the update script's source text",
+                                "bad_request")
+        wait = message.get("wait", True)
+        if not isinstance(wait, bool):
+            raise ProtocolError(f"wait must be true or false, got {wait!r}", "bad_request")
+        request["wait"] = wait
+        request["timeout"] = _number_or_none(message.get("timeout"), "timeout")
+    return request
+
+
+def error_reply(error_type, message):
+    """A refusal: ``{"ok": false, "error": {"type": ..., "message": ...}}``."""
+    return {"ok": False, "error": {"type": error_type, "message": message}}
+
+
+def read_token_file(path):
+    """The token in file ``path`` (surrounding whitespace stripped).
+
+    Refused with ``PymoultValueError`` when its group or others have any access to it (the
+    token is a password: ``chmod 600`` it), is not a regular file, or holds no token.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise PymoultValueError(f"cannot read token file {path!r}: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise PymoultValueError(f"token file {path!r} is not a regular file")
+        if info.st_mode & 0o077:
+            raise PymoultValueError(f"token file {path!r} is accessible to group or others "
+                                    f"(mode {stat.S_IMODE(info.st_mode):04o}): chmod 600 it")
+        data = os.read(fd, 65537)
+    finally:
+        os.close(fd)
+    try:
+        token = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise PymoultValueError(f"token file {path!r} is not UTF-8 text") from None
+    if not token or len(data) > 65536:
+        raise PymoultValueError(f"token file {path!r} holds no token (or one over 64 KiB)")
+    return token

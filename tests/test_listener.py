@@ -1,0 +1,504 @@
+"""The update listener: pushing scripts, replies, status and history, addresses, logging."""
+
+import logging
+import os
+import re
+import socket
+import stat
+import threading
+
+import pytest
+
+from listening import (APP, MARKER_SCRIPT, WAIT, App, LogWatcher, connect, error_type, exchange,
+                       frame, read_reply, update_script)
+from pymoult import client, protocol
+from pymoult.errors import (ListenerError, ListenerTimeoutError, PymoultTypeError,
+                            PymoultValueError, ThreadStateError)
+from pymoult.highlevel import listener as listener_module
+from pymoult.highlevel.listener import (Listener, PipeListener, get_app_listener, log,
+                                        set_logpath, set_loglevel)
+
+pytestmark = pytest.mark.timeout(30)
+TOKEN = "correct horse battery staple"
+
+
+@pytest.fixture(autouse=True)
+def no_environment(monkeypatch):
+    monkeypatch.delenv("PYMOULT_TOKEN", raising=False)
+    monkeypatch.delenv("PYMOULT_ADDRESS", raising=False)
+
+
+@pytest.fixture
+def app(spawn):
+    application = App(spawn.stop)
+    spawn(application.thread)
+    assert application.wait_for(lambda a: a.count >= 1)
+    yield application
+    application.close()
+    assert not application.errors
+
+
+@pytest.fixture
+def listen():
+    """``listen(**kwargs)`` starts a Listener, stopped (and checked stopped) at teardown."""
+    started = []
+
+    def start(*args, **kwargs):
+        listener = Listener(*args, **kwargs).start()
+        started.append(listener)
+        return listener
+
+    yield start
+    for listener in started:
+        assert listener.stop(WAIT)
+
+
+HELD_SCRIPT = """
+import sys
+from pymoult.highlevel.managers import fetch_manager
+from pymoult.highlevel.updates import Update
+
+app = sys.modules[{app!r}]
+
+class Held(Update):
+    def preupdate_setup(self):
+        app.entered.set()
+        app.gate.wait(10)
+    def apply(self):
+        pass
+
+fetch_manager({manager!r}).add_update(Held("held"))
+"""
+
+
+def held_script(app, manager):
+    app.module.gate, app.module.entered = threading.Event(), threading.Event()
+    return HELD_SCRIPT.format(app=APP, manager=manager.name)
+
+
+# -- push --------------------------------------------------------------------------------------
+
+def test_push_over_unix_updates_a_running_thread(app, manager, listen):
+    listener = listen(manager=manager)
+    thread, before = app.thread, app.count
+    reply = client.push(listener.address, update_script(manager), wait=True, timeout=WAIT)
+    assert reply == {"ok": True, "script_error": None, "updates": [
+        {"name": "greet v2", "state": "applied", "finished": True, "error": None}]}
+    assert app.wait_for(lambda a: a.last == "v2")
+    assert app.thread is thread and thread.is_alive() and app.count > before
+    assert listener.applied_updates == ["greet v2"]
+
+
+def test_push_over_tcp_with_a_token(app, manager, listen):
+    listener = listen(address="tcp:127.0.0.1:0", token=TOKEN)
+    assert re.fullmatch(r"tcp:127\.0\.0\.1:\d+", listener.address)
+    assert not listener.address.endswith(":0")
+    reply = client.push(listener.address, update_script(manager), token=TOKEN, timeout=WAIT)
+    assert reply["ok"] and reply["updates"][0]["state"] == "applied"
+    assert app.wait_for(lambda a: a.last == "v2")
+
+
+def test_push_without_wait_replies_once_the_script_ran(app, manager, listen):
+    listener = listen()
+    reply = client.push(listener.address, held_script(app, manager), wait=False)
+    assert reply == {"ok": True, "script_error": None, "updates": [
+        {"name": "held", "state": "pending", "finished": False, "error": None}]}
+    assert listener.applied_updates == []
+    app.module.gate.set()
+    assert manager.wait_current_update(WAIT)
+    assert manager.history()[-1].state == "applied"
+    assert listener.applied_updates == ["held"]
+
+
+def test_waiting_past_the_timeout_reports_the_update_unfinished(app, manager, listen):
+    listener = listen()
+    try:
+        reply = client.push(listener.address, held_script(app, manager), wait=True, timeout=0.2)
+    finally:
+        app.module.gate.set()
+    assert reply == {"ok": False, "script_error": None, "updates": [
+        {"name": "held", "state": "pending", "finished": False,
+         "error": "not finished within 0.2 s"}]}
+    assert manager.wait_current_update(WAIT)
+
+
+def test_a_script_that_raises_is_reported_with_its_traceback(listen):
+    listener = listen()
+    reply = client.push(listener.address, "#parsed\nx = 1\nraise ValueError('boom')\n")
+    assert reply["ok"] is False and reply["updates"] == []
+    error = reply["script_error"]
+    assert (error["type"], error["message"]) == ("ValueError", "boom")
+    assert re.search(r'File "<pymoult update \d+>", line 3, in <module>\n'
+                     r"    raise ValueError\('boom'\)", error["traceback"])
+    assert "listener.py" not in error["traceback"]  # cut to the script's own frames
+
+
+def test_a_syntax_error_is_a_script_error(listen):
+    listener = listen()
+    reply = client.push(listener.address, "def broken(:\n    pass\n")
+    assert reply["ok"] is False and reply["updates"] == []
+    assert reply["script_error"]["type"] == "SyntaxError"
+    assert "<pymoult update" in reply["script_error"]["traceback"]
+
+
+def test_a_failing_update_is_rolled_back_and_reported(app, manager, listen):
+    listener = listen()
+    script = update_script(manager).replace("SafeRedefineUpdate(app", "Failing(app").replace(
+        "\nfetch_manager(", "\nclass Failing(SafeRedefineUpdate):\n"
+        "    def apply(self):\n"
+        "        super().apply()\n"
+        "        raise RuntimeError('half done')\n\n"
+        "fetch_manager(")
+    reply = client.push(listener.address, script, timeout=WAIT)
+    assert reply == {"ok": False, "script_error": None, "updates": [
+        {"name": "greet v2", "state": "rolled back", "finished": True,
+         "error": "RuntimeError: half done"}]}
+    seen = app.count
+    assert app.wait_for(lambda a: a.count > seen + 2)
+    assert app.last == "v1" and app.module.greet() == "v1"
+    assert listener.applied_updates == []
+
+
+def test_the_script_runs_in_its_own_thread_with_main_reachable(listen):
+    listener = listen()
+    seen = {}
+    listener_module._test_seen = seen
+    try:
+        reply = client.push(listener.address, (
+            "import sys, threading\n"
+            "from pymoult.highlevel import listener\n"
+            "listener._test_seen.update(thread=threading.current_thread().name,\n"
+            "    main=sys.modules['__main__'], name=__name__, names=sorted(globals()))\n"))
+    finally:
+        del listener_module._test_seen
+    assert reply["ok"], reply
+    assert re.fullmatch(r"pymoult-update-\d+", seen["thread"])
+    assert seen["main"] is __import__("sys").modules["__main__"]
+    assert re.fullmatch(r"pymoult_update_\d+", seen["name"])
+    assert set(seen["names"]) == {"__builtins__", "__name__", "listener", "sys", "threading"}
+
+
+def test_a_script_still_running_at_the_timeout_is_reported(app, listen):
+    listener = listen()
+    app.module.gate = threading.Event()
+    script = f"import sys\nsys.modules[{APP!r}].gate.wait(10)\n"
+    try:
+        reply = client.push(listener.address, script, timeout=0.2)
+    finally:
+        app.module.gate.set()
+    assert reply["ok"] is False and reply["updates"] == []
+    assert reply["script_error"]["type"] == "TimeoutError"
+    assert re.match(r"the script was still running after 0\.2 s \(it goes on in thread "
+                    r"'pymoult-update-\d+'\)$", reply["script_error"]["message"])
+    for thread in threading.enumerate():
+        if thread.name.startswith("pymoult-update-"):
+            thread.join(WAIT)
+
+
+# -- status and history ------------------------------------------------------------------------
+
+def test_status_and_history_report_the_managers(app, manager, listen):
+    listener = listen(manager=manager)
+    assert client.push(listener.address, update_script(manager), timeout=WAIT)["ok"]
+    status = client.status(listener.address)
+    assert status["ok"] is True
+    assert status["listener"] == {"name": "Pymoult Listener", "address": listener.address,
+                                  "applied_updates": ["greet v2"]}
+    [reported] = status["managers"]
+    assert reported["name"] == manager.name and reported["kind"] == "ThreadedManager"
+    assert reported["current"] is None and reported["pending"] == []
+    assert reported["statistics"]["finished"] == {"applied": 1}
+    assert reported["statistics"]["queued"] == 0
+    history = client.history(listener.address)
+    [entry] = history["managers"]
+    [record] = entry["history"]
+    assert entry["name"] == manager.name
+    assert record["name"] == "greet v2" and record["state"] == "applied"
+    assert record["error"] is None and record["operations"]
+    assert record == manager.history()[0].as_dict()
+
+
+def test_status_shows_the_update_in_progress(app, manager, listen):
+    listener = listen(manager=manager.name)  # a manager may be named
+    client.push(listener.address, held_script(app, manager), wait=False)
+    try:
+        assert app.module.entered.wait(WAIT)  # the manager is running it
+        [reported] = client.status(listener.address)["managers"]
+        assert reported["current"] == {"name": "held", "state": "pending"}
+    finally:
+        app.module.gate.set()
+    assert manager.wait_current_update(WAIT)
+
+
+def test_status_without_a_manager_reports_every_live_one(manager, listen):
+    listener = listen()
+    names = [m["name"] for m in client.status(listener.address)["managers"]]
+    assert manager.name in names
+
+
+# -- addresses and life ------------------------------------------------------------------------
+
+def test_the_default_address_is_a_unix_socket(listen):
+    listener = listen()
+    assert re.fullmatch(r"unix:/.+/pymoult-[^/]+/listener\.sock", listener.address)
+    assert stat.S_ISSOCK(os.lstat(listener.address[5:]).st_mode)
+
+
+def test_the_original_port_argument_means_tcp_on_loopback(listen):
+    listener = listen("legacy", True, 0, token=TOKEN)
+    assert re.fullmatch(r"tcp:127\.0\.0\.1:\d+", listener.address)
+    assert listener.name == "legacy"
+    assert client.status(listener.address, token=TOKEN)["ok"]
+
+
+def test_ipv6_loopback(listen):
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 in this Python")
+    try:
+        listener = listen(address="tcp:[::1]:0", token=TOKEN)
+    except PymoultValueError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    assert re.fullmatch(r"tcp:\[::1\]:\d+", listener.address)
+    assert client.status(listener.address, token=TOKEN)["ok"]
+
+
+def test_an_explicit_unix_path(tmp_path, listen):
+    path = tmp_path / "app.sock"
+    listener = listen(address=f"unix:{path}")
+    assert listener.address == f"unix:{path}"
+    assert stat.S_IMODE(os.lstat(path).st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["app.sock"]  # no staging left behind
+    with pytest.raises(PymoultValueError, match=r"another listener serves it$"):
+        Listener(address=f"unix:{path}")
+    assert client.status(listener.address)["ok"]
+
+
+def test_a_stale_socket_is_replaced_and_other_files_are_not(tmp_path, listen):
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(tmp_path / "stale.sock"))
+    stale.close()  # the file stays, nobody listens
+    listener = listen(address=f"unix:{tmp_path / 'stale.sock'}")
+    assert client.status(listener.address)["ok"]
+    (tmp_path / "file").write_text("keep me")
+    with pytest.raises(PymoultValueError, match=r"the path exists and is not a socket$"):
+        Listener(address=f"unix:{tmp_path / 'file'}")
+    assert (tmp_path / "file").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("address, message", [
+    ("http://host", r"expected 'unix:/path' or 'tcp:host:port'"),
+    ("tcp:host", r"expected 'tcp:host:port' \(the port is missing\)"),
+    ("tcp:host:", r"the port must be a number from 0 to 65535"),
+    ("tcp:host:99999", r"the port must be a number from 0 to 65535"),
+    ("tcp::80", r"expected 'tcp:host:port' with a host"),
+    ("tcp:::1:80", r"write an IPv6 host in brackets"),
+    ("tcp:[::1]80", r"expected 'tcp:\[v6 address\]:port'"),
+    ("unix:", r"'unix:' needs a file path"),
+])
+def test_bad_addresses_are_refused_clearly(address, message):
+    with pytest.raises(PymoultValueError, match=rf"^bad address {re.escape(repr(address))}: "
+                                                 rf"{message}"):
+        protocol.parse_address(address)
+
+
+def test_addresses_round_trip():
+    for text in ["unix:/run/app.sock", "tcp:127.0.0.1:4242", "tcp:[::1]:80", "tcp:localhost:0"]:
+        assert str(protocol.parse_address(text)) == text
+
+
+def test_stop_removes_the_socket_and_its_directory():
+    listener = Listener().start()
+    path = listener.address[5:]
+    assert get_app_listener() is listener
+    assert listener.stop(WAIT)
+    assert not os.path.exists(path) and not os.path.exists(os.path.dirname(path))
+    assert get_app_listener() is None
+    assert listener.stop(WAIT)  # twice is harmless
+    with pytest.raises(ThreadStateError, match=r"was stopped: create a new listener$"):
+        listener.start()
+    with pytest.raises(ListenerError, match=rf"^no listener at unix:{re.escape(path)}: "):
+        client.status(listener.address)
+
+
+def test_a_listener_never_started_cleans_up_too():
+    listener = Listener()
+    path = listener.address[5:]
+    assert os.path.exists(path)
+    assert listener.stop(WAIT)
+    assert not os.path.exists(os.path.dirname(path))
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"max_connections": 0}, PymoultValueError, r"max_connections must be positive"),
+    ({"max_connections": 1.5}, PymoultTypeError, r"max_connections must be a positive int"),
+    ({"read_timeout": -1}, PymoultValueError, r"read_timeout must be positive"),
+    ({"idle_timeout": float("inf")}, PymoultValueError, r"idle_timeout must be positive"),
+    ({"max_size": 2 ** 32}, PymoultValueError, r"max_size must be at most 4294967295"),
+    ({"token": ""}, PymoultValueError, r"token must not be empty"),
+    ({"token": "a", "token_file": "f"}, PymoultValueError, r"give token or token_file"),
+    ({"localhost": False}, PymoultValueError, r"localhost=False only applies to TCP"),
+    ({"address": "tcp:127.0.0.1:0", "port": 0, "token": "t"}, PymoultValueError,
+     r"give address or port"),
+    ({"manager": 3}, PymoultTypeError, r"manager must be a Manager"),
+])
+def test_bad_arguments_are_refused(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        Listener(**kwargs)
+
+
+# -- client errors -----------------------------------------------------------------------------
+
+def test_the_client_takes_address_and_token_from_the_environment(monkeypatch, listen):
+    listener = listen(address="tcp:127.0.0.1:0", token=TOKEN)
+    monkeypatch.setenv("PYMOULT_ADDRESS", listener.address)
+    monkeypatch.setenv("PYMOULT_TOKEN", TOKEN)
+    assert client.status(None)["listener"]["address"] == listener.address
+
+
+def test_the_client_needs_an_address():
+    with pytest.raises(PymoultValueError, match=r"^no listener address: pass one or set "
+                                                r"PYMOULT_ADDRESS"):
+        client.status(None)
+
+
+def test_the_client_names_the_address_it_could_not_reach():
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nobody listens there now
+    with pytest.raises(ListenerError, match=rf"^cannot connect to the listener at "
+                                            rf"tcp:127\.0\.0\.1:{port}: ") as caught:
+        client.status(f"tcp:127.0.0.1:{port}")
+    assert caught.value.address == f"tcp:127.0.0.1:{port}"
+
+
+def test_the_client_times_out_on_a_silent_listener():
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)
+    try:
+        address = f"tcp:127.0.0.1:{silent.getsockname()[1]}"
+        with pytest.raises(ListenerTimeoutError, match=rf"^no reply from the listener at "
+                                                       rf"{re.escape(address)} within 0\.2 s"):
+            client.status(address, timeout=0.2)
+    finally:
+        silent.close()
+
+
+def test_raw_request_returns_refusals_as_replies(listen):
+    listener = listen()
+    reply = client.request(listener.address, {"op": "dance"})
+    assert reply == {"ok": False, "error": {
+        "type": "ProtocolError",
+        "message": "unknown op 'dance': expected one of push, status, history"}}
+    with connect(listener.address) as sock:
+        sock.sendall(frame({"op": "status"}))
+        assert read_reply(sock)["ok"] is True
+
+
+# -- the pipe ----------------------------------------------------------------------------------
+
+def test_pipe_listener_runs_scripts_and_logs_refusals(tmp_path, app, manager, caplog):
+    caplog.set_level(logging.INFO, "pymoult")
+    path = tmp_path / "fifopipe"
+    pipe = PipeListener(str(path), read_timeout=WAIT).start()
+    try:
+        assert stat.S_ISFIFO(os.lstat(path).st_mode)
+        assert stat.S_IMODE(os.lstat(path).st_mode) == 0o600
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.write(fd, frame({"op": "status"}) + b"\x00\x00\x00\x02{]"
+                     + frame({"op": "push", "script": update_script(manager)}))
+        finally:
+            os.close(fd)
+        assert app.wait_for(lambda a: a.last == "v2")
+        assert manager.wait_current_update(WAIT)
+    finally:
+        assert pipe.stop(WAIT)
+    assert not path.exists()
+    assert pipe.applied_updates == ["greet v2"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("a pipe takes push requests only" in w for w in warnings)
+    assert any("refused a frame: the frame is not JSON" in w for w in warnings)
+
+
+def test_pipe_listener_refuses_a_pipe_others_can_open(tmp_path):
+    path = tmp_path / "open.fifo"
+    os.mkfifo(path, 0o600)
+    os.chmod(path, 0o622)
+    with pytest.raises(PymoultValueError, match=r"must be a named pipe owned by uid \d+ with "
+                                                r"mode 0600 \(found mode 0622"):
+        PipeListener(str(path))
+
+
+def test_pipe_listener_drops_oversized_and_stalled_frames(tmp_path):
+    path, marker = tmp_path / "fifo", tmp_path / "ran"
+    pipe = PipeListener(str(path), max_size=512, read_timeout=0.2).start()
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        with LogWatcher() as log_records:
+            os.write(fd, b"\xff\xff\xff\xff" + b"x" * 100)
+            assert log_records.wait_for("dropped a frame of 4294967295 bytes (limit 512)")
+            os.write(fd, b"\x00\x00\x00\x10{")  # a frame that never completes
+            assert log_records.wait_for("dropped an incomplete frame (5 bytes) after a stall")
+            listener_module._test_done = done = threading.Event()
+            os.write(fd, frame({"op": "push", "script": MARKER_SCRIPT.format(path=str(marker))
+                                + "from pymoult.highlevel import listener\n"
+                                  "listener._test_done.set()\n"}))
+            assert done.wait(WAIT)
+    finally:
+        os.close(fd)
+        listener_module.__dict__.pop("_test_done", None)
+        assert pipe.stop(WAIT)
+    assert marker.exists()
+
+
+# -- the original's logging functions --------------------------------------------------------
+
+@pytest.fixture
+def restore_logging():
+    logger = logging.getLogger("pymoult")
+    level = logger.level
+    yield logger
+    set_logpath(None)
+    logger.setLevel(level)
+
+
+def test_log_levels_and_log_file(tmp_path, restore_logging):
+    logger = restore_logging
+    first, second = tmp_path / "first.log", tmp_path / "second.log"
+    set_logpath(first)
+    set_loglevel(2)
+    log(0, "application message")
+    log(2, "detail message")
+    set_loglevel(0)
+    log(1, "hidden at level 0")
+    log(0, "shown at level 0")
+    set_logpath(second)
+    log(0, "in the second file")
+    files = [h for h in logger.handlers if isinstance(h, logging.FileHandler)]
+    assert len(files) == 1 and files[0].baseFilename == str(second)
+    set_logpath(None)
+    assert not [h for h in logger.handlers if isinstance(h, logging.FileHandler)]
+    text = first.read_text()
+    assert "WARNING" in text and "application message" in text and "detail message" in text
+    assert "shown at level 0" in text and "hidden at level 0" not in text
+    assert "in the second file" not in text
+    assert "in the second file" in second.read_text()
+
+
+@pytest.mark.parametrize("level, error", [(3, PymoultValueError), ("2", PymoultTypeError),
+                                          (True, PymoultTypeError)])
+def test_bad_log_levels_are_refused(level, error, restore_logging):
+    with pytest.raises(error, match=r"a log level must be 0"):
+        log(level, "x")
+    with pytest.raises(error, match=r"a log level must be 0"):
+        set_loglevel(level)
+
+
+def test_refusals_are_logged_as_warnings(listen, caplog):
+    listener = listen()
+    with caplog.at_level(logging.WARNING, "pymoult"):
+        reply = exchange(listener.address, b"\x00\x00\x00\x03abc")
+    assert error_type(reply) == "ProtocolError"
+    assert re.search(r"refused connection \d+: the frame is not JSON", caplog.text)

@@ -1,0 +1,205 @@
+"""Hostile input: random, truncated, oversized and ill-typed frames, wrong tokens, slow clients
+and more connections than the cap. Every one gets an error reply, no code runs, the listener keeps
+serving, and afterwards a legitimate update still applies to the untouched application."""
+
+import json
+import math
+import select
+import socket
+import threading
+import types
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from listening import (MARKER_SCRIPT, WAIT, App, connect, error_type, exchange, frame, header,
+                       read_reply, update_script)
+from pymoult import client
+from pymoult.errors import ListenerBusyError
+from pymoult.highlevel.listener import Listener
+from pymoult.highlevel.managers import ThreadedManager
+from pymoult.lowlevel.alterability import resumeSuspendedThreads
+
+pytestmark = pytest.mark.timeout(60)
+TOKEN = "fuzz-token"
+MAX_SIZE = 4096
+READ_TIMEOUT = 0.2
+REFUSALS = {"ProtocolError", "AuthenticationError"}
+
+
+def fuzz(examples):
+    return settings(max_examples=examples, deadline=None, database=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """One application (a DSU_Thread greeting in a loop), its manager, and a listener with a
+    token, small limits and a short read timeout, shared by the module's tests."""
+    stop = threading.Event()
+    app = App(stop)
+    app.thread.start()
+    assert app.wait_for(lambda a: a.count >= 1)
+    manager = ThreadedManager("fuzzed application").start()
+    listener = Listener(token=TOKEN, manager=manager, max_size=MAX_SIZE,
+                        read_timeout=READ_TIMEOUT).start()
+    marker = tmp_path_factory.mktemp("fuzz") / "code-ran"
+    world = types.SimpleNamespace(app=app, manager=manager, listener=listener,
+                                  address=listener.address, marker=marker,
+                                  script=MARKER_SCRIPT.format(path=str(marker)),
+                                  thread=app.thread, count=app.count)
+    yield world
+    stop.set()
+    resumeSuspendedThreads()
+    app.thread.join(WAIT)
+    assert listener.stop(WAIT) and manager.stop(WAIT) and not app.thread.is_alive()
+    app.close()
+
+
+def refused(world, reply):
+    """The reply is a refusal, no code ran and the listener still serves."""
+    assert error_type(reply) in REFUSALS, reply
+    assert isinstance(reply["error"]["message"], str) and reply["error"]["message"]
+    assert not world.marker.exists()
+    assert world.listener.is_alive()
+    return reply["error"]
+
+
+@fuzz(150)
+@given(data=st.binary(max_size=600))
+def test_random_bytes(world, data):
+    refused(world, exchange(world.address, data))
+
+
+@fuzz(100)
+@given(data=st.data())
+def test_truncated_frames_never_run(world, data):
+    full = frame({"op": "push", "script": world.script, "token": TOKEN})
+    cut = data.draw(st.integers(0, len(full) - 1))
+    error = refused(world, exchange(world.address, full[:cut]))
+    assert error["message"].startswith("the connection ended")
+
+
+@fuzz(100)
+@given(size=st.integers(MAX_SIZE + 1, 2 ** 32 - 1), tail=st.binary(max_size=64))
+def test_oversized_length_prefixes(world, size, tail):
+    error = refused(world, exchange(world.address, header(size) + tail))
+    assert error["message"] == f"frame of {size} bytes is over the limit of {MAX_SIZE} bytes"
+
+
+def _invalid_utf8(data):
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.floats(allow_nan=False) | st.integers()
+                    | st.text(max_size=20),
+                    lambda children: st.lists(children, max_size=4)
+                    | st.dictionaries(st.text(max_size=8), children, max_size=4), max_leaves=12)
+NOT_A_BOOL = JSON.filter(lambda v: not isinstance(v, bool))
+BAD_TIMEOUT = (st.floats(max_value=-1e-9) | st.just(math.inf) | st.booleans()
+               | st.text(max_size=5) | st.lists(st.integers(), max_size=2))
+
+
+@st.composite
+def ill_typed_requests(draw):
+    """Requests carrying the right token (and a script that would leave a marker) but a field
+    that is wrong: validation must refuse them before anything runs."""
+    script = draw(st.sampled_from(["{script}", None]))
+    request = {"op": "push", "token": TOKEN, "script": script, "wait": True, "timeout": 1.0}
+    field = draw(st.sampled_from(["op", "script", "wait", "timeout"]))
+    if field == "op":
+        request["op"] = draw(JSON.filter(lambda v: v not in ("push", "status", "history")))
+    elif field == "script":
+        request["script"] = draw(JSON.filter(lambda v: not isinstance(v, str)))
+    elif field == "wait":
+        request["wait"] = draw(NOT_A_BOOL)
+    else:
+        request["timeout"] = draw(BAD_TIMEOUT)
+    return request
+
+
+PAYLOADS = st.one_of(
+    st.binary(max_size=200).filter(_invalid_utf8),
+    st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")),
+    JSON.filter(lambda v: not isinstance(v, dict)).map(lambda v: json.dumps(v).encode()),
+    st.just(b"[" * 3000),  # nested deeper than the parser's recursion limit
+    st.just(b'{"op": "push", "n": ' + b"9" * 5000 + b"}"),  # int() of many digits
+    ill_typed_requests().map(lambda r: json.dumps(r).encode()),
+)
+
+
+@fuzz(200)
+@given(payload=PAYLOADS)
+def test_non_json_and_wrong_types(world, payload):
+    payload = payload.replace(b"{script}", json.dumps(world.script)[1:-1].encode())
+    refused(world, exchange(world.address, header(len(payload)) + payload))
+
+
+@fuzz(150)
+@given(token=st.one_of(st.text(max_size=40), st.binary(max_size=20).map(lambda b: b.hex()),
+                       st.just(TOKEN[:-1]), st.just(TOKEN + "\0"), st.just("\ud800"),
+                       NOT_A_BOOL, st.booleans()).filter(lambda t: t != TOKEN),
+       op=st.sampled_from(["push", "status", "history", "other"]))
+def test_wrong_tokens(world, token, op):
+    request = {"op": op, "script": world.script, "token": token}
+    error = refused(world, exchange(world.address, frame(request)))
+    assert error["message"].startswith("authentication failed")
+
+
+@fuzz(6)
+@given(data=st.data())
+def test_slow_clients_are_cut_off(world, data):
+    full = frame({"op": "push", "script": world.script, "token": TOKEN})
+    sent = data.draw(st.integers(0, len(full) - 1))
+    dribble = data.draw(st.booleans())
+    with connect(world.address) as sock:
+        sock.sendall(full[:sent])
+        if dribble:  # a byte at a time, never finishing: the whole-frame timeout applies
+            rest = iter(full[sent:len(full) - 1])
+            while not select.select([sock], [], [], READ_TIMEOUT / 4)[0]:
+                byte = next(rest, None)
+                if byte is not None:
+                    sock.send(bytes([byte]))
+        error = refused(world, read_reply(sock))
+    assert error["message"] in (f"the frame was not complete within {READ_TIMEOUT} s",
+                                f"no data for {READ_TIMEOUT} s in the middle of a frame")
+
+
+def test_more_connections_than_the_cap_are_told_busy(world):
+    listener = Listener(token=TOKEN, max_connections=3, read_timeout=WAIT).start()
+    held = []
+    try:
+        held = [connect(listener.address) for _ in range(3)]  # each takes a slot, says nothing
+        for _ in range(4):
+            reply = exchange(listener.address, frame({"op": "status", "token": TOKEN}))
+            assert reply["error"] == {"type": "ListenerBusyError", "message": (
+                "the listener is busy (3 connections in progress): retry later")}
+        with pytest.raises(ListenerBusyError, match=r"the listener is busy") as caught:
+            client.status(listener.address, token=TOKEN)
+        assert caught.value.address == listener.address
+        for sock in held:  # ending them frees their slots
+            sock.shutdown(socket.SHUT_WR)
+            assert error_type(read_reply(sock)) == "ProtocolError"
+        assert client.status(listener.address, token=TOKEN)["ok"] is True
+    finally:
+        for sock in held:
+            sock.close()
+        assert listener.stop(WAIT)
+
+
+def test_afterwards_a_legitimate_update_still_applies(world):
+    app = world.app
+    assert not world.marker.exists()
+    reply = client.push(world.address, update_script(world.manager), token=TOKEN, timeout=WAIT)
+    assert reply["ok"] is True, reply
+    assert reply["updates"] == [{"name": "greet v2", "state": "applied", "finished": True,
+                                 "error": None}]
+    assert app.wait_for(lambda a: a.last == "v2")
+    assert app.thread is world.thread and app.thread.is_alive()  # the same thread, never stopped
+    assert app.count > world.count and not app.errors
+    assert world.listener.is_alive() and world.listener.applied_updates == ["greet v2"]
