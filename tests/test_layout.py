@@ -13,7 +13,10 @@ PUBLIC_MODULES = ["pymoult.errors", "pymoult.threads", "pymoult.lowlevel.alterab
                   "pymoult.lowlevel.redirection", "pymoult.lowlevel.data_access",
                   "pymoult.lowlevel.instances", "pymoult.lowlevel.lazy_conversion",
                   "pymoult.highlevel.updates", "pymoult.highlevel.managers",
-                  "pymoult.highlevel.listener", "pymoult.protocol", "pymoult.client"]
+                  "pymoult.highlevel.listener", "pymoult.highlevel.runner", "pymoult.protocol",
+                  "pymoult.client"]
+#: The ``pymoult`` command: the top tier, which may use everything and which nothing uses.
+COMMAND_MODULES = {"cli.py", "demo.py", "__main__.py"}
 
 
 def imported_modules(path):
@@ -35,11 +38,19 @@ def test_lowlevel_never_imports_highlevel(path):
     assert not [m for m in imported_modules(path) if m and m.startswith("pymoult.highlevel")]
 
 
-@pytest.mark.parametrize("path", sorted(PACKAGE.glob("*.py")), ids=str)
+@pytest.mark.parametrize("path", sorted(p for p in PACKAGE.glob("*.py")
+                                        if p.name not in COMMAND_MODULES), ids=str)
 def test_core_modules_import_no_tier_above_them(path):
     tiers = ("pymoult.lowlevel", "pymoult.highlevel")
     offenders = [m for m in imported_modules(path) if m and m.startswith(tiers)]
     assert not offenders, f"{path.name} imports {offenders}"
+
+
+@pytest.mark.parametrize("path", sorted(p for p in PACKAGE.rglob("*.py")
+                                        if p.name not in COMMAND_MODULES), ids=str)
+def test_the_library_never_imports_the_command(path):
+    commands = {f"pymoult.{name[:-3]}" for name in COMMAND_MODULES}
+    assert not [m for m in imported_modules(path) if m in commands]
 
 
 @pytest.mark.parametrize("name", PUBLIC_MODULES)

@@ -1,0 +1,299 @@
+"""The ``pymoult`` command (also ``python -m pymoult``).
+
+    pymoult run [--listen ADDRESS] [--token-file F] [--address-file F] app.py [args...]
+    pymoult run [...] -m module [args...]
+    pymoult push SCRIPT [--to ADDRESS] [--wait] [--timeout S] [--token-file F]
+    pymoult status [--to ADDRESS] [--json]
+    pymoult history [--to ADDRESS] [--json]
+    pymoult demo
+
+Exit codes: ``run`` exits with the application's code (130 when stopped by Ctrl-C); the other
+commands exit 0 on success, 1 when a pushed script raised or one of its updates did not apply,
+3 when the listener could not be reached or refused the request, 2 for bad usage.
+"""
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+
+from . import client
+from .errors import AuthenticationError, ListenerError, ProtocolError, PymoultError
+
+USAGE_ERROR, FAILED, UNREACHABLE = 2, 1, 3
+#: The line ``pymoult run`` writes to stderr once the application runs (then the address).
+LISTENING = "pymoult: listening on "
+
+
+def _token_from_file(path):
+    if path is None:
+        return None
+    from .protocol import read_token_file
+    return read_token_file(path)
+
+
+# -- run -------------------------------------------------------------------------------------
+
+def _run(args):
+    from .highlevel.listener import Listener
+    from .highlevel.runner import Runtime, load_application
+
+    if args.module is not None:
+        path, module, app_args = None, args.module, args.target
+    elif args.target:
+        path, module, app_args = args.target[0], None, args.target[1:]
+    else:
+        _fail_usage("run: give the application, as a script path or -m module")
+    try:
+        application = load_application(path=path, module=module, args=app_args)
+    except SyntaxError as exc:
+        import traceback
+        sys.stderr.write("".join(traceback.format_exception_only(type(exc), exc)))
+        return FAILED
+    except (OSError, PymoultError) as exc:
+        print(f"pymoult run: {exc}", file=sys.stderr)
+        return FAILED
+
+    def make_listener(manager):
+        if args.no_listen:
+            return None
+        return Listener(address=args.listen, token_file=args.token_file, manager=manager)
+
+    def ready(runtime):
+        if runtime.listener is None:
+            return
+        address = runtime.listener.address
+        print(f"{LISTENING}{address}", file=sys.stderr, flush=True)
+        if args.address_file:
+            tmp = f"{args.address_file}.tmp"
+            with open(tmp, "w") as out:
+                out.write(address + "\n")
+            os.replace(tmp, args.address_file)  # readers never see half an address
+
+    runtime = Runtime(application, listener_factory=None if args.no_listen else make_listener,
+                      on_ready=ready)
+    try:
+        return runtime.run()
+    except (OSError, PymoultError) as exc:  # the listener could not be set up
+        print(f"pymoult run: {exc}", file=sys.stderr)
+        return FAILED
+
+
+# -- push ------------------------------------------------------------------------------------
+
+def _read_script(path):
+    if path == "-":
+        return sys.stdin.read()
+    with open(path, encoding="utf-8") as source:
+        return source.read()
+
+
+def _push(args):
+    try:
+        script = _read_script(args.script)
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"pymoult push: cannot read {args.script}: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    token = _token_from_file(args.token_file)
+    outcome = {}
+
+    def send():
+        try:
+            outcome["reply"] = client.push(args.to, script, wait=args.wait,
+                                           timeout=args.timeout, token=token)
+        except BaseException as exc:  # reported by the main thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=send, name="pymoult push", daemon=True)
+    worker.start()
+    _show_progress(worker, args, token)
+    if "error" in outcome:
+        raise outcome["error"]
+    reply = outcome["reply"]
+    if args.json:
+        print(json.dumps(reply, indent=2))
+    else:
+        _print_push_reply(reply)
+    return 0 if reply.get("ok") else FAILED
+
+
+def _show_progress(worker, args, token):
+    """Wait for ``worker``; on a terminal, show what the application's manager is doing."""
+    if not (args.wait and sys.stderr.isatty()):
+        worker.join()
+        return
+    started, shown = time.monotonic(), False
+    while True:
+        worker.join(0.5)
+        if not worker.is_alive():
+            break
+        line = f"waiting {time.monotonic() - started:5.1f} s"
+        try:
+            for manager in client.status(args.to, token=token, timeout=2.0)["managers"]:
+                if manager.get("current"):
+                    current = manager["current"]
+                    line += f" | {current['name']}: {current['state']}"
+        except PymoultError:
+            pass  # progress is best effort; the push itself reports any failure
+        sys.stderr.write("\r" + line[:100].ljust(100))
+        sys.stderr.flush()
+        shown = True
+    if shown:
+        sys.stderr.write("\r" + " " * 100 + "\r")
+
+
+def _print_push_reply(reply):
+    error = reply.get("script_error")
+    if error is not None:
+        print(f"script raised {error['type']}: {error['message']}")
+        if error.get("traceback"):
+            print(error["traceback"].rstrip())
+    updates = reply.get("updates", [])
+    if not updates:
+        print("the script queued no update")
+    for update in updates:
+        line = f"update {update['name']!r}: {update['state']}"
+        if not update.get("finished", True):
+            line += " (not finished)"
+        if update.get("error"):
+            line += f" - {update['error']}"
+        print(line)
+    print("ok" if reply.get("ok") else "FAILED")
+
+
+# -- status and history ----------------------------------------------------------------------
+
+def _table(rows, headers):
+    widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip(headers, widths)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def _ms(seconds):
+    return "-" if seconds is None else f"{seconds * 1e3:.2f} ms"
+
+
+def _status(args):
+    reply = client.status(args.to, token=_token_from_file(args.token_file))
+    if args.json:
+        print(json.dumps(reply, indent=2))
+        return 0
+    listener = reply.get("listener") or {}
+    print(f"listener {listener.get('name', '?')} at {listener.get('address', '?')}, "
+          f"{len(listener.get('applied_updates', []))} update(s) applied through it")
+    rows = []
+    for manager in reply.get("managers", []):
+        stats = manager.get("statistics") or {}
+        finished = ", ".join(f"{n} {state}" for state, n in sorted(
+            (stats.get("finished") or {}).items())) or "-"
+        current = manager.get("current")
+        rows.append((manager["name"], manager["kind"],
+                     "-" if current is None else f"{current['name']} ({current['state']})",
+                     len(manager.get("pending", [])), finished, _ms(stats.get("pause_median"))))
+    if rows:
+        print(_table(rows, ("manager", "kind", "current", "queued", "finished",
+                            "median pause")))
+    else:
+        print("no manager")
+    return 0
+
+
+def _history(args):
+    reply = client.history(args.to, token=_token_from_file(args.token_file))
+    if args.json:
+        print(json.dumps(reply, indent=2))
+        return 0
+    rows = []
+    for manager in reply.get("managers", []):
+        for record in manager.get("history", []):
+            steps = record.get("steps") or {}
+            rows.append((manager["name"], record["name"], record["state"],
+                         _ms(steps.get("applied")), _ms(record.get("pause")),
+                         len(record.get("operations", [])), record.get("error") or ""))
+    if rows:
+        print(_table(rows, ("manager", "update", "state", "applied after", "pause",
+                            "operations", "error")))
+    else:
+        print("no update has finished yet")
+    return 0
+
+
+# -- the command line ------------------------------------------------------------------------
+
+def _fail_usage(message):
+    print(f"pymoult: {message}", file=sys.stderr)
+    raise SystemExit(USAGE_ERROR)
+
+
+def _positive(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="pymoult", description="Update a running Python "
+                                     "program without stopping it.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run an application under the Pymoult runtime",
+                              description="Run app.py (or -m module) in a Runner thread; the "
+                              "main thread hosts the update manager and the listener.")
+    run.add_argument("--listen", metavar="ADDRESS",
+                     help="unix:/path or tcp:host:port (TCP needs a token); default: a Unix "
+                     "socket in a new private directory")
+    run.add_argument("--no-listen", action="store_true", help="start no listener")
+    run.add_argument("--token-file", help="file holding the token clients must send")
+    run.add_argument("--address-file", help="write the listen address to this file")
+    run.add_argument("-m", dest="module", metavar="MODULE", help="run a module, as python -m")
+    run.add_argument("target", nargs=argparse.REMAINDER,
+                     help="app.py and its arguments (with -m: the module's arguments)")
+
+    def client_options(sub):
+        sub.add_argument("--to", metavar="ADDRESS", default=None,
+                         help="the listener's address (default: $PYMOULT_ADDRESS)")
+        sub.add_argument("--token-file", help="file holding the token (default: "
+                         "$PYMOULT_TOKEN)")
+        sub.add_argument("--json", action="store_true", help="print the reply as JSON")
+
+    push = commands.add_parser("push", help="send an update script to a running application")
+    push.add_argument("script", help="the update script (- reads standard input)")
+    push.add_argument("--wait", action="store_true",
+                      help="wait for the updates the script queued and report their outcome")
+    push.add_argument("--timeout", type=_positive, default=None,
+                      help="seconds to wait for the script and its updates")
+    client_options(push)
+    client_options(commands.add_parser("status", help="what the application's managers do"))
+    client_options(commands.add_parser("history", help="the updates that have finished"))
+    commands.add_parser("demo", help="start an example, update it live, show the change")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        return _run(args)
+    if args.command == "demo":
+        from .demo import demo
+        return demo()
+    handlers = {"push": _push, "status": _status, "history": _history}
+    try:
+        return handlers[args.command](args)
+    except (ListenerError, ProtocolError, AuthenticationError) as exc:
+        print(f"pymoult {args.command}: {exc}", file=sys.stderr)
+        return UNREACHABLE
+    except PymoultError as exc:  # a bad address, an unreadable token file
+        print(f"pymoult {args.command}: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

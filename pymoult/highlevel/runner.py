@@ -1,0 +1,246 @@
+"""The runtime of ``pymoult run``: the application runs in a Runner thread, the main thread
+stays with the runtime.
+
+:class:`Runtime` loads the application (a script path or a module name, as ``python app.py`` and
+``python -m module`` would), installs it as ``sys.modules["__main__"]`` for the life of the
+process, and runs it in a :class:`Runner` (a ``DSU_Thread``, so it can be parked, rebooted and
+switched like any other). The main thread hosts a ``ThreadedManager`` named ``"runtime"``
+(update scripts reach it with ``fetch_manager("runtime")``) and, when asked, a ``Listener``.
+
+Semantics, chosen to match a plain ``python app.py`` as closely as a thread allows:
+
+- ``sys.exit(code)`` in the application raises ``SystemExit`` in the Runner, so its ``finally``
+  blocks and context managers run; the process exit code is the application's (``None`` is 0,
+  a non-integer is printed and gives 1, an uncaught exception prints its traceback and gives 1).
+- When the Runner ends, the runtime keeps serving updates while other non-daemon application
+  threads live, and ends once they have (daemon threads do not hold it, as in Python).
+- Ctrl-C (SIGINT reaches the main thread, which is the runtime's) raises ``KeyboardInterrupt``
+  in the Runner, so the application sees it as it would without Pymoult. It lands when the
+  Runner next runs Python code (a Runner blocked in a long C call, such as one ``time.sleep``,
+  sees it when that call returns). A second Ctrl-C, or a first one once the Runner has ended,
+  stops the runtime at once (exit code 130). The application's other threads (the runtime's
+  own are daemon threads) are daemon or not as they were created.
+
+``get_runner()`` gives the live Runner (update scripts name it in ``threads=[...]``).
+"""
+
+import importlib.util
+import logging
+import os
+import sys
+import threading
+import time
+import types
+
+from .. import _cpython
+from ..errors import PymoultTypeError, PymoultValueError, ThreadStateError
+from ..threads import DSU_Thread
+from .managers import ThreadedManager
+
+__all__ = ["Application", "Runner", "Runtime", "get_runner", "load_application",
+           "RUNTIME_MANAGER", "INTERRUPTED"]
+
+logger = logging.getLogger("pymoult")
+
+#: The name of the runtime's manager: ``fetch_manager(RUNTIME_MANAGER)``.
+RUNTIME_MANAGER = "runtime"
+#: Exit code when the runtime is stopped by Ctrl-C (128 + SIGINT, as shells report it).
+INTERRUPTED = 130
+#: How often the runtime looks whether the application's other threads have ended, once the
+#: Runner has (seconds; see Runtime._wait for why it cannot join them).
+APPLICATION_THREADS_POLL = 0.05
+
+_runner = None
+
+
+def get_runner():
+    """The Runner thread of the application started by ``pymoult run`` (None outside it)."""
+    return _runner
+
+
+class Application:
+    """What to run: the code of the application's ``__main__`` and the module it runs in."""
+
+    def __init__(self, code, module, argv, path_entry):
+        self.code, self.module, self.argv, self.path_entry = code, module, argv, path_entry
+
+
+def load_application(path=None, module=None, args=()):
+    """Compile the application without running it: ``path`` (a script) or ``module`` (a module
+    name, as with ``python -m``; a package runs its ``__main__``).
+
+    Raises ``FileNotFoundError``, ``SyntaxError``, or ``PymoultValueError`` for a module that
+    cannot be found or run, before anything starts.
+    """
+    if (path is None) == (module is None):
+        raise PymoultValueError("give the application as a script path or a module name, "
+                                "not both")
+    args = list(args)
+    if not all(isinstance(arg, str) for arg in args):
+        raise PymoultTypeError(f"arguments must be strings, got {args!r}")
+    main = types.ModuleType("__main__")
+    if path is not None:
+        path = os.fspath(path)
+        with open(path, "rb") as source_file:
+            source = source_file.read()
+        code = compile(source, path, "exec", dont_inherit=True)
+        main.__file__ = path
+        main.__cached__ = None
+        main.__package__ = None
+        main.__spec__ = None
+        return Application(code, main, [path] + args, os.path.dirname(os.path.abspath(path)))
+    if os.getcwd() not in sys.path:  # as python -m: modules are found from where it runs
+        sys.path.insert(0, os.getcwd())
+    spec = _find_spec(module)
+    if spec.submodule_search_locations is not None:  # a package: run its __main__
+        spec = _find_spec(f"{module}.__main__")
+    code = spec.loader.get_code(spec.name) if spec.loader is not None else None
+    if code is None:
+        raise PymoultValueError(f"no code to run for module {spec.name!r}")
+    main.__file__ = spec.origin
+    main.__cached__ = getattr(spec, "cached", None)
+    main.__package__ = spec.parent
+    main.__spec__ = spec
+    main.__loader__ = spec.loader
+    return Application(code, main, [spec.origin or module] + args, None)
+
+
+def _find_spec(name):
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError) as exc:  # a parent package that fails to import
+        raise PymoultValueError(f"cannot find module {name!r}: {exc}") from exc
+    if spec is None:
+        raise PymoultValueError(f"no module named {name!r}")
+    return spec
+
+
+class Runner(DSU_Thread):
+    """The thread the application's ``__main__`` runs in; ``exit_code`` once it has ended."""
+
+    def __init__(self, application):
+        super().__init__(target=self._run_application, name="Runner")
+        self.application = application
+        self.exit_code = None
+        self.finished = threading.Event()  # set once the application's main has ended
+
+    def _run_application(self):
+        try:
+            exec(self.application.code, self.application.module.__dict__)
+            self.exit_code = 0
+        except SystemExit as exc:
+            self.exit_code = _exit_code(exc.code)
+        except BaseException:
+            # the interpreter's report of an uncaught exception, and its exit code
+            sys.excepthook(*sys.exc_info())
+            self.exit_code = 1
+        finally:
+            if self.exit_code is None:  # something escaped even the handlers above
+                self.exit_code = 1
+            self.finished.set()
+
+
+def _exit_code(code):
+    """The process exit code ``sys.exit(code)`` gives in plain Python."""
+    if code is None:
+        return 0
+    if isinstance(code, int) and not isinstance(code, bool):
+        return code & 0xFF if code >= 0 else code % 256
+    if isinstance(code, bool):
+        return int(code)
+    sys.stderr.write(f"{code}\n")  # what Python itself does with sys.exit("message")
+    return 1
+
+
+class Runtime:
+    """Run ``application`` (from :func:`load_application`) in a Runner under a runtime manager.
+
+    ``listener_factory(manager)`` (optional) builds the listener to start with it (the
+    ``pymoult`` command passes one that builds a ``Listener``); ``on_ready(runtime)`` is called
+    once the manager and listener run, just before the application starts (the command prints
+    the listen address there). :meth:`run` blocks
+    until the application has ended and returns its exit code.
+    """
+
+    def __init__(self, application, listener_factory=None, on_ready=None):
+        if not isinstance(application, Application):
+            raise PymoultTypeError(f"expected an application from load_application(), got "
+                                   f"{application!r}")
+        self.application = application
+        self.listener_factory = listener_factory
+        self.on_ready = on_ready
+        self.manager = None
+        self.listener = None
+        self.runner = None
+        self._runtime_threads = set()
+
+    def run(self):
+        """Start the runtime and the application; return the application's exit code."""
+        global _runner
+        if threading.current_thread() is not threading.main_thread():
+            raise ThreadStateError("the runtime must run in the main thread (it receives "
+                                   "Ctrl-C)")
+        if _runner is not None:
+            raise ThreadStateError("an application already runs under this process's runtime")
+        app = self.application
+        self.manager = ThreadedManager(RUNTIME_MANAGER).start()
+        try:
+            if self.listener_factory is not None:
+                self.listener = self.listener_factory(self.manager)
+                self.listener.start()
+            sys.modules["__main__"] = app.module
+            sys.argv[:] = app.argv
+            if app.path_entry is not None:
+                sys.path.insert(0, app.path_entry)
+            self.runner = _runner = Runner(app)
+            self._runtime_threads = set(threading.enumerate())  # ours, before the app's
+            if self.on_ready is not None:
+                self.on_ready(self)
+            self.runner.start()
+            return self._wait()
+        finally:
+            self._shutdown()
+
+    def _wait(self):
+        """Wait for the Runner, then for the application's other non-daemon threads.
+
+        Never ``Thread.join()`` here: on 3.10/3.11 a Ctrl-C that interrupts a join marks the
+        joined thread as stopped while it still runs (CPython's fix for bpo-45274 releases
+        the thread's state lock). The Runner signals its end with an Event, and other threads
+        are watched through ``threading.enumerate()``, which takes no lock of theirs.
+        """
+        interrupted = False
+        while True:
+            try:
+                if not self.runner.finished.is_set():
+                    self.runner.finished.wait()
+                    continue
+                if not self._application_threads():
+                    return self.runner.exit_code
+                time.sleep(APPLICATION_THREADS_POLL)
+            except KeyboardInterrupt:
+                if interrupted or self.runner.finished.is_set():
+                    logger.warning("interrupted: stopping the runtime")
+                    return INTERRUPTED
+                interrupted = True
+                logger.info("interrupted: KeyboardInterrupt raised in the Runner")
+                try:
+                    _cpython.raise_in_thread(self.runner, KeyboardInterrupt)
+                except ThreadStateError:  # it ended meanwhile
+                    pass
+
+    def _application_threads(self):
+        """The application's live non-daemon threads other than the Runner."""
+        return [t for t in threading.enumerate()
+                if t not in self._runtime_threads and t is not self.runner and not t.daemon]
+
+    def _shutdown(self):
+        global _runner
+        if self.listener is not None:
+            try:
+                self.listener.stop(5.0)
+            except Exception:  # stopping must go on: the manager still has to stop
+                logger.exception("stopping the listener failed")
+        if self.manager is not None:
+            self.manager.stop(5.0)
+        _runner = None
