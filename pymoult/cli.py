@@ -75,10 +75,15 @@ def _run(args):
     runtime = Runtime(application, listener_factory=None if args.no_listen else make_listener,
                       on_ready=ready)
     try:
-        return runtime.run()
+        code = runtime.run()
     except (OSError, PymoultError) as exc:  # the listener could not be set up
         print(f"pymoult run: {exc}", file=sys.stderr)
         return FAILED
+    if runtime.forced:  # application threads may still run: do not wait for them
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 # -- push ------------------------------------------------------------------------------------
@@ -234,8 +239,10 @@ def _positive(text):
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    from .protocol import MAX_TIMEOUT
+    if not 0 < value <= MAX_TIMEOUT:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"must be > 0 and at most {MAX_TIMEOUT:g} s, "
+                                         f"got {text}")
     return value
 
 
@@ -277,10 +284,46 @@ def build_parser():
     return parser
 
 
+#: ``pymoult run`` options that take a value (the splitting below must skip it).
+_RUN_VALUE_OPTIONS = {"--listen", "--token-file", "--address-file"}
+
+
+def _split_run(tokens):
+    """``pymoult run`` tokens as (pymoult's options, script, module, application arguments).
+
+    Everything after the script or ``-m MODULE`` belongs to the application, options included
+    (``pymoult run -m pkg --help`` is the module's help), as with ``python``.
+    """
+    options, i = [], 0
+    while i < len(tokens):
+        token = tokens[i]
+        if token == "-m":
+            if i + 1 == len(tokens):
+                _fail_usage("run: -m needs a module name")
+            return options, None, tokens[i + 1], tokens[i + 2:]
+        if token.startswith("-m") and not token.startswith("--"):  # -mmodule
+            return options, None, token[2:], tokens[i + 1:]
+        if token.startswith("-") and token != "-":
+            options.append(token)
+            if token in _RUN_VALUE_OPTIONS and i + 1 < len(tokens):
+                options.append(tokens[i + 1])
+                i += 1
+            i += 1
+            continue
+        return options, token, None, tokens[i + 1:]
+    return options, None, None, []
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    if args.command == "run":
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "run":
+        options, script, module, app_args = _split_run(argv[1:])
+        args = build_parser().parse_args(["run", *options])
+        args.module = module
+        args.target = [] if script is None and module is None else \
+            ([script] if script is not None else []) + app_args
         return _run(args)
+    args = build_parser().parse_args(argv)
     if args.command == "demo":
         from .demo import demo
         return demo()

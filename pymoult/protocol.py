@@ -35,6 +35,8 @@ __all__ = ["MAX_FRAME", "OPS", "Address", "parse_address", "encode_frame", "deco
 
 #: Default size limit of a frame's payload (bytes).
 MAX_FRAME = 1 << 20
+#: The longest timeout a request may ask for (a week; also below threading.TIMEOUT_MAX).
+MAX_TIMEOUT = 7 * 24 * 3600.0
 #: The requests a listener answers.
 OPS = ("push", "status", "history")
 
@@ -204,8 +206,9 @@ def _number_or_none(value, what):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ProtocolError(f"{what} must be a number of seconds or null, got {value!r}",
                             "bad_request")
-    if not (math.isfinite(value) and value >= 0):
-        raise ProtocolError(f"{what} must be finite and >= 0, got {value!r}", "bad_request")
+    if not (math.isfinite(value) and 0 <= value <= MAX_TIMEOUT):
+        raise ProtocolError(f"{what} must be between 0 and {MAX_TIMEOUT:g} s, got {value!r}",
+                            "bad_request")
     return float(value)
 
 
@@ -245,7 +248,8 @@ def read_token_file(path):
     token is a password: ``chmod 600`` it), is not a regular file, or holds no token.
     """
     try:
-        fd = os.open(path, os.O_RDONLY)
+        # non-blocking: a FIFO would otherwise block the open until a writer comes
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
         raise PymoultValueError(f"cannot read token file {path!r}: {exc.strerror}") from None
     try:

@@ -59,6 +59,12 @@ class _Lines:
             return "\n".join(self.lines)
 
 
+def _default_sigint():
+    # a test run started in the background of a non-interactive shell ignores SIGINT, and
+    # children inherit that: the Ctrl-C tests need the default disposition
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class App:
     """``pymoult run [options] app.py`` as a process; ``address`` once it listens."""
 
@@ -66,7 +72,7 @@ class App:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "pymoult", "run", *options, str(app_path)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
-            env=env or command_env())
+            env=env or command_env(), preexec_fn=_default_sigint)
         self.stdout, self.stderr = _Lines(self.process.stdout), _Lines(self.process.stderr)
         self.address = None
         if listens:

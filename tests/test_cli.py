@@ -205,8 +205,8 @@ def test_ctrl_c_raises_keyboard_interrupt_in_the_application(app):
     waiting = app("""
         import sys, time
         from pymoult.lowlevel.alterability import staticUpdatePoint
-        print("started", flush=True)
         try:
+            print("started", flush=True)
             while True:
                 staticUpdatePoint()
                 time.sleep(0.01)
@@ -226,11 +226,11 @@ def test_run_a_module_with_arguments(app, tmp_path):
     (package / "__init__.py").write_text("")
     (package / "__main__.py").write_text(
         "import sys\nprint('module args', sys.argv[1:], __name__, flush=True)\n")
-    ran = pymoult("run", "--no-listen", "-m", "demo_pkg", "a", "b",
+    ran = pymoult("run", "--no-listen", "-m", "demo_pkg", "a", "--no-listen", "--help",
                   env=command_env(PYTHONPATH=os.pathsep.join(
                       [str(tmp_path), command_env()["PYTHONPATH"]])))
     assert ran.returncode == 0, ran.stderr
-    assert "module args ['a', 'b'] __main__" in ran.stdout
+    assert "module args ['a', '--no-listen', '--help'] __main__" in ran.stdout
 
 
 @pytest.mark.parametrize("args, code, message", [
@@ -240,6 +240,8 @@ def test_run_a_module_with_arguments(app, tmp_path):
     (("push", "/nonexistent/update.py", "--to", "unix:/tmp/x.sock"), 2, "cannot read"),
     (("push", "-", "--to", "unix:/nonexistent/listener.sock"), 3, "no listener"),
     (("status", "--to", "bogus:address"), 2, "address"),
+    (("push", "-", "--timeout", "inf", "--to", "unix:/tmp/x.sock"), 2, "at most"),
+    (("run", "-m"), 2, "needs a module name"),
     (("status", "--to", "tcp:127.0.0.1:1", "--token-file", "/nonexistent"), 2, "token file"),
 ])
 def test_bad_usage_is_reported_with_an_exit_code(args, code, message):
@@ -259,3 +261,38 @@ def test_the_demo_updates_its_application_live():
     assert result.returncode == 0, result.stdout + result.stderr
     assert "from version 2 (updated live, counter kept)" in result.stdout
     assert "The application exited with code 0." in result.stdout
+
+
+REBOOT = """
+import sys
+from pymoult.highlevel.managers import fetch_manager
+from pymoult.highlevel.runner import get_runner
+from pymoult.highlevel.updates import ThreadRebootUpdate
+
+def new_main():
+    print("rebooted into a new main", flush=True)
+    sys.exit(7)
+
+fetch_manager("runtime").add_update(ThreadRebootUpdate(get_runner(), new_main, timeout=10))
+"""
+
+
+def test_the_runner_can_be_rebooted_into_a_new_main_whose_exit_code_counts(app, tmp_path):
+    greeter = app(GREETER)
+    greeter.stdout.wait_for(lambda line: line.startswith("v1"))
+    pushed = pymoult("push", str(write(tmp_path, "reboot.py", REBOOT)), "--wait",
+                     "--to", greeter.address)
+    assert pushed.returncode == 0, pushed.stdout
+    assert greeter.wait() == 7
+    assert greeter.stdout.wait_for(lambda line: line == "rebooted into a new main")
+    assert "Traceback" not in greeter.stderr.text()
+
+
+def test_a_script_whose_exception_cannot_be_shown_is_still_a_failure(app):
+    greeter = app(GREETER)
+    unprintable = ("class Odd(Exception):\n"
+                   "    def __str__(self):\n"
+                   "        raise RuntimeError('no')\n"
+                   "raise Odd()\n")
+    result = pymoult("push", "-", "--wait", "--to", greeter.address, stdin=unprintable)
+    assert result.returncode == 1 and "script raised Odd" in result.stdout

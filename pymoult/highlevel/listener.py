@@ -166,7 +166,12 @@ def run_script(source, wait=True, timeout=None, on_applied=None):
                 namespace = {"__name__": f"pymoult_update_{number}", "__builtins__": builtins}
                 exec(compile(source, filename, "exec", dont_inherit=True), namespace)
         except BaseException as exc:  # the script's failure is reported, never propagated
-            state["error"] = _script_error(exc, filename)
+            try:
+                state["error"] = _script_error(exc, filename)
+            except BaseException:  # an exception that cannot even be shown is still a failure
+                state["error"] = {"type": type(exc).__qualname__,
+                                  "message": "<the exception could not be formatted>",
+                                  "traceback": None}
         finally:
             ran.set()
 
@@ -283,8 +288,15 @@ class _ScriptHost:
         if not hmac.compare_digest(given.encode("utf-8", "surrogatepass"), self._token_bytes):
             raise AuthenticationError("authentication failed: wrong token")
 
+    #: The longest a push may hold its connection (and one of ``max_connections``): a push
+    #: asking for no timeout, or a longer one, gets this one. Updates still running then are
+    #: reported "not finished" and go on; ``status`` tells how they end.
+    max_push_wait = 600.0
+
     def _push(self, request):
-        return run_script(request["script"], request["wait"], request["timeout"],
+        timeout = request["timeout"]
+        timeout = self.max_push_wait if timeout is None else min(timeout, self.max_push_wait)
+        return run_script(request["script"], request["wait"], timeout,
                           self.applied_updates.append)
 
 
@@ -563,12 +575,13 @@ class Listener(_ScriptHost, threading.Thread):
             self._handlers.add(handler)
         try:
             handler.start()
-        except BaseException:
+        except Exception:  # no thread to serve it (out of threads): drop it, keep listening
+            logger.exception("%s: could not start a handler for %s; connection dropped",
+                             self.name, who)
             with self._handlers_lock:
                 self._handlers.discard(handler)
             self._slots.release()
             conn.close()
-            raise
 
     def _refuse_busy(self, conn):
         """Tell a connection over the cap that the listener is busy, without waiting for it."""

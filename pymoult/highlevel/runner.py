@@ -83,14 +83,17 @@ def load_application(path=None, module=None, args=()):
         path = os.fspath(path)
         with open(path, "rb") as source_file:
             source = source_file.read()
-        code = compile(source, path, "exec", dont_inherit=True)
-        main.__file__ = path
+        absolute = os.path.abspath(path)  # as Python 3.9+ gives __main__.__file__
+        code = compile(source, absolute, "exec", dont_inherit=True)
+        main.__file__ = absolute
         main.__cached__ = None
         main.__package__ = None
         main.__spec__ = None
-        return Application(code, main, [path] + args, os.path.dirname(os.path.abspath(path)))
-    if os.getcwd() not in sys.path:  # as python -m: modules are found from where it runs
-        sys.path.insert(0, os.getcwd())
+        main.__loader__ = None
+        return Application(code, main, [path] + args, os.path.dirname(absolute))
+    # as python -m: sys.path[0] is the current directory (this replaces the entry of the
+    # pymoult command itself: its bin directory, or the current directory already)
+    sys.path[0] = os.getcwd()
     spec = _find_spec(module)
     if spec.submodule_search_locations is not None:  # a package: run its __main__
         spec = _find_spec(f"{module}.__main__")
@@ -102,7 +105,7 @@ def load_application(path=None, module=None, args=()):
     main.__package__ = spec.parent
     main.__spec__ = spec
     main.__loader__ = spec.loader
-    return Application(code, main, [spec.origin or module] + args, None)
+    return Application(code, main, [spec.origin or module] + args, os.getcwd())
 
 
 def _find_spec(name):
@@ -125,19 +128,35 @@ class Runner(DSU_Thread):
         self.finished = threading.Event()  # set once the application's main has ended
 
     def _run_application(self):
+        exec(self.application.code, self.application.module.__dict__)
+
+    def run(self):
+        # around DSU_Thread.run, so that whatever main runs (a new one after a reboot or a
+        # switchMain included) ends the same way, and reboots are left to DSU_Thread
         try:
-            exec(self.application.code, self.application.module.__dict__)
+            super().run()
             self.exit_code = 0
         except SystemExit as exc:
             self.exit_code = _exit_code(exc.code)
+        except KeyboardInterrupt:
+            self._report_uncaught()
+            self.exit_code = INTERRUPTED  # as a shell reports a Python killed by Ctrl-C
         except BaseException:
-            # the interpreter's report of an uncaught exception, and its exit code
-            sys.excepthook(*sys.exc_info())
+            self._report_uncaught()
             self.exit_code = 1
         finally:
             if self.exit_code is None:  # something escaped even the handlers above
                 self.exit_code = 1
             self.finished.set()
+
+    def _report_uncaught(self):
+        """The interpreter's report of an uncaught exception, from the application's frames."""
+        kind, exc, tb = sys.exc_info()
+        app_file = self.application.code.co_filename
+        first = tb
+        while first is not None and first.tb_frame.f_code.co_filename != app_file:
+            first = first.tb_next
+        sys.excepthook(kind, exc, first if first is not None else tb)
 
 
 def _exit_code(code):
@@ -172,10 +191,16 @@ class Runtime:
         self.manager = None
         self.listener = None
         self.runner = None
+        self.forced = False  # stopped by Ctrl-C with application threads perhaps still running
         self._runtime_threads = set()
 
     def run(self):
-        """Start the runtime and the application; return the application's exit code."""
+        """Start the runtime and the application; return the application's exit code.
+
+        After a forced stop (``forced``: a second Ctrl-C, or one once the Runner had ended)
+        application threads may still run; the ``pymoult`` command then ends the process with
+        ``os._exit`` rather than wait for them, as "at once" promises.
+        """
         global _runner
         if threading.current_thread() is not threading.main_thread():
             raise ThreadStateError("the runtime must run in the main thread (it receives "
@@ -190,14 +215,17 @@ class Runtime:
                 self.listener.start()
             sys.modules["__main__"] = app.module
             sys.argv[:] = app.argv
-            if app.path_entry is not None:
-                sys.path.insert(0, app.path_entry)
+            sys.path[0] = app.path_entry  # the command's own entry is no business of the app
             self.runner = _runner = Runner(app)
             self._runtime_threads = set(threading.enumerate())  # ours, before the app's
             if self.on_ready is not None:
                 self.on_ready(self)
             self.runner.start()
             return self._wait()
+        except KeyboardInterrupt:  # before the Runner could be told: stop everything
+            self.forced = True
+            logger.warning("interrupted while starting: stopping the runtime")
+            return INTERRUPTED
         finally:
             self._shutdown()
 
@@ -221,6 +249,7 @@ class Runtime:
             except KeyboardInterrupt:
                 if interrupted or self.runner.finished.is_set():
                     logger.warning("interrupted: stopping the runtime")
+                    self.forced = True
                     return INTERRUPTED
                 interrupted = True
                 logger.info("interrupted: KeyboardInterrupt raised in the Runner")
