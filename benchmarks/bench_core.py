@@ -12,8 +12,6 @@ Figures (medians of repeated runs, all variants interleaved in the same run):
   reported themselves exclusive saw another thread run (must be 0).
 """
 
-import argparse
-import json
 import os
 import pathlib
 import statistics
@@ -22,6 +20,8 @@ import threading
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+from _common import parse_args, percentile, write_json  # noqa: E402
 
 from pymoult.lowlevel.alterability import staticUpdatePoint, update_point  # noqa: E402
 from pymoult.lowlevel.world import stop_the_world  # noqa: E402
@@ -94,11 +94,6 @@ def bench_idle_point(repeats, n):
         "iterations": n,
         "repeats": repeats,
     }
-
-
-def percentile(values, fraction):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def bench_park_and_wake(rounds):
@@ -178,10 +173,7 @@ def bench_stop_the_world(rounds):
 
 
 def main():
-    parser = argparse.ArgumentParser(description="Pymoult core runtime benchmark")
-    parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
-    parser.add_argument("--json", default=str(pathlib.Path(__file__).parent / "results" / "core.json"))
-    args = parser.parse_args()
+    args = parse_args("Pymoult core runtime benchmark", "core.json", "fewer repeats (a smoke run)")
     repeats, n, rounds = (5, 200_000, 50) if args.quick else (21, 1_000_000, 500)
 
     idle = bench_idle_point(repeats, n)
@@ -207,11 +199,8 @@ def main():
               f"  exclusive {row['exclusive_windows']}, other threads ran inside: "
               f"{row['interleaved_exclusive_windows']}")
 
-    out = pathlib.Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"python": sys.version.split()[0], "idle_point": idle,
-                               "park_and_wake": latency, "stop_the_world": world}, indent=2))
-    print(f"\nJSON written to {out}")
+    write_json({"idle_point": idle, "park_and_wake": latency, "stop_the_world": world},
+               args.json)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,7 @@ Figures (objects/s, finding included; medians of repeated runs with fresh object
   in-place, swap and lazy paths (on 3.11+ a swapped object's reads stay slower for life).
 """
 
-import argparse
 import gc
-import json
 import os
 import pathlib
 import statistics
@@ -22,6 +20,8 @@ import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+from _common import parse_args, write_json  # noqa: E402
 
 from pymoult.lowlevel.data_access import instances_of, startEagerUpdate, startLazyUpdate  # noqa: E402
 
@@ -103,13 +103,10 @@ def read_cost(obj, rounds=200_000):
 
 
 def main():
-    parser = argparse.ArgumentParser(description="Pymoult data conversion benchmark")
-    parser.add_argument("--quick", action="store_true", help="fewer and smaller runs")
-    parser.add_argument("--json", default=str(pathlib.Path(__file__).parent / "results" / "data.json"))
-    args = parser.parse_args()
+    args = parse_args("Pymoult data conversion benchmark", "data.json", "fewer and smaller runs")
     sizes, repeats = ((20_000, 100_000), 3) if args.quick else ((100_000, 1_000_000), 5)
 
-    results = {"python": sys.version.split()[0], "sizes": {}}
+    results = {"sizes": {}}
     for count in sizes:
         row = {}
         for label, runner in (("eager in place, atomic", lambda: run_eager(count, True)),
@@ -159,10 +156,7 @@ def main():
         ratio = value / reads["never converted"]
         print(f"  {label:30} {value:6.1f}   {ratio:.2f}x")
 
-    out = pathlib.Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"\nJSON written to {out}")
+    write_json(results, args.json)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,8 @@
   in-place code swaps, one function after the other, with no coordination.
 """
 
-import argparse
 import importlib
 import importlib.util
-import json
 import os
 import pathlib
 import shutil
@@ -29,6 +27,8 @@ import time
 import types
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+from _common import parse_args, percentile, write_json  # noqa: E402
 
 from pymoult.highlevel.managers import ThreadedManager  # noqa: E402
 from pymoult.highlevel.updates import Update  # noqa: E402
@@ -46,11 +46,6 @@ def codec(version):
     module = types.ModuleType(f"codec_{version}")
     exec(CODECS[version % 2].format(k=version + 1), module.__dict__)
     return module
-
-
-def percentile(values, fraction):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 class CodecUpdate(Update):
@@ -187,10 +182,7 @@ def bench_reload(updates):
 
 
 def main():
-    parser = argparse.ArgumentParser(description="Pymoult update benchmark")
-    parser.add_argument("--quick", action="store_true", help="fewer updates")
-    parser.add_argument("--json", default=str(pathlib.Path(__file__).parent / "results" / "updates.json"))
-    args = parser.parse_args()
+    args = parse_args("Pymoult update benchmark", "updates.json", "fewer updates")
     updates = 50 if args.quick else 300
 
     latencies, pauses, calls, torn = bench_pymoult(updates)
@@ -199,7 +191,6 @@ def main():
              "uncoordinated in-place swaps": bench_uncoordinated(updates)}
     ms = 1e3
     results = {
-        "python": sys.version.split()[0],
         "updates": updates,
         "apply_latency_ms": {"median": statistics.median(latencies) * ms,
                              "p99": percentile(latencies, 0.99) * ms},
@@ -221,10 +212,7 @@ def main():
     for label, row in results["torn"].items():
         print(f"    {label:32} {row['torn']:6} torn of {row['calls']:>10,} calls, "
               f"{row['torn'] / updates:6.2f} per update")
-    out = pathlib.Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"\nJSON written to {out}")
+    write_json(results, args.json)
 
 
 if __name__ == "__main__":
