@@ -81,11 +81,12 @@ class _Output:
 
     def wait_for(self, predicate, count=1):
         """Wait until ``count`` lines satisfy ``predicate``; False at the end of output."""
+        def enough():
+            return sum(1 for line in self.lines if line and predicate(line)) >= count
+
         with self._changed:
-            return self._changed.wait_for(
-                lambda: None in self.lines
-                or sum(1 for x in self.lines if x and predicate(x)) >= count, WAIT) and \
-                sum(1 for x in self.lines if x and predicate(x)) >= count
+            self._changed.wait_for(lambda: None in self.lines or enough(), WAIT)
+            return enough()
 
 
 def demo():

@@ -148,12 +148,13 @@ CASES = {
 
 
 class Failing(Update):
-    def __init__(self, world, case, fail_with=None, **kwargs):
+    def __init__(self, world, case, mutate=None, **kwargs):
         super().__init__(name=f"fails after {case}", **kwargs)
-        self.world, self.case, self.fail_with = world, case, fail_with
+        self.world, self.case = world, case
+        self.mutate = CASES[case] if mutate is None else mutate
 
     def apply(self):
-        CASES[self.case](self.world) if self.fail_with is None else self.fail_with(self.world)
+        self.mutate(self.world)
         _fail(self.world, self.case)
 
 
@@ -225,7 +226,7 @@ def test_apply_raising_after_each_kind_of_mutation_is_rolled_back(kind, case, wo
 def test_a_transformer_failing_midway_is_rolled_back(kind, world):
     before = world.observe()
     failing = Failing(world, "eager conversion, transformer raises",
-                      fail_with=lambda w: startEagerUpdate(w.app.Item, _broken_transformer))
+                      mutate=lambda w: startEagerUpdate(w.app.Item, _broken_transformer))
     failed_future, next_future = _run(kind, [failing, Flag(name="next")])
     with pytest.raises(TransformerError, match="no price for item 2") as info:
         failed_future.result(0)
