@@ -28,6 +28,7 @@ __all__ = [
     "UpdateDefinitionError",
     "UpdateAbortedError",
     "UpdateStepError",
+    "ModuleUpdateError",
     "ProtocolError",
     "AuthenticationError",
     "ListenerError",
@@ -170,6 +171,19 @@ class UpdateStepError(PymoultError, RuntimeError):
         super().__init__(message)
         self.update = update
         self.step = step
+
+
+class ModuleUpdateError(UpdateDefinitionError):
+    """A module update could not be built from the new source: it does not compile
+    (``.lineno`` is the line), it raised while being evaluated (``.traceback`` is the
+    formatted traceback), or the version the module runs is unknown. Raised when the
+    ``ModuleUpdate`` is made, with nothing changed; ``.module`` names the module."""
+
+    def __init__(self, message, module=None, lineno=None, traceback=None):
+        super().__init__(message)
+        self.module = module
+        self.lineno = lineno
+        self.traceback = traceback
 
 
 class ProtocolError(PymoultError, ValueError):

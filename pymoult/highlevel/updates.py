@@ -40,6 +40,7 @@ __all__ = [
     "LazyConversionUpdate",
     "ThreadRebootUpdate",
     "HeapTraversalUpdate",
+    "ModuleUpdate",
     "isApplied",
     "UpdateDefinitionError",
 ]
@@ -314,3 +315,7 @@ class HeapTraversalUpdate(Update):
 def isApplied(update):
     """True once ``update`` has been applied (and not rolled back)."""
     return update.state is UpdateState.APPLIED
+
+
+# at the end: module_update builds on Update, defined above
+from .module_update import ModuleUpdate  # noqa: E402

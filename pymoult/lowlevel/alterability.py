@@ -233,7 +233,8 @@ def _codes_of(function):
     """The code objects whose frames mean ``function`` is running.
 
     Accepts functions, methods, code objects, ``staticmethod``/``classmethod``/``property``
-    objects and ``functools.wraps`` wrappers (the wrapper and every wrapped layer).
+    objects and wrappers with ``__wrapped__`` (``functools.wraps``, ``lru_cache``: the wrapper and
+    every wrapped layer).
     """
     if isinstance(function, types.CodeType):
         return {function}
@@ -256,6 +257,8 @@ def _codes_of(function):
             wrapped = obj.__dict__.get("__wrapped__")
             if wrapped is not None:
                 todo.append(wrapped)
+        elif getattr(obj, "__wrapped__", None) is not None:
+            todo.append(obj.__wrapped__)  # a C wrapper (lru_cache): its function's frames
         elif obj is not function:
             continue  # an odd wrapped layer (a builtin): it has no Python frames
         else:

@@ -36,6 +36,7 @@ suspended generator or greenlet are not on any thread's stack and are not reache
 """
 
 import contextlib
+import enum
 import logging
 import sys
 import threading
@@ -356,11 +357,28 @@ def _layout(cls):
     return (type(cls), _slots_of(cls), cls.__basicsize__, cls.__itemsize__, cls.__dictoffset__)
 
 
-def _compatible_bases(cls, new_cls):
-    """True when the new version's bases are the live ones, or the same classes by name."""
+def _same_class(live, new, counterparts):
+    """True when ``new`` stands for ``live``: the same object, or its new version. Without
+    ``counterparts`` (id of a new class -> the live class it updates), a class of the same
+    qualified name counts as its new version."""
+    if live is new:
+        return True
+    if counterparts is not None:
+        return counterparts.get(id(new)) is live
+    return live.__qualname__ == new.__qualname__
+
+
+def _updatable_in_place(cls, new_cls, counterparts=None):
+    """True when ``cls`` can take ``new_cls``'s namespace: same instance layout, the same
+    metaclass (or its new version), and the same bases (or their new versions)."""
+    if _layout(cls)[1:] != _layout(new_cls)[1:]:
+        return False
+    if type(cls) is not type(new_cls) and not (
+            counterparts is not None and counterparts.get(id(type(new_cls))) is type(cls)):
+        return False
     if len(cls.__bases__) != len(new_cls.__bases__):
         return False
-    return all(live is new or live.__qualname__ == new.__qualname__
+    return all(_same_class(live, new, counterparts)
                for live, new in zip(cls.__bases__, new_cls.__bases__))
 
 
@@ -368,7 +386,8 @@ def _is_function_like(value):
     return isinstance(value, (types.FunctionType, staticmethod, classmethod, property))
 
 
-def redefineClass(module, cls, new_cls, transformer=None, builder=None, journal=None):
+def redefineClass(module, cls, new_cls, transformer=None, builder=None, journal=None,
+                  counterparts=None):
     """Make ``module.<cls>`` behave as ``new_cls``; returns the class now bound in the module.
 
     When the instance layout (slots, metaclass) and the bases allow, the live class is kept: its
@@ -384,6 +403,14 @@ def redefineClass(module, cls, new_cls, transformer=None, builder=None, journal=
     every reference to the old instances is redirected in one heap scan. What could not be
     redirected, and subclasses still deriving from the old class, are logged and kept in the
     journal's ``Conversion`` operation.
+
+    An ``Enum`` updated in place keeps its members (same objects, same values: an existing
+    member whose value changed in the new version keeps its old one, logged); members the new
+    version adds become members of the live class; members it drops are kept.
+
+    Bases and metaclass must be the live ones or "the same class": by default one of the same
+    qualified name; with ``counterparts`` (id of a new class -> the live class it stands for,
+    as a module update knows them) only those.
     """
     if not isinstance(module, types.ModuleType):
         raise PymoultTypeError(f"expected a module, got {module!r}")
@@ -401,11 +428,14 @@ def redefineClass(module, cls, new_cls, transformer=None, builder=None, journal=
         if function is not None and not callable(function):
             raise PymoultTypeError(f"{label} must be callable, got {function!r}")
     journal = current_journal(journal)
-    if _layout(live) == _layout(new_cls) and _compatible_bases(live, new_cls):
+    if _updatable_in_place(live, new_cls, counterparts):
         own = Journal(f"redefine {describe(live)}")  # so that a failure changes nothing
         try:
             with own.recording():
-                _update_namespace(live, new_cls, own)
+                if isinstance(live, enum.EnumMeta) and isinstance(new_cls, enum.EnumMeta):
+                    _update_enum(live, new_cls, own)
+                else:
+                    _update_namespace(live, new_cls, own)
                 if transformer is not None:
                     own.record(transform_all(instances_of(live), transformer,
                                              f"transform instances of {describe(live)}"))
@@ -444,9 +474,9 @@ def _replace_class(module, name, live, new_cls, transformer, builder, journal):
     return new_cls
 
 
-def _update_namespace(live, new_cls, journal):
+def _update_namespace(live, new_cls, journal, keep=()):
     # slot descriptors belong to their own class's layout: the live ones stay (same slots)
-    skip = _NAMESPACE_SKIP | set(_slots_of(live)) | set(_slots_of(new_cls))
+    skip = _NAMESPACE_SKIP | set(_slots_of(live)) | set(_slots_of(new_cls)) | set(keep)
     old_names = set(live.__dict__) - skip
     new_names = set(new_cls.__dict__) - skip
     live_module = sys.modules.get(live.__module__)
@@ -476,6 +506,61 @@ def _update_namespace(live, new_cls, journal):
         set_attribute(live, name, value, journal)
     for name in sorted(old_names - new_names - {"__doc__"}):
         delete_attribute(live, name, journal)
+
+
+class AddEnumMember(Operation):
+    """A member added to a live ``Enum`` class; undo removes it again."""
+
+    def __init__(self, cls, member):
+        self.cls, self.member = cls, member
+        self.text = f"add member {member._name_} to {describe(cls)}"
+
+    def undo(self):
+        cls, name = self.cls, self.member._name_
+        cls._member_map_.pop(name, None)
+        if name in cls._member_names_:
+            cls._member_names_.remove(name)
+        try:
+            if cls._value2member_map_.get(self.member._value_) is self.member:
+                del cls._value2member_map_[self.member._value_]
+        except TypeError:  # an unhashable value
+            pass
+        if cls.__dict__.get(name) is self.member:
+            type.__delattr__(cls, name)
+
+
+def _is_sunder(name):
+    return len(name) > 2 and name[0] == name[-1] == "_" and name[1] != "_" and name[-2] != "_"
+
+
+def _update_enum(live, new_cls, journal):
+    """Update an Enum in place: methods as for any class; members kept, new ones added."""
+    members = set(live._member_map_) | set(new_cls._member_map_)
+    internal = {name for name, value in vars(new_cls).items()
+                if name == "__new__" or (_is_sunder(name) and not _is_function_like(value))}
+    _update_namespace(live, new_cls, journal, keep=members | internal)
+    for name, member in new_cls._member_map_.items():
+        if name in live._member_map_:
+            if live._member_map_[name]._value_ != member._value_:
+                logger.warning("%s.%s keeps its value %r (the new version gives it %r): existing "
+                               "members keep their identity and value", describe(live), name,
+                               live._member_map_[name]._value_, member._value_)
+            continue
+        if member._name_ != name:
+            continue  # an alias of another new member
+        object.__setattr__(member, "__class__", live)
+        live._member_map_[name] = member
+        live._member_names_.append(name)
+        try:
+            live._value2member_map_.setdefault(member._value_, member)
+        except TypeError:  # an unhashable value: found by a scan, as Enum does
+            pass
+        type.__setattr__(live, name, member)
+        journal.record(AddEnumMember(live, member))
+    dropped = set(live._member_map_) - set(new_cls._member_map_)
+    if dropped:
+        logger.warning("%s keeps members %s that the new version drops (code may still hold "
+                       "them)", describe(live), ", ".join(sorted(dropped)))
 
 
 def _copy_state(old, new, new_cls):

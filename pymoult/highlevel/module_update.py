@@ -1,0 +1,533 @@
+"""``ModuleUpdate``: an update computed from a new version of a module's source.
+
+Hot-reload tools compute the change for you but apply it with no safety; Pymoult updates are
+safe but written by hand. A ``ModuleUpdate`` does both: it compares the live module with the
+new source (:mod:`pymoult.lowlevel.source_diff`: linear, incremental) and becomes one Pymoult
+update, applied at a safe point as one journaled, reversible step.
+
+Made in the caller's thread (nothing in the program changes):
+  1. the new source is compared with the version the module runs; a syntax error raises
+     :class:`~pymoult.errors.ModuleUpdateError`;
+  2. the statements that are new or changed and define something (``def``, ``class``,
+     ``import``, assignments to plain names) are evaluated on trial, in a copy of the module's
+     globals (``singledispatch`` functions are copied too, so that registrations land in the
+     copies). An exception raises ``ModuleUpdateError`` with its traceback;
+  3. the result is a list of :class:`Step` objects (``update.steps``, readable ``str``).
+
+Applied (inside the update's stop-the-world window, journaled):
+  the same statements run again, in the live module's namespace, so that the functions they
+  make have the module's globals and class bodies see the module as the new version describes
+  it; then each name they rebound is put back and updated through Pymoult's mechanisms:
+  functions in place (``relinking``: every reference follows), classes in place when the layout
+  allows, else replaced with their instances converted (``transformers``/``builders`` by class
+  name), Enums keeping their members, singledispatch functions keeping their registry (new
+  registrations added); other names (constants, imports) are rebound. Names the new version no
+  longer defines are removed (imports are kept). A failure rolls everything back.
+
+What is kept, not re-run: statements of the module that did not change (its state: counters,
+caches, registries, connections) and changed statements that are not definitions (a call, an
+``if``, a loop: module code runs once), which are listed as ``note`` steps.
+
+When it is safe: with ``threads``, at their static update points (a frame already running a
+changed function keeps its old code: reboot such threads); without, once no thread runs any
+function the update changes (quiescence, checked again inside the apply window).
+
+Limits (documented, logged): decorators of changed definitions run twice (on trial and when
+applied); one that registers the function in some outside table registers both versions.
+Line numbers of unchanged functions below an insertion are not renumbered (tracebacks through
+them point a few lines off until their next update).
+"""
+
+import ast
+import functools
+import linecache
+import logging
+import sys
+import traceback
+import types
+
+from ..errors import ModuleUpdateError, PymoultTypeError, PymoultValueError, RedefinitionError
+from ..lowlevel.alterability import (_class_codes, _code_in_stacks, _codes_of, _thread_stacks,
+                                     _wait_quiescence, patience)
+from ..lowlevel.data_update import redefineClass
+from ..lowlevel.journal import (MISSING, Operation, SetItem, current_journal, delete_attribute,
+                                describe, set_attribute)
+from ..lowlevel.relinking import _layers, update_function
+from ..lowlevel.source_diff import (compare, forget_version, read_source, recorded_version,
+                                    remember_version, version_of)
+from .updates import Update
+
+__all__ = ["ModuleUpdate", "Step"]
+
+logger = logging.getLogger("pymoult")
+
+
+class Step:
+    """One planned operation of a module update: ``action`` (``"update function"``, ``"add
+    class"``, ``"remove"``, ``"note"``...), the module and name, the line in the new source,
+    and a detail."""
+
+    __slots__ = ("action", "module", "name", "line", "detail")
+
+    def __init__(self, action, module, name, line=None, detail=""):
+        self.action, self.module, self.name, self.line, self.detail = (
+            action, module, name, line, detail)
+
+    def __str__(self):
+        where = f" (line {self.line})" if self.line else ""
+        detail = f": {self.detail}" if self.detail else ""
+        return f"{self.action} {self.module}.{self.name}{where}{detail}"
+
+    def __repr__(self):
+        return f"<Step {self}>"
+
+
+def _is_dispatcher(obj):
+    return (isinstance(obj, types.FunctionType) and hasattr(obj, "dispatch")
+            and hasattr(obj, "register") and isinstance(getattr(obj, "registry", None),
+                                                        types.MappingProxyType))
+
+
+def _registry_dict(dispatcher):
+    """The dict behind a singledispatch function's read-only ``registry``."""
+    cells = dict(zip(dispatcher.register.__code__.co_freevars, dispatcher.register.__closure__))
+    return cells["registry"].cell_contents
+
+
+def _dispatch_cache_clear(dispatcher):
+    cells = dict(zip(dispatcher.dispatch.__code__.co_freevars, dispatcher.dispatch.__closure__))
+    cells["dispatch_cache"].cell_contents.clear()
+
+
+def _clone_dispatcher(dispatcher):
+    clone = functools.singledispatch(dispatcher.registry[object])
+    for cls, implementation in dispatcher.registry.items():
+        if cls is not object:
+            clone.register(cls, implementation)
+    return clone
+
+
+class RestoreRegistries(Operation):
+    """The registries of singledispatch functions, as they were before an update."""
+
+    def __init__(self, saved):
+        self.saved = saved  # [(dispatcher, dict copy)]
+        self.text = f"registrations of {len(saved)} singledispatch functions"
+
+    def undo(self):
+        for dispatcher, registry in self.saved:
+            live = _registry_dict(dispatcher)
+            live.clear()
+            live.update(registry)
+            _dispatch_cache_clear(dispatcher)
+
+
+class RememberVersion(Operation):
+    """The source version a module runs (and its lines in ``linecache``) set by an update."""
+
+    def __init__(self, module, version):
+        self.module = module
+        self.previous = remember_version(module, version)
+        self.filename = version.filename
+        self.cached = linecache.cache.get(self.filename)
+        # no mtime: ``linecache.checkcache`` keeps it, and tracebacks show the running version
+        linecache.cache[self.filename] = (len(version.source), None, version.lines, self.filename)
+        self.text = f"record the source version of {module.__name__}"
+
+    def undo(self):
+        forget_version(self.module, self.previous)
+        if self.cached is None:
+            linecache.cache.pop(self.filename, None)
+        else:
+            linecache.cache[self.filename] = self.cached
+
+
+def _is_function(value):
+    """A Python function, or a wrapper (``lru_cache``, ``functools.wraps``) around one."""
+    return not isinstance(value, type) and callable(value) and any(
+        isinstance(layer, types.FunctionType) for layer in _layers(value))
+
+
+def _callable_kind(value):
+    if isinstance(value, type):
+        return "class"
+    if _is_function(value):
+        return "function"
+    return None
+
+
+class _ModulePlan:
+    """The part of a module update that concerns one module."""
+
+    def __init__(self, module, source, filename, old_source=None, transformers=None,
+                 builders=None):
+        self.module = module
+        self.name = module.__name__
+        self.transformers = dict(transformers or {})
+        self.builders = dict(builders or {})
+        self.recorded = recorded_version(module)
+        try:
+            self.before = version_of(module, old_source)
+        except SyntaxError as exc:
+            raise ModuleUpdateError(f"the source given as the current version of {self.name!r} "
+                                    f"does not compile: {exc}", module=self.name,
+                                    lineno=exc.lineno) from exc
+        except PymoultValueError as exc:
+            raise ModuleUpdateError(str(exc), module=self.name) from exc
+        try:
+            self.change = compare(self.before, source)
+        except SyntaxError as exc:
+            raise ModuleUpdateError(f"the new version of {self.name!r} does not compile: "
+                                    f"{exc.msg} ({filename}, line {exc.lineno})",
+                                    module=self.name, lineno=exc.lineno) from exc
+        self.after = self.change.after
+        old_texts = {}
+        for statement in self.change.old:
+            old_texts.setdefault(statement.text, statement)
+        self.run = []  # the statements to evaluate
+        self.steps = []
+        for statement in self.change.new:
+            if statement.text in old_texts:
+                continue
+            if statement.kind == "other":
+                self.steps.append(Step("note", self.name, "<module code>", statement.start,
+                                       "new or changed module-level statement not run (module "
+                                       "code runs once; its state is kept)"))
+            else:
+                self.run.append(statement)
+        bound_after = set()
+        for statement in self.after.statements:
+            bound_after.update(statement.names)
+        self.removed = []
+        for statement in self.change.old:
+            if statement.text in {s.text for s in self.change.new}:
+                continue
+            for name in statement.names:
+                if name in bound_after or name in self.removed:
+                    continue
+                if statement.kind == "import":
+                    self.steps.append(Step("note", self.name, name, None,
+                                           "import dropped by the new version; binding kept"))
+                elif name in module.__dict__:
+                    self.removed.append(name)
+        self.bound = []  # names the run statements bind, in order
+        for statement in self.run:
+            for name in statement.names:
+                if name not in self.bound:
+                    self.bound.append(name)
+        self.code = None
+        if self.run:
+            tree = ast.Module(body=[s.node for s in self.run], type_ignores=[])
+            try:
+                self.code = compile(tree, self.after.filename, "exec", dont_inherit=True)
+            except SyntaxError as exc:  # a compile-time error the parser lets through
+                raise ModuleUpdateError(f"the new version of {self.name!r} does not compile: "
+                                        f"{exc.msg} (line {exc.lineno})", module=self.name,
+                                        lineno=exc.lineno) from exc
+        self._trial()
+        self.codes = self._codes()
+
+    # -- on trial --------------------------------------------------------------------------------
+
+    def _trial(self):
+        live = self.module.__dict__
+        namespace = dict(live)
+        for key, value in live.items():
+            if _is_dispatcher(value):
+                namespace[key] = _clone_dispatcher(value)
+        lines = {s.names: s.start for s in self.run}
+        if self.code is not None:
+            try:
+                exec(self.code, namespace)
+            except BaseException as exc:
+                if not isinstance(exc, Exception):
+                    raise
+                text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                raise ModuleUpdateError(
+                    f"the new version of {self.name!r} raised {exc!r} while being evaluated; "
+                    "nothing was changed", module=self.name, traceback=text) from exc
+        line_of = {}
+        for names, line in lines.items():
+            for name in names:
+                line_of[name] = line
+        steps = []
+        for name in self.bound:
+            new = namespace.get(name, MISSING)
+            old = live.get(name, MISSING)
+            if new is MISSING:
+                continue
+            steps.append(self._describe(name, old, new, line_of.get(name)))
+        for name in self.removed:
+            steps.append(Step("remove", self.name, name, None,
+                              f"no longer defined (was {describe(live[name])})"))
+        self.steps = steps + self.steps
+
+    def _describe(self, name, old, new, line):
+        kind = _callable_kind(new)
+        if old is MISSING:
+            return Step(f"add {kind or 'name'}", self.name, name, line)
+        if _is_dispatcher(old):
+            return Step("update singledispatch function", self.name, name, line,
+                        "implementations updated, registrations kept and added")
+        if kind == "function" and _callable_kind(old) == "function":
+            return Step("update function", self.name, name, line, "in place")
+        if kind == "class" and isinstance(old, type):
+            detail = f"transformer {describe(self.transformers[name])}" \
+                if name in self.transformers else ""
+            return Step("update class", self.name, name, line, detail)
+        return Step("set", self.name, name, line, f"was {_short(old)}, now {_short(new)}")
+
+    def _codes(self):
+        """Code objects that must not be running when the update applies."""
+        codes = set()
+        live = self.module.__dict__
+        for name in self.bound + self.removed:
+            value = live.get(name, MISSING)
+            if isinstance(value, type):
+                codes |= _class_codes(value)
+            elif _is_function(value):
+                codes |= _codes_of(value)
+        return codes
+
+    # -- applied ---------------------------------------------------------------------------------
+
+    def check_current(self):
+        """Raise if another update changed the module since this one was made."""
+        if recorded_version(self.module) is not self.recorded:
+            raise ModuleUpdateError(f"module {self.name!r} changed since this update was made "
+                                    "(another update was applied): make it again",
+                                    module=self.name)
+
+    def apply(self, journal):
+        live = self.module.__dict__
+        dispatchers = [v for v in live.values() if _is_dispatcher(v)]
+        saved = [(d, dict(_registry_dict(d))) for d in dispatchers]
+        snapshot = dict(live)
+        if self.code is not None:
+            try:
+                exec(self.code, live)
+            except BaseException:
+                _restore(live, snapshot)
+                RestoreRegistries(saved).undo()
+                raise
+        if saved:
+            journal.record(RestoreRegistries(saved))
+        changed = [k for k in self.bound if live.get(k, MISSING) is not snapshot.get(k, MISSING)]
+        changed += [k for k in live if k not in snapshot and k not in changed]
+        changed += [k for k, v in snapshot.items()
+                    if k not in changed and live.get(k, MISSING) is not v]
+        new_values = {k: live.get(k, MISSING) for k in changed}
+        _restore(live, snapshot)  # from here on every change goes through the journal
+        counterparts = {id(new_values[k]): snapshot[k] for k in changed
+                        if isinstance(new_values[k], type) and isinstance(snapshot.get(k), type)}
+        registered = {id(f) for _, registry in saved for f in registry.values()}
+        for name in changed:
+            self._apply_binding(name, snapshot.get(name, MISSING), new_values[name],
+                                counterparts, registered, journal)
+        for name in self.removed:
+            if name in live:
+                delete_attribute(self.module, name, journal)
+        journal.record(RememberVersion(self.module, self.after))
+
+    def _apply_binding(self, name, old, new, counterparts, registered, journal):
+        live = self.module.__dict__
+        if new is MISSING:  # deleted by the new code itself
+            delete_attribute(self.module, name, journal)
+            return
+        if old is MISSING or id(old) in registered:
+            # new, or a name bound to a registered implementation (``_``): rebinding it is all
+            journal.record(SetItem(live, name, old, new, owner=self.module))
+            live[name] = new
+            return
+        if _is_dispatcher(old) and _is_dispatcher(new):
+            _merge_dispatcher(old, new, journal)
+            return
+        if _is_function(old) and _is_function(new):
+            try:
+                update_function(old, new, journal)
+                return
+            except RedefinitionError as exc:
+                logger.warning("%s.%s rebound, not updated in place (%s): references taken "
+                               "before keep the old code", self.name, name, exc)
+        elif isinstance(old, type) and isinstance(new, type):
+            redefineClass(self.module, name, new, transformer=self.transformers.get(name),
+                          builder=self.builders.get(name) or _default_builder(new),
+                          journal=journal, counterparts=counterparts)
+            return
+        set_attribute(self.module, name, new, journal)
+
+
+def _restore(namespace, snapshot):
+    for key in [k for k in namespace if k not in snapshot]:
+        del namespace[key]
+    for key, value in snapshot.items():
+        if namespace.get(key, MISSING) is not value:
+            namespace[key] = value
+
+
+def _merge_dispatcher(live, new, journal):
+    """Update a singledispatch function from its new version, keeping the live dispatcher
+    (and the registrations made by code that did not change)."""
+    update_function(live.registry[object], new.registry[object], journal)
+    registry = _registry_dict(live)
+    for cls, implementation in new.registry.items():
+        if cls is object:
+            continue
+        current = registry.get(cls)
+        if current is implementation:
+            continue
+        if isinstance(current, types.FunctionType) and isinstance(implementation, types.FunctionType):
+            try:
+                update_function(current, implementation, journal)
+                continue
+            except RedefinitionError:
+                pass
+        registry[cls] = implementation
+    _dispatch_cache_clear(live)
+
+
+def _default_builder(new_cls):
+    """For a namedtuple-like class (its ``__new__`` takes the fields): build from the old
+    object's fields of the same names."""
+    fields = getattr(new_cls, "_fields", None)
+    if not (issubclass(new_cls, tuple) and isinstance(fields, tuple)):
+        return None
+
+    def build(old):
+        return new_cls(**{f: getattr(old, f) for f in fields if hasattr(old, f)})
+    return build
+
+
+def _short(value, limit=60):
+    text = describe(value) if callable(value) else repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _resolve_module(module):
+    if isinstance(module, types.ModuleType):
+        return module
+    if isinstance(module, str):
+        found = sys.modules.get(module)
+        if found is None:
+            raise PymoultValueError(f"no module {module!r} is loaded")
+        return found
+    raise PymoultTypeError(f"expected a module or its name, got {module!r}")
+
+
+class ModuleUpdate(Update):
+    """Update ``module`` (a module or its name) to a new version of its source.
+
+    Give the new version as ``source`` (text) or ``path`` (a file). ``old_source`` is the source
+    the module runs now, when Pymoult cannot know it (see ``source_diff.version_of``).
+    ``transformers`` and ``builders`` map a class name to the transformer run on each instance
+    of that class, and to the builder of its new instances when it must be replaced (see
+    ``redefineClass``). ``steps`` are callables run with the update at the end of ``apply``
+    (hand-written additions; what they change through Pymoult is journaled too).
+
+    Raises :class:`~pymoult.errors.ModuleUpdateError`, with nothing changed, if the new version
+    does not compile or raises while being evaluated. ``update.steps`` lists what it will do.
+    Several modules changing together: :meth:`combine`.
+    """
+
+    def __init__(self, module, source=None, path=None, old_source=None, transformers=None,
+                 builders=None, steps=(), name=None, threads=None, **patience_args):
+        module = _resolve_module(module)
+        if (source is None) == (path is None):
+            raise PymoultTypeError("give the new version as source= or path= (exactly one)")
+        if path is not None:
+            try:
+                source = read_source(path)
+            except (OSError, SyntaxError, UnicodeDecodeError) as exc:
+                raise ModuleUpdateError(f"cannot read the new version of {module.__name__!r} "
+                                        f"from {path}: {exc}", module=module.__name__) from exc
+        for label, mapping in (("transformers", transformers), ("builders", builders)):
+            if mapping is not None and not (isinstance(mapping, dict) and all(
+                    isinstance(k, str) and callable(v) for k, v in mapping.items())):
+                raise PymoultTypeError(f"{label} must map class names to callables, "
+                                       f"got {mapping!r}")
+        steps = list(steps)
+        if not all(callable(step) for step in steps):
+            raise PymoultTypeError(f"steps must be callables, got {steps!r}")
+        filename = path or getattr(module, "__file__", None) or f"<{module.__name__}>"
+        plan = _ModulePlan(module, source, filename, old_source, transformers, builders)
+        super().__init__(name or f"update module {module.__name__}", threads, **patience_args)
+        self.plans = [plan]
+        self.extra_steps = steps
+
+    @classmethod
+    def combine(cls, updates, name=None, threads=None, **patience_args):
+        """One update made of several module updates (not yet submitted), applied together."""
+        updates = list(updates)
+        if not updates or not all(isinstance(u, ModuleUpdate) for u in updates):
+            raise PymoultTypeError(f"combine takes ModuleUpdate objects, got {updates!r}")
+        modules = [p.name for u in updates for p in u.plans]
+        if len(set(modules)) != len(modules):
+            raise PymoultValueError(f"a module appears twice: {modules}")
+        combined = Update.__new__(cls)
+        Update.__init__(combined, name or "update modules " + ", ".join(modules),
+                        threads if threads is not None else [t for u in updates for t in u.threads],
+                        **patience_args)
+        combined.plans = [p for u in updates for p in u.plans]
+        combined.extra_steps = [s for u in updates for s in u.extra_steps]
+        return combined
+
+    @property
+    def steps(self):
+        """What the update will do, as :class:`Step` objects (``str`` each for a listing)."""
+        return [step for plan in self.plans for step in plan.steps]
+
+    @property
+    def codes(self):
+        codes = set()
+        for plan in self.plans:
+            codes |= plan.codes
+        return codes
+
+    def describe(self):
+        """The update's name and its steps, one per line."""
+        steps = self.steps
+        lines = [f"{self.name}: {len(steps)} steps"] + [f"  {step}" for step in steps]
+        if not steps:
+            lines.append("  (nothing changes)")
+        return "\n".join(lines)
+
+    # -- when: update points, or quiescence of every changed function ---------------------------
+
+    def check_alterability(self):
+        if self.threads:
+            return super().check_alterability()
+        return not _code_in_stacks(self.codes, _thread_stacks())
+
+    def wait_alterability(self):
+        if self.threads:
+            return super().wait_alterability()
+        with patience(self.max_tries, self.sleep_time):
+            return _wait_quiescence(self.codes, [], self.timeout)
+
+    def apply(self):
+        journal = current_journal() or self.journal
+        for plan in self.plans:
+            plan.check_current()
+        if not self.threads:
+            running = _running(self.codes)
+            if running:
+                raise ModuleUpdateError(
+                    f"{running} started running between the quiescence check and the apply; "
+                    "nothing was changed: submit the update again")
+        for plan in self.plans:
+            plan.apply(journal)
+        for step in self.extra_steps:
+            step(self)
+
+
+def _running(codes):
+    """The name of a changed function some thread is running, or None."""
+    code_ids = {id(code) for code in codes}
+    for tops in _thread_stacks().values():
+        for frame in tops:
+            while frame is not None:
+                if id(frame.f_code) in code_ids:
+                    code = frame.f_code
+                    return f"{getattr(code, 'co_qualname', code.co_name)}()"
+                frame = frame.f_back
+    return None

@@ -1,0 +1,351 @@
+"""Source versions of a module, and what changed between two of them, found in linear time.
+
+A module's source is cut into its top-level statements (:class:`Statement`): each knows its
+kind (``def``, ``class``, ``import``, ``assign`` to plain names, or ``other``), the names it
+binds, its lines and its exact text. Two versions are compared by text, statement by statement,
+so an unchanged definition is recognised whatever moved around it.
+
+Parsing a whole module is the slow part (about 0.2 s for 5,000 definitions; compiling it costs
+about as much), so a new version is compared with the previous one *incrementally*: the lines
+the two share at the start and at the end are skipped, the span in between is widened to whole
+statements of the previous version, and only that span of the new version is parsed. This is
+sound: the shared prefix ends, and the shared suffix starts, at a statement boundary of the
+previous version, and the new span parses on its own as complete statements (else the whole new
+source is parsed, which reports a real syntax error at its real line). So a one-line change in a
+large module costs a few milliseconds, and matching is linear in the module's size (jurigged
+matches definitions pairwise, in quadratic time).
+
+The previous version of a module is the one Pymoult last applied (:func:`remember_version`), or
+its source file, checked against the running code (:func:`version_of`): a file edited after the
+module was imported is refused, since it would hide the very changes to apply.
+"""
+
+import ast
+import bisect
+import importlib.util
+import threading
+import types
+
+from ..errors import PymoultTypeError, PymoultValueError
+
+__all__ = ["Statement", "SourceVersion", "SourceChange", "parse_version", "compare",
+           "version_of", "recorded_version", "remember_version", "forget_version", "same_code"]
+
+_versions = {}  # module name -> (id of the module object, SourceVersion)
+_versions_lock = threading.Lock()
+
+
+class Statement:
+    """One top-level statement of a source version (lines are 1-based, inclusive; a decorated
+    definition starts at its first decorator)."""
+
+    __slots__ = ("kind", "names", "start", "end", "text", "node")
+
+    def __init__(self, kind, names, start, end, text, node):
+        self.kind, self.names, self.start, self.end, self.text, self.node = (
+            kind, names, start, end, text, node)
+
+    def shifted(self, delta):
+        """The same statement ``delta`` lines further down (its node is not renumbered)."""
+        return Statement(self.kind, self.names, self.start + delta, self.end + delta, self.text,
+                         self.node)
+
+    def __repr__(self):
+        names = ", ".join(self.names) or "-"
+        return f"<Statement {self.kind} {names} L{self.start}-{self.end}>"
+
+
+def _target_names(target):
+    if isinstance(target, ast.Name):
+        return (target.id,)
+    if isinstance(target, (ast.Tuple, ast.List)):
+        names = ()
+        for element in target.elts:
+            inner = _target_names(element.value if isinstance(element, ast.Starred) else element)
+            if inner is None:
+                return None
+            names += inner
+        return names
+    return None  # an attribute or a subscript: not a module binding
+
+
+def _classify(node):
+    """(kind, names bound) of a top-level statement."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return "def", (node.name,)
+    if isinstance(node, ast.ClassDef):
+        return "class", (node.name,)
+    if isinstance(node, ast.Import):
+        return "import", tuple(alias.asname or alias.name.partition(".")[0] for alias in node.names)
+    if isinstance(node, ast.ImportFrom):
+        if any(alias.name == "*" for alias in node.names):
+            return "other", ()
+        return "import", tuple(alias.asname or alias.name for alias in node.names)
+    if isinstance(node, ast.Assign):
+        names = ()
+        for target in node.targets:
+            inner = _target_names(target)
+            if inner is None:
+                return "other", ()
+            names += inner
+        return "assign", names
+    if isinstance(node, ast.AnnAssign) and node.value is not None and node.simple:
+        return "assign", (node.target.id,)
+    return "other", ()
+
+
+def _statements(tree, lines, offset=0):
+    statements = []
+    for node in tree.body:
+        start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", ())])
+        end = node.end_lineno
+        kind, names = _classify(node)
+        text = "".join(lines[start - 1:end])
+        statements.append(Statement(kind, names, start + offset, end + offset, text, node))
+    return statements
+
+
+class SourceVersion:
+    """One version of a module's source: its text, lines and top-level statements."""
+
+    def __init__(self, source, filename, statements, lines=None):
+        self.source = source
+        self.filename = filename
+        self.lines = lines if lines is not None else source.splitlines(keepends=True)
+        self.statements = statements
+
+    def __repr__(self):
+        return (f"<SourceVersion {self.filename} {len(self.lines)} lines, "
+                f"{len(self.statements)} statements>")
+
+
+def _check_source(source):
+    if not isinstance(source, str):
+        raise PymoultTypeError(f"source must be a str, got {type(source).__name__}")
+
+
+def parse_version(source, filename="<source>"):
+    """Parse a whole source. ``SyntaxError`` (with its line) if it does not parse."""
+    _check_source(source)
+    lines = source.splitlines(keepends=True)
+    tree = compile(source, filename, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
+    statements = _statements(tree, lines)
+    _check_future_imports(statements, first=True, filename=filename)
+    return SourceVersion(source, filename, statements, lines)
+
+
+def _check_future_imports(statements, first, filename):
+    """The compiler's rule, which the parser does not check: ``from __future__`` imports come
+    first (after the docstring). ``first``: ``statements`` start the file."""
+    leading = first
+    for index, statement in enumerate(statements):
+        node = statement.node
+        is_future = isinstance(node, ast.ImportFrom) and node.module == "__future__"
+        is_doc = index == 0 and isinstance(node, ast.Expr) and isinstance(
+            getattr(node, "value", None), ast.Constant) and isinstance(node.value.value, str)
+        if is_future and not leading:
+            raise SyntaxError("from __future__ imports must occur at the beginning of the file",
+                              (filename, statement.start, 1, statement.text.splitlines()[0]))
+        if not (is_future or (is_doc and first)):
+            leading = False
+
+
+class SourceChange:
+    """What differs between two versions: ``old`` statements replaced by ``new`` ones (both in
+    source order, whole statements), and ``delta``, the line shift of the statements after them
+    (those starting after line ``shifted_from`` of the old version)."""
+
+    def __init__(self, before, after, old, new, delta, shifted_from):
+        self.before, self.after = before, after
+        self.old, self.new = old, new
+        self.delta, self.shifted_from = delta, shifted_from
+
+    @property
+    def empty(self):
+        return not self.old and not self.new and self.delta == 0
+
+    def __repr__(self):
+        return (f"<SourceChange {len(self.old)} statements -> {len(self.new)}, "
+                f"lines shifted by {self.delta}>")
+
+
+def _has_future_import(statements):
+    return any(isinstance(s.node, ast.ImportFrom) and s.node.module == "__future__"
+               for s in statements)
+
+
+def compare(before, source):
+    """Compare ``before`` (a :class:`SourceVersion`) with the new ``source``; returns a
+    :class:`SourceChange` whose ``after`` is the new version. ``SyntaxError`` if the new
+    source does not parse (nothing else is done)."""
+    if not isinstance(before, SourceVersion):
+        raise PymoultTypeError(f"expected a SourceVersion, got {before!r}")
+    _check_source(source)
+    old_lines, new_lines = before.lines, source.splitlines(keepends=True)
+    n_old, n_new = len(old_lines), len(new_lines)
+    limit = min(n_old, n_new)
+    prefix = 0
+    while prefix < limit and old_lines[prefix] == new_lines[prefix]:
+        prefix += 1
+    suffix = 0
+    while suffix < limit - prefix and old_lines[n_old - 1 - suffix] == new_lines[n_new - 1 - suffix]:
+        suffix += 1
+    delta = n_new - n_old
+    if prefix == n_old == n_new:
+        after = SourceVersion(source, before.filename, before.statements, new_lines)
+        return SourceChange(before, after, [], [], 0, n_old)
+    # old lines first..last changed (1-based; last < first for a pure insertion); take every
+    # statement touching them or the line on either side (an added decorator, a body grown)
+    first, last = prefix + 1, n_old - suffix
+    statements = before.statements
+    ends = [s.end for s in statements]
+    starts = [s.start for s in statements]
+    i = bisect.bisect_left(ends, first - 1)
+    j = bisect.bisect_right(starts, last + 1)
+    region_start = min([first] + ([statements[i].start] if i < j else []))
+    region_end = max([last] + ([statements[j - 1].end] if i < j else []))
+    region_start = max(region_start, 1)
+    region_end = min(region_end, n_old)
+    text = "".join(new_lines[region_start - 1:region_end + delta])
+    try:
+        tree = compile(text, before.filename, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
+        ast.increment_lineno(tree, region_start - 1)
+        new = _statements(tree, new_lines)
+        if _has_future_import(new) or _has_future_import(statements[j:j + 1]):
+            # the change may put a future import after other code: check the whole order
+            _check_future_imports(statements[:i] + new + statements[j:], True, before.filename)
+    except SyntaxError:
+        # the span alone does not parse: parse everything, to report the real error and line
+        after = parse_version(source, before.filename)
+        return SourceChange(before, after, list(statements), after.statements, 0, n_old)
+    old = statements[i:j]
+    tail = statements[j:] if delta == 0 else [s.shifted(delta) for s in statements[j:]]
+    after = SourceVersion(source, before.filename, statements[:i] + new + tail, new_lines)
+    return SourceChange(before, after, old, new, delta, region_end)
+
+
+# -- the version a module runs -------------------------------------------------------------------
+
+
+def _source_file(module):
+    spec = getattr(module, "__spec__", None)
+    path = getattr(spec, "origin", None) if spec is not None else None
+    path = path or getattr(module, "__file__", None)
+    if not path or not path.endswith(".py"):
+        return None
+    return path
+
+
+def read_source(path):
+    """The text of a Python source file, decoded as Python does (its coding cookie)."""
+    with open(path, "rb") as stream:
+        data = stream.read()
+    return importlib.util.decode_source(data)
+
+
+def version_of(module, source=None):
+    """The source version ``module`` runs now.
+
+    The version Pymoult last applied to it, if any; else ``source`` if given (the caller knows
+    it); else the module's source file, checked against the running code: every function defined
+    at the top of the file must have the code the live function has. ``PymoultValueError`` when
+    the file cannot be read or does not match (it was edited after the import: pass the source
+    the module was imported from).
+    """
+    if not isinstance(module, types.ModuleType):
+        raise PymoultTypeError(f"expected a module, got {module!r}")
+    known = recorded_version(module)
+    if known is not None:
+        return known
+    path = _source_file(module)
+    filename = path or f"<{module.__name__}>"
+    if source is not None:
+        return parse_version(source, filename)
+    if path is None:
+        raise PymoultValueError(f"module {module.__name__!r} has no Python source file: pass the "
+                                "source it runs now (old_source=...)")
+    try:
+        text = read_source(path)
+    except (OSError, SyntaxError, UnicodeDecodeError) as exc:
+        raise PymoultValueError(f"cannot read the source of module {module.__name__!r} from "
+                                f"{path}: {exc}") from exc
+    version = parse_version(text, path)
+    _check_matches(module, version)
+    return version
+
+
+def _innermost(function):
+    seen = set()
+    while isinstance(getattr(function, "__wrapped__", None), types.FunctionType) \
+            and id(function) not in seen:
+        seen.add(id(function))
+        function = function.__wrapped__
+    return function
+
+
+def _check_matches(module, version):
+    """Refuse a source file that is not what ``module`` runs (compared function by function)."""
+    code = compile(version.source, version.filename, "exec", dont_inherit=True)
+    compiled = {c.co_name: c for c in code.co_consts if isinstance(c, types.CodeType)}
+    for statement in version.statements:
+        if statement.kind != "def":
+            continue
+        name = statement.names[0]
+        live = _innermost(module.__dict__.get(name))
+        new = compiled.get(name)
+        if not isinstance(live, types.FunctionType) or new is None \
+                or live.__code__.co_filename != version.filename or live.__code__.co_name != name:
+            continue  # rebound since, or defined elsewhere: nothing to compare
+        if not same_code(live.__code__, new):
+            raise PymoultValueError(
+                f"the source file of module {module.__name__!r} ({version.filename}) is not the "
+                f"version the module runs: function {name!r} differs. It was edited after the "
+                "import; pass the source the module runs now (old_source=...)")
+
+
+def recorded_version(module):
+    """The version Pymoult last applied to ``module`` (this very module object), or None."""
+    with _versions_lock:
+        known = _versions.get(module.__name__)
+    return known[1] if known is not None and known[0] == id(module) else None
+
+
+def remember_version(module, version):
+    """Record ``version`` as the source ``module`` runs now; returns the previous record."""
+    with _versions_lock:
+        previous = _versions.get(module.__name__)
+        _versions[module.__name__] = (id(module), version)
+    return previous
+
+
+def forget_version(module, previous=None):
+    """Undo :func:`remember_version` (put ``previous`` back, or forget the module)."""
+    with _versions_lock:
+        if previous is None:
+            _versions.pop(module.__name__, None)
+        else:
+            _versions[module.__name__] = previous
+
+
+_CODE_FIELDS = ("co_argcount", "co_posonlyargcount", "co_kwonlyargcount", "co_flags", "co_code",
+                "co_names", "co_varnames", "co_freevars", "co_cellvars", "co_name")
+
+
+def same_code(a, b):
+    """True when two code objects do the same thing (their line numbers may differ)."""
+    if a is b:
+        return True
+    for field in _CODE_FIELDS:
+        if getattr(a, field) != getattr(b, field):
+            return False
+    if getattr(a, "co_exceptiontable", None) != getattr(b, "co_exceptiontable", None):
+        return False
+    if len(a.co_consts) != len(b.co_consts):
+        return False
+    for x, y in zip(a.co_consts, b.co_consts):
+        if isinstance(x, types.CodeType) and isinstance(y, types.CodeType):
+            if not same_code(x, y):
+                return False
+        elif type(x) is not type(y) or x != y:
+            return False
+    return True

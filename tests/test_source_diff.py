@@ -1,0 +1,125 @@
+"""The incremental comparison of source versions must give exactly what a full parse gives."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pymoult.errors import PymoultTypeError
+from pymoult.lowlevel.source_diff import compare, parse_version, same_code
+
+pytestmark = pytest.mark.timeout(60)
+
+BASE = '''"""doc"""
+from __future__ import annotations
+import os
+
+X = dict(
+a=1,
+b=2,
+c=3,
+)
+
+def f(x):
+    s = """
+def not_a_def():
+    pass
+"""
+    return x
+
+@decorator
+def g():
+    return 1
+
+class C:
+    y = 2
+
+    def m(self):
+        return (1 +
+2)
+
+total = 1 + \\
+    2
+'''
+
+
+def shape(version):
+    return [(s.kind, s.names, s.start, s.end, s.text) for s in version.statements]
+
+
+def check(before_source, after_source):
+    before = parse_version(before_source, "m.py")
+    change = compare(before, after_source)
+    assert shape(change.after) == shape(parse_version(after_source, "m.py"))
+    return change
+
+
+LINES = BASE.splitlines(keepends=True)
+EDITS = ["", "\n", "b=20,\n", "def h():\n    return 2\n", "    return x + 1\n", "2)\n", "Y = 1\n",
+         "# a comment\n", "@other\n", "class D:\n    pass\n", "    z = 3\n", "a=1,\n", ")\n"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(start=st.integers(0, len(LINES)), length=st.integers(0, 3),
+       insert=st.lists(st.sampled_from(EDITS), max_size=3))
+def test_incremental_comparison_equals_a_full_parse(start, length, insert):
+    new_lines = LINES[:start] + insert + LINES[start + length:]
+    after = "".join(new_lines)
+    try:
+        expected = parse_version(after, "m.py")
+    except SyntaxError:
+        with pytest.raises(SyntaxError):
+            compare(parse_version(BASE, "m.py"), after)
+        return
+    change = compare(parse_version(BASE, "m.py"), after)
+    assert shape(change.after) == shape(expected)
+    # the statements outside the change are the old ones, unchanged
+    old_texts = [s.text for s in change.before.statements]
+    new_texts = [s.text for s in change.after.statements]
+    kept = len(new_texts) - len(change.new)
+    assert kept == len(old_texts) - len(change.old)
+
+
+def test_a_one_line_change_parses_only_the_statement_around_it():
+    change = check(BASE, BASE.replace("return 1", "return 10"))
+    assert [s.names for s in change.old] == [("g",)] and [s.names for s in change.new] == [("g",)]
+    assert change.delta == 0
+
+
+def test_a_change_inside_a_literal_spanning_lines_at_column_zero_widens_to_the_statement():
+    change = check(BASE, BASE.replace("b=2,", "b=20,"))
+    assert [s.names for s in change.new] == [("X",)]
+
+
+def test_an_insertion_shifts_the_statements_after_it():
+    change = check(BASE, BASE.replace("import os\n", "import os\nimport sys\n"))
+    assert change.delta == 1
+    names = [s.names for s in change.new]
+    assert ("sys",) in names
+
+
+def test_a_future_import_moved_down_is_a_syntax_error():
+    moved = BASE.replace("from __future__ import annotations\n", "") + \
+        "from __future__ import annotations\n"
+    with pytest.raises(SyntaxError):
+        compare(parse_version(BASE), moved)
+
+
+def test_a_syntax_error_reports_its_real_line():
+    broken = BASE.replace("def g():", "def g(:")
+    with pytest.raises(SyntaxError) as caught:
+        compare(parse_version(BASE), broken)
+    assert caught.value.lineno == broken.splitlines().index("def g(:") + 1
+
+
+def test_bad_arguments():
+    with pytest.raises(PymoultTypeError, match="expected a SourceVersion"):
+        compare("x = 1\n", "x = 2\n")
+    with pytest.raises(PymoultTypeError, match="source must be a str"):
+        parse_version(b"x = 1\n")
+
+
+def test_same_code_ignores_line_numbers_only():
+    a = compile("def f(x):\n    return x + 1\n", "a", "exec").co_consts[0]
+    b = compile("\n\n\ndef f(x):\n    return x + 1\n", "a", "exec").co_consts[0]
+    c = compile("def f(x):\n    return x + 2\n", "a", "exec").co_consts[0]
+    assert same_code(a, b) and not same_code(a, c)
