@@ -1,6 +1,5 @@
 """Each path of the update lifecycle, driven by both managers (polling and threaded)."""
 
-import threading
 import time
 
 import pytest

@@ -57,7 +57,7 @@ from ..lowlevel.source_diff import (compare, forget_version, read_source, record
                                     remember_version, version_of)
 from .updates import Update
 
-__all__ = ["ModuleUpdate", "Step"]
+__all__ = ["ModuleUpdate", "Step", "module_update_script"]
 
 logger = logging.getLogger("pymoult")
 
@@ -531,3 +531,26 @@ def _running(codes):
                     return f"{getattr(code, 'co_qualname', code.co_name)}()"
                 frame = frame.f_back
     return None
+
+
+def module_update_script(sources, manager="runtime"):
+    """The text of an update script that, run in the application (``pymoult push``), makes one
+    :class:`ModuleUpdate` of ``sources`` (module name -> new source) and queues it on the
+    manager called ``manager``."""
+    if not (isinstance(sources, dict) and sources and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in sources.items())):
+        raise PymoultTypeError(f"sources must map module names to source texts, got {sources!r}")
+    names = ", ".join(sources)
+    missing = f"the application has no manager called {manager!r} (run it under `pymoult run`)"
+    return (
+        "#parsed\n"
+        f"# made by `pymoult push --module`: the new version of {names}, as one update\n"
+        "from pymoult.highlevel.managers import fetch_manager\n"
+        "from pymoult.highlevel.updates import ModuleUpdate\n\n"
+        f"SOURCES = {sources!r}\n"
+        f"manager = fetch_manager({manager!r})\n"
+        "if manager is None:\n"
+        f"    raise LookupError({missing!r})\n"
+        "update = ModuleUpdate.combine([ModuleUpdate(name, source=source)\n"
+        "                               for name, source in SOURCES.items()])\n"
+        "manager.add_update(update)\n")
