@@ -95,11 +95,29 @@ def _read_script(path):
         return source.read()
 
 
+def _push_script(args):
+    """The script to send: the one given, or one made from ``--module NAME FILE`` pairs."""
+    if (args.script is None) == (not args.module):
+        _fail_usage("push: give an update script, or --module NAME FILE (not both)")
+    if args.script is not None:
+        return _read_script(args.script)
+    from .highlevel.module_update import module_update_script
+    from .lowlevel.source_diff import read_source
+
+    sources = {}
+    for name, path in args.module:
+        if name in sources:
+            _fail_usage(f"push: module {name} given twice")
+        sources[name] = read_source(path)
+    return module_update_script(sources)
+
+
 def _push(args):
     try:
-        script = _read_script(args.script)
-    except (OSError, UnicodeDecodeError) as exc:
-        print(f"pymoult push: cannot read {args.script}: {exc}", file=sys.stderr)
+        script = _push_script(args)
+    except (OSError, UnicodeDecodeError, SyntaxError) as exc:
+        what = args.script if args.script is not None else "a module's new version"
+        print(f"pymoult push: cannot read {what}: {exc}", file=sys.stderr)
         return USAGE_ERROR
     token = _token_from_file(args.token_file)
     outcome = {}
@@ -271,8 +289,12 @@ def build_parser():
                          "$PYMOULT_TOKEN)")
         sub.add_argument("--json", action="store_true", help="print the reply as JSON")
 
-    push = commands.add_parser("push", help="send an update script to a running application")
-    push.add_argument("script", help="the update script (- reads standard input)")
+    push = commands.add_parser("push", help="send an update script, or new versions of "
+                                            "modules, to a running application")
+    push.add_argument("script", nargs="?", help="the update script (- reads standard input)")
+    push.add_argument("--module", nargs=2, action="append", metavar=("NAME", "FILE"),
+                      help="update module NAME to the source in FILE (a ModuleUpdate made in "
+                           "the application; repeat it to change several modules in one update)")
     push.add_argument("--wait", action="store_true",
                       help="wait for the updates the script queued and report their outcome")
     push.add_argument("--timeout", type=_positive, default=None,

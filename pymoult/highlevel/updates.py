@@ -317,5 +317,9 @@ def isApplied(update):
     return update.state is UpdateState.APPLIED
 
 
-# at the end: module_update builds on Update, defined above
-from .module_update import ModuleUpdate  # noqa: E402
+def __getattr__(name):
+    # ModuleUpdate lives in its own module, which builds on Update: imported on first use
+    if name == "ModuleUpdate":
+        from .module_update import ModuleUpdate
+        return ModuleUpdate
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
