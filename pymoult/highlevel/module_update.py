@@ -34,8 +34,9 @@ function the update changes (quiescence, checked again inside the apply window).
 
 Limits (documented, logged): decorators of changed definitions run twice (on trial and when
 applied); one that registers the function in some outside table registers both versions.
-Line numbers of unchanged functions below an insertion are not renumbered (tracebacks through
-them point a few lines off until their next update).
+Unchanged functions below an insertion or deletion are given their new line numbers (their
+code is swapped for the same code, renumbered) so that tracebacks match the new source; those
+of nested classes are not.
 """
 
 import ast
@@ -49,12 +50,12 @@ import types
 from ..errors import ModuleUpdateError, PymoultTypeError, PymoultValueError, RedefinitionError
 from ..lowlevel.alterability import (_class_codes, _code_in_stacks, _codes_of, _thread_stacks,
                                      _wait_quiescence, patience)
-from ..lowlevel.data_update import redefineClass
+from ..lowlevel.data_update import _updatable_in_place, redefineClass
 from ..lowlevel.journal import (MISSING, Operation, SetItem, current_journal, delete_attribute,
                                 describe, set_attribute)
 from ..lowlevel.relinking import _layers, update_function
 from ..lowlevel.source_diff import (compare, forget_version, read_source, recorded_version,
-                                    remember_version, version_of)
+                                    remember_version, same_code, version_of)
 from .updates import Update
 
 __all__ = ["ModuleUpdate", "Step", "module_update_script"]
@@ -181,33 +182,36 @@ class _ModulePlan:
                                     f"{exc.msg} ({filename}, line {exc.lineno})",
                                     module=self.name, lineno=exc.lineno) from exc
         self.after = self.change.after
-        old_texts = {}
-        for statement in self.change.old:
-            old_texts.setdefault(statement.text, statement)
+        old_keys = {_key(statement) for statement in self.change.old}
+        new_keys = {_key(statement) for statement in self.change.new}
         self.run = []  # the statements to evaluate
         self.steps = []
         for statement in self.change.new:
-            if statement.text in old_texts:
-                continue
+            if _key(statement) in old_keys:
+                continue  # unchanged (maybe moved or reformatted): kept
             if statement.kind == "other":
                 self.steps.append(Step("note", self.name, "<module code>", statement.start,
                                        "new or changed module-level statement not run (module "
                                        "code runs once; its state is kept)"))
             else:
                 self.run.append(statement)
-        bound_after = set()
+        bound_after, star = set(), False
         for statement in self.after.statements:
             bound_after.update(statement.names)
+            if statement.kind == "other":
+                names, has_star = _names_bound_in(statement.node)
+                bound_after |= names
+                star = star or has_star
         self.removed = []
         for statement in self.change.old:
-            if statement.text in {s.text for s in self.change.new}:
+            if _key(statement) in new_keys:
                 continue
             for name in statement.names:
                 if name in bound_after or name in self.removed:
                     continue
-                if statement.kind == "import":
+                if statement.kind == "import" or star:
                     self.steps.append(Step("note", self.name, name, None,
-                                           "import dropped by the new version; binding kept"))
+                                           "no longer defined by the new version; binding kept"))
                 elif name in module.__dict__:
                     self.removed.append(name)
         self.bound = []  # names the run statements bind, in order
@@ -215,41 +219,44 @@ class _ModulePlan:
             for name in statement.names:
                 if name not in self.bound:
                     self.bound.append(name)
-        self.code = None
-        if self.run:
-            tree = ast.Module(body=[s.node for s in self.run], type_ignores=[])
+        flags = self.after.future_flags
+        self.compiled = []
+        for statement in self.run:
+            tree = ast.Module(body=[statement.node], type_ignores=[])
             try:
-                self.code = compile(tree, self.after.filename, "exec", dont_inherit=True)
+                code = compile(tree, self.after.filename, "exec", flags, dont_inherit=True)
             except SyntaxError as exc:  # a compile-time error the parser lets through
                 raise ModuleUpdateError(f"the new version of {self.name!r} does not compile: "
                                         f"{exc.msg} (line {exc.lineno})", module=self.name,
                                         lineno=exc.lineno) from exc
-        self._trial()
-        self.codes = self._codes()
+            self.compiled.append((statement, code))
+        self.old_classes = {s.names[0]: s.node for s in self.change.old if s.kind == "class"}
+        namespace = self._trial()
+        self.codes = self._codes(namespace)
 
     # -- on trial --------------------------------------------------------------------------------
 
     def _trial(self):
         live = self.module.__dict__
         namespace = dict(live)
-        for key, value in live.items():
+        for key, value in list(namespace.items()):
             if _is_dispatcher(value):
                 namespace[key] = _clone_dispatcher(value)
-        lines = {s.names: s.start for s in self.run}
-        if self.code is not None:
+        for statement, code in self.compiled:
             try:
-                exec(self.code, namespace)
-            except BaseException as exc:
-                if not isinstance(exc, Exception):
-                    raise
+                exec(code, namespace)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # SystemExit from module code too: reported
                 text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
                 raise ModuleUpdateError(
-                    f"the new version of {self.name!r} raised {exc!r} while being evaluated; "
-                    "nothing was changed", module=self.name, traceback=text) from exc
+                    f"the new version of {self.name!r} raised {exc!r} while being evaluated "
+                    f"(line {statement.start}); nothing was changed", module=self.name,
+                    lineno=statement.start, traceback=text) from exc
         line_of = {}
-        for names, line in lines.items():
-            for name in names:
-                line_of[name] = line
+        for statement in self.run:
+            for name in statement.names:
+                line_of[name] = statement.start
         steps = []
         for name in self.bound:
             new = namespace.get(name, MISSING)
@@ -261,6 +268,7 @@ class _ModulePlan:
             steps.append(Step("remove", self.name, name, None,
                               f"no longer defined (was {describe(live[name])})"))
         self.steps = steps + self.steps
+        return namespace
 
     def _describe(self, name, old, new, line):
         kind = _callable_kind(new)
@@ -277,17 +285,41 @@ class _ModulePlan:
             return Step("update class", self.name, name, line, detail)
         return Step("set", self.name, name, line, f"was {_short(old)}, now {_short(new)}")
 
-    def _codes(self):
-        """Code objects that must not be running when the update applies."""
+    def _codes(self, namespace):
+        """Code objects that must not be running when the update applies: the functions it
+        changes or removes, and the methods it changes (all of a class it must replace)."""
         codes = set()
         live = self.module.__dict__
         for name in self.bound + self.removed:
             value = live.get(name, MISSING)
+            new = namespace.get(name, MISSING)
             if isinstance(value, type):
-                codes |= _class_codes(value)
+                if isinstance(new, type) and _updatable_in_place(value, new):
+                    codes |= _changed_method_codes(value, new)
+                else:
+                    codes |= _class_codes(value)
             elif _is_function(value):
                 codes |= _codes_of(value)
         return codes
+
+    def kept_class_attributes(self, name, live_cls):
+        """Attributes of class ``name`` that updating it must keep: those set by class-body
+        statements that did not change, and those the old body never set (added at run time)."""
+        old = self.old_classes.get(name)
+        new = next((s.node for s in self.run if s.kind == "class" and s.names == (name,)), None)
+        if old is None or new is None:
+            return set()
+        old_body = {ast.dump(node): _assigned_names(node) for node in old.body}
+        set_by_old = set()
+        for node in old.body:
+            set_by_old |= _names_bound_in(node)[0]
+        kept = set()
+        for node in new.body:
+            if ast.dump(node) in old_body:
+                kept |= _assigned_names(node)
+        runtime = {k for k, v in vars(live_cls).items()
+                   if k not in set_by_old and not k.startswith("__") and not callable(v)}
+        return kept | runtime
 
     # -- applied ---------------------------------------------------------------------------------
 
@@ -299,35 +331,62 @@ class _ModulePlan:
                                     module=self.name)
 
     def apply(self, journal):
+        """Run the changed statements one by one in the live namespace; after each, put back
+        what it rebound and update the live objects instead, so that the next statements (a
+        subclass, a table of handlers) see the live objects."""
         live = self.module.__dict__
-        dispatchers = [v for v in live.values() if _is_dispatcher(v)]
-        saved = [(d, dict(_registry_dict(d))) for d in dispatchers]
-        snapshot = dict(live)
-        if self.code is not None:
-            try:
-                exec(self.code, live)
-            except BaseException:
-                _restore(live, snapshot)
-                RestoreRegistries(saved).undo()
-                raise
+        saved = [(d, dict(_registry_dict(d))) for d in list(live.values()) if _is_dispatcher(d)]
         if saved:
-            journal.record(RestoreRegistries(saved))
-        changed = [k for k in self.bound if live.get(k, MISSING) is not snapshot.get(k, MISSING)]
-        changed += [k for k in live if k not in snapshot and k not in changed]
-        changed += [k for k, v in snapshot.items()
-                    if k not in changed and live.get(k, MISSING) is not v]
-        new_values = {k: live.get(k, MISSING) for k in changed}
-        _restore(live, snapshot)  # from here on every change goes through the journal
-        counterparts = {id(new_values[k]): snapshot[k] for k in changed
-                        if isinstance(new_values[k], type) and isinstance(snapshot.get(k), type)}
-        registered = {id(f) for _, registry in saved for f in registry.values()}
-        for name in changed:
-            self._apply_binding(name, snapshot.get(name, MISSING), new_values[name],
-                                counterparts, registered, journal)
+            journal.record(RestoreRegistries(saved))  # what registrations change is undone
+        counterparts = {}
+        for statement, code in self.compiled:
+            snapshot = dict(live)
+            try:
+                exec(code, live)
+            finally:
+                if statement.kind in ("def", "class"):
+                    changed = [k for k in statement.names
+                               if live.get(k, MISSING) is not snapshot.get(k, MISSING)]
+                else:  # an assignment or import may bind more (a walrus, a submodule)
+                    changed = [k for k in live if live[k] is not snapshot.get(k, MISSING)]
+                    changed += [k for k in snapshot if k not in live]
+                new_values = {k: live.get(k, MISSING) for k in changed}
+                _restore(live, snapshot)  # from here on every change goes through the journal
+            registered = {id(f) for d in live.values() if _is_dispatcher(d)
+                          for f in d.registry.values()}
+            for name in changed:
+                old, new = snapshot.get(name, MISSING), new_values[name]
+                if isinstance(old, type) and isinstance(new, type):
+                    counterparts[id(new)] = old
+                self._apply_binding(name, old, new, counterparts, registered, journal)
         for name in self.removed:
             if name in live:
                 delete_attribute(self.module, name, journal)
+        if self.change.delta:
+            self._renumber(journal)
         journal.record(RememberVersion(self.module, self.after))
+
+    def _renumber(self, journal):
+        """Move the line numbers of the unchanged functions below the change by ``delta``, so
+        that tracebacks through them show the right lines of the new version."""
+        delta, filename = self.change.delta, self.after.filename
+        live = self.module.__dict__
+        functions = []
+        for statement in self.after.statements:
+            if statement.start - delta <= self.change.shifted_from or statement.kind not in (
+                    "def", "class"):
+                continue
+            value = live.get(statement.names[0])
+            candidates = _class_functions(value) if isinstance(value, type) else [value]
+            old_range = range(statement.start - delta, statement.end - delta + 1)
+            for candidate in candidates:
+                for layer in _layers(candidate) if candidate is not None else ():
+                    if isinstance(layer, types.FunctionType) \
+                            and layer.__code__.co_filename == filename \
+                            and layer.__code__.co_firstlineno in old_range:
+                        functions.append(layer)
+        if functions:
+            journal.record(Renumber(functions, delta))
 
     def _apply_binding(self, name, old, new, counterparts, registered, journal):
         live = self.module.__dict__
@@ -352,9 +411,112 @@ class _ModulePlan:
         elif isinstance(old, type) and isinstance(new, type):
             redefineClass(self.module, name, new, transformer=self.transformers.get(name),
                           builder=self.builders.get(name) or _default_builder(new),
-                          journal=journal, counterparts=counterparts)
+                          journal=journal, counterparts=counterparts,
+                          keep=self.kept_class_attributes(name, old))
             return
         set_attribute(self.module, name, new, journal)
+
+
+def _key(statement):
+    """What identifies a statement's meaning: its syntax tree without positions (so that line
+    endings, a final newline or a neighbour on the same line do not count as a change)."""
+    return ast.dump(statement.node)
+
+
+def _names_bound_in(node):
+    """Module-level names a compound statement (``if``, ``try``, ``with``, ``for``) may bind,
+    and whether it holds a star import."""
+    names, star = set(), False
+    todo = [node]
+    while todo:
+        current = todo.pop()
+        if isinstance(current, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(current.name)
+            continue  # their bodies bind their own locals
+        if isinstance(current, ast.Lambda):
+            continue
+        if isinstance(current, ast.Name) and isinstance(current.ctx, ast.Store):
+            names.add(current.id)
+        elif isinstance(current, ast.Import):
+            names.update(a.asname or a.name.partition(".")[0] for a in current.names)
+        elif isinstance(current, ast.ImportFrom):
+            star = star or any(a.name == "*" for a in current.names)
+            names.update(a.asname or a.name for a in current.names if a.name != "*")
+        elif isinstance(current, ast.ExceptHandler) and current.name:
+            names.add(current.name)
+        todo.extend(ast.iter_child_nodes(current))
+    return names, star
+
+
+def _assigned_names(node):
+    """Names a class-body statement binds with an assignment (not a ``def``)."""
+    if isinstance(node, ast.Assign):
+        return {t.id for t in node.targets if isinstance(t, ast.Name)}
+    if isinstance(node, (ast.AnnAssign, ast.AugAssign)) and isinstance(node.target, ast.Name):
+        return {node.target.id}
+    return set()
+
+
+def _innermost_code(value):
+    if isinstance(value, (staticmethod, classmethod)):
+        value = value.__func__
+    layers = [layer for layer in _layers(value) if isinstance(layer, types.FunctionType)] \
+        if callable(value) else []
+    return layers[-1].__code__ if layers else None
+
+
+def _changed_method_codes(live_cls, new_cls):
+    """Codes of the methods of ``live_cls`` that ``new_cls`` changes or drops."""
+    codes = set()
+    for name, value in vars(live_cls).items():
+        accessors = [value]
+        new_accessors = [vars(new_cls).get(name)]
+        if isinstance(value, property):
+            accessors = [value.fget, value.fset, value.fdel]
+            other = vars(new_cls).get(name)
+            new_accessors = [getattr(other, a, None) for a in ("fget", "fset", "fdel")]
+        for old, new in zip(accessors, new_accessors):
+            old_code = _innermost_code(old) if old is not None else None
+            if old_code is None:
+                continue
+            new_code = _innermost_code(new) if new is not None else None
+            if new_code is None or not same_code(old_code, new_code):
+                codes |= _codes_of(old)
+    return codes
+
+
+def _class_functions(cls):
+    """The Python functions defined in a class body (methods, static and class methods,
+    property accessors)."""
+    functions = []
+    for value in vars(cls).values():
+        if isinstance(value, (staticmethod, classmethod)):
+            value = value.__func__
+        if isinstance(value, property):
+            functions.extend(f for f in (value.fget, value.fset, value.fdel) if f is not None)
+        elif callable(value) and not isinstance(value, type):
+            functions.append(value)
+    return functions
+
+
+def _shifted_code(code, delta):
+    consts = tuple(_shifted_code(c, delta) if isinstance(c, types.CodeType) else c
+                   for c in code.co_consts)
+    return code.replace(co_firstlineno=code.co_firstlineno + delta, co_consts=consts)
+
+
+class Renumber(Operation):
+    """Functions whose code moved by ``delta`` lines (same code, new line numbers)."""
+
+    def __init__(self, functions, delta):
+        self.codes = [(f, f.__code__) for f in functions]
+        for function, code in self.codes:
+            function.__code__ = _shifted_code(code, delta)
+        self.text = f"move the line numbers of {len(functions)} functions by {delta:+d}"
+
+    def undo(self):
+        for function, code in self.codes:
+            function.__code__ = code
 
 
 def _restore(namespace, snapshot):

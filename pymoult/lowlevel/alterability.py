@@ -257,7 +257,8 @@ def _codes_of(function):
             wrapped = obj.__dict__.get("__wrapped__")
             if wrapped is not None:
                 todo.append(wrapped)
-        elif getattr(obj, "__wrapped__", None) is not None:
+        elif len(seen) < 100 and callable(obj) and \
+                isinstance(getattr(obj, "__wrapped__", None), types.FunctionType):
             todo.append(obj.__wrapped__)  # a C wrapper (lru_cache): its function's frames
         elif obj is not function:
             continue  # an odd wrapped layer (a builtin): it has no Python frames

@@ -387,7 +387,7 @@ def _is_function_like(value):
 
 
 def redefineClass(module, cls, new_cls, transformer=None, builder=None, journal=None,
-                  counterparts=None):
+                  counterparts=None, keep=()):
     """Make ``module.<cls>`` behave as ``new_cls``; returns the class now bound in the module.
 
     When the instance layout (slots, metaclass) and the bases allow, the live class is kept: its
@@ -410,7 +410,8 @@ def redefineClass(module, cls, new_cls, transformer=None, builder=None, journal=
 
     Bases and metaclass must be the live ones or "the same class": by default one of the same
     qualified name; with ``counterparts`` (id of a new class -> the live class it stands for,
-    as a module update knows them) only those.
+    as a module update knows them) only those. ``keep`` names class attributes an in-place
+    update leaves as they are (class-level state).
     """
     if not isinstance(module, types.ModuleType):
         raise PymoultTypeError(f"expected a module, got {module!r}")
@@ -433,9 +434,9 @@ def redefineClass(module, cls, new_cls, transformer=None, builder=None, journal=
         try:
             with own.recording():
                 if isinstance(live, enum.EnumMeta) and isinstance(new_cls, enum.EnumMeta):
-                    _update_enum(live, new_cls, own)
+                    _update_enum(live, new_cls, own, keep)
                 else:
-                    _update_namespace(live, new_cls, own)
+                    _update_namespace(live, new_cls, own, keep)
                 if transformer is not None:
                     own.record(transform_all(instances_of(live), transformer,
                                              f"transform instances of {describe(live)}"))
@@ -487,6 +488,14 @@ def _update_namespace(live, new_cls, journal, keep=()):
             if current != value:
                 set_attribute(live, name, value, journal)
             continue
+        if isinstance(current, type) and isinstance(value, type) and \
+                current.__qualname__ == value.__qualname__ and _updatable_in_place(current, value):
+            # a nested class: updated in place too, so its instances keep working
+            if isinstance(current, enum.EnumMeta) and isinstance(value, enum.EnumMeta):
+                _update_enum(current, value, journal)
+            else:
+                _update_namespace(current, value, journal)
+            continue
         if current is not MISSING and _is_function_like(current) and _is_function_like(value):
             try:
                 redefineMethod(live, name, value, fallback="rebind", journal=journal)
@@ -509,15 +518,20 @@ def _update_namespace(live, new_cls, journal, keep=()):
 
 
 class AddEnumMember(Operation):
-    """A member added to a live ``Enum`` class; undo removes it again."""
+    """A member (or an alias of one, ``name``) added to a live ``Enum`` class; undo removes it."""
 
-    def __init__(self, cls, member):
+    def __init__(self, cls, member, name=None):
         self.cls, self.member = cls, member
-        self.text = f"add member {member._name_} to {describe(cls)}"
+        self.name = name or member._name_
+        self.text = f"add member {self.name} to {describe(cls)}"
 
     def undo(self):
-        cls, name = self.cls, self.member._name_
+        cls, name = self.cls, self.name
         cls._member_map_.pop(name, None)
+        if name != self.member._name_:  # an alias: the member itself stays
+            if cls.__dict__.get(name) is self.member:
+                type.__delattr__(cls, name)
+            return
         if name in cls._member_names_:
             cls._member_names_.remove(name)
         try:
@@ -533,12 +547,13 @@ def _is_sunder(name):
     return len(name) > 2 and name[0] == name[-1] == "_" and name[1] != "_" and name[-2] != "_"
 
 
-def _update_enum(live, new_cls, journal):
+def _update_enum(live, new_cls, journal, keep=()):
     """Update an Enum in place: methods as for any class; members kept, new ones added."""
     members = set(live._member_map_) | set(new_cls._member_map_)
     internal = {name for name, value in vars(new_cls).items()
                 if name == "__new__" or (_is_sunder(name) and not _is_function_like(value))}
-    _update_namespace(live, new_cls, journal, keep=members | internal)
+    _update_namespace(live, new_cls, journal, keep=members | internal | set(keep))
+    aliases = []
     for name, member in new_cls._member_map_.items():
         if name in live._member_map_:
             if live._member_map_[name]._value_ != member._value_:
@@ -547,8 +562,10 @@ def _update_enum(live, new_cls, journal):
                                live._member_map_[name]._value_, member._value_)
             continue
         if member._name_ != name:
-            continue  # an alias of another new member
+            aliases.append((name, member._name_))  # added once its member is
+            continue
         object.__setattr__(member, "__class__", live)
+        journal.record(AddEnumMember(live, member))  # first: its undo tolerates a part done
         live._member_map_[name] = member
         live._member_names_.append(name)
         try:
@@ -556,7 +573,12 @@ def _update_enum(live, new_cls, journal):
         except TypeError:  # an unhashable value: found by a scan, as Enum does
             pass
         type.__setattr__(live, name, member)
-        journal.record(AddEnumMember(live, member))
+    for alias, canonical in aliases:
+        member = live._member_map_.get(canonical)
+        if member is not None:
+            journal.record(AddEnumMember(live, member, alias))
+            live._member_map_[alias] = member
+            type.__setattr__(live, alias, member)
     dropped = set(live._member_map_) - set(new_cls._member_map_)
     if dropped:
         logger.warning("%s keeps members %s that the new version drops (code may still hold "

@@ -76,13 +76,20 @@ class ClearCache(Operation):
         pass
 
 
+_MAX_LAYERS = 100  # as inspect.unwrap: a proxy may invent a new __wrapped__ at every access
+
+
 def _layers(function):
     """``function`` and everything it wraps (``__wrapped__`` chain), outermost first."""
-    layers, seen = [], set()
-    while function is not None and id(function) not in seen:
-        seen.add(id(function))
+    layers, seen = [], []  # the objects themselves: a proxy's invented ones would reuse ids
+    while function is not None and not any(function is s for s in seen) \
+            and len(layers) < _MAX_LAYERS:
+        seen.append(function)
         layers.append(function)
-        function = getattr(function, "__wrapped__", None)
+        try:
+            function = getattr(function, "__wrapped__", None)
+        except Exception:  # a proxy that fails on unknown attributes
+            function = None
     return layers
 
 

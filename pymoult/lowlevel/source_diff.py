@@ -23,16 +23,26 @@ module was imported is refused, since it would hide the very changes to apply.
 import ast
 import bisect
 import importlib.util
+import re
 import threading
 import types
+import weakref
 
 from ..errors import PymoultTypeError, PymoultValueError
 
 __all__ = ["Statement", "SourceVersion", "SourceChange", "parse_version", "compare",
            "version_of", "recorded_version", "remember_version", "forget_version", "same_code"]
 
-_versions = {}  # module name -> (id of the module object, SourceVersion)
+# module name -> (weak reference to the module, SourceVersion, (name, object) of its definitions)
+_versions = {}
 _versions_lock = threading.Lock()
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
+
+
+def split_lines(text):
+    """Lines with their ends, cut where Python's tokenizer cuts them (``str.splitlines`` also
+    cuts at form feeds and other characters that do not end a line of Python)."""
+    return _LINE.findall(text)
 
 
 class Statement:
@@ -111,8 +121,25 @@ class SourceVersion:
     def __init__(self, source, filename, statements, lines=None):
         self.source = source
         self.filename = filename
-        self.lines = lines if lines is not None else source.splitlines(keepends=True)
+        self.lines = lines if lines is not None else split_lines(source)
         self.statements = statements
+        self.has_future = _has_future_import(statements)
+
+    @property
+    def future_flags(self):
+        """The compiler flags of the version's ``from __future__`` imports."""
+        import __future__
+        flags = 0
+        for statement in self.statements:
+            node = statement.node
+            if not (isinstance(node, ast.ImportFrom) and node.module == "__future__"):
+                if isinstance(node, ast.Expr) and statement is self.statements[0]:
+                    continue  # the docstring
+                break
+            for alias in node.names:
+                feature = getattr(__future__, alias.name, None)
+                flags |= getattr(feature, "compiler_flag", 0)
+        return flags
 
     def __repr__(self):
         return (f"<SourceVersion {self.filename} {len(self.lines)} lines, "
@@ -127,7 +154,7 @@ def _check_source(source):
 def parse_version(source, filename="<source>"):
     """Parse a whole source. ``SyntaxError`` (with its line) if it does not parse."""
     _check_source(source)
-    lines = source.splitlines(keepends=True)
+    lines = split_lines(source)
     tree = compile(source, filename, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
     statements = _statements(tree, lines)
     _check_future_imports(statements, first=True, filename=filename)
@@ -181,7 +208,7 @@ def compare(before, source):
     if not isinstance(before, SourceVersion):
         raise PymoultTypeError(f"expected a SourceVersion, got {before!r}")
     _check_source(source)
-    old_lines, new_lines = before.lines, source.splitlines(keepends=True)
+    old_lines, new_lines = before.lines, split_lines(source)
     n_old, n_new = len(old_lines), len(new_lines)
     limit = min(n_old, n_new)
     prefix = 0
@@ -211,7 +238,7 @@ def compare(before, source):
         tree = compile(text, before.filename, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
         ast.increment_lineno(tree, region_start - 1)
         new = _statements(tree, new_lines)
-        if _has_future_import(new) or _has_future_import(statements[j:j + 1]):
+        if _has_future_import(new) or before.has_future:
             # the change may put a future import after other code: check the whole order
             _check_future_imports(statements[:i] + new + statements[j:], True, before.filename)
     except SyntaxError:
@@ -304,17 +331,26 @@ def _check_matches(module, version):
 
 
 def recorded_version(module):
-    """The version Pymoult last applied to ``module`` (this very module object), or None."""
+    """The version Pymoult last applied to ``module`` (this very module object), or None, also
+    when the record is stale: the module was reloaded, or its definitions rebound since."""
     with _versions_lock:
         known = _versions.get(module.__name__)
-    return known[1] if known is not None and known[0] == id(module) else None
+    if known is None or known[0]() is not module:
+        return None
+    namespace = module.__dict__
+    if any(namespace.get(name) is not obj for name, obj in known[2]):
+        return None
+    return known[1]
 
 
 def remember_version(module, version):
     """Record ``version`` as the source ``module`` runs now; returns the previous record."""
+    namespace = module.__dict__
+    definitions = tuple((s.names[0], namespace.get(s.names[0])) for s in version.statements
+                        if s.kind in ("def", "class"))
     with _versions_lock:
         previous = _versions.get(module.__name__)
-        _versions[module.__name__] = (id(module), version)
+        _versions[module.__name__] = (weakref.ref(module), version, definitions)
     return previous
 
 
