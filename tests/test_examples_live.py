@@ -48,3 +48,39 @@ def test_tictac_never_prints_a_mixed_pair(request):
     assert set(kinds) == {"tic-tac", "TIC-TAC"}, "a mixed pair was printed"
     assert kinds == sorted(kinds, key=lambda kind: kind == "TIC-TAC")  # all old, then all new
     assert numbers(pairs, r"pair (\d+)") == list(range(1, len(pairs) + 1))
+
+
+def test_data_converts_every_existing_account_at_once(request):
+    app = start(request, "data", "--interval", "0.01")
+    app.stdout.wait_for(lambda line: line.startswith("round 5:"))
+    assert "update 'accounts get a currency': applied" in app.push()
+    converted = app.stdout.wait_for(lambda line: "EUR" in line, count=8)  # one opens a client
+    assert app.stop() == 0
+    rounds = app.lines("round ")
+    first = rounds.index(converted[0])
+    before, after = rounds[:first], rounds[first:]
+    assert before and not any("EUR" in line for line in before)
+    for line in after:  # every account, old or opened since, has the field
+        accounts = line.split(": ")[1].split(", ")
+        assert all(account.endswith(" EUR") for account in accounts), line
+    # balances were kept: alice started at 100 and earns 1 a round, across the update
+    assert numbers(rounds, r"alice (\d+)") == [100 + n for n in range(1, len(rounds) + 1)]
+    assert len(after[-1].split(", ")) > len(after[0].split(", "))  # opened after the update
+
+
+def test_lazy_converts_each_record_on_its_first_access(request):
+    app = start(request, "lazy", "--interval", "0.005", "--batch", "1000")
+    app.stdout.wait_for(lambda line: line.startswith("round 3:"))
+    assert "update 'records get a label, lazily': applied" in app.push()
+    # ten rounds of 1,000 touch the whole pool: then every record has been converted
+    app.stdout.wait_for(lambda line: line.endswith("converted 10000"))
+    assert app.stop() == 0
+    rounds = app.lines("round ")
+    first = next(i for i, line in enumerate(rounds) if "(r" in line)
+    assert not any("(r" in line for line in rounds[:first])
+    counts = numbers(rounds[first:], r"converted (\d+)$")
+    # each line counts the records touched since the update: one batch more per round, the
+    # records of the batch being printed are converted as they are shown
+    assert counts[:10] == [1000 * n for n in range(1, 11)], counts
+    assert all(count == 10000 for count in counts[10:])  # never converted twice
+    assert app.stdout.lines[-1].endswith("converted 10000")
