@@ -84,3 +84,76 @@ def test_lazy_converts_each_record_on_its_first_access(request):
     assert counts[:10] == [1000 * n for n in range(1, 11)], counts
     assert all(count == 10000 for count in counts[10:])  # never converted twice
     assert app.stdout.lines[-1].endswith("converted 10000")
+
+
+def test_reboot_runs_the_new_main_in_the_same_thread(request):
+    app = start(request, "reboot", "--interval", "0.01")
+    first = app.stdout.wait_for(lambda line: line.startswith("v1 tick"), count=3)[0]
+    assert "update 'worker v2': applied" in app.push()
+    app.stdout.wait_for(lambda line: line.startswith("v2 tick"), count=3)
+    assert app.stop() == 0
+    ticks = app.lines("v1 tick") + app.lines("v2 tick")
+    assert numbers(ticks, r"tick (\d+)") == list(range(1, len(ticks) + 1))  # count went on
+    ident = re.search(r"\((\d+)\)", first).group(1)
+    assert all(f"in worker ({ident})" in line for line in ticks)  # one thread throughout
+    assert all(line.endswith("reboots 0") for line in app.lines("v1 tick"))
+    assert all(line.endswith("reboots 1") for line in app.lines("v2 tick"))
+    output = app.stdout.lines
+    assert output.index("v1 main left") < output.index(app.lines("v2 tick")[0])
+    assert output[-1] == f"stopped after {len(ticks)} ticks and 1 reboot(s)"
+
+
+def test_reader_and_writer_change_format_together(request):
+    app = start(request, "reader_writer", "--interval", "0.004")
+    app.stdout.wait_for(lambda line: line.endswith(" C"), count=10)
+    assert "update 'readings as dicts': applied" in app.push()
+    app.stdout.wait_for(lambda line: line.endswith(" F"), count=10)
+    assert app.stop() == 0
+    readings = app.lines("reading #")
+    assert not app.lines("MISMATCH")
+    new = ["F" in line for line in readings]
+    assert new == sorted(new)  # all old-format readings, then all new ones
+    seqs = numbers(readings, r"#(\d+)")
+    assert seqs == sorted(set(seqs))  # the writer's count went on through the update
+    assert re.fullmatch(r"stopped: \d+ decoded, 0 mismatched", app.stdout.lines[-1])
+
+
+WRITER_ONLY = """
+import sys
+from pymoult.highlevel.managers import fetch_manager
+from pymoult.highlevel.updates import SafeRedefineUpdate
+
+def encode(seq):
+    return {"seq": seq}
+
+app = sys.modules["__main__"]
+fetch_manager("runtime").add_update(
+    SafeRedefineUpdate(app, "encode", encode, threads=[app.writer], timeout=10))
+"""
+
+
+def test_reader_writer_detects_a_writer_updated_alone(request):
+    # the check the test above relies on: half the update is seen at once
+    app = start(request, "reader_writer", "--interval", "0.004")
+    app.stdout.wait_for(lambda line: line.endswith(" C"), count=3)
+    pushed = pymoult("push", "-", "--wait", "--to", app.address, stdin=WRITER_ONLY)
+    assert pushed.returncode == 0, pushed.stdout
+    app.stdout.wait_for(lambda line: line.startswith("MISMATCH"))
+    assert app.stop() == 0
+    assert re.fullmatch(r"stopped: \d+ decoded, [1-9]\d* mismatched", app.stdout.lines[-1])
+
+
+def test_local_variables_are_written_while_the_function_sleeps(request):
+    app = start(request, "local_var", "--interval", "1")
+    app.stdout.wait_for(lambda line: line.startswith("tick 1 "))
+    assert "update 'watch settings': applied" in app.push()
+    app.stdout.wait_for(lambda line: "(v2)" in line, count=3)
+    assert app.stop() == 0
+    # the function has no update point: the writes landed while it slept (where it spends its
+    # time), and the same frame went on with the new values, its own count intact
+    ticks = app.lines("tick ")
+    first_new = next(i for i, line in enumerate(ticks) if "(v2)" in line)
+    assert first_new >= 1
+    assert ticks == [f"tick {n} (v1), next in 1.0 s" for n in range(1, first_new + 1)] + \
+        [f"tick {n} (v2), next in 0.1 s" for n in range(first_new + 1, len(ticks) + 1)]
+    assert_stopped_after(app, r"stopped after (\d+) ticks", len(ticks))
