@@ -1,12 +1,16 @@
 """End-to-end: the server examples updated while clients stay connected and keep working.
 
 The HTTP server (standard library) gains authentication while two keep-alive clients send
-requests without pause. The test counts failed requests (none allowed), checks that no
-connection was dropped, that the state kept counting, and that the new behaviour is there
-afterwards."""
+requests without pause; the FTP server (pyftpdlib, from PyPI) gains a command while a client
+transfers files over one control connection. Each test counts failed requests (none allowed),
+checks that no connection was dropped, that the state kept counting, and that the new
+behaviour is there afterwards."""
 
 import base64
+import ftplib
 import http.client
+import io
+import os
 import re
 import threading
 
@@ -139,3 +143,63 @@ def test_http_server_gains_authentication_without_dropping_a_request(request):
 
 def numbers(texts, pattern):
     return [int(re.search(pattern, text).group(1)) for text in texts]
+
+
+# -- FTP ----------------------------------------------------------------------------------------
+
+def ftp_login(port):
+    ftp = ftplib.FTP()
+    ftp.connect("127.0.0.1", port, timeout=WAIT)
+    ftp.login("user", "12345")
+    return ftp
+
+
+def transfers(ftp):
+    """A Client uploading a file and downloading it back, over ``ftp``'s control connection;
+    each result is True when the bytes came back unchanged."""
+
+    def exchange(index):
+        data = os.urandom(16384 + index)
+        ftp.storbinary(f"STOR file{index}.bin", io.BytesIO(data))
+        back = io.BytesIO()
+        ftp.retrbinary(f"RETR file{index}.bin", back.write)
+        return back.getvalue() == data
+
+    return Client("ftp transfers", exchange)
+
+
+def test_ftp_server_updated_while_a_client_transfers_files(request, tmp_path):
+    import pyftpdlib  # noqa: F401 (in the test extra: a failure here is an install to redo)
+    app = start(request, "ftp_server", "--port", "0", "--root", str(tmp_path))
+    port = served_port(app, "serving ftp://")
+    ftp = ftp_login(port)
+    request.addfinalizer(ftp.close)
+    assert "version 1" in ftp.getwelcome()
+    with pytest.raises(ftplib.error_perm, match="^500"):
+        ftp.sendcmd("SITE STATS")
+    assert ftp.sendcmd("NOOP") == "200 I successfully did nothing'."
+
+    client = transfers(ftp)
+    client.start()
+    client.wait_for(5)
+    assert "update 'ftp server v2': applied" in app.push()
+    client.wait_for(len(client.results) + 5)
+    done = client.finish()
+    assert all(done), "a file came back different"
+
+    # the same control connection, now talking to version 2, with the counters kept
+    assert ftp.sendcmd("NOOP") == "200 NOOP: nothing done, by a server updated live."
+    assert ftp.sendcmd("SITE STATS") == \
+        f"200 {len(done)} files received, {len(done)} sent, 1 connections since the server started."
+    assert sorted(os.listdir(tmp_path)) == sorted(f"file{i}.bin" for i in range(len(done)))
+    second = ftp_login(port)
+    request.addfinalizer(second.close)
+    assert "version 2" in second.getwelcome()
+    assert "2 connections" in second.sendcmd("SITE STATS")
+
+    ftp.quit()
+    second.quit()
+    assert app.stop() == 0
+    assert len(app.lines("connection ")) == 2
+    assert app.stdout.lines[-1] == \
+        f"stopped: 2 connections, {len(done)} files received, {len(done)} sent"
