@@ -89,5 +89,7 @@ class AddAuthentication(QuiescentRedefineUpdate):
         super().apply()  # respond, redefined in place
 
 
-fetch_manager("runtime").add_update(
-    AddAuthentication(app, "respond", respond, name="add authentication", timeout=10))
+# The wait for quiescence re-reads the stacks every sleep_time (running calls give no signal
+# when they return): 5 ms rather than the default 100 ms, since requests are held meanwhile.
+fetch_manager("runtime").add_update(AddAuthentication(
+    app, "respond", respond, name="add authentication", timeout=10, sleep_time=0.005))
