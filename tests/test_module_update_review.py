@@ -154,3 +154,16 @@ def test_system_exit_in_the_new_version_is_reported(tmp_path):
     app = loaded(tmp_path, "import sys\n\nCODE = 0\n")
     with pytest.raises(ModuleUpdateError, match=r"raised SystemExit\(3\).*line 3"):
         ModuleUpdate(app, source="import sys\n\nCODE = sys.exit(3)\n")
+
+
+def test_functions_below_an_insertion_get_their_new_line_numbers(tmp_path, manager):
+    app = loaded(tmp_path, "def f():\n    return 1\n\n\nclass C:\n    def m(self):\n"
+                           "        raise ValueError('m')\n\n\ndef g():\n    raise ValueError('g')\n")
+    new = "import os\nimport sys\n\n" + open(app.__file__).read().replace("return 1", "return 2")
+    update_to(manager, app, new)
+    lines = new.splitlines()
+    for call, text in ((app.g, "    raise ValueError('g')"),
+                       (app.C().m, "        raise ValueError('m')")):
+        with pytest.raises(ValueError) as caught:
+            call()
+        assert caught.traceback[-1].lineno + 1 == lines.index(text) + 1

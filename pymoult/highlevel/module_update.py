@@ -15,9 +15,10 @@ Made in the caller's thread (nothing in the program changes):
   3. the result is a list of :class:`Step` objects (``update.steps``, readable ``str``).
 
 Applied (inside the update's stop-the-world window, journaled):
-  the same statements run again, in the live module's namespace, so that the functions they
-  make have the module's globals and class bodies see the module as the new version describes
-  it; then each name they rebound is put back and updated through Pymoult's mechanisms:
+  the same statements run again, one by one, in the live module's namespace, so that the
+  functions they make have the module's globals; after each, every name it rebound is put back
+  and the live object updated through Pymoult's mechanisms (so the next statements, a subclass
+  or a table of handlers, see the live objects):
   functions in place (``relinking``: every reference follows), classes in place when the layout
   allows, else replaced with their instances converted (``transformers``/``builders`` by class
   name), Enums keeping their members, singledispatch functions keeping their registry (new
@@ -32,11 +33,12 @@ When it is safe: with ``threads``, at their static update points (a frame alread
 changed function keeps its old code: reboot such threads); without, once no thread runs any
 function the update changes (quiescence, checked again inside the apply window).
 
-Limits (documented, logged): decorators of changed definitions run twice (on trial and when
-applied); one that registers the function in some outside table registers both versions.
-Unchanged functions below an insertion or deletion are given their new line numbers (their
-code is swapped for the same code, renumbered) so that tracebacks match the new source; those
-of nested classes are not.
+Limits: decorators and class bodies of changed definitions run twice (on trial and when
+applied), so one that registers the function in an outside table registers both versions;
+values derived from changed names by unchanged statements are not recomputed. Unchanged
+functions below an insertion or deletion are given their new line numbers (their code is
+swapped for the same code, renumbered) so that tracebacks match the new source; those of
+nested classes are not.
 """
 
 import ast
