@@ -111,27 +111,55 @@ def test_module_code_that_is_not_a_definition_is_not_rerun(tmp_path, manager):
 
 def test_a_syntax_error_changes_nothing_and_says_where(tmp_path):
     app = loaded(tmp_path, V1)
+    before = snapshot(app)
     broken = V2.replace("def shout(text):", "def shout(text)")
     with pytest.raises(ModuleUpdateError, match=r"does not compile") as caught:
         ModuleUpdate(app, source=broken)
     assert caught.value.lineno == broken.splitlines().index("def shout(text)") + 1
-    assert app.TIMEOUT == 5 and app.greet("a") == "hello a"
+    same(before, snapshot(app))
 
 
 def test_a_new_version_raising_at_evaluation_changes_nothing(tmp_path):
     app = loaded(tmp_path, V1)
+    before = snapshot(app)
     raising = V2.replace("TIMEOUT = 10", "TIMEOUT = 1 / 0")
     with pytest.raises(ModuleUpdateError, match=r"raised ZeroDivisionError.*nothing was changed") as caught:
         ModuleUpdate(app, source=raising)
     assert "ZeroDivisionError" in caught.value.traceback
+    same(before, snapshot(app))
     assert app.TIMEOUT == 5 and app.greet("a") == "hello a" and hasattr(app, "old_helper")
     assert not hasattr(app, "shout") and not hasattr(app, "json")
+
+
+def snapshot(module):
+    """Every binding of the module, every class attribute and every function's state."""
+    state = {}
+    for name, value in vars(module).items():
+        state[name] = value
+        if isinstance(value, type):
+            state[name, "class"] = dict(vars(value))
+        if hasattr(value, "__code__"):
+            state[name, "code"] = (value.__code__, value.__defaults__, dict(value.__dict__))
+    return state
+
+
+def same(before, after):
+    assert before.keys() == after.keys()
+    for key, value in before.items():
+        if isinstance(value, dict):
+            assert value.keys() == after[key].keys(), key
+            assert all(value[k] is after[key][k] for k in value), key
+        elif isinstance(value, tuple):
+            assert all(a is b or a == b for a, b in zip(value, after[key])), key
+        else:
+            assert value is after[key], key
 
 
 def test_a_failing_transformer_rolls_everything_back(tmp_path, manager):
     app = loaded(tmp_path, V1 + "\nclass Point:\n    def __init__(self, x):\n        self.x = x\n")
     p = app.Point(1)
     greet = app.greet
+    before = snapshot(app)
 
     def failing(obj):
         raise RuntimeError("no")
@@ -145,6 +173,7 @@ def test_a_failing_transformer_rolls_everything_back(tmp_path, manager):
     assert greet("a") == "hello a" and app.TIMEOUT == 5 and hasattr(app, "old_helper")
     assert not hasattr(app, "shout") and not hasattr(app, "json")
     assert vars(p) == {"x": 1}
+    same(before, snapshot(app))
     # and the module's version is still the old one: the same update can be made again
     assert [s.name for s in ModuleUpdate(app, source=V2).steps if s.action != "note"]
 
