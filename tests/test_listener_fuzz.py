@@ -182,9 +182,12 @@ def test_more_connections_than_the_cap_are_told_busy(world):
         with pytest.raises(ListenerBusyError, match=r"the listener is busy") as caught:
             client.status(listener.address, token=TOKEN)
         assert caught.value.address == listener.address
+        assert listener.connections == 3
         for sock in held:  # ending them frees their slots
             sock.shutdown(socket.SHUT_WR)
             assert error_type(read_reply(sock)) == "ProtocolError"
+        # a handler frees its slot just after its reply: wait for that, do not race it
+        assert listener.wait_idle(WAIT) and listener.connections == 0
         assert client.status(listener.address, token=TOKEN)["ok"] is True
     finally:
         for sock in held:

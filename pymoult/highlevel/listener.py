@@ -373,7 +373,8 @@ class Listener(_ScriptHost, threading.Thread):
         elif not localhost:
             raise PymoultValueError("localhost=False only applies to TCP (port= or "
                                     "address='tcp:...'); the default transport is a Unix socket")
-        self._slots = threading.BoundedSemaphore(self.max_connections)
+        self._connections = 0  # in progress, each holding one of max_connections slots
+        self._connections_changed = threading.Condition()
         self._handlers = set()
         self._handlers_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -524,6 +525,19 @@ class Listener(_ScriptHost, threading.Thread):
             handler.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         return not self.is_alive() and not any(h.is_alive() for h in handlers)
 
+    @property
+    def connections(self):
+        """The number of connections being served now (each holds one of
+        ``max_connections``)."""
+        with self._connections_changed:
+            return self._connections
+
+    def wait_idle(self, timeout=None):
+        """Block until no connection is being served; False if some still are after
+        ``timeout`` s (None: no limit)."""
+        with self._connections_changed:
+            return self._connections_changed.wait_for(lambda: self._connections == 0, timeout)
+
     def _remove_socket_file(self):
         if self._address.family != "unix":
             return
@@ -564,7 +578,7 @@ class Listener(_ScriptHost, threading.Thread):
             return
         number = next(_connection_numbers)
         who = f"connection {number}" + (f" from {peer[0]}:{peer[1]}" if peer else "")
-        if not self._slots.acquire(blocking=False):
+        if not self._take_slot():
             logger.warning("%s: refused %s: busy (%d connections in progress)", self.name, who,
                            self.max_connections)
             self._refuse_busy(conn)
@@ -580,8 +594,20 @@ class Listener(_ScriptHost, threading.Thread):
                              self.name, who)
             with self._handlers_lock:
                 self._handlers.discard(handler)
-            self._slots.release()
+            self._release_slot()
             conn.close()
+
+    def _take_slot(self):
+        with self._connections_changed:
+            if self._connections >= self.max_connections:
+                return False
+            self._connections += 1
+            return True
+
+    def _release_slot(self):
+        with self._connections_changed:
+            self._connections -= 1
+            self._connections_changed.notify_all()
 
     def _refuse_busy(self, conn):
         """Tell a connection over the cap that the listener is busy, without waiting for it."""
@@ -612,7 +638,7 @@ class Listener(_ScriptHost, threading.Thread):
             logger.exception("%s: internal error serving %s", self.name, who)
         finally:
             conn.close()
-            self._slots.release()
+            self._release_slot()
             with self._handlers_lock:
                 self._handlers.discard(threading.current_thread())
 
