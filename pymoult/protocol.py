@@ -13,7 +13,10 @@ Requests (``token`` is needed when the listener has one)::
     {"op": "history", "token": "..."}
 
 Replies always carry ``"ok"``; a refused request gets
-``{"ok": false, "error": {"type": "<error class>", "message": "..."}}``.
+``{"ok": false, "error": {"type": "<error class>", "message": "..."}}``. A client keeps its
+connection open, sending side included, until it has the reply: a listener serving a push
+takes the end of a TCP client's sending side for its departure (TCP cannot tell a half-close
+from a close) and stops waiting for it (over a Unix socket only a real close counts).
 
 Addresses are strings: ``"unix:/path/to/socket"`` or ``"tcp:host:port"`` (``tcp:[::1]:port`` for
 IPv6); :func:`parse_address` reads them and :class:`Address` formats them back.

@@ -195,6 +195,112 @@ def test_a_script_still_running_at_the_timeout_is_reported(app, listen):
             thread.join(WAIT)
 
 
+# -- clients that go away while a push is served ---------------------------------------------
+
+def push_frame(script, **fields):
+    return frame({"op": "push", "script": script, "wait": True, "timeout": None, **fields})
+
+
+@pytest.mark.parametrize("transport, leave, why", [
+    ("unix", "close", "closed the connection"),
+    ("tcp", "close", "ended its side of the TCP connection"),
+    ("tcp", "shutdown", "ended its side of the TCP connection"),  # TCP cannot tell them apart
+])
+def test_a_client_gone_while_waiting_frees_its_slot_and_the_update_goes_on(
+        app, manager, listen, transport, leave, why):
+    tcp = transport == "tcp"
+    listener = listen(**({"address": "tcp:127.0.0.1:0", "token": TOKEN} if tcp else {}))
+    listener.max_push_wait = 300.0  # far beyond this test's waits: only the departure frees it
+    with connect(listener.address) as sock, LogWatcher() as log_records:
+        sock.sendall(push_frame(held_script(app, manager), **({"token": TOKEN} if tcp else {})))
+        try:
+            assert app.module.entered.wait(WAIT)  # the manager runs the update, the push waits
+            assert listener.connections == 1 and not listener.wait_idle(0)
+            if leave == "shutdown":
+                sock.shutdown(socket.SHUT_WR)
+            else:
+                sock.close()
+            assert listener.wait_idle(WAIT)  # the slot is free though the update is not done
+            assert log_records.wait_for(f"{why}")
+            assert manager.current_update.name == "held"  # not cancelled: it was accepted
+            if leave == "shutdown":
+                assert read_reply(sock) is None  # the listener closed without a reply
+        finally:
+            app.module.gate.set()
+    assert manager.wait_current_update(WAIT)
+    assert manager.history()[-1].state == "applied"
+    assert listener.applied_updates == ["held"]  # still recorded
+    assert any("its updates go on (ask for status)" in m for m in log_records.messages)
+
+
+def test_a_client_gone_while_its_script_runs_frees_its_slot(app, listen):
+    listener = listen()
+    app.module.gate, app.module.entered = threading.Event(), threading.Event()
+    script = f"import sys\nsys.modules[{APP!r}].entered.set()\nsys.modules[{APP!r}].gate.wait(10)\n"
+    try:
+        with connect(listener.address) as sock:
+            sock.sendall(push_frame(script))
+            assert app.module.entered.wait(WAIT)
+        assert listener.wait_idle(WAIT)
+    finally:
+        app.module.gate.set()
+    for thread in threading.enumerate():
+        if thread.name.startswith("pymoult-update-"):
+            thread.join(WAIT)
+
+
+@pytest.fixture
+def watch_checks(monkeypatch):
+    """A Condition whose ``count`` is the number of times a push checked its client."""
+    checked = threading.Condition()
+    checked.count = 0
+    check = listener_module._ClientWatch.__call__
+
+    def counted(watch):
+        gone = check(watch)
+        with checked:
+            checked.count += 1
+            checked.notify_all()
+        return gone
+
+    monkeypatch.setattr(listener_module._ClientWatch, "__call__", counted)
+    return checked
+
+
+def test_a_unix_client_that_only_ends_its_sending_side_still_gets_the_outcome(
+        app, manager, listen, watch_checks):
+    listener = listen()
+    with connect(listener.address) as sock:
+        sock.sendall(push_frame(held_script(app, manager)) + b"trailing bytes are dropped")
+        try:
+            assert app.module.entered.wait(WAIT)
+            sock.shutdown(socket.SHUT_WR)
+            with watch_checks:  # the push saw the end of its input, and kept waiting
+                seen = watch_checks.count
+                assert watch_checks.wait_for(lambda: watch_checks.count >= seen + 2, WAIT)
+            assert listener.connections == 1
+        finally:
+            app.module.gate.set()
+        reply = read_reply(sock)
+    assert reply == {"ok": True, "script_error": None, "updates": [
+        {"name": "held", "state": "applied", "finished": True, "error": None}]}
+
+
+def test_a_client_flooding_after_its_request_is_let_go(app, manager, listen):
+    listener = listen(max_size=4096)
+    with connect(listener.address) as sock, LogWatcher() as log_records:
+        sock.sendall(push_frame(held_script(app, manager)))
+        try:
+            assert app.module.entered.wait(WAIT)
+            sock.sendall(b"x" * 5000)
+            assert listener.wait_idle(WAIT)
+            assert log_records.wait_for("sent over 4096 bytes after its request")
+        finally:
+            app.module.gate.set()
+    assert manager.wait_current_update(WAIT)
+    assert manager.history()[-1].state == "applied"
+
+
 # -- status and history ------------------------------------------------------------------------
 
 def test_status_and_history_report_the_managers(app, manager, listen):

@@ -14,7 +14,8 @@ Running a pushed script is remote code execution by design, so the listener is l
 default: a Unix socket (mode 0600, in a private 0700 directory) whose peers must run as this
 process's user (or root, which could take over the process anyway); TCP only when asked, on
 loopback unless told otherwise, and then only with a token (compared in constant time). Every
-connection has a size limit, read and idle timeouts and a slot among ``max_connections``; every
+connection has a size limit, read and idle timeouts and a slot among ``max_connections`` (a
+push whose client goes away frees its slot within ``WATCH_INTERVAL``; its updates go on); every
 refusal gets an error reply when possible and a WARNING in the ``pymoult`` log, and nothing a
 client sends ends the listener's thread.
 
@@ -30,6 +31,7 @@ import itertools
 import linecache
 import logging
 import os
+import select
 import selectors
 import socket
 import stat
@@ -38,7 +40,6 @@ import tempfile
 import threading
 import time
 import traceback
-from concurrent.futures import wait as futures_wait
 
 from .. import protocol
 from ..errors import (AuthenticationError, ProtocolError, PymoultTypeError, PymoultValueError,
@@ -55,6 +56,8 @@ _script_numbers = itertools.count(1)
 _connection_numbers = itertools.count(1)
 _app_listener = None
 _LINGER = 0.5  # seconds a handler waits for the client to close after the reply
+#: How often (seconds) a push being served checks that its client is still there.
+WATCH_INTERVAL = 0.1
 
 
 # -- the original's logging functions ------------------------------------------------------------
@@ -142,7 +145,24 @@ def _succeeded(future):
     return future.done() and not future.cancelled() and future.exception() is None
 
 
-def run_script(source, wait=True, timeout=None, on_applied=None):
+def _wait_unless(event, timeout, abandoned):
+    """``event.wait(timeout)``, but asking ``abandoned()`` every ``WATCH_INTERVAL`` s: None as
+    soon as it answers true."""
+    if abandoned is None:
+        return event.wait(timeout)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        step = WATCH_INTERVAL if deadline is None else min(
+            WATCH_INTERVAL, max(0.0, deadline - time.monotonic()))
+        if event.wait(step):
+            return True
+        if abandoned():
+            return None
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+
+
+def run_script(source, wait=True, timeout=None, on_applied=None, abandoned=None):
     """Run update script ``source`` in a thread of its own and return the push reply.
 
     The script is compiled as ``<pymoult update N>`` and run in thread ``pymoult-update-N`` in a
@@ -151,6 +171,11 @@ def run_script(source, wait=True, timeout=None, on_applied=None):
     The reply: ``{"ok", "script_error", "updates": [{"name", "state", "finished", "error"}]}``;
     ``ok`` is false if the script raised or did not end in time, or if an update ended
     unapplied or with an error (or, when waiting, did not end in time).
+
+    ``abandoned()``, if given, is asked every ``WATCH_INTERVAL`` s while waiting whether
+    anybody still waits for the reply: once it answers true the waiting stops and None is
+    returned. The script and its updates go on (they were accepted); ``on_applied`` is still
+    called and the managers log how the updates end.
     """
     number = next(_script_numbers)
     filename = f"<pymoult update {number}>"
@@ -178,7 +203,10 @@ def run_script(source, wait=True, timeout=None, on_applied=None):
     thread = threading.Thread(target=body, name=f"pymoult-update-{number}", daemon=True)
     logger.info("update script %d: running in %s", number, thread.name)
     thread.start()
-    if ran.wait(timeout):
+    ended = _wait_unless(ran, timeout, abandoned)
+    if ended is None:
+        return None
+    if ended:
         script_error = state["error"]
     else:
         script_error = {"type": "TimeoutError", "message": f"the script was still running after "
@@ -194,12 +222,23 @@ def run_script(source, wait=True, timeout=None, on_applied=None):
                 recorded.add(id(update))
             on_applied(update.name)
 
+    unfinished = [len(collected)]
+    all_done = threading.Event()
+
+    def done(update, future):
+        record(update, future)
+        with recorded_lock:
+            unfinished[0] -= 1
+            if not unfinished[0]:
+                all_done.set()
+
     for update, future in collected:
-        future.add_done_callback(lambda f, update=update: record(update, f))
+        future.add_done_callback(lambda f, update=update: done(update, f))
     note = None
     if wait and collected:
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        futures_wait([future for _, future in collected], left)
+        if _wait_unless(all_done, left, abandoned) is None:
+            return None
         note = f"not finished within {timeout} s"
     for update, future in collected:  # callbacks may run after wait() returned
         record(update, future)
@@ -293,11 +332,11 @@ class _ScriptHost:
     #: reported "not finished" and go on; ``status`` tells how they end.
     max_push_wait = 600.0
 
-    def _push(self, request):
+    def _push(self, request, abandoned=None):
         timeout = request["timeout"]
         timeout = self.max_push_wait if timeout is None else min(timeout, self.max_push_wait)
         return run_script(request["script"], request["wait"], timeout,
-                          self.applied_updates.append)
+                          self.applied_updates.append, abandoned)
 
 
 # -- the socket listener ------------------------------------------------------------------------
@@ -666,7 +705,13 @@ class Listener(_ScriptHost, threading.Thread):
         op = request["op"]
         logger.info("%s: %s asks for %s", self.name, who, op)
         if op == "push":
-            return self._push(request)
+            watch = _ClientWatch(conn, self._address.family == "tcp", self.max_size)
+            reply = self._push(request, watch)
+            if reply is None:
+                logger.warning("%s: %s: the client %s while its push was served: no reply "
+                               "sent; its updates go on (ask for status)", self.name, who,
+                               watch.why)
+            return reply
         if op == "status":
             return {"ok": True, "listener": self._describe(),
                     "managers": [_manager_status(m) for m in self._reported_managers()]}
@@ -690,6 +735,51 @@ class Listener(_ScriptHost, threading.Thread):
     def __repr__(self):
         state = "stopped" if self._closed else "serving" if self.is_alive() else "not started"
         return f"<Listener {self.name!r} {self.address} {state}>"
+
+
+class _ClientWatch:
+    """Called while a push is served (``run_script``'s ``abandoned``): true once its client
+    has gone, so that the handler stops waiting and frees its slot; ``why`` then says how.
+
+    A Unix socket reports its peer's close as a hang-up (``POLLHUP``), distinct from a
+    client that only shut down its sending side and still waits for the reply. TCP cannot
+    tell those two apart without writing, so over TCP the end of the client's sending side
+    counts as its departure (``pymoult.client`` keeps it open until the reply). Bytes sent
+    after the request are read and dropped; more than ``limit`` of them also ends the wait.
+    """
+
+    def __init__(self, conn, tcp, limit):
+        self._conn, self._tcp, self._limit = conn, tcp, limit
+        self._poll = select.poll()
+        self._poll.register(conn, select.POLLIN)
+        self._dropped = 0
+        self.why = None
+
+    def __call__(self):
+        for _, events in self._poll.poll(0):
+            if events & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                self.why = "closed the connection"
+                return True
+            if not events & select.POLLIN:
+                continue
+            try:
+                chunk = self._conn.recv(65536)
+            except (BlockingIOError, InterruptedError, TimeoutError):
+                continue
+            except OSError as exc:
+                self.why = f"lost the connection ({exc.strerror or exc})"
+                return True
+            if not chunk:
+                if self._tcp:
+                    self.why = "ended its side of the TCP connection (taken as gone)"
+                    return True
+                self._poll.modify(self._conn, 0)  # half-closed: only a hang-up matters now
+                continue
+            self._dropped += len(chunk)
+            if self._dropped > self._limit:
+                self.why = f"sent over {self._limit} bytes after its request"
+                return True
+        return False
 
 
 def _manager_status(manager):
