@@ -19,7 +19,9 @@ takes the end of a TCP client's sending side for its departure (TCP cannot tell 
 from a close) and stops waiting for it (over a Unix socket only a real close counts).
 
 Addresses are strings: ``"unix:/path/to/socket"`` or ``"tcp:host:port"`` (``tcp:[::1]:port`` for
-IPv6); :func:`parse_address` reads them and :class:`Address` formats them back.
+IPv6); :func:`parse_address` reads them and :class:`Address` formats them back. A Unix socket's
+path may have at most ``MAX_UNIX_PATH`` bytes (``sun_path`` with its final NUL): a longer one is
+refused when the address is read, on either side, rather than failing obscurely later.
 """
 
 import json
@@ -28,13 +30,15 @@ import os
 import socket
 import stat
 import struct
+import sys
 import time
 from dataclasses import dataclass
 
 from .errors import ProtocolError, PymoultTypeError, PymoultValueError
 
-__all__ = ["MAX_FRAME", "OPS", "Address", "parse_address", "encode_frame", "decode_payload",
-           "send_frame", "recv_frame", "validate_request", "error_reply", "read_token_file"]
+__all__ = ["MAX_FRAME", "MAX_UNIX_PATH", "OPS", "Address", "parse_address", "unix_path_error",
+           "encode_frame", "decode_payload", "send_frame", "recv_frame", "validate_request",
+           "error_reply", "read_token_file"]
 
 #: Default size limit of a frame's payload (bytes).
 MAX_FRAME = 1 << 20
@@ -42,6 +46,9 @@ MAX_FRAME = 1 << 20
 MAX_TIMEOUT = 7 * 24 * 3600.0
 #: The requests a listener answers.
 OPS = ("push", "status", "history")
+#: The longest path (bytes) of a Unix socket: ``sun_path`` holds 108 bytes on Linux, 104 on
+#: macOS and the BSDs, the terminating NUL included (CPython refuses a path that fills it).
+MAX_UNIX_PATH = (104 if sys.platform == "darwin" or "bsd" in sys.platform else 108) - 1
 
 _HEADER = struct.Struct(">I")
 _MAX_INT_DIGITS = 64  # a JSON integer longer than this is refused (int() is quadratic before 3.11)
@@ -56,6 +63,12 @@ class Address:
     path: str = None
     host: str = None
     port: int = None
+
+    def __post_init__(self):
+        if self.family == "unix" and self.path is not None:
+            problem = unix_path_error(self.path)
+            if problem is not None:
+                raise PymoultValueError(f"cannot use unix:{self.path}: {problem}")
 
     def __str__(self):
         if self.family == "unix":
@@ -76,6 +89,16 @@ class Address:
         return self.path if self.family == "unix" else (self.host, self.port)
 
 
+def unix_path_error(path, what="the path"):
+    """Why ``path`` cannot be a Unix socket's (it is longer than ``MAX_UNIX_PATH`` bytes), or
+    None when it can. ``what`` names the path in the answer."""
+    size = len(os.fsencode(path))
+    if size <= MAX_UNIX_PATH:
+        return None
+    return (f"{what} is {size} bytes long, over the limit of {MAX_UNIX_PATH} bytes for a Unix "
+            f"socket (sun_path holds {MAX_UNIX_PATH + 1} with the final NUL)")
+
+
 def parse_address(text):
     """``"unix:/path"`` or ``"tcp:host:port"`` (``tcp:[v6]:port``) as an :class:`Address`.
 
@@ -91,7 +114,11 @@ def parse_address(text):
         if not rest or "\0" in rest:
             raise PymoultValueError(f"bad address {text!r}: 'unix:' needs a file path "
                                     "(abstract sockets are not supported)")
-        return Address("unix", path=os.path.abspath(rest))
+        path = os.path.abspath(rest)
+        problem = unix_path_error(path)
+        if problem is not None:
+            raise PymoultValueError(f"bad address {text!r}: {problem}; choose a shorter path")
+        return Address("unix", path=path)
     if family == "tcp" and sep:
         if rest.startswith("["):
             host, bracket, port = rest[1:].partition("]")

@@ -240,6 +240,7 @@ def test_run_a_module_with_arguments(app, tmp_path):
     (("push", "/nonexistent/update.py", "--to", "unix:/tmp/x.sock"), 2, "cannot read"),
     (("push", "-", "--to", "unix:/nonexistent/listener.sock"), 3, "no listener"),
     (("status", "--to", "bogus:address"), 2, "address"),
+    (("status", "--to", "unix:/" + "s" * 200), 2, "201 bytes long, over the limit of"),
     (("push", "-", "--timeout", "inf", "--to", "unix:/tmp/x.sock"), 2, "at most"),
     (("run", "-m"), 2, "needs a module name"),
     (("status", "--to", "tcp:127.0.0.1:1", "--token-file", "/nonexistent"), 2, "token file"),

@@ -5,6 +5,8 @@ import os
 import re
 import socket
 import stat
+import sys
+import tempfile
 import threading
 
 import pytest
@@ -405,6 +407,64 @@ def test_bad_addresses_are_refused_clearly(address, message):
     with pytest.raises(PymoultValueError, match=rf"^bad address {re.escape(repr(address))}: "
                                                  rf"{message}"):
         protocol.parse_address(address)
+
+
+def path_of(directory, size):
+    """A path of ``size`` bytes: a file name in ``directory`` padded to that length."""
+    path = os.path.join(directory, "s" * (size - len(os.fsencode(str(directory))) - 1))
+    assert len(os.fsencode(path)) == size
+    return path
+
+
+def test_a_unix_path_too_long_for_sun_path_is_refused_when_read(tmp_path):
+    limit = protocol.MAX_UNIX_PATH
+    assert limit == 107 or not sys.platform.startswith("linux")
+    too_long = path_of(tmp_path, limit + 1)
+    message = (rf"the path is {limit + 1} bytes long, over the limit of {limit} bytes for a "
+               rf"Unix socket \(sun_path holds {limit + 1} with the final NUL\)")
+    with pytest.raises(PymoultValueError, match=rf"^bad address {re.escape(repr('unix:' + too_long))}"
+                                                 rf": {message}; choose a shorter path$"):
+        protocol.parse_address(f"unix:{too_long}")
+    with pytest.raises(PymoultValueError, match=rf"^cannot use unix:{re.escape(too_long)}: "
+                                                 rf"{message}$"):
+        protocol.Address("unix", path=too_long)
+    assert protocol.parse_address(f"unix:{path_of(tmp_path, limit)}").path == path_of(tmp_path,
+                                                                                       limit)
+
+
+def test_a_listener_refuses_a_unix_path_too_long_and_serves_one_at_the_limit(tmp_path, listen):
+    limit = protocol.MAX_UNIX_PATH
+    with pytest.raises(PymoultValueError, match=rf"bytes long, over the limit of {limit} bytes"):
+        Listener(address=f"unix:{path_of(tmp_path, limit + 1)}")
+    assert list(tmp_path.iterdir()) == []  # nothing bound, nothing staged
+    with pytest.raises(PymoultValueError, match=rf"bytes long, over the limit of {limit} bytes"):
+        client.status(f"unix:{path_of(tmp_path, limit + 1)}")  # the client says so too
+    listener = listen(address=f"unix:{path_of(tmp_path, limit)}")
+    assert client.status(listener.address)["ok"]
+
+
+def test_a_path_whose_staging_would_be_too_long_is_refused_clearly(tmp_path):
+    limit = protocol.MAX_UNIX_PATH
+    directory = path_of(tmp_path, limit - 7)  # room for the socket's name, not for staging
+    os.mkdir(directory)
+    path = os.path.join(directory, "app.s")
+    with pytest.raises(PymoultValueError, match=(
+            rf"^cannot listen on unix:{re.escape(path)}: the socket is bound first at "
+            rf"{re.escape(directory)}/\.p\w+/s, which is {limit + 6} bytes long, over the "
+            rf"limit of {limit} bytes .*; choose a path in a directory with a shorter name$")):
+        Listener(address=f"unix:{path}")
+    assert os.listdir(directory) == []  # the staging directory is gone
+
+
+def test_a_default_socket_path_too_long_names_the_remedy(tmp_path, monkeypatch):
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    deep = path_of(tmp_path, protocol.MAX_UNIX_PATH - 20)
+    os.mkdir(deep)
+    monkeypatch.setattr(tempfile, "tempdir", deep)
+    with pytest.raises(PymoultValueError, match=r"^cannot listen on unix:.+/listener\.sock: the "
+                                                r"path is \d+ bytes long, .*; set TMPDIR"):
+        Listener()
+    assert os.listdir(deep) == []  # the private directory is removed
 
 
 def test_addresses_round_trip():

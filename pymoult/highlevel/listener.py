@@ -355,6 +355,14 @@ def _private_runtime_dir():
     return None
 
 
+def _check_unix_path(path, bound, advice, what="the path"):
+    """``PymoultValueError`` naming ``path`` when ``bound`` (the path given to ``bind``) is too
+    long for a Unix socket."""
+    problem = protocol.unix_path_error(bound, what)
+    if problem is not None:
+        raise PymoultValueError(f"cannot listen on unix:{path}: {problem}; {advice}")
+
+
 def _is_loopback(host):
     try:
         infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
@@ -469,11 +477,17 @@ class Listener(_ScriptHost, threading.Thread):
             if path is None:  # a fresh 0700 directory: nobody else can reach the socket, ever
                 self._private_dir = tempfile.mkdtemp(prefix="pymoult-", dir=_private_runtime_dir())
                 path = os.path.join(self._private_dir, "listener.sock")
+                _check_unix_path(path, path, "set TMPDIR (or XDG_RUNTIME_DIR) to a shorter "
+                                 "directory, or pass address='unix:/shorter/path'")
                 sock.bind(path)
                 os.chmod(path, 0o600)
             else:  # bound in a private staging directory, made 0600, then moved into place
                 self._refuse_live_path(path)
-                staging = tempfile.mkdtemp(prefix=".pymoult-", dir=os.path.dirname(path))
+                staging = tempfile.mkdtemp(prefix=".p", dir=os.path.dirname(path))
+                _check_unix_path(path, os.path.join(staging, "s"),
+                                 "choose a path in a directory with a shorter name",
+                                 f"the socket is bound first at {os.path.join(staging, 's')}, "
+                                 "which")
                 sock.bind(os.path.join(staging, "s"))
                 os.chmod(os.path.join(staging, "s"), 0o600)
                 os.replace(os.path.join(staging, "s"), path)
