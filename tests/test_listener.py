@@ -1,5 +1,7 @@
 """The update listener: pushing scripts, replies, status and history, addresses, logging."""
 
+import gc
+import linecache
 import logging
 import os
 import re
@@ -8,6 +10,7 @@ import stat
 import sys
 import tempfile
 import threading
+import traceback as traceback_module
 
 import pytest
 
@@ -159,6 +162,49 @@ def test_a_failing_update_is_rolled_back_and_reported(app, manager, listen):
     assert app.wait_for(lambda a: a.count > seen + 2)
     assert app.last == "v1" and app.module.greet() == "v1"
     assert listener.applied_updates == []
+
+
+def source_cached(number):
+    """Whether linecache still has script ``number``'s source, once its thread has ended and
+    the garbage it left is collected."""
+    for thread in threading.enumerate():
+        if thread.name == f"pymoult-update-{number}":
+            thread.join(WAIT)
+    gc.collect()
+    return f"<pymoult update {number}>" in linecache.cache
+
+
+def test_a_script_source_is_cached_for_the_reply_then_dropped(listen):
+    listener = listen()
+    reply = client.push(listener.address, "def helper():\n    raise KeyError('k')\nhelper()\n")
+    traceback = reply["script_error"]["traceback"]
+    assert "    raise KeyError('k')" in traceback and "    helper()" in traceback  # lines shown
+    number = int(re.search(r"<pymoult update (\d+)>", traceback).group(1))
+    assert not source_cached(number)  # nothing compiled from it is alive any more
+    syntax = client.push(listener.address, "def broken(:\n")["script_error"]["traceback"]
+    assert not source_cached(int(re.search(r"<pymoult update (\d+)>", syntax).group(1)))
+
+
+def test_a_script_source_stays_while_its_code_runs_in_the_application(app, listen):
+    listener = listen()
+    reply = client.push(listener.address, (
+        "import sys\n"
+        "def check(n):\n"
+        "    if n < 0:\n"
+        "        raise ValueError('negative')\n"
+        "    return n\n"
+        f"sys.modules[{APP!r}].check = check\n"
+        f"sys.modules[{APP!r}].number = int(__name__.rsplit('_', 1)[1])\n"))
+    assert reply["ok"], reply
+    number = app.module.number
+    assert source_cached(number)  # the script ended, its function lives on
+    with pytest.raises(ValueError) as caught:
+        app.module.check(-1)
+    text = "".join(traceback_module.format_exception(caught.type, caught.value, caught.tb))
+    assert (f'File "<pymoult update {number}>", line 4, in check\n'
+            "    raise ValueError('negative')\n") in text
+    del caught, app.module.check
+    assert not source_cached(number)
 
 
 def test_the_script_runs_in_its_own_thread_with_main_reachable(listen):

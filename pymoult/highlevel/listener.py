@@ -40,6 +40,8 @@ import tempfile
 import threading
 import time
 import traceback
+import types
+import weakref
 
 from .. import protocol
 from ..errors import (AuthenticationError, ProtocolError, PymoultTypeError, PymoultValueError,
@@ -116,6 +118,42 @@ def get_app_listener():
 
 # -- running a script ----------------------------------------------------------------------------
 
+def _code_objects(code):
+    """``code`` and every code object compiled with it (functions, classes, lambdas...)."""
+    found = [code]
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            found.extend(_code_objects(const))
+    return found
+
+
+def _cache_source_while_alive(filename, source, code):
+    """Give ``linecache`` a pushed script's source while code compiled from it is alive.
+
+    Tracebacks show a line of ``<pymoult update N>`` only if ``linecache`` has its source,
+    and the reply's traceback is not the only one that needs it: the functions a script
+    installs in the application run its code for as long as they live, and their tracebacks
+    (and ``inspect.getsource``) should show their lines too. Keeping every script's source
+    forever grows without bound; keeping the last N, or dropping it when the script's thread
+    ends, loses the lines of code still running. So the entry goes when the last code object
+    compiled from the script is collected: the cache then holds the source of live code only,
+    about the size of that code, which the application keeps anyway.
+    """
+    codes = _code_objects(code)
+    alive, lock = [len(codes)], threading.Lock()
+
+    def collected():
+        with lock:
+            alive[0] -= 1
+            last = not alive[0]
+        if last:
+            linecache.cache.pop(filename, None)
+
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    for each in codes:
+        weakref.finalize(each, collected).atexit = False
+
+
 def _script_error(exc, filename):
     """The JSON form of the exception a script raised, its traceback cut to the script's frames."""
     tb = exc.__traceback__
@@ -187,9 +225,10 @@ def run_script(source, wait=True, timeout=None, on_applied=None, abandoned=None)
         try:
             with collect_updates() as collected:
                 state["collected"] = collected
-                linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+                code = compile(source, filename, "exec", dont_inherit=True)
+                _cache_source_while_alive(filename, source, code)
                 namespace = {"__name__": f"pymoult_update_{number}", "__builtins__": builtins}
-                exec(compile(source, filename, "exec", dont_inherit=True), namespace)
+                exec(code, namespace)
         except BaseException as exc:  # the script's failure is reported, never propagated
             try:
                 state["error"] = _script_error(exc, filename)
