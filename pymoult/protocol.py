@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from .errors import ProtocolError, PymoultTypeError, PymoultValueError
 
 __all__ = ["MAX_FRAME", "MAX_UNIX_PATH", "OPS", "Address", "parse_address", "unix_path_error",
-           "encode_frame", "decode_payload", "send_frame", "recv_frame", "validate_request",
-           "error_reply", "read_token_file"]
+           "encode_frame", "decode_payload", "send_frame", "recv_frame", "FrameBuffer",
+           "validate_request", "error_reply", "read_token_file"]
 
 #: Default size limit of a frame's payload (bytes).
 MAX_FRAME = 1 << 20
@@ -228,6 +228,59 @@ def recv_frame(sock, max_size=MAX_FRAME, timeout=None, idle_timeout=None):
                             "too_large")
     payload = _recv_exact(sock, size, deadline, idle_timeout, timeout, _HEADER.size)
     return decode_payload(payload)
+
+
+class FrameBuffer:
+    """Cuts frames out of a byte stream that arrives in arbitrary chunks (a named pipe, where
+    frames follow one another with no connection to end them).
+
+    ``feed(chunk, now)`` adds bytes read at time ``now``; ``frames()`` then yields the payload
+    of each complete frame. Each frame must be complete within ``timeout`` s of the arrival
+    of its first byte: ``deadline`` is when the frame in progress runs out (None when no
+    bytes are waiting). A frame that begins in the chunk that completed the one before it
+    gets its own deadline, from that chunk's arrival, not what was left of its predecessor's.
+    """
+
+    def __init__(self, max_size, timeout):
+        self.max_size = max_size
+        self.timeout = timeout
+        self.deadline = None
+        self._data = bytearray()
+        self._fed_at = None
+
+    def __len__(self):
+        return len(self._data)
+
+    def feed(self, chunk, now):
+        """Add ``chunk``, read at ``now`` (``time.monotonic()``)."""
+        if chunk and not self._data:
+            self.deadline = now + self.timeout
+        self._data += chunk
+        self._fed_at = now
+
+    def frames(self):
+        """Yield each complete frame's payload (bytes), taking it out of the buffer. A length
+        over ``max_size`` empties the buffer and raises ``ProtocolError`` (``"too_large"``):
+        what follows cannot be told apart from the rest of that frame."""
+        while len(self._data) >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(self._data)
+            if size > self.max_size:
+                self.clear()
+                raise ProtocolError(f"frame of {size} bytes is over the limit of "
+                                    f"{self.max_size} bytes", "too_large")
+            end = _HEADER.size + size
+            if len(self._data) < end:
+                return
+            payload = bytes(self._data[_HEADER.size:end])
+            del self._data[:end]
+            # what is left began arriving with the last chunk: the next frame's clock starts then
+            self.deadline = self._fed_at + self.timeout if self._data else None
+            yield payload
+
+    def clear(self):
+        """Drop the bytes waiting (an incomplete frame)."""
+        self._data.clear()
+        self.deadline = None
 
 
 def _number_or_none(value, what):

@@ -7,6 +7,7 @@ import os
 import re
 import socket
 import stat
+import struct
 import sys
 import tempfile
 import threading
@@ -17,8 +18,8 @@ import pytest
 from listening import (APP, MARKER_SCRIPT, WAIT, App, LogWatcher, connect, error_type, exchange,
                        frame, read_reply, update_script)
 from pymoult import client, protocol
-from pymoult.errors import (ListenerError, ListenerTimeoutError, PymoultTypeError,
-                            PymoultValueError, ThreadStateError)
+from pymoult.errors import (ListenerError, ListenerTimeoutError, ProtocolError,
+                            PymoultTypeError, PymoultValueError, ThreadStateError)
 from pymoult.highlevel import listener as listener_module
 from pymoult.highlevel.listener import (Listener, PipeListener, get_app_listener, log,
                                         set_logpath, set_loglevel)
@@ -468,8 +469,9 @@ def test_a_unix_path_too_long_for_sun_path_is_refused_when_read(tmp_path):
     too_long = path_of(tmp_path, limit + 1)
     message = (rf"the path is {limit + 1} bytes long, over the limit of {limit} bytes for a "
                rf"Unix socket \(sun_path holds {limit + 1} with the final NUL\)")
-    with pytest.raises(PymoultValueError, match=rf"^bad address {re.escape(repr('unix:' + too_long))}"
-                                                 rf": {message}; choose a shorter path$"):
+    address = f"unix:{too_long}"
+    with pytest.raises(PymoultValueError, match=rf"^bad address {re.escape(repr(address))}: "
+                                                 rf"{message}; choose a shorter path$"):
         protocol.parse_address(f"unix:{too_long}")
     with pytest.raises(PymoultValueError, match=rf"^cannot use unix:{re.escape(too_long)}: "
                                                  rf"{message}$"):
@@ -650,7 +652,8 @@ def test_pipe_listener_drops_oversized_and_stalled_frames(tmp_path):
     try:
         with LogWatcher() as log_records:
             os.write(fd, b"\xff\xff\xff\xff" + b"x" * 100)
-            assert log_records.wait_for("dropped a frame of 4294967295 bytes (limit 512)")
+            assert log_records.wait_for("frame of 4294967295 bytes is over the limit of 512 "
+                                        "bytes: dropped it and what followed it")
             os.write(fd, b"\x00\x00\x00\x10{")  # a frame that never completes
             assert log_records.wait_for("dropped an incomplete frame (5 bytes) after a stall")
             listener_module._test_done = done = threading.Event()
@@ -663,6 +666,60 @@ def test_pipe_listener_drops_oversized_and_stalled_frames(tmp_path):
         listener_module.__dict__.pop("_test_done", None)
         assert pipe.stop(WAIT)
     assert marker.exists()
+
+
+def test_a_frame_buffer_gives_each_frame_its_own_deadline():
+    buffer = protocol.FrameBuffer(max_size=100, timeout=10.0)
+    first, second = frame({"n": 1}), frame({"n": 2})
+    assert buffer.deadline is None
+    buffer.feed(first[:3], now=100.0)
+    assert list(buffer.frames()) == [] and buffer.deadline == 110.0
+    buffer.feed(first[3:] + second[:2], now=108.0)  # the first ends, the second begins
+    assert [protocol.decode_payload(p) for p in buffer.frames()] == [{"n": 1}]
+    assert buffer.deadline == 118.0  # its own, from its first byte: not the first's 110
+    buffer.feed(second[2:5], now=112.0)
+    assert list(buffer.frames()) == [] and buffer.deadline == 118.0  # dribbling: no extension
+    buffer.feed(second[5:], now=115.0)
+    assert [protocol.decode_payload(p) for p in buffer.frames()] == [{"n": 2}]
+    assert buffer.deadline is None and len(buffer) == 0
+
+
+def test_a_frame_buffer_drops_everything_at_an_oversized_frame():
+    buffer = protocol.FrameBuffer(max_size=100, timeout=10.0)
+    buffer.feed(frame({"n": 1}) + struct.pack(">I", 101) + b"x" * 50, now=0.0)
+    frames = buffer.frames()
+    assert protocol.decode_payload(next(frames)) == {"n": 1}  # what came before is served
+    with pytest.raises(ProtocolError, match=r"^frame of 101 bytes is over the limit of 100 "
+                                            r"bytes$"):
+        next(frames)
+    assert len(buffer) == 0 and buffer.deadline is None
+    buffer.feed(b"", now=1.0)
+    assert buffer.deadline is None  # nothing arrived: no frame in progress
+
+
+def test_pipe_listener_serves_a_frame_that_begins_with_the_end_of_another(tmp_path):
+    path = tmp_path / "fifo"
+    pipe = PipeListener(str(path), read_timeout=WAIT).start()
+    listener_module._test_ran = ran = []
+    done = threading.Event()
+    listener_module._test_done = done
+    script = ("from pymoult.highlevel import listener\n"
+              "listener._test_ran.append({n})\n"
+              "if len(listener._test_ran) == 2:\n"
+              "    listener._test_done.set()\n")
+    first = frame({"op": "push", "script": script.format(n=1)})
+    second = frame({"op": "push", "script": script.format(n=2)})
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, first + second[:7])
+        os.write(fd, second[7:])
+        assert done.wait(WAIT)
+    finally:
+        os.close(fd)
+        listener_module.__dict__.pop("_test_ran", None)
+        listener_module.__dict__.pop("_test_done", None)
+        assert pipe.stop(WAIT)
+    assert sorted(ran) == [1, 2]
 
 
 # -- the original's logging functions --------------------------------------------------------

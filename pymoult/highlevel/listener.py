@@ -886,8 +886,9 @@ class PipeListener(_ScriptHost, threading.Thread):
 
     The pipe is created with mode 0600 (an existing one is used only if it is a pipe of this
     user that nobody else can open). Write one frame at a time: frames from concurrent writers
-    can interleave. Token and limits are as for :class:`Listener`; a frame that does not arrive
-    complete within ``read_timeout`` is dropped.
+    can interleave. Token and limits are as for :class:`Listener`; a frame that is not complete
+    within ``read_timeout`` of the arrival of its first byte is dropped (each frame has its own
+    deadline, also one that follows another in the same write: ``protocol.FrameBuffer``).
     """
 
     def __init__(self, path="fifopipe", *, name="Pymoult Pipe Listener", token=None,
@@ -953,15 +954,14 @@ class PipeListener(_ScriptHost, threading.Thread):
 
     def run(self):
         selector = selectors.DefaultSelector()
-        buffer = bytearray()
-        frame_deadline = None
+        buffer = protocol.FrameBuffer(self.max_size, self.read_timeout)
         try:
             selector.register(self._fd, selectors.EVENT_READ)
             selector.register(self._wake_r, selectors.EVENT_READ)
             while not self._stopping.is_set():
                 wait = None
-                if buffer:
-                    wait = max(0.0, frame_deadline - time.monotonic())
+                if buffer.deadline is not None:
+                    wait = max(0.0, buffer.deadline - time.monotonic())
                     if self.idle_timeout is not None:
                         wait = min(wait, self.idle_timeout)
                 events = selector.select(wait)
@@ -976,31 +976,18 @@ class PipeListener(_ScriptHost, threading.Thread):
                     chunk = os.read(self._fd, 65536)
                 except (BlockingIOError, InterruptedError):
                     continue
-                if not buffer:
-                    frame_deadline = time.monotonic() + self.read_timeout
-                buffer += chunk
-                self._frames(buffer)
+                buffer.feed(chunk, time.monotonic())
+                try:
+                    for payload in buffer.frames():
+                        self._handle_frame(payload)
+                except ProtocolError as exc:  # too large: the rest is that frame's, or garbage
+                    self._discard_available()
+                    logger.warning("%s: %s: dropped it and what followed it", self.name, exc)
         except BaseException:  # nothing may escape the listener's thread
             if not self._stopping.is_set():
                 logger.exception("%s: the pipe listener failed", self.name)
         finally:
             selector.close()
-
-    def _frames(self, buffer):
-        """Handle every complete frame at the start of ``buffer`` (consumed from it)."""
-        while len(buffer) >= 4:
-            (size,) = struct.unpack(">I", buffer[:4])
-            if size > self.max_size:
-                buffer.clear()
-                self._discard_available()
-                logger.warning("%s: dropped a frame of %d bytes (limit %d) and what followed it",
-                               self.name, size, self.max_size)
-                return
-            if len(buffer) < 4 + size:
-                return
-            payload = bytes(buffer[4:4 + size])
-            del buffer[:4 + size]
-            self._handle_frame(payload)
 
     def _discard_available(self):
         try:
