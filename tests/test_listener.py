@@ -12,6 +12,7 @@ import sys
 import tempfile
 import threading
 import traceback as traceback_module
+import types
 
 import pytest
 
@@ -19,10 +20,16 @@ from listening import (APP, MARKER_SCRIPT, WAIT, App, LogWatcher, connect, error
                        frame, read_reply, update_script)
 from pymoult import client, protocol
 from pymoult.errors import (ListenerError, ListenerTimeoutError, ProtocolError,
-                            PymoultTypeError, PymoultValueError, ThreadStateError)
+                            PymoultTypeError, PymoultValueError, ThreadStateError,
+                            UpdateTimeoutError)
 from pymoult.highlevel import listener as listener_module
 from pymoult.highlevel.listener import (Listener, PipeListener, get_app_listener, log,
                                         set_logpath, set_loglevel)
+from pymoult.highlevel.managers import Manager
+from pymoult.highlevel.updates import EagerConversionUpdate, Update
+from pymoult.lowlevel.alterability import staticUpdatePoint
+from pymoult.lowlevel.data_update import PROGRESS_BATCH
+from pymoult.threads import DSU_Thread
 
 pytestmark = pytest.mark.timeout(30)
 TOKEN = "correct horse battery staple"
@@ -379,10 +386,111 @@ def test_status_shows_the_update_in_progress(app, manager, listen):
     try:
         assert app.module.entered.wait(WAIT)  # the manager is running it
         [reported] = client.status(listener.address)["managers"]
-        assert reported["current"] == {"name": "held", "state": "pending"}
+        assert reported["current"] == {
+            "name": "held", "state": "pending", "tries": 0, "max_tries": 10, "postponements": 0,
+            "waited": None, "patience": 10 * 0.1, "progress": None}
     finally:
         app.module.gate.set()
     assert manager.wait_current_update(WAIT)
+
+
+OLD_POINT = "class Point:\n    def __init__(self, x):\n        self.x = x\n"
+NEW_POINT = OLD_POINT + "    def norm(self):\n        return abs(self.x)\n"
+
+
+def test_status_counts_the_objects_an_eager_conversion_has_done(manager, listen):
+    listener = listen(manager=manager)
+    module = types.ModuleType("listener_convert_app")
+    exec(OLD_POINT, module.__dict__)
+    new = {"__name__": "listener_convert_app"}
+    exec(NEW_POINT, new)
+    points = [module.Point(i) for i in range(2 * PROGRESS_BATCH + 100)]
+    calls, reached, gate = [], threading.Event(), threading.Event()
+
+    def transformer(point):
+        calls.append(point)
+        if len(calls) == PROGRESS_BATCH + 10:  # in the second batch: hold it there
+            reached.set()
+            gate.wait(WAIT)
+        point.y = 0
+
+    update = EagerConversionUpdate(module.Point, new["Point"], transformer, module=module)
+    future = manager.add_update(update)
+    try:
+        assert reached.wait(WAIT)
+        [reported] = client.status(listener.address)["managers"]
+    finally:
+        gate.set()
+    current = reported["current"]
+    assert current["name"] == "convert Point" and current["state"] == "applying"
+    assert current["progress"] == {"step": "transform instances of listener_convert_app.Point",
+                                   "done": PROGRESS_BATCH, "total": len(points)}
+    assert future.result(WAIT) is update
+    assert all(p.y == 0 for p in points) and points[0].norm() == 0
+
+
+class Patient(Update):
+    """An update that says when it starts waiting for alterability, and changes nothing."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.waiting = threading.Event()
+
+    def check_alterability(self):
+        self.waiting.set()
+        return super().check_alterability()
+
+    def wait_alterability(self):
+        self.waiting.set()
+        return super().wait_alterability()
+
+    def apply(self):
+        pass
+
+
+def test_status_tells_how_long_an_update_has_waited_for_alterability(manager, listen, spawn):
+    listener = listen(manager=manager)
+    go = threading.Event()
+
+    def late():  # reaches its update points only once told to
+        go.wait(WAIT)
+        while not spawn.stop.is_set():
+            staticUpdatePoint()
+
+    update = Patient("patient", threads=[spawn(DSU_Thread(target=late))], max_tries=1000,
+                     sleep_time=0.01)
+    future = manager.add_update(update)
+    try:
+        assert update.waiting.wait(WAIT)
+        [reported] = client.status(listener.address)["managers"]
+    finally:
+        go.set()
+    current = reported["current"]
+    assert current["state"] == "waiting for alterability"
+    assert (current["tries"], current["max_tries"], current["postponements"]) == (1, 1000, 0)
+    assert current["patience"] == 1000 * 0.01 and current["progress"] is None
+    assert isinstance(current["waited"], float) and current["waited"] >= 0
+    assert future.result(WAIT) is update
+
+
+def test_status_counts_the_tries_of_a_polling_manager(listen, spawn):
+    polled = Manager("polled")
+    listener = listen(manager=polled)
+    never = spawn(DSU_Thread(target=spawn.stop.wait, args=(WAIT,)))  # never at a point
+    update = Patient("polled update", threads=[never], max_tries=5)
+    future = polled.add_update(update)
+    for _ in range(4):
+        polled.apply_next_update()
+    [reported] = client.status(listener.address)["managers"]
+    current = reported["current"]
+    assert current["state"] == "waiting for alterability"
+    assert current["tries"] == update.tries >= 2 and current["max_tries"] == 5
+    for _ in range(10):
+        if future.done():
+            break
+        polled.apply_next_update()
+    with pytest.raises(UpdateTimeoutError, match="not alterable after 5 tries"):
+        future.result(0)
 
 
 def test_status_without_a_manager_reports_every_live_one(manager, listen):

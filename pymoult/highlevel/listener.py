@@ -838,10 +838,27 @@ class _ClientWatch:
 def _manager_status(manager):
     current = manager.current_update
     return {"name": manager.name, "kind": type(manager).__name__,
-            "current": None if current is None else {"name": current.name,
-                                                     "state": current.state.value},
+            "current": None if current is None else _current_status(current),
             "pending": [{"name": u.name, "state": u.state.value} for u in manager.pending()],
             "statistics": manager.statistics()}
+
+
+def _current_status(update):
+    """What a manager's current update is doing, for ``status`` (read from another thread:
+    each field is read once). ``tries``, ``max_tries`` and ``postponements`` count its attempts
+    at alterability; while it waits for it, ``waited`` is how long this attempt has waited (s)
+    and ``patience`` its budget (``timeout``, else ``max_tries`` x ``sleep_time``);
+    ``progress`` is how far the mechanism working through objects got (``{"step", "done",
+    "total"}``, the last one reported, or None)."""
+    state = update.state
+    began = update.times.get("setup")
+    waiting = state is UpdateState.WAITING and began is not None
+    timeout = update.timeout
+    return {"name": update.name, "state": state.value, "tries": update.tries,
+            "max_tries": update.max_tries, "postponements": update.postponements,
+            "waited": round(time.monotonic() - began, 3) if waiting else None,
+            "patience": timeout if timeout is not None else update.max_tries * update.sleep_time,
+            "progress": update.journal.progress}
 
 
 def _drain(conn, seconds, limit):
