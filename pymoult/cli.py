@@ -15,6 +15,7 @@ commands exit 0 on success, 1 when a pushed script raised or one of its updates 
 import argparse
 import json
 import os
+import shutil
 import sys
 import threading
 import time
@@ -143,28 +144,51 @@ def _push(args):
 
 
 def _show_progress(worker, args, token):
-    """Wait for ``worker``; on a terminal, show what the application's manager is doing."""
+    """Wait for ``worker``; on a terminal, show what the application's manager is doing on
+    one line of stderr (where it cannot mix with the outcome, or the JSON, on stdout)."""
     if not (args.wait and sys.stderr.isatty()):
         worker.join()
         return
+    width = max(20, min(shutil.get_terminal_size((100, 24)).columns - 1, 200))
     started, shown = time.monotonic(), False
     while True:
         worker.join(0.5)
         if not worker.is_alive():
             break
-        line = f"waiting {time.monotonic() - started:5.1f} s"
         try:
-            for manager in client.status(args.to, token=token, timeout=2.0)["managers"]:
-                if manager.get("current"):
-                    current = manager["current"]
-                    line += f" | {current['name']}: {current['state']}"
+            status = client.status(args.to, token=token, timeout=2.0)
         except PymoultError:
-            pass  # progress is best effort; the push itself reports any failure
-        sys.stderr.write("\r" + line[:100].ljust(100))
+            status = {}  # progress is best effort; the push itself reports any failure
+        line = _progress_line(time.monotonic() - started, status)
+        sys.stderr.write("\r" + line[:width].ljust(width))
         sys.stderr.flush()
         shown = True
     if shown:
-        sys.stderr.write("\r" + " " * 100 + "\r")
+        sys.stderr.write("\r" + " " * width + "\r")
+
+
+def _progress_line(elapsed, status):
+    """The progress line ``pymoult push --wait`` draws, from a ``status`` reply: each
+    manager's current update, its state, and how far it got, e.g. ``waiting 12.5 s | greet v2:
+    waiting for alterability 2.5 s of 10 s, try 3/10`` or ``waiting 3.0 s | convert Point:
+    applying, 40960/100000 objects (eager update of app.Point)``."""
+    parts = [f"waiting {elapsed:5.1f} s"]
+    for manager in status.get("managers") or []:
+        current = manager.get("current")
+        if not current:
+            continue
+        text = f"{current['name']}: {current['state']}"
+        if current.get("waited") is not None:
+            text += f" {current['waited']:.1f} s of {current.get('patience', 0):g} s"
+        if (current.get("tries") or 0) > 1:
+            text += f", try {current['tries']}/{current.get('max_tries', '?')}"
+        if current.get("postponements"):
+            text += f", postponed {current['postponements']} time(s)"
+        progress = current.get("progress")
+        if progress and current["state"] == "applying":
+            text += f", {progress['done']}/{progress['total']} objects ({progress['step']})"
+        parts.append(text)
+    return " | ".join(parts)
 
 
 def _print_push_reply(reply):

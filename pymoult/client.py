@@ -78,8 +78,9 @@ def request(address, message, token=None, timeout=None):
                                 f"{exc.strerror or exc}", str(where)) from None
         send_error = None
         try:
+            # the sending side stays open until the reply: over TCP, its end would tell the
+            # listener that we have gone, and it would stop waiting for a push's updates
             sock.sendall(frame)
-            sock.shutdown(socket.SHUT_WR)
         except TimeoutError:
             raise ListenerTimeoutError(f"the listener at {where} did not take the request "
                                        f"within {timeout} s", str(where)) from None

@@ -13,10 +13,15 @@ Requests (``token`` is needed when the listener has one)::
     {"op": "history", "token": "..."}
 
 Replies always carry ``"ok"``; a refused request gets
-``{"ok": false, "error": {"type": "<error class>", "message": "..."}}``.
+``{"ok": false, "error": {"type": "<error class>", "message": "..."}}``. A client keeps its
+connection open, sending side included, until it has the reply: a listener serving a push
+takes the end of a TCP client's sending side for its departure (TCP cannot tell a half-close
+from a close) and stops waiting for it (over a Unix socket only a real close counts).
 
 Addresses are strings: ``"unix:/path/to/socket"`` or ``"tcp:host:port"`` (``tcp:[::1]:port`` for
-IPv6); :func:`parse_address` reads them and :class:`Address` formats them back.
+IPv6); :func:`parse_address` reads them and :class:`Address` formats them back. A Unix socket's
+path may have at most ``MAX_UNIX_PATH`` bytes (``sun_path`` with its final NUL): a longer one is
+refused when the address is read, on either side, rather than failing obscurely later.
 """
 
 import json
@@ -25,13 +30,15 @@ import os
 import socket
 import stat
 import struct
+import sys
 import time
 from dataclasses import dataclass
 
 from .errors import ProtocolError, PymoultTypeError, PymoultValueError
 
-__all__ = ["MAX_FRAME", "OPS", "Address", "parse_address", "encode_frame", "decode_payload",
-           "send_frame", "recv_frame", "validate_request", "error_reply", "read_token_file"]
+__all__ = ["MAX_FRAME", "MAX_UNIX_PATH", "OPS", "Address", "parse_address", "unix_path_error",
+           "encode_frame", "decode_payload", "send_frame", "recv_frame", "FrameBuffer",
+           "validate_request", "error_reply", "read_token_file"]
 
 #: Default size limit of a frame's payload (bytes).
 MAX_FRAME = 1 << 20
@@ -39,6 +46,9 @@ MAX_FRAME = 1 << 20
 MAX_TIMEOUT = 7 * 24 * 3600.0
 #: The requests a listener answers.
 OPS = ("push", "status", "history")
+#: The longest path (bytes) of a Unix socket: ``sun_path`` holds 108 bytes on Linux, 104 on
+#: macOS and the BSDs, the terminating NUL included (CPython refuses a path that fills it).
+MAX_UNIX_PATH = (104 if sys.platform == "darwin" or "bsd" in sys.platform else 108) - 1
 
 _HEADER = struct.Struct(">I")
 _MAX_INT_DIGITS = 64  # a JSON integer longer than this is refused (int() is quadratic before 3.11)
@@ -53,6 +63,12 @@ class Address:
     path: str = None
     host: str = None
     port: int = None
+
+    def __post_init__(self):
+        if self.family == "unix" and self.path is not None:
+            problem = unix_path_error(self.path)
+            if problem is not None:
+                raise PymoultValueError(f"cannot use unix:{self.path}: {problem}")
 
     def __str__(self):
         if self.family == "unix":
@@ -73,6 +89,16 @@ class Address:
         return self.path if self.family == "unix" else (self.host, self.port)
 
 
+def unix_path_error(path, what="the path"):
+    """Why ``path`` cannot be a Unix socket's (it is longer than ``MAX_UNIX_PATH`` bytes), or
+    None when it can. ``what`` names the path in the answer."""
+    size = len(os.fsencode(path))
+    if size <= MAX_UNIX_PATH:
+        return None
+    return (f"{what} is {size} bytes long, over the limit of {MAX_UNIX_PATH} bytes for a Unix "
+            f"socket (sun_path holds {MAX_UNIX_PATH + 1} with the final NUL)")
+
+
 def parse_address(text):
     """``"unix:/path"`` or ``"tcp:host:port"`` (``tcp:[v6]:port``) as an :class:`Address`.
 
@@ -88,7 +114,11 @@ def parse_address(text):
         if not rest or "\0" in rest:
             raise PymoultValueError(f"bad address {text!r}: 'unix:' needs a file path "
                                     "(abstract sockets are not supported)")
-        return Address("unix", path=os.path.abspath(rest))
+        path = os.path.abspath(rest)
+        problem = unix_path_error(path)
+        if problem is not None:
+            raise PymoultValueError(f"bad address {text!r}: {problem}; choose a shorter path")
+        return Address("unix", path=path)
     if family == "tcp" and sep:
         if rest.startswith("["):
             host, bracket, port = rest[1:].partition("]")
@@ -198,6 +228,59 @@ def recv_frame(sock, max_size=MAX_FRAME, timeout=None, idle_timeout=None):
                             "too_large")
     payload = _recv_exact(sock, size, deadline, idle_timeout, timeout, _HEADER.size)
     return decode_payload(payload)
+
+
+class FrameBuffer:
+    """Cuts frames out of a byte stream that arrives in arbitrary chunks (a named pipe, where
+    frames follow one another with no connection to end them).
+
+    ``feed(chunk, now)`` adds bytes read at time ``now``; ``frames()`` then yields the payload
+    of each complete frame. Each frame must be complete within ``timeout`` s of the arrival
+    of its first byte: ``deadline`` is when the frame in progress runs out (None when no
+    bytes are waiting). A frame that begins in the chunk that completed the one before it
+    gets its own deadline, from that chunk's arrival, not what was left of its predecessor's.
+    """
+
+    def __init__(self, max_size, timeout):
+        self.max_size = max_size
+        self.timeout = timeout
+        self.deadline = None
+        self._data = bytearray()
+        self._fed_at = None
+
+    def __len__(self):
+        return len(self._data)
+
+    def feed(self, chunk, now):
+        """Add ``chunk``, read at ``now`` (``time.monotonic()``)."""
+        if chunk and not self._data:
+            self.deadline = now + self.timeout
+        self._data += chunk
+        self._fed_at = now
+
+    def frames(self):
+        """Yield each complete frame's payload (bytes), taking it out of the buffer. A length
+        over ``max_size`` empties the buffer and raises ``ProtocolError`` (``"too_large"``):
+        what follows cannot be told apart from the rest of that frame."""
+        while len(self._data) >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(self._data)
+            if size > self.max_size:
+                self.clear()
+                raise ProtocolError(f"frame of {size} bytes is over the limit of "
+                                    f"{self.max_size} bytes", "too_large")
+            end = _HEADER.size + size
+            if len(self._data) < end:
+                return
+            payload = bytes(self._data[_HEADER.size:end])
+            del self._data[:end]
+            # what is left began arriving with the last chunk: the next frame's clock starts then
+            self.deadline = self._fed_at + self.timeout if self._data else None
+            yield payload
+
+    def clear(self):
+        """Drop the bytes waiting (an incomplete frame)."""
+        self._data.clear()
+        self.deadline = None
 
 
 def _number_or_none(value, what):

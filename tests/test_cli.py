@@ -1,13 +1,18 @@
 """End-to-end: applications under ``pymoult run``, updated with ``pymoult push`` (real
-processes, real sockets)."""
+processes, real sockets); and the progress line ``push --wait`` draws on a terminal."""
 
+import argparse
+import io
 import json
 import os
+import sys
 import textwrap
+import threading
 
 import pytest
 
-from app_process import App, command_env, pymoult
+from app_process import WAIT, App, command_env, pymoult
+from pymoult import cli
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -240,6 +245,7 @@ def test_run_a_module_with_arguments(app, tmp_path):
     (("push", "/nonexistent/update.py", "--to", "unix:/tmp/x.sock"), 2, "cannot read"),
     (("push", "-", "--to", "unix:/nonexistent/listener.sock"), 3, "no listener"),
     (("status", "--to", "bogus:address"), 2, "address"),
+    (("status", "--to", "unix:/" + "s" * 200), 2, "201 bytes long, over the limit of"),
     (("push", "-", "--timeout", "inf", "--to", "unix:/tmp/x.sock"), 2, "at most"),
     (("run", "-m"), 2, "needs a module name"),
     (("status", "--to", "tcp:127.0.0.1:1", "--token-file", "/nonexistent"), 2, "token file"),
@@ -296,3 +302,75 @@ def test_a_script_whose_exception_cannot_be_shown_is_still_a_failure(app):
                    "raise Odd()\n")
     result = pymoult("push", "-", "--wait", "--to", greeter.address, stdin=unprintable)
     assert result.returncode == 1 and "script raised Odd" in result.stdout
+
+
+# -- the progress line of push --wait ----------------------------------------------------------
+
+def test_the_progress_line_shows_waits_tries_and_objects_converted():
+    waiting = {"name": "greet v2", "state": "waiting for alterability", "tries": 3,
+               "max_tries": 10, "postponements": 2, "waited": 2.54, "patience": 10.0,
+               "progress": None}
+    converting = {"name": "convert Point", "state": "applying", "tries": 1, "max_tries": 10,
+                  "postponements": 0, "waited": None, "patience": 1.0,
+                  "progress": {"step": "eager update of app.Point", "done": 40960,
+                               "total": 100000}}
+    status = {"ok": True, "managers": [{"name": "runtime", "current": waiting},
+                                       {"name": "idle", "current": None},
+                                       {"name": "other", "current": converting}]}
+    assert cli._progress_line(12.5, status) == (
+        "waiting  12.5 s | greet v2: waiting for alterability 2.5 s of 10 s, try 3/10, "
+        "postponed 2 time(s) | convert Point: applying, 40960/100000 objects (eager update of "
+        "app.Point)")
+
+
+def test_the_progress_line_without_news():
+    assert cli._progress_line(0.5, {}) == "waiting   0.5 s"  # status unreachable
+    pending = {"name": "u", "state": "pending", "tries": 0, "max_tries": 10,
+               "postponements": 0, "waited": None, "patience": 1.0,
+               "progress": {"step": "an earlier step", "done": 5, "total": 5}}
+    assert cli._progress_line(1.0, {"managers": [{"current": pending}]}) == (
+        "waiting   1.0 s | u: pending")  # a count shows only while applying
+
+
+class Terminal(io.StringIO):
+    """A stderr that says it is a terminal and tells when a line was drawn."""
+
+    def __init__(self):
+        super().__init__()
+        self.drawn = threading.Event()
+
+    def isatty(self):
+        return True
+
+    def write(self, text):
+        if text.startswith("\rwaiting"):
+            self.drawn.set()
+        return super().write(text)
+
+
+def test_push_wait_draws_the_progress_line_on_a_terminal_then_clears_it(monkeypatch):
+    from pymoult.highlevel.listener import Listener
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    listener = Listener().start()
+    try:
+        worker = threading.Thread(target=terminal.drawn.wait, args=(WAIT,), daemon=True)
+        worker.start()
+        args = argparse.Namespace(wait=True, to=listener.address)
+        cli._show_progress(worker, args, None)
+    finally:
+        assert listener.stop(WAIT)
+    assert terminal.drawn.is_set()
+    text = terminal.getvalue()
+    assert text.startswith("\rwaiting ") and text.endswith("\r")
+    assert text.rstrip("\r").split("\r")[-1].strip() == ""  # the line is cleared at the end
+
+
+def test_push_draws_nothing_when_stderr_is_not_a_terminal(monkeypatch):
+    plain = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", plain)
+    worker = threading.Thread(target=lambda: None)
+    worker.start()
+    cli._show_progress(worker, argparse.Namespace(wait=True, to="unix:/nonexistent"), None)
+    assert plain.getvalue() == ""

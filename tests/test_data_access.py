@@ -7,6 +7,7 @@ import pytest
 from pymoult.errors import PymoultTypeError, TransformerError, WrongStrategy
 from pymoult.lowlevel.data_access import (DataAccessor, HeapWalker, instances_of, startEagerUpdate,
                                           traverseHeap)
+from pymoult.lowlevel.data_update import PROGRESS_BATCH
 from pymoult.lowlevel.journal import Journal
 
 pytestmark = pytest.mark.timeout(20)
@@ -59,6 +60,63 @@ def test_eager_update_converts_every_instance_and_rolls_back():
     assert "__setattr__" not in Fresh.__dict__ and "__setattr__" not in FreshSpecial.__dict__
     journal.rollback()
     assert not any(hasattr(o, "double") for o in items)
+
+
+class ProgressLog(Journal):
+    """A journal that keeps every progress report."""
+
+    def __init__(self):
+        super().__init__("progress")
+        self.reports = []
+
+    def report_progress(self, step, done, total):
+        super().report_progress(step, done, total)
+        self.reports.append(done)
+
+
+@pytest.mark.parametrize("atomic", [True, False])
+def test_eager_update_reports_its_progress_once_per_batch(atomic):
+    class Counted(Item):
+        pass
+
+    items = [Counted(i) for i in range(2 * PROGRESS_BATCH + 5)]
+    journal = ProgressLog()
+    with journal.recording():
+        startEagerUpdate(Counted, lambda o: setattr(o, "seen", True), atomic=atomic)
+    total = len(items)
+    assert journal.reports == [0, PROGRESS_BATCH, 2 * PROGRESS_BATCH, total]
+    assert journal.progress == {"step": f"eager update of {__name__}.{Counted.__qualname__}",
+                                "done": total, "total": total}
+    assert all(o.seen for o in items)
+
+
+def test_a_failing_transformer_leaves_the_progress_where_it_stopped():
+    class Counted(Item):
+        pass
+
+    items = [Counted(i) for i in range(PROGRESS_BATCH + 10)]
+    calls = []
+
+    def transformer(obj):
+        calls.append(obj)
+        if len(calls) == PROGRESS_BATCH + 4:
+            raise ValueError("bad")
+
+    journal = ProgressLog()
+    with journal.recording(), pytest.raises(TransformerError):
+        startEagerUpdate(Counted, transformer)
+    assert journal.reports == [0, PROGRESS_BATCH]  # the second batch never finished
+    assert journal.progress["done"] == PROGRESS_BATCH and len(items) == PROGRESS_BATCH + 10
+    journal.rollback()
+
+
+def test_eager_update_without_a_journal_reports_nothing():
+    class Counted(Item):
+        pass
+
+    items = [Counted(i) for i in range(10)]
+    assert startEagerUpdate(Counted, lambda o: setattr(o, "seen", True)) == 10
+    assert all(o.seen for o in items)
 
 
 def test_failing_transformer_restores_the_instances_before_it():

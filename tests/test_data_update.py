@@ -7,8 +7,9 @@ import types
 import pytest
 
 from pymoult.errors import ConversionError, PymoultTypeError, TargetNotFoundError, TransformerError
-from pymoult.lowlevel.data_update import (addFieldToClass, addMethodToClass, applyMixinToObject,
-                                          generateMixinUser, redefineClass, updateToClass)
+from pymoult.lowlevel.data_update import (PROGRESS_BATCH, addFieldToClass, addMethodToClass,
+                                          applyMixinToObject, generateMixinUser, redefineClass,
+                                          updateToClass)
 from pymoult.lowlevel.journal import Journal
 
 pytestmark = pytest.mark.timeout(20)
@@ -120,6 +121,18 @@ def test_layout_change_replaces_the_class_and_converts_every_instance(geo):
     journal.rollback()
     assert old.Point.KIND == "p" and all(type(p) is old.Point for p in points)
     assert holder.point is points[1] and type(holder.point) is old.Point
+
+
+def test_replacing_a_class_reports_how_many_instances_were_rebuilt(geo):
+    old = geo(OLD, "geo_progress")
+    slotted = geo("class Point:\n    __slots__ = ('x', 'y')\n", "geo_progress_v2")
+    points = [old.Point(i) for i in range(PROGRESS_BATCH + 1)]
+    journal = Journal()
+    with journal.recording():
+        redefineClass(old, "Point", slotted.Point)
+    assert journal.progress == {"step": "rebuild instances of geo_progress.Point",
+                                "done": len(points), "total": len(points)}
+    journal.rollback()
 
 
 def test_failed_replacement_changes_nothing(geo):

@@ -1,22 +1,35 @@
 """The update listener: pushing scripts, replies, status and history, addresses, logging."""
 
+import gc
+import linecache
 import logging
 import os
 import re
 import socket
 import stat
+import struct
+import sys
+import tempfile
 import threading
+import traceback as traceback_module
+import types
 
 import pytest
 
 from listening import (APP, MARKER_SCRIPT, WAIT, App, LogWatcher, connect, error_type, exchange,
                        frame, read_reply, update_script)
 from pymoult import client, protocol
-from pymoult.errors import (ListenerError, ListenerTimeoutError, PymoultTypeError,
-                            PymoultValueError, ThreadStateError)
+from pymoult.errors import (ListenerError, ListenerTimeoutError, ProtocolError,
+                            PymoultTypeError, PymoultValueError, ThreadStateError,
+                            UpdateTimeoutError)
 from pymoult.highlevel import listener as listener_module
 from pymoult.highlevel.listener import (Listener, PipeListener, get_app_listener, log,
                                         set_logpath, set_loglevel)
+from pymoult.highlevel.managers import Manager
+from pymoult.highlevel.updates import EagerConversionUpdate, Update
+from pymoult.lowlevel.alterability import staticUpdatePoint
+from pymoult.lowlevel.data_update import PROGRESS_BATCH
+from pymoult.threads import DSU_Thread
 
 pytestmark = pytest.mark.timeout(30)
 TOKEN = "correct horse battery staple"
@@ -159,6 +172,49 @@ def test_a_failing_update_is_rolled_back_and_reported(app, manager, listen):
     assert listener.applied_updates == []
 
 
+def source_cached(number):
+    """Whether linecache still has script ``number``'s source, once its thread has ended and
+    the garbage it left is collected."""
+    for thread in threading.enumerate():
+        if thread.name == f"pymoult-update-{number}":
+            thread.join(WAIT)
+    gc.collect()
+    return f"<pymoult update {number}>" in linecache.cache
+
+
+def test_a_script_source_is_cached_for_the_reply_then_dropped(listen):
+    listener = listen()
+    reply = client.push(listener.address, "def helper():\n    raise KeyError('k')\nhelper()\n")
+    traceback = reply["script_error"]["traceback"]
+    assert "    raise KeyError('k')" in traceback and "    helper()" in traceback  # lines shown
+    number = int(re.search(r"<pymoult update (\d+)>", traceback).group(1))
+    assert not source_cached(number)  # nothing compiled from it is alive any more
+    syntax = client.push(listener.address, "def broken(:\n")["script_error"]["traceback"]
+    assert not source_cached(int(re.search(r"<pymoult update (\d+)>", syntax).group(1)))
+
+
+def test_a_script_source_stays_while_its_code_runs_in_the_application(app, listen):
+    listener = listen()
+    reply = client.push(listener.address, (
+        "import sys\n"
+        "def check(n):\n"
+        "    if n < 0:\n"
+        "        raise ValueError('negative')\n"
+        "    return n\n"
+        f"sys.modules[{APP!r}].check = check\n"
+        f"sys.modules[{APP!r}].number = int(__name__.rsplit('_', 1)[1])\n"))
+    assert reply["ok"], reply
+    number = app.module.number
+    assert source_cached(number)  # the script ended, its function lives on
+    with pytest.raises(ValueError) as caught:
+        app.module.check(-1)
+    text = "".join(traceback_module.format_exception(caught.type, caught.value, caught.tb))
+    assert (f'File "<pymoult update {number}>", line 4, in check\n'
+            "    raise ValueError('negative')\n") in text
+    del caught, app.module.check
+    assert not source_cached(number)
+
+
 def test_the_script_runs_in_its_own_thread_with_main_reachable(listen):
     listener = listen()
     seen = {}
@@ -195,6 +251,112 @@ def test_a_script_still_running_at_the_timeout_is_reported(app, listen):
             thread.join(WAIT)
 
 
+# -- clients that go away while a push is served ---------------------------------------------
+
+def push_frame(script, **fields):
+    return frame({"op": "push", "script": script, "wait": True, "timeout": None, **fields})
+
+
+@pytest.mark.parametrize("transport, leave, why", [
+    ("unix", "close", "closed the connection"),
+    ("tcp", "close", "ended its side of the TCP connection"),
+    ("tcp", "shutdown", "ended its side of the TCP connection"),  # TCP cannot tell them apart
+])
+def test_a_client_gone_while_waiting_frees_its_slot_and_the_update_goes_on(
+        app, manager, listen, transport, leave, why):
+    tcp = transport == "tcp"
+    listener = listen(**({"address": "tcp:127.0.0.1:0", "token": TOKEN} if tcp else {}))
+    listener.max_push_wait = 300.0  # far beyond this test's waits: only the departure frees it
+    with connect(listener.address) as sock, LogWatcher() as log_records:
+        sock.sendall(push_frame(held_script(app, manager), **({"token": TOKEN} if tcp else {})))
+        try:
+            assert app.module.entered.wait(WAIT)  # the manager runs the update, the push waits
+            assert listener.connections == 1 and not listener.wait_idle(0)
+            if leave == "shutdown":
+                sock.shutdown(socket.SHUT_WR)
+            else:
+                sock.close()
+            assert listener.wait_idle(WAIT)  # the slot is free though the update is not done
+            assert log_records.wait_for(f"{why}")
+            assert manager.current_update.name == "held"  # not cancelled: it was accepted
+            if leave == "shutdown":
+                assert read_reply(sock) is None  # the listener closed without a reply
+        finally:
+            app.module.gate.set()
+    assert manager.wait_current_update(WAIT)
+    assert manager.history()[-1].state == "applied"
+    assert listener.applied_updates == ["held"]  # still recorded
+    assert any("its updates go on (ask for status)" in m for m in log_records.messages)
+
+
+def test_a_client_gone_while_its_script_runs_frees_its_slot(app, listen):
+    listener = listen()
+    app.module.gate, app.module.entered = threading.Event(), threading.Event()
+    script = f"import sys\nsys.modules[{APP!r}].entered.set()\nsys.modules[{APP!r}].gate.wait(10)\n"
+    try:
+        with connect(listener.address) as sock:
+            sock.sendall(push_frame(script))
+            assert app.module.entered.wait(WAIT)
+        assert listener.wait_idle(WAIT)
+    finally:
+        app.module.gate.set()
+    for thread in threading.enumerate():
+        if thread.name.startswith("pymoult-update-"):
+            thread.join(WAIT)
+
+
+@pytest.fixture
+def watch_checks(monkeypatch):
+    """A Condition whose ``count`` is the number of times a push checked its client."""
+    checked = threading.Condition()
+    checked.count = 0
+    check = listener_module._ClientWatch.__call__
+
+    def counted(watch):
+        gone = check(watch)
+        with checked:
+            checked.count += 1
+            checked.notify_all()
+        return gone
+
+    monkeypatch.setattr(listener_module._ClientWatch, "__call__", counted)
+    return checked
+
+
+def test_a_unix_client_that_only_ends_its_sending_side_still_gets_the_outcome(
+        app, manager, listen, watch_checks):
+    listener = listen()
+    with connect(listener.address) as sock:
+        sock.sendall(push_frame(held_script(app, manager)) + b"trailing bytes are dropped")
+        try:
+            assert app.module.entered.wait(WAIT)
+            sock.shutdown(socket.SHUT_WR)
+            with watch_checks:  # the push saw the end of its input, and kept waiting
+                seen = watch_checks.count
+                assert watch_checks.wait_for(lambda: watch_checks.count >= seen + 2, WAIT)
+            assert listener.connections == 1
+        finally:
+            app.module.gate.set()
+        reply = read_reply(sock)
+    assert reply == {"ok": True, "script_error": None, "updates": [
+        {"name": "held", "state": "applied", "finished": True, "error": None}]}
+
+
+def test_a_client_flooding_after_its_request_is_let_go(app, manager, listen):
+    listener = listen(max_size=4096)
+    with connect(listener.address) as sock, LogWatcher() as log_records:
+        sock.sendall(push_frame(held_script(app, manager)))
+        try:
+            assert app.module.entered.wait(WAIT)
+            sock.sendall(b"x" * 5000)
+            assert listener.wait_idle(WAIT)
+            assert log_records.wait_for("sent over 4096 bytes after its request")
+        finally:
+            app.module.gate.set()
+    assert manager.wait_current_update(WAIT)
+    assert manager.history()[-1].state == "applied"
+
+
 # -- status and history ------------------------------------------------------------------------
 
 def test_status_and_history_report_the_managers(app, manager, listen):
@@ -224,10 +386,111 @@ def test_status_shows_the_update_in_progress(app, manager, listen):
     try:
         assert app.module.entered.wait(WAIT)  # the manager is running it
         [reported] = client.status(listener.address)["managers"]
-        assert reported["current"] == {"name": "held", "state": "pending"}
+        assert reported["current"] == {
+            "name": "held", "state": "pending", "tries": 0, "max_tries": 10, "postponements": 0,
+            "waited": None, "patience": 10 * 0.1, "progress": None}
     finally:
         app.module.gate.set()
     assert manager.wait_current_update(WAIT)
+
+
+OLD_POINT = "class Point:\n    def __init__(self, x):\n        self.x = x\n"
+NEW_POINT = OLD_POINT + "    def norm(self):\n        return abs(self.x)\n"
+
+
+def test_status_counts_the_objects_an_eager_conversion_has_done(manager, listen):
+    listener = listen(manager=manager)
+    module = types.ModuleType("listener_convert_app")
+    exec(OLD_POINT, module.__dict__)
+    new = {"__name__": "listener_convert_app"}
+    exec(NEW_POINT, new)
+    points = [module.Point(i) for i in range(2 * PROGRESS_BATCH + 100)]
+    calls, reached, gate = [], threading.Event(), threading.Event()
+
+    def transformer(point):
+        calls.append(point)
+        if len(calls) == PROGRESS_BATCH + 10:  # in the second batch: hold it there
+            reached.set()
+            gate.wait(WAIT)
+        point.y = 0
+
+    update = EagerConversionUpdate(module.Point, new["Point"], transformer, module=module)
+    future = manager.add_update(update)
+    try:
+        assert reached.wait(WAIT)
+        [reported] = client.status(listener.address)["managers"]
+    finally:
+        gate.set()
+    current = reported["current"]
+    assert current["name"] == "convert Point" and current["state"] == "applying"
+    assert current["progress"] == {"step": "transform instances of listener_convert_app.Point",
+                                   "done": PROGRESS_BATCH, "total": len(points)}
+    assert future.result(WAIT) is update
+    assert all(p.y == 0 for p in points) and points[0].norm() == 0
+
+
+class Patient(Update):
+    """An update that says when it starts waiting for alterability, and changes nothing."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.waiting = threading.Event()
+
+    def check_alterability(self):
+        self.waiting.set()
+        return super().check_alterability()
+
+    def wait_alterability(self):
+        self.waiting.set()
+        return super().wait_alterability()
+
+    def apply(self):
+        pass
+
+
+def test_status_tells_how_long_an_update_has_waited_for_alterability(manager, listen, spawn):
+    listener = listen(manager=manager)
+    go = threading.Event()
+
+    def late():  # reaches its update points only once told to
+        go.wait(WAIT)
+        while not spawn.stop.is_set():
+            staticUpdatePoint()
+
+    update = Patient("patient", threads=[spawn(DSU_Thread(target=late))], max_tries=1000,
+                     sleep_time=0.01)
+    future = manager.add_update(update)
+    try:
+        assert update.waiting.wait(WAIT)
+        [reported] = client.status(listener.address)["managers"]
+    finally:
+        go.set()
+    current = reported["current"]
+    assert current["state"] == "waiting for alterability"
+    assert (current["tries"], current["max_tries"], current["postponements"]) == (1, 1000, 0)
+    assert current["patience"] == 1000 * 0.01 and current["progress"] is None
+    assert isinstance(current["waited"], float) and current["waited"] >= 0
+    assert future.result(WAIT) is update
+
+
+def test_status_counts_the_tries_of_a_polling_manager(listen, spawn):
+    polled = Manager("polled")
+    listener = listen(manager=polled)
+    never = spawn(DSU_Thread(target=spawn.stop.wait, args=(WAIT,)))  # never at a point
+    update = Patient("polled update", threads=[never], max_tries=5)
+    future = polled.add_update(update)
+    for _ in range(4):
+        polled.apply_next_update()
+    [reported] = client.status(listener.address)["managers"]
+    current = reported["current"]
+    assert current["state"] == "waiting for alterability"
+    assert current["tries"] == update.tries >= 2 and current["max_tries"] == 5
+    for _ in range(10):
+        if future.done():
+            break
+        polled.apply_next_update()
+    with pytest.raises(UpdateTimeoutError, match="not alterable after 5 tries"):
+        future.result(0)
 
 
 def test_status_without_a_manager_reports_every_live_one(manager, listen):
@@ -299,6 +562,65 @@ def test_bad_addresses_are_refused_clearly(address, message):
     with pytest.raises(PymoultValueError, match=rf"^bad address {re.escape(repr(address))}: "
                                                  rf"{message}"):
         protocol.parse_address(address)
+
+
+def path_of(directory, size):
+    """A path of ``size`` bytes: a file name in ``directory`` padded to that length."""
+    path = os.path.join(directory, "s" * (size - len(os.fsencode(str(directory))) - 1))
+    assert len(os.fsencode(path)) == size
+    return path
+
+
+def test_a_unix_path_too_long_for_sun_path_is_refused_when_read(tmp_path):
+    limit = protocol.MAX_UNIX_PATH
+    assert limit == 107 or not sys.platform.startswith("linux")
+    too_long = path_of(tmp_path, limit + 1)
+    message = (rf"the path is {limit + 1} bytes long, over the limit of {limit} bytes for a "
+               rf"Unix socket \(sun_path holds {limit + 1} with the final NUL\)")
+    address = f"unix:{too_long}"
+    with pytest.raises(PymoultValueError, match=rf"^bad address {re.escape(repr(address))}: "
+                                                 rf"{message}; choose a shorter path$"):
+        protocol.parse_address(f"unix:{too_long}")
+    with pytest.raises(PymoultValueError, match=rf"^cannot use unix:{re.escape(too_long)}: "
+                                                 rf"{message}$"):
+        protocol.Address("unix", path=too_long)
+    assert protocol.parse_address(f"unix:{path_of(tmp_path, limit)}").path == path_of(tmp_path,
+                                                                                       limit)
+
+
+def test_a_listener_refuses_a_unix_path_too_long_and_serves_one_at_the_limit(tmp_path, listen):
+    limit = protocol.MAX_UNIX_PATH
+    with pytest.raises(PymoultValueError, match=rf"bytes long, over the limit of {limit} bytes"):
+        Listener(address=f"unix:{path_of(tmp_path, limit + 1)}")
+    assert list(tmp_path.iterdir()) == []  # nothing bound, nothing staged
+    with pytest.raises(PymoultValueError, match=rf"bytes long, over the limit of {limit} bytes"):
+        client.status(f"unix:{path_of(tmp_path, limit + 1)}")  # the client says so too
+    listener = listen(address=f"unix:{path_of(tmp_path, limit)}")
+    assert client.status(listener.address)["ok"]
+
+
+def test_a_path_whose_staging_would_be_too_long_is_refused_clearly(tmp_path):
+    limit = protocol.MAX_UNIX_PATH
+    directory = path_of(tmp_path, limit - 7)  # room for the socket's name, not for staging
+    os.mkdir(directory)
+    path = os.path.join(directory, "app.s")
+    with pytest.raises(PymoultValueError, match=(
+            rf"^cannot listen on unix:{re.escape(path)}: the socket is bound first at "
+            rf"{re.escape(directory)}/\.p\w+/s, which is {limit + 6} bytes long, over the "
+            rf"limit of {limit} bytes .*; choose a path in a directory with a shorter name$")):
+        Listener(address=f"unix:{path}")
+    assert os.listdir(directory) == []  # the staging directory is gone
+
+
+def test_a_default_socket_path_too_long_names_the_remedy(tmp_path, monkeypatch):
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    deep = path_of(tmp_path, protocol.MAX_UNIX_PATH - 20)
+    os.mkdir(deep)
+    monkeypatch.setattr(tempfile, "tempdir", deep)
+    with pytest.raises(PymoultValueError, match=r"^cannot listen on unix:.+/listener\.sock: the "
+                                                r"path is \d+ bytes long, .*; set TMPDIR"):
+        Listener()
+    assert os.listdir(deep) == []  # the private directory is removed
 
 
 def test_addresses_round_trip():
@@ -438,7 +760,8 @@ def test_pipe_listener_drops_oversized_and_stalled_frames(tmp_path):
     try:
         with LogWatcher() as log_records:
             os.write(fd, b"\xff\xff\xff\xff" + b"x" * 100)
-            assert log_records.wait_for("dropped a frame of 4294967295 bytes (limit 512)")
+            assert log_records.wait_for("frame of 4294967295 bytes is over the limit of 512 "
+                                        "bytes: dropped it and what followed it")
             os.write(fd, b"\x00\x00\x00\x10{")  # a frame that never completes
             assert log_records.wait_for("dropped an incomplete frame (5 bytes) after a stall")
             listener_module._test_done = done = threading.Event()
@@ -451,6 +774,60 @@ def test_pipe_listener_drops_oversized_and_stalled_frames(tmp_path):
         listener_module.__dict__.pop("_test_done", None)
         assert pipe.stop(WAIT)
     assert marker.exists()
+
+
+def test_a_frame_buffer_gives_each_frame_its_own_deadline():
+    buffer = protocol.FrameBuffer(max_size=100, timeout=10.0)
+    first, second = frame({"n": 1}), frame({"n": 2})
+    assert buffer.deadline is None
+    buffer.feed(first[:3], now=100.0)
+    assert list(buffer.frames()) == [] and buffer.deadline == 110.0
+    buffer.feed(first[3:] + second[:2], now=108.0)  # the first ends, the second begins
+    assert [protocol.decode_payload(p) for p in buffer.frames()] == [{"n": 1}]
+    assert buffer.deadline == 118.0  # its own, from its first byte: not the first's 110
+    buffer.feed(second[2:5], now=112.0)
+    assert list(buffer.frames()) == [] and buffer.deadline == 118.0  # dribbling: no extension
+    buffer.feed(second[5:], now=115.0)
+    assert [protocol.decode_payload(p) for p in buffer.frames()] == [{"n": 2}]
+    assert buffer.deadline is None and len(buffer) == 0
+
+
+def test_a_frame_buffer_drops_everything_at_an_oversized_frame():
+    buffer = protocol.FrameBuffer(max_size=100, timeout=10.0)
+    buffer.feed(frame({"n": 1}) + struct.pack(">I", 101) + b"x" * 50, now=0.0)
+    frames = buffer.frames()
+    assert protocol.decode_payload(next(frames)) == {"n": 1}  # what came before is served
+    with pytest.raises(ProtocolError, match=r"^frame of 101 bytes is over the limit of 100 "
+                                            r"bytes$"):
+        next(frames)
+    assert len(buffer) == 0 and buffer.deadline is None
+    buffer.feed(b"", now=1.0)
+    assert buffer.deadline is None  # nothing arrived: no frame in progress
+
+
+def test_pipe_listener_serves_a_frame_that_begins_with_the_end_of_another(tmp_path):
+    path = tmp_path / "fifo"
+    pipe = PipeListener(str(path), read_timeout=WAIT).start()
+    listener_module._test_ran = ran = []
+    done = threading.Event()
+    listener_module._test_done = done
+    script = ("from pymoult.highlevel import listener\n"
+              "listener._test_ran.append({n})\n"
+              "if len(listener._test_ran) == 2:\n"
+              "    listener._test_done.set()\n")
+    first = frame({"op": "push", "script": script.format(n=1)})
+    second = frame({"op": "push", "script": script.format(n=2)})
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, first + second[:7])
+        os.write(fd, second[7:])
+        assert done.wait(WAIT)
+    finally:
+        os.close(fd)
+        listener_module.__dict__.pop("_test_ran", None)
+        listener_module.__dict__.pop("_test_done", None)
+        assert pipe.stop(WAIT)
+    assert sorted(ran) == [1, 2]
 
 
 # -- the original's logging functions --------------------------------------------------------

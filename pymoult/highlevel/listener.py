@@ -14,7 +14,8 @@ Running a pushed script is remote code execution by design, so the listener is l
 default: a Unix socket (mode 0600, in a private 0700 directory) whose peers must run as this
 process's user (or root, which could take over the process anyway); TCP only when asked, on
 loopback unless told otherwise, and then only with a token (compared in constant time). Every
-connection has a size limit, read and idle timeouts and a slot among ``max_connections``; every
+connection has a size limit, read and idle timeouts and a slot among ``max_connections`` (a
+push whose client goes away frees its slot within ``WATCH_INTERVAL``; its updates go on); every
 refusal gets an error reply when possible and a WARNING in the ``pymoult`` log, and nothing a
 client sends ends the listener's thread.
 
@@ -30,6 +31,7 @@ import itertools
 import linecache
 import logging
 import os
+import select
 import selectors
 import socket
 import stat
@@ -38,7 +40,8 @@ import tempfile
 import threading
 import time
 import traceback
-from concurrent.futures import wait as futures_wait
+import types
+import weakref
 
 from .. import protocol
 from ..errors import (AuthenticationError, ProtocolError, PymoultTypeError, PymoultValueError,
@@ -55,6 +58,8 @@ _script_numbers = itertools.count(1)
 _connection_numbers = itertools.count(1)
 _app_listener = None
 _LINGER = 0.5  # seconds a handler waits for the client to close after the reply
+#: How often (seconds) a push being served checks that its client is still there.
+WATCH_INTERVAL = 0.1
 
 
 # -- the original's logging functions ------------------------------------------------------------
@@ -113,6 +118,42 @@ def get_app_listener():
 
 # -- running a script ----------------------------------------------------------------------------
 
+def _code_objects(code):
+    """``code`` and every code object compiled with it (functions, classes, lambdas...)."""
+    found = [code]
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            found.extend(_code_objects(const))
+    return found
+
+
+def _cache_source_while_alive(filename, source, code):
+    """Give ``linecache`` a pushed script's source while code compiled from it is alive.
+
+    Tracebacks show a line of ``<pymoult update N>`` only if ``linecache`` has its source,
+    and the reply's traceback is not the only one that needs it: the functions a script
+    installs in the application run its code for as long as they live, and their tracebacks
+    (and ``inspect.getsource``) should show their lines too. Keeping every script's source
+    forever grows without bound; keeping the last N, or dropping it when the script's thread
+    ends, loses the lines of code still running. So the entry goes when the last code object
+    compiled from the script is collected: the cache then holds the source of live code only,
+    about the size of that code, which the application keeps anyway.
+    """
+    codes = _code_objects(code)
+    alive, lock = [len(codes)], threading.Lock()
+
+    def collected():
+        with lock:
+            alive[0] -= 1
+            last = not alive[0]
+        if last:
+            linecache.cache.pop(filename, None)
+
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    for each in codes:
+        weakref.finalize(each, collected).atexit = False
+
+
 def _script_error(exc, filename):
     """The JSON form of the exception a script raised, its traceback cut to the script's frames."""
     tb = exc.__traceback__
@@ -142,7 +183,24 @@ def _succeeded(future):
     return future.done() and not future.cancelled() and future.exception() is None
 
 
-def run_script(source, wait=True, timeout=None, on_applied=None):
+def _wait_unless(event, timeout, abandoned):
+    """``event.wait(timeout)``, but asking ``abandoned()`` every ``WATCH_INTERVAL`` s: None as
+    soon as it answers true."""
+    if abandoned is None:
+        return event.wait(timeout)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        step = WATCH_INTERVAL if deadline is None else min(
+            WATCH_INTERVAL, max(0.0, deadline - time.monotonic()))
+        if event.wait(step):
+            return True
+        if abandoned():
+            return None
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+
+
+def run_script(source, wait=True, timeout=None, on_applied=None, abandoned=None):
     """Run update script ``source`` in a thread of its own and return the push reply.
 
     The script is compiled as ``<pymoult update N>`` and run in thread ``pymoult-update-N`` in a
@@ -151,6 +209,11 @@ def run_script(source, wait=True, timeout=None, on_applied=None):
     The reply: ``{"ok", "script_error", "updates": [{"name", "state", "finished", "error"}]}``;
     ``ok`` is false if the script raised or did not end in time, or if an update ended
     unapplied or with an error (or, when waiting, did not end in time).
+
+    ``abandoned()``, if given, is asked every ``WATCH_INTERVAL`` s while waiting whether
+    anybody still waits for the reply: once it answers true the waiting stops and None is
+    returned. The script and its updates go on (they were accepted); ``on_applied`` is still
+    called and the managers log how the updates end.
     """
     number = next(_script_numbers)
     filename = f"<pymoult update {number}>"
@@ -162,9 +225,10 @@ def run_script(source, wait=True, timeout=None, on_applied=None):
         try:
             with collect_updates() as collected:
                 state["collected"] = collected
-                linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+                code = compile(source, filename, "exec", dont_inherit=True)
+                _cache_source_while_alive(filename, source, code)
                 namespace = {"__name__": f"pymoult_update_{number}", "__builtins__": builtins}
-                exec(compile(source, filename, "exec", dont_inherit=True), namespace)
+                exec(code, namespace)
         except BaseException as exc:  # the script's failure is reported, never propagated
             try:
                 state["error"] = _script_error(exc, filename)
@@ -178,7 +242,10 @@ def run_script(source, wait=True, timeout=None, on_applied=None):
     thread = threading.Thread(target=body, name=f"pymoult-update-{number}", daemon=True)
     logger.info("update script %d: running in %s", number, thread.name)
     thread.start()
-    if ran.wait(timeout):
+    ended = _wait_unless(ran, timeout, abandoned)
+    if ended is None:
+        return None
+    if ended:
         script_error = state["error"]
     else:
         script_error = {"type": "TimeoutError", "message": f"the script was still running after "
@@ -194,12 +261,23 @@ def run_script(source, wait=True, timeout=None, on_applied=None):
                 recorded.add(id(update))
             on_applied(update.name)
 
+    unfinished = [len(collected)]
+    all_done = threading.Event()
+
+    def done(update, future):
+        record(update, future)
+        with recorded_lock:
+            unfinished[0] -= 1
+            if not unfinished[0]:
+                all_done.set()
+
     for update, future in collected:
-        future.add_done_callback(lambda f, update=update: record(update, f))
+        future.add_done_callback(lambda f, update=update: done(update, f))
     note = None
     if wait and collected:
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        futures_wait([future for _, future in collected], left)
+        if _wait_unless(all_done, left, abandoned) is None:
+            return None
         note = f"not finished within {timeout} s"
     for update, future in collected:  # callbacks may run after wait() returned
         record(update, future)
@@ -293,11 +371,11 @@ class _ScriptHost:
     #: reported "not finished" and go on; ``status`` tells how they end.
     max_push_wait = 600.0
 
-    def _push(self, request):
+    def _push(self, request, abandoned=None):
         timeout = request["timeout"]
         timeout = self.max_push_wait if timeout is None else min(timeout, self.max_push_wait)
         return run_script(request["script"], request["wait"], timeout,
-                          self.applied_updates.append)
+                          self.applied_updates.append, abandoned)
 
 
 # -- the socket listener ------------------------------------------------------------------------
@@ -314,6 +392,14 @@ def _private_runtime_dir():
     if stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and not info.st_mode & 0o077:
         return base
     return None
+
+
+def _check_unix_path(path, bound, advice, what="the path"):
+    """``PymoultValueError`` naming ``path`` when ``bound`` (the path given to ``bind``) is too
+    long for a Unix socket."""
+    problem = protocol.unix_path_error(bound, what)
+    if problem is not None:
+        raise PymoultValueError(f"cannot listen on unix:{path}: {problem}; {advice}")
 
 
 def _is_loopback(host):
@@ -373,7 +459,8 @@ class Listener(_ScriptHost, threading.Thread):
         elif not localhost:
             raise PymoultValueError("localhost=False only applies to TCP (port= or "
                                     "address='tcp:...'); the default transport is a Unix socket")
-        self._slots = threading.BoundedSemaphore(self.max_connections)
+        self._connections = 0  # in progress, each holding one of max_connections slots
+        self._connections_changed = threading.Condition()
         self._handlers = set()
         self._handlers_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -429,11 +516,17 @@ class Listener(_ScriptHost, threading.Thread):
             if path is None:  # a fresh 0700 directory: nobody else can reach the socket, ever
                 self._private_dir = tempfile.mkdtemp(prefix="pymoult-", dir=_private_runtime_dir())
                 path = os.path.join(self._private_dir, "listener.sock")
+                _check_unix_path(path, path, "set TMPDIR (or XDG_RUNTIME_DIR) to a shorter "
+                                 "directory, or pass address='unix:/shorter/path'")
                 sock.bind(path)
                 os.chmod(path, 0o600)
             else:  # bound in a private staging directory, made 0600, then moved into place
                 self._refuse_live_path(path)
-                staging = tempfile.mkdtemp(prefix=".pymoult-", dir=os.path.dirname(path))
+                staging = tempfile.mkdtemp(prefix=".p", dir=os.path.dirname(path))
+                _check_unix_path(path, os.path.join(staging, "s"),
+                                 "choose a path in a directory with a shorter name",
+                                 f"the socket is bound first at {os.path.join(staging, 's')}, "
+                                 "which")
                 sock.bind(os.path.join(staging, "s"))
                 os.chmod(os.path.join(staging, "s"), 0o600)
                 os.replace(os.path.join(staging, "s"), path)
@@ -524,6 +617,19 @@ class Listener(_ScriptHost, threading.Thread):
             handler.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         return not self.is_alive() and not any(h.is_alive() for h in handlers)
 
+    @property
+    def connections(self):
+        """The number of connections being served now (each holds one of
+        ``max_connections``)."""
+        with self._connections_changed:
+            return self._connections
+
+    def wait_idle(self, timeout=None):
+        """Block until no connection is being served; False if some still are after
+        ``timeout`` s (None: no limit)."""
+        with self._connections_changed:
+            return self._connections_changed.wait_for(lambda: self._connections == 0, timeout)
+
     def _remove_socket_file(self):
         if self._address.family != "unix":
             return
@@ -564,7 +670,7 @@ class Listener(_ScriptHost, threading.Thread):
             return
         number = next(_connection_numbers)
         who = f"connection {number}" + (f" from {peer[0]}:{peer[1]}" if peer else "")
-        if not self._slots.acquire(blocking=False):
+        if not self._take_slot():
             logger.warning("%s: refused %s: busy (%d connections in progress)", self.name, who,
                            self.max_connections)
             self._refuse_busy(conn)
@@ -580,8 +686,20 @@ class Listener(_ScriptHost, threading.Thread):
                              self.name, who)
             with self._handlers_lock:
                 self._handlers.discard(handler)
-            self._slots.release()
+            self._release_slot()
             conn.close()
+
+    def _take_slot(self):
+        with self._connections_changed:
+            if self._connections >= self.max_connections:
+                return False
+            self._connections += 1
+            return True
+
+    def _release_slot(self):
+        with self._connections_changed:
+            self._connections -= 1
+            self._connections_changed.notify_all()
 
     def _refuse_busy(self, conn):
         """Tell a connection over the cap that the listener is busy, without waiting for it."""
@@ -612,7 +730,7 @@ class Listener(_ScriptHost, threading.Thread):
             logger.exception("%s: internal error serving %s", self.name, who)
         finally:
             conn.close()
-            self._slots.release()
+            self._release_slot()
             with self._handlers_lock:
                 self._handlers.discard(threading.current_thread())
 
@@ -640,7 +758,13 @@ class Listener(_ScriptHost, threading.Thread):
         op = request["op"]
         logger.info("%s: %s asks for %s", self.name, who, op)
         if op == "push":
-            return self._push(request)
+            watch = _ClientWatch(conn, self._address.family == "tcp", self.max_size)
+            reply = self._push(request, watch)
+            if reply is None:
+                logger.warning("%s: %s: the client %s while its push was served: no reply "
+                               "sent; its updates go on (ask for status)", self.name, who,
+                               watch.why)
+            return reply
         if op == "status":
             return {"ok": True, "listener": self._describe(),
                     "managers": [_manager_status(m) for m in self._reported_managers()]}
@@ -666,13 +790,75 @@ class Listener(_ScriptHost, threading.Thread):
         return f"<Listener {self.name!r} {self.address} {state}>"
 
 
+class _ClientWatch:
+    """Called while a push is served (``run_script``'s ``abandoned``): true once its client
+    has gone, so that the handler stops waiting and frees its slot; ``why`` then says how.
+
+    A Unix socket reports its peer's close as a hang-up (``POLLHUP``), distinct from a
+    client that only shut down its sending side and still waits for the reply. TCP cannot
+    tell those two apart without writing, so over TCP the end of the client's sending side
+    counts as its departure (``pymoult.client`` keeps it open until the reply). Bytes sent
+    after the request are read and dropped; more than ``limit`` of them also ends the wait.
+    """
+
+    def __init__(self, conn, tcp, limit):
+        self._conn, self._tcp, self._limit = conn, tcp, limit
+        self._poll = select.poll()
+        self._poll.register(conn, select.POLLIN)
+        self._dropped = 0
+        self.why = None
+
+    def __call__(self):
+        for _, events in self._poll.poll(0):
+            if events & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                self.why = "closed the connection"
+                return True
+            if not events & select.POLLIN:
+                continue
+            try:
+                chunk = self._conn.recv(65536)
+            except (BlockingIOError, InterruptedError, TimeoutError):
+                continue
+            except OSError as exc:
+                self.why = f"lost the connection ({exc.strerror or exc})"
+                return True
+            if not chunk:
+                if self._tcp:
+                    self.why = "ended its side of the TCP connection (taken as gone)"
+                    return True
+                self._poll.modify(self._conn, 0)  # half-closed: only a hang-up matters now
+                continue
+            self._dropped += len(chunk)
+            if self._dropped > self._limit:
+                self.why = f"sent over {self._limit} bytes after its request"
+                return True
+        return False
+
+
 def _manager_status(manager):
     current = manager.current_update
     return {"name": manager.name, "kind": type(manager).__name__,
-            "current": None if current is None else {"name": current.name,
-                                                     "state": current.state.value},
+            "current": None if current is None else _current_status(current),
             "pending": [{"name": u.name, "state": u.state.value} for u in manager.pending()],
             "statistics": manager.statistics()}
+
+
+def _current_status(update):
+    """What a manager's current update is doing, for ``status`` (read from another thread:
+    each field is read once). ``tries``, ``max_tries`` and ``postponements`` count its attempts
+    at alterability; while it waits for it, ``waited`` is how long this attempt has waited (s)
+    and ``patience`` its budget (``timeout``, else ``max_tries`` x ``sleep_time``);
+    ``progress`` is how far the mechanism working through objects got (``{"step", "done",
+    "total"}``, the last one reported, or None)."""
+    state = update.state
+    began = update.times.get("setup")
+    waiting = state is UpdateState.WAITING and began is not None
+    timeout = update.timeout
+    return {"name": update.name, "state": state.value, "tries": update.tries,
+            "max_tries": update.max_tries, "postponements": update.postponements,
+            "waited": round(time.monotonic() - began, 3) if waiting else None,
+            "patience": timeout if timeout is not None else update.max_tries * update.sleep_time,
+            "progress": update.journal.progress}
 
 
 def _drain(conn, seconds, limit):
@@ -717,8 +903,9 @@ class PipeListener(_ScriptHost, threading.Thread):
 
     The pipe is created with mode 0600 (an existing one is used only if it is a pipe of this
     user that nobody else can open). Write one frame at a time: frames from concurrent writers
-    can interleave. Token and limits are as for :class:`Listener`; a frame that does not arrive
-    complete within ``read_timeout`` is dropped.
+    can interleave. Token and limits are as for :class:`Listener`; a frame that is not complete
+    within ``read_timeout`` of the arrival of its first byte is dropped (each frame has its own
+    deadline, also one that follows another in the same write: ``protocol.FrameBuffer``).
     """
 
     def __init__(self, path="fifopipe", *, name="Pymoult Pipe Listener", token=None,
@@ -784,15 +971,14 @@ class PipeListener(_ScriptHost, threading.Thread):
 
     def run(self):
         selector = selectors.DefaultSelector()
-        buffer = bytearray()
-        frame_deadline = None
+        buffer = protocol.FrameBuffer(self.max_size, self.read_timeout)
         try:
             selector.register(self._fd, selectors.EVENT_READ)
             selector.register(self._wake_r, selectors.EVENT_READ)
             while not self._stopping.is_set():
                 wait = None
-                if buffer:
-                    wait = max(0.0, frame_deadline - time.monotonic())
+                if buffer.deadline is not None:
+                    wait = max(0.0, buffer.deadline - time.monotonic())
                     if self.idle_timeout is not None:
                         wait = min(wait, self.idle_timeout)
                 events = selector.select(wait)
@@ -807,31 +993,18 @@ class PipeListener(_ScriptHost, threading.Thread):
                     chunk = os.read(self._fd, 65536)
                 except (BlockingIOError, InterruptedError):
                     continue
-                if not buffer:
-                    frame_deadline = time.monotonic() + self.read_timeout
-                buffer += chunk
-                self._frames(buffer)
+                buffer.feed(chunk, time.monotonic())
+                try:
+                    for payload in buffer.frames():
+                        self._handle_frame(payload)
+                except ProtocolError as exc:  # too large: the rest is that frame's, or garbage
+                    self._discard_available()
+                    logger.warning("%s: %s: dropped it and what followed it", self.name, exc)
         except BaseException:  # nothing may escape the listener's thread
             if not self._stopping.is_set():
                 logger.exception("%s: the pipe listener failed", self.name)
         finally:
             selector.close()
-
-    def _frames(self, buffer):
-        """Handle every complete frame at the start of ``buffer`` (consumed from it)."""
-        while len(buffer) >= 4:
-            (size,) = struct.unpack(">I", buffer[:4])
-            if size > self.max_size:
-                buffer.clear()
-                self._discard_available()
-                logger.warning("%s: dropped a frame of %d bytes (limit %d) and what followed it",
-                               self.name, size, self.max_size)
-                return
-            if len(buffer) < 4 + size:
-                return
-            payload = bytes(buffer[4:4 + size])
-            del buffer[:4 + size]
-            self._handle_frame(payload)
 
     def _discard_available(self):
         try:

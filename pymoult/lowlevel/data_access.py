@@ -130,9 +130,10 @@ def startEagerUpdate(cls, transformer, atomic=True, journal=None, subclasses=Tru
     """
     if not callable(transformer):
         raise PymoultTypeError(f"transformer must be callable, got {transformer!r}")
-    objects = instances_of(cls, subclasses)
-    writes = transform_all(objects, transformer, f"eager update of {describe(cls)}", atomic)
     journal = current_journal(journal)
+    objects = instances_of(cls, subclasses)
+    writes = transform_all(objects, transformer, f"eager update of {describe(cls)}", atomic,
+                           progress=journal)
     if journal is not None and writes.entries:
         journal.record(writes)
     return len(objects)

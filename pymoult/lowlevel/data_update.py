@@ -261,13 +261,33 @@ def recording_writes(classes, operation):
                         type.__setattr__(cls, name, value)
 
 
-def transform_all(objects, transformer, description, atomic=True):
+#: Objects handled between two progress reports (``Journal.report_progress``): a few
+#: milliseconds of work, so that the report's cost vanishes and a watcher still sees it move.
+PROGRESS_BATCH = 4096
+
+
+def _in_batches(objects, progress, step):
+    """``enumerate(objects)`` (a sequence) in batches of ``PROGRESS_BATCH``: yields one
+    ``enumerate`` of a slice per batch (the loop over each costs what a plain ``enumerate``
+    does) and reports to journal ``progress`` (if any) how many were handled after each."""
+    total = len(objects)
+    if progress is not None:
+        progress.report_progress(step, 0, total)
+    for start in range(0, total, PROGRESS_BATCH):
+        stop = min(start + PROGRESS_BATCH, total)
+        yield enumerate(objects[start:stop], start)
+        if progress is not None:
+            progress.report_progress(step, stop, total)
+
+
+def transform_all(objects, transformer, description, atomic=True, progress=None):
     """Run ``transformer`` on each object; returns the :class:`AttributeWrites` recorded.
 
     With ``atomic``, writes are recorded (objects of classes with their own ``__setattr__``, a
     frozen dataclass say, are snapshotted whole, since their transformers write with
     ``object.__setattr__``) and a failure on the k-th object restores the ones before it before
-    ``TransformerError`` is raised.
+    ``TransformerError`` is raised. How many objects are done is reported to journal
+    ``progress`` (if given) every ``PROGRESS_BATCH`` objects.
     """
     writes = AttributeWrites(description)
     index = -1
@@ -277,13 +297,15 @@ def transform_all(objects, transformer, description, atomic=True):
             snapshot = {cls for cls in classes if cls.__setattr__ is not object.__setattr__}
             entries = writes.entries
             with recording_writes(classes, writes):
-                for index, obj in enumerate(objects):
-                    if type(obj) in snapshot:
-                        entries.append(snapshot_entry(obj))
-                    transformer(obj)
+                for batch in _in_batches(objects, progress, description):
+                    for index, obj in batch:
+                        if type(obj) in snapshot:
+                            entries.append(snapshot_entry(obj))
+                        transformer(obj)
         else:
-            for index, obj in enumerate(objects):
-                transformer(obj)
+            for batch in _in_batches(objects, progress, description):
+                for index, obj in batch:
+                    transformer(obj)
     except Exception as exc:
         if atomic:
             writes.undo()
@@ -439,7 +461,8 @@ def redefineClass(module, cls, new_cls, transformer=None, builder=None, journal=
                     _update_namespace(live, new_cls, own, keep)
                 if transformer is not None:
                     own.record(transform_all(instances_of(live), transformer,
-                                             f"transform instances of {describe(live)}"))
+                                             f"transform instances of {describe(live)}",
+                                             progress=journal))
         except BaseException:
             own.rollback()
             raise
@@ -453,13 +476,15 @@ def redefineClass(module, cls, new_cls, transformer=None, builder=None, journal=
 def _replace_class(module, name, live, new_cls, transformer, builder, journal):
     olds = instances_of(live, subclasses=False)
     mapping = {}
-    for index, old in enumerate(olds):  # build everything first: a failure changes nothing
-        try:
-            new = _build_new(old, new_cls, transformer, builder)
-        except TransformerError as exc:
-            exc.index, exc.count = index, len(olds)
-            raise
-        mapping[id(old)] = (old, new)
+    # build everything first: a failure changes nothing
+    for batch in _in_batches(olds, journal, f"rebuild instances of {describe(live)}"):
+        for index, old in batch:
+            try:
+                new = _build_new(old, new_cls, transformer, builder)
+            except TransformerError as exc:
+                exc.index, exc.count = index, len(olds)
+                raise
+            mapping[id(old)] = (old, new)
     set_attribute(module, name, new_cls, journal)
     mark = len(journal) if journal is not None else 0
     report = redirect_references(mapping, journal, exclude=(olds,))

@@ -9,6 +9,10 @@ undoes the operations in reverse order.
 The current journal is per thread: ``with journal.recording(): ...`` makes ``journal`` current in
 the calling thread for the block (managers wrap an update's steps in it). Mechanisms also take an
 explicit ``journal=`` argument. With no journal, mutations are applied and not recorded.
+
+A mechanism that works through many objects (an eager conversion) also says in the journal how
+far it has got (:meth:`Journal.report_progress`, read as ``journal.progress``), once per batch of
+objects, so that an operator can follow a long update (``pymoult status``).
 """
 
 import contextlib
@@ -114,7 +118,15 @@ class Journal:
         self.name = name
         self.operations = []
         self.state = "open"
+        #: How far the long mechanism last recording into this journal got: ``{"step",
+        #: "done", "total"}`` (replaced whole, so any thread may read it), or None.
+        self.progress = None
         self._lock = threading.Lock()
+
+    def report_progress(self, step, done, total):
+        """Say that mechanism ``step`` (a description) has handled ``done`` of ``total``
+        objects. Mechanisms call it once per batch, not per object."""
+        self.progress = {"step": step, "done": done, "total": total}
 
     def record(self, operation):
         """Append ``operation`` (already applied) and return it."""
