@@ -222,22 +222,39 @@ class Runtime:
                 self.on_ready(self)
             self.runner.start()
             return self._wait()
-        except KeyboardInterrupt:  # before the Runner could be told: stop everything
-            self.forced = True
+        except KeyboardInterrupt:
+            if self.runner is not None and self.runner.ident is not None \
+                    and not self.runner.finished.is_set():
+                # the Runner runs but _wait was not listening yet: the application's Ctrl-C
+                return self._interrupted_early()
+            self.forced = True  # before the Runner started: stop everything
             logger.warning("interrupted while starting: stopping the runtime")
             return INTERRUPTED
         finally:
             self._shutdown()
 
-    def _wait(self):
+    def _interrupted_early(self):
+        logger.info("interrupted: KeyboardInterrupt raised in the Runner")
+        try:
+            _cpython.raise_in_thread(self.runner, KeyboardInterrupt)
+        except ThreadStateError:  # it ended meanwhile
+            pass
+        try:
+            return self._wait(interrupted=True)
+        except KeyboardInterrupt:  # a second one, before _wait listened again
+            self.forced = True
+            logger.warning("interrupted: stopping the runtime")
+            return INTERRUPTED
+
+    def _wait(self, interrupted=False):
         """Wait for the Runner, then for the application's other non-daemon threads.
 
         Never ``Thread.join()`` here: on 3.10/3.11 a Ctrl-C that interrupts a join marks the
         joined thread as stopped while it still runs (CPython's fix for bpo-45274 releases
         the thread's state lock). The Runner signals its end with an Event, and other threads
         are watched through ``threading.enumerate()``, which takes no lock of theirs.
+        ``interrupted``: a first Ctrl-C was already passed to the Runner.
         """
-        interrupted = False
         while True:
             try:
                 if not self.runner.finished.is_set():
