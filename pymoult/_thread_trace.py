@@ -182,7 +182,7 @@ def _check_alive(thread):
 def _stack_of(ident):
     """The frames of thread *ident*, innermost first, leaving out this module's frames and anything
     running above them (a callback of ours and the user trace it is calling)."""
-    frame = sys._current_frames().get(ident)
+    frame = _cpython.current_frames().get(ident)
     frames = []
     while frame is not None:
         frames.append(frame)
@@ -605,7 +605,6 @@ if BACKEND == "monitoring":
 
 elif BACKEND == "ctypes":
     import ctypes
-    import gc
     import time
 
     _api = ctypes.pythonapi
@@ -759,7 +758,7 @@ elif BACKEND == "ctypes":
     # 2. _absorb_drop_request(): a request made before that switch may still be pending; it is
     #    honoured at the next check, which we provoke and time until one passes without losing the
     #    GIL;
-    # 3. the walk, with the cyclic GC off (no finalizer can run and block in it).
+    # 3. the walk, with the cyclic GC paused (no finalizer can run and give the GIL away in it).
 
     def _force_switch():
         """Let another thread take the GIL once; return when we have it back."""
@@ -780,12 +779,12 @@ elif BACKEND == "ctypes":
     def _find_tstate(ident):
         """(tstate pointer, top frame) of thread *ident*, or (None, frame or None).
         Called with the switch interval raised and the target pinned if possible."""
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
+        with _cpython.pause_gc():
             _force_switch()
             _absorb_drop_request()
             # --- from here to the end of the walk: no GIL release ---
+            # sys._current_frames() itself, not _cpython.current_frames(): the collector is
+            # already paused (so it is safe on 3.11 too), and the pause's lock could make us wait.
             top = sys._current_frames().get(ident)
             if top is None:
                 return None, None
@@ -799,9 +798,6 @@ elif BACKEND == "ctypes":
                         return p, top
                 p = _ThreadNext(p)
             return None, top
-        finally:
-            if gc_was_enabled:
-                gc.enable()
 
     def _is_pinned(thread, pinned):
         """Whether *thread* cannot finish while we hold the limbo lock."""
