@@ -114,8 +114,8 @@ ordinary per-thread C trace function, as if it had called ``sys.settrace`` itsel
 * Costs: other threads pay nothing (the trace is per thread state). The traced thread pays a ctypes
   callback per line, call and return of every frame it runs, traced locally or not (about 7-11x on
   a tight loop with a trivial trace). Installing on another thread costs about 20-30 us, target
-  idle or CPU-bound (measured on 3.10 and 3.11). Removal costs about
-  20-50 us (no walk: the thread state is remembered and the thread is pinned by the limbo lock).
+  idle or CPU-bound (measured on 3.10 and 3.11). Removal costs about 20-50 us (no walk: the
+  thread state is remembered and the thread is pinned by the limbo lock).
 * Limits: the trace occupies the target thread's single ``sys.settrace`` slot: a ``sys.settrace``
   call (a debugger, coverage) in that thread replaces it, ``set_trace`` replaces such a trace, and
   ``sys.gettrace()`` in the target returns an internal object while traced. Local traces live in
@@ -785,7 +785,7 @@ elif BACKEND == "ctypes":
             if frame:
                 if frame == target:  # a frame runs in one thread only
                     found = tstate
-                _DecRef(frame)  # frames (or top) keep the ones still running alive
+                _DecRef(frame)  # the dict of the same instant holds it too
         return found, top
 
     def _is_pinned(thread, pinned):
