@@ -23,11 +23,30 @@
   the write is lost). That copies *every* local back, so the snapshot and the copy must not be
   separated by a GIL switch (callers hold a stop-the-world window). Cell variables update too.
 
+- :func:`current_frames` is ``sys._current_frames()`` made safe on 3.11, where it can deadlock the
+  whole process (CPython gh-106883, unfixed in 3.11.7). It holds the runtime's thread-list lock
+  (``HEAD_LOCK``) while it creates frame objects for the other threads' top frames (3.11 makes them
+  lazily); that allocation can start a cyclic collection, whose finalizers and ``gc.callbacks`` run
+  Python code and so may give the GIL away, still holding the lock. A thread that then takes the GIL
+  and starts or ends a thread (``_PyThreadState_Prealloc``, ``tstate_delete_common``) blocks on the
+  lock while holding the GIL: no Python code runs again, not even a signal handler or a watchdog
+  thread (only ``faulthandler``'s C watchdog still can). :func:`current_frames` pauses the
+  collector for the call.
+  3.10 (frames are already objects) and 3.12+ (collections run only at the eval breaker, after the
+  call) never collect inside it, so there it is ``sys._current_frames`` itself. Library code calls
+  :func:`current_frames`, never ``sys._current_frames`` directly.
+
+- :func:`pause_gc` keeps the cyclic collector from starting on its own inside a ``with`` block
+  (explicit ``gc.collect()`` still works). Nestable and thread-safe: the collector is re-enabled when
+  the last pause of any thread ends, and only if it was enabled when the first began. Code that calls
+  ``gc.enable()`` meanwhile defeats it.
+
 Per-thread tracing, the other version-specific mechanism, lives in ``_thread_trace``.
 """
 
 import _thread
 import ctypes
+import gc
 import os
 import sys
 
@@ -55,6 +74,62 @@ else:
         """Set local ``name`` of ``frame`` to ``value`` (snapshot, then copy back)."""
         frame.f_locals[name] = value
         _locals_to_fast(frame, 0)
+
+
+class _GcPauses:
+    """How many ``pause_gc`` blocks are open, in every thread, and what to restore after the last."""
+
+    def __init__(self):
+        self.lock = _thread.allocate_lock()  # held only around the counter: never while waiting
+        self.count = 0
+        self.resume = False
+
+    def enter(self):
+        with self.lock:
+            if self.count == 0:
+                self.resume = gc.isenabled()
+                gc.disable()
+            self.count += 1
+
+    def exit(self):
+        with self.lock:
+            self.count -= 1
+            if self.count == 0 and self.resume:
+                gc.enable()
+
+
+_gc_pauses = _GcPauses()
+
+
+class pause_gc:
+    """``with pause_gc():`` no automatic cyclic collection starts inside the block (see module notes).
+
+    A class rather than a ``contextlib`` generator: no foreign frame runs in here.
+    """
+
+    __slots__ = ()
+
+    def __enter__(self):
+        _gc_pauses.enter()
+        return self
+
+    def __exit__(self, *exc):
+        _gc_pauses.exit()
+        return False
+
+
+if PY_VERSION == (3, 11):
+
+    def current_frames():
+        """``sys._current_frames()`` with the cyclic collector paused (3.11: see module notes).
+        The calling thread's entry is the caller's frame, as if it had called ``sys._current_frames``."""
+        with pause_gc():
+            frames = sys._current_frames()
+        frames[_thread.get_ident()] = sys._getframe(1)
+        return frames
+
+else:
+    current_frames = sys._current_frames
 
 
 def set_switch_interval(seconds):
@@ -122,13 +197,19 @@ class _GilSwitcher:
 _switcher = _GilSwitcher()
 
 
-def _reset_switcher_after_fork():
-    global _switcher
+def _reset_after_fork():
+    global _switcher, _gc_pauses
     _switcher = _GilSwitcher()  # the child has no helper thread
+    # Pauses open in other threads at the fork never end in the child (those threads are gone);
+    # the forking thread is in none: no pause of ours spans code that could fork.
+    resume = _gc_pauses.resume and _gc_pauses.count > 0
+    _gc_pauses = _GcPauses()
+    if resume:
+        gc.enable()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_switcher_after_fork)
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def take_gil_afresh(timeout=5.0):

@@ -100,23 +100,22 @@ ordinary per-thread C trace function, as if it had called ``sys.settrace`` itsel
 
 * The target's ``PyThreadState *`` is found by walking ``PyInterpreterState_ThreadHead`` /
   ``PyThreadState_Next`` and matching ``PyThreadState_GetFrame`` by address with
-  ``sys._current_frames()[thread.ident]``. A thread state is freed (by its own thread, on exit) only
-  while that thread holds the GIL, so the walk is safe exactly if we keep the GIL from its first to
-  its last pointer. Between two ctypes calls the eval loop gives the GIL away if another thread asked
-  for it, which a waiting thread does when its wait times out (after the switch interval) with no
-  GIL switch since it began. So, before walking: ``threading._active_limbo_lock`` is taken (no
-  ``threading.Thread`` can finish meanwhile, so the target's state stays valid until
-  ``_PyEval_SetTrace``), ``sys.setswitchinterval`` is raised to at least 5 ms (restored after), the
-  cyclic GC is paused, a helper thread (started once, never ending) takes the GIL once so that every
-  wait begun before is void, and a request still pending from before that switch is let through
-  before the walk starts. A thread with no Python frame at that moment gets a ``ThreadStateError``.
+  ``sys._current_frames()[thread.ident]``. A thread state is freed by its own thread, holding the
+  GIL, when it ends, so the walk is safe exactly if we keep the GIL from its first pointer to its
+  last. The eval loop may give the GIL away between any two bytecodes (a thread whose wait for it
+  timed out asks for it; under load the OS can stop us for longer than any switch interval), so
+  the walk runs no bytecode at all: ``list()`` over ``itertools`` iterators that call the ctypes
+  functions from C, with the cyclic GC paused; ``sys._current_frames()`` is taken in the same
+  pass. Only an audit hook (``sys.addaudithook``) could run Python code in it. Around it,
+  ``threading._active_limbo_lock`` is taken (no ``threading.Thread`` can finish meanwhile, so the
+  target's state stays valid until ``_PyEval_SetTrace``) and ``sys.setswitchinterval`` is raised to
+  at least 5 ms (restored after). A thread with no Python frame at that moment gets a
+  ``ThreadStateError``.
 * Costs: other threads pay nothing (the trace is per thread state). The traced thread pays a ctypes
   callback per line, call and return of every frame it runs, traced locally or not (about 7-11x on
-  a tight loop with a trivial trace). Installing on another thread costs about 0.1 ms when the
-  other threads are idle or blocked, but one or two GIL switch intervals (about 10 ms with the
-  default 5 ms) when a CPU-bound thread (often the target itself) competes for the GIL: the forced
-  GIL switch lets it run for an interval. Removal costs about 20-50 us (no walk: the thread state is
-  remembered and the thread is pinned by the limbo lock).
+  a tight loop with a trivial trace). Installing on another thread costs about 20-30 us, target
+  idle or CPU-bound (measured on 3.10 and 3.11). Removal costs about 20-50 us (no walk: the
+  thread state is remembered and the thread is pinned by the limbo lock).
 * Limits: the trace occupies the target thread's single ``sys.settrace`` slot: a ``sys.settrace``
   call (a debugger, coverage) in that thread replaces it, ``set_trace`` replaces such a trace, and
   ``sys.gettrace()`` in the target returns an internal object while traced. Local traces live in
@@ -147,7 +146,7 @@ _getframe = sys._getframe
 # set_trace from inside a callback that already holds it.
 _lock = threading.RLock()
 
-# While the tstate walk runs (ctypes backend) or the first events are armed (monitoring backend),
+# While a trace is being installed (the frames armed and, on 3.10/3.11, _PyEval_SetTrace called),
 # keep other Python threads from being scheduled.
 _CRITICAL_SWITCH_INTERVAL = 0.005
 
@@ -182,7 +181,7 @@ def _check_alive(thread):
 def _stack_of(ident):
     """The frames of thread *ident*, innermost first, leaving out this module's frames and anything
     running above them (a callback of ours and the user trace it is calling)."""
-    frame = sys._current_frames().get(ident)
+    frame = _cpython.current_frames().get(ident)
     frames = []
     while frame is not None:
         frames.append(frame)
@@ -605,8 +604,7 @@ if BACKEND == "monitoring":
 
 elif BACKEND == "ctypes":
     import ctypes
-    import gc
-    import time
+    from itertools import accumulate, chain, islice, repeat, takewhile, tee
 
     _api = ctypes.pythonapi
     _missing = [
@@ -638,9 +636,12 @@ elif BACKEND == "ctypes":
         _ThreadHead = _api.PyInterpreterState_ThreadHead
         _ThreadHead.argtypes = (ctypes.c_void_p,)
         _ThreadHead.restype = ctypes.c_void_p
-        _ThreadNext = _api.PyThreadState_Next
-        _ThreadNext.argtypes = (ctypes.c_void_p,)
-        _ThreadNext.restype = ctypes.c_void_p
+        # PyThreadState_Next(tstate) as the function itertools.accumulate calls: (previous, element).
+        # The element (always None, i.e. NULL) is an extra trailing argument, which the C function
+        # never reads: harmless in the C calling conventions (the caller passes and removes it).
+        _ThreadNextOf = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)(
+            ctypes.cast(_api.PyThreadState_Next, ctypes.c_void_p).value
+        )
         # A new reference, or NULL. Not restype=py_object: on a NULL result ctypes 3.10/3.11 calls
         # Py_DECREF(NULL) in GetResult and crashes (seen with threads starting or ending).
         _GetFrame = _api.PyThreadState_GetFrame
@@ -748,60 +749,44 @@ elif BACKEND == "ctypes":
 
     # -- finding another thread's PyThreadState* safely --------------------------------------------
     #
-    # A thread state is unlinked and freed only by a thread holding the GIL (thread exit,
-    # PyGILState_Release), so the walk is safe exactly if this thread keeps the GIL from its first
-    # to its last pointer. Between two ctypes calls the eval loop checks its "eval breaker" and
-    # drops the GIL if another thread asked for it. Such a request is made by a thread whose wait
-    # for the GIL timed out (after the switch interval) *with no GIL switch since its wait began*.
-    # So, with the switch interval raised (new waits cannot time out during the walk):
-    # 1. _force_switch(): another thread takes the GIL once (_cpython.take_gil_afresh), which makes every wait begun before
-    #    (with the old, short interval) harmless;
-    # 2. _absorb_drop_request(): a request made before that switch may still be pending; it is
-    #    honoured at the next check, which we provoke and time until one passes without losing the
-    #    GIL;
-    # 3. the walk, with the cyclic GC off (no finalizer can run and block in it).
+    # A thread state is unlinked from the interpreter's list and freed by its own thread, holding
+    # the GIL, when that thread ends; it is used here only while this thread holds the GIL. The walk
+    # must therefore keep the GIL from its first pointer to its last, and the eval loop gives the
+    # GIL away between any two bytecodes if another thread asks for it (its wait for the GIL timed
+    # out: under load, the OS may stop this thread longer than any switch interval). So no bytecode
+    # runs during the walk: it is a single call of list() over itertools iterators, whose C code
+    # calls the ctypes functions directly. The one snapshot holds sys._current_frames() (which
+    # frame tops which thread) and every (thread state, top frame) pair, taken at the same instant.
+    # Nothing in it runs Python code: the collector is paused (its callbacks and finalizers would)
+    # and PyDLL functions keep the GIL; only an audit hook (sys.addaudithook) on the
+    # "sys._current_frames" or "ctypes.call_function" events would.
 
-    def _force_switch():
-        """Let another thread take the GIL once; return when we have it back."""
-        return _cpython.take_gil_afresh(5.0)
+    _NO_DICT = object()  # sentinel of iter(sys._current_frames, ...): never returned
 
-    def _nothing():
-        pass
-
-    def _absorb_drop_request():
-        clock = time.perf_counter_ns
-        for _ in range(100):
-            t0 = clock()
-            _nothing()  # checks of the eval breaker at entry and after the call
-            if clock() - t0 < 3000:  # no GIL round trip (that takes several context switches)
-                return True
-        return False
+    def _snapshot(interp):
+        """[sys._current_frames(), (tstate, new reference to its top frame or None), ...] of every
+        thread state of *interp*, all read without this thread letting go of the GIL."""
+        walk = takewhile(bool, accumulate(chain(map(_ThreadHead, (interp,)), repeat(None)), _ThreadNextOf))
+        tstates, again = tee(walk)
+        # sys._current_frames() itself, not _cpython.current_frames(): the caller pauses the
+        # collector (so it is safe on 3.11 too), and that function's lock could make us wait.
+        return list(chain(islice(iter(sys._current_frames, _NO_DICT), 1), zip(tstates, map(_GetFrame, again))))
 
     def _find_tstate(ident):
         """(tstate pointer, top frame) of thread *ident*, or (None, frame or None).
-        Called with the switch interval raised and the target pinned if possible."""
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            _force_switch()
-            _absorb_drop_request()
-            # --- from here to the end of the walk: no GIL release ---
-            top = sys._current_frames().get(ident)
-            if top is None:
-                return None, None
-            target = id(top)
-            p = _ThreadHead(_InterpGet())
-            while p:
-                f = _GetFrame(p)
-                if f:
-                    _DecRef(f)  # top keeps it alive
-                    if f == target:  # a frame runs in one thread only
-                        return p, top
-                p = _ThreadNext(p)
-            return None, top
-        finally:
-            if gc_was_enabled:
-                gc.enable()
+        Called with the target pinned if possible; the pointer is valid while it is pinned."""
+        with _cpython.pause_gc():
+            snapshot = _snapshot(_InterpGet())
+        frames, pairs = snapshot[0], snapshot[1:]
+        top = frames.get(ident)
+        target = id(top) if top is not None else None
+        found = None
+        for tstate, frame in pairs:
+            if frame:
+                if frame == target:  # a frame runs in one thread only
+                    found = tstate
+                _DecRef(frame)  # the dict of the same instant holds it too
+        return found, top
 
     def _is_pinned(thread, pinned):
         """Whether *thread* cannot finish while we hold the limbo lock."""

@@ -721,3 +721,67 @@ def test_no_free_monitoring_tool_id(ctx):
     tt.set_trace(t, rec)  # works again once an id is free
     w.round()
     assert rec.of("run", "line")
+
+
+class OpcodeCounter:
+    """Counts, through ``sys.settrace`` in this thread, the bytecodes run in frames of *code*, and
+    records every other Python function called meanwhile."""
+
+    def __init__(self, code):
+        self.code = code
+        self.opcodes = 0
+        self.others = []
+
+    def __call__(self, frame, event, arg):
+        if event == "call":
+            if frame.f_code is not self.code:
+                self.others.append(frame.f_code.co_name)
+                return None
+            frame.f_trace_opcodes = True
+            frame.f_trace_lines = False
+        elif event == "opcode":
+            self.opcodes += 1
+        return self
+
+
+def walk_in_this_thread():
+    """(bytecodes run by tt._snapshot, other Python functions it called, its snapshot)."""
+    counter = OpcodeCounter(tt._snapshot.__code__)
+    interp = tt._InterpGet()
+    sys.settrace(counter)
+    try:
+        snapshot = tt._snapshot(interp)
+    finally:
+        sys.settrace(None)
+    for _tstate, frame in snapshot[1:]:
+        if frame:
+            tt._DecRef(frame)
+    return counter.opcodes, counter.others, snapshot
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.skipif(tt.BACKEND != "ctypes", reason="the thread-state walk is the ctypes backend's")
+def test_the_thread_state_walk_runs_no_bytecode_per_thread_state(ctx):
+    """The walk reads pointers to thread states that their threads free when they end; only the
+    GIL keeps them valid, and the eval loop may hand the GIL over between any two bytecodes. So
+    the walk runs the same bytecodes whatever the number of threads (each step is done in C) and
+    calls no Python function."""
+    parked = threading.Barrier(11, timeout=T)
+
+    def park(ctx):
+        parked.wait()
+        ctx.stop.wait(T)
+
+    few, others, snapshot = walk_in_this_thread()
+    assert others == []
+    for _ in range(10):
+        ctx.spawn(park)
+    parked.wait()
+    many, others, snapshot = walk_in_this_thread()
+    assert others == []
+    assert few == many
+    frames, pairs = snapshot[0], snapshot[1:]
+    assert len(pairs) >= 11  # this thread and the ten parked ones, at least
+    tops = {id(frame) for frame in frames.values()}
+    assert {frame for _tstate, frame in pairs if frame} <= tops  # the same instant
+    assert all(tstate for tstate, _frame in pairs)

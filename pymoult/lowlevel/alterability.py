@@ -37,7 +37,7 @@ import threading
 import time
 import types
 
-from .. import _parking
+from .. import _cpython, _parking
 from .._parking import check_timeout, control_for, staticUpdatePoint, update_point
 from ..errors import DeadlockDetectedError, PymoultTypeError, PymoultValueError
 
@@ -291,7 +291,7 @@ def _class_codes(cls):
 
 def _thread_stacks(threads=None):
     """{thread ident: [top frames]} for the given threads (None: every thread)."""
-    frames = sys._current_frames()
+    frames = _cpython.current_frames()
     if threads is None:
         wanted = None
         by_ident = {t.ident: t for t in threading.enumerate()}

@@ -720,7 +720,7 @@ def _convert_by_rebuilding(old, new_cls, transformer, builder, journal):
 
 
 def _frame_is_running(frame):
-    for top in sys._current_frames().values():
+    for top in _cpython.current_frames().values():
         while top is not None:
             if top is frame:
                 return True
@@ -781,7 +781,7 @@ def _frames_running(codes, thread_idents):
     code_ids = {id(code) for code in codes}
     threads = {t.ident: t for t in threading.enumerate()}
     found = []
-    for ident, frame in sys._current_frames().items():
+    for ident, frame in _cpython.current_frames().items():
         if ident not in thread_idents:
             continue
         while frame is not None:
@@ -816,7 +816,7 @@ def updateLocalVar(func, name, value, journal=None):
     """
     codes = _codes_of(func)
     _check_name(codes, func, name)
-    others = set(sys._current_frames()) - {threading.get_ident()}
+    others = set(_cpython.current_frames()) - {threading.get_ident()}
     written = _write(_frames_running(codes, others), name, value, current_journal(journal))
     if not written:
         raise TargetNotFoundError(f"{describe(func)} is not running in any other thread",

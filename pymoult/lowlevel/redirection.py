@@ -114,7 +114,7 @@ def redirect_references(mapping, journal=None, exclude=()):
     with stop_the_world() as window:
         # On 3.11+ a running frame's locals live outside any object the GC can see, so the
         # threads' stacks are walked; on 3.10 this also covers the frames get_referrers found.
-        for top in sys._current_frames().values():
+        for top in _cpython.current_frames().values():
             frame = top
             while frame is not None:
                 if id(frame) not in own_frames:
