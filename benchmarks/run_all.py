@@ -155,7 +155,8 @@ def under_load_rows(r):
                        ("queued -> applied", "queued_to_applied_ms"),
                        ("requests held", "requests_held_ms"), ("pause", "pause_ms")):
         if apply.get(key):
-            yield f"under load: update {label}, median / p99", _ms(apply[key])
+            yield (f"under load: update {label}, median / max",
+                   f"{apply[key]['median']:.2f} / {apply[key]['max']:.2f} ms")
     stalls = req["load_generator_stalls"]
     yield ("under load: load generator stalls (machine noise)",
            f"{stalls['count']}, longest {stalls['longest_ms']:.0f} ms")
