@@ -29,10 +29,11 @@ stop-the-world window.
 
 Figures: requests served and failed (target 0), connection errors, connections the server saw
 (one per client: none dropped), updates applied / rolled back; latency median, p99 and max of
-requests outside update windows and of those that overlapped one (the window of an update runs
-from this process sending it to the reply; ``pymoult push`` windows include starting the
-command); the update apply latency: the push round trip, and from the manager's history queued
--> applied, how long new requests were held, and the pause (alterable -> resumed).
+the requests in flight at no moment of an update window, of those sent while one was open, and
+of those in flight at any moment of one (the window of an update runs from this process sending
+it to the reply; ``pymoult push`` windows include starting the command); the update apply
+latency (median, p90, max): the push round trip, and from the manager's history queued ->
+applied, how long new requests were held, and the pause (alterable -> released).
 Timestamps of both processes are ``time.monotonic()``, one system-wide clock on Linux.
 """
 
@@ -514,8 +515,7 @@ def run(args):
         step = (last - first) / max(1, len(plan) - 1)
         times = [first + i * step for i in range(len(plan))]
         rows, last_rev = apply_updates(address, port, plan, times, workdir, notes)
-        if not load_out.wait_for(r"^done: ", timeout=args.duration + WAIT):
-            raise RuntimeError("the load generator did not finish")
+        load_out.wait_for(r"^done: ", timeout=args.duration + WAIT)  # raises if it never comes
         load.wait(WAIT)
         if load.returncode != 0:
             raise RuntimeError(f"the load generator failed: {load_err.lines[-20:]}")
@@ -550,7 +550,8 @@ def summarise(args, plan, rows, load, history, server, notes):
     windows += [(*r["checks"]["probe_window"], "probe") for r in rows if "checks" in r]
     groups, per_window = classify(load, windows)
     for row in rows:
-        name = "add authentication" if row["kind"] == "example" else f"rev {row['rev']} ({row['kind']})"
+        name = ("add authentication" if row["kind"] == "example"
+                else f"rev {row['rev']} ({row['kind']})")
         row["manager"] = history.get(name)
         if row["manager"] is None:
             notes.append(f"update {row['rev']} is not in the manager's history")
