@@ -337,7 +337,8 @@ class _ModulePlan:
         what it rebound and update the live objects instead, so that the next statements (a
         subclass, a table of handlers) see the live objects."""
         live = self.module.__dict__
-        saved = [(d, dict(_registry_dict(d))) for d in list(live.values()) if _is_dispatcher(d)]
+        dispatchers = [d for d in list(live.values()) if _is_dispatcher(d)]  # one scan
+        saved = [(d, dict(_registry_dict(d))) for d in dispatchers]
         if saved:
             journal.record(RestoreRegistries(saved))  # what registrations change is undone
         counterparts = {}
@@ -354,8 +355,8 @@ class _ModulePlan:
                     changed += [k for k in snapshot if k not in live]
                 new_values = {k: live.get(k, MISSING) for k in changed}
                 _restore(live, snapshot)  # from here on every change goes through the journal
-            registered = {id(f) for d in live.values() if _is_dispatcher(d)
-                          for f in d.registry.values()}
+            dispatchers += [v for v in new_values.values() if _is_dispatcher(v)]
+            registered = {id(f) for d in dispatchers for f in d.registry.values()}
             for name in changed:
                 old, new = snapshot.get(name, MISSING), new_values[name]
                 if isinstance(old, type) and isinstance(new, type):
