@@ -40,7 +40,7 @@ __all__ = [
     "LazyConversionUpdate",
     "ThreadRebootUpdate",
     "HeapTraversalUpdate",
-    "ModuleUpdate",
+    "ModuleUpdate",  # noqa: F822 (imported on first use: see __getattr__ below)
     "isApplied",
     "UpdateDefinitionError",
 ]
