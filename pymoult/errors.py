@@ -29,6 +29,7 @@ __all__ = [
     "UpdateAbortedError",
     "UpdateStepError",
     "ModuleUpdateError",
+    "NotAlterableNow",
     "ProtocolError",
     "AuthenticationError",
     "ListenerError",
@@ -184,6 +185,13 @@ class ModuleUpdateError(UpdateDefinitionError):
         self.module = module
         self.lineno = lineno
         self.traceback = traceback
+
+
+class NotAlterableNow(PymoultError, RuntimeError):
+    """Raised by an update's ``apply`` *before it changes anything*, when the check it repeats
+    inside the stop-the-world window fails (a changed function started running after the
+    alterability check). The manager does not fail the update: it waits for alterability again
+    (at most ``max_postponements`` times, then the update fails with this error)."""
 
 
 class ProtocolError(PymoultError, ValueError):

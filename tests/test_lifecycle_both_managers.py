@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from pymoult.errors import UpdateAbortedError, UpdateStepError, UpdateTimeoutError
+from pymoult.errors import NotAlterableNow, UpdateAbortedError, UpdateStepError, UpdateTimeoutError
 from pymoult.highlevel.managers import Manager, ThreadedManager
 from pymoult.highlevel.updates import Update, UpdateState, isApplied
 from pymoult.threads import DSU_Thread
@@ -118,3 +118,33 @@ def test_a_step_after_apply_that_raises_is_reported_and_the_update_stays(run, st
     assert info.value.step == step and isinstance(info.value.__cause__, OSError)
     assert isApplied(update) and update.calls.count("apply") == 1
     assert run(Recording()).result(0).state is UpdateState.APPLIED  # the manager goes on
+
+
+class FlakyWindow(Update):
+    """An update whose apply finds it not alterable after all, ``refusals`` times."""
+
+    def __init__(self, refusals, **kwargs):
+        super().__init__(**kwargs)
+        self.refusals, self.applied = refusals, 0
+
+    def apply(self):
+        if self.refusals:
+            self.refusals -= 1
+            raise NotAlterableNow("a changed function started running")
+        self.applied += 1
+
+
+def test_not_alterable_at_apply_waits_again_then_applies(run):
+    update = FlakyWindow(2, sleep_time=0.001)
+    assert run(update).result(0) is update
+    assert update.applied == 1 and update.postponements == 2
+    assert update.state is UpdateState.APPLIED and update.journal.state == "committed"
+
+
+def test_not_alterable_at_apply_too_often_fails_with_that_error(run):
+    update = FlakyWindow(10**6, sleep_time=0.001)
+    update.max_postponements = 3
+    with pytest.raises(NotAlterableNow, match="started running"):
+        run(update).result(0)
+    assert update.applied == 0 and update.postponements == 3
+    assert update.state is UpdateState.ROLLED_BACK

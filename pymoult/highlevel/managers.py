@@ -31,7 +31,8 @@ from ..errors import (DeadlockDetectedError, PymoultTypeError, UpdateAbortedErro
                       UpdateTimeoutError)
 from .._cpython import set_switch_interval
 from .._parking import check_timeout, open_handoff
-from ..errors import ThreadStateError
+from ..errors import NotAlterableNow, ThreadStateError
+from ..lowlevel.journal import Journal
 from ..lowlevel.world import stop_the_world
 from ..errors import UpdateDefinitionError
 from .updates import Update, UpdateState, check_definition
@@ -425,6 +426,27 @@ class Manager:
             yield
         yield from self._apply(entry, blocking)
 
+    def _retry_alterability(self, entry, exc, paused):
+        """``apply`` found the update not alterable after all, having changed nothing: wait for
+        alterability again, with back-off (False when out of postponements: it fails)."""
+        update = entry.update
+        update.resume()
+        update.pause = time.monotonic() - paused
+        update.resume_hook()
+        if update.postponements >= update.max_postponements or self._stopping_now():
+            return False
+        update.postponements += 1
+        update.tries = 0
+        update.state = UpdateState.PENDING
+        update.journal = Journal(update.name)  # the window changed nothing: a fresh one
+        entry.not_before = time.monotonic() + min(
+            update.sleep_time * 2 ** min(update.postponements - 1, 10), 1.0)
+        with self._lock:
+            entry.seq = next(self._seq)
+            self._queue.add(entry)
+        logger.info("%s: %r not alterable at apply (%s); waiting again", self.name, update, exc)
+        return True
+
     def _not_alterable(self, entry, why):
         """Alterability was not reached: fail, or postpone with back-off, per the update."""
         update = entry.update
@@ -481,6 +503,9 @@ class Manager:
             with update.journal.recording(), stop_the_world(APPLY_GUARANTEE):
                 update.apply()
         except BaseException as exc:
+            if isinstance(exc, NotAlterableNow) and not len(update.journal) \
+                    and self._retry_alterability(entry, exc, paused):
+                return
             logger.error("%s: apply of %r failed; rolling back", self.name, update, exc_info=True)
             try:
                 update.journal.rollback()

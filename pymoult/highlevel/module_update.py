@@ -49,7 +49,8 @@ import sys
 import traceback
 import types
 
-from ..errors import ModuleUpdateError, PymoultTypeError, PymoultValueError, RedefinitionError
+from ..errors import (ModuleUpdateError, NotAlterableNow, PymoultTypeError, PymoultValueError,
+                      RedefinitionError)
 from ..lowlevel.alterability import (_class_codes, _code_in_stacks, _codes_of, _thread_stacks,
                                      _wait_quiescence, patience)
 from ..lowlevel.data_update import _updatable_in_place, redefineClass
@@ -675,10 +676,9 @@ class ModuleUpdate(Update):
             plan.check_current()
         if not self.threads:
             running = _running(self.codes)
-            if running:
-                raise ModuleUpdateError(
-                    f"{running} started running between the quiescence check and the apply; "
-                    "nothing was changed: submit the update again")
+            if running:  # the manager waits for quiescence again
+                raise NotAlterableNow(f"{running} started running between the quiescence check "
+                                      "and the apply; nothing was changed")
         for plan in self.plans:
             plan.apply(journal)
         for step in self.extra_steps:
