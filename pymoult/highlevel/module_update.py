@@ -51,8 +51,8 @@ import types
 
 from ..errors import (ModuleUpdateError, NotAlterableNow, PymoultTypeError, PymoultValueError,
                       RedefinitionError)
-from ..lowlevel.alterability import (_class_codes, _code_in_stacks, _codes_of, _thread_stacks,
-                                     _wait_quiescence, patience)
+from ..lowlevel.alterability import (_class_codes, _code_in_stacks, _codes_of, _running_code,
+                                     _thread_stacks, _wait_quiescence, patience)
 from ..lowlevel.data_update import _updatable_in_place, redefineClass
 from ..lowlevel.journal import (MISSING, Operation, SetItem, current_journal, delete_attribute,
                                 describe, set_attribute)
@@ -675,27 +675,16 @@ class ModuleUpdate(Update):
         for plan in self.plans:
             plan.check_current()
         if not self.threads:
-            running = _running(self.codes)
-            if running:  # the manager waits for quiescence again
-                raise NotAlterableNow(f"{running} started running between the quiescence check "
+            running = _running_code(self.codes, _thread_stacks())
+            if running is not None:  # the manager waits for quiescence again
+                name = getattr(running, "co_qualname", running.co_name)
+                raise NotAlterableNow(f"{name}() started running between the quiescence check "
                                       "and the apply; nothing was changed")
         for plan in self.plans:
             plan.apply(journal)
         for step in self.extra_steps:
             step(self)
 
-
-def _running(codes):
-    """The name of a changed function some thread is running, or None."""
-    code_ids = {id(code) for code in codes}
-    for tops in _thread_stacks().values():
-        for frame in tops:
-            while frame is not None:
-                if id(frame.f_code) in code_ids:
-                    code = frame.f_code
-                    return f"{getattr(code, 'co_qualname', code.co_name)}()"
-                frame = frame.f_back
-    return None
 
 
 def module_update_script(sources, manager="runtime"):

@@ -311,16 +311,21 @@ def _thread_stacks(threads=None):
     return stacks
 
 
-def _code_in_stacks(codes, stacks):
-    """True if a frame running one of ``codes`` is in any of ``stacks``."""
+def _running_code(codes, stacks):
+    """The first of ``codes`` that a frame in ``stacks`` is running, or None."""
     code_ids = {id(code) for code in codes}
     for tops in stacks.values():
         for frame in tops:
             while frame is not None:
                 if id(frame.f_code) in code_ids:
-                    return True
+                    return frame.f_code
                 frame = frame.f_back
-    return False
+    return None
+
+
+def _code_in_stacks(codes, stacks):
+    """True if a frame running one of ``codes`` is in any of ``stacks``."""
+    return _running_code(codes, stacks) is not None
 
 
 def isFunctionInStack(func, thread):

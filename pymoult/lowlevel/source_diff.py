@@ -29,6 +29,7 @@ import types
 import weakref
 
 from ..errors import PymoultTypeError, PymoultValueError
+from .relinking import _layers
 
 __all__ = ["Statement", "SourceVersion", "SourceChange", "parse_version", "compare",
            "version_of", "recorded_version", "remember_version", "forget_version", "same_code"]
@@ -187,10 +188,6 @@ class SourceChange:
         self.old, self.new = old, new
         self.delta, self.shifted_from = delta, shifted_from
 
-    @property
-    def empty(self):
-        return not self.old and not self.new and self.delta == 0
-
     def __repr__(self):
         return (f"<SourceChange {len(self.old)} statements -> {len(self.new)}, "
                 f"lines shifted by {self.delta}>")
@@ -301,15 +298,6 @@ def version_of(module, source=None):
     return version
 
 
-def _innermost(function):
-    seen = set()
-    while isinstance(getattr(function, "__wrapped__", None), types.FunctionType) \
-            and id(function) not in seen:
-        seen.add(id(function))
-        function = function.__wrapped__
-    return function
-
-
 def _check_matches(module, version):
     """Refuse a source file that is not what ``module`` runs (compared function by function)."""
     code = compile(version.source, version.filename, "exec", dont_inherit=True)
@@ -318,7 +306,8 @@ def _check_matches(module, version):
         if statement.kind != "def":
             continue
         name = statement.names[0]
-        live = _innermost(module.__dict__.get(name))
+        layers = [f for f in _layers(module.__dict__.get(name)) if isinstance(f, types.FunctionType)]
+        live = layers[-1] if layers else None
         new = compiled.get(name)
         if not isinstance(live, types.FunctionType) or new is None \
                 or live.__code__.co_filename != version.filename or live.__code__.co_name != name:
