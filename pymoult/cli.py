@@ -5,7 +5,7 @@
     pymoult push SCRIPT [--to ADDRESS] [--wait] [--timeout S] [--token-file F]
     pymoult status [--to ADDRESS] [--json]
     pymoult history [--to ADDRESS] [--json]
-    pymoult demo
+    pymoult demo [EXAMPLE [ARGUMENTS...]]
 
 Exit codes: ``run`` exits with the application's code (130 when stopped by Ctrl-C); the other
 commands exit 0 on success, 1 when a pushed script raised or one of its updates did not apply,
@@ -326,7 +326,13 @@ def build_parser():
     client_options(push)
     client_options(commands.add_parser("status", help="what the application's managers do"))
     client_options(commands.add_parser("history", help="the updates that have finished"))
-    commands.add_parser("demo", help="start an example, update it live, show the change")
+    demo = commands.add_parser("demo", help="start an example, update it live, show the change")
+    demo.add_argument("example", nargs="?",
+                      help="an example's name (examples/NAME in a source checkout) or a "
+                           "directory holding app.py and update*.py (default: a built-in "
+                           "hello world)")
+    demo.add_argument("arguments", nargs=argparse.REMAINDER,
+                      help="arguments for the example's app.py")
     return parser
 
 
@@ -372,7 +378,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.command == "demo":
         from .demo import demo
-        return demo()
+        return demo(args.example, args.arguments)
     handlers = {"push": _push, "status": _status, "history": _history}
     try:
         return handlers[args.command](args)

@@ -1,25 +1,56 @@
-"""``pymoult demo``: start an application under ``pymoult run``, update it live, show it.
+"""``pymoult demo [EXAMPLE [ARGUMENTS...]]``: run an application under ``pymoult run``, update it
+live with ``pymoult push --wait``, show the change, then stop it with Ctrl-C as a user would.
 
-The application greets every 0.2 s from its Runner thread, passing an update point each time.
-The demo pushes an update script that redefines ``greet`` (the application's counter goes on:
-no restart), waits for the outcome, shows a few greetings of the new version, then pushes a
-second script that asks the application to finish, and reports its exit code.
+Without EXAMPLE the demo runs a built-in hello world, so that it works without a source
+checkout: the application greets every 0.2 s from its Runner thread, passing an update point
+each time; the update redefines ``greet``, and the counter goes on (no restart).
+
+EXAMPLE is a directory holding ``app.py`` and one or more ``update*.py`` scripts: a path, or the
+name of one of the checkout's ``examples/`` (looked up under ``./examples``, then next to the
+``pymoult`` package). ARGUMENTS go to ``app.py``. When the directory also has a ``client.py``
+(the servers do), the demo starts ``python client.py URL`` with the first URL the application
+printed, so that a client is connected and working while the update lands. The steps:
+
+1. start the application (and the client); wait until it has printed ``SHOWN`` lines (the
+   client, when there is one);
+2. push each update script, in name order, with the command a user would type, and show its
+   outcome;
+3. wait for ``SHOWN`` more lines: the new version at work;
+4. send Ctrl-C (SIGINT) to the client, then to the application, and report their exit codes.
+
+Every line the processes print is shown, prefixed with the process it comes from. The demo
+exits 0 when every update applied and every process exited with 0; 1 otherwise, the reason on
+stderr; 2 for an unknown example; 130 when the demo itself is interrupted (Ctrl-C reaches the
+application and the client too: they share the terminal).
 """
 
 import os
+import pathlib
+import re
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 
-from . import client
-from .cli import LISTENING
+from .cli import FAILED, LISTENING, USAGE_ERROR
+
+#: Lines of activity shown before the update, and again after it.
+SHOWN = 3
+#: Seconds allowed for each step (a line to appear, a push, a process to stop).
+WAIT = 20.0
+#: Seconds a process still running after a failure has to stop on Ctrl-C before it is killed.
+STOP_GRACE = 5.0
+#: Where ``pymoult demo NAME`` looks for NAME besides ``./examples``: a source checkout's.
+CHECKOUT_EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+#: The address a server example prints, given to its client.
+URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+")
 
 APP = '''\
+"""Greets from the Runner thread, passing an update point after each greeting."""
 import time
-from pymoult.lowlevel.alterability import staticUpdatePoint
 
-running = True
+from pymoult.lowlevel.alterability import staticUpdatePoint
 
 
 def greet(n):
@@ -27,17 +58,21 @@ def greet(n):
 
 
 count = 0
-while running and count < 600:
-    count += 1
-    print(greet(count), flush=True)
-    staticUpdatePoint("after greeting")
-    time.sleep(0.2)
-print(f"application: finished after {count} greetings", flush=True)
+try:
+    while True:
+        count += 1
+        print(greet(count), flush=True)
+        staticUpdatePoint("after greeting")
+        time.sleep(0.2)
+except KeyboardInterrupt:
+    print(f"stopped after {count} greetings", flush=True)
 '''
 
 UPDATE = '''\
 #parsed
+"""Redefine ``greet`` in the running application, at the Runner's next update point."""
 import sys
+
 from pymoult.highlevel.managers import fetch_manager
 from pymoult.highlevel.runner import get_runner
 from pymoult.highlevel.updates import SafeRedefineUpdate
@@ -53,84 +88,236 @@ fetch_manager("runtime").add_update(
     SafeRedefineUpdate(app, "greet", greet, threads=[get_runner()], timeout=10))
 '''
 
-FINISH = '''\
-import sys
-sys.modules["__main__"].running = False
-'''
 
-WAIT = 20.0
+#: The processes of a demo: how their lines are prefixed, and how the demo names them.
+_TITLES = {"app": "application", "client": "client"}
 
 
-class _Output:
-    """Echo the application's lines; let the demo wait for one that matches."""
+class NoSuchExample(LookupError):
+    """``pymoult demo NAME``: NAME is neither an example's directory nor one of the examples."""
 
-    def __init__(self, stream):
-        self.lines, self._changed = [], threading.Condition()
-        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
-        self._thread.start()
 
-    def _read(self, stream):
+def find_example(name):
+    """The directory ``name`` designates: a path, else ``./examples/name``, else the checkout's
+    ``examples/name``; it must hold ``app.py`` and at least one ``update*.py``."""
+    given = pathlib.Path(name)
+    candidates = [given] if given.is_dir() else \
+        [pathlib.Path("examples") / name, CHECKOUT_EXAMPLES / name]
+    for directory in candidates:
+        if not directory.is_dir():
+            continue
+        if not (directory / "app.py").is_file():
+            raise NoSuchExample(f"{directory} holds no app.py")
+        if not _update_scripts(directory):
+            raise NoSuchExample(f"{directory} holds no update*.py to push")
+        return directory.resolve()
+    known = sorted({path.parent.name for root in (pathlib.Path("examples"), CHECKOUT_EXAMPLES)
+                    for path in root.glob("*/app.py")})
+    hint = f"one of: {', '.join(known)}" if known else \
+        "none found here (the examples are in Pymoult's source checkout)"
+    raise NoSuchExample(f"no example {name!r}: give a directory holding app.py and "
+                        f"update*.py, or the name of an example, {hint}")
+
+
+def _update_scripts(directory):
+    return sorted(path for path in directory.glob("update*.py") if path.is_file())
+
+
+def demo(example=None, arguments=()):
+    """Run the demo of ``example`` (None: the built-in one); its exit code."""
+    if example is None:
+        with tempfile.TemporaryDirectory(prefix="pymoult-demo-") as work:
+            directory = pathlib.Path(work)
+            (directory / "app.py").write_text(APP)
+            (directory / "update.py").write_text(UPDATE)
+            return _Demo(directory, arguments).run()
+    try:
+        directory = find_example(example)
+    except NoSuchExample as exc:
+        print(f"pymoult demo: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    return _Demo(directory, arguments).run()
+
+
+class _Console:
+    """Show the lines of several processes as they come, each prefixed with its process's name,
+    and let the demo wait for lines; the demo's own lines go through it too, so that no two
+    lines mix."""
+
+    def __init__(self):
+        self.lines = []  # (process name, line), in the order shown
+        self.ended = set()  # processes whose output has ended
+        self._changed = threading.Condition()
+
+    def say(self, text):
+        with self._changed:
+            print(text, flush=True)
+
+    def follow(self, name, stream):
+        threading.Thread(target=self._read, args=(name, stream), daemon=True,
+                         name=f"pymoult demo: {name} output").start()
+
+    def _read(self, name, stream):
         for line in stream:
-            print(f"  app | {line.rstrip()}", flush=True)
+            line = line.rstrip("\n")
             with self._changed:
-                self.lines.append(line)
+                print(f"  {name:>6} | {line}", flush=True)
+                self.lines.append((name, line))
                 self._changed.notify_all()
         with self._changed:
-            self.lines.append(None)  # end of output
+            self.ended.add(name)
             self._changed.notify_all()
 
-    def wait_for(self, predicate, count=1):
-        """Wait until ``count`` lines satisfy ``predicate``; False at the end of output."""
-        def enough():
-            return sum(1 for line in self.lines if line and predicate(line)) >= count
+    def wait_for(self, predicate, count=1, since=0):
+        """The ``count``-th line from index ``since`` on for which ``predicate(name, line)``
+        holds; None if it has not come within ``WAIT`` seconds, or once a process's output
+        has ended (it stopped: what the demo waits for may never come)."""
+        def found():
+            return [entry for entry in self.lines[since:] if predicate(*entry)]
 
         with self._changed:
-            self._changed.wait_for(lambda: None in self.lines or enough(), WAIT)
-            return enough()
+            self._changed.wait_for(lambda: len(found()) >= count or self.ended, WAIT)
+            matches = found()
+        return matches[count - 1] if len(matches) >= count else None
+
+    def wait_ended(self, name, timeout):
+        with self._changed:
+            return self._changed.wait_for(lambda: name in self.ended, timeout)
 
 
-def demo():
-    """Run the demo; returns 0 when the application was updated and finished cleanly."""
-    with tempfile.TemporaryDirectory(prefix="pymoult-demo-") as work:
-        app_path = os.path.join(work, "app.py")
-        with open(app_path, "w") as out:
-            out.write(APP)
-        print("Starting the application under the Pymoult runtime:")
-        print(f"  pymoult run {app_path}")
-        process = subprocess.Popen([sys.executable, "-m", "pymoult", "run", app_path],
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   bufsize=1)
+def _shown(path):
+    """``path`` as the user would type it: relative to the current directory if inside it."""
+    relative = os.path.relpath(path)
+    return str(path) if relative.startswith("..") else relative
+
+
+def _default_sigint():
+    # A child inherits an ignored SIGINT (a demo started in the background): restore the
+    # default so that Python turns the demo's Ctrl-C into KeyboardInterrupt in the child.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+class _Demo:
+    def __init__(self, directory, arguments):
+        self.directory = directory
+        self.arguments = list(arguments)
+        self.console = _Console()
+        self.processes = {}  # name -> Popen, in start order
+
+    def run(self):
         try:
-            return _drive(process)
-        finally:
-            if process.poll() is None:
-                process.kill()
-            process.wait(WAIT)
+            return self._steps()
+        except KeyboardInterrupt:
+            self.console.say("demo: interrupted")
+            return 130
+        finally:  # after a failure: Ctrl-C what still runs, and kill what ignores it
+            for process in self.processes.values():
+                if process.poll() is None:
+                    process.send_signal(signal.SIGINT)
+                try:
+                    process.wait(STOP_GRACE)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
 
+    def _start(self, name, command, shown):
+        self.console.say(f"  {shown}")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, bufsize=1, env=env, preexec_fn=_default_sigint)
+        self.processes[name] = process
+        self.console.follow(name, process.stdout)
 
-def _drive(process):
-    output = _Output(process.stdout)
-    if not output.wait_for(lambda line: "version 1" in line, count=3):
-        print("demo: the application did not start greeting", file=sys.stderr)
-        return 1
-    announced = [line for line in output.lines if line and line.startswith(LISTENING)]
-    if not announced:
-        print("demo: the runtime did not say where it listens", file=sys.stderr)
-        return 1
-    address = announced[0][len(LISTENING):].strip()
-    print(f"\nPushing an update that redefines greet() (pymoult push --wait --to {address}):")
-    reply = client.push(address, UPDATE, wait=True, timeout=WAIT)
-    for update in reply["updates"]:
-        print(f"  update {update['name']!r}: {update['state']}"
-              + (f" - {update['error']}" if update["error"] else ""))
-    if not reply["ok"]:
-        print(f"demo: the update failed: {reply}", file=sys.stderr)
-        return 1
-    if not output.wait_for(lambda line: "version 2" in line, count=3):
-        print("demo: the application did not greet from version 2", file=sys.stderr)
-        return 1
-    print("\nThe same process, the same counter, the new code. Asking it to finish:")
-    client.push(address, FINISH, wait=True, timeout=WAIT)
-    code = process.wait(WAIT)
-    print(f"\nThe application exited with code {code}.")
-    return 0 if code == 0 else 1
+    def _fail(self, why):
+        codes = {name: self._exit_code(name) for name in self.processes}
+        ended = [f"the {_TITLES[name]} exited with code {code}"
+                 for name, code in codes.items() if code is not None]
+        if ended:
+            why += f" ({', '.join(ended)})"
+        print(f"pymoult demo: {why}", file=sys.stderr, flush=True)
+        return FAILED
+
+    def _exit_code(self, name):
+        """Process ``name``'s exit code if it has ended (its output has: it is exiting), else
+        None."""
+        process = self.processes[name]
+        if name in self.console.ended:
+            try:
+                process.wait(STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                pass  # it closed its output but goes on
+        return process.poll()
+
+    def _steps(self):
+        app = self.directory / "app.py"
+        say = self.console.say
+        say("Starting the application under the Pymoult runtime:")
+        self._start("app", [sys.executable, "-m", "pymoult", "run", str(app), *self.arguments],
+                    " ".join(["pymoult run", _shown(app), *self.arguments]))
+        listening = self.console.wait_for(lambda name, line: line.startswith(LISTENING))
+        if listening is None:
+            return self._fail("the runtime did not say where it listens")
+        address = listening[1][len(LISTENING):].strip()
+        client = self.directory / "client.py"
+        if client.is_file():
+            served = self.console.wait_for(lambda name, line: name == "app" and URL.search(line))
+            if served is None:
+                return self._fail("the application printed no URL for its client")
+            url = URL.search(served[1]).group(0)
+            say("and a client of it:")
+            self._start("client", [sys.executable, str(client), url],
+                        f"python {_shown(client)} {url}")
+        # the lines that show the example at work: its client's if it has one
+        watched = "client" if "client" in self.processes else "app"
+
+        def activity(name, line):
+            return name == watched and not line.startswith(LISTENING)
+
+        if self.console.wait_for(activity, count=SHOWN) is None:
+            return self._fail(f"the {_TITLES[watched]} did not print {SHOWN} lines")
+
+        for script in _update_scripts(self.directory):
+            say(f"\nPushing {script.name} while it runs:\n"
+                f"  pymoult push {_shown(script)} --wait --to {address}")
+            if not self._push(script, address):
+                return self._fail(f"the update {script.name} did not apply")
+            mark = len(self.console.lines)
+        if self.console.wait_for(activity, count=SHOWN, since=mark) is None:
+            return self._fail(f"the {_TITLES[watched]} did not print {SHOWN} lines after "
+                              "the update")
+
+        say("\nThe same process and its state, the new code. Ctrl-C, as a user ends it:")
+        codes = {name: self._interrupt(name) for name in reversed(self.processes)}
+        for name, code in codes.items():
+            say(f"The {_TITLES[name]} " + (
+                f"exited with code {code}." if code is not None else
+                f"did not stop within {WAIT:g} s of Ctrl-C; killed."))
+        if any(code != 0 for code in codes.values()):
+            return self._fail("a process did not end cleanly")
+        return 0
+
+    def _push(self, script, address):
+        """Push ``script`` as a user would, show the command's output; True if it applied."""
+        command = [sys.executable, "-m", "pymoult", "push", str(script), "--wait",
+                   "--timeout", f"{WAIT:g}", "--to", address]
+        try:
+            pushed = subprocess.run(command, capture_output=True, text=True, timeout=WAIT + 10)
+        except subprocess.TimeoutExpired:
+            self.console.say(f"    push | no reply within {WAIT + 10:g} s")
+            return False
+        for line in (pushed.stdout + pushed.stderr).splitlines():
+            self.console.say(f"    push | {line}")
+        return pushed.returncode == 0
+
+    def _interrupt(self, name):
+        """Ctrl-C to process ``name``; its exit code once its output has all been shown, or
+        None if it did not stop within ``WAIT`` seconds."""
+        process = self.processes[name]
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+        try:
+            code = process.wait(WAIT)
+        except subprocess.TimeoutExpired:
+            return None
+        self.console.wait_ended(name, WAIT)
+        return code

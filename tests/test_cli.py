@@ -262,13 +262,6 @@ def test_syntax_error_in_the_application_is_reported_before_anything_runs(tmp_pa
     assert "listening" not in result.stderr
 
 
-def test_the_demo_updates_its_application_live():
-    result = pymoult("demo", timeout=60)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "from version 2 (updated live, counter kept)" in result.stdout
-    assert "The application exited with code 0." in result.stdout
-
-
 REBOOT = """
 import sys
 from pymoult.highlevel.managers import fetch_manager

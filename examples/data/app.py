@@ -2,6 +2,7 @@
 
     pymoult run examples/data/app.py [--interval SECONDS]
     pymoult push examples/data/update.py --wait --to ADDRESS
+    pymoult demo data    # all in one command: start, push, show the change, Ctrl-C
 
 A bank pays one unit of interest to every account each round, opens a new account every fourth
 round, and prints the accounts. The update gives ``Account`` a ``currency`` field: every

@@ -1,8 +1,10 @@
 """A real third-party server, pyftpdlib's FTP server, updated while clients stay connected.
 
     pymoult run examples/ftp_server/app.py [--port PORT] [--root DIR]
-    python -m ftplib ...  or any FTP client: user "user", password "12345"
+    python examples/ftp_server/client.py ftp://127.0.0.1:PORT/   # or any FTP client:
+                                               # user "user", password "12345"
     pymoult push examples/ftp_server/update.py --wait --to ADDRESS
+    pymoult demo ftp_server --port 0  # all in one: start it and client.py, push, Ctrl-C
 
 pyftpdlib (``pip install pyftpdlib``) runs its asynchronous I/O loop in the Runner; between two
 turns of the loop the Runner passes an update point. The update (see update.py) changes the

@@ -2,6 +2,7 @@
 
     pymoult run examples/hello/app.py [--interval SECONDS]
     pymoult push examples/hello/update.py --wait --to ADDRESS   # the address it printed
+    pymoult demo hello    # all in one command: start, push, show the change, Ctrl-C
 
 The program greets from its Runner thread and passes an update point after each greeting; the
 update redefines ``greet`` there. The counter lives on: the same process, the new code.

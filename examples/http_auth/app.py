@@ -5,6 +5,8 @@
     pymoult push examples/http_auth/update.py --wait --to ADDRESS
     curl -i http://127.0.0.1:PORT/report                # 401 now
     curl -i -u alice:wonderland http://127.0.0.1:PORT/report
+    python examples/http_auth/client.py http://127.0.0.1:PORT/   # both, in a loop
+    pymoult demo http_auth --port 0   # all in one: start it and client.py, push, Ctrl-C
 
 The standard library's ``ThreadingHTTPServer`` serves each connection in a thread of its own,
 with HTTP/1.1 keep-alive. Every GET goes through the module function ``respond``, which counts

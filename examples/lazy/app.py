@@ -2,6 +2,7 @@
 
     pymoult run examples/lazy/app.py [--interval SECONDS] [--batch N]
     pymoult push examples/lazy/update.py --wait --to ADDRESS
+    pymoult demo lazy    # all in one command: start, push, show the change, Ctrl-C
 
 The program walks a pool of 10,000 records, a batch per round, and prints the first and last
 record of the batch and how many records the update has converted so far. The update gives

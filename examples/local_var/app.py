@@ -2,6 +2,7 @@
 
     pymoult run examples/local_var/app.py [--interval SECONDS]
     pymoult push examples/local_var/update.py --wait --to ADDRESS
+    pymoult demo local_var    # all in one command: start, push, show the change, Ctrl-C
 
 ``watch()`` prints a tick and sleeps, over and over; it has no update point, and its settings
 are local variables of its running frame. The update writes two of them while the thread is

@@ -2,6 +2,7 @@
 
     pymoult run examples/reader_writer/app.py [--interval SECONDS]
     pymoult push examples/reader_writer/update.py --wait --to ADDRESS
+    pymoult demo reader_writer    # all in one command: start, push, show the change, Ctrl-C
 
 A writer thread publishes a temperature reading in ``shared``, a reader thread decodes it and
 prints each new reading. Version 1 stores the text ``"seq:celsius"``; version 2 a dict with

@@ -2,6 +2,7 @@
 
     pymoult run examples/reboot/app.py [--interval SECONDS]
     pymoult push examples/reboot/update.py --wait --to ADDRESS
+    pymoult demo reboot    # all in one command: start, push, show the change, Ctrl-C
 
 A ``DSU_Thread`` named ``worker`` ticks in a loop with an update point. The update reboots it at
 that point into a new main function (``ThreadRebootUpdate``): the loop of version 1 is left

@@ -2,6 +2,7 @@
 
     pymoult run examples/tictac/app.py [--interval SECONDS]
     pymoult push examples/tictac/update.py --wait --to ADDRESS
+    pymoult demo tictac    # all in one command: start, push, show the change, Ctrl-C
 
 Each round the program calls ``tic()``, waits half an interval, calls ``tac()`` and prints the
 pair. Version 1 says ``tic-tac``, version 2 ``TIC-TAC``. An update that changed the functions at
