@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from pymoult import _cpython
 from pymoult import _thread_trace as tt
 from pymoult.errors import PymoultTypeError, ThreadStateError, UnsupportedError
 
@@ -748,11 +749,12 @@ def walk_in_this_thread():
     """(bytecodes run by tt._snapshot, other Python functions it called, its snapshot)."""
     counter = OpcodeCounter(tt._snapshot.__code__)
     interp = tt._InterpGet()
-    sys.settrace(counter)
-    try:
-        snapshot = tt._snapshot(interp)
-    finally:
-        sys.settrace(None)
+    with _cpython.pause_gc():  # as its callers do: a collection would run Python callbacks
+        sys.settrace(counter)
+        try:
+            snapshot = tt._snapshot(interp)
+        finally:
+            sys.settrace(None)
     for _tstate, frame in snapshot[1:]:
         if frame:
             tt._DecRef(frame)
