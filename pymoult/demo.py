@@ -19,9 +19,11 @@ printed, so that a client is connected and working while the update lands. The s
 4. send Ctrl-C (SIGINT) to the client, then to the application, and report their exit codes.
 
 Every line the processes print is shown, prefixed with the process it comes from. The demo
-exits 0 when every update applied and every process exited with 0; 1 otherwise, the reason on
-stderr; 2 for an unknown example; 130 when the demo itself is interrupted (Ctrl-C reaches the
-application and the client too: they share the terminal).
+exits 0 when every update applied and every process stopped on Ctrl-C (exit code 0; or 130,
+an application that lets KeyboardInterrupt through); 1 otherwise, the reason on stderr; 2 for
+an unknown example; 130 when the demo itself is interrupted (the terminal's Ctrl-C reaches its
+processes too), 143 or 129 when SIGTERM or SIGHUP stopped it (it passes them on as a Ctrl-C).
+A process still running 5 s after its Ctrl-C is killed.
 """
 
 import os
@@ -43,8 +45,11 @@ WAIT = 20.0
 STOP_GRACE = 5.0
 #: Where ``pymoult demo NAME`` looks for NAME besides ``./examples``: a source checkout's.
 CHECKOUT_EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
-#: The address a server example prints, given to its client.
-URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+")
+#: The address a server example prints, given to its client (without a final full stop).
+URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S*[^\s.,;:)'\"]")
+#: Exit codes of a process stopped by Ctrl-C: its own (0), ``pymoult run``'s for an application
+#: that let KeyboardInterrupt through (130), Python's for a plain script that did (-SIGINT).
+STOPPED = {0, 130, -signal.SIGINT}
 
 APP = '''\
 """Greets from the Runner thread, passing an update point after each greeting."""
@@ -98,29 +103,48 @@ class NoSuchExample(LookupError):
 
 
 def find_example(name):
-    """The directory ``name`` designates: a path, else ``./examples/name``, else the checkout's
-    ``examples/name``; it must hold ``app.py`` and at least one ``update*.py``."""
-    given = pathlib.Path(name)
-    candidates = [given] if given.is_dir() else \
-        [pathlib.Path("examples") / name, CHECKOUT_EXAMPLES / name]
-    for directory in candidates:
+    """The example directory ``name`` designates. A path (it holds a ``/``, or is ``.`` or
+    ``..``) designates that directory; a name, the first complete example of that name under
+    ``./examples``, then under the checkout's ``examples/``. Complete: it holds ``app.py`` and
+    at least one update script (see :func:`update_scripts`)."""
+    if os.sep in name or "/" in name or name in (".", ".."):
+        directory = pathlib.Path(name)
         if not directory.is_dir():
-            continue
+            raise NoSuchExample(f"no directory {name}")
         if not (directory / "app.py").is_file():
-            raise NoSuchExample(f"{directory} holds no app.py")
-        if not _update_scripts(directory):
-            raise NoSuchExample(f"{directory} holds no update*.py to push")
+            raise NoSuchExample(f"{name} holds no app.py")
+        if not update_scripts(directory):
+            raise NoSuchExample(f"{name} holds no update script (update.py, update2.py...)")
         return directory.resolve()
-    known = sorted({path.parent.name for root in (pathlib.Path("examples"), CHECKOUT_EXAMPLES)
-                    for path in root.glob("*/app.py")})
+    for root in _EXAMPLE_ROOTS:
+        if _complete(root / name):
+            return (root / name).resolve()
+    known = sorted({path.name for root in _EXAMPLE_ROOTS if root.is_dir()
+                    for path in root.iterdir() if _complete(path)})
     hint = f"one of: {', '.join(known)}" if known else \
         "none found here (the examples are in Pymoult's source checkout)"
-    raise NoSuchExample(f"no example {name!r}: give a directory holding app.py and "
-                        f"update*.py, or the name of an example, {hint}")
+    raise NoSuchExample(f"no example {name!r}: give the path of a directory holding app.py and "
+                        f"update.py, or the name of an example, {hint}")
 
 
-def _update_scripts(directory):
-    return sorted(path for path in directory.glob("update*.py") if path.is_file())
+#: Where ``pymoult demo NAME`` looks for NAME, in this order.
+_EXAMPLE_ROOTS = (pathlib.Path("examples"), CHECKOUT_EXAMPLES)
+_UPDATE_SCRIPT = re.compile(r"update(\d*)\.py")
+
+
+def _complete(directory):
+    return (directory / "app.py").is_file() and bool(update_scripts(directory))
+
+
+def update_scripts(directory):
+    """The update scripts of an example: ``update.py``, then ``update2.py``, ``update3.py``...
+    in the order of their numbers (other files, ``update_helpers.py`` say, are not pushed)."""
+    found = []
+    for path in directory.glob("update*.py"):
+        match = _UPDATE_SCRIPT.fullmatch(path.name)
+        if match and path.is_file():
+            found.append((int(match.group(1) or 1), match.group(1), path))
+    return [path for _, _, path in sorted(found)]
 
 
 def demo(example=None, arguments=()):
@@ -191,10 +215,12 @@ def _shown(path):
     return str(path) if relative.startswith("..") else relative
 
 
-def _default_sigint():
-    # A child inherits an ignored SIGINT (a demo started in the background): restore the
-    # default so that Python turns the demo's Ctrl-C into KeyboardInterrupt in the child.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+class _Stopped(Exception):
+    """SIGTERM or SIGHUP reached the demo: it stops its processes before it ends."""
+
+
+def _raise_stopped(signum, frame):
+    raise _Stopped(signal.Signals(signum).name)
 
 
 class _Demo:
@@ -205,26 +231,48 @@ class _Demo:
         self.processes = {}  # name -> Popen, in start order
 
     def run(self):
+        # Ctrl-C in the terminal reaches the demo and its processes at once (one process
+        # group); SIGTERM and SIGHUP reach the demo alone: it passes them on as a Ctrl-C.
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        handlers = {signum: signal.signal(signum, _raise_stopped)
+                    for signum in (signal.SIGTERM, signal.SIGHUP)} if in_main_thread else {}
+        if in_main_thread and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            # a demo started in the background ignores SIGINT, and so would its processes
+            # (an ignored signal stays ignored across exec): they must see the demo's Ctrl-C
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        interrupted = False
         try:
             return self._steps()
         except KeyboardInterrupt:
+            interrupted = True
             self.console.say("demo: interrupted")
             return 130
-        finally:  # after a failure: Ctrl-C what still runs, and kill what ignores it
-            for process in self.processes.values():
-                if process.poll() is None:
-                    process.send_signal(signal.SIGINT)
-                try:
-                    process.wait(STOP_GRACE)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+        except _Stopped as exc:
+            self.console.say(f"demo: stopped by {exc}")
+            return 128 + getattr(signal, str(exc)).value
+        finally:
+            self._stop_all(signal_them=not interrupted)
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
+
+    def _stop_all(self, signal_them):
+        """Stop what still runs (after a failure or an interrupt): Ctrl-C unless the terminal
+        already sent one to every process, then a kill for what ignores it."""
+        for name, process in self.processes.items():
+            if signal_them and process.poll() is None:
+                process.send_signal(signal.SIGINT)
+            try:
+                process.wait(STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            self.console.wait_ended(name, STOP_GRACE)  # its last lines shown
 
     def _start(self, name, command, shown):
         self.console.say(f"  {shown}")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, bufsize=1, env=env, preexec_fn=_default_sigint)
+                                   text=True, bufsize=1, env=env)
         self.processes[name] = process
         self.console.follow(name, process.stdout)
 
@@ -276,7 +324,7 @@ class _Demo:
         if self.console.wait_for(activity, count=SHOWN) is None:
             return self._fail(f"the {_TITLES[watched]} did not print {SHOWN} lines")
 
-        for script in _update_scripts(self.directory):
+        for script in update_scripts(self.directory):
             say(f"\nPushing {script.name} while it runs:\n"
                 f"  pymoult push {_shown(script)} --wait --to {address}")
             if not self._push(script, address):
@@ -291,9 +339,13 @@ class _Demo:
         for name, code in codes.items():
             say(f"The {_TITLES[name]} " + (
                 f"exited with code {code}." if code is not None else
-                f"did not stop within {WAIT:g} s of Ctrl-C; killed."))
-        if any(code != 0 for code in codes.values()):
-            return self._fail("a process did not end cleanly")
+                f"did not stop within {STOP_GRACE:g} s of Ctrl-C: killed."))
+        unclean = [f"the {_TITLES[name]} " + ("did not stop on Ctrl-C" if code is None else
+                                              f"exited with code {code}")
+                   for name, code in codes.items() if code not in STOPPED]
+        if unclean:
+            print(f"pymoult demo: {'; '.join(unclean)}", file=sys.stderr, flush=True)
+            return FAILED
         return 0
 
     def _push(self, script, address):
@@ -311,13 +363,15 @@ class _Demo:
 
     def _interrupt(self, name):
         """Ctrl-C to process ``name``; its exit code once its output has all been shown, or
-        None if it did not stop within ``WAIT`` seconds."""
+        None if it did not stop within ``STOP_GRACE`` seconds (then it is killed)."""
         process = self.processes[name]
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
         try:
-            code = process.wait(WAIT)
+            code = process.wait(STOP_GRACE)
         except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
             return None
-        self.console.wait_ended(name, WAIT)
+        self.console.wait_ended(name, STOP_GRACE)
         return code

@@ -21,8 +21,8 @@ ALICE = "Basic " + base64.b64encode(b"alice:wonderland").decode()
 
 
 class KeepAlive:
-    """GET over one connection, with the session cookie the server gives; remembers the
-    connection's local port to tell whether it was ever replaced."""
+    """GET over one connection, with the session cookie the server gives; a request on a
+    connection the server closed fails (http.client would otherwise open another)."""
 
     def __init__(self, host, port, authorization=None):
         self.connection = http.client.HTTPConnection(host, port, timeout=10)
@@ -31,15 +31,15 @@ class KeepAlive:
 
     def get(self, path):
         self.connection.request("GET", path, headers=self.headers)
+        self.port = self.connection.sock.getsockname()[1]
         response = self.connection.getresponse()
         body = response.read().decode().strip()
         if response.getheader("Set-Cookie"):
             self.headers["Cookie"] = response.getheader("Set-Cookie")
-        port = self.connection.sock.getsockname()[1]
-        if self.port not in (None, port):
-            raise ConnectionError(f"the connection from port {self.port} was replaced by one "
-                                  f"from port {port}")
-        self.port = port
+        if self.connection.sock is None:  # the server said Connection: close
+            raise ConnectionError(f"the server closed the connection from port {self.port}")
+        # http.client would open a new connection for the next request, silently: forbid it
+        self.connection.auto_open = 0
         return response.status, body
 
 
