@@ -214,3 +214,20 @@ def test_an_update_made_before_another_was_applied_is_refused(tmp_path, manager)
     with pytest.raises(ModuleUpdateError, match="changed since this update was made"):
         future.result(WAIT)
     assert app.TIMEOUT == 10
+
+
+def test_the_recorded_version_lets_its_syntax_trees_go_and_updates_go_on(tmp_path, manager):
+    from pymoult.lowlevel.source_diff import recorded_version
+
+    app = loaded(tmp_path, V1)
+    update_to(manager, app, V2)
+    recorded = recorded_version(app)
+    definitions = [s for s in recorded.statements if s.kind in ("def", "assign", "import")]
+    assert definitions and all(s._node is None for s in definitions)  # parsed again on demand
+    # a second and a third update compare against it: the trees come back from the text
+    v3 = V2.replace("counter += 2", "counter += 3")
+    assert update_to(manager, app, v3).state is UpdateState.APPLIED
+    assert app.bump() == 3
+    assert update_to(manager, app, v3.replace("import json\n", "import json\nLEVEL = 1\n")) \
+        .state is UpdateState.APPLIED
+    assert app.LEVEL == 1 and app.bump() == 6

@@ -1,5 +1,7 @@
 """The incremental comparison of source versions must give exactly what a full parse gives."""
 
+import ast
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -39,7 +41,21 @@ class C:
 
 total = 1 + \\
     2
+label = "café"; size = 2
+pair = (1,
+2); third = 3
 '''
+
+
+def released(source):
+    """A version whose statements' trees were let go, as in a recorded version."""
+    version = parse_version(source, "m.py")
+    version.release_trees()
+    return version
+
+
+def trees(version):
+    return [ast.dump(s.node) for s in version.statements]
 
 
 def shape(version):
@@ -72,6 +88,12 @@ def test_incremental_comparison_equals_a_full_parse(start, length, insert):
         return
     change = compare(parse_version(BASE, "m.py"), after)
     assert shape(change.after) == shape(expected)
+    # the same from a recorded version, whose trees are parsed again from their text
+    from_recorded = compare(released(BASE), after)
+    assert shape(from_recorded.after) == shape(expected)
+    assert trees(from_recorded.after) == trees(expected)
+    assert [ast.dump(s.node) for s in from_recorded.old] == \
+        [ast.dump(s.node) for s in change.old]
     # the statements outside the change are the old ones, unchanged
     old_texts = [s.text for s in change.before.statements]
     new_texts = [s.text for s in change.after.statements]
@@ -123,3 +145,28 @@ def test_same_code_ignores_line_numbers_only():
     b = compile("\n\n\ndef f(x):\n    return x + 1\n", "a", "exec").co_consts[0]
     c = compile("def f(x):\n    return x + 2\n", "a", "exec").co_consts[0]
     assert same_code(a, b) and not same_code(a, c)
+
+
+def test_a_released_tree_is_parsed_again_exactly():
+    fresh, recorded = parse_version(BASE, "m.py"), released(BASE)
+    assert [s.names for s in fresh.statements][-4:] == [("label",), ("size",), ("pair",),
+                                                        ("third",)]
+    for old, new in zip(fresh.statements, recorded.statements):
+        assert ast.dump(new.node, include_attributes=False) == ast.dump(old.node)
+        assert (new.node.lineno, new.node.end_lineno) == (old.node.lineno, old.node.end_lineno)
+    assert recorded.future_flags == fresh.future_flags != 0
+    assert recorded.has_future
+
+
+def test_a_future_import_moved_down_in_a_recorded_version_is_still_refused():
+    moved = BASE.replace("from __future__ import annotations\n", "") + \
+        "from __future__ import annotations\n"
+    with pytest.raises(SyntaxError):
+        compare(released(BASE), moved)
+
+
+def test_a_statement_sharing_the_last_line_of_the_change_is_compared_once():
+    # deleting the line above ``pair = (1,\n2); third = 3`` re-parses pair, and so third too
+    change = check(BASE, BASE.replace('label = "café"; size = 2\n', ""))
+    assert [s.names for s in change.after.statements].count(("third",)) == 1
+    assert [s.names for s in change.old][-2:] == [("pair",), ("third",)]

@@ -48,18 +48,43 @@ def split_lines(text):
 
 class Statement:
     """One top-level statement of a source version (lines are 1-based, inclusive; a decorated
-    definition starts at its first decorator)."""
+    definition starts at its first decorator).
 
-    __slots__ = ("kind", "names", "start", "end", "text", "node")
+    Its syntax tree, ``node``, is kept until the version is recorded as the one a module runs
+    (:func:`remember_version` calls :meth:`SourceVersion.release_trees`); then it is parsed
+    again from the statement's text whenever it is asked for, since the trees of a large module
+    weigh tens of megabytes and an update needs only those of the statements it touches.
+    """
 
-    def __init__(self, kind, names, start, end, text, node):
-        self.kind, self.names, self.start, self.end, self.text, self.node = (
-            kind, names, start, end, text, node)
+    __slots__ = ("kind", "names", "start", "end", "text", "future", "_node", "_column")
+
+    def __init__(self, kind, names, start, end, text, node, column=0, future=False):
+        self.kind, self.names, self.start, self.end, self.text = kind, names, start, end, text
+        self._node = node
+        self._column = column  # where it starts on its first line, in UTF-8 bytes (a = 1; b = 2)
+        self.future = future  # a ``from __future__`` import
+
+    @property
+    def node(self):
+        """Its syntax tree, with the line numbers of its place in the version."""
+        if self._node is not None:
+            return self._node
+        text = self.text
+        if self._column:
+            text = text.encode("utf-8")[self._column:].decode("utf-8")
+        tree = compile(text, "<statement>", "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
+        node = tree.body[0]
+        ast.increment_lineno(node, self.start - 1)
+        return node
+
+    def release_tree(self):
+        self._node = None
 
     def shifted(self, delta):
-        """The same statement ``delta`` lines further down (its node is not renumbered)."""
+        """The same statement ``delta`` lines further down (a tree it holds is not renumbered:
+        only the position of the statement counts)."""
         return Statement(self.kind, self.names, self.start + delta, self.end + delta, self.text,
-                         self.node)
+                         self._node, self._column, self.future)
 
     def __repr__(self):
         names = ", ".join(self.names) or "-"
@@ -112,7 +137,10 @@ def _statements(tree, lines, offset=0):
         end = node.end_lineno
         kind, names = _classify(node)
         text = "".join(lines[start - 1:end])
-        statements.append(Statement(kind, names, start + offset, end + offset, text, node))
+        column = 0 if start < node.lineno else node.col_offset
+        future = isinstance(node, ast.ImportFrom) and node.module == "__future__"
+        statements.append(Statement(kind, names, start + offset, end + offset, text, node,
+                                    column, future))
     return statements
 
 
@@ -132,15 +160,22 @@ class SourceVersion:
         import __future__
         flags = 0
         for statement in self.statements:
-            node = statement.node
-            if not (isinstance(node, ast.ImportFrom) and node.module == "__future__"):
-                if isinstance(node, ast.Expr) and statement is self.statements[0]:
+            if not statement.future:
+                if statement is self.statements[0] and isinstance(statement.node, ast.Expr):
                     continue  # the docstring
                 break
-            for alias in node.names:
+            for alias in statement.node.names:
                 feature = getattr(__future__, alias.name, None)
                 flags |= getattr(feature, "compiler_flag", 0)
         return flags
+
+    def release_trees(self):
+        """Let the statements' syntax trees go (see :class:`Statement`), but those of the
+        statements that are not definitions, imports or assignments: they are few, and each
+        update reads them (the names an ``if`` or a ``try`` may bind)."""
+        for statement in self.statements:
+            if statement.kind != "other":
+                statement.release_tree()
 
     def __repr__(self):
         return (f"<SourceVersion {self.filename} {len(self.lines)} lines, "
@@ -167,10 +202,8 @@ def _check_future_imports(statements, first, filename):
     first (after the docstring). ``first``: ``statements`` start the file."""
     leading = first
     for index, statement in enumerate(statements):
-        node = statement.node
-        is_future = isinstance(node, ast.ImportFrom) and node.module == "__future__"
-        is_doc = index == 0 and isinstance(node, ast.Expr) and isinstance(
-            getattr(node, "value", None), ast.Constant) and isinstance(node.value.value, str)
+        is_future = statement.future
+        is_doc = index == 0 and statement.kind == "other" and _is_docstring(statement.node)
         if is_future and not leading:
             raise SyntaxError("from __future__ imports must occur at the beginning of the file",
                               (filename, statement.start, 1, statement.text.splitlines()[0]))
@@ -193,9 +226,13 @@ class SourceChange:
                 f"lines shifted by {self.delta}>")
 
 
+def _is_docstring(node):
+    return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and \
+        isinstance(node.value.value, str)
+
+
 def _has_future_import(statements):
-    return any(isinstance(s.node, ast.ImportFrom) and s.node.module == "__future__"
-               for s in statements)
+    return any(s.future for s in statements)
 
 
 def compare(before, source):
@@ -228,6 +265,10 @@ def compare(before, source):
     j = bisect.bisect_right(starts, last + 1)
     region_start = min([first] + ([statements[i].start] if i < j else []))
     region_end = max([last] + ([statements[j - 1].end] if i < j else []))
+    while j < len(statements) and statements[j].start <= region_end:
+        # it starts on the region's last line (``pair = (1,\n2); third = 3``): it is re-parsed
+        region_end = max(region_end, statements[j].end)
+        j += 1
     region_start = max(region_start, 1)
     region_end = min(region_end, n_old)
     text = "".join(new_lines[region_start - 1:region_end + delta])
@@ -340,6 +381,7 @@ def remember_version(module, version):
     with _versions_lock:
         previous = _versions.get(module.__name__)
         _versions[module.__name__] = (weakref.ref(module), version, definitions)
+    version.release_trees()
     return previous
 
 
