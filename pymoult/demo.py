@@ -5,16 +5,16 @@ Without EXAMPLE the demo runs a built-in hello world, so that it works without a
 checkout: the application greets every 0.2 s from its Runner thread, passing an update point
 each time; the update redefines ``greet``, and the counter goes on (no restart).
 
-EXAMPLE is a directory holding ``app.py`` and one or more ``update*.py`` scripts: a path, or the
-name of one of the checkout's ``examples/`` (looked up under ``./examples``, then next to the
-``pymoult`` package). ARGUMENTS go to ``app.py``. When the directory also has a ``client.py``
+EXAMPLE is a directory holding ``app.py`` and ``update.py`` (and maybe ``update2.py``,
+``update3.py``...): a path, or the name of one of the checkout's ``examples/`` (looked up under
+``./examples``, then next to the ``pymoult`` package; see :func:`find_example`). ARGUMENTS go to ``app.py``. When the directory also has a ``client.py``
 (the servers do), the demo starts ``python client.py URL`` with the first URL the application
 printed, so that a client is connected and working while the update lands. The steps:
 
 1. start the application (and the client); wait until it has printed ``SHOWN`` lines (the
    client, when there is one);
-2. push each update script, in name order, with the command a user would type, and show its
-   outcome;
+2. push each update script, in the order of their numbers, with the command a user would
+   type, and show its outcome;
 3. wait for ``SHOWN`` more lines: the new version at work;
 4. send Ctrl-C (SIGINT) to the client, then to the application, and report their exit codes.
 
@@ -39,9 +39,9 @@ from .cli import FAILED, LISTENING, USAGE_ERROR
 
 #: Lines of activity shown before the update, and again after it.
 SHOWN = 3
-#: Seconds allowed for each step (a line to appear, a push, a process to stop).
+#: Seconds allowed for each step (a line to appear, a push to be applied).
 WAIT = 20.0
-#: Seconds a process still running after a failure has to stop on Ctrl-C before it is killed.
+#: Seconds a process has to stop after its Ctrl-C before it is killed.
 STOP_GRACE = 5.0
 #: Where ``pymoult demo NAME`` looks for NAME besides ``./examples``: a source checkout's.
 CHECKOUT_EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"

@@ -168,7 +168,7 @@ def assert_gone(output):
         os.kill(pid, 0)
 
 
-def test_update_scripts_are_pushed_in_name_order(tmp_path):
+def test_update_scripts_are_pushed_in_number_order(tmp_path):
     directory = example(tmp_path, update1=SET_VERSION.format(name=1, version="v2"),
                         update2=SET_VERSION.format(name=2, version="v3"))
     result = demo(str(directory))
