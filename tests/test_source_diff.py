@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pymoult.errors import PymoultTypeError
-from pymoult.lowlevel.source_diff import compare, parse_version, same_code
+from pymoult.lowlevel import source_diff
+from pymoult.lowlevel.source_diff import compare, parse_version, same_code, split_lines
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -170,3 +171,40 @@ def test_a_statement_sharing_the_last_line_of_the_change_is_compared_once():
     change = check(BASE, BASE.replace('label = "café"; size = 2\n', ""))
     assert [s.names for s in change.after.statements].count(("third",)) == 1
     assert [s.names for s in change.old][-2:] == [("pair",), ("third",)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab \n\r\t\f\v\x1c\x85\u2028#é", max_size=60))
+def test_lines_are_cut_where_the_tokenizer_cuts_them(text):
+    assert split_lines(text) == source_diff._LINE.findall(text)
+    assert "".join(split_lines(text)) == text
+
+
+def naive_common(a, b, limit, from_end):
+    n = 0
+    while n < limit and (a[-1 - n] == b[-1 - n] if from_end else a[n] == b[n]):
+        n += 1
+    return n
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 700), st.integers(0, 700), st.integers(0, 700), st.integers(0, 3),
+       st.integers(0, 3))
+def test_common_prefix_and_suffix_of_long_line_lists(shared_start, shared_end, middle, a_extra,
+                                                    b_extra):
+    # lists longer than the slices compared at once, differing somewhere in the middle
+    start = [f"s{i}" for i in range(shared_start)]
+    end = [f"e{i}" for i in range(shared_end)]
+    a = start + ["x"] * a_extra + [f"m{i}" for i in range(middle)] + end
+    b = start + ["y"] * b_extra + [f"m{i}" for i in range(middle)] + end
+    limit = min(len(a), len(b))
+    prefix = source_diff._common_prefix(a, b, limit)
+    assert prefix == naive_common(a, b, limit, from_end=False)
+    assert source_diff._common_suffix(a, b, limit - prefix) == \
+        naive_common(a, b, limit - prefix, from_end=True)
+
+
+def test_a_change_in_a_long_module_is_found_between_the_shared_lines():
+    source = "".join(f"def f{i}():\n    return {i}\n\n" for i in range(2000))
+    change = check(source, source.replace("return 1234\n", "return -1\n"))
+    assert [s.names for s in change.old] == [s.names for s in change.new] == [("f1234",)]

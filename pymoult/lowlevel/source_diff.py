@@ -38,12 +38,41 @@ __all__ = ["Statement", "SourceVersion", "SourceChange", "parse_version", "compa
 _versions = {}
 _versions_lock = threading.Lock()
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
+#: What ``str.splitlines`` cuts at besides ``\r`` and ``\n``: none of them ends a line of Python.
+_OTHER_BREAKS = ("\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
 
 
 def split_lines(text):
-    """Lines with their ends, cut where Python's tokenizer cuts them (``str.splitlines`` also
-    cuts at form feeds and other characters that do not end a line of Python)."""
+    """Lines with their ends, cut where Python's tokenizer cuts them: ``str.splitlines``
+    (several times faster than the regular expression) unless the text holds a form feed or
+    another character it would also cut at."""
+    if not any(character in text for character in _OTHER_BREAKS):  # each a fast C scan
+        return text.splitlines(keepends=True)
     return _LINE.findall(text)
+
+
+_CHUNK = 256  # lines compared at once, as list slices (at C speed), before one by one
+
+
+def _common_prefix(a, b, limit):
+    """How many first items the sequences ``a`` and ``b`` share, at most ``limit``."""
+    n = 0
+    while n + _CHUNK <= limit and a[n:n + _CHUNK] == b[n:n + _CHUNK]:
+        n += _CHUNK
+    while n < limit and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def _common_suffix(a, b, limit):
+    """How many last items the sequences ``a`` and ``b`` share, at most ``limit``."""
+    end_a, end_b, n = len(a), len(b), 0
+    while n + _CHUNK <= limit and \
+            a[end_a - n - _CHUNK:end_a - n] == b[end_b - n - _CHUNK:end_b - n]:
+        n += _CHUNK
+    while n < limit and a[end_a - 1 - n] == b[end_b - 1 - n]:
+        n += 1
+    return n
 
 
 class Statement:
@@ -245,12 +274,8 @@ def compare(before, source):
     old_lines, new_lines = before.lines, split_lines(source)
     n_old, n_new = len(old_lines), len(new_lines)
     limit = min(n_old, n_new)
-    prefix = 0
-    while prefix < limit and old_lines[prefix] == new_lines[prefix]:
-        prefix += 1
-    suffix = 0
-    while suffix < limit - prefix and old_lines[n_old - 1 - suffix] == new_lines[n_new - 1 - suffix]:
-        suffix += 1
+    prefix = _common_prefix(old_lines, new_lines, limit)
+    suffix = _common_suffix(old_lines, new_lines, limit - prefix)
     delta = n_new - n_old
     if prefix == n_old == n_new:
         after = SourceVersion(source, before.filename, before.statements, new_lines)
