@@ -218,12 +218,17 @@ def _check_source(source):
 
 def parse_version(source, filename="<source>"):
     """Parse a whole source. ``SyntaxError`` (with its line) if it does not parse."""
+    return _parse(source, filename)[0]
+
+
+def _parse(source, filename):
+    """(the :class:`SourceVersion` of a whole source, its syntax tree)."""
     _check_source(source)
     lines = split_lines(source)
     tree = compile(source, filename, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
     statements = _statements(tree, lines)
     _check_future_imports(statements, first=True, filename=filename)
-    return SourceVersion(source, filename, statements, lines)
+    return SourceVersion(source, filename, statements, lines), tree
 
 
 def _check_future_imports(statements, first, filename):
@@ -359,14 +364,15 @@ def version_of(module, source=None):
     except (OSError, SyntaxError, UnicodeDecodeError) as exc:
         raise PymoultValueError(f"cannot read the source of module {module.__name__!r} from "
                                 f"{path}: {exc}") from exc
-    version = parse_version(text, path)
-    _check_matches(module, version)
+    version, tree = _parse(text, path)
+    _check_matches(module, version, tree)
     return version
 
 
-def _check_matches(module, version):
-    """Refuse a source file that is not what ``module`` runs (compared function by function)."""
-    code = compile(version.source, version.filename, "exec", dont_inherit=True)
+def _check_matches(module, version, tree):
+    """Refuse a source file that is not what ``module`` runs (compared function by function).
+    ``tree``: the version's syntax tree, compiled rather than the source (not parsed twice)."""
+    code = compile(tree, version.filename, "exec", dont_inherit=True)
     compiled = {c.co_name: c for c in code.co_consts if isinstance(c, types.CodeType)}
     for statement in version.statements:
         if statement.kind != "def":
