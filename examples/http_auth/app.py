@@ -92,10 +92,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def setup(self):
         super().setup()
-        with lock:
+        with lock:  # print under it too: two threads printing at once can mix their lines
             stats["connections"] += 1
-            number = stats["connections"]
-        print(f"connection {number} from port {self.client_address[1]}", flush=True)
+            print(f"connection {stats['connections']} from port {self.client_address[1]}",
+                  flush=True)
 
     def do_GET(self):
         with lock:
