@@ -7,9 +7,10 @@ each time; the update redefines ``greet``, and the counter goes on (no restart).
 
 EXAMPLE is a directory holding ``app.py`` and ``update.py`` (and maybe ``update2.py``,
 ``update3.py``...): a path, or the name of one of the checkout's ``examples/`` (looked up under
-``./examples``, then next to the ``pymoult`` package; see :func:`find_example`). ARGUMENTS go to ``app.py``. When the directory also has a ``client.py``
-(the servers do), the demo starts ``python client.py URL`` with the first URL the application
-printed, so that a client is connected and working while the update lands. The steps:
+``./examples``, then next to the ``pymoult`` package; see :func:`find_example`). ARGUMENTS go
+to ``app.py``. When the directory also has a ``client.py`` (the servers do), the demo starts
+``python client.py URL`` with the first URL the application printed, so that a client is
+connected and working while the update lands. The steps:
 
 1. start the application (and the client); wait until it has printed ``SHOWN`` lines (the
    client, when there is one);
