@@ -58,6 +58,7 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
@@ -67,7 +68,7 @@ from pymoult.errors import ModuleUpdateError  # noqa: E402
 from pymoult.highlevel.managers import ThreadedManager  # noqa: E402
 from pymoult.highlevel.updates import ModuleUpdate  # noqa: E402
 from pymoult.lowlevel.alterability import staticUpdatePoint  # noqa: E402
-from pymoult.lowlevel.source_diff import forget_version  # noqa: E402
+from pymoult.lowlevel.source_diff import forget_version, parse_version  # noqa: E402
 from pymoult.threads import DSU_Thread  # noqa: E402
 
 SIZES = (10, 100, 1000, 5000)
@@ -439,6 +440,22 @@ def bench_size(space, manager, n, settings, peers):
     return samples, splits, tools, failures
 
 
+def source_memory(n):
+    """MB the source version of the module of ``n`` definitions holds (text, lines, statements):
+    with every statement's syntax tree, as just parsed, and as recorded (trees let go)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        version = parse_version(module_source(n, 0), f"bench_{n}.py")
+        parsed = tracemalloc.get_traced_memory()[0]
+        version.release_trees()
+        gc.collect()
+        recorded = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    return {"parsed_mb": parsed / 1e6, "recorded_mb": recorded / 1e6}
+
+
 def bench_apply_times(settings):
     space = Workspace()
     manager = ThreadedManager("bench-module").start()
@@ -467,7 +484,7 @@ def bench_apply_times(settings):
             samples, splits, tools, failures = bench_size(space, manager, n, settings, peers)
             notes += [f"at {n:,} definitions: {failure}" for failure in failures]
             steady_ms = ms(samples["Pymoult"])
-            row = {"gc_objects": len(gc.get_objects())}
+            row = {"gc_objects": len(gc.get_objects()), "source_memory": source_memory(n)}
             for label, values in samples.items():
                 if not values:
                     continue
@@ -610,7 +627,7 @@ def print_apply_times(apply):
     labels = []
     for row in rows.values():
         labels += [label for label, cell in row.items()
-                   if isinstance(cell, dict) and label not in labels]
+                   if isinstance(cell, dict) and "median_ms" in cell and label not in labels]
     width = max(len(label) for label in labels) + 2
     print(f"\nApply time of a one-line change, median ms (runs; * = stopped by the "
           f"{apply['budget_s']:.0f} s budget per tool and size; - = skipped):")
@@ -638,6 +655,10 @@ def print_apply_times(apply):
         print(f"  {int(n):>11,}  steady {steady['construct']:7.2f} / {steady['apply_update']:6.2f}"
               f" / {steady['window']:5.2f}    first update {first['construct']:7.1f} / "
               f"{first['apply_update']:6.2f} / {first['window']:5.2f}")
+    print("  source version held for the module, MB, as parsed / as recorded (trees let go): "
+          + ", ".join(f"{row['source_memory']['parsed_mb']:.1f} / "
+                      f"{row['source_memory']['recorded_mb']:.1f} at {int(n):,}"
+                      for n, row in rows.items()))
     print("  gc-tracked objects in the process (superreload and jurigged scan them): "
           + ", ".join(f"{row['gc_objects']:,} at {int(n):,}" for n, row in rows.items()))
     for n, row in rows.items():

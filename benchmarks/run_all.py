@@ -128,6 +128,12 @@ def module_update_rows(r):
                  if isinstance(cell, dict) and "median_ms" in cell]
         yield (f"module update, one-line change, {int(n):,} definitions, median ms",
                ", ".join(cells))
+    for n, row in r["apply"]["by_size"].items():
+        if "source_memory" in row:
+            memory = row["source_memory"]
+            yield (f"module update: source version held, {int(n):,} definitions, "
+                   "parsed / recorded", f"{memory['parsed_mb']:.1f} / "
+                                        f"{memory['recorded_mb']:.1f} MB")
     for shape, rows in r.get("torn", {}).items():
         for label, row in rows.items():
             yield (f"module update torn calls, {shape}, {label}",
