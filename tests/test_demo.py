@@ -62,7 +62,10 @@ def test_the_builtin_demo_updates_its_application_live():
     assert [int(re.search(r"#(\d+)", line).group(1)) for line in greetings[:-1]] == \
         list(range(1, len(greetings)))  # one counter, across the update
     assert "from version 2" not in before
-    assert "hello #" in after and "from version 1" not in after.split("Ctrl-C")[0]
+    # a version-1 line printed just before the apply may be shown after the push's reply:
+    # the order of the greetings themselves is what counts, one switch from 1 to 2
+    versions = ["from version 2" in line for line in greetings[:-1]]
+    assert versions == sorted(versions) and versions.count(False) >= 3
     assert "from version 2 (updated live, counter kept)" in after
     assert "The application exited with code 0." in result.stdout
 
@@ -142,6 +145,10 @@ except KeyboardInterrupt:
     print(f"stopped after {n} lines", flush=True)
 """
 
+#: APP, printing first the URL a client.py is given.
+SERVING_APP = APP.replace('print(f"pid', 'print("serving on tcp://127.0.0.1:1/", flush=True)\n'
+                                         'print(f"pid')
+
 SET_VERSION = r"""
 import sys
 sys.stdout.write("update {name} ran\n")
@@ -198,14 +205,12 @@ def test_an_application_that_crashes_at_start_is_reported(tmp_path):
 
 
 def test_a_client_that_fails_fails_the_demo(tmp_path):
-    serving = APP.replace('print(f"pid', 'print("serving on tcp://127.0.0.1:1/", flush=True)\n'
-                                               'print(f"pid')
     failing = """
     import sys
     print(f"client of {sys.argv[1]}", flush=True)
     sys.exit(3)
     """
-    directory = example(tmp_path, app=serving, client=failing, update="x = 1\n")
+    directory = example(tmp_path, app=SERVING_APP, client=failing, update="x = 1\n")
     result = demo(str(directory))
     assert result.returncode == 1, result.stdout
     assert "client | client of tcp://127.0.0.1:1/" in result.stdout
@@ -287,8 +292,6 @@ def test_an_application_that_lets_ctrl_c_through_has_stopped_cleanly(tmp_path):
 
 
 def test_a_process_that_ignores_ctrl_c_is_killed_and_named(tmp_path):
-    serving = APP.replace('print(f"pid', 'print("serving on tcp://127.0.0.1:1/", flush=True)\n'
-                                               'print(f"pid')
     stubborn = """
     import signal, time
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -296,7 +299,7 @@ def test_a_process_that_ignores_ctrl_c_is_killed_and_named(tmp_path):
         print(f"client line {n}", flush=True)
         time.sleep(0.01)
     """
-    directory = example(tmp_path, app=serving, client=stubborn, update="x = 1\n")
+    directory = example(tmp_path, app=SERVING_APP, client=stubborn, update="x = 1\n")
     result = demo(str(directory))
     assert result.returncode == 1, result.stdout
     assert "The client did not stop within 5 s of Ctrl-C: killed." in result.stdout
