@@ -23,6 +23,7 @@ import threading
 import time
 from concurrent.futures import Future
 
+from . import _suspension
 from .errors import (ActiveUpdateError, DeadlockDetectedError, PymoultTypeError,
                      PymoultValueError, ThreadStateError)
 
@@ -60,6 +61,13 @@ class RebootException(BaseException):
 # How long a waiter sleeps between liveness checks of a *plain* thread, which gives no signal
 # when it ends. DSU_Threads notify their waiters when they end, so waits on them never slice.
 _PLAIN_THREAD_LIVENESS_SLICE = 0.05
+#: Seconds a thread suspended anywhere is given to park at a static update point before the trap
+#: parks it wherever it is: threads with points in their loops park at a point, as they would
+#: without the trap; threads without points are suspended this much later.
+POINT_GRACE = 0.02
+# How often a wait for a thread suspended anywhere looks whether it has become dormant (blocked
+# in C or in a wait of threading: suspended without parking; see pymoult._suspension).
+_DORMANT_SLICE = 0.002
 
 
 def staticUpdatePoint(name=None):
@@ -249,6 +257,10 @@ class ThreadControl:
         self.active_future = None
         self.finished = False
         self.wants_point = False
+        self.anywhere = False  # the suspension may be served by the trap, wherever the thread is
+        self.trap = None  # the trap's trace function, while it is set on the thread
+        self.dormant = False  # counted as suspended without parking (see pymoult._suspension)
+        self.anywhere_from = 0.0  # the trap is set from then on (the thread's grace to reach a point)
 
     # -- registration (DSU_Threads register themselves when they start) ----------------------
 
@@ -299,12 +311,82 @@ class ThreadControl:
         if self.finished or self.ident is None or not self.thread.is_alive():
             raise ThreadStateError(f"cannot {what} {self.thread!r}: it is not running")
 
-    def request_suspend(self):
+    def request_suspend(self, anywhere=False, grace=None):
+        """Ask the thread to park at its next update point; with ``anywhere``, also wherever it
+        is (the trap of ``pymoult._suspension``: no update point needed) if it has not parked at
+        a point within ``grace`` seconds (default ``POINT_GRACE``). The trap is set by the
+        first wait or look (:meth:`suspended`) after the grace."""
         prune_dead_threads()
+        grace = POINT_GRACE if grace is None else check_timeout(grace, "grace")
         with self._lock:
             self._check_alive("suspend")
             self.suspend_requested = True
             self._refresh_locked()
+            if not anywhere or self.parked or self.anywhere:
+                return
+            self.anywhere = True
+            self.anywhere_from = time.monotonic() + grace
+        if not grace:
+            self._set_trap()
+
+    def _set_trap(self):
+        """Set the trap if it is wanted, its grace is over and it is not set yet (the thread
+        may have no Python frame right now: the waits try again)."""
+        if self.trap is not None or not self.trap_wanted():
+            return
+        if time.monotonic() < self.anywhere_from:
+            return
+        trap = _suspension.make_trap(self)
+        if _suspension.install(self.thread, trap):
+            with self._lock:
+                self.trap = trap
+                wanted = self.trap_wanted()
+            if not wanted:  # released meanwhile
+                self._remove_trap()
+
+    def _remove_trap(self):
+        with self._lock:
+            trap, self.trap = self.trap, None
+        if trap is not None and _suspension.get_trap(self.thread) is trap:
+            _suspension.remove(self.thread)
+
+    def trap_wanted(self):
+        """True while a suspension anywhere is asked (read by the trap, without the lock)."""
+        return self.anywhere and self.suspend_requested and not self.finished
+
+    def park_in_trap(self, where):
+        """Called by the trap, in the thread, at a safe place: park until resumed."""
+        with self._lock:
+            if not self.trap_wanted() or self.parked:
+                return
+            self.parked = True
+            self.dormant = False
+            self.parked_at = where
+            parked_in = self.releases
+            self.cond.notify_all()
+            try:
+                while self.releases == parked_in:
+                    self.cond.wait()
+            finally:
+                if self.releases == parked_in:
+                    self.parked = False
+                    self.parked_at = None
+                    self.cond.notify_all()
+
+    def suspended(self):
+        """True if the thread is parked, or (suspended anywhere) dormant: blocked where it will
+        park before it runs more application code. Called by another thread."""
+        if self.parked or self.dormant:
+            return True
+        if not self.trap_wanted():
+            return False
+        self._set_trap()
+        if self.trap is None or not _suspension.arm_dormant(self.thread):
+            return self.parked
+        with self._lock:
+            if self.trap_wanted() and not self.parked:
+                self.dormant = True
+            return self.parked or self.dormant
 
     def resume(self):
         """Release the thread (parked or only asked to park). False if there was nothing to do."""
@@ -315,10 +397,13 @@ class ThreadControl:
             # released at once, even before the thread wakes: is_suspended() is False from now
             self.parked = False
             self.parked_at = None
+            self.anywhere = False
+            self.dormant = False
             self.releases += 1
             self._refresh_locked()
             self.cond.notify_all()
-            return True
+        self._remove_trap()
+        return True
 
     def request_reboot(self, payload, asynchronous=False, raise_async=None):
         """Post a reboot; with ``asynchronous``, ``raise_async()`` raises it in the thread now.
@@ -393,8 +478,12 @@ class ThreadControl:
             )
         timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._lock:
-            while not self.parked:
+        while True:
+            if self.trap_wanted() and self.suspended():  # looks at the stack: not under the lock
+                return True
+            with self._lock:
+                if self.parked:
+                    return True
                 if self.finished:
                     return False
                 if not self.thread.is_alive():  # not started, or a plain thread that ended
@@ -402,12 +491,14 @@ class ThreadControl:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
-                if not self.is_dsu:
-                    remaining = _PLAIN_THREAD_LIVENESS_SLICE if remaining is None else min(
-                        remaining, _PLAIN_THREAD_LIVENESS_SLICE)
+                slice_ = None
+                if self.anywhere:
+                    slice_ = _DORMANT_SLICE
+                elif not self.is_dsu:
+                    slice_ = _PLAIN_THREAD_LIVENESS_SLICE
+                if slice_ is not None:
+                    remaining = slice_ if remaining is None else min(remaining, slice_)
                 self.cond.wait(remaining)
-            else:
-                return True
         if not self.is_dsu and self.thread.ident is not None:
             self.detach()  # a plain thread ended without telling: drop what it left behind
         return False
@@ -493,6 +584,8 @@ class ThreadControl:
             return "finished"
         if self.parked:
             return "parked" + (f" at {self.parked_at!r}" if self.parked_at is not None else "")
+        if self.dormant:
+            return "suspended (blocked, parks on waking)"
         parts = []
         if self.suspend_requested:
             parts.append("suspend requested")

@@ -134,7 +134,7 @@ import types
 from pymoult import _cpython
 from pymoult.errors import PymoultTypeError, ThreadStateError, UnsupportedError
 
-__all__ = ["BACKEND", "set_trace", "get_trace"]
+__all__ = ["BACKEND", "set_trace", "get_trace", "trace_opcodes"]
 
 _log = logging.getLogger("pymoult")
 
@@ -258,7 +258,8 @@ if BACKEND == "monitoring":
     class _MState:
         """What we know about one traced thread."""
 
-        __slots__ = ("thread", "ident", "trace", "locals", "codes", "bottom", "active")
+        __slots__ = ("thread", "ident", "trace", "locals", "codes", "bottom", "active", "opcodes",
+                     "opcode_codes")
 
         def __init__(self, thread):
             self.thread = thread
@@ -268,6 +269,8 @@ if BACKEND == "monitoring":
             self.codes = set()  # code objects this state enabled
             self.bottom = None  # outermost frame at installation: its exit ends the trace
             self.active = True
+            self.opcodes = set()  # frames that get an 'opcode' event per instruction
+            self.opcode_codes = set()  # their code objects, with INSTRUCTION events enabled
 
         def enable(self, code):
             with _lock:
@@ -467,7 +470,19 @@ if BACKEND == "monitoring":
             st.local_event(frame, local, "exception", (type(exc), exc, exc.__traceback__))
         return None
 
+    def _on_instruction(code, offset):  # INSTRUCTION (local, only while opcode frames exist)
+        st = _states.get(_get_ident())
+        if st is None or not st.opcodes:
+            return None
+        frame = _getframe(1)
+        if frame in st.opcodes:
+            local = st.locals.get(frame)
+            if local is not None:
+                st.local_event(frame, local, "opcode", None)
+        return None
+
     _CALLBACKS = (
+        (_E.INSTRUCTION, _on_instruction),
         (_E.PY_START, _on_start),
         (_E.PY_RESUME, _on_start),
         (_E.PY_THROW, _on_throw),
@@ -513,6 +528,7 @@ if BACKEND == "monitoring":
         for code in list(_code_users):  # normally already empty
             _M.set_local_events(tid, code, 0)
         _code_users.clear()
+        _opcode_users.clear()
         _line_maps.clear()
         _M.set_events(tid, 0)
         for event, _callback in _CALLBACKS:
@@ -526,6 +542,10 @@ if BACKEND == "monitoring":
         st.trace = None
         st.locals.clear()
         st.bottom = None
+        st.opcodes.clear()
+        for code in st.opcode_codes:
+            _drop_opcode_user(code)
+        st.opcode_codes.clear()
         for code in st.codes:
             n = _code_users.get(code, 0) - 1
             if n > 0:
@@ -538,6 +558,36 @@ if BACKEND == "monitoring":
         st.codes.clear()
         if not _states:
             _release_tool()
+
+    _opcode_users = {}  # code object -> number of states that want INSTRUCTION events on it
+
+    def _drop_opcode_user(code):
+        n = _opcode_users.get(code, 0) - 1
+        if n > 0:
+            _opcode_users[code] = n
+            return
+        _opcode_users.pop(code, None)
+        if _tool is not None:
+            _M.set_local_events(_tool, code, _LOCAL_EVENTS if code in _code_users else 0)
+
+    def _trace_opcodes(thread, frames):
+        st = _states.get(thread.ident)
+        if st is None or st.thread is not thread or not st.active:
+            return False
+        for frame in frames:
+            st.opcodes.add(frame)
+            code = frame.f_code
+            if code in st.opcode_codes:
+                continue
+            st.enable(code)
+            if code not in st.codes:
+                continue
+            st.opcode_codes.add(code)
+            n = _opcode_users.get(code, 0)
+            if n == 0:
+                _M.set_local_events(_tool, code, _LOCAL_EVENTS | _E.INSTRUCTION)
+            _opcode_users[code] = n + 1
+        return True
 
     def _prune():
         for st in list(_states.values()):
@@ -888,11 +938,24 @@ elif BACKEND == "ctypes":
             return st.trace
         return None
 
+    def _trace_opcodes(thread, frames):
+        st = _states.get(thread.ident)
+        if st is None or st.thread is not thread or not st.active or not st.installed:
+            return False
+        for frame in frames:
+            if frame.f_trace is None:
+                frame.f_trace = st.trace
+            frame.f_trace_opcodes = True  # CPython then reports each instruction of the frame
+        return True
+
     def _traced_idents():
         """Idents of the threads that have a record here (for tests)."""
         return set(_states)
 
 else:  # pragma: no cover
+
+    def _trace_opcodes(thread, frames):
+        return False
 
     def _prune():
         pass
@@ -956,3 +1019,21 @@ def get_trace(thread):
     with _lock:
         _prune()
         return _current_trace(thread)
+
+
+def trace_opcodes(thread, frames):
+    """Also report an ``'opcode'`` event, to the frame's local trace, before every instruction
+    that *frames* (frames of *thread*'s stack) run from now on, until the trace is removed: a
+    thread blocked in a C call, or waiting for the GIL in the middle of a line, then meets its
+    trace before it runs one more instruction of those frames, not only at its next line.
+
+    Returns False (and does nothing) if *thread* has no trace installed by :func:`set_trace`.
+    On the ctypes backend it sets ``frame.f_trace_opcodes``; on the monitoring backend it enables
+    ``INSTRUCTION`` events on the frames' code objects, which costs every thread running that code
+    a callback per instruction until the trace is removed: keep it short.
+    """
+    _check_thread(thread)
+    if _unsupported is not None or thread.ident is None:
+        return False
+    with _lock:
+        return _trace_opcodes(thread, list(frames))

@@ -189,9 +189,12 @@ class DSU_Thread(threading.Thread):
     def active_update_function(self, function):
         self._pymoult_control.request_active_update(function)
 
-    def suspend(self):
-        """Ask the thread to park at its next update point (returns at once)."""
-        self._pymoult_control.request_suspend()
+    def suspend(self, anywhere=True):
+        """Ask the thread to suspend (returns at once): at its next update point, or, with
+        ``anywhere`` (the default, as the original's VM-level suspension), wherever it is if it
+        reaches no point within a short grace (see ``suspend_thread`` in
+        ``pymoult.lowlevel.alterability``)."""
+        self._pymoult_control.request_suspend(anywhere=anywhere)
 
     def resume(self):
         """Release the thread if it is parked, or cancel a suspension not yet reached.
@@ -202,11 +205,13 @@ class DSU_Thread(threading.Thread):
         return self._pymoult_control.resume()
 
     def is_suspended(self):
-        """True while the thread is parked at an update point."""
-        return self._pymoult_control.parked
+        """True while the thread is suspended: parked (at an update point or, suspended
+        anywhere, at its next event) or blocked where it will park before running on."""
+        control = self._pymoult_control
+        return control.parked or control.dormant
 
     def wait_suspended(self, timeout=None):
-        """Block until the thread is parked; True once it is, False on timeout or if it ended.
+        """Block until the thread is suspended; True once it is, False on timeout or if it ended.
 
         Raises ``DeadlockDetectedError`` if called by the thread itself.
         """

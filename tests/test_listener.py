@@ -478,6 +478,7 @@ def test_status_counts_the_tries_of_a_polling_manager(listen, spawn):
     listener = listen(manager=polled)
     never = spawn(DSU_Thread(target=spawn.stop.wait, args=(WAIT,)))  # never at a point
     update = Patient("polled update", threads=[never], max_tries=5)
+    update.suspension, update.on_timeout = "points", "fail"  # waits for a point, never reached
     future = polled.add_update(update)
     for _ in range(4):
         polled.apply_next_update()

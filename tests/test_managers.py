@@ -74,6 +74,7 @@ def test_alterability_not_reached_times_out_and_releases_threads(spawn):
     manager = Manager()
     thread = spawn(DSU_Thread(target=lambda: spawn.stop.wait(WAIT)))  # never at a point
     update = Flag(threads=[thread], max_tries=3)
+    update.suspension, update.on_timeout = "points", "fail"
     future = manager.add_update(update)
     drive(manager, future)
     with pytest.raises(UpdateTimeoutError, match="not alterable after 3 tries"):

@@ -87,6 +87,7 @@ def test_requirements_no_backs_off_then_applies(manager):
 def test_alterability_timeout(manager, spawn):
     thread = spawn(DSU_Thread(target=lambda: spawn.stop.wait(WAIT)))
     update = Flag(threads=[thread], max_tries=2, sleep_time=0.01)
+    update.suspension, update.on_timeout = "points", "fail"
     with pytest.raises(UpdateTimeoutError, match="not alterable within its patience"):
         manager.apply_update(update, timeout=WAIT)
     assert update.state is UpdateState.FAILED and thread.resume() is False

@@ -181,7 +181,7 @@ def test_resume_cancels_a_suspension_not_yet_reached(spawn):
 
 def test_wait_suspended_times_out_when_no_point_is_reached(spawn):
     thread = spawn(DSU_Thread(target=lambda: spawn.stop.wait(WAIT)))
-    thread.suspend()
+    thread.suspend(anywhere=False)
     assert thread.wait_suspended(0.05) is False
     assert thread.resume() is True
 

@@ -35,10 +35,11 @@ from ..errors import NotAlterableNow, ThreadStateError
 from ..lowlevel.journal import Journal
 from ..lowlevel.world import stop_the_world
 from ..errors import UpdateDefinitionError
-from .updates import Update, UpdateState, check_definition
+from ..lowlevel import alterability
+from .updates import Update, UpdateState, check_definition, mark_applied
 
-__all__ = ["Manager", "ThreadedManager", "fetch_manager", "generatePreconfiguredManager",
-           "collect_updates", "live_managers"]
+__all__ = ["Manager", "ThreadedManager", "UpdateFuture", "fetch_manager",
+           "generatePreconfiguredManager", "collect_updates", "live_managers"]
 
 logger = logging.getLogger("pymoult")
 
@@ -89,14 +90,70 @@ def _refuse_cycle(update, requires):
             todo.extend(getattr(required, "requires", ()))
 
 
+class UpdateFuture(Future):
+    """The ``concurrent.futures.Future`` of an update's outcome, as ``add_update`` returns it.
+
+    ``result()`` and ``exception()`` on an update not finished yet raise
+    ``DeadlockDetectedError`` at once, instead of waiting for ever, when the calling thread is
+    one the update needs suspended, the manager's own thread, or a thread running an update's
+    steps (as the second seed's runtime detects a deadlock before it happens).
+    """
+
+    def __init__(self, manager, update):
+        super().__init__()
+        self._manager = weakref.ref(manager)
+        self._update = update
+
+    def _refuse_deadlock(self, call):
+        manager = self._manager()
+        if manager is not None and not self.done():
+            reason = manager._deadlock(self._update, call)
+            if reason is not None:
+                raise DeadlockDetectedError(reason)
+
+    def result(self, timeout=None):
+        self._refuse_deadlock("result()")
+        return super().result(timeout)
+
+    def exception(self, timeout=None):
+        self._refuse_deadlock("exception()")
+        return super().exception(timeout)
+
+
+def _patience_text(update):
+    if update.timeout is not None:
+        return f"timeout {update.timeout:g} s"
+    return f"{update.max_tries} tries, {update.sleep_time:g} s apart"
+
+
+def _why_not_alterable(update):
+    try:
+        why = update.why_not_alterable()
+    except Exception:  # a message must not fail the manager
+        logger.exception("why_not_alterable of %r failed", update)
+        return ""
+    return f": {why}" if why else ""
+
+
 class _Entry:
-    __slots__ = ("update", "future", "priority", "seq", "not_before", "requires", "request")
+    __slots__ = ("update", "future", "priority", "seq", "not_before", "requires", "request",
+                 "watchers")
 
     def __init__(self, update, future, priority, seq, requires=()):
         self.update, self.future, self.priority, self.seq = update, future, priority, seq
         self.not_before = 0.0  # a postponed update waits for its back-off
         self.requires = tuple(requires)  # updates that must be applied first
         self.request = None  # "abort" or "postpone", asked while the manager thread runs it
+        self.watchers = []  # forced-quiescence gates its steps set up (released at its end)
+
+    def release_watchers(self, manager_name):
+        """Release the callers still held at gates the update's steps set up and left."""
+        for watcher in self.watchers:
+            if not watcher.can_continue.is_set():
+                logger.warning("%s: %r left the callers of %s held by forced quiescence; "
+                               "released", manager_name, self.update, watcher.name)
+                watcher.release()
+        self.watchers = []
 
 
 class UpdateRecord:
@@ -161,7 +218,7 @@ class Manager:
         update.requires = requires
         if not update.threads:
             update.threads = list(self.threads)
-        future = Future()
+        future = UpdateFuture(self, update)
         update.mark("added")
         with self._lock:
             self._queue.add(_Entry(update, future, priority, next(self._seq), requires))
@@ -186,15 +243,21 @@ class Manager:
         return future.result(0)
 
     def _refuse_deadlock(self, update):
+        reason = self._deadlock(update, "apply_update()")
+        if reason is not None:
+            raise DeadlockDetectedError(reason)
+
+    def _deadlock(self, update, call):
+        """Why the calling thread would wait for ever for ``update`` with ``call``, or None."""
         me = threading.current_thread()
         if getattr(_local, "in_steps", False):
-            raise DeadlockDetectedError(
-                f"apply_update({update.name!r}) called from inside another update's steps: "
-                "that update cannot finish while this one waits for it")
+            return (f"{call} on {update.name!r} called from inside another update's steps: "
+                    "that update cannot finish while this one waits for it")
         if me in (update.threads or self.threads):
-            raise DeadlockDetectedError(
-                f"apply_update({update.name!r}) called by {me.name!r}, a thread the update needs "
-                "parked at an update point: it would wait for itself (use add_update)")
+            return (f"{call} on {update.name!r} called by {me.name!r}, a thread the update needs "
+                    "suspended: it would wait for itself (wait from another thread, or use "
+                    "add_done_callback)")
+        return None
 
     def _wait_for(self, future, timeout):
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -243,7 +306,8 @@ class Manager:
             entry, steps = self._current
             _local.in_steps = True  # a blocking apply_update from inside a step would deadlock
             try:
-                next(steps)
+                with alterability.collect_watchers(entry.watchers):
+                    next(steps)
             except StopIteration:
                 self._current = None
             except BaseException as exc:  # a step of the update raised
@@ -363,6 +427,7 @@ class Manager:
 
     def _end(self, entry, state, error=None):
         update = entry.update
+        entry.release_watchers(self.name)
         update.state = state
         update.error = error
         update.mark("end")
@@ -409,9 +474,10 @@ class Manager:
         if blocking:
             update.tries += 1
             if not update.wait_alterability():
+                why = _why_not_alterable(update)
                 update.clean_failed_alterability()
                 self._not_alterable(entry, f"not alterable within its patience "
-                                           f"({update.max_tries} tries, {update.sleep_time} s apart)")
+                                           f"({_patience_text(update)}){why}")
                 return
             yield from self._apply(entry, blocking)
             return
@@ -420,8 +486,9 @@ class Manager:
             if update.check_alterability():
                 break
             if update.tries >= update.max_tries:
+                why = _why_not_alterable(update)
                 update.clean_failed_alterability()
-                self._not_alterable(entry, f"not alterable after {update.tries} tries")
+                self._not_alterable(entry, f"not alterable after {update.tries} tries{why}")
                 return
             yield
         yield from self._apply(entry, blocking)
@@ -462,6 +529,8 @@ class Manager:
                 self._queue.add(entry)
             logger.info("%s: %r postponed (%s)", self.name, update, why)
             return
+        if update.postponements:
+            why += f" (after {update.postponements} postponements)"
         self._end(entry, UpdateState.FAILED, UpdateTimeoutError(f"{update.name!r}: {why}"))
 
     def _stopping_now(self):
@@ -498,6 +567,10 @@ class Manager:
         paused = time.monotonic()
         update.mark("alterable")
         update.state = UpdateState.APPLYING
+        held = [t.name for t in update.threads if t.is_alive()]
+        if held:
+            logger.info("Manager %s suspended thread%s %s", self.name, "s"[:len(held) > 1],
+                        ", ".join(held))
         try:
             update.pause_hook()
             with update.journal.recording(), stop_the_world(APPLY_GUARANTEE):
@@ -522,8 +595,12 @@ class Manager:
         step_error = self._after_apply(update, "preresume_setup")
         update.resume()
         update.pause = time.monotonic() - paused
+        if held:
+            logger.info("Manager %s resumed thread%s %s", self.name, "s"[:len(held) > 1],
+                        ", ".join(held))
         update.resume_hook()
         update.state = UpdateState.APPLIED
+        mark_applied(update)
         yield
         if blocking:
             update.wait_over()
@@ -531,6 +608,7 @@ class Manager:
             while not update.check_over():
                 yield
         step_error = self._after_apply(update, "cleanup") or step_error
+        entry.release_watchers(self.name)
         entry.update.mark("end")
         if step_error is not None:
             update.error = step_error
@@ -693,19 +771,31 @@ class ThreadedManager(Manager):
             _busy_managers(-1)
 
     def wait_current_update(self, timeout=None):
-        """Block until the manager has nothing left to do; True then, False on timeout."""
+        """Block until the manager has nothing left to do; True then, False on timeout.
+
+        Raises ``DeadlockDetectedError`` at once when called by the manager's own thread, or by
+        a thread that the current or a queued update needs suspended."""
         if threading.current_thread() is self._thread:
             raise DeadlockDetectedError(f"{self.name!r} cannot wait for itself")
+        with self._lock:
+            current = self.current_update
+            updates = ([] if current is None else [current]) + [e.update for e in self._queue]
+        for update in updates:
+            reason = self._deadlock(update, "wait_current_update()")
+            if reason is not None:
+                raise DeadlockDetectedError(reason)
         return self._idle.wait(timeout)
 
     def _refuse_deadlock(self, update):
         if self._thread is None:
             raise ThreadStateError(f"{self!r} is not started: nothing would apply the update")
-        if threading.current_thread() is self._thread:
-            raise DeadlockDetectedError(
-                f"apply_update({update.name!r}) called from {self.name!r}'s own thread, which "
-                "is the one that would apply it")
         super()._refuse_deadlock(update)
+
+    def _deadlock(self, update, call):
+        if self._thread is not None and threading.current_thread() is self._thread:
+            return (f"{call} on {update.name!r} called from {self.name!r}'s own thread, which "
+                    "is the one that would apply it")
+        return super()._deadlock(update, call)
 
     def _wait_for(self, future, timeout):
         if self._thread is None:
@@ -755,8 +845,9 @@ class ThreadedManager(Manager):
             self._current = (entry, None)
         _local.in_steps = True
         try:
-            for _ in self._lifecycle(entry, blocking=True):
-                pass
+            with alterability.collect_watchers(entry.watchers):
+                for _ in self._lifecycle(entry, blocking=True):
+                    pass
         except BaseException as exc:  # a step raised: the update ends, the manager does not
             self._fail(entry, exc)
         finally:

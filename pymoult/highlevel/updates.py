@@ -10,9 +10,20 @@ Each step is a method a subclass may override (the names are the original Pymoul
 ``check_requirements`` ("yes" / "no": postpone / "never": abort), ``preupdate_setup``,
 ``wait_alterability`` (blocking managers) or ``check_alterability`` (polling managers),
 ``clean_failed_alterability``, ``apply``, ``preresume_setup``, ``wait_over`` / ``check_over``,
-``cleanup``, and the ``pause_hook`` / ``resume_hook`` around the pause. By default an update
-with ``threads`` waits for them to park at their static update points and resumes them after;
-without threads it is alterable at once.
+``cleanup``, and the ``pause_hook`` / ``resume_hook`` around the pause. By default an update is
+alterable once its ``threads`` (the manager's threads when it names none) are suspended, and they
+are resumed after it. As in the original Pymoult, threads are suspended wherever they are: a
+thread parks at its next static update point if it reaches one within a short grace, or else at
+its next event in application code, or counts as suspended at once when it is blocked (see
+``suspend_thread`` in ``pymoult.lowlevel.alterability``). ``suspension = "points"`` waits for
+static update points only. The safe redefinitions also wait for the quiescence of their
+function, checked while the threads are suspended and again inside the apply window.
+
+When alterability is not reached within the patience (``max_tries`` tries ``sleep_time`` apart,
+or ``timeout`` seconds), the update is *postponed*, as in the original: the manager tries the
+next queued update and comes back to it later, at most ``max_postponements`` times before it
+fails with an ``UpdateTimeoutError`` saying which threads were not suspended and which functions
+still ran (``on_timeout = "fail"`` fails at once).
 
 Everything ``apply`` changes through Pymoult's mechanisms is recorded in ``update.journal``, so
 a failing ``apply`` is rolled back exactly (the managers do it).
@@ -20,15 +31,17 @@ a failing ``apply`` is rolled back exactly (the managers do it).
 
 import enum
 import sys
+import threading
 import time
 
-from ..errors import PymoultTypeError, UpdateDefinitionError
+from ..errors import NotAlterableNow, PymoultTypeError, PymoultValueError, UpdateDefinitionError
 from ..lowlevel import alterability
 from ..lowlevel.data_access import startEagerUpdate, startLazyUpdate, traverseHeap
 from ..lowlevel.data_update import redefineClass
 from ..lowlevel.journal import Journal
 from ..lowlevel.relinking import redefineFunction, redefineMethod, update_function
 from ..lowlevel.stack import resetThread, switchMain
+from .._parking import check_timeout
 
 __all__ = [
     "Update",
@@ -42,6 +55,8 @@ __all__ = [
     "HeapTraversalUpdate",
     "ModuleUpdate",  # noqa: F822 (imported on first use: see __getattr__ below)
     "isApplied",
+    "applied_update_names",
+    "mark_applied",
     "UpdateDefinitionError",
 ]
 
@@ -66,19 +81,24 @@ class UpdateState(enum.Enum):
 class Update:
     """One update. Subclass it and define :meth:`apply` (or use a ready-made update).
 
-    ``threads`` are the threads that must be parked at static update points while the update is
-    applied. ``max_tries`` and ``sleep_time`` are its patience for alterability (also given to
-    the lowlevel waits it calls); ``timeout``, if set, bounds the whole wait in seconds.
+    ``threads`` are the threads that must be suspended while the update is applied (the
+    manager's threads when it names none). ``max_tries`` and ``sleep_time`` are its patience for
+    alterability (also given to the lowlevel waits it calls; ``set_max_tries`` and
+    ``set_sleep_time`` are the original's setters); ``timeout``, if set, bounds each wait in
+    seconds instead.
     """
 
     max_tries = 10
     sleep_time = 0.1
     timeout = None
-    #: When alterability is not reached within the patience: "fail" (the future gets
-    #: UpdateTimeoutError) or "postpone" (try again later, with back-off, at most
-    #: ``max_postponements`` times before failing).
-    on_timeout = "fail"
+    #: When alterability is not reached within the patience: "postpone" (the original's meaning:
+    #: try again later, after the other queued updates, with back-off, at most
+    #: ``max_postponements`` times before failing with UpdateTimeoutError) or "fail" (at once).
+    on_timeout = "postpone"
     max_postponements = 10
+    #: How threads are suspended: "anywhere" (at a static update point if they reach one within
+    #: a short grace, else wherever they are) or "points" (static update points only).
+    suspension = "anywhere"
 
     def __init__(self, name=None, threads=None, max_tries=None, sleep_time=None, timeout=None):
         self.name = name or type(self).__name__
@@ -98,6 +118,20 @@ class Update:
         self.times = {}  # step name -> time.monotonic() when it ended
         self.pause = None  # seconds the threads were held
 
+    # -- the original's setters ---------------------------------------------------------------------
+
+    def set_max_tries(self, max_tries):
+        """Set how many alterability tries make up the patience (a positive int)."""
+        if isinstance(max_tries, bool) or not isinstance(max_tries, int):
+            raise PymoultTypeError(f"max_tries must be a positive int, got {max_tries!r}")
+        if max_tries < 1:
+            raise PymoultValueError(f"max_tries must be a positive int, got {max_tries!r}")
+        self.max_tries = max_tries
+
+    def set_sleep_time(self, sleep_time):
+        """Set the seconds between two alterability tries (a number >= 0)."""
+        self.sleep_time = check_timeout(sleep_time, "sleep_time")
+
     # -- the lifecycle: override what you need ---------------------------------------------------
 
     def check_requirements(self):
@@ -107,25 +141,41 @@ class Update:
     def preupdate_setup(self):
         """Runs once, before waiting for alterability."""
 
+    def suspended_threads(self):
+        """The threads this update suspends: its ``threads``, less the calling thread (a polling
+        manager's driver is at a safe place by definition: it is calling the manager)."""
+        me = threading.current_thread()
+        return [thread for thread in self.threads if thread is not me and thread.is_alive()]
+
     def check_alterability(self):
         """One non-blocking try (polling managers): True when the update may be applied now."""
-        if not self.threads:
+        threads = self.suspended_threads()
+        if not threads:
             return True
-        alterability.setupWaitStaticPoints(
-            [t for t in self.threads if not alterability.checkStaticPointsReached([t])])
-        return alterability.checkStaticPointsReached(self.threads)
+        for thread in threads:
+            if not alterability.threadsSuspended([thread]):
+                alterability.suspend_thread(thread, anywhere=self.suspension == "anywhere")
+        return alterability.threadsSuspended(threads)
 
     def wait_alterability(self):
         """Block until the update may be applied (blocking managers); False when given up."""
-        if not self.threads:
+        threads = self.suspended_threads()
+        if not threads:
             return True
         with alterability.patience(self.max_tries, self.sleep_time):
-            return alterability.waitStaticPoints(self.threads, timeout=self.timeout)
+            return alterability.suspendThreads(threads, timeout=self.timeout,
+                                               anywhere=self.suspension == "anywhere")
 
     def clean_failed_alterability(self):
         """Undo what waiting for alterability set up (release the threads)."""
         if self.threads:
             alterability.cleanFailedStaticPoints(self.threads)
+
+    def why_not_alterable(self):
+        """A short text saying what kept the update from being alterable (for its timeout
+        error): the threads not suspended, and where they run."""
+        waiting = alterability.whyNotSuspended(self.suspended_threads())
+        return "; ".join(f"thread {name!r} not suspended: {why}" for name, why in waiting.items())
 
     def apply(self):
         """Change the program. Every subclass must define it."""
@@ -182,24 +232,71 @@ def check_definition(update):
     if update.on_timeout not in ("fail", "postpone"):
         raise UpdateDefinitionError(f"{update!r}: on_timeout must be 'fail' or 'postpone', "
                                     f"got {update.on_timeout!r}")
+    if update.suspension not in ("anywhere", "points"):
+        raise UpdateDefinitionError(f"{update!r}: suspension must be 'anywhere' or 'points', "
+                                    f"got {update.suspension!r}")
 
 
-class SafeRedefineUpdate(Update):
-    """Redefine ``module.function`` as ``new_function`` (in place: every reference follows), at a
-    moment when its threads are parked at update points."""
+class _QuiescentUpdate(Update):
+    """An update alterable when its threads are suspended and ``self.live()`` (the function it
+    replaces) runs in no thread; the check is repeated inside the apply window."""
+
+    def live(self):
+        raise NotImplementedError
+
+    def check_alterability(self):
+        threads = self.suspended_threads()
+        return alterability.checkQuiescenceOfFunction(
+            self.live(), threads, anywhere=self.suspension == "anywhere")
+
+    def wait_alterability(self):
+        with alterability.patience(self.max_tries, self.sleep_time):
+            return alterability.waitQuiescenceOfFunction(
+                self.live(), self.suspended_threads(), timeout=self.timeout,
+                anywhere=self.suspension == "anywhere")
+
+    def check_quiescent_now(self):
+        """Inside the apply window: ``NotAlterableNow`` if the function is running (a thread
+        not suspended entered it after the check)."""
+        running = alterability.runningFunctions([self.live()])
+        if running:
+            thread, function = running[0]
+            raise NotAlterableNow(f"{function} started running in thread {thread!r} after the "
+                                  "quiescence check")
+
+    def why_not_alterable(self):
+        reasons = [super().why_not_alterable()]
+        running = alterability.runningFunctions([self.live()])
+        reasons.extend(f"{function} still running in thread {thread!r}"
+                       for thread, function in running)
+        return "; ".join(reason for reason in reasons if reason)
+
+
+class SafeRedefineUpdate(_QuiescentUpdate):
+    """Redefine ``module.function`` as ``new_function`` (in place: every reference follows)
+    once the function is quiescent (running in no thread), checked while the update's threads
+    are suspended, as in the original Pymoult. ``module`` may be any namespace (see
+    ``redefineFunction``); ``function`` the live function or its name."""
 
     def __init__(self, module, function, new_function, name=None, threads=None, **patience):
         super().__init__(name or f"redefine {getattr(function, '__name__', function)}",
                          threads, **patience)
         self.module, self.function, self.new_function = module, function, new_function
 
+    def live(self):
+        if isinstance(self.function, str):
+            return getattr(self.module, self.function)
+        return self.function
+
     def apply(self):
+        self.check_quiescent_now()
         redefineFunction(self.module, self.function, self.new_function)
 
 
-class SafeRedefineMethodUpdate(Update):
-    """Redefine method ``method`` (a name or the function) of ``cls`` in place: bound methods,
-    static and class methods and properties follow."""
+class SafeRedefineMethodUpdate(_QuiescentUpdate):
+    """Redefine method ``method`` (a name or the function) of ``cls`` in place once it is
+    quiescent (as :class:`SafeRedefineUpdate`): bound methods, static and class methods and
+    properties follow."""
 
     def __init__(self, cls, method, new_method, name=None, threads=None, **patience):
         self.method_name = method if isinstance(method, str) else getattr(method, "__name__", None)
@@ -209,7 +306,11 @@ class SafeRedefineMethodUpdate(Update):
                          threads, **patience)
         self.cls, self.new_method = cls, new_method
 
+    def live(self):
+        return vars(self.cls).get(self.method_name) or getattr(self.cls, self.method_name)
+
     def apply(self):
+        self.check_quiescent_now()
         redefineMethod(self.cls, self.method_name, self.new_method)
 
 
@@ -280,7 +381,10 @@ class LazyConversionUpdate(EagerConversionUpdate):
 
 
 class ThreadRebootUpdate(Update):
-    """Reboot ``thread`` into ``new_main(*new_args)`` at its next update point."""
+    """Reboot ``thread`` into ``new_main(*new_args)`` at its next update point (a reboot is
+    served at a static update point, so this update waits for one: ``suspension = "points"``)."""
+
+    suspension = "points"
 
     def __init__(self, thread, new_main, new_args=(), name=None, **patience):
         super().__init__(name or f"reboot {getattr(thread, 'name', thread)}", [thread],
@@ -312,8 +416,31 @@ class HeapTraversalUpdate(Update):
         traverseHeap(self.walker, self.modules)
 
 
+_applied_names = []
+_applied_lock = threading.Lock()
+
+
+def mark_applied(update):
+    """Record that ``update`` was applied (managers call it): :func:`isApplied` by name."""
+    with _applied_lock:
+        _applied_names.append(update.name)
+
+
+def applied_update_names():
+    """The names of the updates applied in this process, oldest first (a name may repeat)."""
+    with _applied_lock:
+        return list(_applied_names)
+
+
 def isApplied(update):
-    """True once ``update`` has been applied (and not rolled back)."""
+    """True once ``update`` has been applied (and not rolled back). ``update`` is an
+    :class:`Update`, or an update's *name*, as in the original Pymoult (``isApplied("func")``:
+    some update of that name was applied in this process)."""
+    if isinstance(update, str):
+        with _applied_lock:
+            return update in _applied_names
+    if not isinstance(update, Update):
+        raise PymoultTypeError(f"isApplied takes an update or an update's name, got {update!r}")
     return update.state is UpdateState.APPLIED
 
 

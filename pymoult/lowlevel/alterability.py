@@ -8,11 +8,20 @@ manager asks threads to park at their next point (:func:`setupWaitStaticPoints`)
 them.
 An idle point costs one test of a module global (see ``benchmarks/``).
 
+*Suspension anywhere.* As the original Pymoult (which suspended threads at the VM level), a
+thread can be suspended wherever it is, with no update point: :func:`suspend_thread`,
+:func:`suspendThreads`. A thread that reaches a static point within a short grace parks there;
+otherwise a trap (a per-thread trace) parks it at its next event in application code, or it
+counts as suspended at once when it is blocked in a C call or a ``threading`` wait (it parks
+before running more application code when the call returns). See ``pymoult._suspension`` for
+where a thread never parks (inside the import system, ``logging``, ``threading``, Pymoult) and
+what suspension cannot promise.
+
 *Quiescence.* A function is quiescent when no thread is running it. Stacks are read with
 ``sys._current_frames()``, plus the suspended sleeping continuation of each DSU_Thread (a suspended
 greenlet's frames are not in ``_current_frames``). A stack check is a snapshot: it stays true only
-while the threads that could enter the function are parked, so the check functions park the threads
-they are given first, and leave them parked when the answer is yes (resume them with
+while the threads that could enter the function are suspended, so the check functions suspend the
+threads they are given first, and leave them suspended when the answer is yes (resume them with
 :func:`resumeSuspendedThreads` after the update). With no threads given, the answer holds only
 inside a stop-the-world window (``pymoult.lowlevel.world``).
 
@@ -37,7 +46,7 @@ import threading
 import time
 import types
 
-from .. import _cpython, _parking
+from .. import _cpython, _parking, _suspension
 from .._parking import check_timeout, control_for, staticUpdatePoint, update_point
 from ..errors import DeadlockDetectedError, PymoultTypeError, PymoultValueError
 
@@ -50,6 +59,10 @@ __all__ = [
     "suspend_thread",
     "resume_thread",
     "wait_thread_suspended",
+    "suspendThreads",
+    "threadsSuspended",
+    "whyNotSuspended",
+    "runningFunctions",
     "setupWaitStaticPoints",
     "waitStaticPoints",
     "checkStaticPointsReached",
@@ -69,6 +82,7 @@ __all__ = [
     "cleanForceQuiescence",
     "cleanFailedForceQuiescence",
     "ForceQuiescenceWatcher",
+    "collect_watchers",
 ]
 
 DEFAULT_MAX_TRIES = 10
@@ -135,10 +149,16 @@ def _refuse_self_wait(threads, what):
 # -- suspending single threads (DSU_Thread methods call the same controls) ---------------------
 
 
-def suspend_thread(thread):
-    """Ask any thread (a DSU_Thread, a plain Thread, the main thread) to park at its next
-    ``staticUpdatePoint``. Returns at once."""
-    control_for(thread).request_suspend()
+def suspend_thread(thread, anywhere=True, grace=None):
+    """Ask any thread (a DSU_Thread, a plain Thread, the main thread) to suspend. Returns at once.
+
+    It parks at its next ``staticUpdatePoint``; with ``anywhere`` (the default, as the original
+    Pymoult suspended threads at the VM level), a thread that has not reached a point within
+    ``grace`` seconds (``pymoult._parking.POINT_GRACE``, 20 ms) is suspended wherever it is: it
+    parks at its next event in application code, or counts as suspended at once when it is
+    blocked (see "Suspension" in the README). ``anywhere=False`` waits for a point only.
+    """
+    control_for(thread).request_suspend(anywhere=anywhere, grace=grace)
 
 
 def resume_thread(thread):
@@ -148,8 +168,9 @@ def resume_thread(thread):
 
 
 def wait_thread_suspended(thread, timeout=None):
-    """Block until ``thread`` is parked at an update point (after :func:`suspend_thread`); False
-    on timeout, or if it has ended or was never asked to park.
+    """Block until ``thread`` is suspended (after :func:`suspend_thread`): parked at an update
+    point or, if suspended anywhere, parked or blocked where it will park; False on timeout, or
+    if it has ended or was never asked to suspend.
 
     A plain thread that ends while waited on is noticed within 50 ms (it gives no signal when
     it ends), a DSU_Thread at once.
@@ -158,6 +179,43 @@ def wait_thread_suspended(thread, timeout=None):
     if control is None:
         return False
     return control.wait_parked(timeout)
+
+
+def suspendThreads(threads, timeout=None, anywhere=True):
+    """Suspend every thread of ``threads`` (see :func:`suspend_thread`) and block until all are
+    suspended: True then; False when the patience (or ``timeout``) runs out or a thread ended,
+    leaving the requests in place (release them with :func:`resumeSuspendedThreads`). Raises
+    ``DeadlockDetectedError`` if the calling thread is one of ``threads``."""
+    threads = _threads_list(threads)
+    _refuse_self_wait(threads, "suspend itself and wait")
+    deadline = _deadline(timeout)
+    if not all(thread.is_alive() for thread in threads):
+        return False
+    controls = [control_for(thread) for thread in threads]  # every thread checked first
+    for control in controls:
+        control._check_alive("suspend")
+    for control in controls:
+        control.request_suspend(anywhere=anywhere)
+    for control in controls:
+        if not control.wait_parked(max(0.0, deadline - time.monotonic())):
+            return False
+    return True
+
+
+def threadsSuspended(threads):
+    """True when every thread of ``threads`` is suspended (does not wait)."""
+    return all(_is_suspended(thread) for thread in _threads_list(threads))
+
+
+def _is_suspended(thread):
+    control = control_for(thread, create=False)
+    return control is not None and control.suspended()
+
+
+def whyNotSuspended(threads):
+    """``{thread name: where it runs}`` for the threads of ``threads`` not suspended yet."""
+    return {thread.name: _suspension.why_not_suspended(thread)
+            for thread in _threads_list(threads) if thread.is_alive() and not _is_suspended(thread)}
 
 
 # -- static update points ------------------------------------------------------------------------
@@ -328,6 +386,28 @@ def _code_in_stacks(codes, stacks):
     return _running_code(codes, stacks) is not None
 
 
+def runningFunctions(funcs, threads=None):
+    """``[(thread name, function name)]`` for each of ``funcs`` running in a thread's stack
+    (``threads``: None for every thread), for messages saying why an update waits."""
+    names = {}
+    for func in funcs:
+        for code in _codes_of(func):
+            names[id(code)] = getattr(func, "__qualname__", None) or code.co_name
+    by_ident = {t.ident: t.name for t in threading.enumerate()}
+    found = []
+    stacks = _thread_stacks(None if threads is None else _threads_list(threads))
+    for ident, tops in stacks.items():
+        for frame in tops:
+            while frame is not None:
+                name = names.get(id(frame.f_code))
+                if name is not None:
+                    pair = (by_ident.get(ident, str(ident)), name)
+                    if pair not in found:
+                        found.append(pair)
+                frame = frame.f_back
+    return found
+
+
 def isFunctionInStack(func, thread):
     """True if ``func`` is running in ``thread`` (including its sleeping continuation)."""
     if not isinstance(thread, threading.Thread):
@@ -354,32 +434,34 @@ def isClassInAnyStack(cls, threads=None):
     return _code_in_stacks(_class_codes(cls), _thread_stacks(threads))
 
 
-def checkQuiescenceOfFunction(func, threads=None):
+def checkQuiescenceOfFunction(func, threads=None, anywhere=True):
     """One non-blocking try at quiescence of ``func``; see :func:`checkQuiescenceOfFunctions`."""
-    return _check_quiescence(_codes_of(func), _threads_list(threads))
+    return _check_quiescence(_codes_of(func), _threads_list(threads), anywhere)
 
 
-def checkQuiescenceOfFunctions(funcs, threads=None):
+def checkQuiescenceOfFunctions(funcs, threads=None, anywhere=True):
     """One non-blocking try at quiescence of every function in ``funcs``.
 
-    ``threads`` are asked to park at their update points; until all are parked the answer is
-    False (the requests stay, so the next try may succeed). Once they are parked, every thread's
-    stack is checked: if a function is running, the threads are resumed and the answer is False;
-    otherwise it is True and the threads stay parked, so the functions cannot be entered before
+    ``threads`` are asked to suspend (wherever they are: see :func:`suspend_thread`); until all
+    are suspended the answer is False (the requests stay, so the next try may succeed). Once they
+    are, every thread's stack is checked: if a function is running, the threads are resumed and
+    the answer is False; otherwise it is True and the threads stay suspended, so the functions cannot be entered before
     the update is applied (resume them afterwards). With no threads, a snapshot of every stack.
     """
-    return _check_quiescence(_codes_of_all(funcs), _threads_list(threads))
+    return _check_quiescence(_codes_of_all(funcs), _threads_list(threads), anywhere)
 
 
 def _live(threads):
     return [thread for thread in threads if thread.is_alive()]
 
 
-def _check_quiescence(codes, threads):
+def _check_quiescence(codes, threads, anywhere=True):
     threads = _live(threads)  # an ended thread cannot enter the functions any more
     if threads:
-        setupWaitStaticPoints([t for t in threads if not _suspend_asked(t)])
-        if not checkStaticPointsReached(threads):
+        for thread in threads:
+            if not _suspend_asked(thread):
+                control_for(thread).request_suspend(anywhere=anywhere)
+        if not threadsSuspended(threads):
             return False
     if _code_in_stacks(codes, _thread_stacks()):
         cleanFailedStaticPoints(threads)
@@ -387,30 +469,32 @@ def _check_quiescence(codes, threads):
     return True
 
 
-def waitQuiescenceOfFunction(func, threads=None, timeout=None):
+def waitQuiescenceOfFunction(func, threads=None, timeout=None, anywhere=True):
     """Block until ``func`` is quiescent; see :func:`waitQuiescenceOfFunctions`."""
-    return _wait_quiescence(_codes_of(func), _threads_list(threads), timeout)
+    return _wait_quiescence(_codes_of(func), _threads_list(threads), timeout, anywhere)
 
 
-def waitQuiescenceOfFunctions(funcs, threads=None, timeout=None):
+def waitQuiescenceOfFunctions(funcs, threads=None, timeout=None, anywhere=True):
     """Block until no function of ``funcs`` is running, trying up to the patience.
 
-    Each try parks ``threads`` (woken as they park) and checks every stack; between failed tries
-    the threads are resumed for ``sleep_time`` so that they can leave the functions. Returns True
-    with ``threads`` left parked, or False (threads resumed) when the patience or ``timeout`` is
+    Each try suspends ``threads`` (wherever they are, as the original Pymoult did: see
+    :func:`suspend_thread`) and checks every stack; between failed tries the threads are resumed
+    for ``sleep_time`` so that they can leave the functions. Returns True
+    with ``threads`` left suspended, or False (threads resumed) when the patience or ``timeout`` is
     exhausted. ``DeadlockDetectedError`` if the caller is one of ``threads``.
     """
-    return _wait_quiescence(_codes_of_all(funcs), _threads_list(threads), timeout)
+    return _wait_quiescence(_codes_of_all(funcs), _threads_list(threads), timeout, anywhere)
 
 
-def _wait_quiescence(codes, threads, timeout):
+def _wait_quiescence(codes, threads, timeout, anywhere=True):
     _refuse_self_wait(threads, "wait for quiescence")
     threads = _live(threads)
     _, sleep_time = _current_patience()
     deadline = _deadline(timeout)
     pause = threading.Event()
     while True:
-        if threads and not waitStaticPoints(threads, max(0.0, deadline - time.monotonic())):
+        if threads and not suspendThreads(threads, max(0.0, deadline - time.monotonic()),
+                                          anywhere=anywhere):
             cleanFailedStaticPoints(threads)
             return False
         if not _code_in_stacks(codes, _thread_stacks()):
@@ -537,6 +621,21 @@ class ForceQuiescenceWatcher:
                 f"held={self.held}>")
 
 
+_collecting = threading.local()
+
+
+@contextlib.contextmanager
+def collect_watchers(into):
+    """Within the block, every :class:`ForceQuiescenceWatcher` that the calling thread sets up
+    is appended to the list ``into`` (managers use it to release gates an update left)."""
+    outer = getattr(_collecting, "into", None)
+    _collecting.into = into
+    try:
+        yield into
+    finally:
+        _collecting.into = outer
+
+
 def setupForceQuiescence(module, function):
     """Start holding new calls of ``module.function`` (a function or its name) at its entry.
 
@@ -546,6 +645,9 @@ def setupForceQuiescence(module, function):
     """
     watcher = ForceQuiescenceWatcher(module, function)
     watcher.install()
+    into = getattr(_collecting, "into", None)
+    if into is not None:
+        into.append(watcher)
     return watcher.quiescent, watcher.can_continue, watcher
 
 
