@@ -76,6 +76,9 @@ _FROZEN = ("<frozen importlib", "<frozen zipimport")
 _WAITS = frozenset({"wait", "wait_for", "acquire", "join", "_wait_for_tstate_lock", "get", "put"})
 
 _guarded_cache = {}
+_CTYPES_DIR = os.path.dirname(os.path.dirname(_module_file(logging))) + os.sep + "ctypes"
+_TRACE_FILES = frozenset(os.path.join(_PACKAGE_DIR, name)
+                         for name in ("_suspension.py", "_thread_trace.py", "_parking.py"))
 
 
 def is_guarded(code):
@@ -166,6 +169,9 @@ def arm_dormant(thread):
 def why_not_suspended(thread):
     """A short text saying where ``thread`` runs and why it is not suspended yet."""
     frame = _cpython.current_frames().get(thread.ident)
+    while frame is not None and (frame.f_code.co_filename in _TRACE_FILES
+                                 or frame.f_code.co_filename.startswith(_CTYPES_DIR)):
+        frame = frame.f_back  # the trap or the trace machinery deciding: where it was called
     if frame is None:
         return "it runs no Python code (starting or ending)"
     shape = _shape(frame)
