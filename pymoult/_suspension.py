@@ -176,8 +176,8 @@ def why_not_suspended(thread):
         return "it runs no Python code (starting or ending)"
     shape = _shape(frame)
     if shape is None:
-        guarded = next(f for f in _stack(frame) if is_guarded(f.f_code))
         inner_app = next(f for f in _stack(frame) if not is_guarded(f.f_code))
+        guarded = next(f for f in _stack(inner_app) if is_guarded(f.f_code))
         return (f"it runs {where(inner_app)} called back from {_module_name(guarded)} "
                 f"({where(guarded)}), where it may hold that module's locks")
     inner, middle = shape
