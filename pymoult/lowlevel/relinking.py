@@ -93,6 +93,16 @@ def _layers(function):
     return layers
 
 
+def _layer_name(layer):
+    """How a layer is named in messages: a Python function by its code's qualified name (a
+    ``functools.wraps`` wrapper copies the wrapped function's ``__qualname__``, its code keeps its
+    own), anything else by its type."""
+    if isinstance(layer, types.FunctionType):
+        code = layer.__code__
+        return getattr(code, "co_qualname", code.co_name)  # co_qualname: 3.11+
+    return type(layer).__name__
+
+
 def _as_function(obj, what):
     if isinstance(obj, types.MethodType):
         obj = obj.__func__
@@ -147,24 +157,29 @@ def _check_free_variables(live, new):
             f"(before: {before}; after: {after})", function=live, new_function=new)
 
 
-def update_function(function, new_function, journal=None):
+def update_function(function, new_function, journal=None, keep_decorators=False):
     """Make ``function`` run ``new_function`` in place; returns ``function`` (same object).
 
     Both may be decorated: their ``__wrapped__`` chains must have the same shape, and each
-    Python-function layer is updated from its counterpart. Raises ``RedefinitionError`` (nothing
+    Python-function layer is updated from its counterpart. With ``keep_decorators``, the new
+    version may have fewer layers than the live function (typically none: a plain function for a
+    decorated one): the live outer layers are kept (routes, caches...) and the layers they wrap
+    are updated from the new version's (logged at INFO). Raises ``RedefinitionError`` (nothing
     changed) when a layer cannot be updated in place.
     """
     function = _as_function(function, "the function to redefine")
     new_function = _as_function(new_function, "the new version")
     journal = current_journal(journal)
     old_layers, new_layers = _layers(function), _layers(new_function)
-    shape = [type(layer) for layer in old_layers], [type(layer) for layer in new_layers]
-    if shape[0] != shape[1]:
+    kept = old_layers[:max(0, len(old_layers) - len(new_layers))] if keep_decorators else []
+    updated = old_layers[len(kept):]
+    if [type(layer) for layer in updated] != [type(layer) for layer in new_layers]:
         raise RedefinitionError(
             f"cannot redefine {describe(function)!r} in place: its decorators changed "
-            f"(before: {[t.__name__ for t in shape[0]]}; after: {[t.__name__ for t in shape[1]]})",
+            f"(before: {[_layer_name(layer) for layer in old_layers]}; "
+            f"after: {[_layer_name(layer) for layer in new_layers]})",
             function=function, new_function=new_function)
-    pairs = [(old, new) for old, new in zip(old_layers, new_layers)
+    pairs = [(old, new) for old, new in zip(updated, new_layers)
              if isinstance(old, types.FunctionType)]
     _follow_closures(pairs)
     for old, new in pairs:  # check everything before changing anything
@@ -184,6 +199,10 @@ def update_function(function, new_function, journal=None):
             layer.cache_clear()
             if journal is not None:
                 journal.record(ClearCache(layer))
+    if kept:
+        logger.info("%s: the new version has fewer decorators; the live ones %s were kept and "
+                    "the function they wrap was updated", describe(function),
+                    [_layer_name(layer) for layer in kept])
     return function
 
 
@@ -240,8 +259,11 @@ def redefineFunction(module, function, new_function, fallback=None, journal=None
     """Make ``module.<function>`` and every reference to it run ``new_function``.
 
     ``function`` is the live function or its name in ``module``. The live function is updated in
-    place and keeps its identity (see the module notes). When it cannot be (free variables or
-    decorators changed), ``RedefinitionError`` is raised with nothing changed, unless
+    place and keeps its identity (see the module notes). A new version with fewer decorators than
+    the live function (a plain function for a decorated one) updates the function the live
+    decorators wrap, and the decorators are kept (logged). When the function cannot be updated in
+    place (free variables changed, or the new version has decorators the live one lacks),
+    ``RedefinitionError`` is raised with nothing changed, unless
     ``fallback="rebind"``: then ``module.<name>`` is bound to a copy of ``new_function`` that runs
     against the module's globals, and references taken earlier keep the old code (logged).
     Returns the function now bound in the module.
@@ -261,7 +283,7 @@ def redefineFunction(module, function, new_function, fallback=None, journal=None
                                   target=f"{module.__name__}.{name}")
     journal = current_journal(journal)
     try:
-        return update_function(live, new_function, journal)
+        return update_function(live, new_function, journal, keep_decorators=True)
     except RedefinitionError:
         if fallback != "rebind":
             raise
@@ -284,7 +306,9 @@ def redefineMethod(cls, name, new_method, fallback=None, journal=None):
     updated in place; a property that gains or loses an accessor gets a new property object).
     ``new_method`` may be a function or the descriptor taken from a new version of the class
     (``NewClass.__dict__[name]``). A method that uses zero-argument ``super()`` keeps using the
-    live class. The method must be defined in ``cls`` itself, not inherited.
+    live class. A new version with fewer decorators than the live method updates the function the
+    live decorators wrap (they stay, logged); one with more is refused, both lists named. The
+    method must be defined in ``cls`` itself, not inherited.
     """
     _check_fallback(fallback)
     if not isinstance(cls, type):
@@ -311,7 +335,7 @@ def redefineMethod(cls, name, new_method, fallback=None, journal=None):
     live_function = live.__func__ if isinstance(live, kinds) else live
     new_function = new_method.__func__ if isinstance(new_method, kinds) else new_method
     try:
-        update_function(live_function, new_function, journal)
+        update_function(live_function, new_function, journal, keep_decorators=True)
         return live
     except RedefinitionError:
         if fallback != "rebind":
@@ -345,7 +369,7 @@ def _redefine_property(cls, name, live, new_property, journal, fallback=None):
         return replacement
     for old, new in pairs:
         if old is not None and new is not None:
-            update_function(old, new, journal)
+            update_function(old, new, journal, keep_decorators=True)
     if all((old is None) == (new is None) for old, new in pairs) and live.__doc__ == new_property.__doc__:
         return live
     module_globals = next(_layers(f)[-1].__globals__ for f in (live.fget, live.fset, live.fdel)
