@@ -18,7 +18,7 @@ What in place means, precisely:
 - zero-argument ``super()`` uses the ``__class__`` cell: the live cell keeps pointing at the live
   class, so a method taken from a new version of the class works unchanged;
 - decorated functions (``functools.wraps`` chains, ``lru_cache``) are updated layer by layer
-  along ``__wrapped__``; caches found on the way are cleared;
+  along ``__wrapped__``; caches found on the way are cleared (and cleared again by a rollback);
 - frames already running, and suspended generators, keep the code they started with.
 
 Every change is recorded in the current journal (:mod:`pymoult.lowlevel.journal`), so an update
@@ -40,12 +40,17 @@ _FALLBACKS = (None, "rebind")
 
 
 class SwapFunction(Operation):
-    """The state of a function (code, defaults, annotations, doc, dict) replaced in place."""
+    """The state of a function (code, defaults, annotations, doc, dict) replaced in place.
+
+    ``caches`` are the caches (``lru_cache``) wrapping the function: undo clears them after
+    restoring the old state, since what they hold by then was computed by the code undone.
+    """
 
     FIELDS = ("__code__", "__defaults__", "__kwdefaults__", "__annotations__", "__doc__")
 
-    def __init__(self, function, before, after):
+    def __init__(self, function, before, after, caches=()):
         self.function, self.before, self.after = function, before, after
+        self.caches = tuple(caches)
         self.text = f"swap code of {describe(function)}"
 
     @classmethod
@@ -64,10 +69,13 @@ class SwapFunction(Operation):
 
     def undo(self):
         self.restore(self.function, self.before)
+        for cache in self.caches:
+            cache.cache_clear()
 
 
 class ClearCache(Operation):
-    """A cache of a decorated function was cleared (nothing to undo: it refills itself)."""
+    """A cache of a decorated function was cleared (nothing to undo: it refills itself; the
+    :class:`SwapFunction` undone with it clears it again)."""
 
     def __init__(self, wrapper):
         self.text = f"clear cache of {describe(wrapper)}"
@@ -184,6 +192,7 @@ def update_function(function, new_function, journal=None, keep_decorators=False)
     _follow_closures(pairs)
     for old, new in pairs:  # check everything before changing anything
         _check_free_variables(old, new)
+    caches = [layer for layer in old_layers if callable(getattr(layer, "cache_clear", None))]
     for old, new in pairs:
         _copy_missing_globals(old, new, journal)
         before = SwapFunction.capture(old)
@@ -193,12 +202,11 @@ def update_function(function, new_function, journal=None, keep_decorators=False)
             after["__dict__"]["__wrapped__"] = before["__dict__"]["__wrapped__"]
         SwapFunction.restore(old, after)
         if journal is not None:
-            journal.record(SwapFunction(old, before, after))
-    for layer in old_layers:
-        if callable(getattr(layer, "cache_clear", None)):
-            layer.cache_clear()
-            if journal is not None:
-                journal.record(ClearCache(layer))
+            journal.record(SwapFunction(old, before, after, caches))
+    for cache in caches:
+        cache.cache_clear()
+        if journal is not None:
+            journal.record(ClearCache(cache))
     if kept:
         logger.info("%s: the new version has fewer decorators; the live ones %s were kept and "
                     "the function they wrap was updated", describe(function),
