@@ -10,15 +10,20 @@ import functools
 import logging
 import re
 import textwrap
+import threading
 import types
 
 import pytest
 
 from pymoult.errors import RedefinitionError
+from pymoult.lowlevel.alterability import (cleanFailedForceQuiescence, cleanForceQuiescence,
+                                           setupForceQuiescence, waitForceQuiescence)
 from pymoult.lowlevel.journal import Journal
 from pymoult.lowlevel.relinking import redefineFunction, redefineMethod
 
 pytestmark = pytest.mark.timeout(20)
+
+WAIT = 5.0
 
 
 def load(source, name):
@@ -26,6 +31,130 @@ def load(source, name):
     module = types.ModuleType(name)
     exec(compile(textwrap.dedent(source), f"<{name}>", "exec"), module.__dict__)
     return module
+
+
+# -- through a forced-quiescence gate -------------------------------------------------------------
+
+TUTORIAL = """
+import threading
+entered = threading.Event()
+leave = threading.Event()
+def func_v1(x, block=False):
+    if block:
+        entered.set()
+        leave.wait(10)
+    return ("v1", x)
+"""
+
+
+def func_v2(x, block=False):
+    return ("v2", x)
+
+
+@pytest.fixture
+def main():
+    return load(TUTORIAL, "tutorial_main")
+
+
+@pytest.fixture
+def gate_of(main):
+    """``gate_of(function)``: setupForceQuiescence on ``main``; every gate is released at
+    teardown, so that a failing test leaves no caller held."""
+    setups = []
+
+    def setup(function):
+        events = setupForceQuiescence(main, function)
+        setups.append(events)
+        return events
+
+    yield setup
+    for _, can_continue, _ in setups:
+        cleanForceQuiescence(can_continue)
+
+
+def held_callers(spawn, main, watcher, count):
+    """Start ``count`` threads calling ``main.func_v1`` (the gate); return their results list
+    and threads once all are held."""
+    results = []
+    threads = [spawn(threading.Thread(target=lambda i=i: results.append(main.func_v1(i))))
+               for i in range(count)]
+    assert watcher.wait_held(count, WAIT)
+    return results, threads
+
+
+@pytest.mark.parametrize("naming", ["the gate", "the original", "the name"])
+def test_the_tutorial_update_through_a_gate(spawn, main, gate_of, naming):
+    original = main.func_v1
+    running = spawn(threading.Thread(target=original, args=(0, True)))
+    assert main.entered.wait(WAIT)
+    quiescent, can_continue, watcher = gate_of(main.func_v1)  # preupdate_setup
+    gate = main.func_v1
+    assert gate.__pymoult_gate__ is watcher
+    results, callers = held_callers(spawn, main, watcher, 2)
+    main.leave.set()
+    running.join(WAIT)
+    assert waitForceQuiescence(quiescent, timeout=WAIT)  # wait_alterability
+
+    function = {"the gate": main.func_v1, "the original": original, "the name": "func_v1"}[naming]
+    journal = Journal("tutorial")
+    with journal.recording():
+        bound = redefineFunction(main, function, func_v2)  # apply
+    assert bound is gate and main.func_v1 is gate  # the gate stays until released
+    assert watcher.original is original and original(9) == ("v2", 9)
+    assert [str(op) for op in journal] == ["swap code of tutorial_main.func_v1"]
+
+    cleanForceQuiescence(can_continue)  # cleanup: the held callers go on, into the new code
+    for caller in callers:
+        caller.join(WAIT)
+        assert not caller.is_alive()
+    assert sorted(results) == [("v2", 0), ("v2", 1)]
+    assert main.func_v1 is original  # the watcher's release bound the original again
+    journal.rollback()
+    assert original(3) == ("v1", 3)
+
+
+def test_rollback_before_release_sends_held_callers_to_the_old_code(spawn, main, gate_of):
+    original = main.func_v1
+    _, can_continue, watcher = gate_of("func_v1")
+    results, callers = held_callers(spawn, main, watcher, 1)
+    journal = Journal("abandoned")
+    with journal.recording():
+        redefineFunction(main, main.func_v1, func_v2)
+    journal.rollback()
+    cleanFailedForceQuiescence(can_continue, watcher, main, "func_v1")
+    callers[0].join(WAIT)
+    assert results == [("v1", 0)] and main.func_v1 is original
+
+
+def test_a_refused_update_through_a_gate_changes_nothing(spawn, main, gate_of):
+    original = main.func_v1
+    _, can_continue, watcher = gate_of(original)
+    gate = main.func_v1
+    other = load("def make(n):\n    def func_v1(x, block=False):\n        return n\n"
+                 "    return func_v1\nfunc_v1 = make(1)\n", "other")
+    journal = Journal("refused")
+    with journal.recording(), pytest.raises(
+            RedefinitionError, match=r"^cannot redefine 'tutorial_main\.func_v1' in place: free "
+                                     r"variables changed \(before: \(\); after: \('n',\)\)$"):
+        redefineFunction(main, gate, other.func_v1)
+    assert len(journal) == 0 and main.func_v1 is gate
+    results, callers = held_callers(spawn, main, watcher, 1)
+    cleanForceQuiescence(can_continue)
+    callers[0].join(WAIT)
+    assert results == [("v1", 0)]
+
+
+def test_rebinding_over_a_gate_sends_held_callers_to_the_new_binding(spawn, main, gate_of):
+    original = main.func_v1
+    _, can_continue, watcher = gate_of(original)
+    other = load("def make(n):\n    def func_v1(x, block=False):\n        return ('v3', x, n)\n"
+                 "    return func_v1\nfunc_v1 = make(1)\n", "other")
+    results, callers = held_callers(spawn, main, watcher, 1)
+    bound = redefineFunction(main, "func_v1", other.func_v1, fallback="rebind")
+    cleanForceQuiescence(can_continue)
+    callers[0].join(WAIT)
+    assert results == [("v3", 0, 1)] and main.func_v1 is bound
+    assert original(1) == ("v1", 1)  # rebinding, not in place: reported by a warning
 
 
 # -- decorated live function, plain new version ---------------------------------------------------

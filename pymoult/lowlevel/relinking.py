@@ -111,6 +111,45 @@ def _layer_name(layer):
     return type(layer).__name__
 
 
+def _gate_watcher(obj):
+    """The forced-quiescence watcher whose gate ``obj`` is, or None.
+
+    A gate (:func:`pymoult.lowlevel.alterability.setupForceQuiescence`) carries its watcher as
+    ``__pymoult_gate__`` and wraps the watcher's ``original``; a decorator put around a gate copies
+    the attribute but wraps the gate, not the original, so it is not taken for one.
+    """
+    if not isinstance(obj, types.FunctionType):
+        return None
+    watcher = obj.__dict__.get("__pymoult_gate__")
+    original = getattr(watcher, "original", MISSING)
+    if original is MISSING or obj.__dict__.get("__wrapped__") is not original:
+        return None
+    return watcher
+
+
+def _behind_gates(obj):
+    """``obj``, or the function its forced-quiescence gate (gates) holds callers of."""
+    for _ in range(_MAX_LAYERS):
+        watcher = _gate_watcher(obj)
+        if watcher is None:
+            break
+        obj = watcher.original
+    return obj
+
+
+def _referent(obj):
+    """The function behind a method, a static or class method, or a gate (else ``obj``)."""
+    if isinstance(obj, types.MethodType):
+        obj = obj.__func__
+    if isinstance(obj, (staticmethod, classmethod)):
+        obj = obj.__func__
+    return _behind_gates(obj)
+
+
+def _same_function(a, b):
+    return _referent(a) is _referent(b)
+
+
 def _as_function(obj, what):
     if isinstance(obj, types.MethodType):
         obj = obj.__func__
@@ -166,16 +205,18 @@ def _check_free_variables(live, new):
 
 
 def update_function(function, new_function, journal=None, keep_decorators=False):
-    """Make ``function`` run ``new_function`` in place; returns ``function`` (same object).
+    """Make ``function`` run ``new_function`` in place; returns ``function`` (same object; for a
+    forced-quiescence gate, the function behind it).
 
     Both may be decorated: their ``__wrapped__`` chains must have the same shape, and each
     Python-function layer is updated from its counterpart. With ``keep_decorators``, the new
     version may have fewer layers than the live function (typically none: a plain function for a
     decorated one): the live outer layers are kept (routes, caches...) and the layers they wrap
-    are updated from the new version's (logged at INFO). Raises ``RedefinitionError`` (nothing
+    are updated from the new version's (logged at INFO). A forced-quiescence gate is seen through:
+    the function it guards is updated and the gate stays. Raises ``RedefinitionError`` (nothing
     changed) when a layer cannot be updated in place.
     """
-    function = _as_function(function, "the function to redefine")
+    function = _behind_gates(_as_function(function, "the function to redefine"))
     new_function = _as_function(new_function, "the new version")
     journal = current_journal(journal)
     old_layers, new_layers = _layers(function), _layers(new_function)
@@ -267,14 +308,17 @@ def redefineFunction(module, function, new_function, fallback=None, journal=None
     """Make ``module.<function>`` and every reference to it run ``new_function``.
 
     ``function`` is the live function or its name in ``module``. The live function is updated in
-    place and keeps its identity (see the module notes). A new version with fewer decorators than
+    place and keeps its identity (see the module notes). A forced-quiescence gate bound there
+    (``setupForceQuiescence``) is seen through, whether ``function`` is the gate, the function it
+    guards or the name: the guarded function is updated in place and the gate stays bound, so the
+    callers it holds run the new code once released. A new version with fewer decorators than
     the live function (a plain function for a decorated one) updates the function the live
     decorators wrap, and the decorators are kept (logged). When the function cannot be updated in
     place (free variables changed, or the new version has decorators the live one lacks),
     ``RedefinitionError`` is raised with nothing changed, unless
     ``fallback="rebind"``: then ``module.<name>`` is bound to a copy of ``new_function`` that runs
     against the module's globals, and references taken earlier keep the old code (logged).
-    Returns the function now bound in the module.
+    Returns what the module binds now (the gate, while one is bound).
     """
     _check_fallback(fallback)
     if not isinstance(module, types.ModuleType):
@@ -286,12 +330,16 @@ def redefineFunction(module, function, new_function, fallback=None, journal=None
     if live is MISSING:
         raise TargetNotFoundError(f"module {module.__name__!r} has no function {name!r} "
                                   "(any more)", target=f"{module.__name__}.{name}")
-    if not isinstance(function, str) and live is not function:
+    if not isinstance(function, str) and not _same_function(live, function):
         raise TargetNotFoundError(f"{module.__name__}.{name} is no longer {function!r}",
                                   target=f"{module.__name__}.{name}")
     journal = current_journal(journal)
     try:
-        return update_function(live, new_function, journal, keep_decorators=True)
+        update_function(live, new_function, journal, keep_decorators=True)
+        if _gate_watcher(live) is not None:
+            logger.info("%s.%s is behind a forced-quiescence gate: the function it guards was "
+                        "updated in place; the gate stays until released", module.__name__, name)
+        return live
     except RedefinitionError:
         if fallback != "rebind":
             raise
