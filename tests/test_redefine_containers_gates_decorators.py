@@ -15,7 +15,7 @@ import types
 
 import pytest
 
-from pymoult.errors import RedefinitionError
+from pymoult.errors import PymoultTypeError, RedefinitionError, TargetNotFoundError
 from pymoult.lowlevel.alterability import (cleanFailedForceQuiescence, cleanForceQuiescence,
                                            setupForceQuiescence, waitForceQuiescence)
 from pymoult.lowlevel.journal import Journal
@@ -31,6 +31,180 @@ def load(source, name):
     module = types.ModuleType(name)
     exec(compile(textwrap.dedent(source), f"<{name}>", "exec"), module.__dict__)
     return module
+
+
+# -- classes as containers ----------------------------------------------------------------------
+
+SERVICE = """
+class Service:
+    def handle(self, x):
+        return ("old", x)
+    @staticmethod
+    def parse(text):
+        return ("old parse", text)
+    @classmethod
+    def create(cls):
+        return ("old create", cls.__name__)
+    @property
+    def status(self):
+        return "old status"
+class Special(Service):
+    pass
+"""
+
+
+@pytest.fixture
+def svc():
+    return load(SERVICE, "svc")
+
+
+def test_a_class_method_given_with_its_class_is_updated_in_place(svc):
+    service = svc.Service()
+    bound = service.handle
+
+    def handle(self, x):
+        return ("new", x)
+
+    result = redefineFunction(svc.Service, svc.Service.handle, handle)
+    assert result is svc.Service.__dict__["handle"]  # the live function, identity kept
+    assert bound(1) == ("new", 1) and service.handle(2) == ("new", 2)
+
+
+def test_a_staticmethod_stays_static_when_given_a_plain_new_version(svc):
+    parse = svc.Service.parse  # the function behind the staticmethod, as the original passed it
+    service = svc.Service()
+
+    def new_parse(text):
+        return ("new parse", text)
+
+    redefineFunction(svc.Service, svc.Service.parse, new_parse)
+    assert isinstance(svc.Service.__dict__["parse"], staticmethod)
+    assert parse("a") == ("new parse", "a")
+    assert service.parse("b") == ("new parse", "b")  # no self passed: still static
+
+
+def test_a_classmethod_stays_a_classmethod_when_given_a_plain_new_version(svc):
+    create = svc.Service.create  # a method bound to the class
+
+    def new_create(cls):
+        return ("new create", cls.__name__)
+
+    redefineFunction(svc.Service, svc.Service.create, new_create)
+    assert isinstance(svc.Service.__dict__["create"], classmethod)
+    assert create() == ("new create", "Service")
+    assert svc.Special.create() == ("new create", "Special")
+    assert svc.Special().create() == ("new create", "Special")
+
+
+def test_a_property_given_as_itself_is_redefined_by_name(svc):
+    service = svc.Service()
+    new_status = property(lambda self: "new status")
+    redefineFunction(svc.Service, svc.Service.status, new_status)  # found without a __name__
+    assert service.status == "new status"
+    assert isinstance(svc.Service.__dict__["status"], property)
+
+
+def test_a_class_member_by_name_journaled_and_rolled_back(svc):
+    bound = svc.Service().handle
+    journal = Journal("class")
+    with journal.recording():
+        redefineFunction(svc.Service, "handle", lambda self, x: ("new", x))
+    assert [str(op) for op in journal] == ["swap code of svc.Service.handle"]
+    assert bound(1) == ("new", 1)
+    journal.rollback()
+    assert bound(1) == ("old", 1)
+
+
+def test_class_members_missing_inherited_or_replaced_are_refused(svc):
+    with pytest.raises(TargetNotFoundError, match=r"^class Service defines no 'gone'$"):
+        redefineFunction(svc.Service, "gone", lambda self: 1)
+    with pytest.raises(TargetNotFoundError, match=r"^class Special defines no 'handle'; it is "
+                                                  r"inherited from Service: redefine it there$"):
+        redefineFunction(svc.Special, svc.Special.handle, lambda self, x: x)
+    stale = svc.Service.handle
+    svc.Service.handle = lambda self, x: ("replaced", x)
+    with pytest.raises(TargetNotFoundError, match=r"^Service\.handle is no longer <function "):
+        redefineFunction(svc.Service, stale, lambda self, x: x)
+    assert svc.Service().handle(1) == ("replaced", 1)  # nothing changed
+
+
+# -- instances as containers --------------------------------------------------------------------
+
+
+def test_a_function_held_by_an_instance_is_updated_in_place():
+    module = load("def on_event(name):\n    return ('old', name)\n", "handlers")
+    listener = types.SimpleNamespace(on_event=module.on_event)
+    callback = listener.on_event
+    redefineFunction(listener, listener.on_event, lambda name: ("new", name))
+    assert callback("x") == ("new", "x") and listener.on_event is callback
+
+
+def test_an_instance_attribute_in_its_own_dict_by_name_with_rollback():
+    module = load("""
+    class Button:
+        def __init__(self):
+            self.on_click = lambda: "old click"
+    """, "ui")
+    button = module.Button()
+    callback = button.on_click
+    journal = Journal("instance")
+    with journal.recording():
+        redefineFunction(button, "on_click", lambda: "new click")
+    assert callback() == "new click"
+    journal.rollback()
+    assert callback() == "old click"
+
+
+def test_an_instance_without_the_name_of_its_own_is_refused(svc):
+    service = svc.Service()
+    with pytest.raises(TargetNotFoundError, match=r"^Service object has no function 'handle' of "
+                                                  r"its own; it is a method of class Service: "
+                                                  r"redefine it there$"):
+        redefineFunction(service, service.handle, lambda self, x: x)
+    with pytest.raises(TargetNotFoundError,
+                       match=r"^SimpleNamespace object has no function 'gone' of its own$"):
+        redefineFunction(types.SimpleNamespace(), "gone", lambda: 1)
+    assert service.handle(1) == ("old", 1)
+
+
+# -- modules, as before -------------------------------------------------------------------------
+
+
+def test_a_module_function_is_updated_in_place_as_before():
+    module = load("def greet(who):\n    return 'hello ' + who\n", "greeter")
+    alias = module.greet
+    assert redefineFunction(module, alias, lambda who: "hi " + who) is alias
+    assert alias("bob") == "hi bob" and module.greet is alias
+
+
+def test_a_function_bound_under_another_name_is_found():
+    module = load("""
+    def make_handler():
+        def inner(x):
+            return ("old", x)
+        return inner
+    handle = make_handler()
+    """, "factory")
+    handle = module.handle
+    redefineFunction(module, handle, load("def inner(x):\n    return ('new', x)\n", "v2").inner)
+    assert handle(1) == ("new", 1) and module.handle is handle
+
+
+@pytest.mark.parametrize("container, shown", [(None, "None"), (3, "3"), ("app", "'app'"),
+                                              ((1, 2), r"\(1, 2\)")])
+def test_bad_containers_are_refused_with_a_sentence(container, shown):
+    with pytest.raises(PymoultTypeError, match=rf"^expected a module, a class or an object with a "
+                                               rf"__dict__, got {shown}$"):
+        redefineFunction(container, "greet", lambda: 1)
+
+
+def test_a_bad_function_argument_is_refused_with_a_sentence():
+    module = load("x = 3\n", "numbers")
+    with pytest.raises(PymoultTypeError, match=r"^expected a function or its name, got 3$"):
+        redefineFunction(module, 3, lambda: 1)
+    with pytest.raises(TargetNotFoundError,
+                       match=r"^module 'numbers' has no function 'gone' \(any more\)$"):
+        redefineFunction(module, "gone", lambda: 1)
 
 
 # -- through a forced-quiescence gate -------------------------------------------------------------
@@ -234,6 +408,8 @@ def test_a_decorated_method_given_a_plain_new_version(web):
     redefineMethod(web.Handler, "handle", handle)
     assert bound(1) == ("routed", "/handle", ("new", 1))
     assert web.ROUTES["/handle"](handler, 2) == ("routed", "/handle", ("new", 2))
+    redefineFunction(web.Handler, web.Handler.handle, lambda self, x: ("newer", x))
+    assert bound(3) == ("routed", "/handle", ("newer", 3))
 
 
 def test_a_new_version_with_more_decorators_is_refused_with_nothing_changed(web):

@@ -307,52 +307,118 @@ def _check_fallback(fallback):
 def redefineFunction(module, function, new_function, fallback=None, journal=None):
     """Make ``module.<function>`` and every reference to it run ``new_function``.
 
-    ``function`` is the live function or its name in ``module``. The live function is updated in
-    place and keeps its identity (see the module notes). A forced-quiescence gate bound there
-    (``setupForceQuiescence``) is seen through, whether ``function`` is the gate, the function it
-    guards or the name: the guarded function is updated in place and the gate stays bound, so the
-    callers it holds run the new code once released. A new version with fewer decorators than
-    the live function (a plain function for a decorated one) updates the function the live
-    decorators wrap, and the decorators are kept (logged). When the function cannot be updated in
-    place (free variables changed, or the new version has decorators the live one lacks),
-    ``RedefinitionError`` is raised with nothing changed, unless
-    ``fallback="rebind"``: then ``module.<name>`` is bound to a copy of ``new_function`` that runs
-    against the module's globals, and references taken earlier keep the old code (logged).
-    Returns what the module binds now (the gate, while one is bound).
+    ``module`` is any namespace object, as in Pymoult: a module, a class or an instance (any
+    object with a ``__dict__``). ``function`` is the live function or its name there. The live
+    function is updated in place and keeps its identity (see the module notes):
+
+    - in a module or an instance, the attribute in its ``__dict__`` is updated;
+    - in a class, the member is redefined as :func:`redefineMethod` does, so a ``staticmethod``,
+      ``classmethod`` or ``property`` stays one (a plain new function is taken as the new version
+      of the function behind a static or class method);
+    - a forced-quiescence gate bound there (``setupForceQuiescence``) is seen through, whether
+      ``function`` is the gate, the function it guards or the name: the guarded function is
+      updated in place and the gate stays bound, so the callers it holds run the new code once
+      released;
+    - a new version with fewer decorators than the live function (a plain function for a decorated
+      one) updates the function the live decorators wrap, and the decorators are kept (logged).
+
+    When the function cannot be updated in place (free variables changed, or the new version has
+    decorators the live one lacks), ``RedefinitionError`` is raised with nothing changed, unless
+    ``fallback="rebind"``: then the attribute is bound to a copy of ``new_function`` that runs
+    against the live globals, and references taken earlier keep the old code (logged).
+    ``PymoultTypeError`` for a container without attributes; ``TargetNotFoundError`` when the name
+    is not there, or no longer binds ``function``. Returns what the container binds now (the gate,
+    while one is bound).
     """
     _check_fallback(fallback)
-    if not isinstance(module, types.ModuleType):
-        raise PymoultTypeError(f"expected a module, got {module!r}")
-    name = function if isinstance(function, str) else getattr(function, "__name__", None)
-    if not isinstance(name, str):
-        raise PymoultTypeError(f"expected a function or its name, got {function!r}")
-    live = module.__dict__.get(name, MISSING)
+    container = module
+    if isinstance(container, type):
+        return _redefine_in_class(container, function, new_function, fallback, journal)
+    namespace = getattr(container, "__dict__", None)
+    if not isinstance(namespace, dict):
+        raise PymoultTypeError(f"expected a module, a class or an object with a __dict__, "
+                               f"got {container!r}")
+    is_module = isinstance(container, types.ModuleType)
+    name = _name_in(namespace, function)
+    label = container.__name__ if is_module else f"<{type(container).__qualname__} object>"
+    target = f"{label}.{name}"
+    live = namespace.get(name, MISSING)
     if live is MISSING:
-        raise TargetNotFoundError(f"module {module.__name__!r} has no function {name!r} "
-                                  "(any more)", target=f"{module.__name__}.{name}")
+        if is_module:
+            message = f"module {container.__name__!r} has no function {name!r} (any more)"
+        else:
+            owner = next((base for base in type(container).__mro__ if name in base.__dict__), None)
+            message = f"{type(container).__qualname__} object has no function {name!r} of its own"
+            if owner is not None:
+                message += f"; it is a method of class {owner.__qualname__}: redefine it there"
+        raise TargetNotFoundError(message, target=target)
     if not isinstance(function, str) and not _same_function(live, function):
-        raise TargetNotFoundError(f"{module.__name__}.{name} is no longer {function!r}",
-                                  target=f"{module.__name__}.{name}")
+        raise TargetNotFoundError(f"{target} is no longer {function!r}", target=target)
     journal = current_journal(journal)
     try:
         update_function(live, new_function, journal, keep_decorators=True)
         if _gate_watcher(live) is not None:
-            logger.info("%s.%s is behind a forced-quiescence gate: the function it guards was "
-                        "updated in place; the gate stays until released", module.__name__, name)
+            logger.info("%s is behind a forced-quiescence gate: the function it guards was "
+                        "updated in place; the gate stays until released", target)
         return live
     except RedefinitionError:
         if fallback != "rebind":
             raise
     new_function = _as_function(new_function, "the new version")
     if isinstance(new_function, types.FunctionType) and len(_layers(new_function)) == 1:
-        rebuilt = _rebuild(new_function, module.__dict__)  # plain: run against the live globals
+        if is_module:
+            live_globals = namespace
+        else:
+            live_globals = [layer for layer in _layers(_referent(live))
+                            if isinstance(layer, types.FunctionType)][-1].__globals__
+        rebuilt = _rebuild(new_function, live_globals)  # plain: run against the live globals
         _copy_missing_globals(rebuilt, new_function, journal)
     else:
         rebuilt = new_function  # decorated: its wrappers hold the new function itself
-    set_attribute(module, name, rebuilt, journal)
-    logger.warning("%s.%s rebound, not updated in place: references taken before keep the old "
-                   "code", module.__name__, name)
+    if isinstance(live, types.MethodType):  # an instance holding a bound method keeps one
+        rebuilt = types.MethodType(rebuilt, live.__self__)
+    set_attribute(container, name, rebuilt, journal)
+    logger.warning("%s rebound, not updated in place: references taken before keep the old "
+                   "code", target)
     return rebuilt
+
+
+def _name_in(namespace, function):
+    """The name under which ``namespace`` binds ``function`` (a function, method, descriptor or
+    gate, or already a name): its ``__name__``, or else the one key that binds it (a function
+    bound under another name, a property before Python 3.13)."""
+    if isinstance(function, str):
+        return function
+    if not (callable(function) or isinstance(function, (staticmethod, classmethod, property))):
+        raise PymoultTypeError(f"expected a function or its name, got {function!r}")
+    try:
+        name = getattr(function, "__name__", None)
+    except Exception:  # a proxy that fails on unknown attributes
+        name = None
+    if isinstance(name, str) and name in namespace:
+        return name
+    found = [key for key, value in list(namespace.items())
+             if isinstance(key, str) and _same_function(value, function)]
+    if len(found) == 1:
+        return found[0]
+    if isinstance(name, str):
+        return name
+    raise PymoultTypeError(f"expected a function or its name, got {function!r}")
+
+
+def _redefine_in_class(cls, function, new_function, fallback, journal):
+    """``redefineFunction`` with a class as the container: :func:`redefineMethod`, after
+    checking that the name still binds ``function``."""
+    name = _name_in(cls.__dict__, function)
+    live = cls.__dict__.get(name, MISSING)
+    if live is not MISSING and not isinstance(function, str) and not _same_function(live, function):
+        raise TargetNotFoundError(f"{cls.__qualname__}.{name} is no longer {function!r}",
+                                  target=f"{cls.__qualname__}.{name}")
+    new = new_function.__func__ if isinstance(new_function, types.MethodType) else new_function
+    kinds = (staticmethod, classmethod)
+    if isinstance(live, kinds) and not isinstance(new, kinds + (property,)):
+        new = type(live)(new)  # the new version of the function behind it
+    return redefineMethod(cls, name, new, fallback=fallback, journal=journal)
 
 
 def redefineMethod(cls, name, new_method, fallback=None, journal=None):
