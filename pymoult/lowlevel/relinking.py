@@ -19,7 +19,18 @@ What in place means, precisely:
   class, so a method taken from a new version of the class works unchanged;
 - decorated functions (``functools.wraps`` chains, ``lru_cache``) are updated layer by layer
   along ``__wrapped__``; caches found on the way are cleared (and cleared again by a rollback);
+- a new version with fewer decorators than the live function (typically a plain function given
+  for a decorated one) updates the function the live decorators wrap: the decorators stay
+  (routes, caches) and an INFO log names them. A new version with decorators the live one lacks
+  is refused, both lists named (``fallback="rebind"`` rebinds instead);
+- a forced-quiescence gate (:func:`pymoult.lowlevel.alterability.setupForceQuiescence`) bound in
+  the function's place is seen through: the function it guards is updated and the gate stays
+  bound, so the callers it holds run the new code once released;
 - frames already running, and suspended generators, keep the code they started with.
+
+As in Pymoult, :func:`redefineFunction` takes any namespace object as the container: a module, a
+class (then it works as :func:`redefineMethod`, so static and class methods and properties keep
+their kind) or an instance (the function in its ``__dict__``).
 
 Every change is recorded in the current journal (:mod:`pymoult.lowlevel.journal`), so an update
 can be rolled back exactly.
