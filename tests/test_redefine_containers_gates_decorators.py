@@ -227,7 +227,9 @@ def func_v2(x, block=False):
 
 @pytest.fixture
 def main():
-    return load(TUTORIAL, "tutorial_main")
+    module = load(TUTORIAL, "tutorial_main")
+    yield module
+    module.leave.set()  # a failed test leaves no call blocked inside
 
 
 @pytest.fixture
