@@ -18,8 +18,19 @@ What in place means, precisely:
 - zero-argument ``super()`` uses the ``__class__`` cell: the live cell keeps pointing at the live
   class, so a method taken from a new version of the class works unchanged;
 - decorated functions (``functools.wraps`` chains, ``lru_cache``) are updated layer by layer
-  along ``__wrapped__``; caches found on the way are cleared;
+  along ``__wrapped__``; caches found on the way are cleared (and cleared again by a rollback);
+- a new version with fewer decorators than the live function (typically a plain function given
+  for a decorated one) updates the function the live decorators wrap: the decorators stay
+  (routes, caches) and an INFO log names them. A new version with decorators the live one lacks
+  is refused, both lists named (``fallback="rebind"`` rebinds instead);
+- a forced-quiescence gate (:func:`pymoult.lowlevel.alterability.setupForceQuiescence`) bound in
+  the function's place is seen through: the function it guards is updated and the gate stays
+  bound, so the callers it holds run the new code once released;
 - frames already running, and suspended generators, keep the code they started with.
+
+As in Pymoult, :func:`redefineFunction` takes any namespace object as the container: a module, a
+class (then it works as :func:`redefineMethod`, so static and class methods and properties keep
+their kind) or an instance (the function in its ``__dict__``).
 
 Every change is recorded in the current journal (:mod:`pymoult.lowlevel.journal`), so an update
 can be rolled back exactly.
@@ -40,12 +51,17 @@ _FALLBACKS = (None, "rebind")
 
 
 class SwapFunction(Operation):
-    """The state of a function (code, defaults, annotations, doc, dict) replaced in place."""
+    """The state of a function (code, defaults, annotations, doc, dict) replaced in place.
+
+    ``caches`` are the caches (``lru_cache``) wrapping the function: undo clears them after
+    restoring the old state, since what they hold by then was computed by the code undone.
+    """
 
     FIELDS = ("__code__", "__defaults__", "__kwdefaults__", "__annotations__", "__doc__")
 
-    def __init__(self, function, before, after):
+    def __init__(self, function, before, after, caches=()):
         self.function, self.before, self.after = function, before, after
+        self.caches = tuple(caches)
         self.text = f"swap code of {describe(function)}"
 
     @classmethod
@@ -64,10 +80,13 @@ class SwapFunction(Operation):
 
     def undo(self):
         self.restore(self.function, self.before)
+        for cache in self.caches:
+            cache.cache_clear()
 
 
 class ClearCache(Operation):
-    """A cache of a decorated function was cleared (nothing to undo: it refills itself)."""
+    """A cache of a decorated function was cleared (nothing to undo: it refills itself; the
+    :class:`SwapFunction` undone with it clears it again)."""
 
     def __init__(self, wrapper):
         self.text = f"clear cache of {describe(wrapper)}"
@@ -91,6 +110,55 @@ def _layers(function):
         except Exception:  # a proxy that fails on unknown attributes
             function = None
     return layers
+
+
+def _layer_name(layer):
+    """How a layer is named in messages: a Python function by its code's qualified name (a
+    ``functools.wraps`` wrapper copies the wrapped function's ``__qualname__``, its code keeps its
+    own), anything else by its type."""
+    if isinstance(layer, types.FunctionType):
+        code = layer.__code__
+        return getattr(code, "co_qualname", code.co_name)  # co_qualname: 3.11+
+    return type(layer).__name__
+
+
+def _gate_watcher(obj):
+    """The forced-quiescence watcher whose gate ``obj`` is, or None.
+
+    A gate (:func:`pymoult.lowlevel.alterability.setupForceQuiescence`) carries its watcher as
+    ``__pymoult_gate__`` and wraps the watcher's ``original``; a decorator put around a gate copies
+    the attribute but wraps the gate, not the original, so it is not taken for one.
+    """
+    if not isinstance(obj, types.FunctionType):
+        return None
+    watcher = obj.__dict__.get("__pymoult_gate__")
+    original = getattr(watcher, "original", MISSING)
+    if original is MISSING or obj.__dict__.get("__wrapped__") is not original:
+        return None
+    return watcher
+
+
+def _behind_gates(obj):
+    """``obj``, or the function its forced-quiescence gate (gates) holds callers of."""
+    for _ in range(_MAX_LAYERS):
+        watcher = _gate_watcher(obj)
+        if watcher is None:
+            break
+        obj = watcher.original
+    return obj
+
+
+def _referent(obj):
+    """The function behind a method, a static or class method, or a gate (else ``obj``)."""
+    if isinstance(obj, types.MethodType):
+        obj = obj.__func__
+    if isinstance(obj, (staticmethod, classmethod)):
+        obj = obj.__func__
+    return _behind_gates(obj)
+
+
+def _same_function(a, b):
+    return _referent(a) is _referent(b)
 
 
 def _as_function(obj, what):
@@ -147,28 +215,36 @@ def _check_free_variables(live, new):
             f"(before: {before}; after: {after})", function=live, new_function=new)
 
 
-def update_function(function, new_function, journal=None):
-    """Make ``function`` run ``new_function`` in place; returns ``function`` (same object).
+def update_function(function, new_function, journal=None, keep_decorators=False):
+    """Make ``function`` run ``new_function`` in place; returns ``function`` (same object; for a
+    forced-quiescence gate, the function behind it).
 
     Both may be decorated: their ``__wrapped__`` chains must have the same shape, and each
-    Python-function layer is updated from its counterpart. Raises ``RedefinitionError`` (nothing
+    Python-function layer is updated from its counterpart. With ``keep_decorators``, the new
+    version may have fewer layers than the live function (typically none: a plain function for a
+    decorated one): the live outer layers are kept (routes, caches...) and the layers they wrap
+    are updated from the new version's (logged at INFO). A forced-quiescence gate is seen through:
+    the function it guards is updated and the gate stays. Raises ``RedefinitionError`` (nothing
     changed) when a layer cannot be updated in place.
     """
-    function = _as_function(function, "the function to redefine")
+    function = _behind_gates(_as_function(function, "the function to redefine"))
     new_function = _as_function(new_function, "the new version")
     journal = current_journal(journal)
     old_layers, new_layers = _layers(function), _layers(new_function)
-    shape = [type(layer) for layer in old_layers], [type(layer) for layer in new_layers]
-    if shape[0] != shape[1]:
+    kept = old_layers[:max(0, len(old_layers) - len(new_layers))] if keep_decorators else []
+    updated = old_layers[len(kept):]
+    if [type(layer) for layer in updated] != [type(layer) for layer in new_layers]:
         raise RedefinitionError(
             f"cannot redefine {describe(function)!r} in place: its decorators changed "
-            f"(before: {[t.__name__ for t in shape[0]]}; after: {[t.__name__ for t in shape[1]]})",
+            f"(before: {[_layer_name(layer) for layer in old_layers]}; "
+            f"after: {[_layer_name(layer) for layer in new_layers]})",
             function=function, new_function=new_function)
-    pairs = [(old, new) for old, new in zip(old_layers, new_layers)
+    pairs = [(old, new) for old, new in zip(updated, new_layers)
              if isinstance(old, types.FunctionType)]
     _follow_closures(pairs)
     for old, new in pairs:  # check everything before changing anything
         _check_free_variables(old, new)
+    caches = [layer for layer in old_layers if callable(getattr(layer, "cache_clear", None))]
     for old, new in pairs:
         _copy_missing_globals(old, new, journal)
         before = SwapFunction.capture(old)
@@ -178,12 +254,15 @@ def update_function(function, new_function, journal=None):
             after["__dict__"]["__wrapped__"] = before["__dict__"]["__wrapped__"]
         SwapFunction.restore(old, after)
         if journal is not None:
-            journal.record(SwapFunction(old, before, after))
-    for layer in old_layers:
-        if callable(getattr(layer, "cache_clear", None)):
-            layer.cache_clear()
-            if journal is not None:
-                journal.record(ClearCache(layer))
+            journal.record(SwapFunction(old, before, after, caches))
+    for cache in caches:
+        cache.cache_clear()
+        if journal is not None:
+            journal.record(ClearCache(cache))
+    if kept:
+        logger.info("%s: the new version has fewer decorators; the live ones %s were kept and "
+                    "the function they wrap was updated", describe(function),
+                    [_layer_name(layer) for layer in kept])
     return function
 
 
@@ -239,42 +318,118 @@ def _check_fallback(fallback):
 def redefineFunction(module, function, new_function, fallback=None, journal=None):
     """Make ``module.<function>`` and every reference to it run ``new_function``.
 
-    ``function`` is the live function or its name in ``module``. The live function is updated in
-    place and keeps its identity (see the module notes). When it cannot be (free variables or
-    decorators changed), ``RedefinitionError`` is raised with nothing changed, unless
-    ``fallback="rebind"``: then ``module.<name>`` is bound to a copy of ``new_function`` that runs
-    against the module's globals, and references taken earlier keep the old code (logged).
-    Returns the function now bound in the module.
+    ``module`` is any namespace object, as in Pymoult: a module, a class or an instance (any
+    object with a ``__dict__``). ``function`` is the live function or its name there. The live
+    function is updated in place and keeps its identity (see the module notes):
+
+    - in a module or an instance, the attribute in its ``__dict__`` is updated;
+    - in a class, the member is redefined as :func:`redefineMethod` does, so a ``staticmethod``,
+      ``classmethod`` or ``property`` stays one (a plain new function is taken as the new version
+      of the function behind a static or class method);
+    - a forced-quiescence gate bound there (``setupForceQuiescence``) is seen through, whether
+      ``function`` is the gate, the function it guards or the name: the guarded function is
+      updated in place and the gate stays bound, so the callers it holds run the new code once
+      released;
+    - a new version with fewer decorators than the live function (a plain function for a decorated
+      one) updates the function the live decorators wrap, and the decorators are kept (logged).
+
+    When the function cannot be updated in place (free variables changed, or the new version has
+    decorators the live one lacks), ``RedefinitionError`` is raised with nothing changed, unless
+    ``fallback="rebind"``: then the attribute is bound to a copy of ``new_function`` that runs
+    against the live globals, and references taken earlier keep the old code (logged).
+    ``PymoultTypeError`` for a container without attributes; ``TargetNotFoundError`` when the name
+    is not there, or no longer binds ``function``. Returns what the container binds now (the gate,
+    while one is bound).
     """
     _check_fallback(fallback)
-    if not isinstance(module, types.ModuleType):
-        raise PymoultTypeError(f"expected a module, got {module!r}")
-    name = function if isinstance(function, str) else getattr(function, "__name__", None)
-    if not isinstance(name, str):
-        raise PymoultTypeError(f"expected a function or its name, got {function!r}")
-    live = module.__dict__.get(name, MISSING)
+    container = module
+    if isinstance(container, type):
+        return _redefine_in_class(container, function, new_function, fallback, journal)
+    namespace = getattr(container, "__dict__", None)
+    if not isinstance(namespace, dict):
+        raise PymoultTypeError(f"expected a module, a class or an object with a __dict__, "
+                               f"got {container!r}")
+    is_module = isinstance(container, types.ModuleType)
+    name = _name_in(namespace, function)
+    label = container.__name__ if is_module else f"<{type(container).__qualname__} object>"
+    target = f"{label}.{name}"
+    live = namespace.get(name, MISSING)
     if live is MISSING:
-        raise TargetNotFoundError(f"module {module.__name__!r} has no function {name!r} "
-                                  "(any more)", target=f"{module.__name__}.{name}")
-    if not isinstance(function, str) and live is not function:
-        raise TargetNotFoundError(f"{module.__name__}.{name} is no longer {function!r}",
-                                  target=f"{module.__name__}.{name}")
+        if is_module:
+            message = f"module {container.__name__!r} has no function {name!r} (any more)"
+        else:
+            owner = next((base for base in type(container).__mro__ if name in base.__dict__), None)
+            message = f"{type(container).__qualname__} object has no function {name!r} of its own"
+            if owner is not None:
+                message += f"; it is a method of class {owner.__qualname__}: redefine it there"
+        raise TargetNotFoundError(message, target=target)
+    if not isinstance(function, str) and not _same_function(live, function):
+        raise TargetNotFoundError(f"{target} is no longer {function!r}", target=target)
     journal = current_journal(journal)
     try:
-        return update_function(live, new_function, journal)
+        update_function(live, new_function, journal, keep_decorators=True)
+        if _gate_watcher(live) is not None:
+            logger.info("%s is behind a forced-quiescence gate: the function it guards was "
+                        "updated in place; the gate stays until released", target)
+        return live
     except RedefinitionError:
         if fallback != "rebind":
             raise
     new_function = _as_function(new_function, "the new version")
     if isinstance(new_function, types.FunctionType) and len(_layers(new_function)) == 1:
-        rebuilt = _rebuild(new_function, module.__dict__)  # plain: run against the live globals
+        if is_module:
+            live_globals = namespace
+        else:
+            live_globals = [layer for layer in _layers(_referent(live))
+                            if isinstance(layer, types.FunctionType)][-1].__globals__
+        rebuilt = _rebuild(new_function, live_globals)  # plain: run against the live globals
         _copy_missing_globals(rebuilt, new_function, journal)
     else:
         rebuilt = new_function  # decorated: its wrappers hold the new function itself
-    set_attribute(module, name, rebuilt, journal)
-    logger.warning("%s.%s rebound, not updated in place: references taken before keep the old "
-                   "code", module.__name__, name)
+    if isinstance(live, types.MethodType):  # an instance holding a bound method keeps one
+        rebuilt = types.MethodType(rebuilt, live.__self__)
+    set_attribute(container, name, rebuilt, journal)
+    logger.warning("%s rebound, not updated in place: references taken before keep the old "
+                   "code", target)
     return rebuilt
+
+
+def _name_in(namespace, function):
+    """The name under which ``namespace`` binds ``function`` (a function, method, descriptor or
+    gate, or already a name): its ``__name__``, or else the one key that binds it (a function
+    bound under another name, a property before Python 3.13)."""
+    if isinstance(function, str):
+        return function
+    if not (callable(function) or isinstance(function, (staticmethod, classmethod, property))):
+        raise PymoultTypeError(f"expected a function or its name, got {function!r}")
+    try:
+        name = getattr(function, "__name__", None)
+    except Exception:  # a proxy that fails on unknown attributes
+        name = None
+    if isinstance(name, str) and name in namespace:
+        return name
+    found = [key for key, value in list(namespace.items())
+             if isinstance(key, str) and _same_function(value, function)]
+    if len(found) == 1:
+        return found[0]
+    if isinstance(name, str):
+        return name
+    raise PymoultTypeError(f"expected a function or its name, got {function!r}")
+
+
+def _redefine_in_class(cls, function, new_function, fallback, journal):
+    """``redefineFunction`` with a class as the container: :func:`redefineMethod`, after
+    checking that the name still binds ``function``."""
+    name = _name_in(cls.__dict__, function)
+    live = cls.__dict__.get(name, MISSING)
+    if live is not MISSING and not isinstance(function, str) and not _same_function(live, function):
+        raise TargetNotFoundError(f"{cls.__qualname__}.{name} is no longer {function!r}",
+                                  target=f"{cls.__qualname__}.{name}")
+    new = new_function.__func__ if isinstance(new_function, types.MethodType) else new_function
+    kinds = (staticmethod, classmethod)
+    if isinstance(live, kinds) and not isinstance(new, kinds + (property,)):
+        new = type(live)(new)  # the new version of the function behind it
+    return redefineMethod(cls, name, new, fallback=fallback, journal=journal)
 
 
 def redefineMethod(cls, name, new_method, fallback=None, journal=None):
@@ -284,7 +439,9 @@ def redefineMethod(cls, name, new_method, fallback=None, journal=None):
     updated in place; a property that gains or loses an accessor gets a new property object).
     ``new_method`` may be a function or the descriptor taken from a new version of the class
     (``NewClass.__dict__[name]``). A method that uses zero-argument ``super()`` keeps using the
-    live class. The method must be defined in ``cls`` itself, not inherited.
+    live class. A new version with fewer decorators than the live method updates the function the
+    live decorators wrap (they stay, logged); one with more is refused, both lists named. The
+    method must be defined in ``cls`` itself, not inherited.
     """
     _check_fallback(fallback)
     if not isinstance(cls, type):
@@ -311,7 +468,7 @@ def redefineMethod(cls, name, new_method, fallback=None, journal=None):
     live_function = live.__func__ if isinstance(live, kinds) else live
     new_function = new_method.__func__ if isinstance(new_method, kinds) else new_method
     try:
-        update_function(live_function, new_function, journal)
+        update_function(live_function, new_function, journal, keep_decorators=True)
         return live
     except RedefinitionError:
         if fallback != "rebind":
@@ -345,7 +502,7 @@ def _redefine_property(cls, name, live, new_property, journal, fallback=None):
         return replacement
     for old, new in pairs:
         if old is not None and new is not None:
-            update_function(old, new, journal)
+            update_function(old, new, journal, keep_decorators=True)
     if all((old is None) == (new is None) for old, new in pairs) and live.__doc__ == new_property.__doc__:
         return live
     module_globals = next(_layers(f)[-1].__globals__ for f in (live.fget, live.fset, live.fdel)
