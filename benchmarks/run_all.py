@@ -32,6 +32,7 @@ BENCHMARKS = {
     "data": "bench_data.py",
     "updates": "bench_updates.py",
     "quiescence": "bench_quiescence.py",
+    "suspension": "bench_suspension.py",
     "module_update": "bench_module_update.py",
     "under_load": "bench_under_load.py",
 }
@@ -119,6 +120,12 @@ def quiescence_rows(r):
                f"{row['snapshot_us']:.0f} / {row['parked_us']:.0f} us")
 
 
+def suspension_rows(r):
+    for row in r["kinds"]:
+        s = row["suspend_ms"]
+        yield f"suspend -> suspended: {row['kind']}", f"{s['median']:.2f} / {s['max']:.2f} ms"
+
+
 def module_update_rows(r):
     peers = ", ".join(f"{name} {version}" for name, version in r.get("peers", {}).items())
     if peers:
@@ -169,7 +176,8 @@ def under_load_rows(r):
 
 
 SUMMARIES = {"core": core_rows, "data": data_rows, "updates": updates_rows,
-             "quiescence": quiescence_rows, "module_update": module_update_rows,
+             "quiescence": quiescence_rows, "suspension": suspension_rows,
+             "module_update": module_update_rows,
              "under_load": under_load_rows}
 
 

@@ -340,7 +340,8 @@ class QuiescentRedefineUpdate(Update):
         alterability.cleanFailedForceQuiescence(can_continue, watcher, self.module, watcher.name)
 
     def apply(self):
-        update_function(self._events[2].original, self.new_function)  # the gate stays bound
+        update_function(self._events[2].original, self.new_function,  # the gate stays bound
+                        keep_decorators=True)
 
     def resume(self):
         if self._events is not None:
