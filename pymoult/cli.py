@@ -1,6 +1,7 @@
 """The ``pymoult`` command (also ``python -m pymoult``).
 
-    pymoult run [--listen ADDRESS] [--token-file F] [--address-file F] app.py [args...]
+    pymoult run [--listen ADDRESS] [--token-file F] [--address-file F] [-v|--log-level L]
+                [--log-file F] app.py [args...]
     pymoult run [...] -m module [args...]
     pymoult push SCRIPT [--to ADDRESS] [--wait] [--timeout S] [--token-file F]
     pymoult status [--to ADDRESS] [--json]
@@ -37,7 +38,28 @@ def _token_from_file(path):
 
 # -- run -------------------------------------------------------------------------------------
 
+def _runtime_log(args):
+    """The RuntimeLog that ``-v``, ``--log-level`` and ``--log-file`` ask for (exits 2 for a
+    mistake in them)."""
+    from .highlevel.runner import RuntimeLog
+
+    if args.verbose and args.log_level is not None:
+        _fail_usage("run: give -v or --log-level, not both")
+    level = args.log_level if args.log_level is not None else \
+        (min(args.verbose, 2) if args.verbose else None)
+    try:
+        return RuntimeLog(level, args.log_file)
+    except OSError as exc:
+        _fail_usage(f"run: cannot write the log to {args.log_file!r}: "
+                    f"{exc.strerror or exc}")
+
+
 def _run(args):
+    with _runtime_log(args):  # shows Pymoult's warnings about the listener, too
+        return _run_logged(args)
+
+
+def _run_logged(args):
     from .highlevel.listener import Listener
     from .highlevel.runner import Runtime, load_application
 
@@ -288,6 +310,18 @@ def _positive(text):
     return value
 
 
+#: ``--log-level`` names of the original's levels.
+_LEVEL_NAMES = {"0": 0, "1": 1, "2": 2, "warning": 0, "info": 1, "debug": 2}
+
+
+def _log_level(text):
+    try:
+        return _LEVEL_NAMES[text.lower()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"the level must be 0, 1, 2, warning, info or debug, "
+                                         f"got {text!r}") from None
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="pymoult", description="Update a running Python "
                                      "program without stopping it.")
@@ -295,13 +329,28 @@ def build_parser():
 
     run = commands.add_parser("run", help="run an application under the Pymoult runtime",
                               description="Run app.py (or -m module) in a Runner thread; the "
-                              "main thread hosts the update manager and the listener.")
+                              "main thread hosts the update manager and the listener. The "
+                              "pymoult log (the application's log(0, ...) lines, Pymoult's "
+                              "warnings and errors) shows on stderr as 'pymoult: ...' lines, "
+                              "unless the application configures logging itself (a handler "
+                              "on the root or pymoult logger, logging.basicConfig(), "
+                              "set_logpath()): its configuration then shows them.")
     run.add_argument("--listen", metavar="ADDRESS",
                      help="unix:/path or tcp:host:port (TCP needs a token); default: a Unix "
                      "socket in a new private directory")
     run.add_argument("--no-listen", action="store_true", help="start no listener")
     run.add_argument("--token-file", help="file holding the token clients must send")
     run.add_argument("--address-file", help="write the listen address to this file")
+    run.add_argument("-v", "--verbose", action="count", default=0,
+                     help="show more of the pymoult log: -v level 1 (INFO: Pymoult's steps, "
+                     "the application's log(1, ...)), -vv level 2 (DEBUG)")
+    run.add_argument("--log-level", type=_log_level, metavar="LEVEL",
+                     help="the pymoult log's level: 0 or warning (the default: the "
+                     "application's log(0, ...) lines and Pymoult's warnings), 1 or info, "
+                     "2 or debug")
+    run.add_argument("--log-file", metavar="PATH",
+                     help="append the pymoult log to PATH (with time, level and thread) "
+                     "instead of showing it on stderr")
     run.add_argument("-m", dest="module", metavar="MODULE", help="run a module, as python -m")
     run.add_argument("target", nargs=argparse.REMAINDER,
                      help="app.py and its arguments (with -m: the module's arguments)")
@@ -337,7 +386,7 @@ def build_parser():
 
 
 #: ``pymoult run`` options that take a value (the splitting below must skip it).
-_RUN_VALUE_OPTIONS = {"--listen", "--token-file", "--address-file"}
+_RUN_VALUE_OPTIONS = {"--listen", "--token-file", "--address-file", "--log-level", "--log-file"}
 
 
 def _split_run(tokens):
