@@ -4,6 +4,7 @@
                 [--log-file F] app.py [args...]
     pymoult run [...] -m module [args...]
     pymoult push SCRIPT [--to ADDRESS] [--wait] [--timeout S] [--token-file F]
+    pymoult push SCRIPT --to pipe:PATH [--timeout S] [--token-file F]
     pymoult status [--to ADDRESS] [--json]
     pymoult history [--to ADDRESS] [--json]
     pymoult demo [EXAMPLE [ARGUMENTS...]]
@@ -60,7 +61,7 @@ def _run(args):
 
 
 def _run_logged(args):
-    from .highlevel.listener import Listener
+    from .highlevel.listener import Listener, PipeListener
     from .highlevel.runner import Runtime, load_application
 
     if args.module is not None:
@@ -82,6 +83,11 @@ def _run_logged(args):
     def make_listener(manager):
         if args.no_listen:
             return None
+        if args.listen is not None:
+            from .protocol import parse_address
+            where = parse_address(args.listen)
+            if where.family == "pipe":
+                return PipeListener(where.path, token_file=args.token_file)
         return Listener(address=args.listen, token_file=args.token_file, manager=manager)
 
     def ready(runtime):
@@ -136,6 +142,11 @@ def _push_script(args):
 
 
 def _push(args):
+    where = client.resolve_address(args.to)
+    if where.family == "pipe" and args.wait:
+        _fail_usage(f"push: --wait needs a reply, and a named pipe carries none: push to "
+                    f"{where} without --wait (the application logs the outcome), or to its "
+                    "socket listener")
     try:
         script = _push_script(args)
     except (OSError, UnicodeDecodeError, SyntaxError) as exc:
@@ -143,6 +154,14 @@ def _push(args):
         print(f"pymoult push: cannot read {what}: {exc}", file=sys.stderr)
         return USAGE_ERROR
     token = _token_from_file(args.token_file)
+    if where.family == "pipe":
+        client.push(where, script, wait=False, timeout=args.timeout, token=token)
+        if args.json:
+            print(json.dumps({"delivered": True, "address": str(where), "reply": None}))
+        else:
+            print(f"sent to {where}; a pipe carries no reply: the application logs the outcome "
+                  "(pymoult run shows failures on its stderr, and successes with -v)")
+        return 0
     outcome = {}
 
     def send():
@@ -336,8 +355,9 @@ def build_parser():
                               "on the root or pymoult logger, logging.basicConfig(), "
                               "set_logpath()): its configuration then shows them.")
     run.add_argument("--listen", metavar="ADDRESS",
-                     help="unix:/path or tcp:host:port (TCP needs a token); default: a Unix "
-                     "socket in a new private directory")
+                     help="unix:/path or tcp:host:port (TCP needs a token), or pipe:/path (a "
+                     "named pipe: pushes only, no replies); default: a Unix socket in a new "
+                     "private directory")
     run.add_argument("--no-listen", action="store_true", help="start no listener")
     run.add_argument("--token-file", help="file holding the token clients must send")
     run.add_argument("--address-file", help="write the listen address to this file")
@@ -355,9 +375,12 @@ def build_parser():
     run.add_argument("target", nargs=argparse.REMAINDER,
                      help="app.py and its arguments (with -m: the module's arguments)")
 
-    def client_options(sub):
+    def client_options(sub, pipe=False):
         sub.add_argument("--to", metavar="ADDRESS", default=None,
-                         help="the listener's address (default: $PYMOULT_ADDRESS)")
+                         help="the listener's address (default: $PYMOULT_ADDRESS)" + (
+                             "; pipe:/path writes into a PipeListener's named pipe, which "
+                             "sends no reply" if pipe else "; a socket: unix:/path or "
+                             "tcp:host:port (a pipe carries no reply)"))
         sub.add_argument("--token-file", help="file holding the token (default: "
                          "$PYMOULT_TOKEN)")
         sub.add_argument("--json", action="store_true", help="print the reply as JSON")
@@ -369,10 +392,11 @@ def build_parser():
                       help="update module NAME to the source in FILE (a ModuleUpdate made in "
                            "the application; repeat it to change several modules in one update)")
     push.add_argument("--wait", action="store_true",
-                      help="wait for the updates the script queued and report their outcome")
+                      help="wait for the updates the script queued and report their outcome "
+                      "(not over a pipe, which carries no reply)")
     push.add_argument("--timeout", type=_positive, default=None,
                       help="seconds to wait for the script and its updates")
-    client_options(push)
+    client_options(push, pipe=True)
     client_options(commands.add_parser("status", help="what the application's managers do"))
     client_options(commands.add_parser("history", help="the updates that have finished"))
     demo = commands.add_parser("demo", help="start an example, update it live, show the change")

@@ -490,6 +490,9 @@ class Listener(_ScriptHost, threading.Thread):
         return str(self._address)
 
     def _bind(self, address):
+        if address is not None and address.family == "pipe":
+            raise PymoultValueError(f"a Listener listens on a socket (unix: or tcp:); for "
+                                    f"{address} use PipeListener({address.path!r})")
         if address is None or address.family == "unix":
             return self._bind_unix(None if address is None else address.path)
         if not self.requires_token:
@@ -940,6 +943,11 @@ class PipeListener(_ScriptHost, threading.Thread):
         self._stopping = threading.Event()
         self._workers = []
         logger.info("%s: reading update scripts from pipe %s", self.name, self.path)
+
+    @property
+    def address(self):
+        """The pipe as an address: ``"pipe:/path"`` (what ``pymoult push --to`` takes)."""
+        return str(protocol.Address("pipe", path=self.path))
 
     def start(self):
         """Start reading the pipe; returns the listener."""
