@@ -18,8 +18,10 @@ from pymoult.highlevel.listener import Listener, PipeListener
 
 pytestmark = pytest.mark.timeout(60)
 
+#: Lines are written in one call each (print writes the end of line apart): the update scripts
+#: below print from their own threads.
 GREETER = """
-import time
+import sys, time
 from pymoult.lowlevel.alterability import staticUpdatePoint
 
 count = 0
@@ -29,7 +31,8 @@ def greet(n):
 
 while True:
     count += 1
-    print(greet(count), flush=True)
+    sys.stdout.write(greet(count) + "\\n")
+    sys.stdout.flush()
     staticUpdatePoint()
     time.sleep(0.02)
 """
@@ -49,7 +52,7 @@ fetch_manager("runtime").add_update(SafeRedefineUpdate(
 
 #: A script whose effect the application prints: the pipe is read in order, so once its line
 #: is out, every frame written before it has been handled.
-SAY = "print({text!r}, flush=True)\n"
+SAY = "import sys\nsys.stdout.write({text!r} + '\\n')\nsys.stdout.flush()\n"
 
 
 def write(tmp_path, name, source, mode=None):
