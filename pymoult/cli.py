@@ -1,8 +1,10 @@
 """The ``pymoult`` command (also ``python -m pymoult``).
 
-    pymoult run [--listen ADDRESS] [--token-file F] [--address-file F] app.py [args...]
+    pymoult run [--listen ADDRESS] [--token-file F] [--address-file F] [-v|--log-level L]
+                [--log-file F] app.py [args...]
     pymoult run [...] -m module [args...]
     pymoult push SCRIPT [--to ADDRESS] [--wait] [--timeout S] [--token-file F]
+    pymoult push SCRIPT --to pipe:PATH [--timeout S] [--token-file F]
     pymoult status [--to ADDRESS] [--json]
     pymoult history [--to ADDRESS] [--json]
     pymoult demo [EXAMPLE [ARGUMENTS...]]
@@ -37,8 +39,29 @@ def _token_from_file(path):
 
 # -- run -------------------------------------------------------------------------------------
 
+def _runtime_log(args):
+    """The RuntimeLog that ``-v``, ``--log-level`` and ``--log-file`` ask for (exits 2 for a
+    mistake in them)."""
+    from .highlevel.runner import RuntimeLog
+
+    if args.verbose and args.log_level is not None:
+        _fail_usage("run: give -v or --log-level, not both")
+    level = args.log_level if args.log_level is not None else \
+        (min(args.verbose, 2) if args.verbose else None)
+    try:
+        return RuntimeLog(level, args.log_file)
+    except OSError as exc:
+        _fail_usage(f"run: cannot write the log to {args.log_file!r}: "
+                    f"{exc.strerror or exc}")
+
+
 def _run(args):
-    from .highlevel.listener import Listener
+    with _runtime_log(args):  # shows Pymoult's warnings about the listener, too
+        return _run_logged(args)
+
+
+def _run_logged(args):
+    from .highlevel.listener import Listener, PipeListener
     from .highlevel.runner import Runtime, load_application
 
     if args.module is not None:
@@ -60,6 +83,11 @@ def _run(args):
     def make_listener(manager):
         if args.no_listen:
             return None
+        if args.listen is not None:
+            from .protocol import parse_address
+            where = parse_address(args.listen)
+            if where.family == "pipe":
+                return PipeListener(where.path, token_file=args.token_file)
         return Listener(address=args.listen, token_file=args.token_file, manager=manager)
 
     def ready(runtime):
@@ -114,6 +142,11 @@ def _push_script(args):
 
 
 def _push(args):
+    where = client.resolve_address(args.to)
+    if where.family == "pipe" and args.wait:
+        _fail_usage(f"push: --wait needs a reply, and a named pipe carries none: push to "
+                    f"{where} without --wait (the application logs the outcome), or to its "
+                    "socket listener")
     try:
         script = _push_script(args)
     except (OSError, UnicodeDecodeError, SyntaxError) as exc:
@@ -121,6 +154,14 @@ def _push(args):
         print(f"pymoult push: cannot read {what}: {exc}", file=sys.stderr)
         return USAGE_ERROR
     token = _token_from_file(args.token_file)
+    if where.family == "pipe":
+        client.push(where, script, wait=False, timeout=args.timeout, token=token)
+        if args.json:
+            print(json.dumps({"delivered": True, "address": str(where), "reply": None}))
+        else:
+            print(f"sent to {where}; a pipe carries no reply: the application logs the outcome "
+                  "(pymoult run shows failures on its stderr, and successes with -v)")
+        return 0
     outcome = {}
 
     def send():
@@ -288,6 +329,18 @@ def _positive(text):
     return value
 
 
+#: ``--log-level`` names of the original's levels.
+_LEVEL_NAMES = {"0": 0, "1": 1, "2": 2, "warning": 0, "info": 1, "debug": 2}
+
+
+def _log_level(text):
+    try:
+        return _LEVEL_NAMES[text.lower()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"the level must be 0, 1, 2, warning, info or debug, "
+                                         f"got {text!r}") from None
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="pymoult", description="Update a running Python "
                                      "program without stopping it.")
@@ -295,20 +348,39 @@ def build_parser():
 
     run = commands.add_parser("run", help="run an application under the Pymoult runtime",
                               description="Run app.py (or -m module) in a Runner thread; the "
-                              "main thread hosts the update manager and the listener.")
+                              "main thread hosts the update manager and the listener. The "
+                              "pymoult log (the application's log(0, ...) lines, Pymoult's "
+                              "warnings and errors) shows on stderr as 'pymoult: ...' lines, "
+                              "unless the application configures logging itself (a handler "
+                              "on the root or pymoult logger, logging.basicConfig(), "
+                              "set_logpath()): its configuration then shows them.")
     run.add_argument("--listen", metavar="ADDRESS",
-                     help="unix:/path or tcp:host:port (TCP needs a token); default: a Unix "
-                     "socket in a new private directory")
+                     help="unix:/path or tcp:host:port (TCP needs a token), or pipe:/path (a "
+                     "named pipe: pushes only, no replies); default: a Unix socket in a new "
+                     "private directory")
     run.add_argument("--no-listen", action="store_true", help="start no listener")
     run.add_argument("--token-file", help="file holding the token clients must send")
     run.add_argument("--address-file", help="write the listen address to this file")
+    run.add_argument("-v", "--verbose", action="count", default=0,
+                     help="show more of the pymoult log: -v level 1 (INFO: Pymoult's steps, "
+                     "the application's log(1, ...)), -vv level 2 (DEBUG)")
+    run.add_argument("--log-level", type=_log_level, metavar="LEVEL",
+                     help="the pymoult log's level: 0 or warning (the default: the "
+                     "application's log(0, ...) lines and Pymoult's warnings), 1 or info, "
+                     "2 or debug")
+    run.add_argument("--log-file", metavar="PATH",
+                     help="append the pymoult log to PATH (with time, level and thread) "
+                     "instead of showing it on stderr")
     run.add_argument("-m", dest="module", metavar="MODULE", help="run a module, as python -m")
     run.add_argument("target", nargs=argparse.REMAINDER,
                      help="app.py and its arguments (with -m: the module's arguments)")
 
-    def client_options(sub):
+    def client_options(sub, pipe=False):
         sub.add_argument("--to", metavar="ADDRESS", default=None,
-                         help="the listener's address (default: $PYMOULT_ADDRESS)")
+                         help="the listener's address (default: $PYMOULT_ADDRESS)" + (
+                             "; pipe:/path writes into a PipeListener's named pipe, which "
+                             "sends no reply" if pipe else "; a socket: unix:/path or "
+                             "tcp:host:port (a pipe carries no reply)"))
         sub.add_argument("--token-file", help="file holding the token (default: "
                          "$PYMOULT_TOKEN)")
         sub.add_argument("--json", action="store_true", help="print the reply as JSON")
@@ -320,10 +392,11 @@ def build_parser():
                       help="update module NAME to the source in FILE (a ModuleUpdate made in "
                            "the application; repeat it to change several modules in one update)")
     push.add_argument("--wait", action="store_true",
-                      help="wait for the updates the script queued and report their outcome")
+                      help="wait for the updates the script queued and report their outcome "
+                      "(not over a pipe, which carries no reply)")
     push.add_argument("--timeout", type=_positive, default=None,
                       help="seconds to wait for the script and its updates")
-    client_options(push)
+    client_options(push, pipe=True)
     client_options(commands.add_parser("status", help="what the application's managers do"))
     client_options(commands.add_parser("history", help="the updates that have finished"))
     demo = commands.add_parser("demo", help="start an example, update it live, show the change")
@@ -337,7 +410,7 @@ def build_parser():
 
 
 #: ``pymoult run`` options that take a value (the splitting below must skip it).
-_RUN_VALUE_OPTIONS = {"--listen", "--token-file", "--address-file"}
+_RUN_VALUE_OPTIONS = {"--listen", "--token-file", "--address-file", "--log-level", "--log-file"}
 
 
 def _split_run(tokens):

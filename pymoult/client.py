@@ -8,19 +8,26 @@ whose script raised or whose updates failed is *not* refused: its reply says ``"
 The address defaults to ``$PYMOULT_ADDRESS`` and the token to ``$PYMOULT_TOKEN``. Failing to
 reach the listener raises :class:`~pymoult.errors.ListenerError` (or
 :class:`~pymoult.errors.ListenerTimeoutError`) naming the address.
+
+A ``pipe:/path`` address is a ``PipeListener``'s named pipe: :func:`push` writes the request
+frame into it and returns None, since a pipe carries no reply (the application logs the
+outcome); it cannot wait, and ``status``, ``history`` and :func:`request` need a socket.
 """
 
 import errno
+import fcntl
 import os
+import select
 import socket
+import stat
 import time
 
 from . import protocol
 from .errors import (AuthenticationError, ListenerBusyError, ListenerError, ListenerTimeoutError,
                      ProtocolError, PymoultValueError)
 
-__all__ = ["request", "push", "status", "history", "MAX_REPLY", "DEFAULT_TIMEOUT",
-           "PUSH_MARGIN"]
+__all__ = ["request", "push", "status", "history", "resolve_address", "MAX_REPLY",
+           "DEFAULT_TIMEOUT", "PUSH_MARGIN"]
 
 #: Size limit of a reply (a long history can be large).
 MAX_REPLY = 64 << 20
@@ -33,7 +40,9 @@ _REFUSALS = {"AuthenticationError": AuthenticationError, "ListenerBusyError": Li
              "ProtocolError": ProtocolError}
 
 
-def _resolve_address(address):
+def resolve_address(address):
+    """``address`` (a string or an ``Address``; None: ``$PYMOULT_ADDRESS``) as a
+    ``protocol.Address``; ``PymoultValueError`` when there is none or it is malformed."""
     if address is None:
         address = os.environ.get("PYMOULT_ADDRESS")
         if not address:
@@ -48,16 +57,15 @@ def request(address, message, token=None, timeout=None):
     ``token`` (default ``$PYMOULT_TOKEN``) is added to the message unless it has one.
     ``timeout`` bounds connecting and the wait for the whole reply (None: no limit).
     Raises ``ListenerError`` (``ListenerTimeoutError``) when no valid reply came,
-    ``AuthenticationError`` when the socket's permissions refused the connection.
+    ``AuthenticationError`` when the socket's permissions refused the connection,
+    ``PymoultValueError`` for a named pipe (``pipe:``), which cannot reply.
     """
-    where = _resolve_address(address)
-    message = dict(message)
-    if message.get("token") is None:
-        message.pop("token", None)
-        token = token if token is not None else os.environ.get("PYMOULT_TOKEN")
-        if token:
-            message["token"] = token
-    frame = protocol.encode_frame(message)
+    where = resolve_address(address)
+    if where.family == "pipe":
+        raise PymoultValueError(f"{where} is a named pipe, which carries no reply: "
+                                f"{message.get('op', 'a request')} needs the application's "
+                                "socket listener (unix: or tcp:)")
+    frame = protocol.encode_frame(_with_token(message, token))
     deadline = None if timeout is None else time.monotonic() + timeout
     sock = socket.socket(where.socket_family, socket.SOCK_STREAM)
     try:
@@ -107,6 +115,103 @@ def request(address, message, token=None, timeout=None):
         sock.close()
 
 
+def _with_token(message, token):
+    """``message`` with ``token`` (default ``$PYMOULT_TOKEN``) added unless it has one."""
+    message = dict(message)
+    if message.get("token") is None:
+        message.pop("token", None)
+        token = token if token is not None else os.environ.get("PYMOULT_TOKEN")
+        if token:
+            message["token"] = token
+    return message
+
+
+def _pipe_error(where, exc):
+    """The error to raise when opening the named pipe at ``where`` failed with ``exc``."""
+    if exc.errno == errno.ENXIO:  # a FIFO opened for writing without blocking, with no reader
+        return ListenerError(f"no application is reading {where.path}: nothing has the pipe "
+                             "open (has the application stopped?)", str(where))
+    if exc.errno == errno.ENOENT:
+        return ListenerError(f"no pipe at {where.path}: the file does not exist", str(where))
+    if isinstance(exc, PermissionError):
+        return AuthenticationError(f"permission denied opening {where.path}: the pipe belongs "
+                                   "to another user", str(where))
+    return ListenerError(f"cannot open the pipe {where.path}: {exc.strerror or exc}",
+                         str(where))
+
+
+def _kind(mode):
+    for test, name in ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a directory"),
+                       (stat.S_ISSOCK, "a socket (use unix:PATH)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a named pipe"
+
+
+def _write_to_pipe(where, data, timeout):
+    """Write ``data`` (one frame) into the named pipe at ``where`` within ``timeout`` s.
+
+    The pipe is opened without blocking, so that a pipe nobody reads is reported at once
+    instead of blocking the open, and is checked to be a FIFO before (nothing else is opened:
+    opening a device can act on it) and after opening. The write holds an exclusive ``flock``
+    on the pipe, so that the frames of two ``pymoult`` clients never interleave (the reader
+    cannot tell them apart otherwise).
+    """
+    try:
+        info = os.stat(where.path)
+    except OSError as exc:
+        raise _pipe_error(where, exc) from None
+    if not stat.S_ISFIFO(info.st_mode):
+        raise ListenerError(f"{where.path} is not a named pipe ({_kind(info.st_mode)})",
+                            str(where))
+    try:
+        fd = os.open(where.path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise _pipe_error(where, exc) from None
+    deadline = time.monotonic() + timeout
+    written = 0
+    try:
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):  # replaced since the check above
+            raise ListenerError(f"{where.path} is not a named pipe", str(where))
+        _lock(fd, where, deadline, timeout)
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        while written < len(data):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ListenerTimeoutError(
+                    f"the application did not read {where.path} within {timeout} s ({written} "
+                    f"of {len(data)} bytes written: it will drop the incomplete frame)",
+                    str(where))
+            if not poller.poll(left * 1000):
+                continue
+            try:
+                written += os.write(fd, data[written:written + 65536])
+            except BlockingIOError:
+                continue
+            except BrokenPipeError:
+                raise ListenerError(f"the application stopped reading {where.path} after "
+                                    f"{written} of {len(data)} bytes", str(where)) from None
+    finally:
+        os.close(fd)
+
+
+def _lock(fd, where, deadline, timeout):
+    """An exclusive ``flock`` on the pipe, waited for until ``deadline``."""
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise ListenerTimeoutError(f"another client kept writing into {where.path} for "
+                                           f"{timeout} s", str(where)) from None
+            time.sleep(0.01)  # flock has no timed wait
+        except OSError:  # a system without flock on pipes: write unlocked
+            return
+
+
 def _checked(reply, where):
     """``reply`` unless it is a refusal, which is raised as the matching error."""
     error = reply.get("error")
@@ -123,22 +228,38 @@ def push(address, script, wait=True, timeout=None, token=None):
     With ``wait`` the reply comes once every update the script queued has ended (or ``timeout``
     s have passed); otherwise right after the script ran. Returns the reply:
     ``{"ok", "script_error", "updates": [{"name", "state", "finished", "error"}...]}``.
+
+    To a named pipe (``pipe:/path``) the request is written and None returned, as soon as the
+    application has read it: no reply comes back, so ``wait`` must be false
+    (``PymoultValueError`` otherwise), and the script's outcome is in the application's log.
+    The write must end within ``timeout`` + ``PUSH_MARGIN`` s (``DEFAULT_TIMEOUT`` without a
+    ``timeout``). ``ListenerError`` when the pipe does not exist, is not a pipe, or nothing
+    reads it.
     """
-    where = _resolve_address(address)
+    where = resolve_address(address)
     message = {"op": "push", "script": script, "wait": wait, "timeout": timeout}
     client_timeout = None if timeout is None else timeout + PUSH_MARGIN
+    if where.family == "pipe":
+        if wait:
+            raise PymoultValueError(f"cannot wait for the outcome of a push to {where}: a named "
+                                    "pipe carries no reply (push with wait=False; the "
+                                    "application logs the outcome)")
+        frame = protocol.encode_frame(_with_token(message, token))
+        _write_to_pipe(where, frame, DEFAULT_TIMEOUT if client_timeout is None
+                       else client_timeout)
+        return None
     return _checked(request(where, message, token, client_timeout), where)
 
 
 def status(address, token=None, timeout=DEFAULT_TIMEOUT):
     """The listener's and its managers' state: ``{"ok", "listener", "managers": [{"name",
     "kind", "current", "pending", "statistics"}...]}``."""
-    where = _resolve_address(address)
+    where = resolve_address(address)
     return _checked(request(where, {"op": "status"}, token, timeout), where)
 
 
 def history(address, token=None, timeout=DEFAULT_TIMEOUT):
     """The managers' histories: ``{"ok", "managers": [{"name", "kind", "history": [record
     dicts]}...]}``."""
-    where = _resolve_address(address)
+    where = resolve_address(address)
     return _checked(request(where, {"op": "history"}, token, timeout), where)

@@ -220,7 +220,8 @@ class AuthenticationError(PymoultError, PermissionError):
 class ListenerError(PymoultError, ConnectionError):
     """A client could not talk to the listener at ``.address``: no socket there, connection
     refused or reset, the listener closed the connection without a valid reply, or it refused
-    the request for a reason other than authentication."""
+    the request for a reason other than authentication; for a named pipe (``pipe:``), no pipe
+    there, or nothing reading it."""
 
     def __init__(self, message, address=None):
         super().__init__(message)

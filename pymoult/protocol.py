@@ -19,7 +19,9 @@ takes the end of a TCP client's sending side for its departure (TCP cannot tell 
 from a close) and stops waiting for it (over a Unix socket only a real close counts).
 
 Addresses are strings: ``"unix:/path/to/socket"`` or ``"tcp:host:port"`` (``tcp:[::1]:port`` for
-IPv6); :func:`parse_address` reads them and :class:`Address` formats them back. A Unix socket's
+IPv6), and ``"pipe:/path"`` for a ``PipeListener``'s named pipe, which takes push frames one
+after the other and sends no reply; :func:`parse_address` reads them and :class:`Address`
+formats them back. A Unix socket's
 path may have at most ``MAX_UNIX_PATH`` bytes (``sun_path`` with its final NUL): a longer one is
 refused when the address is read, on either side, rather than failing obscurely later.
 """
@@ -56,8 +58,9 @@ _MAX_INT_DIGITS = 64  # a JSON integer longer than this is refused (int() is qua
 
 @dataclass(frozen=True)
 class Address:
-    """A listener address: ``family`` is ``"unix"`` (with ``path``) or ``"tcp"`` (with ``host``
-    and ``port``); ``str()`` gives the ``unix:/path`` / ``tcp:host:port`` form."""
+    """A listener address: ``family`` is ``"unix"`` or ``"pipe"`` (with ``path``) or ``"tcp"``
+    (with ``host`` and ``port``); ``str()`` gives the ``unix:/path`` / ``tcp:host:port`` /
+    ``pipe:/path`` form."""
 
     family: str
     path: str = None
@@ -71,14 +74,15 @@ class Address:
                 raise PymoultValueError(f"cannot use unix:{self.path}: {problem}")
 
     def __str__(self):
-        if self.family == "unix":
-            return f"unix:{self.path}"
+        if self.family in ("unix", "pipe"):
+            return f"{self.family}:{self.path}"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"tcp:{host}:{self.port}"
 
     @property
     def socket_family(self):
         """The ``socket.AF_*`` constant to open this address with."""
+        self._check_socket()
         if self.family == "unix":
             return socket.AF_UNIX
         return socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -86,7 +90,12 @@ class Address:
     @property
     def sockaddr(self):
         """What ``bind``/``connect`` take for this address."""
+        self._check_socket()
         return self.path if self.family == "unix" else (self.host, self.port)
+
+    def _check_socket(self):
+        if self.family == "pipe":
+            raise PymoultValueError(f"{self} is a named pipe, not a socket")
 
 
 def unix_path_error(path, what="the path"):
@@ -100,7 +109,8 @@ def unix_path_error(path, what="the path"):
 
 
 def parse_address(text):
-    """``"unix:/path"`` or ``"tcp:host:port"`` (``tcp:[v6]:port``) as an :class:`Address`.
+    """``"unix:/path"``, ``"tcp:host:port"`` (``tcp:[v6]:port``) or ``"pipe:/path"`` as an
+    :class:`Address`.
 
     Raises ``PymoultValueError`` naming the address and the expected forms otherwise.
     """
@@ -119,6 +129,10 @@ def parse_address(text):
         if problem is not None:
             raise PymoultValueError(f"bad address {text!r}: {problem}; choose a shorter path")
         return Address("unix", path=path)
+    if family == "pipe" and sep:
+        if not rest or "\0" in rest:
+            raise PymoultValueError(f"bad address {text!r}: 'pipe:' needs the named pipe's path")
+        return Address("pipe", path=os.path.abspath(rest))
     if family == "tcp" and sep:
         if rest.startswith("["):
             host, bracket, port = rest[1:].partition("]")
@@ -139,7 +153,8 @@ def parse_address(text):
             raise PymoultValueError(f"bad address {text!r}: the port must be a number from 0 "
                                     "to 65535")
         return Address("tcp", host=host, port=int(port))
-    raise PymoultValueError(f"bad address {text!r}: expected 'unix:/path' or 'tcp:host:port'")
+    raise PymoultValueError(f"bad address {text!r}: expected 'unix:/path' or 'tcp:host:port' "
+                            "(or 'pipe:/path' for a named pipe)")
 
 
 def encode_frame(message):

@@ -66,17 +66,25 @@ def _default_sigint():
 
 
 class App:
-    """``pymoult run [options] app.py`` as a process; ``address`` once it listens."""
+    """``pymoult run [options] app.py`` as a process, in a process group of its own;
+    ``address`` once it listens."""
+
+    _own_group = False  # subclasses that start their process otherwise
 
     def __init__(self, app_path, *options, env=None, listens=True):
         self.process = subprocess.Popen(
             [sys.executable, "-m", "pymoult", "run", *options, str(app_path)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
-            env=env or command_env(), preexec_fn=_default_sigint)
+            env=env or command_env(), preexec_fn=_default_sigint, start_new_session=True)
+        self._own_group = True
         self.stdout, self.stderr = _Lines(self.process.stdout), _Lines(self.process.stderr)
         self.address = None
         if listens:
-            line = self.stderr.wait_for(lambda line: line.startswith(LISTENING))[0]
+            try:
+                line = self.stderr.wait_for(lambda line: line.startswith(LISTENING))[0]
+            except BaseException:
+                self.close()
+                raise
             self.address = line[len(LISTENING):]
 
     def interrupt(self):
@@ -85,7 +93,22 @@ class App:
     def wait(self, timeout=WAIT):
         return self.process.wait(timeout)
 
+    def ended(self, timeout=WAIT):
+        """Wait for the process and for the end of both outputs; its exit code."""
+        code = self.process.wait(timeout)
+        for stream in (self.stdout, self.stderr):
+            with stream._changed:
+                assert stream._changed.wait_for(lambda: stream.ended, timeout)
+        return code
+
     def close(self):
-        if self.process.poll() is None:
-            self.process.kill()
+        """Kill the process (and anything it started, in its group) unless it has ended."""
+        if self.process.returncode is None:  # not reaped yet: its pid cannot be reused
+            if self._own_group:
+                try:
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                except ProcessLookupError:  # ended meanwhile, and nothing else in its group
+                    pass
+            else:
+                self.process.kill()
         self.process.wait(WAIT)

@@ -50,7 +50,7 @@ from .managers import Manager, collect_updates, fetch_manager, live_managers
 from .updates import UpdateState
 
 __all__ = ["Listener", "PipeListener", "get_app_listener", "log", "set_loglevel", "set_logpath",
-           "run_script"]
+           "run_script", "LOG_LEVELS", "LOG_FILE_FORMAT"]
 
 logger = logging.getLogger("pymoult")
 
@@ -68,6 +68,9 @@ WATCH_INTERVAL = 0.1
 #: of level L is shown when L <= the level set; Pymoult's own warnings and errors show at every
 #: level.
 LOG_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
+#: The format of the ``pymoult`` log in a file (``set_logpath``, ``pymoult run --log-file``):
+#: read afterwards, so each line says when, how serious and in which thread.
+LOG_FILE_FORMAT = "%(asctime)s %(levelname)s [%(threadName)s] %(message)s"
 _file_handler = None
 _log_lock = threading.Lock()
 
@@ -83,8 +86,9 @@ def _logging_level(level):
 
 def log(level, message):
     """Log ``message`` through the ``pymoult`` logger at the original's ``level`` (0
-    application, 1 errors, 2 everything: WARNING, INFO, DEBUG)."""
-    logger.log(_logging_level(level), "%s", message)
+    application, 1 errors, 2 everything: WARNING, INFO, DEBUG). The record carries that level
+    as ``record.original_level`` (``pymoult run`` shows such lines as the application's own)."""
+    logger.log(_logging_level(level), "%s", message, extra={"original_level": level})
 
 
 def set_loglevel(level):
@@ -104,8 +108,7 @@ def set_logpath(path):
             _file_handler = None
         if path is not None:
             handler = logging.FileHandler(os.fspath(path), encoding="utf-8")
-            handler.setFormatter(logging.Formatter(
-                "%(asctime)s %(levelname)s [%(threadName)s] %(message)s"))
+            handler.setFormatter(logging.Formatter(LOG_FILE_FORMAT))
             logger.addHandler(handler)
             _file_handler = handler
         return _file_handler
@@ -487,6 +490,9 @@ class Listener(_ScriptHost, threading.Thread):
         return str(self._address)
 
     def _bind(self, address):
+        if address is not None and address.family == "pipe":
+            raise PymoultValueError(f"a Listener listens on a socket (unix: or tcp:); for "
+                                    f"{address} use PipeListener({address.path!r})")
         if address is None or address.family == "unix":
             return self._bind_unix(None if address is None else address.path)
         if not self.requires_token:
@@ -937,6 +943,11 @@ class PipeListener(_ScriptHost, threading.Thread):
         self._stopping = threading.Event()
         self._workers = []
         logger.info("%s: reading update scripts from pipe %s", self.name, self.path)
+
+    @property
+    def address(self):
+        """The pipe as an address: ``"pipe:/path"`` (what ``pymoult push --to`` takes)."""
+        return str(protocol.Address("pipe", path=self.path))
 
     def start(self):
         """Start reading the pipe; returns the listener."""

@@ -22,6 +22,11 @@ Semantics, chosen to match a plain ``python app.py`` as closely as a thread allo
   own are daemon threads) are daemon or not as they were created.
 
 ``get_runner()`` gives the live Runner (update scripts name it in ``threads=[...]``).
+
+The library logs through the ``pymoult`` logger and never prints; :class:`RuntimeLog` is how
+``pymoult run`` shows that log (on stderr, or in a file), and
+:func:`application_log_handlers` how it tells whether the application configured logging
+itself.
 """
 
 import importlib.util
@@ -35,10 +40,11 @@ import types
 from .. import _cpython
 from ..errors import PymoultTypeError, PymoultValueError, ThreadStateError
 from ..threads import DSU_Thread
+from .listener import LOG_FILE_FORMAT, LOG_LEVELS
 from .managers import ThreadedManager
 
-__all__ = ["Application", "Runner", "Runtime", "get_runner", "load_application",
-           "RUNTIME_MANAGER", "INTERRUPTED"]
+__all__ = ["Application", "Runner", "Runtime", "RuntimeLog", "application_log_handlers",
+           "get_runner", "load_application", "RUNTIME_MANAGER", "INTERRUPTED"]
 
 logger = logging.getLogger("pymoult")
 
@@ -290,3 +296,130 @@ class Runtime:
         if self.manager is not None:
             self.manager.stop(5.0)
         _runner = None
+
+
+# -- showing the pymoult log -----------------------------------------------------------------
+
+def application_log_handlers():
+    """The handlers records of the ``pymoult`` logger reach, other than ``NullHandler``s and
+    the runtime's own (:class:`RuntimeLog`): those of the ``pymoult`` logger and, as far as it
+    propagates, of its ancestors (the root logger).
+
+    Non-empty means the application (or whatever embeds the runtime) configured logging
+    itself: ``logging.basicConfig()``, a handler added to the root or the ``pymoult`` logger,
+    ``set_logpath(path)``. A handler on another logger (``getLogger("myapp")``) does not count:
+    it never sees Pymoult's records.
+    """
+    found = []
+    current = logger  # the object, not getLogger(): that would take logging's module lock
+    while current is not None:
+        found += [handler for handler in tuple(current.handlers)  # a copy: others may add
+                  if not isinstance(handler, logging.NullHandler)
+                  and not getattr(handler, "pymoult_runtime", False)]
+        if not current.propagate:
+            break
+        current = current.parent
+    return found
+
+
+class _PersonFormatter(logging.Formatter):
+    """``pymoult: MESSAGE`` for the application's own lines (``log(level, message)``), and
+    ``pymoult: warning: MESSAGE`` (``info:``, ``error:``...) for Pymoult's."""
+
+    def format(self, record):
+        text = super().format(record)
+        if getattr(record, "original_level", None) is not None:
+            return f"pymoult: {text}"
+        return f"pymoult: {record.levelname.lower()}: {text}"
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is when a record comes (as Python's last-resort handler
+    does), and only while :func:`application_log_handlers` finds none: the application's own
+    configuration then shows Pymoult's records, once."""
+
+    pymoult_runtime = True
+
+    def __init__(self):
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    def filter(self, record):
+        # before the handler's lock: application_log_handlers() takes no lock at all
+        if application_log_handlers():
+            return False
+        return super().filter(record)
+
+
+class _FileHandler(logging.FileHandler):
+    pymoult_runtime = True
+
+
+class RuntimeLog:
+    """How ``pymoult run`` shows the ``pymoult`` log, which the library only writes to.
+
+    ``level`` (the original's 0, 1 or 2: WARNING, INFO, DEBUG) is set on the ``pymoult``
+    logger while the log is installed; None leaves the logger's level alone (so WARNING, from
+    the root logger: the original's level 0). The application's own ``set_loglevel()`` (or
+    ``setLevel``) comes later and so takes precedence.
+
+    ``path`` None: records go to stderr as ``pymoult: v1`` (an application's ``log(0, "v1")``)
+    or ``pymoult: warning: ...`` (Pymoult's own), but only while the application has not
+    configured logging itself (:func:`application_log_handlers`, asked at each record): once it
+    has, its configuration shows them and the runtime writes nothing. A ``path``: records go
+    to that file instead, in the format of ``set_logpath`` (time, level, thread, message),
+    whatever the application configures (it asked for them explicitly). The file is opened
+    (for appending) here, so a path that cannot be written raises ``OSError`` before anything
+    runs.
+
+    Use it as a context manager (or :meth:`install`, :meth:`remove`) around the runtime.
+    """
+
+    def __init__(self, level=None, path=None):
+        if level is not None and (isinstance(level, bool) or level not in LOG_LEVELS):
+            raise PymoultValueError(f"a log level must be 0 (application), 1 (errors) or 2 "
+                                    f"(everything), got {level!r}")
+        self.level = level
+        self.path = None if path is None else os.fspath(path)
+        if self.path is None:
+            self.handler = _StderrHandler()
+            self.handler.setFormatter(_PersonFormatter())
+        else:
+            self.handler = _FileHandler(self.path, encoding="utf-8")
+            self.handler.setFormatter(logging.Formatter(LOG_FILE_FORMAT))
+        self._logger = logger
+        self._level_before = None
+        self._installed = False
+
+    def install(self):
+        """Add the handler to the ``pymoult`` logger (and set its level); returns self."""
+        if not self._installed:
+            if self.level is not None:
+                self._level_before = self._logger.level
+                self._logger.setLevel(LOG_LEVELS[self.level])
+            self._logger.addHandler(self.handler)
+            self._installed = True
+        return self
+
+    def remove(self):
+        """Take the handler away (closing the file) and put the logger's level back, unless
+        somebody changed it since. Safe to call more than once."""
+        if self._installed:
+            self._logger.removeHandler(self.handler)
+            if self.level is not None and self._logger.level == LOG_LEVELS[self.level]:
+                self._logger.setLevel(self._level_before)
+            self._installed = False
+        self.handler.close()
+
+    def __enter__(self):
+        return self.install()
+
+    def __exit__(self, *exc_info):
+        self.remove()
+
+    def __repr__(self):
+        where = "stderr" if self.path is None else repr(self.path)
+        return f"<RuntimeLog level={self.level} to {where}>"
