@@ -17,6 +17,7 @@ __all__ = [
     "RebootError",
     "UpdateTimeoutError",
     "DeadlockDetectedError",
+    "LifecycleError",
     "StopTheWorldError",
     "UnsupportedError",
     "RedefinitionError",
@@ -185,6 +186,12 @@ class ModuleUpdateError(UpdateDefinitionError):
         self.module = module
         self.lineno = lineno
         self.traceback = traceback
+
+
+class LifecycleError(PymoultError, RuntimeError):
+    """An update was moved between two states its lifecycle does not connect (for instance
+    from "applied" back to "waiting for alterability"): a bug in a manager or in code that sets
+    ``update.state`` itself. The message shows both states; the state is left unchanged."""
 
 
 class NotAlterableNow(PymoultError, RuntimeError):

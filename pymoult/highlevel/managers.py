@@ -36,7 +36,7 @@ from ..lowlevel.journal import Journal
 from ..lowlevel.world import stop_the_world
 from ..errors import UpdateDefinitionError
 from ..lowlevel import alterability
-from .updates import Update, UpdateState, check_definition, mark_applied
+from .updates import Update, UpdateState, check_definition
 
 __all__ = ["Manager", "ThreadedManager", "UpdateFuture", "fetch_manager",
            "generatePreconfiguredManager", "collect_updates", "live_managers"]
@@ -51,6 +51,9 @@ _local = threading.local()  # in_steps: this thread is running an update's steps
 #: The window apply runs in (seconds of guaranteed exclusion; see pymoult.lowlevel.world).
 APPLY_GUARANTEE = 0.05
 _REQUIREMENT_RECHECK = 0.05
+#: Longest back-off (seconds) before a postponed update is tried again: its ``sleep_time``
+#: doubles at each postponement up to this.
+MAX_BACK_OFF = 1.0
 
 
 def fetch_manager(name):
@@ -300,7 +303,7 @@ class Manager:
                 if entry is None:
                     return None
                 if not entry.future.running() and not entry.future.set_running_or_notify_cancel():
-                    entry.update.state = UpdateState.CANCELLED  # cancelled while queued
+                    self._end(entry, UpdateState.CANCELLED)  # cancelled while queued
                     return entry.update
                 self._current = (entry, self._lifecycle(entry))
             entry, steps = self._current
@@ -327,7 +330,14 @@ class Manager:
                 entry.update.clean_failed_alterability()
             except Exception:
                 logger.exception("%s: cleaning up %r failed", self.name, entry.update)
-        if not entry.future.done():
+        if entry.future.done():
+            return
+        if entry.update.state is UpdateState.APPLIED:  # wait_over/check_over raised
+            error = UpdateStepError(f"{entry.update.name!r} is applied, but a step after apply "
+                                    f"raised {exc!r}", entry.update, "over")
+            error.__cause__ = exc
+            self._end(entry, UpdateState.APPLIED, error)
+        else:
             self._end(entry, UpdateState.FAILED, exc)
 
     def _next_due(self):
@@ -397,10 +407,7 @@ class Manager:
             if entry is None:
                 return False
             entry.update.clean_failed_alterability()
-            entry.update.state = UpdateState.PENDING
-            entry.update.postponements += 1
-            entry.seq = next(self._seq)
-            self._queue.add(entry)
+            self._requeue(entry, "postpone() asked", back_off=False)
             self._current = None
             return True
 
@@ -426,18 +433,43 @@ class Manager:
         logger.info("%s: history: %s", self.name, record.as_dict())
 
     def _end(self, entry, state, error=None):
+        """The one ending path: every outcome (applied included) goes through it, in this
+        order: held callers released, the final state, the history record, then the future
+        (a cancelled future stays cancelled)."""
         update = entry.update
         entry.release_watchers(self.name)
         update.state = state
         update.error = error
         update.mark("end")
         self._record(update)
-        if error is None:
-            entry.future.set_result(update)
+        future = entry.future
+        if not future.cancelled():
+            if error is None:
+                future.set_result(update)
+            else:
+                future.set_exception(error)
+        if error is None and state in (UpdateState.APPLIED, UpdateState.CANCELLED):
             logger.info("%s: %r", self.name, update)
         else:
-            entry.future.set_exception(error)
             logger.warning("%s: %r", self.name, update)
+
+    def _requeue(self, entry, why, back_off=True):
+        """The one way back to the queue (postponed): the update is pending again, after the
+        others of its priority, and, with ``back_off``, not before ``sleep_time`` doubled per
+        postponement (at most ``MAX_BACK_OFF``). Nothing was changed: a fresh journal."""
+        update = entry.update
+        update.state = UpdateState.PENDING
+        update.postponements += 1
+        update.tries = 0
+        update.journal = Journal(update.name)
+        entry.request = None
+        entry.not_before = time.monotonic() + (min(
+            update.sleep_time * 2 ** min(update.postponements - 1, 10), MAX_BACK_OFF)
+            if back_off else 0.0)
+        with self._lock:
+            entry.seq = next(self._seq)
+            self._queue.add(entry)
+        logger.info("%s: %r postponed (%s)", self.name, update, why)
 
     def _lifecycle(self, entry, blocking=False):
         yield from self._steps(entry, blocking)
@@ -454,13 +486,7 @@ class Manager:
                 f"{update.name!r} was postponed while the manager stopped", update))
             return
         if answer == "no":
-            update.postponements += 1
-            entry.not_before = time.monotonic() + min(
-                update.sleep_time * 2 ** min(update.postponements - 1, 10), 5.0)  # back-off
-            with self._lock:
-                entry.seq = next(self._seq)
-                self._queue.add(entry)
-            logger.info("%s: %r postponed (requirements: no)", self.name, update)
+            self._requeue(entry, "requirements: no")
             return
         if answer != "yes":
             self._end(entry, UpdateState.FAILED, UpdateAbortedError(
@@ -502,16 +528,7 @@ class Manager:
         update.resume_hook()
         if update.postponements >= update.max_postponements or self._stopping_now():
             return False
-        update.postponements += 1
-        update.tries = 0
-        update.state = UpdateState.PENDING
-        update.journal = Journal(update.name)  # the window changed nothing: a fresh one
-        entry.not_before = time.monotonic() + min(
-            update.sleep_time * 2 ** min(update.postponements - 1, 10), 1.0)
-        with self._lock:
-            entry.seq = next(self._seq)
-            self._queue.add(entry)
-        logger.info("%s: %r not alterable at apply (%s); waiting again", self.name, update, exc)
+        self._requeue(entry, f"not alterable at apply after all: {exc}")
         return True
 
     def _not_alterable(self, entry, why):
@@ -519,15 +536,7 @@ class Manager:
         update = entry.update
         if (update.on_timeout == "postpone" and update.postponements < update.max_postponements
                 and not self._stopping_now()):
-            update.postponements += 1
-            update.tries = 0
-            update.state = UpdateState.PENDING
-            entry.not_before = time.monotonic() + min(
-                update.sleep_time * 2 ** min(update.postponements - 1, 10), 5.0)
-            with self._lock:
-                entry.seq = next(self._seq)
-                self._queue.add(entry)
-            logger.info("%s: %r postponed (%s)", self.name, update, why)
+            self._requeue(entry, why)
             return
         if update.postponements:
             why += f" (after {update.postponements} postponements)"
@@ -554,12 +563,7 @@ class Manager:
         if entry.request is not None:  # abort/postpone asked while it waited (threaded manager)
             update.clean_failed_alterability()
             if entry.request == "postpone" and not self._stopping_now():
-                entry.request = None
-                update.state = UpdateState.PENDING
-                update.postponements += 1
-                with self._lock:
-                    entry.seq = next(self._seq)
-                    self._queue.add(entry)
+                self._requeue(entry, "postpone() asked", back_off=False)
             else:
                 self._end(entry, UpdateState.ABORTED,
                           UpdateAbortedError(f"{update.name!r} was aborted", update))
@@ -599,8 +603,7 @@ class Manager:
             logger.info("Manager %s resumed thread%s %s", self.name, "s"[:len(held) > 1],
                         ", ".join(held))
         update.resume_hook()
-        update.state = UpdateState.APPLIED
-        mark_applied(update)
+        update.state = UpdateState.APPLIED  # isApplied() is true from here on
         yield
         if blocking:
             update.wait_over()
@@ -608,17 +611,8 @@ class Manager:
             while not update.check_over():
                 yield
         step_error = self._after_apply(update, "cleanup") or step_error
-        entry.release_watchers(self.name)
-        entry.update.mark("end")
-        if step_error is not None:
-            update.error = step_error
-        self._record(update)
-        if step_error is not None:
-            entry.future.set_exception(step_error)
-            update.error = step_error
-        else:
-            entry.future.set_result(update)
-        logger.info("%s: %r (paused %.2f ms)", self.name, update, update.pause * 1e3)
+        logger.info("%s: %r applied (paused %.2f ms)", self.name, update, update.pause * 1e3)
+        self._end(entry, UpdateState.APPLIED, step_error)
 
     def _after_apply(self, update, step):
         try:
@@ -707,9 +701,10 @@ class ThreadedManager(Manager):
                 key=lambda entry: (entry.priority, entry.seq))
             self._wake.notify_all()
         for entry in queued:
-            entry.update.state = UpdateState.CANCELLED
-            if not entry.future.cancel() and not entry.future.done():  # postponed: running
-                entry.future.set_exception(UpdateAbortedError(
+            if entry.future.cancel():
+                self._end(entry, UpdateState.CANCELLED)
+            elif not entry.future.done():  # postponed: its future is running
+                self._end(entry, UpdateState.CANCELLED, UpdateAbortedError(
                     f"{entry.update.name!r} was still postponed when the manager stopped",
                     entry.update))
         thread = self._thread
@@ -839,7 +834,7 @@ class ThreadedManager(Manager):
         if entry.future.done():  # resolved meanwhile (aborted or stopped)
             return
         if not entry.future.running() and not entry.future.set_running_or_notify_cancel():
-            entry.update.state = UpdateState.CANCELLED
+            self._end(entry, UpdateState.CANCELLED)
             return
         with self._lock:
             self._current = (entry, None)

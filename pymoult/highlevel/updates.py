@@ -2,9 +2,18 @@
 
 An :class:`Update` goes through explicit states, shown in its ``repr``::
 
-    pending -> waiting for alterability -> applying -> applied
-                      |                        \\-> rolled back (apply raised: journal undone)
-                      \\-> failed (patience exhausted) / aborted (requirements "never")
+    pending -> waiting for alterability -> applying -> applied / rolled back
+
+- back to *pending* (postponed): from pending (requirements "no"), from waiting (not alterable
+  within the patience, or ``postpone()``), from applying (not alterable after all inside the
+  apply window, before anything changed);
+- ended early: *aborted* (requirements "never", a required update not applied, ``abort()``),
+  *cancelled* (future cancelled, manager stopped), *failed* (out of postponements, a step
+  raised) from pending or waiting; *failed* also from applying (an internal error).
+
+``TRANSITIONS`` is the table; setting ``update.state`` to a state it does not list raises
+``LifecycleError``. The final states (applied, rolled back, failed, aborted, cancelled) lead
+nowhere.
 
 Each step is a method a subclass may override (the names are the original Pymoult's):
 ``check_requirements`` ("yes" / "no": postpone / "never": abort), ``preupdate_setup``,
@@ -34,7 +43,8 @@ import sys
 import threading
 import time
 
-from ..errors import NotAlterableNow, PymoultTypeError, PymoultValueError, UpdateDefinitionError
+from ..errors import (LifecycleError, NotAlterableNow, PymoultTypeError, PymoultValueError,
+                      UpdateDefinitionError)
 from ..lowlevel import alterability
 from ..lowlevel.data_access import startEagerUpdate, startLazyUpdate, traverseHeap
 from ..lowlevel.data_update import redefineClass
@@ -56,7 +66,7 @@ __all__ = [
     "ModuleUpdate",  # noqa: F822 (imported on first use: see __getattr__ below)
     "isApplied",
     "applied_update_names",
-    "mark_applied",
+    "TRANSITIONS",
     "UpdateDefinitionError",
 ]
 
@@ -76,6 +86,20 @@ class UpdateState(enum.Enum):
     @property
     def finished(self):
         return self not in (UpdateState.PENDING, UpdateState.WAITING, UpdateState.APPLYING)
+
+
+_S = UpdateState
+#: state -> the states an update may go to from it (the lifecycle; see the module notes).
+TRANSITIONS = {
+    _S.PENDING: frozenset({_S.PENDING, _S.WAITING, _S.ABORTED, _S.CANCELLED, _S.FAILED}),
+    _S.WAITING: frozenset({_S.APPLYING, _S.PENDING, _S.ABORTED, _S.CANCELLED, _S.FAILED}),
+    _S.APPLYING: frozenset({_S.APPLIED, _S.ROLLED_BACK, _S.PENDING, _S.FAILED}),
+    _S.APPLIED: frozenset(),
+    _S.ROLLED_BACK: frozenset(),
+    _S.FAILED: frozenset(),
+    _S.ABORTED: frozenset(),
+    _S.CANCELLED: frozenset(),
+}
 
 
 class Update:
@@ -109,7 +133,7 @@ class Update:
             self.sleep_time = sleep_time
         if timeout is not None:
             self.timeout = timeout
-        self.state = UpdateState.PENDING
+        self._state = UpdateState.PENDING
         self.journal = Journal(self.name)
         self.error = None  # the exception that ended it, if any
         self.tries = 0  # alterability checks made
@@ -207,6 +231,22 @@ class Update:
         """Called when the threads have just been resumed."""
 
     # -- bookkeeping -------------------------------------------------------------------------------
+
+    @property
+    def state(self):
+        """Where the update is in its lifecycle (an :class:`UpdateState`)."""
+        return self._state
+
+    @state.setter
+    def state(self, new):
+        if not isinstance(new, UpdateState):
+            raise PymoultTypeError(f"an update's state is an UpdateState, got {new!r}")
+        old = self._state
+        if new is not old and new not in TRANSITIONS[old]:
+            raise LifecycleError(f"{self.name!r} cannot go from {old.value!r} to {new.value!r}")
+        self._state = new
+        if new is UpdateState.APPLIED and old is not UpdateState.APPLIED:
+            mark_applied(self)
 
     def mark(self, step):
         self.times[step] = time.monotonic()
@@ -422,7 +462,8 @@ _applied_lock = threading.Lock()
 
 
 def mark_applied(update):
-    """Record that ``update`` was applied (managers call it): :func:`isApplied` by name."""
+    """Record that ``update`` was applied (its state setter calls it): :func:`isApplied` by
+    name."""
     with _applied_lock:
         _applied_names.append(update.name)
 
