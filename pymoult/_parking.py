@@ -357,21 +357,24 @@ class ThreadControl:
     def park_in_trap(self, where):
         """Called by the trap, in the thread, at a safe place: park until resumed."""
         with self._lock:
-            if not self.trap_wanted() or self.parked:
-                return
-            self.parked = True
-            self.dormant = False
-            self.parked_at = where
-            parked_in = self.releases
-            self.cond.notify_all()
-            try:
-                while self.releases == parked_in:
-                    self.cond.wait()
-            finally:
-                if self.releases == parked_in:
-                    self.parked = False
-                    self.parked_at = None
-                    self.cond.notify_all()
+            if self.trap_wanted() and not self.parked:
+                self._park_locked(where)
+
+    def _park_locked(self, where):
+        """Park the calling thread (its own control, lock held) until the next resume()."""
+        self.parked = True
+        self.dormant = False
+        self.parked_at = where
+        parked_in = self.releases
+        self.cond.notify_all()
+        try:
+            while self.releases == parked_in:
+                self.cond.wait()
+        finally:  # also when an asynchronous reboot lands while parked
+            if self.releases == parked_in:
+                self.parked = False
+                self.parked_at = None
+                self.cond.notify_all()
 
     def suspended(self):
         """True if the thread is parked, or (suspended anywhere) dormant: blocked where it will
@@ -526,18 +529,7 @@ class ThreadControl:
                 elif self.active and self.active_function is not None:
                     break_with = ("active",) + self._take_active_locked()
                 elif self.suspend_requested:
-                    self.parked = True
-                    self.parked_at = name
-                    parked_in = self.releases
-                    self.cond.notify_all()
-                    try:
-                        while self.releases == parked_in:
-                            self.cond.wait()
-                    finally:  # also when an asynchronous reboot lands while parked
-                        if self.releases == parked_in:
-                            self.parked = False
-                            self.parked_at = None
-                            self.cond.notify_all()
+                    self._park_locked(name)
                     continue  # serve what was asked while parked (reboot, active update)
                 else:
                     return
