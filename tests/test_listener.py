@@ -880,3 +880,12 @@ def test_refusals_are_logged_as_warnings(listen, caplog):
         reply = exchange(listener.address, b"\x00\x00\x00\x03abc")
     assert error_type(reply) == "ProtocolError"
     assert re.search(r"refused connection \d+: the frame is not JSON", caplog.text)
+
+
+def test_a_pipe_listener_is_the_app_listener_while_it_runs(tmp_path):
+    listener = PipeListener(str(tmp_path / "fifo")).start()
+    try:
+        assert get_app_listener() is listener
+    finally:
+        assert listener.stop(WAIT)
+    assert get_app_listener() is None

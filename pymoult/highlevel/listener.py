@@ -950,14 +950,19 @@ class PipeListener(_ScriptHost, threading.Thread):
         return str(protocol.Address("pipe", path=self.path))
 
     def start(self):
-        """Start reading the pipe; returns the listener."""
+        """Start reading the pipe; returns the listener (``get_app_listener()`` from now on)."""
+        global _app_listener
         threading.Thread.start(self)
+        _app_listener = self
         return self
 
     def stop(self, timeout=None):
         """Stop reading, close the pipe and remove it (if this listener created it), then wait up
         to ``timeout`` s for the scripts in progress. True once every thread has ended."""
+        global _app_listener
         deadline = None if timeout is None else time.monotonic() + timeout
+        if _app_listener is self:
+            _app_listener = None
         self._stopping.set()
         try:
             os.write(self._wake_w, b"x")

@@ -430,7 +430,7 @@ class Manager:
         record = UpdateRecord(update, update.times.get("added", 0.0))
         with self._lock:
             self._history.append(record)
-        logger.info("%s: history: %s", self.name, record.as_dict())
+        logger.debug("%s: history: %s", self.name, record.as_dict())
 
     def _end(self, entry, state, error=None):
         """The one ending path: every outcome (applied included) goes through it, in this
