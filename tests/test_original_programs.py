@@ -350,6 +350,28 @@ def test_lazy_conversion_of_a_plain_thread_objects(run):
     assert len(set(first_seen.values())) == 4
 
 
+# -- 6. forced quiescence, written as in the original's tutorial ----------------------------------
+
+
+@pytest.mark.xfail(reason="redefineFunction(main, main.func_v1, ...) after setupForceQuiescence "
+                          "is given the gate, not the function: 'its decorators changed' "
+                          "(redefineFunction seeing through the gate is being done)",
+                   strict=False)
+def test_forced_quiescence_as_in_the_tutorial(run):
+    program = run("forced_quiescence")
+    program.wait_for(lambda line: line.startswith("v1 ends "), count=2)
+    applied(program.push("update.py"), "forced")
+    program.wait_for(lambda line: line.startswith("v2 ends "), count=2)
+    calls = [re.match(r"^(v\d) (begins|ends) (\d+)$", line).groups()
+             for line in program.lines()]
+    # every call ran one version from its beginning to its end: v1 calls, then v2 calls
+    assert [(v, int(n)) for v, what, n in calls[0::2]] == \
+        [(v, int(n)) for v, what, n in calls[1::2]][:len(calls[0::2])]
+    assert all(what == "begins" for _, what, _ in calls[0::2])
+    kinds = [v for v, _, _ in calls]
+    assert kinds == sorted(kinds)
+
+
 # -- 7. reboots and local variables -------------------------------------------------------------
 
 
