@@ -13,6 +13,7 @@ lines before and after and the outcome the push reports.
 Every wait is bounded and waits for a line of output: no sleep synchronises anything.
 """
 
+import json
 import os
 import re
 import signal
@@ -231,6 +232,50 @@ def test_plain_thread_function_redefined_through_the_program_own_listener(run):
     assert_one_switch(program.lines(), "v1", "v2")
 
 
+NAMES_REASON = (
+    "code an update installs runs with the APPLICATION module's globals: redefineFunction swaps "
+    "the live function's __code__ (its __globals__ stay the app's) and redefineClass in place "
+    "rebuilds the new methods on the app module's dict (data_update._update_namespace -> "
+    "redefineMethod / relinking._rebuild); relinking._copy_missing_globals brings over only "
+    "the names the app LACKS. So a name both define resolves to the app's: the original's "
+    "`main = sys.modules['__main__']` is the app's main() function there, and the new code "
+    "raises AttributeError: 'function' object has no attribute ... in the worker thread, which "
+    "dies (the original rebound the name: the new code kept the script's globals)")
+
+
+@pytest.mark.xfail(reason=NAMES_REASON, strict=False)
+def test_new_function_version_uses_the_update_script_names(run):
+    program = run("redefine")
+    program.wait_for(lambda line: line.startswith("v1 "), count=3)
+    applied(program.push("update_names.py"), "func")
+    program.wait_for(lambda line: line.startswith("v2 "), count=3)
+    assert all(line.endswith(f" every {INTERVAL} s") for line in program.lines()
+               if line.startswith("v2 "))
+
+
+@pytest.mark.xfail(reason="`pymoult status` and `pymoult history` through the listener of "
+                          "`pymoult run` report only the runtime's manager ('runtime'; cli._run "
+                          "builds it with manager=runtime.manager), so the manager a ported "
+                          "program creates ('pymoult') and its updates are invisible there "
+                          "(and in push --wait's progress line); the program's own Listener() "
+                          "(manager=None) reports every manager",
+                   strict=False)
+def test_status_and_history_of_the_runtime_listener_show_the_program_manager(run):
+    program = run("redefine")
+    program.wait_for(lambda line: line.startswith("v1 "), count=3)
+    applied(program.push("update.py"), "func")
+    reported = {}
+    for command in ("status", "history"):
+        done = subprocess.run([sys.executable, "-m", "pymoult", command, "--json", "--to",
+                               program.address], capture_output=True, text=True,
+                              env=command_env(), timeout=WAIT)
+        assert done.returncode == 0, done.stdout + done.stderr
+        reported[command] = {m["name"]: m for m in json.loads(done.stdout)["managers"]}
+    assert "pymoult" in reported["status"], reported["status"].keys()
+    records = reported["history"]["pymoult"]["history"]
+    assert [(r["name"], r["state"]) for r in records] == [("func", "applied")]
+
+
 # -- 2. the same with a polling Manager the program drives ---------------------------------------
 
 
@@ -348,6 +393,15 @@ def test_lazy_conversion_of_a_plain_thread_objects(run):
         first_seen.setdefault(item, round_)
         assert label == f"converted in round {first_seen[item]}", (round_, item, label)
     assert len(set(first_seen.values())) == 4
+
+
+@pytest.mark.xfail(reason=NAMES_REASON, strict=False)
+def test_new_class_version_uses_the_update_script_names(run):
+    program = run("conversion")
+    program.wait_for(lambda line: line.startswith("round "), count=3)
+    applied(program.push("update_names.py"), "eager")
+    program.wait_for(lambda line: " label " in line, count=6)
+    split_at_update(rounds(program.lines()))
 
 
 # -- 6. forced quiescence, written as in the original's tutorial ----------------------------------
