@@ -419,9 +419,10 @@ def test_forced_quiescence_as_in_the_tutorial(run):
     calls = [re.match(r"^(v\d) (begins|ends) (\d+)$", line).groups()
              for line in program.lines()]
     # every call ran one version from its beginning to its end: v1 calls, then v2 calls
-    assert [(v, int(n)) for v, what, n in calls[0::2]] == \
-        [(v, int(n)) for v, what, n in calls[1::2]][:len(calls[0::2])]
-    assert all(what == "begins" for _, what, _ in calls[0::2])
+    for begins, ends in zip(calls[0::2], calls[1::2]):
+        assert (begins[1], ends[1]) == ("begins", "ends") and begins[0::2] == ends[0::2], \
+            (begins, ends)
+    assert [int(n) for _, _, n in calls[0::2]] == list(range(1, len(calls[0::2]) + 1))
     kinds = [v for v, _, _ in calls]
     assert kinds == sorted(kinds)
 
