@@ -1,0 +1,31 @@
+"""A program written for the original Pymoult: a plain thread calls ``func_v1`` in a loop and
+drives a polling Manager itself, one step per turn of the loop.
+
+    pymoult run app.py [INTERVAL]
+"""
+
+import sys
+import threading
+import time
+
+from pymoult.highlevel.managers import Manager
+
+interval = float(sys.argv[1]) if len(sys.argv) > 1 else 0.05
+
+
+def func_v1(n):
+    print(f"v1 {n}", flush=True)
+
+
+def main():
+    n = 0
+    while True:
+        n += 1
+        func_v1(n)
+        manager.apply_next_update()
+        time.sleep(interval)
+
+
+thread = threading.Thread(target=main, name="worker")
+manager = Manager(name="pymoult", threads=[thread])
+thread.start()
