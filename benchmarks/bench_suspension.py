@@ -119,7 +119,8 @@ def main():
         cells = []
         for key in ("suspend_ms", "resume_ms"):
             s = row[key]
-            cells.append("-" if s is None else f"{s['median']:.2f} / {s['p90']:.2f} / {s['max']:.2f}")
+            cells.append("-" if s is None
+                         else f"{s['median']:.2f} / {s['p90']:.2f} / {s['max']:.2f}")
         print(f"{label:45} {cells[0]:>24} {cells[1]:>24}")
     write_json({"rounds": rounds, "kinds": rows}, args.json)
 

@@ -260,7 +260,7 @@ class ThreadControl:
         self.anywhere = False  # the suspension may be served by the trap, wherever the thread is
         self.trap = None  # the trap's trace function, while it is set on the thread
         self.dormant = False  # counted as suspended without parking (see pymoult._suspension)
-        self.anywhere_from = 0.0  # the trap is set from then on (the thread's grace to reach a point)
+        self.anywhere_from = 0.0  # the trap is set from then on (after the grace for a point)
 
     # -- registration (DSU_Threads register themselves when they start) ----------------------
 

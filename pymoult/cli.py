@@ -88,7 +88,9 @@ def _run_logged(args):
             where = parse_address(args.listen)
             if where.family == "pipe":
                 return PipeListener(where.path, token_file=args.token_file)
-        return Listener(address=args.listen, token_file=args.token_file, manager=manager)
+        # every live manager: the runtime's and those the application creates itself (a
+        # program written for the original Pymoult has its own)
+        return Listener(address=args.listen, token_file=args.token_file)
 
     def ready(runtime):
         if runtime.listener is None:

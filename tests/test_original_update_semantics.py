@@ -86,7 +86,7 @@ def func(stop):
     message = str(raised.value)
     assert "timeout 0.3 s" in message
     assert "func still running in thread 'busy'" in message
-    assert update.state is UpdateState.FAILED and not thread._started is None
+    assert update.state is UpdateState.FAILED and thread.is_alive()
 
 
 class Flip(Update):

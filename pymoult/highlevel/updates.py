@@ -142,7 +142,7 @@ class Update:
         self.times = {}  # step name -> time.monotonic() when it ended
         self.pause = None  # seconds the threads were held
 
-    # -- the original's setters ---------------------------------------------------------------------
+    # -- the original's setters ----------------------------------------------------------------
 
     def set_max_tries(self, max_tries):
         """Set how many alterability tries make up the patience (a positive int)."""

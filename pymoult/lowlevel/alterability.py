@@ -445,8 +445,8 @@ def checkQuiescenceOfFunctions(funcs, threads=None, anywhere=True):
     ``threads`` are asked to suspend (wherever they are: see :func:`suspend_thread`); until all
     are suspended the answer is False (the requests stay, so the next try may succeed). Once they
     are, every thread's stack is checked: if a function is running, the threads are resumed and
-    the answer is False; otherwise it is True and the threads stay suspended, so the functions cannot be entered before
-    the update is applied (resume them afterwards). With no threads, a snapshot of every stack.
+    the answer is False; otherwise it is True and the threads stay suspended, so the functions
+    cannot be entered before the update is applied (resume them afterwards). With no threads, a snapshot of every stack.
     """
     return _check_quiescence(_codes_of_all(funcs), _threads_list(threads), anywhere)
 

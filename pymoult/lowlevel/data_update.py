@@ -535,7 +535,7 @@ def _update_namespace(live, new_cls, journal, keep=()):
             if isinstance(function, types.FunctionType):
                 home = live_module.__dict__ if live_module is not None else function.__globals__
                 rebuilt = _rebuild(function, home, live)
-                _copy_missing_globals(rebuilt, function, journal)
+                rebuilt.__code__ = _copy_missing_globals(rebuilt, function, journal)
                 value = type(value)(rebuilt) if wrapped else rebuilt
         set_attribute(live, name, value, journal)
     for name in sorted(old_names - new_names - {"__doc__"}):

@@ -10,7 +10,9 @@ What in place means, precisely:
 
 - the new code runs against the *live module's* globals (``__globals__`` is read-only); global
   names the new code uses that the module lacks are copied from the new version's globals
-  (its new imports and helpers), and recorded;
+  (its new imports and helpers), and recorded; a name the module binds to an object of another
+  type (an update script's ``main = sys.modules["__main__"]`` where the module has a ``main()``
+  function) is read from the new version under an alias, as the original's rebinding did;
 - the new code runs with the *live closure cells* (``__closure__`` is read-only), so the free
   variables must match by name and order; otherwise :class:`~pymoult.errors.RedefinitionError`
   names both sets, unless the caller asked for ``fallback="rebind"`` (then the name is rebound to
@@ -186,18 +188,82 @@ def _global_names(code):
     return names
 
 
+def _written_global_names(code):
+    names = {ins.argval for ins in dis.get_instructions(code)
+             if ins.opname in ("STORE_GLOBAL", "DELETE_GLOBAL")}
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _written_global_names(const)
+    return names
+
+
 def _copy_missing_globals(live, new, journal):
-    """Give the live module the globals the new code needs and it lacks (a global of the new
-    version that shadows a builtin counts: the new code means it)."""
+    """Give the live module the globals the new code needs, and return the code the live
+    function is to run (``new.__code__``, or a copy reading some globals under aliases).
+
+    Names the module lacks are copied from the new version's globals (a global of the new
+    version that shadows a builtin counts: the new code means it). A name both bind is the
+    module's (its live state: a counter, a setting, a function the update may redefine too),
+    unless the two objects are of different types: then the name means something else in the
+    new version, and the new code gets the new version's object, as when the original Pymoult
+    rebound the function (an update script's ``main = sys.modules["__main__"]`` must not become
+    the module's own ``main()`` function). The new code reads those under an alias (``"main
+    (from pymoult_update_3)"``) bound in the module to the new version's object as it is now.
+    Names the new code assigns as globals, and dunder names, stay the module's.
+    """
     live_globals, new_globals = live.__globals__, new.__globals__
+    code = new.__code__
     if live_globals is new_globals:
-        return
-    for name in sorted(_global_names(new.__code__)):
+        return code
+    read = _global_names(code)
+    for name in sorted(read):
         if name in new_globals and name not in live_globals:
-            live_globals[name] = new_globals[name]
-            if journal is not None:
-                journal.record(SetItem(live_globals, name, MISSING, new_globals[name],
-                                       owner=_ModuleName(live_globals)))
+            _bind_global(live_globals, name, new_globals[name], journal)
+    conflicts = {name for name in read - _written_global_names(code)
+                 if name in new_globals and name in live_globals
+                 and type(live_globals[name]) is not type(new_globals[name])
+                 and not (name.startswith("__") and name.endswith("__"))}
+    if not conflicts:
+        return code
+    source = new_globals.get("__name__", "the new version")
+    aliases = {name: f"{name} (from {source})" for name in conflicts}
+    code, kept = _read_under_aliases(code, aliases)
+    for name in sorted(conflicts - kept):
+        _bind_global(live_globals, aliases[name], new_globals[name], journal)
+    logger.info("%s: the new code reads %s from %s, not the module's objects of the same name",
+                describe(live), ", ".join(sorted(conflicts - kept)), source)
+    if kept:
+        logger.warning("%s: the new code reads %s as globals and as attribute names in one "
+                       "function: they stay the module's", describe(live), ", ".join(sorted(kept)))
+    return code
+
+
+def _bind_global(module_globals, name, value, journal):
+    old = module_globals.get(name, MISSING)
+    module_globals[name] = value
+    if journal is not None:
+        journal.record(SetItem(module_globals, name, old, value,
+                               owner=_ModuleName(module_globals)))
+
+
+def _read_under_aliases(code, aliases):
+    """``code`` (and the code nested in it) with the global reads of ``aliases``' names made
+    under their aliases; returns (code, names it could not alias: also used as attribute or
+    other names in a code object, whose ``co_names`` entry they share)."""
+    uses = {}
+    for ins in dis.get_instructions(code):
+        if ins.opcode in dis.hasname:
+            uses.setdefault(ins.argval, set()).add(ins.opname)
+    kept = {name for name in aliases if name in uses and uses[name] != {"LOAD_GLOBAL"}}
+    names = tuple(aliases[name] if name in aliases and name not in kept else name
+                  for name in code.co_names)
+    consts = []
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            const, inner_kept = _read_under_aliases(const, aliases)
+            kept |= inner_kept
+        consts.append(const)
+    return code.replace(co_names=names, co_consts=tuple(consts)), kept
 
 
 class _ModuleName:
@@ -246,9 +312,10 @@ def update_function(function, new_function, journal=None, keep_decorators=False)
         _check_free_variables(old, new)
     caches = [layer for layer in old_layers if callable(getattr(layer, "cache_clear", None))]
     for old, new in pairs:
-        _copy_missing_globals(old, new, journal)
+        code = _copy_missing_globals(old, new, journal)
         before = SwapFunction.capture(old)
         after = SwapFunction.capture(new)
+        after["__code__"] = code
         after["__dict__"].pop("__wrapped__", None)
         if "__wrapped__" in before["__dict__"]:
             after["__dict__"]["__wrapped__"] = before["__dict__"]["__wrapped__"]
@@ -383,7 +450,7 @@ def redefineFunction(module, function, new_function, fallback=None, journal=None
             live_globals = [layer for layer in _layers(_referent(live))
                             if isinstance(layer, types.FunctionType)][-1].__globals__
         rebuilt = _rebuild(new_function, live_globals)  # plain: run against the live globals
-        _copy_missing_globals(rebuilt, new_function, journal)
+        rebuilt.__code__ = _copy_missing_globals(rebuilt, new_function, journal)
     else:
         rebuilt = new_function  # decorated: its wrappers hold the new function itself
     if isinstance(live, types.MethodType):  # an instance holding a bound method keeps one
