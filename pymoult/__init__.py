@@ -14,3 +14,12 @@ import logging
 __version__ = "0.1.0"
 
 logging.getLogger("pymoult").addHandler(logging.NullHandler())
+
+
+def track_sources(include=None):
+    """Record the source of every module imported from now on, so that a module whose file is
+    edited in place (or installed over) can still be updated from its new file: call it before
+    importing your modules (``pymoult run`` does it for the whole application). ``include(name,
+    path)`` selects modules. See ``pymoult.source_tracking``."""
+    from .source_tracking import track_sources as track
+    track(include)

@@ -3,7 +3,8 @@
     pymoult run [--listen ADDRESS] [--token-file F] [--address-file F] [-v|--log-level L]
                 [--log-file F] app.py [args...]
     pymoult run [...] -m module [args...]
-    pymoult push SCRIPT [--to ADDRESS] [--wait] [--timeout S] [--token-file F]
+    pymoult push SCRIPT | --module NAME [FILE] [--to ADDRESS] [--wait] [--timeout S]
+                 [--token-file F]
     pymoult push SCRIPT --to pipe:PATH [--timeout S] [--token-file F]
     pymoult status [--to ADDRESS] [--json]
     pymoult history [--to ADDRESS] [--json]
@@ -63,7 +64,9 @@ def _run(args):
 def _run_logged(args):
     from .highlevel.listener import Listener, PipeListener
     from .highlevel.runner import Runtime, load_application
+    from .source_tracking import track_sources
 
+    track_sources()  # every module the application imports: edit its file, then push --module
     if args.module is not None:
         path, module, app_args = None, args.module, args.target
     elif args.target:
@@ -129,17 +132,21 @@ def _read_script(path):
 def _push_script(args):
     """The script to send: the one given, or one made from ``--module NAME FILE`` pairs."""
     if (args.script is None) == (not args.module):
-        _fail_usage("push: give an update script, or --module NAME FILE (not both)")
+        _fail_usage("push: give an update script, or --module NAME [FILE] (not both)")
     if args.script is not None:
         return _read_script(args.script)
     from .highlevel.module_update import module_update_script
     from .lowlevel.source_diff import read_source
 
     sources = {}
-    for name, path in args.module:
+    for values in args.module:
+        if len(values) > 2:
+            _fail_usage(f"push: --module takes a module name and at most one file, got "
+                        f"{' '.join(values)}")
+        name = values[0]
         if name in sources:
             _fail_usage(f"push: module {name} given twice")
-        sources[name] = read_source(path)
+        sources[name] = read_source(values[1]) if len(values) == 2 else None
     return module_update_script(sources)
 
 
@@ -390,8 +397,9 @@ def build_parser():
     push = commands.add_parser("push", help="send an update script, or new versions of "
                                             "modules, to a running application")
     push.add_argument("script", nargs="?", help="the update script (- reads standard input)")
-    push.add_argument("--module", nargs=2, action="append", metavar=("NAME", "FILE"),
-                      help="update module NAME to the source in FILE (a ModuleUpdate made in "
+    push.add_argument("--module", nargs="+", action="append", metavar="NAME [FILE]",
+                      help="update module NAME to its own file as it is now (edited in place or "
+                           "installed over), or to the source in FILE (a ModuleUpdate made in "
                            "the application; repeat it to change several modules in one update)")
     push.add_argument("--wait", action="store_true",
                       help="wait for the updates the script queued and report their outcome "

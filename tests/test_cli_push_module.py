@@ -81,7 +81,7 @@ def test_a_version_that_does_not_compile_is_reported_and_changes_nothing(greeter
 
 
 @pytest.mark.parametrize("args, message", [
-    (("push",), "give an update script, or --module NAME FILE"),
+    (("push",), "give an update script, or --module NAME [FILE]"),
     (("push", "script.py", "--module", "m", "m.py"), "give an update script, or --module"),
     (("push", "--module", "m", "a.py", "--module", "m", "b.py"), "module m given twice"),
 ])
@@ -97,3 +97,43 @@ def test_an_unreadable_module_file_is_a_usage_error(tmp_path):
     result = pymoult("push", "--module", "m", str(tmp_path / "missing.py"),
                      "--to", "unix:/nonexistent/socket")
     assert result.returncode == 2 and "cannot read" in result.stderr
+
+
+def test_files_edited_in_place_are_pushed_by_module_name_alone(greeter, tmp_path):
+    """The common flow: edit the files the application runs, then push the modules by name
+    (pymoult run tracked their sources at import: it knows what they were)."""
+    greeter.stdout.wait_for(lambda line: line.startswith("v1"))
+    (tmp_path / "helper_mod.py").write_text(HELPER.replace("h1", "h2"))
+    (tmp_path / "app.py").write_text(textwrap.dedent(APP).replace('f"v1 #', 'f"v2 #'))
+    pushed = pymoult("push", "--module", "__main__", "--module", "helper_mod", "--wait",
+                     "--to", greeter.address)
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    after = greeter.stdout.wait_for(lambda line: line.startswith("v2"))[0]
+    assert after.endswith(" h2")
+
+
+def test_an_edit_after_a_script_changed_the_function_is_applied_not_dropped(greeter, tmp_path):
+    """A script redefines helper_mod.suffix; then the file is edited and pushed by name: the
+    edit must land (it was once reported applied while the script's code stayed)."""
+    greeter.stdout.wait_for(lambda line: line.startswith("v1"))
+    script = write(tmp_path, "script.py", """
+        import helper_mod
+        from pymoult.highlevel.managers import fetch_manager
+        from pymoult.highlevel.updates import SafeRedefineUpdate
+        def suffix():
+            return 'from the script'
+        fetch_manager("runtime").add_update(SafeRedefineUpdate(helper_mod, "suffix", suffix))
+    """)
+    assert pymoult("push", script, "--wait", "--to", greeter.address).returncode == 0
+    greeter.stdout.wait_for(lambda line: line.endswith("from the script"))
+    (tmp_path / "helper_mod.py").write_text(HELPER.replace("h1", "edited"))
+    pushed = pymoult("push", "--module", "helper_mod", "--wait", "--to", greeter.address)
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    greeter.stdout.wait_for(lambda line: line.endswith(" edited"))
+
+
+def test_module_takes_a_name_and_at_most_one_file(greeter):
+    refused = pymoult("push", "--module", "helper_mod", "a.py", "b.py", "--to", greeter.address)
+    assert refused.returncode == 2
+    assert "--module takes a module name and at most one file, got helper_mod a.py b.py" \
+        in refused.stderr

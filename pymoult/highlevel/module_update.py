@@ -580,11 +580,25 @@ def _resolve_module(module):
     raise PymoultTypeError(f"expected a module or its name, got {module!r}")
 
 
+def _own_file(module):
+    spec = getattr(module, "__spec__", None)
+    path = getattr(spec, "origin", None) if spec is not None else None
+    path = path or getattr(module, "__file__", None)
+    if not isinstance(path, str) or not path.endswith(".py"):
+        raise ModuleUpdateError(f"module {module.__name__!r} has no Python source file to read "
+                                "its new version from: give source= or path=",
+                                module=module.__name__)
+    return path
+
+
 class ModuleUpdate(Update):
     """Update ``module`` (a module or its name) to a new version of its source.
 
-    Give the new version as ``source`` (text) or ``path`` (a file). ``old_source`` is the source
-    the module runs now, when Pymoult cannot know it (see ``source_diff.version_of``).
+    Give the new version as ``source`` (text) or ``path`` (a file); with neither, the new version
+    is the module's own file as it is now (edited in place, or installed over). ``old_source`` is
+    the source the module runs now, when Pymoult cannot know it (see ``source_diff.version_of``:
+    with sources tracked, as under ``pymoult run`` or after ``pymoult.track_sources()``, it
+    knows).
     ``transformers`` and ``builders`` map a class name to the transformer run on each instance
     of that class, and to the builder of its new instances when it must be replaced (see
     ``redefineClass``). ``steps`` are callables run with the update at the end of ``apply``
@@ -598,8 +612,10 @@ class ModuleUpdate(Update):
     def __init__(self, module, source=None, path=None, old_source=None, transformers=None,
                  builders=None, steps=(), name=None, threads=None, **patience_args):
         module = _resolve_module(module)
-        if (source is None) == (path is None):
-            raise PymoultTypeError("give the new version as source= or path= (exactly one)")
+        if source is not None and path is not None:
+            raise PymoultTypeError("give the new version as source= or path=, not both")
+        if source is None and path is None:
+            path = _own_file(module)
         if path is not None:
             try:
                 source = read_source(path)
@@ -689,10 +705,11 @@ class ModuleUpdate(Update):
 
 def module_update_script(sources, manager="runtime"):
     """The text of an update script that, run in the application (``pymoult push``), makes one
-    :class:`ModuleUpdate` of ``sources`` (module name -> new source) and queues it on the
-    manager called ``manager``."""
+    :class:`ModuleUpdate` of ``sources`` (module name -> new source, or None for the module's own
+    file as it is now, read in the application) and queues it on the manager called
+    ``manager``."""
     if not (isinstance(sources, dict) and sources and all(
-            isinstance(k, str) and isinstance(v, str) for k, v in sources.items())):
+            isinstance(k, str) and isinstance(v, (str, type(None))) for k, v in sources.items())):
         raise PymoultTypeError(f"sources must map module names to source texts, got {sources!r}")
     names = ", ".join(sources)
     missing = f"the application has no manager called {manager!r} (run it under `pymoult run`)"

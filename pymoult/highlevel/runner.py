@@ -39,6 +39,7 @@ import types
 
 from .. import _cpython
 from ..errors import PymoultTypeError, PymoultValueError, ThreadStateError
+from ..source_tracking import record_source
 from ..threads import DSU_Thread
 from .listener import LOG_FILE_FORMAT, LOG_LEVELS
 from .managers import ThreadedManager
@@ -91,6 +92,7 @@ def load_application(path=None, module=None, args=()):
             source = source_file.read()
         absolute = os.path.abspath(path)  # as Python 3.9+ gives __main__.__file__
         code = compile(source, absolute, "exec", dont_inherit=True)
+        record_source("__main__", absolute, source)  # if sources are tracked
         main.__file__ = absolute
         main.__cached__ = None
         main.__package__ = None

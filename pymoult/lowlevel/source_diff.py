@@ -30,6 +30,7 @@ import weakref
 
 from ..errors import PymoultTypeError, PymoultValueError
 from .relinking import _layers
+from ..source_tracking import tracked_source
 
 __all__ = ["Statement", "SourceVersion", "SourceChange", "parse_version", "compare",
            "version_of", "recorded_version", "remember_version", "forget_version", "same_code"]
@@ -342,10 +343,13 @@ def version_of(module, source=None):
     """The source version ``module`` runs now.
 
     The version Pymoult last applied to it, if any; else ``source`` if given (the caller knows
-    it); else the module's source file, checked against the running code: every function defined
-    at the top of the file must have the code the live function has. ``PymoultValueError`` when
-    the file cannot be read or does not match (it was edited after the import: pass the source
-    the module was imported from).
+    it); else the source it was imported from, if sources are tracked
+    (``pymoult.source_tracking``: ``pymoult run`` tracks every module); else the
+    module's source file, checked against the running code: every function defined at the top of
+    the file must have the code the live function has, and come from that file.
+    ``PymoultValueError`` when the file cannot be read or does not match (it was edited after the
+    import, or a function was changed by an earlier update script: track sources, or pass the
+    source the module runs).
     """
     if not isinstance(module, types.ModuleType):
         raise PymoultTypeError(f"expected a module, got {module!r}")
@@ -356,6 +360,9 @@ def version_of(module, source=None):
     filename = path or f"<{module.__name__}>"
     if source is not None:
         return parse_version(source, filename)
+    tracked = tracked_source(module)
+    if tracked is not None:
+        return parse_version(tracked, filename)
     if path is None:
         raise PymoultValueError(f"module {module.__name__!r} has no Python source file: pass the "
                                 "source it runs now (old_source=...)")
@@ -381,14 +388,23 @@ def _check_matches(module, version, tree):
         layers = [f for f in _layers(module.__dict__.get(name)) if isinstance(f, types.FunctionType)]
         live = layers[-1] if layers else None
         new = compiled.get(name)
-        if not isinstance(live, types.FunctionType) or new is None \
-                or live.__code__.co_filename != version.filename or live.__code__.co_name != name:
-            continue  # rebound since, or defined elsewhere: nothing to compare
+        if not isinstance(live, types.FunctionType) or new is None:
+            continue  # not a function any more: nothing to compare
+        if live.__code__.co_filename != version.filename:
+            raise PymoultValueError(
+                f"function {name!r} of module {module.__name__!r} runs code from "
+                f"{live.__code__.co_filename}, not from its file {version.filename} (an earlier "
+                "update changed it), so the file cannot tell what the module runs: track sources "
+                "before the import (pymoult run does; else pymoult.track_sources()), or pass the "
+                "source the module runs (old_source=...)")
+        if live.__code__.co_name != name:
+            continue  # bound to another function of the file
         if not same_code(live.__code__, new):
             raise PymoultValueError(
                 f"the source file of module {module.__name__!r} ({version.filename}) is not the "
                 f"version the module runs: function {name!r} differs. It was edited after the "
-                "import; pass the source the module runs now (old_source=...)")
+                "import; track sources before the import (pymoult run does; else "
+                "pymoult.track_sources()), or pass the source the module runs (old_source=...)")
 
 
 def recorded_version(module):

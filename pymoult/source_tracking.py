@@ -1,0 +1,128 @@
+"""Source tracking: the text each module was imported from, so that an update can be computed
+after its file was edited in place (or installed over).
+
+A :class:`~pymoult.highlevel.updates.ModuleUpdate` needs the source a module *runs* to know what
+a new version changes. The file on disk stops being that source the moment it is edited, which
+is exactly when a user asks for the update. :func:`track_sources` hooks the import system
+(``SourceFileLoader.get_code``, which every ``.py`` module goes through, from its ``.pyc`` or
+not): for each module imported from then on it keeps the source file's bytes as they were at the
+import, compressed (zlib, level 1; :func:`statistics` says how much memory that takes), keyed by
+file path. ``pymoult run`` turns it on before the application starts, so the whole application,
+site-packages included, is tracked; a library user calls ``pymoult.track_sources()`` before
+importing their modules. A module imported again (``importlib.reload``) is recorded anew.
+
+A file changed between the moment the import read or checked it and the moment it is recorded
+here (a race with an editor) is not recorded: the module is then treated as untracked, and its
+file is checked against its live code instead (``source_diff.version_of``).
+"""
+
+import importlib.machinery
+import importlib.util
+import os
+import threading
+import zlib
+
+from .errors import PymoultTypeError
+
+__all__ = ["track_sources", "stop_tracking", "is_tracking", "tracked_source", "record_source",
+           "statistics"]
+
+_lock = threading.Lock()
+_records = {}  # absolute path -> (module name, compressed bytes, source size, mtime_ns)
+_state = {"filter": None, "tracking": False}
+#: The import system's own get_code, wrapped while tracking.
+_BASE_GET_CODE = importlib.machinery.SourceFileLoader.get_code
+
+
+def _recorded_get_code(self, fullname):
+    if not _state["tracking"]:
+        return _BASE_GET_CODE(self, fullname)
+    try:
+        path = os.path.abspath(self.get_filename(fullname))
+        wanted = _state["filter"]
+        before = os.stat(path) if wanted is None or wanted(fullname, path) else None
+    except Exception:  # recording must never break an import
+        before = None
+    code = _BASE_GET_CODE(self, fullname)
+    if before is not None:
+        try:
+            _record(self, fullname, path, before)
+        except Exception:
+            pass
+    return code
+
+
+def _record(loader, fullname, path, before):
+    """Keep the file's bytes if it did not change from before the import to after our read."""
+    data = loader.get_data(path)
+    after = os.stat(path)
+    with _lock:
+        if (before.st_mtime_ns, before.st_size) != (after.st_mtime_ns, after.st_size) \
+                or len(data) != after.st_size:
+            _records.pop(path, None)  # changed meanwhile: not trustworthy
+            return
+        _records[path] = (fullname, zlib.compress(data, 1), len(data), after.st_mtime_ns)
+
+
+def record_source(name, path, data):
+    """Record ``data`` (bytes) as the source module ``name`` was loaded from ``path``, if sources
+    are tracked (the runtime calls it for the application's script, which is not imported)."""
+    if not _state["tracking"]:
+        return
+    path = os.path.abspath(path)
+    wanted = _state["filter"]
+    if wanted is not None and not wanted(name, path):
+        return
+    with _lock:
+        _records[path] = (name, zlib.compress(data, 1), len(data), None)
+
+
+def track_sources(include=None):
+    """Record the source of every module imported from now on (see the module notes).
+
+    ``include(name, path)``, if given, says which modules to record (the others are not).
+    Calling it again replaces the filter; modules recorded before stay recorded.
+    """
+    if include is not None and not callable(include):
+        raise PymoultTypeError(f"include must be a callable (name, path) -> bool, got {include!r}")
+    with _lock:
+        _state["filter"] = include
+        _state["tracking"] = True
+        importlib.machinery.SourceFileLoader.get_code = _recorded_get_code
+
+
+def stop_tracking(forget=False):
+    """Record no more modules (and, with ``forget``, drop the records kept so far)."""
+    with _lock:
+        _state["tracking"] = False
+        if importlib.machinery.SourceFileLoader.get_code is _recorded_get_code:
+            importlib.machinery.SourceFileLoader.get_code = _BASE_GET_CODE
+        if forget:
+            _records.clear()
+
+
+def is_tracking():
+    """True while imports are recorded."""
+    return _state["tracking"]
+
+
+def tracked_source(module):
+    """The source text ``module`` was imported from, or None when it was not recorded (imported
+    before tracking began, not from a ``.py`` file, filtered out, or read in a race)."""
+    spec = getattr(module, "__spec__", None)
+    path = getattr(spec, "origin", None) or getattr(module, "__file__", None)
+    if not isinstance(path, str):
+        return None
+    with _lock:
+        record = _records.get(os.path.abspath(path))
+    if record is None or record[0] != getattr(module, "__name__", None):
+        return None
+    return importlib.util.decode_source(zlib.decompress(record[1]))
+
+
+def statistics():
+    """``{"modules", "source_bytes", "stored_bytes"}``: what tracking holds in memory."""
+    with _lock:
+        records = list(_records.values())
+    return {"modules": len(records), "source_bytes": sum(r[2] for r in records),
+            "stored_bytes": sum(len(r[1]) for r in records)}
