@@ -3,6 +3,7 @@
     pymoult run [--listen ADDRESS] [--token-file F] [--address-file F] [-v|--log-level L]
                 [--log-file F] app.py [args...]
     pymoult run [...] -m module [args...]
+    pymoult run --watch [DIR ...] [...] app.py [args...]
     pymoult push SCRIPT | --module NAME [FILE] [--to ADDRESS] [--wait] [--timeout S]
                  [--token-file F]
     pymoult push SCRIPT --to pipe:PATH [--timeout S] [--token-file F]
@@ -95,7 +96,21 @@ def _run_logged(args):
         # program written for the original Pymoult has its own)
         return Listener(address=args.listen, token_file=args.token_file)
 
+    watchers = []
+
     def ready(runtime):
+        if args.watch is not None:
+            from .highlevel.file_watch import FileWatcher
+            paths = [path for path in args.watch if path] or [application.path_entry]
+
+            def report(line):
+                print(f"pymoult: {line}", file=sys.stderr, flush=True)
+
+            watcher = FileWatcher(paths, runtime.manager, report)
+            watcher.start()
+            watchers.append(watcher)
+            watcher.ready.wait(5.0)
+            print(f"pymoult: watching {', '.join(watcher.paths)}", file=sys.stderr, flush=True)
         if runtime.listener is None:
             return
         address = runtime.listener.address
@@ -110,9 +125,12 @@ def _run_logged(args):
                       on_ready=ready)
     try:
         code = runtime.run()
-    except (OSError, PymoultError) as exc:  # the listener could not be set up
+    except (OSError, PymoultError) as exc:  # the listener (or the watch) could not be set up
         print(f"pymoult run: {exc}", file=sys.stderr)
         return FAILED
+    finally:
+        for watcher in watchers:
+            watcher.stop(2.0)
     if runtime.forced:  # application threads may still run: do not wait for them
         sys.stdout.flush()
         sys.stderr.flush()
@@ -380,6 +398,12 @@ def build_parser():
     run.add_argument("--log-file", metavar="PATH",
                      help="append the pymoult log to PATH (with time, level and thread) "
                      "instead of showing it on stderr")
+    run.add_argument("--watch", nargs="?", const="", action="append", metavar="PATH",
+                     help="development mode: apply every saved change of a loaded module's "
+                     "file to the running application (one update per burst of saves; a "
+                     "syntax error prints one line and waits for the next save). --watch alone "
+                     "watches the application's directory; --watch DIR [DIR ...] or "
+                     "--watch=PATH chooses")
     run.add_argument("-m", dest="module", metavar="MODULE", help="run a module, as python -m")
     run.add_argument("target", nargs=argparse.REMAINDER,
                      help="app.py and its arguments (with -m: the module's arguments)")
@@ -438,6 +462,13 @@ def _split_run(tokens):
             return options, None, tokens[i + 1], tokens[i + 2:]
         if token.startswith("-m") and not token.startswith("--"):  # -mmodule
             return options, None, token[2:], tokens[i + 1:]
+        if token == "--watch":  # --watch [DIR ...]: the directories that follow, if any
+            options.append(token)
+            while i + 1 < len(tokens) and os.path.isdir(tokens[i + 1]):
+                options.append(f"--watch={tokens[i + 1]}")
+                i += 1
+            i += 1
+            continue
         if token.startswith("-") and token != "-":
             options.append(token)
             if token in _RUN_VALUE_OPTIONS and i + 1 < len(tokens):
