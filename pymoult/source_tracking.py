@@ -6,8 +6,9 @@ a new version changes. The file on disk stops being that source the moment it is
 is exactly when a user asks for the update. :func:`track_sources` hooks the import system
 (``SourceFileLoader.get_code``, which every ``.py`` module goes through, from its ``.pyc`` or
 not): for each module imported from then on it keeps the source file's bytes as they were at the
-import, compressed (zlib, level 1; :func:`statistics` says how much memory that takes), keyed by
-file path. ``pymoult run`` turns it on before the application starts, so the whole application,
+import, keyed by file path, and a background thread compresses them (zlib, level 1, which runs
+without the GIL) so that the import itself only reads the file; :func:`statistics` says how much
+memory the records take. ``pymoult run`` turns it on before the application starts, so the whole application,
 site-packages included, is tracked; a library user calls ``pymoult.track_sources()`` before
 importing their modules. A module imported again (``importlib.reload``) is recorded anew.
 
@@ -28,7 +29,10 @@ __all__ = ["track_sources", "stop_tracking", "is_tracking", "tracked_source", "r
            "statistics"]
 
 _lock = threading.Lock()
-_records = {}  # absolute path -> (module name, compressed bytes, source size, mtime_ns)
+_records = {}  # absolute path -> (module name, bytes (compressed or not), source size, compressed)
+_to_compress = []  # paths whose record holds raw bytes
+_compress_wanted = threading.Event()
+_compressor = None
 _state = {"filter": None, "tracking": False}
 #: The import system's own get_code, wrapped while tracking.
 _BASE_GET_CODE = importlib.machinery.SourceFileLoader.get_code
@@ -61,7 +65,36 @@ def _record(loader, fullname, path, before):
                 or len(data) != after.st_size:
             _records.pop(path, None)  # changed meanwhile: not trustworthy
             return
-        _records[path] = (fullname, zlib.compress(data, 1), len(data), after.st_mtime_ns)
+        _store_locked(fullname, path, data)
+
+
+def _store_locked(name, path, data):
+    """Keep ``data`` raw for now; the compressor thread compresses it soon (lock held)."""
+    global _compressor
+    _records[path] = (name, data, len(data), False)
+    _to_compress.append(path)
+    if _compressor is None:
+        _compressor = threading.Thread(target=_compress_forever, name="pymoult source records",
+                                       daemon=True)
+        _compressor.start()
+    _compress_wanted.set()
+
+
+def _compress_forever():
+    while True:
+        _compress_wanted.wait()
+        with _lock:
+            _compress_wanted.clear()
+            paths, _to_compress[:] = list(_to_compress), []
+        for path in paths:
+            with _lock:
+                record = _records.get(path)
+            if record is None or record[3]:
+                continue
+            packed = zlib.compress(record[1], 1)  # without the GIL: imports go on meanwhile
+            with _lock:
+                if _records.get(path) is record:
+                    _records[path] = (record[0], packed, record[2], True)
 
 
 def record_source(name, path, data):
@@ -74,7 +107,7 @@ def record_source(name, path, data):
     if wanted is not None and not wanted(name, path):
         return
     with _lock:
-        _records[path] = (name, zlib.compress(data, 1), len(data), None)
+        _store_locked(name, path, bytes(data))
 
 
 def track_sources(include=None):
@@ -117,11 +150,13 @@ def tracked_source(module):
         record = _records.get(os.path.abspath(path))
     if record is None or record[0] != getattr(module, "__name__", None):
         return None
-    return importlib.util.decode_source(zlib.decompress(record[1]))
+    data = zlib.decompress(record[1]) if record[3] else record[1]
+    return importlib.util.decode_source(data)
 
 
 def statistics():
-    """``{"modules", "source_bytes", "stored_bytes"}``: what tracking holds in memory."""
+    """``{"modules", "source_bytes", "stored_bytes"}``: what tracking holds in memory (a record
+    not compressed yet counts at its full size)."""
     with _lock:
         records = list(_records.values())
     return {"modules": len(records), "source_bytes": sum(r[2] for r in records),

@@ -5,7 +5,8 @@ stays with the runtime.
 ``python -m module`` would), installs it as ``sys.modules["__main__"]`` for the life of the
 process, and runs it in a :class:`Runner` (a ``DSU_Thread``, so it can be parked, rebooted and
 switched like any other). The main thread hosts a ``ThreadedManager`` named ``"runtime"``
-(update scripts reach it with ``fetch_manager("runtime")``) and, when asked, a ``Listener``.
+(update scripts reach it with ``fetch_manager("runtime")``), whose thread is the Runner (an
+update naming no threads suspends it while it applies), and, when asked, a ``Listener``.
 
 Semantics, chosen to match a plain ``python app.py`` as closely as a thread allows:
 
@@ -225,6 +226,9 @@ class Runtime:
             sys.argv[:] = app.argv
             sys.path[0] = app.path_entry  # the command's own entry is no business of the app
             self.runner = _runner = Runner(app)
+            # as the original's managers, the runtime's suspends its thread around every update
+            # that names no threads of its own
+            self.manager.threads = [self.runner]
             self._runtime_threads = set(threading.enumerate())  # ours, before the app's
             if self.on_ready is not None:
                 self.on_ready(self)
