@@ -3,7 +3,9 @@ alone, because the source it was imported from was recorded; without tracking, a
 cannot tell what the module runs is refused, never taken as the running version."""
 
 import importlib
+import os
 import sys
+import threading
 import textwrap
 import types
 
@@ -129,3 +131,17 @@ def test_a_module_without_a_file_needs_a_source():
     with pytest.raises(ModuleUpdateError, match="has no Python source file to read its new "
                                                  "version from: give source= or path="):
         ModuleUpdate(module)
+
+
+def test_a_record_reads_the_same_before_and_after_it_is_compressed(tracked):
+    jobs = tracked("trk_jobs_e", JOBS)
+    first = source_tracking.tracked_source(jobs)
+    path = os.path.abspath(str(tracked.path / "trk_jobs_e.py"))
+    done = threading.Event()
+    for _ in range(500):  # the compressor thread runs on its own: give it up to 5 s
+        if source_tracking._records[path][3]:
+            done.set()
+            break
+        done.wait(0.01)
+    assert done.is_set(), "the record was never compressed"
+    assert source_tracking.tracked_source(jobs) == first == textwrap.dedent(JOBS)
