@@ -9,9 +9,14 @@ Made in the caller's thread (nothing in the program changes):
   1. the new source is compared with the version the module runs; a syntax error raises
      :class:`~pymoult.errors.ModuleUpdateError`;
   2. the statements that are new or changed and define something (``def``, ``class``,
-     ``import``, assignments to plain names) are evaluated on trial, in a copy of the module's
-     globals (``singledispatch`` functions are copied too, so that registrations land in the
-     copies). An exception raises ``ModuleUpdateError`` with its traceback;
+     ``import``, assignments to plain names), and the statements the old version did not have
+     (a call, an ``if``, a ``raise``), are evaluated on trial, in order, as a fresh import
+     would, in a copy of the module's globals in which each statement sees what the statements
+     above it bound: the module's own functions are copies that read the copy (an unchanged
+     helper called at module level sees the new class defined above), ``singledispatch``
+     functions are copies (registrations land in them), and, when a new statement runs, the
+     module's lists, dicts, sets and bytearrays are shallow copies. An exception raises
+     ``ModuleUpdateError`` with the traceback of the new version's code (its lines);
   3. the result is a list of :class:`Step` objects (``update.steps``, readable ``str``).
 
 Applied (inside the update's stop-the-world window, journaled):
@@ -27,21 +32,31 @@ Applied (inside the update's stop-the-world window, journaled):
 
 What is kept, not re-run: statements of the module that did not change (its state: counters,
 caches, registries, connections) and changed statements that are not definitions (a call, an
-``if``, a loop: module code runs once), which are listed as ``note`` steps.
+``if``, a loop: module code runs once), which are listed as ``note`` steps. A statement that is
+not a definition is *changed* when it takes the place of one of the old version (paired in
+order within the changed span, or binding a name an old statement there bound: a ``def``
+moved under an ``if``); else it is *new*, listed as a ``run`` step and run once when applied
+(after running on trial), and the names it binds are updated like those of definitions.
 
 When it is safe: with ``threads``, at their static update points (a frame already running a
 changed function keeps its old code: reboot such threads); without, once no thread runs any
 function the update changes (quiescence, checked again inside the apply window).
 
-Limits: decorators and class bodies of changed definitions run twice (on trial and when
-applied), so one that registers the function in an outside table registers both versions;
-values derived from changed names by unchanged statements are not recomputed. Unchanged
+Limits: decorators, class bodies of changed definitions and new statements run twice (on
+trial and when applied), so one that registers the function in an outside table registers both
+versions, and a new statement that changes an object other than a module-level list, dict, set
+or bytearray (an attribute of an instance, a nested list) changes it on trial too; a rollback
+does not undo what a new statement did to objects, only the names it bound. On trial, the
+functions held in containers, the methods of unchanged classes and decorated functions read the
+running module's globals. Values derived from changed names by unchanged statements are not
+recomputed. Unchanged
 functions below an insertion or deletion are given their new line numbers (their code is
 swapped for the same code, renumbered) so that tracebacks match the new source; those of
 nested classes are not.
 """
 
 import ast
+import difflib
 import functools
 import linecache
 import logging
@@ -187,14 +202,15 @@ class _ModulePlan:
         self.after = self.change.after
         old_keys = {_key(statement) for statement in self.change.old}
         new_keys = {_key(statement) for statement in self.change.new}
-        self.run = []  # the statements to evaluate
+        added = _added_statements(self.change.old, self.change.new)
+        self.run = []  # the statements to evaluate, in order
         self.steps = []
         for statement in self.change.new:
             if _key(statement) in old_keys:
                 continue  # unchanged (maybe moved or reformatted): kept
-            if statement.kind == "other":
+            if statement.kind == "other" and id(statement) not in added:
                 self.steps.append(Step("note", self.name, "<module code>", statement.start,
-                                       "new or changed module-level statement not run (module "
+                                       "changed module-level statement not run again (module "
                                        "code runs once; its state is kept)"))
             else:
                 self.run.append(statement)
@@ -240,26 +256,38 @@ class _ModulePlan:
     # -- on trial --------------------------------------------------------------------------------
 
     def _trial(self):
+        """Evaluate the statements to run, in order, in a copy of the module's globals in which
+        the module's own functions are copies reading that copy (so that a statement calling an
+        unchanged function sees what the statements above it bound, as a fresh import would)."""
         live = self.module.__dict__
-        namespace = dict(live)
-        for key, value in list(namespace.items()):
-            if _is_dispatcher(value):
-                namespace[key] = _clone_dispatcher(value)
+        namespace = _trial_namespace(
+            live, copy_functions=any(_may_call(statement.node) for statement in self.run),
+            copy_containers=any(statement.kind == "other" for statement in self.run))
+        line_of = {}
+        for statement in self.run:
+            for name in statement.names:
+                line_of[name] = statement.start
         for statement, code in self.compiled:
+            before = dict(namespace) if statement.kind == "other" else None
             try:
                 exec(code, namespace)
             except KeyboardInterrupt:
                 raise
             except BaseException as exc:  # SystemExit from module code too: reported
-                text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                text = _user_traceback(exc, self.after)
                 raise ModuleUpdateError(
                     f"the new version of {self.name!r} raised {exc!r} while being evaluated "
                     f"(line {statement.start}); nothing was changed", module=self.name,
                     lineno=statement.start, traceback=text) from exc
-        line_of = {}
-        for statement in self.run:
-            for name in statement.names:
-                line_of[name] = statement.start
+            if before is not None:  # a new statement that is not a definition: what it bound
+                bound = [k for k in namespace if namespace[k] is not before.get(k, MISSING)]
+                bound += [k for k in before if k not in namespace]
+                for name in bound:
+                    if not name.startswith("__") and name not in self.bound:
+                        self.bound.append(name)
+                        line_of[name] = statement.start
+                self.steps.append(Step("run", self.name, "<module code>", statement.start,
+                                       "new module-level statement, run once"))
         steps = []
         for name in self.bound:
             new = namespace.get(name, MISSING)
@@ -419,6 +447,109 @@ class _ModulePlan:
                           keep=self.kept_class_attributes(name, old))
             return
         set_attribute(self.module, name, new, journal)
+
+
+def _added_statements(old, new):
+    """Ids of the statements of ``new`` that are not definitions and were added by the new
+    version, rather than changed from one of ``old`` (both: the statements of the changed span).
+
+    The two lists are aligned (``difflib``); in a span where statements were replaced, the
+    non-definition statements of the new version are paired in order with those of the old one
+    (``calls.append('a')`` changed to ``calls.append('b')``), and one binding a name an old
+    statement of the span bound (a ``def`` moved under an ``if``) is a change too. The others
+    are additions."""
+    matcher = difflib.SequenceMatcher(None, [_key(s) for s in old], [_key(s) for s in new],
+                                      autojunk=False)
+    added = set()
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal" or tag == "delete":
+            continue
+        replaced = old[i1:i2]
+        unpaired = sum(1 for s in replaced if s.kind == "other")
+        names = set()
+        for statement in replaced:
+            names.update(statement.names)
+            if statement.kind == "other":
+                names |= _names_bound_in(statement.node)[0]
+        for statement in new[j1:j2]:
+            if statement.kind != "other":
+                continue
+            if unpaired:
+                unpaired -= 1
+            elif not (_names_bound_in(statement.node)[0] & names):
+                added.add(id(statement))
+    return added
+
+
+def _may_call(node):
+    """Whether evaluating a top-level statement may call code: anything but a ``def`` whose
+    decorators, defaults and annotations call nothing (the usual change: a function's body)."""
+    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return True
+    arguments = node.args
+    parts = list(node.decorator_list) + arguments.defaults + \
+        [d for d in arguments.kw_defaults if d is not None] + \
+        [a.annotation for a in arguments.posonlyargs + arguments.args + arguments.kwonlyargs +
+         [arguments.vararg, arguments.kwarg] if a is not None and a.annotation is not None] + \
+        ([node.returns] if node.returns is not None else [])
+    return any(isinstance(inner, ast.Call) for part in parts for inner in ast.walk(part))
+
+
+def _trial_namespace(live, copy_functions, copy_containers):
+    """A copy of the module namespace ``live`` for evaluating a new version on trial:
+    singledispatch functions are copies (registrations land in them); with ``copy_functions``,
+    the module's own Python functions are copies whose globals are the copy (so that a
+    statement calling one sees what the statements above it bound); with ``copy_containers``,
+    the module's lists, dicts, sets and bytearrays are shallow copies (a new statement that
+    appends to a module list does it on the copy)."""
+    namespace = dict(live)
+    for key, value in live.items():
+        if _is_dispatcher(value):
+            namespace[key] = _clone_dispatcher(value)
+        elif copy_functions and type(value) is types.FunctionType and value.__globals__ is live:
+            namespace[key] = _function_copy(value, namespace)
+        elif copy_containers and type(value) in (list, dict, set, bytearray) \
+                and not key.startswith("__"):
+            namespace[key] = value.copy()
+    return namespace
+
+
+def _function_copy(function, namespace):
+    """``function`` with ``namespace`` as its globals (the same code, closure and attributes)."""
+    copy = types.FunctionType(function.__code__, namespace, function.__name__,
+                              function.__defaults__, function.__closure__)
+    # what the constructor does not take from the code and the globals (each set only when
+    # needed: half the cost of a copy, for the 5,000 functions of a large module)
+    if function.__kwdefaults__ is not None:
+        copy.__kwdefaults__ = function.__kwdefaults__
+    if copy.__qualname__ != function.__qualname__:
+        copy.__qualname__ = function.__qualname__
+    if function.__dict__:
+        copy.__dict__.update(function.__dict__)
+    if function.__annotations__:
+        copy.__annotations__ = function.__annotations__
+    if copy.__doc__ is not function.__doc__:
+        copy.__doc__ = function.__doc__
+    if copy.__module__ != function.__module__:
+        copy.__module__ = function.__module__
+    return copy
+
+
+def _user_traceback(exc, version):
+    """The traceback of an exception raised by the new version's code on trial, without the
+    frame that ran it, with the lines of the new version (not those of the file on disk)."""
+    tb = exc.__traceback__
+    tb = tb.tb_next if tb is not None and tb.tb_next is not None else tb
+    filename = version.filename
+    cached = linecache.cache.get(filename)
+    linecache.cache[filename] = (len(version.source), None, version.lines, filename)
+    try:
+        return "".join(traceback.format_exception(type(exc), exc, tb))
+    finally:
+        if cached is None:
+            linecache.cache.pop(filename, None)
+        else:
+            linecache.cache[filename] = cached
 
 
 def _key(statement):
