@@ -171,3 +171,21 @@ def test_a_failing_update_undoes_what_a_new_statement_bound(tmp_path, manager):
     with pytest.raises(RuntimeError, match="step failed"):
         manager.apply_update(update, timeout=WAIT)
     assert not hasattr(app, "EXTRA") and f() == 1 and app.f is f
+
+
+def test_a_failed_trial_leaves_all_and_annotations_alone(tmp_path):
+    app = loaded(tmp_path, "__all__ = ['f']\nLIMIT: int = 1\n\n\ndef f():\n    return 1\n")
+    exported, annotations = list(app.__all__), dict(app.__annotations__)
+    with pytest.raises(ModuleUpdateError, match=r"raised ValueError\('late'\).*\(line 4\)"):
+        ModuleUpdate(app, source="__all__ = ['f']\nLIMIT: int = 1\n__all__.append('g')\n"
+                                 "raise ValueError('late')\nNAME: str\n\n\ndef f():\n"
+                                 "    return 2\n")
+    assert app.__all__ == exported and app.__annotations__ == annotations and app.f() == 1
+
+
+def test_a_new_annotation_without_value_is_recorded_once(tmp_path, manager):
+    app = loaded(tmp_path, "LIMIT: int = 1\n")
+    annotations = app.__annotations__
+    update_to(manager, app, "LIMIT: int = 1\nNAME: str\n")
+    assert app.__annotations__ is annotations
+    assert annotations == {"LIMIT": int, "NAME": str} and not hasattr(app, "NAME")

@@ -534,7 +534,7 @@ def _trial_namespace(live, copy_functions, copy_containers):
         elif copy_functions and type(value) is types.FunctionType and value.__globals__ is live:
             namespace[key] = _function_copy(value, namespace)
         elif copy_containers and type(value) in (list, dict, set, bytearray) \
-                and not key.startswith("__"):
+                and key != "__builtins__":  # ``__all__`` and ``__annotations__`` too
             namespace[key] = value.copy()
     return namespace
 
