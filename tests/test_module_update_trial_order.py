@@ -189,3 +189,19 @@ def test_a_new_annotation_without_value_is_recorded_once(tmp_path, manager):
     update_to(manager, app, "LIMIT: int = 1\nNAME: str\n")
     assert app.__annotations__ is annotations
     assert annotations == {"LIMIT": int, "NAME": str} and not hasattr(app, "NAME")
+
+
+def test_a_new_main_guard_is_noted_not_run_even_in_the_main_module(tmp_path, manager):
+    app = loaded(tmp_path, "calls = []\n\n\ndef main():\n    calls.append('main')\n")
+    calls = app.calls
+    app.__name__ = "__main__"  # as the script run by `pymoult run app.py`
+    try:
+        update = ModuleUpdate(app, source="calls = []\n\n\ndef main():\n    calls.append('main')\n"
+                                          "\n\nif __name__ == '__main__':\n    main()\n")
+        manager.apply_update(update, timeout=WAIT)
+    finally:
+        app.__name__ = app.__spec__.name
+    assert calls == []
+    assert [str(s) for s in update.steps] == [
+        "note __main__.<module code> (line 8): `if __name__ == '__main__'` block not run (the "
+        "program's entry point, not module code)"]

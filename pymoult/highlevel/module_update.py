@@ -42,7 +42,8 @@ caches, registries, connections) and changed statements that are not definitions
 not a definition is *changed* when it takes the place of one of the old version (paired in
 order within the changed span, or binding a name an old statement there bound: a ``def``
 moved under an ``if``); else it is *new*, listed as a ``run`` step and run once when applied
-(after running on trial), and the names it binds are updated like those of definitions.
+(after running on trial), and the names it binds are updated like those of definitions. A
+new ``if __name__ == "__main__":`` block is noted, not run: it is the program's entry point.
 
 When it is safe: with ``threads``, at their static update points (a frame already running a
 changed function keeps its old code: reboot such threads); without, once no thread runs any
@@ -215,7 +216,11 @@ class _ModulePlan:
         for statement in self.change.new:
             if _key(statement) in old_keys:
                 continue  # unchanged (maybe moved or reformatted): kept
-            if statement.kind == "other" and id(statement) not in added:
+            if statement.kind == "other" and _is_main_guard(statement.node):
+                self.steps.append(Step("note", self.name, "<module code>", statement.start,
+                                       "`if __name__ == '__main__'` block not run (the "
+                                       "program's entry point, not module code)"))
+            elif statement.kind == "other" and id(statement) not in added:
                 self.steps.append(Step("note", self.name, "<module code>", statement.start,
                                        "changed module-level statement not run again (module "
                                        "code runs once; its state is kept)"))
@@ -518,6 +523,17 @@ def _may_call(node):
          [arguments.vararg, arguments.kwarg] if a is not None and a.annotation is not None] + \
         ([node.returns] if node.returns is not None else [])
     return any(isinstance(inner, ast.Call) for part in parts for inner in ast.walk(part))
+
+
+def _is_main_guard(node):
+    """``if __name__ == "__main__":`` (either way round)."""
+    test = getattr(node, "test", None) if isinstance(node, ast.If) else None
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1
+            and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = [test.left, test.comparators[0]]
+    return any(isinstance(side, ast.Name) and side.id == "__name__" for side in sides) and any(
+        isinstance(side, ast.Constant) and side.value == "__main__" for side in sides)
 
 
 def _trial_namespace(live, copy_functions, copy_containers):
