@@ -183,3 +183,15 @@ def test_a_closure_it_changes_must_not_be_running(tmp_path, manager):
     assert results == ["v1"] and update.check_alterability()
     manager.apply_update(update, timeout=WAIT)
     assert work() == "v2"
+
+
+def test_an_inner_function_renamed_is_noted_and_its_closures_keep_their_code(tmp_path, manager):
+    app = loaded(tmp_path, FACTORY_V1)
+    handler = app.handler
+    update = update_to(manager, app, FACTORY_V1.replace("inner", "doubler").replace(
+        "x * 2", "x * 4"))
+    notes = [step for step in update.steps if step.action == "note"]
+    assert len(notes) == 1 and notes[0].name.endswith("inner") and notes[0].detail == (
+        "functions it made before the update keep their old code: the new version has no "
+        "function of that name there")
+    assert handler() == 6 and app.make(1)() == 4

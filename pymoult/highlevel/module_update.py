@@ -311,7 +311,13 @@ class _ModulePlan:
             steps.append(Step("remove", self.name, name, None,
                               f"no longer defined (was {describe(live[name])})"))
         for name in self.bound:
-            pairs = _nested_code_pairs(live.get(name, MISSING), namespace.get(name, MISSING))
+            unpaired = []
+            pairs = _nested_code_pairs(live.get(name, MISSING), namespace.get(name, MISSING),
+                                       unpaired)
+            for old_code in unpaired:
+                steps.append(Step("note", self.name, _code_name(old_code), line_of.get(name),
+                                  "functions it made before the update keep their old code: "
+                                  "the new version has no function of that name there"))
             for old_code, new_code in pairs:
                 if old_code.co_freevars != new_code.co_freevars:
                     steps.append(Step(
@@ -619,11 +625,12 @@ def _method_codes(cls):
     return codes
 
 
-def _nested_code_pairs(old, new):
+def _nested_code_pairs(old, new, unpaired=None):
     """(old code, new code) pairs of the functions nested in the two versions ``old`` and
     ``new`` of a function or a class (inner functions, lambdas, classes, at any depth), matched
     by qualified name and order, for those that differ (in code or in line numbers): the
-    closures the old version made before the update run the old of each pair."""
+    closures the old version made before the update run the old of each pair. Named functions
+    of the old version that have no counterpart are appended to ``unpaired`` if given."""
     if _is_function(old) and _is_function(new):
         old_codes, new_codes = _function_codes(old), _function_codes(new)
         todo = list(zip(old_codes, new_codes)) if len(old_codes) == len(new_codes) else []
@@ -649,7 +656,10 @@ def _nested_code_pairs(old, new):
             name = _code_name(const)
             index = seen[name] = seen.get(name, -1) + 1
             candidates = by_name.get(name, ())
-            if index < len(candidates) and candidates[index] is not const:
+            if index >= len(candidates):
+                if unpaired is not None and not const.co_name.startswith("<"):
+                    unpaired.append(const)
+            elif candidates[index] is not const:
                 counterpart = candidates[index]
                 if const.co_firstlineno != counterpart.co_firstlineno \
                         or not same_code(const, counterpart):
