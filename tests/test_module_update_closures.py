@@ -195,3 +195,22 @@ def test_an_inner_function_renamed_is_noted_and_its_closures_keep_their_code(tmp
         "functions it made before the update keep their old code: the new version has no "
         "function of that name there")
     assert handler() == 6 and app.make(1)() == 4
+
+
+def test_a_running_closure_whose_code_only_moved_does_not_delay_the_update(tmp_path, manager):
+    app = loaded(tmp_path, "def make(started, release):\n    def inner():\n        started.set()\n"
+                           "        release.wait(10)\n        return 'v1'\n    return inner\n")
+    started, release = threading.Event(), threading.Event()
+    work = app.make(started, release)
+    worker = threading.Thread(target=work)
+    worker.start()
+    try:
+        assert started.wait(WAIT)
+        new = open(app.__file__).read().replace("    def inner", "    unused = 0\n    def inner")
+        update = ModuleUpdate(app, source=new)
+        assert update.check_alterability()  # only make's code and inner's line numbers change
+        manager.apply_update(update, timeout=WAIT)
+        assert work.__code__.co_firstlineno == 3
+    finally:
+        release.set()
+        worker.join(WAIT)

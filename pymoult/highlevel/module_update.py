@@ -353,7 +353,8 @@ class _ModulePlan:
             value = live.get(name, MISSING)
             new = namespace.get(name, MISSING)
             codes.update(old for old, new_code in _nested_code_pairs(value, new)
-                         if old.co_freevars == new_code.co_freevars)
+                         if old.co_freevars == new_code.co_freevars
+                         and not same_code(old, new_code))  # not for new line numbers only
             if isinstance(value, type):
                 if isinstance(new, type) and _updatable_in_place(value, new):
                     codes |= _changed_method_codes(value, new)
