@@ -551,7 +551,7 @@ def _trial_namespace(live, copy_functions, copy_containers):
     the module's lists, dicts, sets and bytearrays are shallow copies (a new statement that
     appends to a module list does it on the copy)."""
     namespace = dict(live)
-    for key, value in live.items():
+    for key, value in list(namespace.items()):  # not ``live``: other threads may bind globals
         if _is_dispatcher(value):
             namespace[key] = _clone_dispatcher(value)
         elif copy_functions and type(value) is types.FunctionType and value.__globals__ is live:
