@@ -317,3 +317,21 @@ def test_add_field_method_and_mixins():
     assert not hasattr(Dog, "legs") and Dog().sound() == "..."
     with pytest.raises(Exception, match="needs at least one mixin"):
         generateMixinUser(Dog)
+
+
+def test_converting_reads_the_old_state_without_running_the_class_getattr():
+    from pymoult.lowlevel.data_update import updateToClass
+
+    class Old:  # slots only: no __dict__, so hasattr(old, "__dict__") would call __getattr__
+        __slots__ = ("a",)
+
+        def __getattr__(self, name):
+            raise TypeError(f"__getattr__ must not run during a conversion ({name})")
+
+    class New:
+        __slots__ = ("a", "b")
+
+    old = Old()
+    old.a = 1
+    new = updateToClass(old, Old, New)
+    assert new.a == 1

@@ -619,8 +619,10 @@ def _copy_state(old, new, new_cls):
                 values[name] = object.__getattribute__(old, name)
             except AttributeError:
                 pass
-    if hasattr(old, "__dict__"):
-        values.update(vars(old))
+    try:  # not hasattr: that would run the class's own __getattr__, maybe already updated
+        values.update(object.__getattribute__(old, "__dict__"))
+    except AttributeError:
+        pass
     for name, value in values.items():
         try:
             object.__setattr__(new, name, value)
