@@ -33,6 +33,7 @@ BENCHMARKS = {
     "updates": "bench_updates.py",
     "quiescence": "bench_quiescence.py",
     "suspension": "bench_suspension.py",
+    "source_tracking": "bench_source_tracking.py",
     "module_update": "bench_module_update.py",
     "under_load": "bench_under_load.py",
 }
@@ -126,6 +127,13 @@ def suspension_rows(r):
         yield f"suspend -> suspended: {row['kind']}", f"{s['median']:.2f} / {s['max']:.2f} ms"
 
 
+def source_tracking_rows(r):
+    yield (f"source tracking: import of {', '.join(r['packages'])} ({r['modules']} modules), "
+           "on / off", f"{r['ratio_median']:.3f}x")
+    yield ("source tracking: memory, source / held compressed",
+           f"{r['source_mb']:.2f} / {r['stored_mb_compressed']:.2f} MB")
+
+
 def module_update_rows(r):
     peers = ", ".join(f"{name} {version}" for name, version in r.get("peers", {}).items())
     if peers:
@@ -177,6 +185,7 @@ def under_load_rows(r):
 
 SUMMARIES = {"core": core_rows, "data": data_rows, "updates": updates_rows,
              "quiescence": quiescence_rows, "suspension": suspension_rows,
+             "source_tracking": source_tracking_rows,
              "module_update": module_update_rows,
              "under_load": under_load_rows}
 

@@ -6,9 +6,12 @@ a new version changes. The file on disk stops being that source the moment it is
 is exactly when a user asks for the update. :func:`track_sources` hooks the import system
 (``SourceFileLoader.get_code``, which every ``.py`` module goes through, from its ``.pyc`` or
 not): for each module imported from then on it keeps the source file's bytes as they were at the
-import, keyed by file path, and a background thread compresses them (zlib, level 1, which runs
-without the GIL) so that the import itself only reads the file; :func:`statistics` says how much
-memory the records take. ``pymoult run`` turns it on before the application starts, so the whole application,
+import, keyed by file path; a background thread compresses them (zlib, level 1) once imports
+have been quiet for ``QUIET`` seconds, so that the imports themselves only read the files.
+Measured by ``benchmarks/bench_source_tracking.py`` (importing hypothesis and IPython, 257
+modules): compressing at import added 26 % to the import time, recording as done here 5 %
+(1.053x, median of 15 alternating pairs, 3.11); the 4.8 MB of source are kept in 1.6 MB once
+compressed. :func:`statistics` says what is held. ``pymoult run`` turns it on before the application starts, so the whole application,
 site-packages included, is tracked; a library user calls ``pymoult.track_sources()`` before
 importing their modules. A module imported again (``importlib.reload``) is recorded anew.
 
@@ -21,6 +24,7 @@ import importlib.machinery
 import importlib.util
 import os
 import threading
+import time
 import zlib
 
 from .errors import PymoultTypeError
@@ -33,6 +37,10 @@ _records = {}  # absolute path -> (module name, bytes (compressed or not), sourc
 _to_compress = []  # paths whose record holds raw bytes
 _compress_wanted = threading.Event()
 _compressor = None
+_last_record = [0.0]  # time.monotonic() of the newest record
+#: Seconds without a new record before the background thread compresses the pending ones: a
+#: start-up importing hundreds of modules is not slowed down by compression.
+QUIET = 0.5
 _state = {"filter": None, "tracking": False}
 #: The import system's own get_code, wrapped while tracking.
 _BASE_GET_CODE = importlib.machinery.SourceFileLoader.get_code
@@ -73,16 +81,24 @@ def _store_locked(name, path, data):
     global _compressor
     _records[path] = (name, data, len(data), False)
     _to_compress.append(path)
+    _last_record[0] = time.monotonic()
     if _compressor is None:
         _compressor = threading.Thread(target=_compress_forever, name="pymoult source records",
                                        daemon=True)
         _compressor.start()
-    _compress_wanted.set()
+    if len(_to_compress) == 1:  # the thread is idle: wake it (once, not per record)
+        _compress_wanted.set()
 
 
 def _compress_forever():
     while True:
         _compress_wanted.wait()
+        _compress_wanted.clear()
+        while True:  # imports still coming: let them run first
+            quiet_for = time.monotonic() - _last_record[0]
+            if quiet_for >= QUIET:
+                break
+            time.sleep(QUIET - quiet_for)
         with _lock:
             _compress_wanted.clear()
             paths, _to_compress[:] = list(_to_compress), []
