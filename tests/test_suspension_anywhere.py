@@ -13,6 +13,7 @@ import pytest
 from pymoult.lowlevel.alterability import (resume_thread, staticUpdatePoint, suspend_thread,
                                            suspendThreads, threadsSuspended,
                                            wait_thread_suspended, whyNotSuspended)
+from pymoult._parking import control_for
 from pymoult.threads import DSU_Thread
 
 WAIT = 10.0
@@ -68,7 +69,7 @@ def test_a_thread_blocked_in_sleep_counts_as_suspended_and_does_not_finish_its_l
     assert wait_until(lambda: sys._current_frames()[thread.ident].f_code is sleeper.__code__)
     suspend_thread(thread, grace=0)
     assert wait_thread_suspended(thread, 0.2)  # blocked: suspended before its sleep ends
-    threading.Event().wait(0.5)  # the sleep has ended by now
+    assert wait_until(lambda: control_for(thread).parked)  # the sleep ended: parked at once
     assert done == [] and thread.is_alive()
     resume_thread(thread)
     thread.join(WAIT)
@@ -88,7 +89,7 @@ def test_a_thread_waiting_on_an_event_counts_as_suspended_and_parks_when_it_wake
     suspend_thread(thread, grace=0)
     assert wait_thread_suspended(thread, WAIT)
     go.set()  # its wait ends: it finishes threading's code, then parks in waiter()
-    assert watch_unchanged(lambda: list(ran))
+    assert wait_until(lambda: control_for(thread).parked)
     assert ran == []
     resume_thread(thread)
     thread.join(WAIT)
