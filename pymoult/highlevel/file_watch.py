@@ -110,6 +110,13 @@ class FileWatcher(threading.Thread):
             return
         try:
             self.manager.apply_update(update, timeout=self.timeout)
+        except TimeoutError as exc:
+            if not update.state.finished:  # not the update's own timeout: it is still queued
+                self.report(f"watch: {files} not applied within {self.timeout:g} s; the update "
+                            f"stays queued ({update.state.value})")
+                return
+            self.report(f"watch: {files} not applied ({update.state.value}): {_first_line(exc)}")
+            return
         except BaseException as exc:  # the update's outcome, whatever it is
             self.report(f"watch: {files} not applied ({update.state.value}): "
                         f"{type(exc).__name__}: {_first_line(exc)}")

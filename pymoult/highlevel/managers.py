@@ -571,7 +571,7 @@ class Manager:
         paused = time.monotonic()
         update.mark("alterable")
         update.state = UpdateState.APPLYING
-        held = [t.name for t in update.threads if t.is_alive()]
+        held = [t.name for t in update.suspended_threads()]
         if held:
             logger.info("Manager %s suspended thread%s %s", self.name, "s"[:len(held) > 1],
                         ", ".join(held))
