@@ -207,7 +207,7 @@ def _push(args):
     if args.json:
         print(json.dumps(reply, indent=2))
     else:
-        _print_push_reply(reply)
+        _print_push_reply(reply, generated=bool(args.module))
     return 0 if reply.get("ok") else FAILED
 
 
@@ -259,12 +259,17 @@ def _progress_line(elapsed, status):
     return " | ".join(parts)
 
 
-def _print_push_reply(reply):
+def _print_push_reply(reply, generated=False):
+    """``generated``: the script was made by ``--module``; its own frames are no business of
+    the user's (a ModuleUpdateError's message holds the new version's traceback)."""
     error = reply.get("script_error")
     if error is not None:
-        print(f"script raised {error['type']}: {error['message']}")
-        if error.get("traceback"):
-            print(error["traceback"].rstrip())
+        if generated and error["type"] == "ModuleUpdateError":
+            print(f"not applied: {error['message']}")
+        else:
+            print(f"script raised {error['type']}: {error['message']}")
+            if error.get("traceback"):
+                print(error["traceback"].rstrip())
     updates = reply.get("updates", [])
     if not updates:
         print("the script queued no update")

@@ -73,7 +73,8 @@ def test_a_version_that_does_not_compile_is_reported_and_changes_nothing(greeter
     broken = write(tmp_path, "broken.py", APP.replace("def greet(n):", "def greet(n)"))
     pushed = pymoult("push", "--module", "__main__", broken, "--wait", "--to", greeter.address)
     assert pushed.returncode == 1
-    assert "script raised ModuleUpdateError" in pushed.stdout
+    assert "not applied: the new version of '__main__' does not compile" in pushed.stdout
+    assert "Traceback" not in pushed.stdout
     line = textwrap.dedent(APP).splitlines().index("def greet(n):") + 1
     assert "does not compile" in pushed.stdout and f"line {line})" in pushed.stdout
     count = len(greeter.stdout.lines)
@@ -137,3 +138,17 @@ def test_module_takes_a_name_and_at_most_one_file(greeter):
     assert refused.returncode == 2
     assert "--module takes a module name and at most one file, got helper_mod a.py b.py" \
         in refused.stderr
+
+
+def test_a_module_push_that_cannot_apply_says_why_in_a_sentence(greeter, tmp_path):
+    unknown = pymoult("push", "--module", "no_such_module", "--wait", "--to", greeter.address)
+    assert unknown.returncode == 1
+    assert "not applied: no module 'no_such_module' is loaded" in unknown.stdout
+    assert "Traceback" not in unknown.stdout
+    (tmp_path / "helper_mod.py").write_text(HELPER + "raise RuntimeError('boom')\n")
+    raising = pymoult("push", "--module", "helper_mod", "--wait", "--to", greeter.address)
+    assert raising.returncode == 1
+    assert "not applied: the new version of 'helper_mod' raised RuntimeError('boom')" \
+        in raising.stdout
+    assert "raise RuntimeError('boom')" in raising.stdout  # the new version's own traceback
+    assert "pymoult/highlevel" not in raising.stdout  # and none of Pymoult's frames
