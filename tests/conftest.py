@@ -5,6 +5,8 @@ import threading
 
 import pytest
 
+import modules
+
 from pymoult.lowlevel.alterability import resumeSuspendedThreads
 
 JOIN_TIMEOUT = 5.0
@@ -131,3 +133,10 @@ def manager():
     manager = ThreadedManager().start()
     yield manager
     assert manager.stop(JOIN_TIMEOUT)
+
+
+@pytest.fixture(params=modules.FLOWS)
+def flow(request, monkeypatch):
+    """How ``modules.update_to`` hands a new version to Pymoult (see ``modules.FLOWS``)."""
+    monkeypatch.setattr(modules, "FLOW", request.param)
+    return request.param

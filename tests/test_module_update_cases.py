@@ -1,5 +1,7 @@
 """ModuleUpdate on the cases that break hot-reload tools. Each test holds references and
-instances taken before the update and checks them afterwards."""
+instances taken before the update and checks them afterwards, and runs in each flow of
+``modules.FLOWS``: the new version given as text, and the module's file edited in place then
+updated from it, with and without its source tracked."""
 
 import dataclasses
 import pickle
@@ -9,7 +11,7 @@ import pytest
 
 from modules import loaded, update_to
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("flow")]
 
 
 def test_zero_argument_super_in_new_and_unchanged_methods(tmp_path, manager):

@@ -11,7 +11,7 @@ from pymoult.highlevel.updates import ModuleUpdate, UpdateState
 
 from modules import WAIT, loaded, update_to
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("flow")]
 
 FACTORY_V1 = """\
 def make(x):

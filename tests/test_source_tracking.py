@@ -1,6 +1,7 @@
 """Source tracking: a module's file edited in place (the usual flow) is updated from the file
 alone, because the source it was imported from was recorded; without tracking, a file that
-cannot tell what the module runs is refused, never taken as the running version."""
+cannot tell what the module runs is never taken as the running version: the new version is
+compared with the live module instead, and what that cannot tell is said."""
 
 import importlib
 import os
@@ -82,26 +83,66 @@ def test_an_edit_after_a_script_changed_a_function_is_applied(tracked):
     assert jobs.process(3) == "edited v1 job 3"
 
 
-def test_without_tracking_a_function_changed_by_a_script_makes_the_file_refused(tracked):
+def test_without_tracking_an_edit_after_a_script_changed_a_function_is_applied(tracked):
     jobs = tracked("trk_jobs_c", JOBS, track=False)
     assert source_tracking.tracked_source(jobs) is None
     script = types.ModuleType("pymoult_update_2")
     exec("def process(n):\n    return 'from the script'\n", script.__dict__)
     redefineFunction(jobs, "process", script.process)
     edit(tracked.path, "trk_jobs_c", "return Job(n).run()", "return 'edited'")
-    with pytest.raises((ModuleUpdateError, PymoultValueError),
-                       match=r"function 'process' of module 'trk_jobs_c' runs code from "
-                             r"<string>, not from its file .*track sources"):
-        ModuleUpdate(jobs)
-    assert jobs.process(1) == "from the script"  # nothing changed
+    update = ModuleUpdate(jobs)  # compared with the live objects: the script's code differs
+    assert [str(step) for step in update.steps] == [
+        "update function trk_jobs_c.process (line 8): in place"]
+    Manager().apply_update(update)
+    assert jobs.process(1) == "edited"
 
 
-def test_without_tracking_a_file_edited_after_the_import_is_refused(tracked):
-    jobs = tracked("trk_jobs_d", JOBS, track=False)
+def test_without_tracking_a_script_change_the_file_undoes_is_not_lost(tracked):
+    """The silent drop: the file is as imported, but a script changed what runs; pushing the
+    file must bring the file's code back, not report that nothing changes."""
+    jobs = tracked("trk_jobs_f", JOBS, track=False)
+    script = types.ModuleType("pymoult_update_3")
+    exec("def process(n):\n    return 'from the script'\n", script.__dict__)
+    redefineFunction(jobs, "process", script.process)
+    update = ModuleUpdate(jobs)
+    assert [str(step) for step in update.steps] == [
+        "update function trk_jobs_f.process (line 8): in place"]
+    Manager().apply_update(update)
+    assert jobs.process(1) == "v1 job 1"
+
+
+def test_tracked_a_script_change_the_file_undoes_is_not_lost(tracked):
+    jobs = tracked("trk_jobs_g", JOBS)
+    script = types.ModuleType("pymoult_update_4")
+    exec("def process(n):\n    return 'from the script'\n", script.__dict__)
+    redefineFunction(jobs, "process", script.process)
+    update = ModuleUpdate(jobs)  # the file as imported: only the script's change differs
+    assert [str(step) for step in update.steps] == [
+        "update function trk_jobs_g.process (line 8): in place"]
+    Manager().apply_update(update)
+    assert jobs.process(1) == "v1 job 1"
+
+
+def test_without_tracking_a_file_edited_after_the_import_is_compared_with_the_live_module(
+        tracked):
+    jobs = tracked("trk_jobs_d", JOBS + "LIMIT = 3\nLOG = str(3)\n", track=False)
+    job = jobs.Job(4)
     edit(tracked.path, "trk_jobs_d", "return Job(n).run()", "return 'edited'")
-    with pytest.raises((ModuleUpdateError, PymoultValueError),
-                       match="is not the version the module runs: function 'process' differs"):
-        ModuleUpdate(jobs)
+    edit(tracked.path, "trk_jobs_d", '"v1 job', '"v2 job')
+    edit(tracked.path, "trk_jobs_d", "LIMIT = 3", "LIMIT = 4")
+    edit(tracked.path, "trk_jobs_d", "LOG = str(3)", "LOG = str(4)")
+    update = ModuleUpdate(jobs)
+    listing = [str(step) for step in update.steps]
+    assert "update function trk_jobs_d.process (line 8): in place" in listing
+    assert "update class trk_jobs_d.Job (line 2)" in listing
+    assert "set trk_jobs_d.LIMIT (line 10): was 3, now 4" in listing
+    assert any(line.startswith("undecided trk_jobs_d.LOG (line 11): its value is computed at import")
+               for line in listing)  # what the live objects cannot tell, said
+    assert any(line.startswith("undecided trk_jobs_d.<module>: the source it runs is not known")
+               for line in listing)
+    Manager().apply_update(update)
+    assert jobs.process(1) == "edited" and job.run() == "v2 job 4" and jobs.LIMIT == 4
+    assert jobs.LOG == "3"  # kept, as the note said
 
 
 def test_the_filter_and_the_statistics():

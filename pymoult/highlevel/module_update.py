@@ -79,9 +79,11 @@ from ..lowlevel.alterability import (_class_codes, _code_in_stacks, _codes_of, _
 from ..lowlevel.data_update import _updatable_in_place, redefineClass
 from ..lowlevel.journal import (MISSING, Operation, SetItem, current_journal, delete_attribute,
                                 describe, set_attribute)
-from ..lowlevel.relinking import _layers, update_function
-from ..lowlevel.source_diff import (compare, forget_version, read_source, recorded_version,
-                                    remember_version, same_code, version_of)
+from ..lowlevel.live_comparison import is_main_guard, names_bound
+from ..lowlevel.relinking import update_function, wrapped_layers
+from ..lowlevel.source_diff import (change_from_live, compare, file_version, forget_version,
+                                    known_version, read_source, recorded_version,
+                                    remember_version, same_code, with_live_differences)
 from .updates import Update
 
 __all__ = ["ModuleUpdate", "Step", "module_update_script"]
@@ -172,7 +174,7 @@ class RememberVersion(Operation):
 def _is_function(value):
     """A Python function, or a wrapper (``lru_cache``, ``functools.wraps``) around one."""
     return not isinstance(value, type) and callable(value) and any(
-        isinstance(layer, types.FunctionType) for layer in _layers(value))
+        isinstance(layer, types.FunctionType) for layer in wrapped_layers(value))
 
 
 def _callable_kind(value):
@@ -194,20 +196,41 @@ class _ModulePlan:
         self.builders = dict(builders or {})
         self.recorded = recorded_version(module)
         try:
-            self.before = version_of(module, old_source)
+            self.before = known_version(module, old_source)
         except SyntaxError as exc:
             raise ModuleUpdateError(f"the source given as the current version of {self.name!r} "
                                     f"does not compile: {exc}", module=self.name,
                                     lineno=exc.lineno) from exc
-        except PymoultValueError as exc:
-            raise ModuleUpdateError(str(exc), module=self.name) from exc
+        unknown = None  # why the source it runs is unknown: the live module is compared
+        if self.before is None:
+            try:
+                self.before = file_version(module)
+            except PymoultValueError as exc:
+                unknown = getattr(exc, "reason", str(exc))
+            else:
+                if self.before.source == source:
+                    self.before = None
+                    unknown = "its file is the new version (edited in place)"
         try:
-            self.change = compare(self.before, source)
+            if self.before is None:
+                self.change = change_from_live(module, source, filename)
+            else:
+                self.change = with_live_differences(module, compare(self.before, source))
         except SyntaxError as exc:
             raise ModuleUpdateError(f"the new version of {self.name!r} does not compile: "
                                     f"{exc.msg} ({filename}, line {exc.lineno})",
                                     module=self.name, lineno=exc.lineno) from exc
         self.after = self.change.after
+        live_notes = []
+        if unknown is not None and self.change.notes:
+            live_notes.append(Step("undecided", self.name, "<module>", None,
+                                   "the source it runs is not known (imported before sources "
+                                   f"were tracked; {unknown}): compared with its live objects; "
+                                   "what they cannot tell is kept (track sources for exact "
+                                   "updates)"))
+        for statement, reason in self.change.notes:
+            live_notes.append(Step("undecided", self.name, ", ".join(statement.names) or
+                                   "<module code>", statement.start, reason))
         old_keys = {_key(statement) for statement in self.change.old}
         new_keys = {_key(statement) for statement in self.change.new}
         added = _added_statements(self.change.old, self.change.new)
@@ -216,7 +239,7 @@ class _ModulePlan:
         for statement in self.change.new:
             if _key(statement) in old_keys:
                 continue  # unchanged (maybe moved or reformatted): kept
-            if statement.kind == "other" and _is_main_guard(statement.node):
+            if statement.kind == "other" and is_main_guard(statement.node):
                 self.steps.append(Step("note", self.name, "<module code>", statement.start,
                                        "`if __name__ == '__main__'` block not run (the "
                                        "program's entry point, not module code)"))
@@ -230,7 +253,7 @@ class _ModulePlan:
         for statement in self.after.statements:
             bound_after.update(statement.names)
             if statement.kind == "other":
-                names, has_star = _names_bound_in(statement.node)
+                names, has_star = names_bound(statement.node)
                 bound_after |= names
                 star = star or has_star
         self.removed = []
@@ -245,6 +268,7 @@ class _ModulePlan:
                                            "no longer defined by the new version; binding kept"))
                 elif name in module.__dict__:
                     self.removed.append(name)
+        self.steps += live_notes
         self.bound = []  # names the run statements bind, in order
         for statement in self.run:
             for name in statement.names:
@@ -374,7 +398,7 @@ class _ModulePlan:
         old_body = {ast.dump(node): _assigned_names(node) for node in old.body}
         set_by_old = set()
         for node in old.body:
-            set_by_old |= _names_bound_in(node)[0]
+            set_by_old |= names_bound(node)[0]
         kept = set()
         for node in new.body:
             if ast.dump(node) in old_body:
@@ -433,6 +457,8 @@ class _ModulePlan:
             _update_closures(inner_codes, journal)
         if self.change.delta:
             self._renumber(journal)
+        if self.change.moves:
+            self._move_lines(journal)
         journal.record(RememberVersion(self.module, self.after))
 
     def _renumber(self, journal):
@@ -449,12 +475,23 @@ class _ModulePlan:
             candidates = _class_functions(value) if isinstance(value, type) else [value]
             old_range = range(statement.start - delta, statement.end - delta + 1)
             for candidate in candidates:
-                for layer in _layers(candidate) if candidate is not None else ():
+                for layer in wrapped_layers(candidate) if candidate is not None else ():
                     if isinstance(layer, types.FunctionType) \
                             and layer.__code__.co_filename == filename \
                             and layer.__code__.co_firstlineno in old_range:
                         functions.append(layer)
         if functions:
+            journal.record(Renumber(functions, delta))
+
+    def _move_lines(self, journal):
+        """Give the unchanged functions, found by comparing the live module, the line numbers
+        they have in the new version (their file's)."""
+        by_delta = {}
+        for function, line in self.change.moves:
+            delta = line - function.__code__.co_firstlineno
+            if delta and function.__code__.co_filename == self.after.filename:
+                by_delta.setdefault(delta, []).append(function)
+        for delta, functions in by_delta.items():
             journal.record(Renumber(functions, delta))
 
     def _apply_binding(self, name, old, new, counterparts, registered, journal):
@@ -507,13 +544,13 @@ def _added_statements(old, new):
         for statement in replaced:
             names.update(statement.names)
             if statement.kind == "other":
-                names |= _names_bound_in(statement.node)[0]
+                names |= names_bound(statement.node)[0]
         for statement in new[j1:j2]:
             if statement.kind != "other":
                 continue
             if unpaired:
                 unpaired -= 1
-            elif not (_names_bound_in(statement.node)[0] & names):
+            elif not (names_bound(statement.node)[0] & names):
                 added.add(id(statement))
     return added
 
@@ -530,17 +567,6 @@ def _may_call(node):
          [arguments.vararg, arguments.kwarg] if a is not None and a.annotation is not None] + \
         ([node.returns] if node.returns is not None else [])
     return any(isinstance(inner, ast.Call) for part in parts for inner in ast.walk(part))
-
-
-def _is_main_guard(node):
-    """``if __name__ == "__main__":`` (either way round)."""
-    test = getattr(node, "test", None) if isinstance(node, ast.If) else None
-    if not (isinstance(test, ast.Compare) and len(test.ops) == 1
-            and isinstance(test.ops[0], ast.Eq)):
-        return False
-    sides = [test.left, test.comparators[0]]
-    return any(isinstance(side, ast.Name) and side.id == "__name__" for side in sides) and any(
-        isinstance(side, ast.Constant) and side.value == "__main__" for side in sides)
 
 
 def _trial_namespace(live, copy_functions, copy_containers):
@@ -607,7 +633,8 @@ def _code_name(code):
 def _function_codes(value):
     """The code objects of the Python-function layers of a function or wrapper, outermost
     first."""
-    return [layer.__code__ for layer in _layers(value) if isinstance(layer, types.FunctionType)]
+    return [layer.__code__ for layer in wrapped_layers(value)
+            if isinstance(layer, types.FunctionType)]
 
 
 def _method_codes(cls):
@@ -710,31 +737,6 @@ def _key(statement):
     return ast.dump(statement.node)
 
 
-def _names_bound_in(node):
-    """Module-level names a compound statement (``if``, ``try``, ``with``, ``for``) may bind,
-    and whether it holds a star import."""
-    names, star = set(), False
-    todo = [node]
-    while todo:
-        current = todo.pop()
-        if isinstance(current, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(current.name)
-            continue  # their bodies bind their own locals
-        if isinstance(current, ast.Lambda):
-            continue
-        if isinstance(current, ast.Name) and isinstance(current.ctx, ast.Store):
-            names.add(current.id)
-        elif isinstance(current, ast.Import):
-            names.update(a.asname or a.name.partition(".")[0] for a in current.names)
-        elif isinstance(current, ast.ImportFrom):
-            star = star or any(a.name == "*" for a in current.names)
-            names.update(a.asname or a.name for a in current.names if a.name != "*")
-        elif isinstance(current, ast.ExceptHandler) and current.name:
-            names.add(current.name)
-        todo.extend(ast.iter_child_nodes(current))
-    return names, star
-
-
 def _assigned_names(node):
     """Names a class-body statement binds with an assignment (not a ``def``)."""
     if isinstance(node, ast.Assign):
@@ -747,7 +749,7 @@ def _assigned_names(node):
 def _innermost_code(value):
     if isinstance(value, (staticmethod, classmethod)):
         value = value.__func__
-    layers = [layer for layer in _layers(value) if isinstance(layer, types.FunctionType)] \
+    layers = [layer for layer in wrapped_layers(value) if isinstance(layer, types.FunctionType)] \
         if callable(value) else []
     return layers[-1].__code__ if layers else None
 

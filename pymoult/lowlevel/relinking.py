@@ -45,7 +45,8 @@ import types
 from ..errors import PymoultTypeError, RedefinitionError, TargetNotFoundError
 from .journal import MISSING, Operation, SetItem, current_journal, describe, set_attribute
 
-__all__ = ["redefineFunction", "redefineMethod", "update_function", "SwapFunction"]
+__all__ = ["redefineFunction", "redefineMethod", "update_function", "SwapFunction",
+           "wrapped_layers"]
 
 logger = logging.getLogger("pymoult")
 
@@ -100,7 +101,7 @@ class ClearCache(Operation):
 _MAX_LAYERS = 100  # as inspect.unwrap: a proxy may invent a new __wrapped__ at every access
 
 
-def _layers(function):
+def wrapped_layers(function):
     """``function`` and everything it wraps (``__wrapped__`` chain), outermost first."""
     layers, seen = [], []  # the objects themselves: a proxy's invented ones would reuse ids
     while function is not None and not any(function is s for s in seen) \
@@ -112,6 +113,9 @@ def _layers(function):
         except Exception:  # a proxy that fails on unknown attributes
             function = None
     return layers
+
+
+_layers = wrapped_layers
 
 
 def _layer_name(layer):

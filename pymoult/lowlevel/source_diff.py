@@ -15,9 +15,14 @@ source is parsed, which reports a real syntax error at its real line). So a one-
 large module costs a few milliseconds, and matching is linear in the module's size (jurigged
 matches definitions pairwise, in quadratic time).
 
-The previous version of a module is the one Pymoult last applied (:func:`remember_version`), or
-its source file, checked against the running code (:func:`version_of`): a file edited after the
-module was imported is refused, since it would hide the very changes to apply.
+The previous version of a module is the one Pymoult last applied (:func:`remember_version`),
+or the source recorded at its import (sources tracked), or its source file, checked against the
+running code (:func:`version_of`): a file edited after the module was imported cannot be the
+previous version, since it would hide the very changes to apply. Then, and when the file *is*
+the new version (edited in place), the new version is compared with the live module itself
+(:func:`change_from_live`, :mod:`.live_comparison`). Whatever the previous version, a definition
+that did not change between the two versions but whose live code comes from elsewhere (an update
+script changed it) is compared with the new version too (:func:`with_live_differences`).
 """
 
 import ast
@@ -29,11 +34,15 @@ import types
 import weakref
 
 from ..errors import PymoultTypeError, PymoultValueError
-from .relinking import _layers
+from .live_comparison import (CHANGED, NEW, SAME, UNDECIDED, judge, removed_names,
+                              runs_code_from_elsewhere, same_code)
+from .relinking import wrapped_layers
 from ..source_tracking import tracked_source
 
 __all__ = ["Statement", "SourceVersion", "SourceChange", "parse_version", "compare",
-           "version_of", "recorded_version", "remember_version", "forget_version", "same_code"]
+           "change_from_live", "with_live_differences", "version_of", "known_version",
+           "file_version", "recorded_version", "remember_version", "forget_version",
+           "same_code"]
 
 # module name -> (weak reference to the module, SourceVersion, (name, object) of its definitions)
 _versions = {}
@@ -249,12 +258,18 @@ def _check_future_imports(statements, first, filename):
 class SourceChange:
     """What differs between two versions: ``old`` statements replaced by ``new`` ones (both in
     source order, whole statements), and ``delta``, the line shift of the statements after them
-    (those starting after line ``shifted_from`` of the old version)."""
+    (those starting after line ``shifted_from`` of the old version).
 
-    def __init__(self, before, after, old, new, delta, shifted_from):
+    Made by :func:`change_from_live` (``before`` is then None: the old version is the live
+    module), it also has ``notes``, (statement, reason) for what the live objects could not
+    tell, and ``moves``, (live function, its first line in the new version) for the unchanged
+    functions."""
+
+    def __init__(self, before, after, old, new, delta, shifted_from, notes=(), moves=()):
         self.before, self.after = before, after
         self.old, self.new = old, new
         self.delta, self.shifted_from = delta, shifted_from
+        self.notes, self.moves = list(notes), list(moves)
 
     def __repr__(self):
         return (f"<SourceChange {len(self.old)} statements -> {len(self.new)}, "
@@ -345,33 +360,47 @@ def version_of(module, source=None):
     The version Pymoult last applied to it, if any; else ``source`` if given (the caller knows
     it); else the source it was imported from, if sources are tracked
     (``pymoult.source_tracking``: ``pymoult run`` tracks every module); else the
-    module's source file, checked against the running code: every function defined at the top of
-    the file must have the code the live function has, and come from that file.
+    module's source file, checked against the running code (:func:`file_version`).
     ``PymoultValueError`` when the file cannot be read or does not match (it was edited after the
     import, or a function was changed by an earlier update script: track sources, or pass the
     source the module runs).
     """
+    known = known_version(module, source)
+    return known if known is not None else file_version(module)
+
+
+def known_version(module, source=None):
+    """The source version ``module`` runs now when it is known for sure: the version Pymoult
+    last applied, else ``source`` if given, else the source recorded at its import (sources
+    tracked). None otherwise."""
     if not isinstance(module, types.ModuleType):
         raise PymoultTypeError(f"expected a module, got {module!r}")
     known = recorded_version(module)
     if known is not None:
         return known
-    path = _source_file(module)
-    filename = path or f"<{module.__name__}>"
+    filename = _source_file(module) or f"<{module.__name__}>"
     if source is not None:
         return parse_version(source, filename)
     tracked = tracked_source(module)
     if tracked is not None:
         return parse_version(tracked, filename)
+    return None
+
+
+def file_version(module):
+    """The version in ``module``'s source file, checked against the running code: every function
+    defined at the top of the file must have the code the live function has, and come from that
+    file. ``PymoultValueError`` when the file cannot be read or does not match."""
+    path = _source_file(module)
     if path is None:
-        raise PymoultValueError(f"module {module.__name__!r} has no Python source file: pass the "
-                                "source it runs now (old_source=...)")
+        raise _unknown(f"module {module.__name__!r} has no Python source file: pass the source "
+                       "it runs now (old_source=...)", "it has no Python source file")
     try:
         text = read_source(path)
+        version, tree = _parse(text, path)
     except (OSError, SyntaxError, UnicodeDecodeError) as exc:
-        raise PymoultValueError(f"cannot read the source of module {module.__name__!r} from "
-                                f"{path}: {exc}") from exc
-    version, tree = _parse(text, path)
+        raise _unknown(f"cannot read the source of module {module.__name__!r} from {path}: "
+                       f"{exc}", f"its file cannot be read: {exc}") from exc
     _check_matches(module, version, tree)
     return version
 
@@ -385,26 +414,133 @@ def _check_matches(module, version, tree):
         if statement.kind != "def":
             continue
         name = statement.names[0]
-        layers = [f for f in _layers(module.__dict__.get(name)) if isinstance(f, types.FunctionType)]
+        layers = [f for f in wrapped_layers(module.__dict__.get(name))
+                  if isinstance(f, types.FunctionType)]
         live = layers[-1] if layers else None
         new = compiled.get(name)
         if not isinstance(live, types.FunctionType) or new is None:
             continue  # not a function any more: nothing to compare
         if live.__code__.co_filename != version.filename:
-            raise PymoultValueError(
+            reason = (f"function {name!r} runs code from {live.__code__.co_filename}, not from "
+                      "its file (an earlier update changed it)")
+            raise _unknown(
                 f"function {name!r} of module {module.__name__!r} runs code from "
                 f"{live.__code__.co_filename}, not from its file {version.filename} (an earlier "
                 "update changed it), so the file cannot tell what the module runs: track sources "
                 "before the import (pymoult run does; else pymoult.track_sources()), or pass the "
-                "source the module runs (old_source=...)")
+                "source the module runs (old_source=...)", reason)
         if live.__code__.co_name != name:
             continue  # bound to another function of the file
         if not same_code(live.__code__, new):
-            raise PymoultValueError(
-                f"the source file of module {module.__name__!r} ({version.filename}) is not the "
-                f"version the module runs: function {name!r} differs. It was edited after the "
-                "import; track sources before the import (pymoult run does; else "
-                "pymoult.track_sources()), or pass the source the module runs (old_source=...)")
+            _refuse_file(module, version, f"function {name!r} differs")
+    classes = [statement for statement in version.statements if statement.kind == "class"]
+    for verdict in judge(module, classes, tree, code, values=False):
+        if verdict.status == CHANGED:
+            _refuse_file(module, version, f"class {verdict.statement.names[0]!r} differs "
+                                          f"({verdict.reason})")
+
+
+def _refuse_file(module, version, what):
+    raise _unknown(
+        f"the source file of module {module.__name__!r} ({version.filename}) is not the "
+        f"version the module runs: {what}. It was edited after the import; track sources "
+        "before the import (pymoult run does; else pymoult.track_sources()), or pass the source "
+        "the module runs (old_source=...)", f"its file was edited since: {what}")
+
+
+def _unknown(message, reason):
+    """The error :func:`file_version` raises; ``reason``: why, in a few words."""
+    error = PymoultValueError(message)
+    error.reason = reason
+    return error
+
+
+# -- a new version compared with the live module ---------------------------------------------------
+
+
+class _StandIn(Statement):
+    """What the live module holds in place of a statement the new version changes or removes
+    (its source is unknown): a statement binding the same names, whose tree differs from any
+    real one."""
+
+    def __init__(self, kind, names, node=None):
+        marker = ast.Expr(ast.Constant(f"<pymoult: the live {kind} {', '.join(names)}>"))
+        super().__init__(kind, tuple(names), 0, 0, "", node if node is not None else marker)
+
+
+def _class_stand_in(statement, attributes):
+    """A class statement as the live class stands: the new body, but the attributes whose live
+    values differ (``attributes``) assigned something else."""
+    node = statement.node
+    body = []
+    for item in node.body:
+        targets = item.targets if isinstance(item, ast.Assign) else \
+            [item.target] if isinstance(item, ast.AnnAssign) else []
+        if any(isinstance(t, ast.Name) and t.id in attributes for t in targets):
+            item = ast.Assign(targets=targets, value=ast.Constant("<pymoult: the live value>"))
+        body.append(item)
+    body.append(ast.Expr(ast.Constant("<pymoult: the live class>")))  # never a real class's tree
+    return _StandIn("class", statement.names, ast.ClassDef(
+        name=node.name, bases=node.bases, keywords=node.keywords, body=body,
+        decorator_list=node.decorator_list, **({"type_params": []} if hasattr(
+            node, "type_params") else {})))
+
+
+def _stand_in(verdict):
+    statement = verdict.statement
+    if statement.kind == "class":
+        return _class_stand_in(statement, verdict.attributes)
+    return _StandIn(statement.kind, statement.names)
+
+
+def change_from_live(module, source, filename):
+    """Compare the new ``source`` of ``module`` with the live module itself, when the source it
+    runs is not known (see :mod:`.live_comparison`): a :class:`SourceChange` whose ``new``
+    statements are those found changed or new, whose ``old`` ones stand for what the live
+    module holds in their place or no longer has in the new version (removed functions and
+    classes), with ``notes`` for the statements the live objects could not tell about (kept
+    as they are, not run). ``SyntaxError`` if the new source does not parse."""
+    after, tree = _parse(source, filename)
+    code = compile(tree, filename, "exec", dont_inherit=True)
+    old, new, notes, moves = [], [], [], []
+    for verdict in judge(module, after.statements, tree, code):
+        if verdict.status in (SAME, UNDECIDED):
+            moves += verdict.moves
+            if verdict.status == UNDECIDED:
+                notes.append((verdict.statement, verdict.reason))
+            continue
+        new.append(verdict.statement)
+        if verdict.status == CHANGED:
+            old.append(_stand_in(verdict))
+    for name in removed_names(module, after.statements):
+        kind = "class" if isinstance(module.__dict__[name], type) else "def"
+        old.append(_StandIn(kind, (name,)))
+    return SourceChange(None, after, old, new, 0, len(after.lines), notes, moves)
+
+
+def with_live_differences(module, change):
+    """``change``, plus the definitions it takes as unchanged whose live code comes from
+    elsewhere than the versions compared (an update script changed them since): each is
+    compared with the new version like any other, and counts as changed if it differs."""
+    files = {change.after.filename, _source_file(module)}
+    if change.before is not None:
+        files.add(change.before.filename)
+    changed = {id(statement) for statement in change.new}
+    suspects = [statement for statement in change.after.statements
+                if statement.kind in ("def", "class") and id(statement) not in changed
+                and runs_code_from_elsewhere(module, statement.names[0], files)]
+    if not suspects:
+        return change
+    tree = ast.Module(body=[statement.node for statement in suspects], type_ignores=[])
+    code = compile(tree, change.after.filename, "exec", change.after.future_flags,
+                   dont_inherit=True)
+    verdicts = [v for v in judge(module, suspects, tree, code) if v.status == CHANGED]
+    if not verdicts:
+        return change
+    new = sorted(change.new + [v.statement for v in verdicts], key=lambda s: s.start)
+    old = change.old + [_stand_in(v) for v in verdicts]
+    return SourceChange(change.before, change.after, old, new, change.delta,
+                        change.shifted_from, change.notes, change.moves)
 
 
 def recorded_version(module):
@@ -439,27 +575,3 @@ def forget_version(module, previous=None):
             _versions.pop(module.__name__, None)
         else:
             _versions[module.__name__] = previous
-
-
-_CODE_FIELDS = ("co_argcount", "co_posonlyargcount", "co_kwonlyargcount", "co_flags", "co_code",
-                "co_names", "co_varnames", "co_freevars", "co_cellvars", "co_name")
-
-
-def same_code(a, b):
-    """True when two code objects do the same thing (their line numbers may differ)."""
-    if a is b:
-        return True
-    for field in _CODE_FIELDS:
-        if getattr(a, field) != getattr(b, field):
-            return False
-    if getattr(a, "co_exceptiontable", None) != getattr(b, "co_exceptiontable", None):
-        return False
-    if len(a.co_consts) != len(b.co_consts):
-        return False
-    for x, y in zip(a.co_consts, b.co_consts):
-        if isinstance(x, types.CodeType) and isinstance(y, types.CodeType):
-            if not same_code(x, y):
-                return False
-        elif type(x) is not type(y) or x != y:
-            return False
-    return True

@@ -1,0 +1,478 @@
+"""A new version of a module judged against the live module itself, statement by statement.
+
+When Pymoult does not know the source a module runs (it was imported before sources were
+tracked, no update was applied to it since, and its file was edited in place or installed over),
+the live objects are what is left to compare a new version with: the code objects of its
+functions and methods, its classes' layouts, its values. :func:`judge` gives each top-level
+statement of the new version a :class:`Verdict`:
+
+- ``same``: what it defines is what runs (a function's code, a literal value, a class's methods,
+  fields, ``__slots__`` and bases; an import binding the object it would bind);
+- ``changed``: it defines something else (a function whose code differs, a constant whose
+  value differs);
+- ``new``: it binds names the module does not have;
+- ``undecided``: the live objects cannot tell. A value computed at import (``LOG =
+  make_log()``), a constant the program rebinds (declared ``global`` in one of its functions: a
+  counter is state, not an edit), a container (it may have been filled since), a statement that
+  binds nothing (a call): these are kept as they are, and the verdict's ``reason`` says so.
+
+What cannot be told from live objects at all: a changed decorator, a default value that is not a
+literal, annotations. Tracking sources (``pymoult.track_sources()``) makes all of it exact.
+"""
+
+import ast
+import sys
+import types
+
+from .journal import MISSING
+from .relinking import wrapped_layers
+
+__all__ = ["Verdict", "judge", "removed_names", "runs_code_from_elsewhere", "names_bound",
+           "is_main_guard", "same_code", "SAME", "CHANGED", "NEW", "UNDECIDED"]
+
+SAME, CHANGED, NEW, UNDECIDED = "same", "changed", "new", "undecided"
+_IMMUTABLE = (int, float, complex, str, bytes, bool, type(None))
+_CODE_FIELDS = ("co_argcount", "co_posonlyargcount", "co_kwonlyargcount", "co_flags", "co_code",
+                "co_names", "co_varnames", "co_freevars", "co_cellvars", "co_name")
+
+
+def same_code(a, b):
+    """True when two code objects do the same thing (their line numbers may differ)."""
+    if a is b:
+        return True
+    for field in _CODE_FIELDS:
+        if getattr(a, field) != getattr(b, field):
+            return False
+    if getattr(a, "co_exceptiontable", None) != getattr(b, "co_exceptiontable", None):
+        return False
+    if len(a.co_consts) != len(b.co_consts):
+        return False
+    for x, y in zip(a.co_consts, b.co_consts):
+        if isinstance(x, types.CodeType) and isinstance(y, types.CodeType):
+            if not same_code(x, y):
+                return False
+        elif type(x) is not type(y) or x != y:
+            return False
+    return True
+
+
+def names_bound(node):
+    """Module-level names a top-level statement may bind (the bodies of ``if``, ``try``,
+    ``with``, ``for`` included, not those of functions and classes), and whether it holds a star
+    import."""
+    names, star = set(), False
+    todo = [node]
+    while todo:
+        current = todo.pop()
+        if isinstance(current, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(current.name)
+            continue  # their bodies bind their own locals
+        if isinstance(current, ast.Lambda):
+            continue
+        if isinstance(current, ast.Name) and isinstance(current.ctx, ast.Store):
+            names.add(current.id)
+        elif isinstance(current, ast.Import):
+            names.update(a.asname or a.name.partition(".")[0] for a in current.names)
+        elif isinstance(current, ast.ImportFrom):
+            star = star or any(a.name == "*" for a in current.names)
+            names.update(a.asname or a.name for a in current.names if a.name != "*")
+        elif isinstance(current, ast.ExceptHandler) and current.name:
+            names.add(current.name)
+        todo.extend(ast.iter_child_nodes(current))
+    return names, star
+
+
+class Verdict:
+    """How a statement of the new version compares with the live module. ``moves``: (live
+    function, its first line in the new version) for the functions found the same, so that
+    their line numbers can follow the new file; ``attributes``: for a class, the names of the
+    class attributes whose live values differ from the new version's."""
+
+    __slots__ = ("statement", "status", "reason", "moves", "attributes")
+
+    def __init__(self, statement, status, reason="", moves=(), attributes=()):
+        self.statement, self.status, self.reason, self.moves = statement, status, reason, moves
+        self.attributes = set(attributes)
+
+    def __repr__(self):
+        reason = f": {self.reason}" if self.reason else ""
+        return f"<Verdict {self.status} {self.statement!r}{reason}>"
+
+
+def judge(module, statements, tree, code, values=True):
+    """A :class:`Verdict` for each of ``statements``, the top-level statements of a new version
+    of ``module`` (``tree`` and ``code``: that version parsed, and compiled as a whole).
+    ``values=False``: classes are judged on their methods, bases, ``__slots__`` and fields only,
+    not on their attributes' values."""
+    judge_ = _Judge(module, tree, code, values)
+    return [judge_.statement(statement, index) for index, statement in enumerate(statements)]
+
+
+def removed_names(module, statements):
+    """Names of the functions and classes ``module`` defined itself (their qualified name is
+    their name in it) that none of the new version's ``statements`` binds: the new version
+    removes them."""
+    bound = set()
+    for statement in statements:
+        bound.update(statement.names)
+        if statement.kind == "other":
+            names, star = names_bound(statement.node)
+            if star:
+                return []
+            bound |= names
+    removed = []
+    for name, value in list(module.__dict__.items()):
+        if name in bound or name.startswith("__"):
+            continue
+        if isinstance(value, type) or isinstance(value, types.FunctionType):
+            if getattr(value, "__module__", None) == module.__name__ and \
+                    getattr(value, "__qualname__", None) == name:
+                removed.append(name)
+    return removed
+
+
+def runs_code_from_elsewhere(module, name, files):
+    """Whether the function or class ``name`` of ``module`` runs code compiled from another file
+    than ``files`` (an update script changed it)."""
+    value = module.__dict__.get(name)
+    if isinstance(value, type):
+        functions = [f for v in vars(value).values() for f in _functions_of(v)]
+    else:
+        functions = _functions_of(value)
+    return any(f.__code__.co_filename not in files for f in functions)
+
+
+def _is_immutable(value):
+    if isinstance(value, (tuple, frozenset)):
+        return all(_is_immutable(item) for item in value)
+    return type(value) in _IMMUTABLE
+
+
+def _literal(node):
+    """(True, value) when ``node`` is a literal (``ast.literal_eval``), else (False, None)."""
+    try:
+        return True, ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return False, None
+
+
+def _equal(a, b):
+    try:
+        return type(a) is type(b) and bool(a == b)
+    except Exception:  # a user's __eq__
+        return False
+
+
+def _functions_of(value):
+    """The Python functions behind a module or class attribute: the innermost layer of a
+    decorated function, the function of a static or class method, those of a property."""
+    if isinstance(value, property):
+        return [f for f in (value.fget, value.fset, value.fdel)
+                if isinstance(f, types.FunctionType)]
+    if isinstance(value, (staticmethod, classmethod)):
+        value = value.__func__
+    if not callable(value) or isinstance(value, type):
+        return []
+    layers = [layer for layer in wrapped_layers(value) if isinstance(layer, types.FunctionType)]
+    return layers[-1:]
+
+
+def _codes_named(code, name):
+    return [c for c in code.co_consts if isinstance(c, types.CodeType) and c.co_name == name]
+
+
+def _matches(functions, codes):
+    """The moves if the live ``functions`` run exactly the new ``codes`` (in any order), else
+    None."""
+    if not codes or len(functions) != len(codes):
+        return None
+    moves, left = [], list(codes)
+    for function in functions:
+        match = next((c for c in left if same_code(function.__code__, c)), None)
+        if match is None:
+            return None
+        left.remove(match)
+        moves.append((function, match.co_firstlineno))
+    return moves
+
+
+def _same_defaults(arguments, function):
+    """False when the new version's literal default values differ from the live function's (a
+    default that is not a literal cannot be compared: taken as the same)."""
+    live_defaults = function.__defaults__ or ()
+    if len(arguments.defaults) != len(live_defaults):
+        return False
+    pairs = list(zip(arguments.defaults, live_defaults))
+    kwdefaults = function.__kwdefaults__ or {}
+    for argument, default in zip(arguments.kwonlyargs, arguments.kw_defaults):
+        if (default is None) != (argument.arg not in kwdefaults):
+            return False
+        if default is not None:
+            pairs.append((default, kwdefaults[argument.arg]))
+    for node, live in pairs:
+        literal, value = _literal(node)
+        if literal and not _equal(value, live):
+            return False
+    return True
+
+
+def _same_slots(value, current):
+    as_tuple = (lambda v: (v,) if isinstance(v, str) else tuple(v))
+    try:
+        return current is not MISSING and as_tuple(value) == as_tuple(current)
+    except TypeError:
+        return False
+
+
+def _resolve(expression, namespace):
+    """The object a base-class expression names (``Base``, ``pkg.Base``), or MISSING."""
+    if isinstance(expression, ast.Name):
+        if expression.id in namespace:
+            return namespace[expression.id]
+        builtins = namespace.get("__builtins__")
+        builtins = builtins if isinstance(builtins, dict) else vars(builtins or object)
+        return builtins.get(expression.id, MISSING)
+    if isinstance(expression, ast.Attribute):
+        owner = _resolve(expression.value, namespace)
+        return MISSING if owner is MISSING else getattr(owner, expression.attr, MISSING)
+    return MISSING
+
+
+def _imported(node, alias, module):
+    """What an import would bind, when the module it names is loaded already, else MISSING."""
+    if isinstance(node, ast.Import):
+        name = alias.name if alias.asname else alias.name.partition(".")[0]
+        return sys.modules.get(name, MISSING)
+    base = node.module or ""
+    if node.level:
+        package = (module.__package__ or "").split(".")
+        if node.level - 1 >= len(package) or not package[0]:
+            return MISSING
+        base = ".".join(package[:len(package) - (node.level - 1)] +
+                        ([node.module] if node.module else []))
+    source = sys.modules.get(base)
+    if source is None:
+        return MISSING
+    value = getattr(source, alias.name, MISSING)
+    return sys.modules.get(f"{base}.{alias.name}", MISSING) if value is MISSING else value
+
+
+def is_main_guard(node):
+    """``if __name__ == "__main__":`` (either way round)."""
+    test = node.test if isinstance(node, ast.If) else None
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1
+            and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = [test.left, test.comparators[0]]
+    return any(isinstance(side, ast.Name) and side.id == "__name__" for side in sides) and any(
+        isinstance(side, ast.Constant) and side.value == "__main__" for side in sides)
+
+
+class _Judge:
+    def __init__(self, module, tree, code, values):
+        self.module = module
+        self.namespace = module.__dict__
+        self.code = code
+        self.values = values
+        self.rebound = set()  # names declared global in a function: the program rebinds them
+        self.attributes_set = set()  # names of attributes the program sets (``Cls.count += 1``)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Global):
+                self.rebound.update(node.names)
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                self.attributes_set.add(node.attr)
+        self.taken = {}  # (code, name) -> how many code objects of that name were used
+
+    def _next_code(self, code, name):
+        """The next code object called ``name`` among ``code``'s constants (in source order,
+        as the compiler puts them)."""
+        index = self.taken.get((id(code), name), 0)
+        self.taken[(id(code), name)] = index + 1
+        codes = _codes_named(code, name)
+        return codes[index] if index < len(codes) else None
+
+    def statement(self, statement, index):
+        node = statement.node
+        kind = statement.kind
+        if kind == "def":
+            return self.function(statement, node)
+        if kind == "class":
+            return self.cls(statement, node)
+        if kind == "assign":
+            return self.assignment(statement, node)
+        if kind == "import":
+            return self.import_(statement, node)
+        return self.other(statement, node, index)
+
+    def function(self, statement, node):
+        new_code = self._next_code(self.code, node.name)
+        live = self.namespace.get(node.name, MISSING)
+        if live is MISSING:
+            return Verdict(statement, NEW)
+        functions = _functions_of(live)
+        if not functions or new_code is None:
+            return Verdict(statement, CHANGED, "not a function now")
+        moves = _matches(functions, [new_code])
+        if moves is None:
+            return Verdict(statement, CHANGED, "its code differs")
+        if not _same_defaults(node.args, functions[0]):
+            return Verdict(statement, CHANGED, "its default values differ")
+        return Verdict(statement, SAME, moves=moves)
+
+    def cls(self, statement, node):
+        body = self._next_code(self.code, node.name)
+        live = self.namespace.get(node.name, MISSING)
+        if live is MISSING:
+            return Verdict(statement, NEW)
+        if not isinstance(live, type) or body is None:
+            return Verdict(statement, CHANGED, "not a class now")
+        differences, undecided, moves, attributes = self._class_body(live, node, body)
+        differences += self._bases(live, node)
+        if differences:
+            return Verdict(statement, CHANGED, "; ".join(differences), attributes=attributes)
+        if undecided:
+            return Verdict(statement, UNDECIDED, "; ".join(undecided), moves)
+        return Verdict(statement, SAME, moves=moves)
+
+    def _class_body(self, live, node, body):
+        own = vars(live)
+        annotations = own.get("__annotations__", {})
+        differences, undecided, moves, attributes = [], [], [], set()
+        defined, annotated, methods = set(), [], []
+        for item in node.body:
+            if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if item.name not in methods:
+                    methods.append(item.name)
+            elif isinstance(item, ast.ClassDef):
+                defined.add(item.name)
+                nested, codes = own.get(item.name), _codes_named(body, item.name)
+                if not isinstance(nested, type) or len(codes) != 1:
+                    differences.append(f"class {item.name} " + (
+                        "is new" if nested is None else "differs"))
+                    continue
+                inner = self._class_body(nested, item, codes[0])
+                differences += [f"{item.name}: {text}" for text in inner[0]]
+                undecided += [f"{item.name}: {text}" for text in inner[1]]
+                moves += inner[2]
+            elif isinstance(item, (ast.Assign, ast.AnnAssign)):
+                targets = item.targets if isinstance(item, ast.Assign) else [item.target]
+                names = [t.id for t in targets if isinstance(t, ast.Name)]
+                if isinstance(item, ast.AnnAssign) and names:
+                    annotated.append(names[0])
+                if len(names) != len(targets):
+                    undecided.append(f"the statement at line {item.lineno} not compared")
+                if item.value is not None:
+                    defined.update(names)
+                    if self.values or "__slots__" in names:
+                        attributes |= self._class_value(own, annotations, item, names,
+                                                        differences, undecided)
+            elif isinstance(item, ast.Expr) and isinstance(item.value, ast.Constant):
+                continue  # the docstring
+            else:
+                undecided.append(f"the statement at line {item.lineno} not compared")
+        for method in methods:
+            defined.add(method)
+            matched = _matches(_functions_of(own.get(method)), _codes_named(body, method))
+            if matched is None:
+                differences.append(f"method {method} " + ("differs" if method in own else "is new"))
+            else:
+                moves += matched
+        for attr, value in own.items():
+            if attr in defined or attr.startswith("__"):
+                continue
+            functions = _functions_of(value)
+            if functions and functions[0].__qualname__ == f"{live.__qualname__}.{attr}":
+                differences.append(f"method {attr} is removed")
+        if annotated != list(annotations):
+            differences.append("its annotated fields differ")
+        return differences, undecided, moves, attributes
+
+    def _class_value(self, own, annotations, item, names, differences, undecided):
+        """Judge a class-body assignment; returns the names whose live values differ."""
+        literal, value = _literal(item.value)
+        differing = set()
+        for target in names:
+            current = own.get(target, MISSING)
+            if target == "__slots__":
+                if not literal or not _same_slots(value, current):
+                    differences.append("its __slots__ differ")
+                    differing.add(target)
+            elif literal and _is_immutable(value) and (current is MISSING or
+                                                       target not in self.attributes_set):
+                if not _equal(value, current):
+                    differences.append(f"{target} " + ("is new" if current is MISSING
+                                                       else "differs"))
+                    differing.add(target)
+            elif literal and _equal(value, current):
+                continue
+            elif current is MISSING and target not in annotations:
+                differences.append(f"{target} is new")
+                differing.add(target)
+            elif literal and _is_immutable(value):
+                undecided.append(f"{target} (line {item.lineno}) is set by the program: kept "
+                                 "as it is")
+            else:  # a computed or mutable value, or a dataclass field's field(...)
+                undecided.append(f"{target} (line {item.lineno}) is computed or mutable: "
+                                 "kept as it is")
+        return differing
+
+    def _bases(self, live, node):
+        if node.keywords:
+            return []  # a metaclass or its arguments: not judged on its bases
+        bases = []
+        for expression in node.bases:
+            value = _resolve(expression, self.namespace)
+            if value is MISSING:
+                return []
+            bases.append(value)
+        return [] if tuple(bases or (object,)) == live.__bases__ else ["its bases differ"]
+
+    def assignment(self, statement, node):
+        names = statement.names
+        missing = [name for name in names if name not in self.namespace]
+        if missing:
+            return Verdict(statement, NEW if len(missing) == len(names) else CHANGED,
+                           "" if len(missing) == len(names) else
+                           f"{', '.join(missing)} not defined now")
+        literal, value = _literal(node.value)
+        if len(names) == 1 and not literal and isinstance(node.value, (ast.Name, ast.Attribute)):
+            named = _resolve(node.value, self.namespace)  # an alias: ``LOG = logging.info``
+            if named is not MISSING:
+                return Verdict(statement, SAME) if named is self.namespace[names[0]] else \
+                    Verdict(statement, CHANGED, "it names another object")
+        if len(names) != 1 or not literal:
+            return Verdict(statement, UNDECIDED, "its value is computed at import: the live "
+                           "value is kept")
+        if _equal(value, self.namespace[names[0]]):
+            return Verdict(statement, SAME)
+        if not _is_immutable(value):
+            return Verdict(statement, UNDECIDED, "it holds a container the program may have "
+                           "filled since: the live value is kept")
+        if names[0] in self.rebound:
+            return Verdict(statement, UNDECIDED, "the program rebinds it (global in one of its "
+                           "functions): the live value is kept")
+        return Verdict(statement, CHANGED, "its value differs")
+
+    def import_(self, statement, node):
+        for alias in node.names:
+            if isinstance(node, ast.ImportFrom):
+                bound = alias.asname or alias.name
+            else:
+                bound = alias.asname or alias.name.partition(".")[0]
+            live = self.namespace.get(bound, MISSING)
+            if live is MISSING:
+                return Verdict(statement, NEW)
+            if live is not _imported(node, alias, self.module):
+                return Verdict(statement, CHANGED, f"{bound} is bound to something else now")
+        return Verdict(statement, SAME)
+
+    def other(self, statement, node, index):
+        if index == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            return Verdict(statement, SAME)  # the module's docstring
+        if is_main_guard(node):
+            return Verdict(statement, SAME)  # the program's entry point: never run again
+        names, star = names_bound(node)
+        if names and not star and not any(name in self.namespace for name in names):
+            return Verdict(statement, NEW)
+        return Verdict(statement, UNDECIDED, "not run: whether it is new or ran at the import "
+                       "cannot be told from the live module")
