@@ -156,7 +156,7 @@ def _push_script(args):
     from .highlevel.module_update import module_update_script
     from .lowlevel.source_diff import read_source
 
-    sources = {}
+    sources, filenames = {}, {}
     for values in args.module:
         if len(values) > 2:
             _fail_usage(f"push: --module takes a module name and at most one file, got "
@@ -165,7 +165,9 @@ def _push_script(args):
         if name in sources:
             _fail_usage(f"push: module {name} given twice")
         sources[name] = read_source(values[1]) if len(values) == 2 else None
-    return module_update_script(sources)
+        if len(values) == 2:
+            filenames[name] = os.path.abspath(values[1])
+    return module_update_script(sources, filenames=filenames)
 
 
 def _push(args):

@@ -129,6 +129,9 @@ def test_a_new_version_raising_at_evaluation_changes_nothing(tmp_path):
     same(before, snapshot(app))
     assert app.TIMEOUT == 5 and app.greet("a") == "hello a" and hasattr(app, "old_helper")
     assert not hasattr(app, "shout") and not hasattr(app, "json")
+    with pytest.raises(ModuleUpdateError, match=r"does not compile: .* \(/elsewhere/new.py, "
+                                                r"line 5\)"):
+        ModuleUpdate(app, source=raising.replace("1 / 0", "1 / "), filename="/elsewhere/new.py")
 
 
 def snapshot(module):
@@ -183,6 +186,8 @@ def test_bad_arguments(tmp_path):
     assert ModuleUpdate(app).steps == []  # no new version given: its own file, unchanged
     with pytest.raises(PymoultTypeError, match="source= or path=, not both"):
         ModuleUpdate(app, source=V2, path="x.py")
+    with pytest.raises(PymoultTypeError, match="filename must be a str, got 3"):
+        ModuleUpdate(app, source=V2, filename=3)
     with pytest.raises(PymoultValueError, match="no module 'not_loaded_anywhere'"):
         ModuleUpdate("not_loaded_anywhere", source=V2)
     with pytest.raises(PymoultTypeError, match="transformers must map class names"):

@@ -880,7 +880,9 @@ class ModuleUpdate(Update):
     """Update ``module`` (a module or its name) to a new version of its source.
 
     Give the new version as ``source`` (text) or ``path`` (a file); with neither, the new version
-    is the module's own file as it is now (edited in place, or installed over). ``old_source`` is
+    is the module's own file as it is now (edited in place, or installed over). ``filename``
+    names where the new version comes from in messages (default: ``path``, else the module's
+    file); the new code itself keeps the module's file name, its lines those of the new version. ``old_source`` is
     the source the module runs now, when Pymoult cannot know it (see ``source_diff.version_of``:
     with sources tracked, as under ``pymoult run`` or after ``pymoult.track_sources()``, it
     knows).
@@ -895,7 +897,8 @@ class ModuleUpdate(Update):
     """
 
     def __init__(self, module, source=None, path=None, old_source=None, transformers=None,
-                 builders=None, steps=(), name=None, threads=None, **patience_args):
+                 builders=None, steps=(), name=None, threads=None, filename=None,
+                 **patience_args):
         module = _resolve_module(module)
         if source is not None and path is not None:
             raise PymoultTypeError("give the new version as source= or path=, not both")
@@ -915,7 +918,10 @@ class ModuleUpdate(Update):
         steps = list(steps)
         if not all(callable(step) for step in steps):
             raise PymoultTypeError(f"steps must be callables, got {steps!r}")
-        filename = path or getattr(module, "__file__", None) or f"<{module.__name__}>"
+        if filename is not None and not isinstance(filename, str):
+            raise PymoultTypeError(f"filename must be a str, got {filename!r}")
+        filename = filename or path or getattr(module, "__file__", None) or \
+            f"<{module.__name__}>"
         plan = _ModulePlan(module, source, filename, old_source, transformers, builders)
         super().__init__(name or f"update module {module.__name__}", threads, **patience_args)
         self.plans = [plan]
@@ -988,14 +994,19 @@ class ModuleUpdate(Update):
 
 
 
-def module_update_script(sources, manager="runtime"):
+def module_update_script(sources, manager="runtime", filenames=None):
     """The text of an update script that, run in the application (``pymoult push``), makes one
     :class:`ModuleUpdate` of ``sources`` (module name -> new source, or None for the module's own
     file as it is now, read in the application) and queues it on the manager called
-    ``manager``."""
+    ``manager``. ``filenames``: module name -> the file its new source was read from (named in
+    messages and tracebacks)."""
     if not (isinstance(sources, dict) and sources and all(
             isinstance(k, str) and isinstance(v, (str, type(None))) for k, v in sources.items())):
         raise PymoultTypeError(f"sources must map module names to source texts, got {sources!r}")
+    filenames = dict(filenames or {})
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in filenames.items()):
+        raise PymoultTypeError(f"filenames must map module names to file names, got "
+                               f"{filenames!r}")
     names = ", ".join(sources)
     missing = f"the application has no manager called {manager!r} (run it under `pymoult run`)"
     return (
@@ -1005,11 +1016,13 @@ def module_update_script(sources, manager="runtime"):
         "from pymoult.highlevel.managers import fetch_manager\n"
         "from pymoult.highlevel.updates import ModuleUpdate\n\n"
         f"SOURCES = {sources!r}\n"
+        f"FILENAMES = {filenames!r}\n"
         f"manager = fetch_manager({manager!r})\n"
         "if manager is None:\n"
         f"    raise LookupError({missing!r})\n"
         "try:\n"
-        "    update = ModuleUpdate.combine([ModuleUpdate(name, source=source)\n"
+        "    update = ModuleUpdate.combine([ModuleUpdate(name, source=source,\n"
+        "                                                filename=FILENAMES.get(name))\n"
         "                                   for name, source in SOURCES.items()])\n"
         "except PymoultError as exc:  # one sentence, and the new version's own traceback\n"
         "    user = getattr(exc, 'traceback', None)\n"
