@@ -5,12 +5,16 @@
 Each benchmark runs as a subprocess of the same Python (its own output shown as it goes), writing
 its JSON to a temporary file; ``--quick`` is passed through. A benchmark whose file is missing is
 skipped with a note, one that fails is reported and the others still run. The combined JSON
-(default benchmarks/results/all.json) holds each benchmark's results, status and duration, the
-machine's load average before and after (the figures are only as quiet as the machine), and the
-summary rows. Exit code 1 if a benchmark failed.
+(default benchmarks/results/all-<major.minor>.json, so that one run per Python version can be
+kept side by side) holds each benchmark's results, status and duration, the Python version, the
+date, the machine and its load average before and after (the figures are only as quiet as the
+machine), the peers' versions, the commit, and the summary rows. ``readme_figures.py`` writes
+the README's tables from these files. Exit code 1 if a benchmark failed.
 """
 
 import argparse
+import datetime
+import importlib.metadata
 import json
 import os
 import pathlib
@@ -38,6 +42,31 @@ BENCHMARKS = {
     "under_load": "bench_under_load.py",
 }
 TIMEOUT = 1800  # seconds per benchmark before it is stopped and reported failed
+#: the tools the benchmarks compare Pymoult with (distribution names), recorded with their versions
+PEERS = ("jurigged", "ipython")
+
+
+def default_json():
+    return RESULTS / f"all-{sys.version_info.major}.{sys.version_info.minor}.json"
+
+
+def installed(distribution):
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def commit():
+    """The checkout's commit, with ``+changes`` if it has uncommitted changes (None outside git)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=HERE, text=True,
+                              capture_output=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE,
+                               text=True, capture_output=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+changes" if dirty else "")
 
 
 def run_one(name, script, quick, workdir):
@@ -207,11 +236,14 @@ def summary(outcomes):
 def main():
     parser = argparse.ArgumentParser(description="Run every Pymoult benchmark")
     parser.add_argument("--quick", action="store_true", help="each benchmark's smoke run")
-    parser.add_argument("--json", default=str(RESULTS / "all.json"))
+    parser.add_argument("--json", default=str(default_json()),
+                        help="where to write the combined JSON (default: %(default)s)")
     parser.add_argument("--only", action="append", choices=list(BENCHMARKS),
                         help="run only this benchmark (repeat for several)")
     args = parser.parse_args()
 
+    started = datetime.datetime.now(datetime.timezone.utc)
+    start = time.monotonic()
     load_before = os.getloadavg()
     outcomes = {}
     with tempfile.TemporaryDirectory(prefix="pymoult-bench-") as workdir:
@@ -220,6 +252,7 @@ def main():
                 continue
             outcomes[name] = run_one(name, script, args.quick, workdir)
     load_after = os.getloadavg()
+    seconds = time.monotonic() - start
 
     rows = summary(outcomes)
     print(f"\n=== Summary: Python {sys.version.split()[0]}, {platform.machine()}, "
@@ -233,9 +266,14 @@ def main():
             if row_name == name:
                 print(f"  {figure:{width}}  {value}")
 
-    write_json({"platform": platform.platform(), "cpus": os.cpu_count(), "quick": args.quick,
+    write_json({"implementation": platform.python_implementation(),
+                "started_utc": started.isoformat(timespec="seconds"), "seconds": seconds,
+                "platform": platform.platform(), "machine": platform.machine(),
+                "cpus": os.cpu_count(), "quick": args.quick, "only": args.only,
                 "load_average_before": load_before, "load_average_after": load_after,
+                "peers": {name: installed(name) for name in PEERS}, "commit": commit(),
                 "summary": rows, "benchmarks": outcomes}, args.json)
+    print("README tables: python benchmarks/readme_figures.py benchmarks/results/all-*.json")
     failed = [name for name, outcome in outcomes.items() if outcome["status"] == "failed"]
     if failed:
         print(f"failed: {', '.join(failed)}")
