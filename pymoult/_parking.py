@@ -36,6 +36,26 @@ _pending = False
 
 _registry_lock = threading.Lock()
 _controls = {}  # thread ident -> ThreadControl of the live thread with that ident
+
+# Threads with Python frames that sys._current_frames() does not show (a DSU_Thread whose
+# continuation has run: a suspended greenlet's frames): ident -> a function returning them.
+# Quiescence checks walk these too; only such threads are asked (not every thread, every check).
+_hidden_frames = {}
+
+
+def add_hidden_frames(ident, frames_of):
+    """From now on, quiescence checks also walk ``frames_of()`` for thread ``ident``."""
+    _hidden_frames[ident] = frames_of
+
+
+def remove_hidden_frames(ident):
+    """Thread ``ident`` has no hidden frames any more (its continuation ended)."""
+    _hidden_frames.pop(ident, None)
+
+
+def hidden_frames():
+    """``[(ident, frames_of)]`` of the threads that have frames ``_current_frames`` misses."""
+    return list(_hidden_frames.items())  # one C call: a consistent copy under the GIL
 _wanting = set()  # controls that currently want their thread to stop at a point
 
 #: While a manager thread is being woken for new work: a raw lock, held until it runs. Points

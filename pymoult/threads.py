@@ -31,7 +31,8 @@ import threading
 import greenlet
 
 from . import _cpython, _thread_trace
-from ._parking import RebootException, ThreadControl, control_for, current_control
+from ._parking import (RebootException, ThreadControl, add_hidden_frames, control_for,
+                       current_control, remove_hidden_frames)
 from .errors import ContinuationError, PymoultTypeError, RebootError, ThreadStateError
 
 __all__ = [
@@ -252,6 +253,8 @@ class DSU_Thread(threading.Thread):
         if here is self._continuation:
             raise ThreadStateError(f"switch() called from inside {self.name!r}'s continuation")
         self._continuation.parent = here
+        if not self._continuation:  # its first run: from now on it has frames of its own
+            add_hidden_frames(self.ident, self.suspended_frames)
         kind, value = self._continuation.switch()
         if kind == "ok":
             return value
@@ -263,8 +266,11 @@ class DSU_Thread(threading.Thread):
 
     def _end_continuation(self):
         continuation, self._continuation = self._continuation, None
-        if continuation is not None and continuation:  # started and not finished
-            continuation.throw(greenlet.GreenletExit)
+        try:
+            if continuation is not None and continuation:  # started and not finished
+                continuation.throw(greenlet.GreenletExit)
+        finally:
+            remove_hidden_frames(self.ident)
 
     def suspended_frames(self):
         """Frames of this thread that ``sys._current_frames()`` does not show.

@@ -5,6 +5,7 @@ import types
 import greenlet
 import pytest
 
+from pymoult import _parking
 from pymoult.errors import DeadlockDetectedError, PymoultTypeError, PymoultValueError
 from pymoult.lowlevel import alterability as alt
 from pymoult.lowlevel.alterability import staticUpdatePoint
@@ -193,8 +194,13 @@ def test_frames_of_a_suspended_continuation_are_seen(spawn):
     thread = spawn(Worker())
     assert paused.wait(WAIT)
     assert alt.isFunctionInStack(in_continuation, thread)
+    assert alt.isFunctionInAnyStack(in_continuation)  # every stack, the hidden frames too
+    assert alt.checkQuiescenceOfFunction(in_continuation) is False
+    assert thread.ident in dict(_parking.hidden_frames())
     finish.set()
     thread.join(WAIT)
+    assert thread.ident not in dict(_parking.hidden_frames())  # forgotten when the thread ends
+    assert alt.checkQuiescenceOfFunction(in_continuation) is True
 
 
 def test_stack_inspection_rejects_non_functions():

@@ -284,3 +284,41 @@ def test_library_code_takes_frame_snapshots_through_current_frames():
     calls = direct_uses_of_sys_current_frames()
     assert ("_cpython.py", "current_frames") in calls  # the scan finds what it looks for
     assert set(calls) <= allowed, f"use _cpython.current_frames(): {sorted(set(calls) - allowed)}"
+
+
+class _Moved:
+    def __init__(self):
+        self.n = 1
+
+
+class _Elsewhere:
+    pass
+
+
+def test_unshare_instance_dict_copies_a_dict_nobody_else_holds():
+    obj = _Moved()
+    obj.__class__ = _Elsewhere
+    obj.__class__ = _Moved
+    before = vars(obj)
+    copy = dict(before)
+    del before  # the test's own reference would count as a holder
+    assert _cpython.unshare_instance_dict(obj) is (sys.version_info >= (3, 11))
+    assert vars(obj) == copy and obj.n == 1
+    obj.m = 2
+    assert vars(obj) == {"n": 1, "m": 2}
+
+
+def test_unshare_instance_dict_leaves_a_held_dict_and_dictless_objects_alone():
+    obj = _Moved()
+    obj.__class__ = _Elsewhere
+    obj.__class__ = _Moved
+    held = vars(obj)
+    assert _cpython.unshare_instance_dict(obj) is False
+    obj.m = 2
+    assert held is vars(obj) and held["m"] == 2
+
+    class Slotted:
+        __slots__ = ("n",)
+
+    assert _cpython.unshare_instance_dict(Slotted()) is False
+    assert _cpython.unshare_instance_dict(3) is False

@@ -1,4 +1,5 @@
 import dataclasses
+import gc
 import threading
 
 import pytest
@@ -104,6 +105,113 @@ def test_failing_transformer_leaves_the_object_pending_and_retries():
     assert info.value.obj is obj and type(obj) is not Account
     fail[0] = False
     assert obj.n == 1 and obj.done and type(obj) is Account
+
+
+class Interrupt(BaseException):
+    """Raised by a transformer: not an ``Exception``, as KeyboardInterrupt or SystemExit."""
+
+
+def make_slotted_class():
+    class Slotted:
+        __slots__ = ("n", "other", "partial")
+
+        def __init__(self, n):
+            self.n = n
+            self.other = "o"
+
+    return Slotted
+
+
+def state_of(obj):
+    """Every own attribute of ``obj`` (dict and slots), read past any hook."""
+    state = dict(object.__getattribute__(obj, "__dict__")) if hasattr(type(obj), "__dict__") \
+        and "__dict__" in dir(type(obj)) else {}
+    for klass in type(obj).__mro__:
+        for name in vars(klass).get("__slots__", ()):
+            try:
+                state[name] = object.__getattribute__(obj, name)
+            except AttributeError:
+                pass
+    return state
+
+
+@pytest.mark.parametrize("raised", [KeyboardInterrupt, SystemExit, Interrupt])
+@pytest.mark.parametrize("factory", [make_class, make_slotted_class])
+def test_a_base_exception_in_the_transformer_leaves_the_object_exactly_as_before(raised, factory):
+    Cls = factory()
+    obj = Cls(4)
+    obj.other = "o"
+    raising = [True]
+
+    def transformer(o):
+        o.partial = True
+        o.n = 99
+        del o.other
+        object.__setattr__(o, "n", 100)
+        if raising[0]:
+            raise raised("stop")
+        o.partial = False
+
+    conversion = startLazyUpdate(Cls, transformer)
+    before = state_of(obj)
+    with pytest.raises(raised, match="stop"):  # re-raised as it was, not a TransformerError
+        obj.n
+    assert state_of(obj) == before == {"n": 4, "other": "o"}
+    assert type(obj) is not Cls and conversion.pending_count == 1 and conversion.converted == 0
+    assert not conversion.writes.entries  # nothing of the failed try is kept for rollback
+    raising[0] = False
+    assert obj.n == 100 and obj.partial is False and type(obj) is Cls  # the next touch retries
+    assert conversion.done.is_set()
+
+
+@pytest.mark.parametrize("ending", ["all converted", "rolled back", "undone, no journal",
+                                    "objects died"])
+def test_no_hook_remains_once_every_object_is_converted_or_the_conversion_dropped(ending):
+    Account = make_class()
+    own = dict(vars(Account))
+    accounts = [Account(i) for i in range(5)]
+    accounts[0].n  # no object is converted before the update starts
+    journal = Journal()
+    with journal.recording() if ending == "rolled back" else _nothing():
+        conversion = startLazyUpdate(Account, lambda o: setattr(o, "cents", o.n * 100))
+    assert dict(vars(Account)) == own  # the hooks are on the pending class only
+    accounts[1].n  # one converted before the end
+    if ending == "all converted":
+        for obj in accounts:
+            len(obj)
+    elif ending == "rolled back":
+        journal.rollback()
+    elif ending == "undone, no journal":
+        conversion.undo()
+    else:
+        del accounts[:]
+        gc.collect()
+    assert conversion.done.is_set() and conversion.pending_cls is None
+    assert dict(vars(Account)) == own  # the live class: not a name added, replaced or removed
+    assert all(type(obj) is Account for obj in accounts)
+    for obj in accounts:  # no object meets a hook: attribute access is the plain object one
+        assert type(obj).__getattribute__ is object.__getattribute__
+        assert type(obj).__setattr__ is object.__setattr__
+    gc.collect()
+    assert Account.__subclasses__() == []  # the pending class is gone with its hooks
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_a_dict_held_before_conversion_stays_the_objects_dict():
+    Account = make_class()
+    obj = Account(1)
+    startLazyUpdate(Account, lambda o: setattr(o, "cents", o.n * 100))
+    held = object.__getattribute__(obj, "__dict__")  # taken past the hook, while pending
+    assert obj.cents == 100
+    obj.extra = 1
+    assert vars(obj) is held and held == {"n": 1, "cents": 100, "extra": 1}
 
 
 def test_rollback_restores_converted_and_pending_objects():

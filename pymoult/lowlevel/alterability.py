@@ -348,34 +348,39 @@ def _class_codes(cls):
 
 
 def _thread_stacks(threads=None):
-    """{thread ident: [top frames]} for the given threads (None: every thread)."""
+    """{thread ident: [top frames]} for the given threads (None: every thread).
+
+    A quiescence check pays this for every thread: only the threads known to have frames that
+    ``_current_frames`` misses (a DSU_Thread whose continuation has run) are asked for them.
+    """
     frames = _cpython.current_frames()
     if threads is None:
-        wanted = None
-        by_ident = {t.ident: t for t in threading.enumerate()}
+        stacks = {ident: [frame] for ident, frame in frames.items()}
     else:
-        by_ident = {t.ident: t for t in threads if t.ident is not None}
-        wanted = set(by_ident)
-    stacks = {}
-    for ident, frame in frames.items():
-        if wanted is not None and ident not in wanted:
-            continue
-        tops = [frame]
-        thread = by_ident.get(ident)
-        suspended_frames = getattr(thread, "suspended_frames", None)
-        if suspended_frames is not None:
-            tops.extend(suspended_frames())
-        stacks[ident] = tops
+        wanted = {t.ident for t in threads}
+        stacks = {ident: [frame] for ident, frame in frames.items() if ident in wanted}
+    for ident, frames_of in _parking.hidden_frames():
+        tops = stacks.get(ident)
+        if tops is not None:
+            tops.extend(frames_of())
     return stacks
 
 
 def _running_code(codes, stacks):
-    """The first of ``codes`` that a frame in ``stacks`` is running, or None."""
+    """The first of ``codes`` that a frame in ``stacks`` is running, or None.
+
+    The walk is the cost of a quiescence check (every frame of every thread): per frame, a test
+    of the code's name (a set of interned strings, no call) comes first, and only a frame whose
+    function has one of the names looked for is compared by identity (``id``, a call, and no
+    code object hashed: hashing one hashes its constants). About 15% faster than testing
+    ``id(frame.f_code)`` on every frame (``benchmarks/bench_quiescence.py``).
+    """
+    names = frozenset(code.co_name for code in codes)
     code_ids = {id(code) for code in codes}
     for tops in stacks.values():
         for frame in tops:
             while frame is not None:
-                if id(frame.f_code) in code_ids:
+                if frame.f_code.co_name in names and id(frame.f_code) in code_ids:
                     return frame.f_code
                 frame = frame.f_back
     return None
@@ -456,15 +461,22 @@ def _live(threads):
 
 
 def _check_quiescence(codes, threads, anywhere=True):
-    threads = _live(threads)  # an ended thread cannot enter the functions any more
-    if threads:
-        for thread in threads:
+    live, waiting = [], []
+    for thread in threads:
+        control = control_for(thread, create=False)
+        if control is not None and control.parked:
+            live.append(thread)  # parked: alive and suspended, nothing to ask (the usual case)
+        elif thread.is_alive():  # an ended thread cannot enter the functions any more
+            live.append(thread)
+            waiting.append(thread)
+    if waiting:
+        for thread in waiting:
             if not _suspend_asked(thread):
                 control_for(thread).request_suspend(anywhere=anywhere)
-        if not threadsSuspended(threads):
+        if not all(_is_suspended(thread) for thread in waiting):
             return False
     if _code_in_stacks(codes, _thread_stacks()):
-        cleanFailedStaticPoints(threads)
+        cleanFailedStaticPoints(live)
         return False
     return True
 

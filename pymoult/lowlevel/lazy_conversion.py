@@ -13,13 +13,17 @@ back to the live class. So:
   wait for the lock and find it converted);
 - no thread ever sees an object half-transformed: it stays pending until the transformer is done;
 - converted objects and new instances belong to the live class and meet no hook at all; once the
-  last pending object is converted, the pending class has no instance left and no hook remains.
+  last pending object is converted (or the conversion is undone), the conversion lets go of the
+  pending class: the live class was never changed, and no hook remains anywhere.
 
-The cost to know: moving an object to the pending class and back assigns ``__class__`` twice; on
-CPython 3.11+ that turns its inline attribute values into a dict, and its attribute reads then
-cost about 2-3x as much for the rest of its life (``benchmarks/bench_data.py``). That is a CPython
-fact no hook-free design avoids while keeping each object's identity; where the pause allows, an
-eager update of a class updated in place is faster for the objects afterwards.
+What a conversion leaves on the object: moving it to the pending class assigns ``__class__``, and
+on CPython 3.11+ that turns its inline attribute values into a *split* dict which the interpreter's
+specialiser cannot use (reads cost 3-4x a plain object's for the rest of its life). So an object
+leaving the pending state, converted or not, gets an ordinary copy of its dict
+(``_cpython.unshare_instance_dict``): its reads then cost 1.0-1.05x a plain object's on 3.12 and
+3.13, about 1.3x on 3.11, where the inline values a never-moved object keeps are faster still and
+cannot be rebuilt from Python (``benchmarks/bench_data.py``). Where that matters and the pause
+allows, an eager update of a class updated in place leaves objects as they were.
 
 Rules for transformers: conversions take one lock (per update) for the transformer's duration,
 so a transformer must not block on another thread or take an application lock that a thread
@@ -31,12 +35,16 @@ state is kept for rollback.
 
 While pending, ``type(obj)`` is the pending class (``isinstance`` and ``obj.__class__`` give the
 live class). A transformer that raises leaves the object pending and its changes undone, logs the
-error, and raises ``TransformerError`` in the thread that touched it; the next touch retries.
+error, and raises ``TransformerError`` in the thread that touched it; the next touch retries. A
+``BaseException`` that is not an ``Exception`` (``KeyboardInterrupt``, ``SystemExit``, an
+exception raised asynchronously in the thread) undoes the changes the same way and is re-raised
+as it is.
 """
 
 import logging
 import threading
 
+from .. import _cpython
 from ..errors import PymoultTypeError, ThreadStateError, TransformerError
 from .data_update import AttributeWrites, snapshot_entry
 from .instances import instances_of
@@ -72,8 +80,7 @@ class LazyConversion(Operation):
         self.converted = 0
         self.writes = AttributeWrites(f"lazy conversion of {describe(cls)}")
         self.converting = {}  # thread ident -> set of ids of objects it is transforming
-        self.pending_cls = None  # the hooked class while objects are pending
-        self.pending_type = None  # the same class, kept for identity checks after the end
+        self.pending_cls = None  # the hooked class while objects are pending, then None
         self.done = threading.Event()
         self.stopped = False
 
@@ -88,7 +95,7 @@ class LazyConversion(Operation):
             pending_cls = self.pending_cls
             if pending_cls is not None:
                 for obj in [o for o in instances_of(pending_cls, subclasses=False)]:
-                    object.__setattr__(obj, "__class__", self.cls)
+                    _leave_pending(obj, self.cls)
             self.writes.undo()
             self.pending_count = 0
             self._finish()
@@ -106,10 +113,11 @@ class LazyConversion(Operation):
         """Transform ``obj`` (a pending object) now, in the calling thread."""
         me = threading.get_ident()
         with self.lock:
-            if object.__getattribute__(obj, "__class__") is not self.pending_type:
+            pending_cls = self.pending_cls
+            if pending_cls is None or type(obj) is not pending_cls:
                 return  # converted meanwhile by another thread
             if self.stopped:  # the update was undone: back to the live class, unconverted
-                object.__setattr__(obj, "__class__", self.cls)
+                _leave_pending(obj, self.cls)
                 return
             mine = self.converting.setdefault(me, set())
             if id(obj) in mine:
@@ -122,22 +130,21 @@ class LazyConversion(Operation):
                 self.writes.entries.append(snapshot_entry(obj))
                 if self.transformer is not None:
                     self.transformer(obj)
-            except Exception as exc:
-                # undo this object's changes only: objects its transformer touched were
-                # converted completely and stay so
-                ours = [e for e in self.writes.entries[mark:] if e[0] is obj]
-                self.writes.entries[mark:] = [e for e in self.writes.entries[mark:]
-                                              if e[0] is not obj]
-                partial = AttributeWrites("failed transformer")
-                partial.entries = ours
-                partial.undo()
+            except BaseException as exc:
+                # whatever was raised (KeyboardInterrupt, an asynchronous exception too), the
+                # object goes back exactly as it was, still pending
+                self._undo_partial(obj, mark)
+                if not isinstance(exc, Exception):
+                    logger.warning("lazy conversion of a %s interrupted by %r: the object stays "
+                                   "pending", describe(self.cls), exc)
+                    raise
                 logger.exception("lazy conversion of a %s failed", describe(self.cls))
                 raise TransformerError(
                     f"transformer {describe(self.transformer)} raised {exc!r} converting a "
                     f"{describe(self.cls)} on its first access", obj=obj) from exc
             finally:
                 mine.discard(id(obj))
-            object.__setattr__(obj, "__class__", self.cls)
+            _leave_pending(obj, self.cls)
             if not self.keep_history:
                 self.writes.entries[mark:] = [e for e in self.writes.entries[mark:]
                                               if e[0] is not obj]
@@ -147,6 +154,16 @@ class LazyConversion(Operation):
                 self.on_convert(obj)
             if self.pending_count <= 0:
                 self._finish()
+
+    def _undo_partial(self, obj, mark):
+        """Undo what converting ``obj`` wrote since entry ``mark``: ``obj``'s changes only (the
+        objects its transformer touched were converted completely and stay so)."""
+        entries = self.writes.entries
+        ours = [e for e in entries[mark:] if e[0] is obj]
+        entries[mark:] = [e for e in entries[mark:] if e[0] is not obj]
+        partial = AttributeWrites("failed transformer")
+        partial.entries = ours
+        partial.undo()
 
     def forget(self):
         """A pending object died untouched: one fewer to wait for."""
@@ -159,6 +176,12 @@ class LazyConversion(Operation):
         """True when the calling thread is transforming ``obj`` (its accesses go straight)."""
         mine = self.converting.get(threading.get_ident())
         return bool(mine) and id(obj) in mine
+
+
+def _leave_pending(obj, cls):
+    """Move ``obj`` back to the live class ``cls``, with a dict its reads are fast on."""
+    object.__setattr__(obj, "__class__", cls)
+    _cpython.unshare_instance_dict(obj)
 
 
 def _make_pending_class(cls, conversion):
@@ -188,7 +211,7 @@ def _make_pending_class(cls, conversion):
     existing_del = getattr(cls, "__del__", None)
 
     def __del__(self):
-        if object.__getattribute__(self, "__class__") is conversion.pending_type:
+        if type(self) is conversion.pending_cls:
             conversion.forget()
         if existing_del is not None:
             existing_del(self)
@@ -246,7 +269,7 @@ def startLazyUpdate(cls, transformer, journal=None, on_convert=None, on_done=Non
         _open[cls] = conversion
     objects = instances_of(cls, subclasses=False)
     pending_cls = _make_pending_class(cls, conversion)
-    conversion.pending_cls = conversion.pending_type = pending_cls
+    conversion.pending_cls = pending_cls
     with conversion.lock:
         for obj in objects:
             object.__setattr__(obj, "__class__", pending_cls)
