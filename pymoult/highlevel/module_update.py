@@ -92,13 +92,16 @@ logger = logging.getLogger("pymoult")
 class Step:
     """One planned operation of a module update: ``action`` (``"update function"``, ``"add
     class"``, ``"remove"``, ``"note"``...), the module and name, the line in the new source,
-    and a detail."""
+    and a detail. ``parts`` are the steps it is made of (the methods an ``update class`` step
+    updates, adds and removes: ``update method jobs.Job.run (line 8)``); ``update.steps``
+    lists them after it."""
 
-    __slots__ = ("action", "module", "name", "line", "detail")
+    __slots__ = ("action", "module", "name", "line", "detail", "parts")
 
-    def __init__(self, action, module, name, line=None, detail=""):
+    def __init__(self, action, module, name, line=None, detail="", parts=()):
         self.action, self.module, self.name, self.line, self.detail = (
             action, module, name, line, detail)
+        self.parts = list(parts)
 
     def __str__(self):
         where = f" (line {self.line})" if self.line else ""
@@ -340,7 +343,8 @@ class _ModulePlan:
         if kind == "class" and isinstance(old, type):
             detail = f"transformer {describe(self.transformers[name])}" \
                 if name in self.transformers else ""
-            return Step("update class", self.name, name, line, detail)
+            return Step("update class", self.name, name, line, detail,
+                        _method_steps(self.name, name, old, new))
         return Step("set", self.name, name, line, f"was {_short(old)}, now {_short(new)}")
 
     def _codes(self, namespace):
@@ -786,6 +790,30 @@ def _class_functions(cls):
     return functions
 
 
+def _method_steps(module, class_name, old_cls, new_cls):
+    """The steps of an ``update class``: each method (function, static or class method,
+    property) the new version changes, adds or removes, in the new class's order (the
+    removed ones last)."""
+    old_codes, new_codes = {}, {}
+    for codes, cls in ((old_codes, old_cls), (new_codes, new_cls)):
+        for (attribute, accessor), code in _method_codes(cls).items():
+            codes.setdefault(attribute, {})[accessor] = code
+    steps = []
+    for attribute, accessors in new_codes.items():
+        line = min(code.co_firstlineno for code in accessors.values())
+        name = f"{class_name}.{attribute}"
+        before = old_codes.get(attribute)
+        if before is None:
+            steps.append(Step("add method", module, name, line))
+        elif before.keys() != accessors.keys() or not all(
+                same_code(before[key], accessors[key]) for key in accessors):
+            steps.append(Step("update method", module, name, line))
+    for attribute in old_codes:
+        if attribute not in new_codes:
+            steps.append(Step("remove method", module, f"{class_name}.{attribute}"))
+    return steps
+
+
 def _shifted_code(code, delta):
     consts = tuple(_shifted_code(c, delta) if isinstance(c, types.CodeType) else c
                    for c in code.co_consts)
@@ -938,8 +966,10 @@ class ModuleUpdate(Update):
 
     @property
     def steps(self):
-        """What the update will do, as :class:`Step` objects (``str`` each for a listing)."""
-        return [step for plan in self.plans for step in plan.steps]
+        """What the update will do, as :class:`Step` objects (``str`` each for a listing); the
+        parts of a step (the methods of an updated class) follow it."""
+        return [each for plan in self.plans for step in plan.steps
+                for each in (step, *step.parts)]
 
     @property
     def codes(self):
