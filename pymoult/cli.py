@@ -282,6 +282,10 @@ def _print_push_reply(reply, generated=False):
         if update.get("error"):
             line += f" - {update['error']}"
         print(line)
+        for step in update.get("steps") or ():
+            print(f"  {step}")
+        for warning in update.get("warnings") or ():
+            print(f"  warning: {warning}")
     print("ok" if reply.get("ok") else "FAILED")
 
 

@@ -13,7 +13,19 @@ Requests (``token`` is needed when the listener has one)::
     {"op": "history", "token": "..."}
 
 Replies always carry ``"ok"``; a refused request gets
-``{"ok": false, "error": {"type": "<error class>", "message": "..."}}``. A client keeps its
+``{"ok": false, "error": {"type": "<error class>", "message": "..."}}``. A push is answered
+with the script's exception, if it raised, and one record per update it queued::
+
+    {"ok": true, "script_error": null | {"type", "message", "traceback"},
+     "updates": [{"name": "...", "state": "applied", "finished": true, "error": null,
+                  "steps": ["update method jobs.Job.run (line 8)", ...],
+                  "warnings": ["thread Runner still runs the old code of jobs.main (line 12)
+                               until it returns", ...]}]}
+
+Fields are only ever added, never changed or removed, so a client ignores those it does not
+know. ``steps`` and ``warnings`` (added with ``pymoult push --module``) are present only for an
+update that lists its steps (a ``ModuleUpdate``): what it does, one line each, and, once it is
+applied, one line per thread whose stack still runs code it replaced (empty otherwise). A client keeps its
 connection open, sending side included, until it has the reply: a listener serving a push
 takes the end of a TCP client's sending side for its departure (TCP cannot tell a half-close
 from a close) and stops waiting for it (over a Unix socket only a real close counts).

@@ -1,11 +1,14 @@
 """`pymoult push --module NAME FILE`: new versions of modules sent to a running application,
 applied as one ModuleUpdate; real processes."""
 
+import json
+import re
 import textwrap
 
 import pytest
 
 from app_process import App, pymoult
+from pymoult.highlevel.module_update import module_update_script
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -152,3 +155,126 @@ def test_a_module_push_that_cannot_apply_says_why_in_a_sentence(greeter, tmp_pat
         in raising.stdout
     assert "raise RuntimeError('boom')" in raising.stdout  # the new version's own traceback
     assert "pymoult/highlevel" not in raising.stdout  # and none of Pymoult's frames
+
+
+# -- what the reply says: the steps, and the threads still running old code ---------------------
+
+JOBS = """
+class Job:
+    def __init__(self, n):
+        self.n = n
+
+    def run(self):
+        return f"v1 job {self.n}"
+
+    def old(self):
+        return "old"
+
+def legacy():
+    return "legacy"
+"""
+
+JOBS_2 = """
+class Job:
+    def __init__(self, n):
+        self.n = n
+
+    def run(self):
+        return f"v2 job {self.n}"
+
+    def bonus(self):
+        return 5
+"""
+
+JOBS_APP = """
+import time
+import jobs
+
+def main():
+    n = 0
+    while True:
+        n += 1
+        print("main1", jobs.Job(n).run(), flush=True)
+        time.sleep(0.01)
+
+main()
+"""
+
+
+@pytest.fixture
+def jobs_app(tmp_path):
+    (tmp_path / "jobs.py").write_text(textwrap.dedent(JOBS))
+    path = tmp_path / "app.py"
+    path.write_text(textwrap.dedent(JOBS_APP))
+    process = App(path, env=None)
+    process.stdout.wait_for(lambda line: line.startswith("main1 v1"))
+    yield process
+    process.close()
+
+
+def test_the_reply_lists_the_methods_updated_added_and_removed(jobs_app, tmp_path):
+    (tmp_path / "jobs.py").write_text(textwrap.dedent(JOBS_2))
+    pushed = pymoult("push", "--module", "jobs", "--wait", "--to", jobs_app.address)
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    lines = pushed.stdout.splitlines()
+    outcome = lines.index("update 'update modules jobs': applied")
+    assert lines[outcome + 1:outcome + 6] == [
+        "  update class jobs.Job (line 2)",
+        "  update method jobs.Job.run (line 6)",
+        "  add method jobs.Job.bonus (line 9)",
+        "  remove method jobs.Job.old",
+        "  remove jobs.legacy: no longer defined (was jobs.legacy)"]
+    # the Runner is suspended wherever it is: inside Job.run, it is named
+    assert all(line.startswith("  warning: thread Runner still runs the old code of jobs.Job.run")
+               for line in lines[outcome + 6:-1])
+    assert lines[-1] == "ok"
+    jobs_app.stdout.wait_for(lambda line: line.startswith("main1 v2"))
+
+
+def test_json_carries_the_steps_and_the_warnings(jobs_app, tmp_path):
+    (tmp_path / "app.py").write_text(textwrap.dedent(JOBS_APP).replace('"main1"', '"main2"'))
+    pushed = pymoult("push", "--module", "__main__", "--wait", "--json", "--to",
+                     jobs_app.address)
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    [update] = json.loads(pushed.stdout)["updates"]
+    line = textwrap.dedent(JOBS_APP).splitlines().index("def main():") + 1
+    assert update["steps"] == [f"update function __main__.main (line {line}): in place"]
+    [warning] = update["warnings"]
+    assert re.fullmatch(r"thread Runner still runs the old code of __main__\.main \(line "
+                        r"(\d+)\) until it returns", warning), warning
+    count = len(jobs_app.stdout.lines)  # and it does: main never returns
+    jobs_app.stdout.wait_for(lambda line: line.startswith("main1"), count=count + 3)
+    assert not any(line.startswith("main2") for line in jobs_app.stdout.lines)
+
+
+def test_module_code_running_a_changed_loop_is_named(greeter, tmp_path):
+    greeter.stdout.wait_for(lambda line: line.startswith("v1"))
+    (tmp_path / "app.py").write_text(textwrap.dedent(APP).replace("time.sleep(0.01)",
+                                                                  "time.sleep(0.02)"))
+    pushed = pymoult("push", "--module", "__main__", "--wait", "--to", greeter.address)
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    lines = pushed.stdout.splitlines()
+    loop = textwrap.dedent(APP).splitlines().index("while running:") + 1
+    assert f"  note __main__.<module code> (line {loop}): changed module-level statement not " \
+           "run again (module code runs once; its state is kept)" in lines
+    [warning] = [line for line in lines if line.startswith("  warning:")]
+    assert re.fullmatch(r"  warning: thread Runner still runs the old module-level code of "
+                        r"__main__ \(line \d+\): module code is not run again", warning)
+    [logged] = greeter.stderr.wait_for(lambda line: "still runs the old module-level" in line)
+    assert logged.startswith("pymoult: ") and warning[len("  warning: "):] in logged
+
+
+def test_a_module_push_rolled_back_reports_its_steps_and_no_warning(jobs_app, tmp_path):
+    """A step of the update fails when applied (a hand-written one added to the generated
+    script): the update is rolled back, the reply lists its steps and no warning."""
+    (tmp_path / "app.py").write_text(textwrap.dedent(JOBS_APP).replace('"main1"', '"main2"'))
+    script = module_update_script({"__main__": None}).replace(
+        "manager.add_update(update)",
+        "def fail(update):\n    raise RuntimeError('step failed')\n"
+        "update.extra_steps.append(fail)\nmanager.add_update(update)")
+    pushed = pymoult("push", "-", "--wait", "--json", "--to", jobs_app.address, stdin=script)
+    assert pushed.returncode == 1, pushed.stdout + pushed.stderr
+    [update] = json.loads(pushed.stdout)["updates"]
+    assert update["state"] == "rolled back" and update["error"] == "RuntimeError: step failed"
+    assert update["steps"] and update["warnings"] == []
+    assert "still runs the old code" not in jobs_app.stderr.text()

@@ -87,3 +87,39 @@ def test_a_missing_watch_path_is_refused_before_the_application_starts(tmp_path)
         assert "started" not in app.stdout.lines
     finally:
         app.close()
+
+
+LOOPING_JOBS = """
+import time
+
+def main():
+    n = 0
+    while True:
+        n += 1
+        print(f"v1 loop {n}", flush=True)
+        time.sleep(0.02)
+"""
+
+
+def test_a_thread_left_in_the_old_loop_is_named_once(tmp_path):
+    """The Runner never leaves jobs.main: the edit applies to its next call, and the watch says
+    so after the applied line (once: not again in the log)."""
+    (tmp_path / "jobs.py").write_text(LOOPING_JOBS)
+    (tmp_path / "app.py").write_text("import jobs\njobs.main()\n")
+    app = App(tmp_path / "app.py", "--watch", "--no-listen", listens=False)
+    try:
+        app.stderr.wait_for(lambda line: line.startswith("pymoult: watching "))
+        app.stdout.wait_for(lambda line: line.startswith("v1 loop"))
+        (tmp_path / "jobs.py").write_text(LOOPING_JOBS.replace("v1 loop", "v2 loop"))
+        [warning] = app.stderr.wait_for(lambda line: line.startswith("pymoult: watch: warning:"))
+        lines = app.stderr.lines
+        assert lines.index(warning) == lines.index(applied(app, 1)[0]) + 1
+        assert warning.startswith("pymoult: watch: warning: thread Runner still runs the old "
+                                  "code of jobs.main (line ")
+        assert warning.endswith(") until it returns")
+        assert sum("still runs the old code" in line for line in app.stderr.lines) == 1
+        count = len(app.stdout.lines)
+        app.stdout.wait_for(lambda line: line.startswith("v1 loop"), count=count + 3)
+        assert not any(line.startswith("v2") for line in app.stdout.lines)  # as it said
+    finally:
+        app.close()

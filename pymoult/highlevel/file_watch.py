@@ -7,9 +7,9 @@ loaded modules (the application's script included, as ``__main__``) become one
 :class:`~pymoult.highlevel.module_update.ModuleUpdate` of their files as they are now, queued on
 the manager and waited for before the next set is looked at: several files saved together
 change together, or not at all. What each update changed, or why it could not apply (a syntax
-error, an exception in the new version, a rollback), goes to ``report`` as one line, and the
-watcher waits for the next save. Files of modules not loaded (not imported yet, tests, data)
-are left alone.
+error, an exception in the new version, a rollback), goes to ``report`` as one line (then one
+line per thread still running code the update replaced), and the watcher waits for the next
+save. Files of modules not loaded (not imported yet, tests, data) are left alone.
 
 The comparison needs the source each module runs: sources must be tracked
 (``pymoult.track_sources()``; ``pymoult run`` does it) before the modules are imported.
@@ -108,6 +108,7 @@ class FileWatcher(threading.Thread):
         if not update.steps:
             self.report(f"watch: {files}: nothing to change")
             return
+        update.log_warnings = False  # reported below, after the line saying what changed
         try:
             self.manager.apply_update(update, timeout=self.timeout)
         except TimeoutError as exc:
@@ -123,6 +124,8 @@ class FileWatcher(threading.Thread):
             return
         self.applied += 1
         self.report(f"watch: applied {files}: " + "; ".join(str(step) for step in update.steps))
+        for warning in update.warnings:
+            self.report(f"watch: warning: {warning}")
 
 
 def _first_line(exc):

@@ -179,7 +179,25 @@ def _update_outcome(update, future, unfinished_note=None):
             outcome["error"] = f"{type(error).__name__}: {error}"
     elif unfinished_note is not None:
         outcome["error"] = unfinished_note
+    steps = _step_lines(update)
+    if steps is not None:  # an update that lists its steps (a ModuleUpdate, duck-typed)
+        outcome["steps"] = steps
+        applied = outcome["state"] == UpdateState.APPLIED.value
+        outcome["warnings"] = [str(w) for w in getattr(update, "warnings", ())] if applied \
+            else []
     return outcome
+
+
+def _step_lines(update):
+    """The update's ``steps`` as lines of text, or None when it has no list of them."""
+    try:
+        steps = getattr(update, "steps", None)
+        if not isinstance(steps, (list, tuple)):
+            return None
+        return [str(step) for step in steps]
+    except Exception:  # an update's own attribute must not break the reply
+        logger.exception("could not list the steps of %r", update)
+        return None
 
 
 def _succeeded(future):
@@ -209,7 +227,9 @@ def run_script(source, wait=True, timeout=None, on_applied=None, abandoned=None)
     The script is compiled as ``<pymoult update N>`` and run in thread ``pymoult-update-N`` in a
     fresh namespace. ``timeout`` (None: no limit) bounds the script's run and, when ``wait``, the
     wait for the updates it queued. ``on_applied(name)`` is called as each of them is applied.
-    The reply: ``{"ok", "script_error", "updates": [{"name", "state", "finished", "error"}]}``;
+    The reply: ``{"ok", "script_error", "updates": [{"name", "state", "finished", "error"}]}``
+    (an update that lists its ``steps``, as a ModuleUpdate does, adds ``"steps"`` and
+    ``"warnings"``: see ``pymoult.protocol``);
     ``ok`` is false if the script raised or did not end in time, or if an update ended
     unapplied or with an error (or, when waiting, did not end in time).
 

@@ -47,7 +47,10 @@ new ``if __name__ == "__main__":`` block is noted, not run: it is the program's 
 
 When it is safe: with ``threads``, at their static update points (a frame already running a
 changed function keeps its old code: reboot such threads); without, once no thread runs any
-function the update changes (quiescence, checked again inside the apply window).
+function the update changes (quiescence, checked again inside the apply window). Once applied,
+``update.warnings`` names each thread still running code the update replaced (a changed or
+removed function or method it is inside, or a changed module-level statement its ``<module>``
+code is executing: :mod:`pymoult.highlevel.stale_frames`), and they are logged as warnings.
 
 Limits: decorators, class bodies of changed definitions and new statements run twice (on
 trial and when applied), so one that registers the function in an outside table registers both
@@ -83,7 +86,10 @@ from ..lowlevel.live_comparison import is_main_guard, names_bound
 from ..lowlevel.relinking import update_function, wrapped_layers
 from ..lowlevel.source_diff import (change_from_live, compare, file_version, forget_version,
                                     known_version, read_source, recorded_version,
-                                    remember_version, same_code, with_live_differences)
+                                    remember_version, same_code, split_lines,
+                                    with_live_differences)
+from ..source_tracking import tracked_source
+from .stale_frames import ModuleCode, stale_frames
 from .updates import Update
 
 __all__ = ["ModuleUpdate", "Step", "module_update_script"]
@@ -94,13 +100,16 @@ logger = logging.getLogger("pymoult")
 class Step:
     """One planned operation of a module update: ``action`` (``"update function"``, ``"add
     class"``, ``"remove"``, ``"note"``...), the module and name, the line in the new source,
-    and a detail."""
+    and a detail. ``parts`` are the steps it is made of (the methods an ``update class`` step
+    updates, adds and removes: ``update method jobs.Job.run (line 8)``); ``update.steps``
+    lists them after it."""
 
-    __slots__ = ("action", "module", "name", "line", "detail")
+    __slots__ = ("action", "module", "name", "line", "detail", "parts")
 
-    def __init__(self, action, module, name, line=None, detail=""):
+    def __init__(self, action, module, name, line=None, detail="", parts=()):
         self.action, self.module, self.name, self.line, self.detail = (
             action, module, name, line, detail)
+        self.parts = list(parts)
 
     def __str__(self):
         where = f" (line {self.line})" if self.line else ""
@@ -364,7 +373,8 @@ class _ModulePlan:
         if kind == "class" and isinstance(old, type):
             detail = f"transformer {describe(self.transformers[name])}" \
                 if name in self.transformers else ""
-            return Step("update class", self.name, name, line, detail)
+            return Step("update class", self.name, name, line, detail,
+                        _method_steps(self.name, name, old, new))
         return Step("set", self.name, name, line, f"was {_short(old)}, now {_short(new)}")
 
     def _codes(self, namespace):
@@ -406,6 +416,57 @@ class _ModulePlan:
         runtime = {k for k, v in vars(live_cls).items()
                    if k not in set_by_old and not k.startswith("__") and not callable(v)}
         return kept | runtime
+
+    # -- what the update leaves running (pymoult.highlevel.stale_frames) ------------------------
+
+    def code_labels(self):
+        """``{code: "module.name"}`` for each code object of :attr:`codes`, read while the live
+        objects still hold them (before the update applies): ``jobs.Job.run``, ``jobs.main``."""
+        live = self.module.__dict__
+        names = {}
+        for name in self.bound + self.removed:
+            value = live.get(name, MISSING)
+            if isinstance(value, type):
+                for attribute, function in _named_class_functions(value):
+                    for code in _function_codes(function):
+                        names.setdefault(code, f"{name}.{attribute}")
+            elif _is_function(value):
+                for code in _function_codes(value):
+                    names.setdefault(code, name)
+        return {code: f"{self.name}.{names.get(code) or _code_name(code)}" for code in self.codes}
+
+    def live_codes(self):
+        """The code objects the module's objects of the names the update binds run now (after
+        it applied: what of :attr:`codes` is not among them was replaced)."""
+        live = self.module.__dict__
+        codes = set()
+        for name in self.bound:
+            value = live.get(name, MISSING)
+            if isinstance(value, type):
+                for _, function in _named_class_functions(value):
+                    codes.update(_function_codes(function))
+            elif _is_function(value):
+                codes.update(_function_codes(value))
+        return codes
+
+    def module_code(self):
+        """A :class:`~pymoult.highlevel.stale_frames.ModuleCode` of the module's module-level
+        statements that the update changed or dropped and does not run again (not definitions:
+        a loop, a call, an ``if``), or None when there are none."""
+        new_keys = {_key(statement) for statement in self.change.new}
+        lines = self.before.lines
+        old = [(s.start, lines[s.start - 1:s.end]) for s in self.change.old
+               if s.kind == "other" and _key(s) not in new_keys]
+        if not old:
+            return None
+        if self.recorded is None:  # the version compared with is the one imported
+            def running():
+                return lines
+        else:  # an earlier update recorded a version: the import's lines, if tracked
+            def running():
+                source = tracked_source(self.module)
+                return None if source is None else split_lines(source)
+        return ModuleCode(self.name, self.module.__dict__, old, running)
 
     # -- applied ---------------------------------------------------------------------------------
 
@@ -788,6 +849,45 @@ def _class_functions(cls):
     return functions
 
 
+def _named_class_functions(cls):
+    """``(attribute, function)`` for the Python functions a class body defines (methods,
+    static and class methods, property accessors; wrappers as they are)."""
+    found = []
+    for attribute, value in vars(cls).items():
+        if isinstance(value, (staticmethod, classmethod)):
+            value = value.__func__
+        if isinstance(value, property):
+            found.extend((attribute, f) for f in (value.fget, value.fset, value.fdel)
+                         if f is not None)
+        elif _is_function(value):
+            found.append((attribute, value))
+    return found
+
+
+def _method_steps(module, class_name, old_cls, new_cls):
+    """The steps of an ``update class``: each method (function, static or class method,
+    property) the new version changes, adds or removes, in the new class's order (the
+    removed ones last)."""
+    old_codes, new_codes = {}, {}
+    for codes, cls in ((old_codes, old_cls), (new_codes, new_cls)):
+        for (attribute, accessor), code in _method_codes(cls).items():
+            codes.setdefault(attribute, {})[accessor] = code
+    steps = []
+    for attribute, accessors in new_codes.items():
+        line = min(code.co_firstlineno for code in accessors.values())
+        name = f"{class_name}.{attribute}"
+        before = old_codes.get(attribute)
+        if before is None:
+            steps.append(Step("add method", module, name, line))
+        elif before.keys() != accessors.keys() or not all(
+                same_code(before[key], accessors[key]) for key in accessors):
+            steps.append(Step("update method", module, name, line))
+    for attribute in old_codes:
+        if attribute not in new_codes:
+            steps.append(Step("remove method", module, f"{class_name}.{attribute}"))
+    return steps
+
+
 def _shifted_code(code, delta):
     consts = tuple(_shifted_code(c, delta) if isinstance(c, types.CodeType) else c
                    for c in code.co_consts)
@@ -896,6 +996,13 @@ class ModuleUpdate(Update):
     Several modules changing together: :meth:`combine`.
     """
 
+    #: After it applied: one line per thread still running code it replaced (``thread Runner
+    #: still runs the old code of jobs.main (line 12) until it returns``), logged as warnings
+    #: unless ``log_warnings`` is false (``pymoult run --watch`` shows them itself). Empty
+    #: until then, and for an update that did not apply.
+    warnings = ()
+    log_warnings = True
+
     def __init__(self, module, source=None, path=None, old_source=None, transformers=None,
                  builders=None, steps=(), name=None, threads=None, filename=None,
                  **patience_args):
@@ -946,8 +1053,10 @@ class ModuleUpdate(Update):
 
     @property
     def steps(self):
-        """What the update will do, as :class:`Step` objects (``str`` each for a listing)."""
-        return [step for plan in self.plans for step in plan.steps]
+        """What the update will do, as :class:`Step` objects (``str`` each for a listing); the
+        parts of a step (the methods of an updated class) follow it."""
+        return [each for plan in self.plans for step in plan.steps
+                for each in (step, *step.parts)]
 
     @property
     def codes(self):
@@ -978,6 +1087,7 @@ class ModuleUpdate(Update):
             return _wait_quiescence(self.codes, [], self.timeout)
 
     def apply(self):
+        self.warnings = []
         journal = current_journal() or self.journal
         for plan in self.plans:
             plan.check_current()
@@ -987,10 +1097,36 @@ class ModuleUpdate(Update):
                 name = getattr(running, "co_qualname", running.co_name)
                 raise NotAlterableNow(f"{name}() started running between the quiescence check "
                                       "and the apply; nothing was changed")
+        labels = {}
+        for plan in self.plans:  # the live objects still hold the old code
+            labels.update(plan.code_labels())
         for plan in self.plans:
             plan.apply(journal)
         for step in self.extra_steps:
             step(self)
+        self.warnings = self._stale_frames(labels)
+
+    def _stale_frames(self, labels):
+        """The lines naming the threads still running old code, right after the update (the
+        threads are still parked). Never fails the update: a failure here is logged."""
+        try:
+            live = set()
+            for plan in self.plans:
+                live |= plan.live_codes()
+            replaced = {code: label for code, label in labels.items() if code not in live}
+            modules = [m for m in (plan.module_code() for plan in self.plans) if m is not None]
+            if not replaced and not modules:
+                return []
+            return stale_frames(replaced, modules)
+        except Exception:
+            logger.exception("%s: could not tell which threads still run old code", self.name)
+            return []
+
+    def preresume_setup(self):
+        super().preresume_setup()
+        if self.log_warnings:
+            for warning in self.warnings:
+                logger.warning("%s: %s", self.name, warning)
 
 
 

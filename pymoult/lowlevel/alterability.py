@@ -63,6 +63,7 @@ __all__ = [
     "threadsSuspended",
     "whyNotSuspended",
     "runningFunctions",
+    "thread_frames",
     "setupWaitStaticPoints",
     "waitStaticPoints",
     "checkStaticPointsReached",
@@ -409,6 +410,26 @@ def runningFunctions(funcs, threads=None):
                     pair = (by_ident.get(ident, str(ident)), name)
                     if pair not in found:
                         found.append(pair)
+                frame = frame.f_back
+    return found
+
+
+def thread_frames(threads=None):
+    """``[(thread name, frame)]``: every frame of the threads' stacks (None: every thread;
+    a DSU_Thread's suspended continuation included), each thread's from its innermost frame
+    out (the calling thread's from the caller of this function). A snapshot: it holds while the threads are suspended (or inside a stop-the-world
+    window)."""
+    by_ident = {t.ident: t.name for t in threading.enumerate()}
+    me, caller = threading.get_ident(), sys._getframe(1)
+    found = []
+    for ident, tops in _thread_stacks(None if threads is None else
+                                      _threads_list(threads)).items():
+        name = by_ident.get(ident, str(ident))
+        if ident == me:  # from the caller out, not the frames reading the stacks
+            tops = [caller] + tops[1:]
+        for frame in tops:
+            while frame is not None:
+                found.append((name, frame))
                 frame = frame.f_back
     return found
 
