@@ -71,14 +71,16 @@ import functools
 import gc
 import linecache
 import logging
+import os
 import sys
 import traceback
 import types
 
 from ..errors import (ModuleUpdateError, NotAlterableNow, PymoultTypeError, PymoultValueError,
                       RedefinitionError)
-from ..lowlevel.alterability import (_class_codes, _code_in_stacks, _codes_of, _running_code,
-                                     _thread_stacks, _wait_quiescence, patience)
+from ..lowlevel.alterability import (TornCallGuard, _class_codes, _codes_of, _running_code,
+                                     _thread_stacks, _wait_quiescence, patience,
+                                     stacks_not_at_points)
 from ..lowlevel.data_update import _updatable_in_place, redefineClass
 from ..lowlevel.journal import (MISSING, Operation, SetItem, current_journal, delete_attribute,
                                 describe, set_attribute)
@@ -1075,28 +1077,58 @@ class ModuleUpdate(Update):
 
     # -- when: update points, or quiescence of every changed function ---------------------------
 
+    # Torn calls: a caller of two functions that change together (``decode(encode(x))``) must
+    # not see the old one and then the new one. With ``threads``, a thread parked at one of its
+    # update points is safe by its author's choice, and the frames of every other thread (one
+    # suspended anywhere, a thread not given) must be safe for the guard; without, no frame may
+    # run a changed function, nor be unsafe for the guard.
+
+    @property
+    def torn_guard(self):
+        guard = self.__dict__.get("_torn_guard")
+        if guard is None:
+            guard = self.__dict__["_torn_guard"] = TornCallGuard(self.codes)
+        return guard
+
+    def _unsafe_code(self):
+        if not self.threads:
+            running = _running_code(self.codes, _thread_stacks())
+            if running is not None:
+                return running
+        return _running_code((), stacks_not_at_points(), self.torn_guard)
+
     def check_alterability(self):
-        if self.threads:
-            return super().check_alterability()
-        return not _code_in_stacks(self.codes, _thread_stacks())
+        if self.threads and not super().check_alterability():
+            return False
+        if self._unsafe_code() is None:
+            return True
+        self.clean_failed_alterability()  # let the threads move on before the next try
+        return False
 
     def wait_alterability(self):
-        if self.threads:
-            return super().wait_alterability()
         with patience(self.max_tries, self.sleep_time):
-            return _wait_quiescence(self.codes, [], self.timeout)
+            if self.threads:
+                return _wait_quiescence((), self.suspended_threads(), self.timeout,
+                                        anywhere=self.suspension == "anywhere",
+                                        unsafe=self._unsafe_code)
+            return _wait_quiescence(self.codes, [], self.timeout, unsafe=self._unsafe_code)
+
+    def why_not_alterable(self):
+        reasons = [super().why_not_alterable()]
+        unsafe = self._unsafe_code()
+        if unsafe is not None:
+            reasons.append(_unsafe_reason(unsafe, self.torn_guard))
+        return "; ".join(reason for reason in reasons if reason)
 
     def apply(self):
         self.warnings = []
         journal = current_journal() or self.journal
         for plan in self.plans:
             plan.check_current()
-        if not self.threads:
-            running = _running_code(self.codes, _thread_stacks())
-            if running is not None:  # the manager waits for quiescence again
-                name = getattr(running, "co_qualname", running.co_name)
-                raise NotAlterableNow(f"{name}() started running between the quiescence check "
-                                      "and the apply; nothing was changed")
+        running = self._unsafe_code()
+        if running is not None:  # the manager waits for alterability again
+            raise NotAlterableNow(f"{_unsafe_reason(running, self.torn_guard)}: it started "
+                                  "between the check and the apply; nothing was changed")
         labels = {}
         for plan in self.plans:  # the live objects still hold the old code
             labels.update(plan.code_labels())
@@ -1128,6 +1160,15 @@ class ModuleUpdate(Update):
             for warning in self.warnings:
                 logger.warning("%s: %s", self.name, warning)
 
+
+
+def _unsafe_reason(code, guard):
+    name = getattr(code, "co_qualname", code.co_name)
+    called = sorted(guard.names.intersection(code.co_names))
+    if id(code) in guard.code_ids and not called:
+        return f"{name}() is running"
+    return (f"{name}() ({os.path.basename(code.co_filename)}) is running and calls "
+            f"{', '.join(called)}, which change together: it could see both versions")
 
 
 def module_update_script(sources, manager="runtime", filenames=None):

@@ -41,7 +41,9 @@ when a thread would wait for itself).
 
 import contextlib
 import functools
+import os
 import sys
+import sysconfig
 import threading
 import time
 import types
@@ -51,6 +53,8 @@ from .._parking import check_timeout, control_for, staticUpdatePoint, update_poi
 from ..errors import DeadlockDetectedError, PymoultTypeError, PymoultValueError
 
 __all__ = [
+    "TornCallGuard",
+    "stacks_not_at_points",
     "staticUpdatePoint",
     "update_point",
     "patience",
@@ -367,8 +371,46 @@ def _thread_stacks(threads=None):
     return stacks
 
 
-def _running_code(codes, stacks):
-    """The first of ``codes`` that a frame in ``stacks`` is running, or None.
+class TornCallGuard:
+    """What makes a frame unsafe when several functions change together: a caller that could
+    see two versions of the update. A frame is unsafe when it names two of the changing
+    functions (``decode(encode(x))``: it may have called the old ``encode`` and be about to call
+    the new ``decode``), or runs one of them and names another. Names are what a code object
+    looks up (``co_names``: globals and attributes), so a caller through ``module.f`` or
+    ``self.f`` counts. Frames of the standard library and of Pymoult are not callers of the
+    application's functions (``threading``'s bootstrap names ``run``). A frame's verdict is
+    cached by code object for the guard's life (one update)."""
+
+    __slots__ = ("names", "code_ids", "_verdicts")
+
+    STDLIB = tuple({sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib")})
+    SITE = tuple({sysconfig.get_paths()[key] for key in ("purelib", "platlib")})
+    PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+    def __init__(self, codes):
+        self.names = frozenset(code.co_name for code in codes if not code.co_name.startswith("<"))
+        self.code_ids = {id(code) for code in codes}
+        self._verdicts = {}
+
+    def unsafe(self, code):
+        verdict = self._verdicts.get(id(code))
+        if verdict is None:
+            count = len(self.names.intersection(code.co_names))
+            count += id(code) in self.code_ids
+            filename = code.co_filename
+            verdict = count >= 2 and not filename.startswith(self.PACKAGE) and (
+                not filename.startswith(self.STDLIB) or filename.startswith(self.SITE))
+            self._verdicts[id(code)] = (verdict, code)  # the code kept: its id stays unique
+            return verdict
+        return verdict[0]
+
+    def __bool__(self):
+        return len(self.names) > 1 or bool(self.names and self.code_ids)
+
+
+def _running_code(codes, stacks, torn=None):
+    """The first of ``codes`` that a frame in ``stacks`` (None: every thread's now) is running,
+    or None. With ``torn`` (a :class:`TornCallGuard`), also the code of a frame it finds unsafe.
 
     The walk is the cost of a quiescence check (every frame of every thread): per frame, a test
     of the code's name (a set of interned strings, no call) comes first, and only a frame whose
@@ -376,15 +418,53 @@ def _running_code(codes, stacks):
     code object hashed: hashing one hashes its constants). About 15% faster than testing
     ``id(frame.f_code)`` on every frame (``benchmarks/bench_quiescence.py``).
     """
+    if stacks is None:
+        stacks = _thread_stacks()
     names = frozenset(code.co_name for code in codes)
     code_ids = {id(code) for code in codes}
+    unsafe = torn.unsafe if torn else None
     for tops in stacks.values():
         for frame in tops:
             while frame is not None:
-                if frame.f_code.co_name in names and id(frame.f_code) in code_ids:
-                    return frame.f_code
+                code = frame.f_code
+                if code.co_name in names and id(code) in code_ids:
+                    return code
+                if unsafe is not None and unsafe(code):
+                    return code
                 frame = frame.f_back
     return None
+
+
+def stacks_not_at_points(threads=None):
+    """The stacks of the threads (None: all) that are not where their code said an update may
+    come: parked at a static update point, or waiting inside Pymoult (for an update it asked
+    for: ``apply_update``, a future's result). Their frames are safe by their author's choice.
+    A thread suspended anywhere else (trapped, dormant, running) may be in the middle of
+    anything."""
+    stacks = _thread_stacks(threads)
+    controls = {t.ident: control_for(t, create=False)
+                for t in (threading.enumerate() if threads is None else threads)
+                if t.ident in stacks}
+    for ident, tops in list(stacks.items()):
+        control = controls.get(ident)
+        trapped = control is not None and control.parked and not control.in_point
+        if not trapped and _waits_in_pymoult(tops[0]):
+            del stacks[ident]
+    return stacks
+
+
+def _waits_in_pymoult(frame):
+    """Whether the innermost frame of a thread that is not the standard library's is Pymoult's
+    (a point, a wait for an update)."""
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if filename.startswith(TornCallGuard.PACKAGE):
+            return True
+        if not filename.startswith(TornCallGuard.STDLIB) or filename.startswith(
+                TornCallGuard.SITE):
+            return False
+        frame = frame.f_back
+    return False
 
 
 def _code_in_stacks(codes, stacks):
@@ -519,7 +599,11 @@ def waitQuiescenceOfFunctions(funcs, threads=None, timeout=None, anywhere=True):
     return _wait_quiescence(_codes_of_all(funcs), _threads_list(threads), timeout, anywhere)
 
 
-def _wait_quiescence(codes, threads, timeout, anywhere=True):
+def _wait_quiescence(codes, threads, timeout, anywhere=True, unsafe=None):
+    """Suspend ``threads``, then wait until no frame runs ``codes``; with ``unsafe``, until
+    ``unsafe()`` (it looks at the stacks itself) gives None."""
+    if unsafe is None:
+        unsafe = functools.partial(_running_code, codes, None)
     _refuse_self_wait(threads, "wait for quiescence")
     threads = _live(threads)
     _, sleep_time = _current_patience()
@@ -530,7 +614,7 @@ def _wait_quiescence(codes, threads, timeout, anywhere=True):
                                           anywhere=anywhere):
             cleanFailedStaticPoints(threads)
             return False
-        if not _code_in_stacks(codes, _thread_stacks()):
+        if unsafe() is None:
             return True
         cleanFailedStaticPoints(threads)
         remaining = deadline - time.monotonic()
