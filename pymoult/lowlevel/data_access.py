@@ -10,15 +10,15 @@ and :func:`startLazyUpdate` reach each object when the program first touches it
 Eager update
 ------------
 :func:`startEagerUpdate` runs a transformer on every instance now. With ``atomic=True`` (the
-default) each attribute write or deletion the transformer makes on the instances is recorded
-through a temporary class-level ``__setattr__``/``__delattr__`` (removed at the end, so no object
-keeps a hook and none has its inline values turned into a dict); instances of classes with their
-own ``__setattr__`` (frozen dataclasses, whose transformers write with ``object.__setattr__``)
-are snapshotted whole instead. If the transformer raises on
-the k-th object, the k-1 before it are restored and ``TransformerError`` carries the object; on
-success the writes are one journal operation, so the update can still be rolled back. Recording
-costs about 1 us per write (``benchmarks/bench_data.py``); ``atomic=False`` skips it and runs at
-the transformer's own speed, but a failure then leaves the objects before it converted.
+default) each batch of instances has its state saved before the transformer runs on it
+(:mod:`~pymoult.lowlevel.object_state`: class, attributes, slots, at C speed, with no per-object
+container and without giving inline objects a dict), so whatever the transformer writes, and
+however, can be undone. If the transformer raises on the k-th object, the k-1 before it are
+restored and ``TransformerError`` carries the object (a ``BaseException`` such as
+``KeyboardInterrupt`` is re-raised as itself, after the restore); on success the saved states
+are one journal operation, so the update can still be rolled back. ``atomic=False`` saves
+nothing and runs at the transformer's own speed, but a failure then leaves the objects before it
+converted. Figures: ``benchmarks/bench_data.py``.
 """
 
 import gc
@@ -132,8 +132,8 @@ def startEagerUpdate(cls, transformer, atomic=True, journal=None, subclasses=Tru
         raise PymoultTypeError(f"transformer must be callable, got {transformer!r}")
     journal = current_journal(journal)
     objects = instances_of(cls, subclasses)
-    writes = transform_all(objects, transformer, f"eager update of {describe(cls)}", atomic,
+    states = transform_all(objects, transformer, f"eager update of {describe(cls)}", atomic,
                            progress=journal)
-    if journal is not None and writes.entries:
-        journal.record(writes)
+    if journal is not None and len(states):
+        journal.record(states)
     return len(objects)
