@@ -31,6 +31,7 @@ from .data_update import transform_all
 from .instances import instances_of
 from .journal import current_journal, describe
 from .lazy_conversion import startLazyUpdate
+from .object_state import ObjectStates
 
 __all__ = ["DataAccessor", "HeapWalker", "traverseHeap", "startEagerUpdate", "startLazyUpdate",
            "instances_of"]
@@ -92,12 +93,18 @@ _OPAQUE = (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType
            types.FrameType, types.MethodType)
 
 
-def traverseHeap(walker, module_names=("__main__",)):
+def traverseHeap(walker, module_names=("__main__",), journal=None):
     """Give ``walker.walk`` every object reachable from the globals of the named modules, once.
 
     The traversal follows containers and instances (``gc.get_referents``) but does not enter
     modules, classes, functions, code or frames, so it walks the program's data rather than the
     whole interpreter. Returns the number of objects visited.
+
+    With a journal (the current one by default), the own state of each instance of a Python
+    class is saved before the walker sees it (as a transformer's objects are): if the walker
+    raises, anything, the instances it changed are restored before the exception goes on; once
+    the walk is over the saved states are one journal operation. The contents of builtin
+    containers (lists, dicts) are not saved.
     """
     if not callable(getattr(walker, "walk", None)):
         raise PymoultTypeError(f"walker must have a walk(obj) method, got {walker!r}")
@@ -109,17 +116,33 @@ def traverseHeap(walker, module_names=("__main__",)):
         if module is None:
             raise PymoultTypeError(f"no module named {name!r} is loaded")
         roots.extend(vars(module).values())
+    journal = current_journal(journal)
+    states = None if journal is None else ObjectStates(
+        f"heap traversal by {describe(type(walker))}")
     seen = {}
     todo = list(roots)
-    while todo:
-        obj = todo.pop()
-        if id(obj) in seen:
-            continue
-        seen[id(obj)] = obj  # keeps it alive, so ids stay unique during the walk
-        walker.walk(obj)
-        if not isinstance(obj, _OPAQUE):
-            todo.extend(gc.get_referents(obj))
+    try:
+        while todo:
+            obj = todo.pop()
+            if id(obj) in seen:
+                continue
+            seen[id(obj)] = obj  # keeps it alive, so ids stay unique during the walk
+            if states is not None and type(obj).__flags__ & _HEAPTYPE and \
+                    not isinstance(obj, _OPAQUE):
+                states.take([obj])
+            walker.walk(obj)
+            if not isinstance(obj, _OPAQUE):
+                todo.extend(gc.get_referents(obj))
+    except BaseException:
+        if states is not None:
+            states.undo()
+        raise
+    if states is not None and len(states):
+        journal.record(states)
     return len(seen)
+
+
+_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class defined in Python
 
 
 def startEagerUpdate(cls, transformer, atomic=True, journal=None, subclasses=True):

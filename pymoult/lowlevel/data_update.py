@@ -388,12 +388,11 @@ def redefineClass(module, cls, new_cls, transformer=None, builder=None, journal=
                     own.record(transform_all(instances_of(live), transformer,
                                              f"transform instances of {describe(live)}",
                                              progress=journal))
+            if journal is not None:
+                journal.adopt(own)  # all at once: a failure leaves them all to own.rollback()
         except BaseException:
             own.rollback()
             raise
-        if journal is not None:
-            for operation in own:
-                journal.record(operation)
         return live
     return _replace_class(module, name, live, new_cls, transformer, builder, journal)
 
