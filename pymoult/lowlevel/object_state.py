@@ -224,9 +224,9 @@ class ObjectStates(Operation):
         """Save the state of each object of ``objects`` (a list; each object once)."""
         if not objects:
             return
-        classes = set(map(type, objects))
-        if len(classes) == 1:
-            self._take_class(classes.pop(), objects)
+        first = type(objects[0])
+        if list(map(type, objects)).count(first) == len(objects):
+            self._take_class(first, objects)
         else:
             groups = {}
             for obj in objects:
