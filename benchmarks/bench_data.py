@@ -2,10 +2,15 @@
 
     python benchmarks/bench_data.py [--quick] [--json PATH]
 
-Figures (objects/s, finding included; medians of repeated runs with fresh objects each time):
-- eager update, class updated in place, one-field transformer, atomic (rollback possible);
-- the same, ``atomic=False`` (no recording);
-- ``__class__`` swap plus the one-field transformer (the original Pymoult's way), raw loop;
+Figures (objects/s, finding included; medians of repeated runs with fresh objects each time,
+the cyclic collector on, as applications run):
+- eager update, class updated in place, one-field transformer, atomic (each object's state saved
+  first: exact rollback whatever the transformer does);
+- the same for objects that also hold a dict (their state is checked one object at a time);
+- the same, ``atomic=False`` (nothing saved);
+- ``__class__`` swap plus the one-field transformer (the original Pymoult's way), raw loop: the
+  peer every row is also given as a ratio to;
+- the share of each run's time spent in garbage collection (``gc.callbacks``);
 - lazy conversion: cost per object to start it, cost of each object's first touch (the
   transformer included);
 - attribute read cost of converted objects vs a plain object (the peer: an object of a class
@@ -47,33 +52,66 @@ class Untouched:
         self.n = n
 
 
+class WithDict:
+    def __init__(self, n):
+        self.n = n
+        self.meta = {}
+
+
+class Probe:
+    def __init__(self, n):
+        self.n = n
+
+
 def one_field(obj):
     obj.double = 2 * obj.n
 
 
-def run_eager(count, atomic):
-    objects = [Record(i) for i in range(count)]
+class GcClock:
+    """Seconds spent in cyclic collections while the block runs (``gc.callbacks``)."""
+
+    def __enter__(self):
+        self.spent, self._began = 0.0, None
+        gc.callbacks.append(self._callback)
+        return self
+
+    def _callback(self, phase, info):
+        if phase == "start":
+            self._began = time.perf_counter()
+        elif self._began is not None:
+            self.spent += time.perf_counter() - self._began
+            self._began = None
+
+    def __exit__(self, *exc):
+        gc.callbacks.remove(self._callback)
+        return False
+
+
+def run_eager(count, atomic, cls=Record):
+    objects = [cls(i) for i in range(count)]
     gc.collect()
-    start = time.perf_counter()
-    converted = startEagerUpdate(Record, one_field, atomic=atomic, subclasses=False)
-    elapsed = time.perf_counter() - start
+    with GcClock() as clock:
+        start = time.perf_counter()
+        converted = startEagerUpdate(cls, one_field, atomic=atomic, subclasses=False)
+        elapsed = time.perf_counter() - start
     assert converted == count and objects[-1].double == 2 * (count - 1)
-    return count / elapsed, objects
+    return count / elapsed, clock.spent / elapsed, objects
 
 
 def run_swap(count):
     objects = [Record(i) for i in range(count)]
     gc.collect()
-    start = time.perf_counter()
-    for obj in instances_of(Record, subclasses=False):
-        obj.__class__ = RecordV2
-        obj.double = 2 * obj.n
-    elapsed = time.perf_counter() - start
+    with GcClock() as clock:
+        start = time.perf_counter()
+        for obj in instances_of(Record, subclasses=False):
+            obj.__class__ = RecordV2
+            obj.double = 2 * obj.n
+        elapsed = time.perf_counter() - start
     assert type(objects[0]) is RecordV2
     rate = count / elapsed
     for obj in objects:
         obj.__class__ = Record  # leave no RecordV2 around for the next run
-    return rate, objects
+    return rate, clock.spent / elapsed, objects
 
 
 class Lazy:
@@ -134,19 +172,26 @@ def main():
     args = parse_args("Pymoult data conversion benchmark", "data.json", "fewer and smaller runs")
     sizes, repeats = ((20_000, 100_000), 3) if args.quick else ((100_000, 1_000_000), 5)
 
-    results = {"sizes": {}}
+    peer = "__class__ swap + transformer"
+    results = {"sizes": {}, "gc_share": {}, "ratio_to_swap": {}}
     for count in sizes:
-        row = {}
-        for label, runner in (("eager in place, atomic", lambda: run_eager(count, True)),
-                              ("eager in place, atomic=False", lambda: run_eager(count, False)),
-                              ("__class__ swap + transformer", lambda: run_swap(count))):
-            rates = []
-            for _ in range(repeats):
-                rate, objects = runner()
-                rates.append(rate)
+        runners = {"eager in place, atomic": lambda: run_eager(count, True),
+                   "eager in place, atomic, objects holding a dict":
+                       lambda: run_eager(count, True, WithDict),
+                   "eager in place, atomic=False": lambda: run_eager(count, False),
+                   peer: lambda: run_swap(count)}
+        rates, shares = {label: [] for label in runners}, {label: [] for label in runners}
+        for _ in range(repeats):  # peers interleaved: a load change hits them all alike
+            for label, runner in runners.items():
+                rate, share, objects = runner()
+                rates[label].append(rate)
+                shares[label].append(share)
                 del objects
-            row[label] = statistics.median(rates)
+        row = {label: statistics.median(values) for label, values in rates.items()}
         results["sizes"][count] = row
+        results["gc_share"][count] = {label: statistics.median(values)
+                                      for label, values in shares.items()}
+        results["ratio_to_swap"][count] = {label: rate / row[peer] for label, rate in row.items()}
 
     lazy_rows = {}
     for count in sizes:
@@ -168,7 +213,10 @@ def main():
     unshared.__class__ = RecordV2
     unshared.__class__ = Record
     unshare_instance_dict(unshared)
+    eager = [Probe(i) for i in range(9)]
+    startEagerUpdate(Probe, one_field, subclasses=False)  # one object is read to learn the shape
     costs = read_costs({"never converted (peer)": plain, "converted in place": in_place,
+                        "converted by an atomic eager update": eager[-1],
                         "converted by __class__ swap": swapped,
                         "swap, dict unshared": unshared,
                         "converted lazily": lazily}, rounds=7 if args.quick else 21)
@@ -176,18 +224,21 @@ def main():
     results["read_ratio"] = {label: ratio for label, (_, ratio) in costs.items()}
 
     print(f"Pymoult data benchmark, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
-    print(f"\nConversion throughput (M objects/s, finding included, median of {repeats}):")
+    print(f"\nConversion throughput (M objects/s, finding included, median of {repeats}; "
+          f"x the {peer} peer; share of time in GC, collector on):")
     labels = list(next(iter(results["sizes"].values())))
-    print(f"  {'':32}" + "".join(f"{count:>12,}" for count in sizes))
+    print(f"  {'':48}" + "".join(f"{count:>26,}" for count in sizes))
     for label in labels:
-        print(f"  {label:32}" + "".join(f"{results['sizes'][c][label] / 1e6:12.2f}" for c in sizes))
+        print(f"  {label:48}" + "".join(
+            f"{results['sizes'][c][label] / 1e6:9.2f} {results['ratio_to_swap'][c][label]:6.2f}x"
+            f" {results['gc_share'][c][label]:6.1%}  " for c in sizes))
     print("\nLazy conversion (ns per object, median):")
     for count, row in lazy_rows.items():
         print(f"  {count:>9,} objects: start {row['start_ns_per_object']:7.1f}   "
               f"first touch (transformer included) {row['first_touch_ns']:7.1f}")
     print("\nAttribute read after conversion (ns, median; ratio to the peer, median per round):")
     for label, (value, ratio) in costs.items():
-        print(f"  {label:30} {value:6.1f}   {ratio:.2f}x")
+        print(f"  {label:36} {value:6.1f}   {ratio:.2f}x")
 
     write_json(results, args.json)
 

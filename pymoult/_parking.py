@@ -453,6 +453,21 @@ class ThreadControl:
             previous[1].set_exception(ThreadStateError("superseded by a later reboot request"))
         return future
 
+    def withdraw_reboot(self, future):
+        """Withdraw the reboot request that ``future`` answers if the thread has not served it
+        yet (an update that posted it was rolled back); True when withdrawn. Its future then
+        fails with ``ThreadStateError``."""
+        with self._lock:
+            request = self.reboot_request
+            if request is None or request[1] is not future:
+                return False
+            self.reboot_request = None
+            self._refresh_locked()
+            self.cond.notify_all()
+        future.set_exception(ThreadStateError("the reboot was withdrawn (its update was rolled "
+                                              "back)"))
+        return True
+
     def reboot_served(self):
         """Called when a reboot exception reaches the run loop: the future it answers, if any.
 

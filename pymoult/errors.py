@@ -23,6 +23,7 @@ __all__ = [
     "RedefinitionError",
     "TargetNotFoundError",
     "RollbackError",
+    "PartialRollbackError",
     "ConversionError",
     "TransformerError",
     "WrongStrategy",
@@ -123,6 +124,15 @@ class RollbackError(PymoultError, RuntimeError):
     def __init__(self, message, failures=()):
         super().__init__(message)
         self.failures = list(failures)
+
+
+class PartialRollbackError(RollbackError):
+    """An update's apply failed and its rollback left something changed. ``.residue`` lists what
+    stayed, as texts; the exception apply raised is ``__cause__``."""
+
+    def __init__(self, message, residue=()):
+        super().__init__(message)
+        self.residue = list(residue)
 
 
 class ConversionError(PymoultError, TypeError):

@@ -141,10 +141,17 @@ class DSU_Thread(threading.Thread):
         return self.main, (), {}
 
     def switch_main(self, function, args=(), kwargs=None):
-        """Make the next (re)start of main run ``function(*args, **kwargs)``."""
+        """Make the next (re)start of main run ``function(*args, **kwargs)``; returns what it
+        was to run before (for :meth:`restore_main`)."""
         if not callable(function):
             raise PymoultTypeError(f"new main must be callable, got {function!r}")
+        previous = self._next_main
         self._next_main = (function, tuple(args), dict(kwargs or {}))
+        return previous
+
+    def restore_main(self, previous):
+        """Undo a :meth:`switch_main` that returned ``previous``."""
+        self._next_main = previous
 
     def _reboot_at_point(self, payload, future, asynchronous):
         """Serve a reboot request at an update point, in this thread."""

@@ -204,7 +204,7 @@ def test_update_to_class_with_a_recorded_transformer_and_rollback():
     assert same is obj and type(obj) is Plain2 and obj.double() == 6 and obj.y == 4
     assert [str(op) for op in journal] == [
         "convert a test_data_update.Plain to test_data_update.Plain2",
-        "transform to test_data_update.Plain2: 1 recorded changes on 1 objects"]
+        "transform to test_data_update.Plain2: state of 1 objects saved"]
     journal.rollback()
     assert type(obj) is Plain and not hasattr(obj, "y") and obj.x == 3
 

@@ -7,7 +7,9 @@ update by one step (requirements, setup, one alterability try, apply, resume, ov
 ``add_update`` returns a ``concurrent.futures.Future`` that carries the outcome: the update itself
 once applied; ``UpdateTimeoutError`` when alterability was not reached within its patience;
 ``UpdateAbortedError`` when it was abandoned; the exception ``apply`` raised, after the update's
-journal has rolled back everything it changed and the threads were released on the old version;
+journal has rolled back everything it changed and the threads were released on the old version
+(state "rolled back"), or ``PartialRollbackError`` (state "partially rolled back", ``.residue``
+saying what stayed, the exception ``apply`` raised as its cause) when some of it could not be;
 ``UpdateStepError`` when a step after apply failed (the update stays applied). A failing update
 never stops the manager: it goes on with the next one.
 
@@ -27,8 +29,8 @@ from concurrent.futures import wait as futures_wait
 
 from sortedcontainers import SortedKeyList
 
-from ..errors import (DeadlockDetectedError, PymoultTypeError, UpdateAbortedError, UpdateStepError,
-                      UpdateTimeoutError)
+from ..errors import (DeadlockDetectedError, PartialRollbackError, PymoultTypeError,
+                      RollbackError, UpdateAbortedError, UpdateStepError, UpdateTimeoutError)
 from .._cpython import set_switch_interval
 from .._parking import check_timeout, open_handoff
 from ..errors import NotAlterableNow, ThreadStateError
@@ -127,6 +129,15 @@ def _patience_text(update):
     if update.timeout is not None:
         return f"timeout {update.timeout:g} s"
     return f"{update.max_tries} tries, {update.sleep_time:g} s apart"
+
+
+def _roll_back(update):
+    """Roll back ``update``'s journal; returns what stayed (empty when everything was undone)."""
+    try:
+        update.journal.rollback()
+    except RollbackError as exc:
+        return [f"could not undo {operation} ({error!r})" for operation, error in exc.failures]
+    return []
 
 
 def _why_not_alterable(update):
@@ -438,6 +449,8 @@ class Manager:
         (a cancelled future stays cancelled)."""
         update = entry.update
         entry.release_watchers(self.name)
+        if state is not UpdateState.APPLIED:
+            self._undo_unapplied(update)
         update.state = state
         update.error = error
         update.mark("end")
@@ -453,11 +466,22 @@ class Manager:
         else:
             logger.warning("%s: %r", self.name, update)
 
+    def _undo_unapplied(self, update):
+        """An update that ends (or goes back to the queue) without being applied: undo what its
+        setup recorded, so that the program is as before it."""
+        if update.journal.state == "open" and len(update.journal):
+            logger.info("%s: undoing the setup of %r", self.name, update)
+            residue = _roll_back(update)
+            if residue:
+                logger.error("%s: the setup of %r was partially undone: %s", self.name, update,
+                             "; ".join(residue))
+
     def _requeue(self, entry, why, back_off=True):
         """The one way back to the queue (postponed): the update is pending again, after the
         others of its priority, and, with ``back_off``, not before ``sleep_time`` doubled per
         postponement (at most ``MAX_BACK_OFF``). Nothing was changed: a fresh journal."""
         update = entry.update
+        self._undo_unapplied(update)  # setup runs again when it is retried
         update.state = UpdateState.PENDING
         update.postponements += 1
         update.tries = 0
@@ -493,7 +517,12 @@ class Manager:
                 f"{update.name!r}: check_requirements returned {answer!r}, not 'yes', 'no' or "
                 "'never'", update))
             return
-        update.preupdate_setup()
+        with update.journal.recording():  # setup's changes are undone with the update's
+            watch = update.journal.watch(update.watched())
+            try:
+                update.preupdate_setup()
+            finally:
+                watch.settle()
         update.mark("setup")
         update.state = UpdateState.WAITING
         yield
@@ -575,22 +604,33 @@ class Manager:
         if held:
             logger.info("Manager %s suspended thread%s %s", self.name, "s"[:len(held) > 1],
                         ", ".join(held))
+        before = len(update.journal)  # what setup recorded
         try:
             update.pause_hook()
             with update.journal.recording(), stop_the_world(APPLY_GUARANTEE):
-                update.apply()
+                watch = update.journal.watch(update.watched())
+                try:
+                    update.apply()
+                finally:
+                    watch.settle()
         except BaseException as exc:
-            if isinstance(exc, NotAlterableNow) and not len(update.journal) \
+            if isinstance(exc, NotAlterableNow) and len(update.journal) == before \
                     and self._retry_alterability(entry, exc, paused):
                 return
             logger.error("%s: apply of %r failed; rolling back", self.name, update, exc_info=True)
             try:
-                update.journal.rollback()
+                residue = _roll_back(update)
             finally:
                 update.resume()
                 update.pause = time.monotonic() - paused
                 update.resume_hook()
-            self._end(entry, UpdateState.ROLLED_BACK, exc)
+            if residue:
+                error = PartialRollbackError(
+                    f"{update.name!r} partially rolled back: {'; '.join(residue)}", residue)
+                error.__cause__ = exc
+                self._end(entry, UpdateState.PARTIALLY_ROLLED_BACK, error)
+            else:
+                self._end(entry, UpdateState.ROLLED_BACK, exc)
             if not blocking and isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise  # the application's own interrupt, after the update was undone
             return

@@ -2,7 +2,8 @@
 
 An :class:`Update` goes through explicit states, shown in its ``repr``::
 
-    pending -> waiting for alterability -> applying -> applied / rolled back
+    pending -> waiting for alterability -> applying -> applied / rolled back /
+                                                       partially rolled back
 
 - back to *pending* (postponed): from pending (requirements "no"), from waiting (not alterable
   within the patience, or ``postpone()``), from applying (not alterable after all inside the
@@ -12,8 +13,9 @@ An :class:`Update` goes through explicit states, shown in its ``repr``::
   raised) from pending or waiting; *failed* also from applying (an internal error).
 
 ``TRANSITIONS`` is the table; setting ``update.state`` to a state it does not list raises
-``LifecycleError``. The final states (applied, rolled back, failed, aborted, cancelled) lead
-nowhere.
+``LifecycleError``. The final states (applied, rolled back, partially rolled back, failed,
+aborted, cancelled) lead nowhere. "Partially rolled back" says that a rollback left something
+changed (an operation that could not be undone): ``update.error.residue`` says what.
 
 Each step is a method a subclass may override (the names are the original Pymoult's):
 ``check_requirements`` ("yes" / "no": postpone / "never": abort), ``preupdate_setup``,
@@ -34,14 +36,20 @@ next queued update and comes back to it later, at most ``max_postponements`` tim
 fails with an ``UpdateTimeoutError`` saying which threads were not suspended and which functions
 still ran (``on_timeout = "fail"`` fails at once).
 
-Everything ``apply`` changes through Pymoult's mechanisms is recorded in ``update.journal``, so
-a failing ``apply`` is rolled back exactly (the managers do it).
+Everything ``preupdate_setup`` and ``apply`` change through Pymoult's mechanisms is recorded in
+``update.journal``, so a failing ``apply`` is rolled back exactly (the managers do it), setup
+included; so is an update that ends without being applied (failed, aborted, postponed: its setup
+runs again when it is retried). What the two steps change *without* those mechanisms in the
+namespaces the update names (:meth:`Update.watched`: modules and classes among its attributes)
+is journaled as well when the step returns. Anything else a step changes by hand is the step's
+own business: the managers cannot see it, and a rollback does not undo it.
 """
 
 import enum
 import sys
 import threading
 import time
+import types
 
 from ..errors import (LifecycleError, NotAlterableNow, PymoultTypeError, PymoultValueError,
                       UpdateDefinitionError)
@@ -79,6 +87,7 @@ class UpdateState(enum.Enum):
     APPLYING = "applying"
     APPLIED = "applied"
     ROLLED_BACK = "rolled back"
+    PARTIALLY_ROLLED_BACK = "partially rolled back"
     FAILED = "failed"
     ABORTED = "aborted"
     CANCELLED = "cancelled"
@@ -93,9 +102,11 @@ _S = UpdateState
 TRANSITIONS = {
     _S.PENDING: frozenset({_S.PENDING, _S.WAITING, _S.ABORTED, _S.CANCELLED, _S.FAILED}),
     _S.WAITING: frozenset({_S.APPLYING, _S.PENDING, _S.ABORTED, _S.CANCELLED, _S.FAILED}),
-    _S.APPLYING: frozenset({_S.APPLIED, _S.ROLLED_BACK, _S.PENDING, _S.FAILED}),
+    _S.APPLYING: frozenset({_S.APPLIED, _S.ROLLED_BACK, _S.PARTIALLY_ROLLED_BACK, _S.PENDING,
+                            _S.FAILED}),
     _S.APPLIED: frozenset(),
     _S.ROLLED_BACK: frozenset(),
+    _S.PARTIALLY_ROLLED_BACK: frozenset(),
     _S.FAILED: frozenset(),
     _S.ABORTED: frozenset(),
     _S.CANCELLED: frozenset(),
@@ -201,6 +212,13 @@ class Update:
         waiting = alterability.whyNotSuspended(self.suspended_threads())
         return "; ".join(f"thread {name!r} not suspended: {why}" for name, why in waiting.items())
 
+    def watched(self):
+        """The namespaces (modules, classes) whose changes made without Pymoult's mechanisms by
+        ``preupdate_setup`` and ``apply`` are journaled too (see the module notes). By default:
+        the modules and classes among the update's attributes, one container or object deep,
+        and the classes those modules define. Override to name others."""
+        return _namespaces_in(vars(self).values())
+
     def apply(self):
         """Change the program. Every subclass must define it."""
         raise UpdateDefinitionError(f"{type(self).__name__} does not define apply()")
@@ -256,6 +274,50 @@ class Update:
         if self.error is not None:
             extra += f" error={self.error!r}"
         return f"<{type(self).__name__} {self.name!r} state={self.state.value}{extra}>"
+
+
+def _is_program_namespace(value):
+    if isinstance(value, types.ModuleType):
+        name = value.__name__
+        return not (name in sys.builtin_module_names or name == "pymoult" or
+                    name.startswith("pymoult."))
+    return isinstance(value, type) and value.__flags__ & _HEAPTYPE and \
+        not str(getattr(value, "__module__", "")).startswith("pymoult")
+
+
+_HEAPTYPE = 1 << 9
+
+
+def _namespaces_in(values, depth=2):
+    """Modules and (heap) classes among ``values``, looking ``depth`` containers or objects deep,
+    plus the classes defined in the modules found."""
+    found, seen, todo = [], set(), [(value, 0) for value in values]
+    while todo:
+        value, level = todo.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        if _is_program_namespace(value):
+            found.append(value)
+            if isinstance(value, types.ModuleType):
+                found.extend(item for item in list(vars(value).values())
+                             if isinstance(item, type) and _is_program_namespace(item)
+                             and item.__module__ == value.__name__)
+            continue
+        if level >= depth or isinstance(value, (str, bytes, type, types.ModuleType,
+                                                types.FunctionType)):
+            continue
+        if isinstance(value, dict):
+            items = list(value.values())
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            items = list(value)
+        else:
+            try:
+                items = list(object.__getattribute__(value, "__dict__").values())
+            except (AttributeError, TypeError):
+                continue
+        todo.extend((item, level + 1) for item in items)
+    return found
 
 
 def check_definition(update):

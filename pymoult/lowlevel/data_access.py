@@ -10,15 +10,15 @@ and :func:`startLazyUpdate` reach each object when the program first touches it
 Eager update
 ------------
 :func:`startEagerUpdate` runs a transformer on every instance now. With ``atomic=True`` (the
-default) each attribute write or deletion the transformer makes on the instances is recorded
-through a temporary class-level ``__setattr__``/``__delattr__`` (removed at the end, so no object
-keeps a hook and none has its inline values turned into a dict); instances of classes with their
-own ``__setattr__`` (frozen dataclasses, whose transformers write with ``object.__setattr__``)
-are snapshotted whole instead. If the transformer raises on
-the k-th object, the k-1 before it are restored and ``TransformerError`` carries the object; on
-success the writes are one journal operation, so the update can still be rolled back. Recording
-costs about 1 us per write (``benchmarks/bench_data.py``); ``atomic=False`` skips it and runs at
-the transformer's own speed, but a failure then leaves the objects before it converted.
+default) each batch of instances has its state saved before the transformer runs on it
+(:mod:`~pymoult.lowlevel.object_state`: class, attributes, slots, at C speed, with no per-object
+container and without giving inline objects a dict), so whatever the transformer writes, and
+however, can be undone. If the transformer raises on the k-th object, the k-1 before it are
+restored and ``TransformerError`` carries the object (a ``BaseException`` such as
+``KeyboardInterrupt`` is re-raised as itself, after the restore); on success the saved states
+are one journal operation, so the update can still be rolled back. ``atomic=False`` saves
+nothing and runs at the transformer's own speed, but a failure then leaves the objects before it
+converted. Figures: ``benchmarks/bench_data.py``.
 """
 
 import gc
@@ -31,6 +31,7 @@ from .data_update import transform_all
 from .instances import instances_of
 from .journal import current_journal, describe
 from .lazy_conversion import startLazyUpdate
+from .object_state import ObjectStates
 
 __all__ = ["DataAccessor", "HeapWalker", "traverseHeap", "startEagerUpdate", "startLazyUpdate",
            "instances_of"]
@@ -92,12 +93,18 @@ _OPAQUE = (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType
            types.FrameType, types.MethodType)
 
 
-def traverseHeap(walker, module_names=("__main__",)):
+def traverseHeap(walker, module_names=("__main__",), journal=None):
     """Give ``walker.walk`` every object reachable from the globals of the named modules, once.
 
     The traversal follows containers and instances (``gc.get_referents``) but does not enter
     modules, classes, functions, code or frames, so it walks the program's data rather than the
     whole interpreter. Returns the number of objects visited.
+
+    With a journal (the current one by default), the own state of each instance of a Python
+    class is saved before the walker sees it (as a transformer's objects are): if the walker
+    raises, anything, the instances it changed are restored before the exception goes on; once
+    the walk is over the saved states are one journal operation. The contents of builtin
+    containers (lists, dicts) are not saved.
     """
     if not callable(getattr(walker, "walk", None)):
         raise PymoultTypeError(f"walker must have a walk(obj) method, got {walker!r}")
@@ -109,17 +116,33 @@ def traverseHeap(walker, module_names=("__main__",)):
         if module is None:
             raise PymoultTypeError(f"no module named {name!r} is loaded")
         roots.extend(vars(module).values())
+    journal = current_journal(journal)
+    states = None if journal is None else ObjectStates(
+        f"heap traversal by {describe(type(walker))}")
     seen = {}
     todo = list(roots)
-    while todo:
-        obj = todo.pop()
-        if id(obj) in seen:
-            continue
-        seen[id(obj)] = obj  # keeps it alive, so ids stay unique during the walk
-        walker.walk(obj)
-        if not isinstance(obj, _OPAQUE):
-            todo.extend(gc.get_referents(obj))
+    try:
+        while todo:
+            obj = todo.pop()
+            if id(obj) in seen:
+                continue
+            seen[id(obj)] = obj  # keeps it alive, so ids stay unique during the walk
+            if states is not None and type(obj).__flags__ & _HEAPTYPE and \
+                    not isinstance(obj, _OPAQUE):
+                states.take([obj])
+            walker.walk(obj)
+            if not isinstance(obj, _OPAQUE):
+                todo.extend(gc.get_referents(obj))
+    except BaseException:
+        if states is not None:
+            states.undo()
+        raise
+    if states is not None and len(states):
+        journal.record(states)
     return len(seen)
+
+
+_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class defined in Python
 
 
 def startEagerUpdate(cls, transformer, atomic=True, journal=None, subclasses=True):
@@ -132,8 +155,8 @@ def startEagerUpdate(cls, transformer, atomic=True, journal=None, subclasses=Tru
         raise PymoultTypeError(f"transformer must be callable, got {transformer!r}")
     journal = current_journal(journal)
     objects = instances_of(cls, subclasses)
-    writes = transform_all(objects, transformer, f"eager update of {describe(cls)}", atomic,
+    states = transform_all(objects, transformer, f"eager update of {describe(cls)}", atomic,
                            progress=journal)
-    if journal is not None and writes.entries:
-        journal.record(writes)
+    if journal is not None and len(states):
+        journal.record(states)
     return len(objects)

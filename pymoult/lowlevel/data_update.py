@@ -15,9 +15,11 @@ Objects
 :func:`updateToClass` converts one object: by ``__class__`` assignment where the layouts agree;
 otherwise by building a new object of the new class and redirecting every reference to the old
 one (:mod:`~pymoult.lowlevel.redirection`, which reports what it could not redirect). The
-transformer's attribute writes and deletions on the object are recorded through a temporary
-class-level ``__setattr__``/``__delattr__`` (removed afterwards: no object keeps a hook), so a
-rollback restores the object exactly; changes it makes inside *other* objects are not recorded.
+object's own state (class, attributes, slots) is saved before the transformer runs
+(:mod:`~pymoult.lowlevel.object_state`), so a rollback restores it exactly whatever the
+transformer wrote and however (``setattr``, ``vars(obj)``, ``object.__setattr__``), and whatever
+it raised (a ``BaseException`` is re-raised as itself once the object is restored); changes it
+makes inside *other* objects are not saved.
 
 Local variables
 ---------------
@@ -35,7 +37,6 @@ variable changes for the current iteration only (the iterator sets the next valu
 suspended generator or greenlet are not on any thread's stack and are not reached.
 """
 
-import contextlib
 import enum
 import logging
 import sys
@@ -49,6 +50,7 @@ from .alterability import _codes_of
 from .journal import (MISSING, Journal, Operation, current_journal, delete_attribute, describe,
                       set_attribute)
 from .instances import instances_of
+from .object_state import ObjectStates
 from .redirection import redirect_references
 from .relinking import _copy_missing_globals, _rebuild, property_for, redefineMethod
 from .world import stop_the_world
@@ -62,7 +64,6 @@ __all__ = [
     "applyMixinToObject",
     "updateLocalVar",
     "updateLocalVarInThread",
-    "recording_writes",
     "transform_all",
     "SetClass",
     "AttributeWrites",
@@ -88,7 +89,7 @@ class SetClass(Operation):
 
 
 class AttributeWrites(Operation):
-    """Attribute writes and deletions made on objects during a conversion, recorded as
+    """Attribute writes and deletions made on objects (a lazy conversion's), recorded as
     ``(obj, name, old value or MISSING)``, or ``(obj, None, {"__dict__": copy, slot: value})``
     for an object snapshotted whole; undo restores them newest first."""
 
@@ -189,132 +190,62 @@ def snapshot_entry(obj):
     return (obj, None, state)
 
 
-# One recorder at a time: two recorders installed on one class by two threads would restore
-# each other's hooks out of order.
-_recording_lock = threading.RLock()
-
-
-@contextlib.contextmanager
-def recording_writes(classes, operation):
-    """While the block runs, attribute writes and deletions that the *calling thread* makes on
-    instances of ``classes`` are recorded in ``operation`` (an :class:`AttributeWrites`).
-
-    The recorder is a class-level ``__setattr__``/``__delattr__`` installed for the block only:
-    instances never get a hook of their own, and after the block the classes are as they were.
-    Recorders of different threads take turns (the block holds a lock).
-    """
-    me = threading.get_ident()
-    entries = operation.entries
-    installed = []
-    # resolve every class's own methods before any hook exists: a subclass must not inherit its
-    # base's hook (each write would be recorded twice)
-    originals = {cls: (cls.__setattr__, cls.__delattr__) for cls in classes}
-
-    kinds = {}  # (class, name) -> how to read the old value: computed once per pair
-
-    def record(obj, name):
-        if threading.get_ident() == me:
-            key = (type(obj), name)  # type(obj) may be a subclass without a hook of its own
-            kind = kinds.get(key)
-            if kind is None:
-                kind = kinds[key] = _attribute_kind(key[0], name)
-            if kind is _PLAIN:
-                entries.append((obj, name, getattr(obj, name, MISSING)))
-            elif kind is not _SKIP:
-                entries.append((obj, name, _instance_value(obj, name, kind)))
-
-    def make(cls):
-        inherited_set, inherited_del = originals[cls]
-
-        def __setattr__(self, name, value, _get_ident=threading.get_ident, _kinds=kinds):
-            # record() inlined for the common case: this runs once per write of a transformer
-            if _get_ident() == me:
-                kind = _kinds.get((cls, name))
-                if kind is _PLAIN:
-                    entries.append((self, name, getattr(self, name, MISSING)))
-                else:
-                    record(self, name)
-            inherited_set(self, name, value)
-
-        def __delattr__(self, name):
-            record(self, name)
-            inherited_del(self, name)
-
-        return __setattr__, __delattr__
-
-    with _recording_lock:
-        try:
-            for cls in originals:
-                had = {name: cls.__dict__.get(name, MISSING)
-                       for name in ("__setattr__", "__delattr__")}
-                set_hook, del_hook = make(cls)
-                type.__setattr__(cls, "__setattr__", set_hook)
-                type.__setattr__(cls, "__delattr__", del_hook)
-                installed.append((cls, had))
-            yield operation
-        finally:
-            for cls, had in reversed(installed):
-                for name, value in had.items():
-                    if value is MISSING:
-                        type.__delattr__(cls, name)
-                    else:
-                        type.__setattr__(cls, name, value)
-
-
 #: Objects handled between two progress reports (``Journal.report_progress``): a few
 #: milliseconds of work, so that the report's cost vanishes and a watcher still sees it move.
 PROGRESS_BATCH = 4096
 
 
+#: Objects whose state is saved together before the transformer runs on them: a multiple of
+#: ``PROGRESS_BATCH``, large enough that saving a million objects allocates too few containers
+#: to start a collection (which would traverse the young list of instances being converted).
+SAVE_BATCH = 16 * PROGRESS_BATCH
+
+
 def _in_batches(objects, progress, step):
-    """``enumerate(objects)`` (a sequence) in batches of ``PROGRESS_BATCH``: yields one
-    ``enumerate`` of a slice per batch (the loop over each costs what a plain ``enumerate``
-    does) and reports to journal ``progress`` (if any) how many were handled after each."""
+    """``objects`` (a sequence) in batches of ``PROGRESS_BATCH``: yields ``(start, batch)``, a
+    slice each, and reports to journal ``progress`` (if any) how many were handled after each."""
     total = len(objects)
     if progress is not None:
         progress.report_progress(step, 0, total)
     for start in range(0, total, PROGRESS_BATCH):
         stop = min(start + PROGRESS_BATCH, total)
-        yield enumerate(objects[start:stop], start)
+        yield start, objects[start:stop]
         if progress is not None:
             progress.report_progress(step, stop, total)
 
 
 def transform_all(objects, transformer, description, atomic=True, progress=None):
-    """Run ``transformer`` on each object; returns the :class:`AttributeWrites` recorded.
+    """Run ``transformer`` on each object; returns the :class:`ObjectStates` saved before.
 
-    With ``atomic``, writes are recorded (objects of classes with their own ``__setattr__``, a
-    frozen dataclass say, are snapshotted whole, since their transformers write with
-    ``object.__setattr__``) and a failure on the k-th object restores the ones before it before
-    ``TransformerError`` is raised. How many objects are done is reported to journal
-    ``progress`` (if given) every ``PROGRESS_BATCH`` objects.
+    With ``atomic``, each batch of objects (``SAVE_BATCH``) has its state saved before the
+    transformer runs on it (see :mod:`~pymoult.lowlevel.object_state`: whatever the transformer writes, and however,
+    is restorable), and a failure on the k-th object restores the ones before it: an
+    ``Exception`` is then raised as ``TransformerError``, any other ``BaseException``
+    (``KeyboardInterrupt``, ``SystemExit``, a cancellation) as itself. How many objects are done
+    is reported to journal ``progress`` (if given) every ``PROGRESS_BATCH`` objects.
     """
-    writes = AttributeWrites(description)
+    states = ObjectStates(description)
     index = -1
-    classes = {type(obj) for obj in objects}
     try:
+        for start, batch in _in_batches(objects, progress, description):
+            if atomic and start % SAVE_BATCH == 0:
+                states.take(objects[start:start + SAVE_BATCH])
+            for index, obj in enumerate(batch, start):
+                transformer(obj)
+    except BaseException as exc:
         if atomic:
-            snapshot = {cls for cls in classes if cls.__setattr__ is not object.__setattr__}
-            entries = writes.entries
-            with recording_writes(classes, writes):
-                for batch in _in_batches(objects, progress, description):
-                    for index, obj in batch:
-                        if type(obj) in snapshot:
-                            entries.append(snapshot_entry(obj))
-                        transformer(obj)
-        else:
-            for batch in _in_batches(objects, progress, description):
-                for index, obj in batch:
-                    transformer(obj)
-    except Exception as exc:
-        if atomic:
-            writes.undo()
+            states.undo()
+        if not isinstance(exc, Exception):
+            logger.warning("transformer %s was interrupted by %r on object %d of %d; the objects "
+                           "before it were %s", describe(transformer), exc, index + 1,
+                           len(objects), "restored" if atomic else "left converted")
+            raise
         done = "restored" if atomic else "left converted"
         raise TransformerError(
             f"transformer {describe(transformer)} raised {exc!r} on object {index + 1} of "
             f"{len(objects)} ({describe(type(objects[index]))}); the {index} before it were "
             f"{done}", obj=objects[index], index=index, count=len(objects)) from exc
-    return writes
+    return states
 
 
 def _check_class(cls, what):
@@ -463,12 +394,11 @@ def redefineClass(module, cls, new_cls, transformer=None, builder=None, journal=
                     own.record(transform_all(instances_of(live), transformer,
                                              f"transform instances of {describe(live)}",
                                              progress=journal))
+            if journal is not None:
+                journal.adopt(own)  # all at once: a failure leaves them all to own.rollback()
         except BaseException:
             own.rollback()
             raise
-        if journal is not None:
-            for operation in own:
-                journal.record(operation)
         return live
     return _replace_class(module, name, live, new_cls, transformer, builder, journal)
 
@@ -477,8 +407,8 @@ def _replace_class(module, name, live, new_cls, transformer, builder, journal):
     olds = instances_of(live, subclasses=False)
     mapping = {}
     # build everything first: a failure changes nothing
-    for batch in _in_batches(olds, journal, f"rebuild instances of {describe(live)}"):
-        for index, old in batch:
+    for start, batch in _in_batches(olds, journal, f"rebuild instances of {describe(live)}"):
+        for index, old in enumerate(batch, start):
             try:
                 new = _build_new(old, new_cls, transformer, builder)
             except TransformerError as exc:
@@ -652,25 +582,28 @@ def updateToClass(obj, cls, new_cls, transformer=None, journal=None, builder=Non
             raise PymoultTypeError(f"{label} must be callable, got {function!r}")
     journal = current_journal(journal)
     old_cls = type(obj)
+    states = ObjectStates(f"transform to {describe(new_cls)}")
+    if transformer is not None:
+        states.take([obj])  # before the class changes: undo restores the class too
     try:
         object.__setattr__(obj, "__class__", new_cls)  # also for frozen dataclasses
     except TypeError:
         return _convert_by_rebuilding(obj, new_cls, transformer, builder, journal)
-    writes = AttributeWrites(f"transform to {describe(new_cls)}")
     if transformer is not None:
         try:
-            with recording_writes([new_cls], writes):
-                transformer(obj)
-        except Exception as exc:
-            writes.undo()
+            transformer(obj)
+        except BaseException as exc:
+            states.undo()
             object.__setattr__(obj, "__class__", old_cls)
+            if not isinstance(exc, Exception):
+                raise
             raise TransformerError(f"transformer {describe(transformer)} raised {exc!r} "
                                    f"converting a {describe(old_cls)}", obj=obj, index=0,
                                    count=1) from exc
     if journal is not None:
         journal.record(SetClass(obj, old_cls, new_cls))
-        if writes.entries:
-            journal.record(writes)
+        if len(states):
+            journal.record(states)
     return obj
 
 

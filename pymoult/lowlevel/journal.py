@@ -10,6 +10,12 @@ The current journal is per thread: ``with journal.recording(): ...`` makes ``jou
 the calling thread for the block (managers wrap an update's steps in it). Mechanisms also take an
 explicit ``journal=`` argument. With no journal, mutations are applied and not recorded.
 
+Changes made *without* Pymoult's mechanisms to namespaces an update names (module globals, class
+attributes) are journaled too: :meth:`Journal.watch` copies those namespaces, and
+:meth:`NamespaceWatch.settle` records what changed meanwhile that no recorded operation covers
+(:class:`ChangedOutside`), so that a rollback undoes it as well. The copy is shallow (which name
+is bound to which object): changes inside those objects are not seen.
+
 A mechanism that works through many objects (an eager conversion) also says in the journal how
 far it has got (:meth:`Journal.report_progress`, read as ``journal.progress``), once per batch of
 objects, so that an operator can follow a long update (``pymoult status``).
@@ -22,8 +28,8 @@ import types
 
 from ..errors import PymoultTypeError, RollbackError, ThreadStateError
 
-__all__ = ["Operation", "SetAttribute", "SetItem", "Journal", "current_journal", "MISSING",
-           "set_attribute", "delete_attribute"]
+__all__ = ["Operation", "SetAttribute", "SetItem", "ChangedOutside", "NamespaceWatch", "Journal",
+           "current_journal", "MISSING", "set_attribute", "delete_attribute"]
 
 logger = logging.getLogger("pymoult")
 
@@ -107,6 +113,71 @@ class SetItem(Operation):
             self.mapping[self.key] = self.old
 
 
+class ChangedOutside(Operation):
+    """A name of a watched namespace (a module or a class) that changed without a recorded
+    operation; undo binds the old value again (or removes a name that did not exist)."""
+
+    def __init__(self, namespace, name, old, new):
+        self.namespace, self.name, self.old, self.new = namespace, name, old, new
+        was = "new" if old is MISSING else f"was {describe(old)}"
+        verb = "delete" if new is MISSING else "set"
+        self.text = f"{verb} {describe(namespace)}.{name} outside Pymoult's mechanisms ({was})"
+
+    def undo(self):
+        if isinstance(self.namespace, type):
+            if self.old is MISSING:
+                if self.name in self.namespace.__dict__:
+                    type.__delattr__(self.namespace, self.name)
+            else:
+                type.__setattr__(self.namespace, self.name, self.old)
+        elif self.old is MISSING:
+            vars(self.namespace).pop(self.name, None)
+        else:
+            vars(self.namespace)[self.name] = self.old
+
+
+def _covers(operation, namespace, name):
+    """True when recorded ``operation`` is about ``namespace.name`` (its undo handles it)."""
+    target = getattr(operation, "target", getattr(operation, "cls", None))
+    if target is namespace and getattr(operation, "name", None) == name:
+        return True
+    mapping = getattr(operation, "mapping", None)
+    return mapping is not None and mapping is vars(namespace) and \
+        getattr(operation, "key", None) == name
+
+
+class NamespaceWatch:
+    """Shallow copies of namespaces taken by :meth:`Journal.watch`; see :meth:`settle`."""
+
+    def __init__(self, journal, namespaces):
+        self.journal = journal
+        self.mark = len(journal.operations)
+        self.copies = []
+        seen = set()
+        for namespace in namespaces:
+            if id(namespace) not in seen:
+                seen.add(id(namespace))
+                self.copies.append((namespace, dict(vars(namespace))))
+
+    def settle(self):
+        """Record, as :class:`ChangedOutside` operations, every name of the watched namespaces
+        that changed since the copy and that no operation recorded since covers. Returns them."""
+        added = []
+        recorded = self.journal.operations[self.mark:]
+        for namespace, before in self.copies:
+            now = vars(namespace)
+            for name in set(before) | set(now):
+                old, new = before.get(name, MISSING), now.get(name, MISSING)
+                if old is new or not isinstance(name, str):
+                    continue
+                if any(_covers(operation, namespace, name) for operation in recorded):
+                    continue
+                added.append(self.journal.record(ChangedOutside(namespace, name, old, new)))
+        for operation in added:
+            logger.warning("journal %s: %s", self.journal.name, operation)
+        return added
+
+
 class Journal:
     """The ordered record of an update's mutations, able to undo them all.
 
@@ -139,6 +210,23 @@ class Journal:
         logger.debug("journal %s: %s", self.name, operation)
         return operation
 
+    def adopt(self, other):
+        """Append every operation of journal ``other`` (a mechanism's own journal, committed
+        here) in one step: either all of them are in this journal, or none (then ``other``
+        still holds them, for its caller to roll back)."""
+        operations = list(other.operations)
+        if not all(isinstance(operation, Operation) for operation in operations):
+            raise PymoultTypeError(f"journal {other.name!r} holds something not an Operation")
+        with self._lock:
+            if self.state != "open":
+                raise ThreadStateError(f"journal {self.name!r} is {self.state}: cannot adopt "
+                                       f"{len(operations)} operations of {other.name!r}")
+            self.operations.extend(operations)
+        other.operations = []
+        other.state = "committed"
+        for operation in operations:
+            logger.debug("journal %s: %s", self.name, operation)
+
     @contextlib.contextmanager
     def recording(self):
         """Make this journal the calling thread's current journal for the block."""
@@ -148,6 +236,11 @@ class Journal:
             yield self
         finally:
             _local.journal = previous
+
+    def watch(self, namespaces):
+        """Copy ``namespaces`` (modules, classes) now; the returned :class:`NamespaceWatch`'s
+        ``settle()`` records what changed in them since without a recorded operation."""
+        return NamespaceWatch(self, namespaces)
 
     def commit(self):
         """Close the journal: the update stays. The operations remain readable."""

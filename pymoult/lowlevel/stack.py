@@ -32,7 +32,7 @@ from .._parking import RebootException, control_for
 from ..errors import PymoultTypeError, RebootError, ThreadStateError
 from ..threads import DSU_Thread
 from .alterability import _codes_of
-from .journal import describe
+from .journal import Operation, current_journal, describe
 
 __all__ = ["resetThread", "switchMain", "rebootFunction", "reboot_boundary"]
 
@@ -51,27 +51,60 @@ def _require_running(thread, what):
         raise ThreadStateError(f"cannot {what} {thread!r}: it has finished")
 
 
-def resetThread(thread, asynchronous=False):
+class RequestReboot(Operation):
+    """A reboot of ``thread`` was requested; undo withdraws it if the thread has not served it
+    (an asynchronous reboot already delivered cannot be taken back: undo then raises)."""
+
+    def __init__(self, thread, future):
+        self.thread, self.future = thread, future
+        self.text = f"request a reboot of {thread.name!r}"
+
+    def undo(self):
+        if not self.future.done() and not control_for(self.thread).withdraw_reboot(self.future):
+            raise ThreadStateError(f"the reboot of {self.thread.name!r} was already delivered")
+
+
+class SwitchMain(Operation):
+    """What ``thread``'s next main runs was changed; undo puts the previous one back."""
+
+    def __init__(self, thread, previous, func):
+        self.thread, self.previous = thread, previous
+        self.text = f"switch the main of {thread.name!r} to {describe(func)}"
+
+    def undo(self):
+        self.thread.restore_main(self.previous)
+
+
+def resetThread(thread, asynchronous=False, journal=None):
     """Reboot ``thread``: at its next update point its main stops and starts again.
 
     Returns a ``concurrent.futures.Future`` resolved with the thread's reboot count once main
     has restarted (failed with ``ThreadStateError`` if the thread ends first). A thread parked at
     a point reboots when resumed. With ``asynchronous=True`` the reboot is also raised in the
     thread at once through CPython's async-exception API: see the module notes for the risks.
+    Recorded in the journal (the current one by default): a rollback withdraws the request if
+    the thread has not served it yet.
     """
     _require_dsu_thread(thread)
     _require_running(thread, "reboot")
-    return control_for(thread).request_reboot(
+    future = control_for(thread).request_reboot(
         None, asynchronous, lambda: _cpython.raise_in_thread(thread, RebootException))
+    journal = current_journal(journal)
+    if journal is not None:
+        journal.record(RequestReboot(thread, future))
+    return future
 
 
-def switchMain(thread, func, args=(), kwargs=None):
+def switchMain(thread, func, args=(), kwargs=None, journal=None):
     """Make the next (re)start of ``thread``'s main run ``func(*args, **kwargs)``.
 
     Takes effect at the next reboot (or at start for a thread not yet started); combine with
-    :func:`resetThread`.
+    :func:`resetThread`. Recorded in the journal (the current one by default).
     """
-    _require_dsu_thread(thread).switch_main(func, args, kwargs)
+    previous = _require_dsu_thread(thread).switch_main(func, args, kwargs)
+    journal = current_journal(journal)
+    if journal is not None:
+        journal.record(SwitchMain(thread, previous, func))
 
 
 def reboot_boundary(function):
