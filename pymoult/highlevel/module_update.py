@@ -80,8 +80,8 @@ from ..lowlevel.data_update import _updatable_in_place, redefineClass
 from ..lowlevel.journal import (MISSING, Operation, SetItem, current_journal, delete_attribute,
                                 describe, set_attribute)
 from ..lowlevel.relinking import _layers, update_function
-from ..lowlevel.source_diff import (compare, forget_version, read_source, recorded_version,
-                                    remember_version, same_code, version_of)
+from ..lowlevel.source_diff import (compare, forget_version, names_bound_in, read_source,
+                                    recorded_version, remember_version, same_code, version_of)
 from .updates import Update
 
 __all__ = ["ModuleUpdate", "Step", "module_update_script"]
@@ -226,20 +226,17 @@ class _ModulePlan:
                                        "code runs once; its state is kept)"))
             else:
                 self.run.append(statement)
-        bound_after, star = set(), False
-        for statement in self.after.statements:
-            bound_after.update(statement.names)
-            if statement.kind == "other":
-                names, has_star = _names_bound_in(statement.node)
-                bound_after |= names
-                star = star or has_star
         self.removed = []
+        star = None  # whether the new version holds a star import (looked up when needed)
         for statement in self.change.old:
             if _key(statement) in new_keys:
                 continue
             for name in statement.names:
-                if name in bound_after or name in self.removed:
+                if name in self.removed or any(name in s.names for s in self.change.new) \
+                        or self.after.binds(name):
                     continue
+                if star is None and statement.kind != "import":
+                    star = self.after.has_star_import
                 if statement.kind == "import" or star:
                     self.steps.append(Step("note", self.name, name, None,
                                            "no longer defined by the new version; binding kept"))
@@ -374,7 +371,7 @@ class _ModulePlan:
         old_body = {ast.dump(node): _assigned_names(node) for node in old.body}
         set_by_old = set()
         for node in old.body:
-            set_by_old |= _names_bound_in(node)[0]
+            set_by_old |= names_bound_in(node)[0]
         kept = set()
         for node in new.body:
             if ast.dump(node) in old_body:
@@ -441,13 +438,10 @@ class _ModulePlan:
         delta, filename = self.change.delta, self.after.filename
         live = self.module.__dict__
         functions = []
-        for statement in self.after.statements:
-            if statement.start - delta <= self.change.shifted_from or statement.kind not in (
-                    "def", "class"):
-                continue
-            value = live.get(statement.names[0])
+        for name, start, end in self.after.definitions(below=self.change.shifted_from + delta):
+            value = live.get(name)
             candidates = _class_functions(value) if isinstance(value, type) else [value]
-            old_range = range(statement.start - delta, statement.end - delta + 1)
+            old_range = range(start - delta, end - delta + 1)
             for candidate in candidates:
                 for layer in _layers(candidate) if candidate is not None else ():
                     if isinstance(layer, types.FunctionType) \
@@ -507,13 +501,13 @@ def _added_statements(old, new):
         for statement in replaced:
             names.update(statement.names)
             if statement.kind == "other":
-                names |= _names_bound_in(statement.node)[0]
+                names |= names_bound_in(statement.node)[0]
         for statement in new[j1:j2]:
             if statement.kind != "other":
                 continue
             if unpaired:
                 unpaired -= 1
-            elif not (_names_bound_in(statement.node)[0] & names):
+            elif not (names_bound_in(statement.node)[0] & names):
                 added.add(id(statement))
     return added
 
@@ -708,31 +702,6 @@ def _key(statement):
     """What identifies a statement's meaning: its syntax tree without positions (so that line
     endings, a final newline or a neighbour on the same line do not count as a change)."""
     return ast.dump(statement.node)
-
-
-def _names_bound_in(node):
-    """Module-level names a compound statement (``if``, ``try``, ``with``, ``for``) may bind,
-    and whether it holds a star import."""
-    names, star = set(), False
-    todo = [node]
-    while todo:
-        current = todo.pop()
-        if isinstance(current, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(current.name)
-            continue  # their bodies bind their own locals
-        if isinstance(current, ast.Lambda):
-            continue
-        if isinstance(current, ast.Name) and isinstance(current.ctx, ast.Store):
-            names.add(current.id)
-        elif isinstance(current, ast.Import):
-            names.update(a.asname or a.name.partition(".")[0] for a in current.names)
-        elif isinstance(current, ast.ImportFrom):
-            star = star or any(a.name == "*" for a in current.names)
-            names.update(a.asname or a.name for a in current.names if a.name != "*")
-        elif isinstance(current, ast.ExceptHandler) and current.name:
-            names.add(current.name)
-        todo.extend(ast.iter_child_nodes(current))
-    return names, star
 
 
 def _assigned_names(node):
