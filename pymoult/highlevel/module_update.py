@@ -66,8 +66,10 @@ import ast
 import difflib
 import functools
 import gc
+import itertools
 import linecache
 import logging
+import operator
 import sys
 import traceback
 import types
@@ -110,9 +112,13 @@ class Step:
 
 
 def _is_dispatcher(obj):
-    return (isinstance(obj, types.FunctionType) and hasattr(obj, "dispatch")
-            and hasattr(obj, "register") and isinstance(getattr(obj, "registry", None),
-                                                        types.MappingProxyType))
+    # a plain function first, and its attributes read from its __dict__ (not hasattr, which
+    # raises inside for each of the thousands of functions of a large module)
+    if type(obj) is not types.FunctionType:
+        return False
+    attributes = obj.__dict__
+    return bool(attributes) and "dispatch" in attributes and "register" in attributes and \
+        isinstance(attributes.get("registry"), types.MappingProxyType)
 
 
 def _registry_dict(dispatcher):
@@ -394,7 +400,8 @@ class _ModulePlan:
         what it rebound and update the live objects instead, so that the next statements (a
         subclass, a table of handlers) see the live objects."""
         live = self.module.__dict__
-        dispatchers = [d for d in list(live.values()) if _is_dispatcher(d)]  # one scan
+        dispatchers = [d for _, d in _functions_with_attributes(list(live.items()))
+                       if _is_dispatcher(d)]  # one scan
         saved = [(d, dict(_registry_dict(d))) for d in dispatchers]
         if saved:
             journal.record(RestoreRegistries(saved))  # what registrations change is undone
@@ -545,7 +552,12 @@ def _trial_namespace(live, copy_functions, copy_containers):
     the module's lists, dicts, sets and bytearrays are shallow copies (a new statement that
     appends to a module list does it on the copy)."""
     namespace = dict(live)
-    for key, value in list(namespace.items()):  # not ``live``: other threads may bind globals
+    items = list(namespace.items())  # not ``live``: other threads may bind globals
+    if not (copy_functions or copy_containers):
+        # only singledispatch functions to copy: the functions with attributes, found at C
+        # speed among the thousands of names of a large module
+        items = _functions_with_attributes(items)
+    for key, value in items:
         if _is_dispatcher(value):
             namespace[key] = _clone_dispatcher(value)
         elif copy_functions and type(value) is types.FunctionType and value.__globals__ is live:
@@ -554,6 +566,20 @@ def _trial_namespace(live, copy_functions, copy_containers):
                 and key != "__builtins__":  # ``__all__`` and ``__annotations__`` too
             namespace[key] = value.copy()
     return namespace
+
+
+_ATTRIBUTES = operator.attrgetter("__dict__")
+
+
+def _functions_with_attributes(items):
+    """The (name, value) of ``items`` whose value is a Python function with attributes (a
+    singledispatch function is one), found at C speed: a large module has thousands of
+    functions, and few if any have attributes."""
+    keys, values = [key for key, _ in items], [value for _, value in items]
+    mask = list(map(operator.is_, map(type, values), itertools.repeat(types.FunctionType)))
+    keys, values = list(itertools.compress(keys, mask)), list(itertools.compress(values, mask))
+    mask = list(map(bool, map(_ATTRIBUTES, values)))
+    return list(zip(itertools.compress(keys, mask), itertools.compress(values, mask)))
 
 
 def _function_copy(function, namespace):
@@ -776,11 +802,15 @@ class Renumber(Operation):
 
 
 def _restore(namespace, snapshot):
-    for key in [k for k in namespace if k not in snapshot]:
+    for key in [k for k in namespace if k not in snapshot] if len(namespace) != len(snapshot) \
+            or namespace.keys() != snapshot.keys() else ():
         del namespace[key]
-    for key, value in snapshot.items():
-        if namespace.get(key, MISSING) is not value:
-            namespace[key] = value
+    keys = snapshot.keys()
+    # the keys whose value changed, found at C speed (a namespace of thousands of names)
+    for key in itertools.compress(keys, map(operator.is_not, map(namespace.get, keys,
+                                                                  itertools.repeat(MISSING)),
+                                            snapshot.values())):
+        namespace[key] = snapshot[key]
 
 
 def _merge_dispatcher(live, new, journal):
