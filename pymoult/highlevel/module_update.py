@@ -400,7 +400,7 @@ class _ModulePlan:
         what it rebound and update the live objects instead, so that the next statements (a
         subclass, a table of handlers) see the live objects."""
         live = self.module.__dict__
-        dispatchers = [d for _, d in _functions_with_attributes(list(live.items()))
+        dispatchers = [d for _, d in _functions_with_attributes(dict(live))
                        if _is_dispatcher(d)]  # one scan
         saved = [(d, dict(_registry_dict(d))) for d in dispatchers]
         if saved:
@@ -551,12 +551,13 @@ def _trial_namespace(live, copy_functions, copy_containers):
     statement calling one sees what the statements above it bound); with ``copy_containers``,
     the module's lists, dicts, sets and bytearrays are shallow copies (a new statement that
     appends to a module list does it on the copy)."""
-    namespace = dict(live)
-    items = list(namespace.items())  # not ``live``: other threads may bind globals
-    if not (copy_functions or copy_containers):
+    namespace = dict(live)  # not ``live`` below: other threads may bind globals
+    if copy_functions or copy_containers:
+        items = list(namespace.items())
+    else:
         # only singledispatch functions to copy: the functions with attributes, found at C
         # speed among the thousands of names of a large module
-        items = _functions_with_attributes(items)
+        items = _functions_with_attributes(namespace)
     for key, value in items:
         if _is_dispatcher(value):
             namespace[key] = _clone_dispatcher(value)
@@ -571,11 +572,11 @@ def _trial_namespace(live, copy_functions, copy_containers):
 _ATTRIBUTES = operator.attrgetter("__dict__")
 
 
-def _functions_with_attributes(items):
-    """The (name, value) of ``items`` whose value is a Python function with attributes (a
-    singledispatch function is one), found at C speed: a large module has thousands of
-    functions, and few if any have attributes."""
-    keys, values = [key for key, _ in items], [value for _, value in items]
+def _functions_with_attributes(namespace):
+    """The (name, value) of ``namespace`` (a dict no other thread changes) whose value is a
+    Python function with attributes (a singledispatch function is one), found at C speed: a
+    large module has thousands of functions, and few if any have attributes."""
+    keys, values = list(namespace), list(namespace.values())
     mask = list(map(operator.is_, map(type, values), itertools.repeat(types.FunctionType)))
     keys, values = list(itertools.compress(keys, mask)), list(itertools.compress(values, mask))
     mask = list(map(bool, map(_ATTRIBUTES, values)))
