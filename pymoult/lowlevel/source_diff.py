@@ -18,6 +18,16 @@ matches definitions pairwise, in quadratic time).
 The previous version of a module is the one Pymoult last applied (:func:`remember_version`), or
 its source file, checked against the running code (:func:`version_of`): a file edited after the
 module was imported is refused, since it would hide the very changes to apply.
+
+With sources tracked, the first update does not parse the whole source recorded at the import
+either (that was most of its time): the version is kept as text, cut where the module's own
+top-level functions start (their code was compiled from that very text, so each is a statement
+boundary, checked to be a ``def`` or decorator line at column 0), and only the part around the
+change is parsed. A part that does not parse on its own is parsed whole, from boundaries that
+are certain, so a wrong cut costs time, never a wrong result. What an update needs from the
+parts not parsed is read from their text: the names on their ``def``/``class`` lines (to
+notice a definition rebound since, and to renumber functions below a change), and whether a
+name or a star import may be bound there (then that part is parsed).
 """
 
 import ast
@@ -421,7 +431,10 @@ class SourceVersion:
         compiled from this very text: statement boundaries found without parsing. Only while
         the version is the one the module runs (made from its tracked source, or recorded)."""
         module = self._module() if self._module is not None else None
-        if module is None or not (self._fresh or recorded_version(module) is self):
+        if module is None:
+            return []
+        recorded = recorded_version(module)
+        if not (recorded is self or (self._fresh and recorded is None)):
             return []
         if self._anchor_lines is None:
             self._anchor_lines = _anchor_lines(module, self.filename, self.lines)
