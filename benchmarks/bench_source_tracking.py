@@ -63,6 +63,9 @@ def main():
         "source_mb": on[-1]["raw"]["source_bytes"] / 1e6,
         "stored_mb_compressed": on[-1]["compressed"]["stored_bytes"] / 1e6,
     }
+    result["stored_mb_per_source_mb"] = result["stored_mb_compressed"] / result["source_mb"]
+    result["stored_mb_per_source_mb_before_compression"] = \
+        on[-1]["raw"]["stored_bytes"] / on[-1]["raw"]["source_bytes"]
     print(f"Python {sys.version.split()[0]}: importing {', '.join(PACKAGES)} "
           f"({result['modules']} modules), {pairs} alternating pairs")
     print(f"  import, tracking off   {result['import_ms_off']:8.1f} ms (median)")
@@ -70,7 +73,9 @@ def main():
     print(f"  on / off               {result['ratio_median']:8.3f}x (median of pair ratios; "
           "target <= 1.05x)")
     print(f"  memory: {result['source_mb']:.2f} MB of source held in "
-          f"{result['stored_mb_compressed']:.2f} MB once compressed")
+          f"{result['stored_mb_compressed']:.2f} MB once compressed: "
+          f"{result['stored_mb_per_source_mb']:.2f} MB per MB of source "
+          f"({result['stored_mb_per_source_mb_before_compression']:.2f} until compressed)")
     write_json(result, args.json)
 
 

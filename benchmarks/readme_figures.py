@@ -20,7 +20,6 @@ import argparse
 import datetime
 import json
 import pathlib
-import re
 import sys
 
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"

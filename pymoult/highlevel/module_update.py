@@ -69,8 +69,10 @@ import ast
 import difflib
 import functools
 import gc
+import itertools
 import linecache
 import logging
+import operator
 import os
 import sys
 import traceback
@@ -123,9 +125,13 @@ class Step:
 
 
 def _is_dispatcher(obj):
-    return (isinstance(obj, types.FunctionType) and hasattr(obj, "dispatch")
-            and hasattr(obj, "register") and isinstance(getattr(obj, "registry", None),
-                                                        types.MappingProxyType))
+    # a plain function first, and its attributes read from its __dict__ (not hasattr, which
+    # raises inside for each of the thousands of functions of a large module)
+    if type(obj) is not types.FunctionType:
+        return False
+    attributes = obj.__dict__
+    return bool(attributes) and "dispatch" in attributes and "register" in attributes and \
+        isinstance(attributes.get("registry"), types.MappingProxyType)
 
 
 def _registry_dict(dispatcher):
@@ -260,20 +266,17 @@ class _ModulePlan:
                                        "code runs once; its state is kept)"))
             else:
                 self.run.append(statement)
-        bound_after, star = set(), False
-        for statement in self.after.statements:
-            bound_after.update(statement.names)
-            if statement.kind == "other":
-                names, has_star = names_bound(statement.node)
-                bound_after |= names
-                star = star or has_star
         self.removed = []
+        star = None  # whether the new version holds a star import (looked up when needed)
         for statement in self.change.old:
             if _key(statement) in new_keys:
                 continue
             for name in statement.names:
-                if name in bound_after or name in self.removed:
+                if name in self.removed or any(name in s.names for s in self.change.new) \
+                        or self.after.binds(name):
                     continue
+                if star is None and statement.kind != "import":
+                    star = self.after.has_star_import
                 if statement.kind == "import" or star:
                     self.steps.append(Step("note", self.name, name, None,
                                            "no longer defined by the new version; binding kept"))
@@ -484,7 +487,8 @@ class _ModulePlan:
         what it rebound and update the live objects instead, so that the next statements (a
         subclass, a table of handlers) see the live objects."""
         live = self.module.__dict__
-        dispatchers = [d for d in list(live.values()) if _is_dispatcher(d)]  # one scan
+        dispatchers = [d for _, d in _functions_with_attributes(dict(live))
+                       if _is_dispatcher(d)]  # one scan
         saved = [(d, dict(_registry_dict(d))) for d in dispatchers]
         if saved:
             journal.record(RestoreRegistries(saved))  # what registrations change is undone
@@ -530,13 +534,10 @@ class _ModulePlan:
         delta, filename = self.change.delta, self.after.filename
         live = self.module.__dict__
         functions = []
-        for statement in self.after.statements:
-            if statement.start - delta <= self.change.shifted_from or statement.kind not in (
-                    "def", "class"):
-                continue
-            value = live.get(statement.names[0])
+        for name, start, end in self.after.definitions(below=self.change.shifted_from + delta):
+            value = live.get(name)
             candidates = _class_functions(value) if isinstance(value, type) else [value]
-            old_range = range(statement.start - delta, statement.end - delta + 1)
+            old_range = range(start - delta, end - delta + 1)
             for candidate in candidates:
                 for layer in wrapped_layers(candidate) if candidate is not None else ():
                     if isinstance(layer, types.FunctionType) \
@@ -639,8 +640,14 @@ def _trial_namespace(live, copy_functions, copy_containers):
     statement calling one sees what the statements above it bound); with ``copy_containers``,
     the module's lists, dicts, sets and bytearrays are shallow copies (a new statement that
     appends to a module list does it on the copy)."""
-    namespace = dict(live)
-    for key, value in list(namespace.items()):  # not ``live``: other threads may bind globals
+    namespace = dict(live)  # not ``live`` below: other threads may bind globals
+    if copy_functions or copy_containers:
+        items = list(namespace.items())
+    else:
+        # only singledispatch functions to copy: the functions with attributes, found at C
+        # speed among the thousands of names of a large module
+        items = _functions_with_attributes(namespace)
+    for key, value in items:
         if _is_dispatcher(value):
             namespace[key] = _clone_dispatcher(value)
         elif copy_functions and type(value) is types.FunctionType and value.__globals__ is live:
@@ -649,6 +656,20 @@ def _trial_namespace(live, copy_functions, copy_containers):
                 and key != "__builtins__":  # ``__all__`` and ``__annotations__`` too
             namespace[key] = value.copy()
     return namespace
+
+
+_ATTRIBUTES = operator.attrgetter("__dict__")
+
+
+def _functions_with_attributes(namespace):
+    """The (name, value) of ``namespace`` (a dict no other thread changes) whose value is a
+    Python function with attributes (a singledispatch function is one), found at C speed: a
+    large module has thousands of functions, and few if any have attributes."""
+    keys, values = list(namespace), list(namespace.values())
+    mask = list(map(operator.is_, map(type, values), itertools.repeat(types.FunctionType)))
+    keys, values = list(itertools.compress(keys, mask)), list(itertools.compress(values, mask))
+    mask = list(map(bool, map(_ATTRIBUTES, values)))
+    return list(zip(itertools.compress(keys, mask), itertools.compress(values, mask)))
 
 
 def _function_copy(function, namespace):
@@ -911,11 +932,15 @@ class Renumber(Operation):
 
 
 def _restore(namespace, snapshot):
-    for key in [k for k in namespace if k not in snapshot]:
+    for key in [k for k in namespace if k not in snapshot] if len(namespace) != len(snapshot) \
+            or namespace.keys() != snapshot.keys() else ():
         del namespace[key]
-    for key, value in snapshot.items():
-        if namespace.get(key, MISSING) is not value:
-            namespace[key] = value
+    keys = snapshot.keys()
+    # the keys whose value changed, found at C speed (a namespace of thousands of names)
+    for key in itertools.compress(keys, map(operator.is_not, map(namespace.get, keys,
+                                                                  itertools.repeat(MISSING)),
+                                            snapshot.values())):
+        namespace[key] = snapshot[key]
 
 
 def _merge_dispatcher(live, new, journal):
@@ -929,7 +954,8 @@ def _merge_dispatcher(live, new, journal):
         current = registry.get(cls)
         if current is implementation:
             continue
-        if isinstance(current, types.FunctionType) and isinstance(implementation, types.FunctionType):
+        if isinstance(current, types.FunctionType) \
+                and isinstance(implementation, types.FunctionType):
             try:
                 update_function(current, implementation, journal)
                 continue
@@ -984,10 +1010,10 @@ class ModuleUpdate(Update):
     Give the new version as ``source`` (text) or ``path`` (a file); with neither, the new version
     is the module's own file as it is now (edited in place, or installed over). ``filename``
     names where the new version comes from in messages (default: ``path``, else the module's
-    file); the new code itself keeps the module's file name, its lines those of the new version. ``old_source`` is
-    the source the module runs now, when Pymoult cannot know it (see ``source_diff.version_of``:
-    with sources tracked, as under ``pymoult run`` or after ``pymoult.track_sources()``, it
-    knows).
+    file); the new code itself keeps the module's file name, its lines those of the new version.
+    ``old_source`` is the source the module runs now, when Pymoult cannot know it (see
+    ``source_diff.version_of``: with sources tracked, as under ``pymoult run`` or after
+    ``pymoult.track_sources()``, it knows).
     ``transformers`` and ``builders`` map a class name to the transformer run on each instance
     of that class, and to the builder of its new instances when it must be replaced (see
     ``redefineClass``). ``steps`` are callables run with the update at the end of ``apply``

@@ -23,18 +23,29 @@ the new version (edited in place), the new version is compared with the live mod
 (:func:`change_from_live`, :mod:`.live_comparison`). Whatever the previous version, a definition
 that did not change between the two versions but whose live code comes from elsewhere (an update
 script changed it) is compared with the new version too (:func:`with_live_differences`).
+
+With sources tracked, the first update does not parse the whole source recorded at the import
+either (that was most of its time): the version is kept as text, cut where the module's own
+top-level functions start (their code was compiled from that very text, so each is a statement
+boundary, checked to be a ``def`` or decorator line at column 0), and only the part around the
+change is parsed. A part that does not parse on its own is parsed whole, from boundaries that
+are certain, so a wrong cut costs time, never a wrong result. What an update needs from the
+parts not parsed is read from their text: the names on their ``def``/``class`` lines (to
+notice a definition rebound since, and to renumber functions below a change), and whether a
+name or a star import may be bound there (then that part is parsed).
 """
 
 import ast
 import bisect
 import importlib.util
+import operator
 import re
 import threading
 import types
 import weakref
 
 from ..errors import PymoultTypeError, PymoultValueError
-from .live_comparison import (CHANGED, SAME, UNDECIDED, foreign_definitions, judge,
+from .live_comparison import (CHANGED, SAME, UNDECIDED, foreign_definitions, judge, names_bound,
                               removed_names, same_code)
 from .relinking import wrapped_layers
 from ..source_tracking import tracked_source
@@ -44,9 +55,11 @@ __all__ = ["Statement", "SourceVersion", "SourceChange", "parse_version", "compa
            "file_version", "recorded_version", "remember_version", "forget_version",
            "same_code"]
 
-# module name -> (weak reference to the module, SourceVersion, (name, object) of its definitions)
+# module name -> (weak reference to the module, SourceVersion, names of its definitions, the
+# objects they were bound to)
 _versions = {}
 _versions_lock = threading.Lock()
+_parse_lock = threading.Lock()  # parsing the unparsed parts of a version (one thread at a time)
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 #: What ``str.splitlines`` cuts at besides ``\r`` and ``\n``: none of them ends a line of Python.
 _OTHER_BREAKS = ("\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
@@ -183,24 +196,80 @@ def _statements(tree, lines, offset=0):
     return statements
 
 
-class SourceVersion:
-    """One version of a module's source: its text, lines and top-level statements."""
+#: A line of a definition at the top of a module: ``def``/``async def``/``class`` and its name,
+#: or a decorator.
+_DEFINITION_LINE = re.compile(r"(?:async[ \t]+)?def[ \t]+(\w+)|class[ \t]+(\w+)|@")
+_DEFINITIONS = re.compile(r"^(?:(?:async[ \t]+)?def|class)[ \t]+(\w+)", re.MULTILINE)
+_STAR_IMPORT = re.compile(r"import[\s\\]*\*")
 
-    def __init__(self, source, filename, statements, lines=None):
+
+class _Chunk:
+    """Lines ``start``..``end`` of a version (1-based, inclusive) holding whole top-level
+    statements that were not parsed (yet): it starts and ends at statement boundaries. Only a
+    version made from a module's tracked source has chunks (see :func:`version_of`)."""
+
+    __slots__ = ("start", "end", "_definitions")
+    kind = "chunk"
+    names = ()
+    future = False  # a future import comes first, and the first lines are always parsed
+
+    def __init__(self, start, end, definitions=None):
+        self.start, self.end = start, end
+        self._definitions = definitions  # names on its def/class lines, once looked up
+
+    def shifted(self, delta):
+        return _Chunk(self.start + delta, self.end + delta, self._definitions)
+
+    def definitions(self, lines):
+        """The names on its lines starting with ``def name`` or ``class name``: its top-level
+        definitions (a line inside a string that looks like one is taken too)."""
+        if self._definitions is None:
+            text = "".join(lines[self.start - 1:self.end])
+            self._definitions = _DEFINITIONS.findall(text)
+        return self._definitions
+
+    def __repr__(self):
+        return f"<unparsed L{self.start}-{self.end}>"
+
+
+class SourceVersion:
+    """One version of a module's source: its text, lines and top-level statements.
+
+    A version made from a module's tracked source (:func:`version_of`) is parsed lazily: only
+    the statements around a change, the first lines (docstring, future imports) and what an
+    update asks for are parsed; the rest stays text (chunks cut at the lines where the module's
+    own top-level functions start, known from their code). ``statements`` parses everything.
+    """
+
+    def __init__(self, source, filename, statements, lines=None, module=None):
         self.source = source
         self.filename = filename
         self.lines = lines if lines is not None else split_lines(source)
-        self.statements = statements
+        self._pieces = statements  # Statement objects, and _Chunk objects not parsed yet
+        self._module = module  # a weak reference to the module whose code marks statements
+        self._released = False
+        self._fresh = False  # made from the tracked source of the module, which runs it
+        self._anchor_lines = None
         self.has_future = _has_future_import(statements)
+
+    @property
+    def statements(self):
+        """The top-level statements, in order (all parsed)."""
+        pieces = self._pieces
+        if any(type(piece) is _Chunk for piece in pieces):
+            pieces = self._materialize(1, len(self.lines), whole=True)
+        return pieces
 
     @property
     def future_flags(self):
         """The compiler flags of the version's ``from __future__`` imports."""
         import __future__
         flags = 0
-        for statement in self.statements:
+        pieces = self._pieces
+        for statement in pieces:
             if not statement.future:
-                if statement is self.statements[0] and isinstance(statement.node, ast.Expr):
+                if statement is pieces[0] and statement.kind == "other" and \
+                        isinstance(statement.node, ast.Expr):
                     continue  # the docstring
                 break
             for alias in statement.node.names:
@@ -212,13 +281,204 @@ class SourceVersion:
         """Let the statements' syntax trees go (see :class:`Statement`), but those of the
         statements that are not definitions, imports or assignments: they are few, and each
         update reads them (the names an ``if`` or a ``try`` may bind)."""
-        for statement in self.statements:
-            if statement.kind != "other":
+        self._released = True
+        for statement in self._pieces:
+            if statement.kind not in ("other", "chunk"):
                 statement.release_tree()
+
+    def binds(self, name):
+        """Whether a top-level statement binds ``name`` (a definition, an import, an assignment,
+        or a statement such as an ``if`` or a ``try`` that may bind it)."""
+        if any(name in piece.names for piece in self._pieces):
+            return True
+        for piece in self._pieces:
+            if piece.kind == "other" and name in names_bound(piece.node)[0]:
+                return True
+        chunks = [piece for piece in self._pieces if type(piece) is _Chunk
+                  and self._may_hold(piece, lambda text: name in text)]
+        return any(self._parse_chunk(chunk, name) for chunk in chunks)
+
+    @property
+    def has_star_import(self):
+        """Whether a statement holds ``from ... import *`` (at the top or in an ``if``...)."""
+        for piece in self._pieces:
+            if piece.kind == "other" and names_bound(piece.node)[1]:
+                return True
+        chunks = [piece for piece in self._pieces if type(piece) is _Chunk
+                  and self._may_hold(piece, _STAR_IMPORT.search)]
+        return any(self._parse_chunk(chunk, None) for chunk in chunks)
+
+    def _may_hold(self, chunk, found):
+        """Whether ``found`` finds something in the text of ``chunk`` (always when the text is not
+        ASCII: the parser normalises identifiers)."""
+        text = "".join(self.lines[chunk.start - 1:chunk.end])
+        return not text.isascii() or bool(found(text))
+
+    def _parse_chunk(self, chunk, name):
+        """Parse ``chunk`` (into this version); whether its statements bind ``name`` (or hold a
+        star import, for None)."""
+        self._materialize(chunk.start, chunk.end, whole=True)
+        for piece in self._pieces:
+            if chunk.start <= piece.start <= chunk.end and type(piece) is Statement:
+                if name is not None and name in piece.names:
+                    return True
+                if piece.kind == "other":
+                    names, star = names_bound(piece.node)
+                    if (name in names) if name is not None else star:
+                        return True
+        return False
+
+    def definitions(self, below=0):
+        """(name, first line, last line) of the ``def`` and ``class`` statements starting below
+        line ``below``. In a part not parsed, each line starting with ``def name`` or ``class
+        name`` counts, and the lines given are those of the part (they hold it)."""
+        found = []
+        for piece in self._pieces:
+            if piece.end <= below:
+                continue
+            if type(piece) is _Chunk:
+                if piece.start > below:  # a part is all below or all above a change
+                    found += [(name, piece.start, piece.end)
+                              for name in piece.definitions(self.lines)]
+            elif piece.kind in ("def", "class") and piece.start > below:
+                found.append((piece.names[0], piece.start, piece.end))
+        return found
+
+    def definition_names(self):
+        """The names of :meth:`definitions` (all of them), in order."""
+        names = []
+        for piece in self._pieces:
+            if type(piece) is _Chunk:
+                names += piece.definitions(self.lines)
+            elif piece.kind in ("def", "class"):
+                names.append(piece.names[0])
+        return names
+
+    def defining(self, names):
+        """The ``def`` and ``class`` statements binding one of ``names`` (a set), parsed: in the
+        parts not parsed yet, only around the lines that start with ``def name``/``class name``."""
+        for piece in list(self._pieces):
+            if type(piece) is not _Chunk or not names.intersection(piece.definitions(self.lines)):
+                continue
+            for number in range(piece.start, piece.end + 1):
+                found = _DEFINITIONS.match(self.lines[number - 1])
+                if found and found.group(1) in names:
+                    self._materialize(number, number)
+        return [piece for piece in self._pieces if type(piece) is Statement
+                and piece.kind in ("def", "class") and piece.names[0] in names]
+
+    def _materialize(self, low, high, whole=False):
+        """Parse the chunks holding lines ``low``..``high``: only the statements between the
+        nearest function starts around them (the whole chunk with ``whole``). The pieces."""
+        with _parse_lock:
+            pieces = self._pieces
+            if not any(type(piece) is _Chunk and piece.end >= low and piece.start <= high
+                       for piece in pieces):
+                return pieces
+            anchors = None if whole else self._anchors()
+            out = []
+            for piece in pieces:
+                if type(piece) is not _Chunk or piece.end < low or piece.start > high:
+                    out.append(piece)
+                    continue
+                first, stop = piece.start, piece.end + 1
+                if anchors:
+                    k = bisect.bisect_right(anchors, max(low, first)) - 1
+                    if k >= 0 and anchors[k] > first:
+                        first = anchors[k]
+                    k = bisect.bisect_right(anchors, min(high, piece.end))
+                    if k < len(anchors) and anchors[k] <= piece.end:
+                        stop = anchors[k]
+                parsed = self._parse_lines(first, stop - 1)
+                if parsed is None and (first, stop) != (piece.start, piece.end + 1):
+                    first, stop = piece.start, piece.end + 1  # an anchor was wrong: all of it
+                    parsed = self._parse_lines(first, stop - 1)
+                if parsed is None:  # cannot happen for a source that was imported
+                    full = parse_version(self.source, self.filename).statements
+                    self._pieces = full
+                    return full
+                if first > piece.start:
+                    out.append(_Chunk(piece.start, first - 1))
+                out += parsed
+                if stop <= piece.end:
+                    out.append(_Chunk(stop, piece.end))
+            self._pieces = out
+            return out
+
+    def _parse_lines(self, first, last):
+        """The statements of lines ``first``..``last`` (whole statements), or None if they do not
+        parse on their own."""
+        text = "".join(self.lines[first - 1:last])
+        try:
+            tree = compile(text, self.filename, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
+        except (SyntaxError, ValueError):
+            return None
+        ast.increment_lineno(tree, first - 1)
+        statements = _statements(tree, self.lines)
+        if self._released:
+            for statement in statements:
+                if statement.kind != "other":
+                    statement.release_tree()
+        return statements
+
+    def _anchors(self):
+        """Sorted lines where a top-level ``def`` (or, from Python 3.13, ``class``) statement of
+        the version starts, known from the module's live functions (classes) whose code was
+        compiled from this very text: statement boundaries found without parsing. Only while
+        the version is the one the module runs (made from its tracked source, or recorded)."""
+        module = self._module() if self._module is not None else None
+        if module is None:
+            return []
+        recorded = recorded_version(module)
+        if not (recorded is self or (self._fresh and recorded is None)):
+            return []
+        if self._anchor_lines is None:
+            self._anchor_lines = _anchor_lines(module, self.filename, self.lines)
+        return self._anchor_lines
 
     def __repr__(self):
         return (f"<SourceVersion {self.filename} {len(self.lines)} lines, "
-                f"{len(self.statements)} statements>")
+                f"{len(self._pieces)} statements>")
+
+
+def _anchor_lines(module, filename, lines):
+    """The lines of ``lines`` where the top-level functions of ``module`` (and classes, from
+    Python 3.13) start according to their code, each checked to be a ``def``/``class`` of that
+    name, or a decorator, at column 0."""
+    found = []
+    for key, value in list(module.__dict__.items()):
+        if type(value) is types.FunctionType:
+            code = value.__code__
+            if code.co_filename != filename or code.co_name != key or \
+                    value.__qualname__ != key:
+                continue
+            line = code.co_firstlineno
+        elif isinstance(value, type):
+            line = getattr(value, "__firstlineno__", None)  # Python 3.13
+            if line is None or value.__module__ != module.__name__ or \
+                    value.__qualname__ != key:
+                continue
+        else:
+            continue
+        if not 1 <= line <= len(lines):
+            continue
+        match = _DEFINITION_LINE.match(lines[line - 1])
+        if match is not None and (match.group(1) or match.group(2) or key) == key:
+            found.append(line)
+    found.sort()
+    return found
+
+
+def _lazy_version(source, filename, module):
+    """The version of ``source``, the text ``module`` was compiled from, not parsed yet but for
+    its first statements (docstring, future imports)."""
+    lines = split_lines(source)
+    pieces = [_Chunk(1, len(lines))] if lines else []
+    version = SourceVersion(source, filename, pieces, lines, weakref.ref(module))
+    version._fresh = True
+    version._materialize(1, 1)
+    version.has_future = _has_future_import(version._pieces)
+    return version
 
 
 def _check_source(source):
@@ -281,8 +541,11 @@ def _is_docstring(node):
         isinstance(node.value.value, str)
 
 
+_FUTURE = operator.attrgetter("future")
+
+
 def _has_future_import(statements):
-    return any(s.future for s in statements)
+    return any(map(_FUTURE, statements))
 
 
 def compare(before, source):
@@ -299,22 +562,28 @@ def compare(before, source):
     suffix = _common_suffix(old_lines, new_lines, limit - prefix)
     delta = n_new - n_old
     if prefix == n_old == n_new:
-        after = SourceVersion(source, before.filename, before.statements, new_lines)
+        after = SourceVersion(source, before.filename, before._pieces, new_lines, before._module)
+        after._released = before._released
         return SourceChange(before, after, [], [], 0, n_old)
     # old lines first..last changed (1-based; last < first for a pure insertion); take every
     # statement touching them or the line on either side (an added decorator, a body grown)
     first, last = prefix + 1, n_old - suffix
-    statements = before.statements
-    ends = [s.end for s in statements]
-    starts = [s.start for s in statements]
-    i = bisect.bisect_left(ends, first - 1)
-    j = bisect.bisect_right(starts, last + 1)
-    region_start = min([first] + ([statements[i].start] if i < j else []))
-    region_end = max([last] + ([statements[j - 1].end] if i < j else []))
-    while j < len(statements) and statements[j].start <= region_end:
-        # it starts on the region's last line (``pair = (1,\n2); third = 3``): it is re-parsed
-        region_end = max(region_end, statements[j].end)
-        j += 1
+    low, high = first - 1, last + 1
+    while True:
+        statements = before._materialize(low, high)  # the parts of a lazy version around them
+        ends = [s.end for s in statements]
+        starts = [s.start for s in statements]
+        i = bisect.bisect_left(ends, first - 1)
+        j = bisect.bisect_right(starts, last + 1)
+        region_start = min([first] + ([statements[i].start] if i < j else []))
+        region_end = max([last] + ([statements[j - 1].end] if i < j else []))
+        while j < len(statements) and statements[j].start <= region_end:
+            # it starts on the region's last line (``pair = (1,\n2); third = 3``): re-parsed
+            region_end = max(region_end, statements[j].end)
+            j += 1
+        if not any(type(s) is _Chunk for s in statements[i:j]):
+            break
+        low, high = min(low, region_start), max(high, region_end)  # not reached: boundaries
     region_start = max(region_start, 1)
     region_end = min(region_end, n_old)
     text = "".join(new_lines[region_start - 1:region_end + delta])
@@ -328,10 +597,11 @@ def compare(before, source):
     except SyntaxError:
         # the span alone does not parse: parse everything, to report the real error and line
         after = parse_version(source, before.filename)
-        return SourceChange(before, after, list(statements), after.statements, 0, n_old)
+        return SourceChange(before, after, list(before.statements), after.statements, 0, n_old)
     old = statements[i:j]
     tail = statements[j:] if delta == 0 else [s.shifted(delta) for s in statements[j:]]
-    after = SourceVersion(source, before.filename, statements[:i] + new + tail, new_lines)
+    after = SourceVersion(source, before.filename, statements[:i] + new + tail, new_lines,
+                          before._module)
     return SourceChange(before, after, old, new, delta, region_end)
 
 
@@ -383,7 +653,7 @@ def known_version(module, source=None):
         return parse_version(source, filename)
     tracked = tracked_source(module)
     if tracked is not None:
-        return parse_version(tracked, filename)
+        return _lazy_version(tracked, filename, module)
     return None
 
 
@@ -528,11 +798,9 @@ def with_live_differences(module, change):
     foreign = foreign_definitions(module, files)
     if not foreign:
         return change
-    foreign = set(foreign)
     changed = {id(statement) for statement in change.new}
-    suspects = [statement for statement in change.after.statements
-                if statement.kind in ("def", "class") and statement.names[0] in foreign
-                and id(statement) not in changed]
+    suspects = [statement for statement in change.after.defining(set(foreign))
+                if id(statement) not in changed]
     if not suspects:
         return change
     tree = ast.Module(body=[statement.node for statement in suspects], type_ignores=[])
@@ -554,20 +822,18 @@ def recorded_version(module):
         known = _versions.get(module.__name__)
     if known is None or known[0]() is not module:
         return None
-    namespace = module.__dict__
-    if any(namespace.get(name) is not obj for name, obj in known[2]):
-        return None
+    if not all(map(operator.is_, map(module.__dict__.get, known[2]), known[3])):
+        return None  # a definition was rebound since (compared at C speed: 5,000 in 0.1 ms)
     return known[1]
 
 
 def remember_version(module, version):
     """Record ``version`` as the source ``module`` runs now; returns the previous record."""
-    namespace = module.__dict__
-    definitions = tuple((s.names[0], namespace.get(s.names[0])) for s in version.statements
-                        if s.kind in ("def", "class"))
+    names = tuple(version.definition_names())
+    objects = tuple(map(module.__dict__.get, names))
     with _versions_lock:
         previous = _versions.get(module.__name__)
-        _versions[module.__name__] = (weakref.ref(module), version, definitions)
+        _versions[module.__name__] = (weakref.ref(module), version, names, objects)
     version.release_trees()
     return previous
 
