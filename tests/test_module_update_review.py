@@ -90,8 +90,22 @@ def test_a_form_feed_line_does_not_hide_a_change(tmp_path, manager):
 
 def test_a_definition_moved_under_if_is_not_removed(tmp_path, manager, flow):
     app = loaded(tmp_path, "import sys\n\ndef helper():\n    return 'v1'\n")
+    helper = app.helper
     update = update_to(manager, app, "import sys\n\nif sys.platform:\n    def helper():\n"
                                      "        return 'v2'\n")
+    if flow.endswith("untracked"):  # compared with the live module: an ``if`` cannot be judged
+        assert app.helper is helper and helper() == "v1"  # kept, not deleted
+        assert [s.action for s in update.steps] == ["undecided", "undecided"]
+        return
+    # an ``if`` that only defines names runs like a definition: updated in place, not deleted
+    assert app.helper is helper and helper() == "v2"
+    assert [s.action for s in update.steps] == ["update function", "run"]
+
+
+def test_a_definition_moved_under_an_if_that_acts_is_kept_not_removed(tmp_path, manager, flow):
+    app = loaded(tmp_path, "import sys\n\ndef helper():\n    return 'v1'\n")
+    update = update_to(manager, app, "import sys\n\nif sys.platform:\n    print('here')\n"
+                                     "    def helper():\n        return 'v2'\n")
     assert app.helper() == "v1"  # kept (module code is not re-run), not deleted
     expected = ["undecided", "undecided"] if flow.endswith("untracked") else ["note"]
     assert [s.action for s in update.steps] == expected

@@ -99,8 +99,9 @@ class FileWatcher(threading.Thread):
             return
         files = ", ".join(os.path.basename(path) for path in sorted(modules))
         try:
-            updates = [ModuleUpdate(module) for module in modules.values()]
-            update = updates[0] if len(updates) == 1 else ModuleUpdate.combine(updates)
+            modules_changed = list(modules.values())
+            update = ModuleUpdate(modules_changed[0]) if len(modules_changed) == 1 else \
+                ModuleUpdate.together(modules_changed)
         except PymoultError as exc:
             self.report(f"watch: {files} not applied: {_first_line(exc)}; waiting for the next "
                         "save")

@@ -38,7 +38,9 @@ Applied (inside the update's stop-the-world window, journaled):
 
 What is kept, not re-run: statements of the module that did not change (its state: counters,
 caches, registries, connections) and changed statements that are not definitions (a call, an
-``if``, a loop: module code runs once), which are listed as ``note`` steps. A statement that is
+``if``, a loop: module code runs once), which are listed as ``note`` steps; an ``if`` or a
+``try`` that only chooses definitions (``if PY3: def u(s): ...``, ``try: import x except
+ImportError: x = None``) counts as a definition: run again when changed. A statement that is
 not a definition is *changed* when it takes the place of one of the old version (paired in
 order within the changed span, or binding a name an old statement there bound: a ``def``
 moved under an ``if``); else it is *new*, listed as a ``run`` step and run once when applied
@@ -75,6 +77,7 @@ import logging
 import operator
 import os
 import sys
+import threading
 import traceback
 import types
 
@@ -308,11 +311,20 @@ class _ModulePlan:
     def _trial(self):
         """Evaluate the statements to run, in order, in a copy of the module's globals in which
         the module's own functions are copies reading that copy (so that a statement calling an
-        unchanged function sees what the statements above it bound, as a fresh import would)."""
+        unchanged function sees what the statements above it bound, as a fresh import would).
+        Made as one of several modules updated together (:meth:`ModuleUpdate.together`), the
+        copy is the namespace of a module standing for this new version, and its imports of the
+        others get theirs."""
         live = self.module.__dict__
+        group = _TrialGroup.current()
+        if group is not None and self.name not in group.sources:
+            group = None
+        into = group.begin(self.name) if group is not None else None
         namespace = _trial_namespace(
             live, copy_functions=any(_may_call(statement.node) for statement in self.run),
-            copy_containers=any(statement.kind == "other" for statement in self.run))
+            copy_containers=any(statement.kind == "other" for statement in self.run), into=into)
+        if group is not None:
+            namespace["__builtins__"] = group.builtins(live.get("__builtins__", __builtins__))
         line_of = {}
         for statement in self.run:
             for name in statement.names:
@@ -324,6 +336,8 @@ class _ModulePlan:
             except KeyboardInterrupt:
                 raise
             except BaseException as exc:  # SystemExit from module code too: reported
+                if group is not None and exc is group.failure:
+                    raise  # another module of the group, imported by this one, failed: its error
                 text = _user_traceback(exc, self.after)
                 raise ModuleUpdateError(
                     f"the new version of {self.name!r} raised {exc!r} while being evaluated "
@@ -336,8 +350,10 @@ class _ModulePlan:
                     if not name.startswith("__") and name not in self.bound:
                         self.bound.append(name)
                         line_of[name] = statement.start
+                detail = "`if`/`try` that only defines names, run like a definition" \
+                    if _defines_only(statement.node) else "new module-level statement, run once"
                 self.steps.append(Step("run", self.name, "<module code>", statement.start,
-                                       "new module-level statement, run once"))
+                                       detail))
         steps = []
         for name in self.bound:
             new = namespace.get(name, MISSING)
@@ -458,6 +474,8 @@ class _ModulePlan:
         """A :class:`~pymoult.highlevel.stale_frames.ModuleCode` of the module's module-level
         statements that the update changed or dropped and does not run again (not definitions:
         a loop, a call, an ``if``), or None when there are none."""
+        if self.before is None:  # compared with the live module: no old text to tell
+            return None
         new_keys = {_key(statement) for statement in self.change.new}
         lines = self.before.lines
         old = [(s.start, lines[s.start - 1:s.end]) for s in self.change.old
@@ -588,8 +606,11 @@ class _ModulePlan:
 
 
 def _added_statements(old, new):
-    """Ids of the statements of ``new`` that are not definitions and were added by the new
-    version, rather than changed from one of ``old`` (both: the statements of the changed span).
+    """Ids of the statements of ``new`` that are not definitions and are to run: those added by
+    the new version, rather than changed from one of ``old`` (both: the statements of the
+    changed span), and the changed ones that only define names (:func:`_defines_only`: an
+    ``if PY3:`` or a ``try: import ... except ImportError:`` choosing definitions is run again
+    like the definitions it holds).
 
     The two lists are aligned (``difflib``); in a span where statements were replaced, the
     non-definition statements of the new version are paired in order with those of the old one
@@ -612,11 +633,63 @@ def _added_statements(old, new):
         for statement in new[j1:j2]:
             if statement.kind != "other":
                 continue
-            if unpaired:
+            if _defines_only(statement.node):
+                added.add(id(statement))
+                unpaired = max(0, unpaired - 1)
+            elif unpaired:
                 unpaired -= 1
             elif not (names_bound(statement.node)[0] & names):
                 added.add(id(statement))
     return added
+
+
+#: Statements that bind module names and change nothing else when run again.
+_DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.Pass,
+                ast.Raise, ast.Assert)
+_TRIES = (ast.Try, ast.TryStar) if hasattr(ast, "TryStar") else (ast.Try,)  # 3.11: try/except*
+
+
+def _defines_only(node):
+    """Whether the compound statement ``node`` (an ``if`` or a ``try``) only chooses
+    definitions: every statement in its branches, at any depth, is a ``def``, a ``class``, an
+    import (not ``*``), an assignment to plain names, a docstring, ``pass``, ``raise``,
+    ``assert`` or such an ``if``/``try``. Run again, it binds names as a definition does; a
+    call, an augmented assignment, an assignment to an attribute or item, a loop or a ``with``
+    would act on state, and make it module code that runs once."""
+    if not isinstance(node, (ast.If,) + _TRIES):
+        return False
+    branches = [node.body, node.orelse]
+    if isinstance(node, _TRIES):
+        branches += [handler.body for handler in node.handlers] + [node.finalbody]
+    for statement in (s for branch in branches for s in branch):
+        if isinstance(statement, (ast.If,) + _TRIES):
+            if not _defines_only(statement):
+                return False
+        elif isinstance(statement, ast.ImportFrom):
+            if any(alias.name == "*" for alias in statement.names):
+                return False
+        elif isinstance(statement, ast.Assign):
+            if not all(_plain_target(target) for target in statement.targets):
+                return False
+        elif isinstance(statement, ast.AnnAssign):
+            if not isinstance(statement.target, ast.Name):
+                return False
+        elif isinstance(statement, ast.Expr):
+            if not (isinstance(statement.value, ast.Constant)
+                    and isinstance(statement.value.value, str)):
+                return False
+        elif not isinstance(statement, _DEFINITIONS):
+            return False
+    return True
+
+
+def _plain_target(target):
+    """Whether an assignment target binds plain names only (``a``, ``a, b``, ``[a, *b]``)."""
+    if isinstance(target, ast.Starred):
+        target = target.value
+    if isinstance(target, ast.Name):
+        return True
+    return isinstance(target, (ast.Tuple, ast.List)) and all(map(_plain_target, target.elts))
 
 
 def _may_call(node):
@@ -633,14 +706,15 @@ def _may_call(node):
     return any(isinstance(inner, ast.Call) for part in parts for inner in ast.walk(part))
 
 
-def _trial_namespace(live, copy_functions, copy_containers):
+def _trial_namespace(live, copy_functions, copy_containers, into=None):
     """A copy of the module namespace ``live`` for evaluating a new version on trial:
     singledispatch functions are copies (registrations land in them); with ``copy_functions``,
     the module's own Python functions are copies whose globals are the copy (so that a
     statement calling one sees what the statements above it bound); with ``copy_containers``,
     the module's lists, dicts, sets and bytearrays are shallow copies (a new statement that
-    appends to a module list does it on the copy)."""
-    namespace = dict(live)  # not ``live`` below: other threads may bind globals
+    appends to a module list does it on the copy). The copy is made in ``into`` if given."""
+    namespace = {} if into is None else into
+    namespace.update(live)  # not ``live`` below: other threads may bind globals
     if copy_functions or copy_containers:
         items = list(namespace.items())
     else:
@@ -670,6 +744,109 @@ def _functions_with_attributes(namespace):
     keys, values = list(itertools.compress(keys, mask)), list(itertools.compress(values, mask))
     mask = list(map(bool, map(_ATTRIBUTES, values)))
     return list(zip(itertools.compress(keys, mask), itertools.compress(values, mask)))
+
+
+class _TrialGroup:
+    """Modules updated together, while their plans are made (:meth:`ModuleUpdate.together`).
+
+    Installed over, their new versions are all there at once: a fresh import of one that does
+    ``from .b import name`` gets the new ``b``. So, on trial, each new version is evaluated in
+    the namespace of a module standing for it (``stand_ins``), and an import, in a new version,
+    of another module of the group gets that other's stand-in, planned first if it was not (as a
+    fresh import runs the imported module first: the plans are made, and applied, in that
+    order; one being planned, in an import cycle, is returned as it is, partly run). The real
+    import runs first, as on any trial (a module not loaded yet is loaded)."""
+
+    _local = threading.local()
+
+    def __init__(self, sources, make):
+        self.sources = sources  # module name -> its new source (None: its own file)
+        self.make = make  # (name, source) -> the ModuleUpdate of that module
+        self.updates = {}  # module name -> its ModuleUpdate, in the order they were made
+        self.stand_ins = {}  # module name -> the module whose namespace is its new version's
+        self.failure = None  # the error of a module imported on trial by another
+
+    @classmethod
+    def current(cls):
+        """The group whose plans the calling thread is making, or None."""
+        return getattr(cls._local, "group", None)
+
+    def plan(self, name):
+        """Make the update of module ``name`` unless made or being made."""
+        if name in self.updates or name in self.stand_ins:
+            return
+        outer = getattr(self._local, "group", None)
+        self._local.group = self
+        try:
+            self.updates[name] = self.make(name, self.sources[name])
+        except ModuleUpdateError as exc:
+            self.failure = exc
+            raise
+        finally:
+            self._local.group = outer
+
+    def begin(self, name):
+        """The namespace the trial of module ``name`` runs in: that of its stand-in."""
+        stand_in = types.ModuleType(name)
+        self.stand_ins[name] = stand_in
+        return stand_in.__dict__
+
+    def stand_in(self, name):
+        """The module standing for the new version of ``name`` (planned now if need be), or
+        None if ``name`` is not in the group."""
+        if name not in self.sources:
+            return None
+        self.plan(name)
+        return self.stand_ins.get(name)
+
+    def builtins(self, live_builtins):
+        """The builtins of a trial namespace: those of the module, with an ``__import__`` that
+        gives the stand-ins of the group's modules."""
+        base = dict(live_builtins if isinstance(live_builtins, dict) else vars(live_builtins))
+        real_import = base["__import__"]
+
+        def __import__(name, globals=None, locals=None, fromlist=(), level=0):
+            module = real_import(name, globals, locals, fromlist, level)
+            return self._substitute(module, name, fromlist)
+
+        base["__import__"] = __import__
+        return base
+
+    def _substitute(self, module, name, fromlist):
+        if fromlist:  # from x import a, b: ``x`` itself, its submodules a, b in it
+            return self._with_children(module, [a for a in fromlist if a != "*"])
+        # import a.b.c: ``a``, whose attributes lead to the others (``name`` is absolute)
+        parts = name.split(".")
+        for depth in range(1, len(parts) + 1):  # planned in the order a fresh import runs them
+            self.stand_in(".".join(parts[:depth]))
+        result = None
+        for depth in range(len(parts), 0, -1):  # then bound, the deepest first
+            live = sys.modules.get(".".join(parts[:depth]))
+            if live is None:
+                return module
+            known = {parts[depth]: result} if depth < len(parts) and result is not \
+                sys.modules.get(".".join(parts[:depth + 1])) else {}
+            result = self._with_children(live, [], known)
+        return result
+
+    def _with_children(self, module, children, known=None):
+        """``module``'s stand-in, or ``module`` itself, with the stand-ins of its submodules
+        ``children`` bound in it (what the import of a submodule does to its package); for a
+        module not in the group whose submodules are, a copy of it."""
+        result = self.stand_in(module.__name__)  # a package runs before its submodules
+        found = dict(known or {})
+        for child in children:
+            if child not in found:
+                stand_in = self.stand_in(f"{module.__name__}.{child}")
+                if stand_in is not None:
+                    found[child] = stand_in
+        if result is None:
+            if not found:
+                return module
+            result = types.ModuleType(module.__name__)
+            result.__dict__.update(vars(module))
+        result.__dict__.update(found)
+        return result
 
 
 def _function_copy(function, namespace):
@@ -1021,7 +1198,7 @@ class ModuleUpdate(Update):
 
     Raises :class:`~pymoult.errors.ModuleUpdateError`, with nothing changed, if the new version
     does not compile or raises while being evaluated. ``update.steps`` lists what it will do.
-    Several modules changing together: :meth:`combine`.
+    Several modules changing together: :meth:`together` (or :meth:`combine`).
     """
 
     #: After it applied: one line per thread still running code it replaced (``thread Runner
@@ -1078,6 +1255,40 @@ class ModuleUpdate(Update):
         combined.plans = [p for u in updates for p in u.plans]
         combined.extra_steps = [s for u in updates for s in u.extra_steps]
         return combined
+
+    @classmethod
+    def together(cls, modules, name=None, threads=None, filenames=None, **patience_args):
+        """One update of several modules that changed together (a package installed over,
+        files saved at once). ``modules`` maps each module (or its name) to its new source, or
+        to None for its own file as it is now; or it lists modules, each to its own file.
+
+        Unlike :meth:`combine` of updates made one by one, the new versions are evaluated on
+        trial as a fresh import of them all would run them: a new version that imports another
+        module of the group gets the other's new version (a name the other's new version adds
+        is there). The modules are planned, and applied, in the order their imports need (an
+        imported module first), and an error names the module whose new version failed.
+        ``filenames`` maps a module's name to where its new version comes from, for messages
+        (see ``filename``)."""
+        items = list(modules.items()) if isinstance(modules, dict) else \
+            [(module, None) for module in modules]
+        sources = {}
+        for module, source in items:
+            if source is not None and not isinstance(source, str):
+                raise PymoultTypeError(f"a new source must be a str or None, got {source!r}")
+            module_name = _resolve_module(module).__name__
+            if module_name in sources:
+                raise PymoultValueError(f"module {module_name!r} given twice")
+            sources[module_name] = source
+        if not sources:
+            raise PymoultTypeError("together takes at least one module")
+        filenames = filenames or {}
+        group = _TrialGroup(sources, lambda module_name, source: cls(
+            module_name, source=source, filename=filenames.get(module_name)))
+        for module_name in sources:
+            group.plan(module_name)
+        return cls.combine(list(group.updates.values()),
+                           name or "update modules " + ", ".join(sources), threads,
+                           **patience_args)
 
     @property
     def steps(self):
@@ -1224,9 +1435,7 @@ def module_update_script(sources, manager="runtime", filenames=None):
         "if manager is None:\n"
         f"    raise LookupError({missing!r})\n"
         "try:\n"
-        "    update = ModuleUpdate.combine([ModuleUpdate(name, source=source,\n"
-        "                                                filename=FILENAMES.get(name))\n"
-        "                                   for name, source in SOURCES.items()])\n"
+        "    update = ModuleUpdate.together(SOURCES, filenames=FILENAMES)\n"
         "except PymoultError as exc:  # one sentence, and the new version's own traceback\n"
         "    user = getattr(exc, 'traceback', None)\n"
         "    raise ModuleUpdateError(str(exc) + (chr(10) + user.rstrip() if user else ''))"
