@@ -220,10 +220,14 @@ def data_rows(runs):
     for label in labels:
         def rates(run, label=label):
             found = run.get("data", "sizes")
-            return " / ".join(f"{found[n][label] / 1e6:.2f}" if n in found and label in found[n]
-                              else NOT_MEASURED for n in sizes)
+            gc_share = run.get("data", "gc_share") if run.has("data", "gc_share") else {}
+            return " / ".join(
+                (f"{found[n][label] / 1e6:.2f}" + (f" ({gc_share[n][label]:.0%} GC)"
+                                                   if label in gc_share.get(n, {}) else ""))
+                if n in found and label in found[n] else NOT_MEASURED for n in sizes)
         yield (f"conversion, {label}, {' / '.join(size(n) for n in sizes)} objects "
-               "(M objects/s)", [rates(run) for run in runs])
+               "(M objects/s, share of the time in garbage collection)",
+               [rates(run) for run in runs])
     largest = max(union(run.get("data", "lazy") for run in runs), key=int)
 
     def lazy(run):
@@ -233,15 +237,22 @@ def data_rows(runs):
         return f"{num(row['start_ns_per_object'])} / {num(row['first_touch_ns'])}"
     yield (f"lazy conversion of {size(largest)} objects: start / first touch, per object (ns)",
            per_run(runs, lazy))
-    base = "never converted"
-    for label in union(run.get("data", "read_ns") for run in runs):
+    labels = distinct(label for run in runs for label in run.get("data", "read_ns"))
+    base = next((label for label in labels if label.startswith("never converted")), None)
+    if base is None:
+        raise FigureError("the runs lack the attribute read of an object never converted")
+    for label in labels:
         if label == base:
             continue
         def read(run, label=label):
             if not run.has("data", "read_ns", label):
                 return None
             value = run.get("data", "read_ns", label)
-            return f"{value / run.get('data', 'read_ns', base):.2f}x ({value:.1f})"
+            if run.has("data", "read_ratio", label):  # the median of per-round ratios
+                ratio = run.get("data", "read_ratio", label)
+            else:
+                ratio = value / run.get("data", "read_ns", base)
+            return f"{ratio:.2f}x ({value:.1f})"
         yield f"attribute read, {label} / {base} (ns)", per_run(runs, read)
 
 

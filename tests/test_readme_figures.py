@@ -248,3 +248,17 @@ def test_run_all_names_its_json_by_python_version(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # where run_all.py finds _common.py
     run_all = load("run_all")
     assert run_all.default_json().name == f"all-{sys.version_info[0]}.{sys.version_info[1]}.json"
+
+
+def test_conversion_rows_give_the_gc_share_and_the_per_round_read_ratio(tmp_path):
+    document = run_document()
+    document["benchmarks"]["data"]["results"].update(
+        sizes={"1000": {"atomic": 3e6}}, gc_share={"1000": {"atomic": 0.04}},
+        read_ns={"never converted (peer)": 20.0, "converted lazily": 30.0},
+        read_ratio={"never converted (peer)": 1.0, "converted lazily": 1.25})
+    text = figures.rewrite(README, figures.load_runs([write_run(tmp_path, document)]))
+    assert "| conversion, atomic, 1,000 objects (M objects/s, share of the time in garbage " \
+           "collection) | 3.00 (4% GC) |" in text
+    # the ratio measured round by round, not the ratio of the two medians (1.50x)
+    assert "| attribute read, converted lazily / never converted (peer) (ns) | 1.25x (30.0) |" \
+        in text
