@@ -19,6 +19,7 @@ This module is private: ``pymoult.threads`` and ``pymoult.lowlevel.alterability`
 """
 
 import logging
+import sys
 import threading
 import time
 from concurrent.futures import Future
@@ -56,6 +57,17 @@ def remove_hidden_frames(ident):
 def hidden_frames():
     """``[(ident, frames_of)]`` of the threads that have frames ``_current_frames`` misses."""
     return list(_hidden_frames.items())  # one C call: a consistent copy under the GIL
+
+
+# Threads parked at a static update point: ident -> the frame that called the point. Above it
+# are only the point's own frames and the wait (Pymoult's and threading's), which cannot be
+# running application code: a quiescence check walks the thread's stack from there.
+_point_callers = {}
+
+
+def point_callers():
+    """``{ident: frame that called the point}`` of the threads parked at a static point now."""
+    return _point_callers.copy()  # one C call: a consistent copy under the GIL
 _wanting = set()  # controls that currently want their thread to stop at a point
 
 #: While a manager thread is being woken for new work: a raw lock, held until it runs. Points
@@ -131,7 +143,7 @@ def _serve_point(name):
         # has reused for this thread: that request was never for us
         control.detach()
         return
-    control.at_point(name)
+    control.at_point(name, sys._getframe(2))  # the caller of staticUpdatePoint/update_point
 
 
 def _set_wanting(control, wants):
@@ -264,6 +276,7 @@ class ThreadControl:
         self._lock = threading.Lock()
         self.cond = threading.Condition(self._lock)
         self.in_point = False  # the thread is serving requests in at_point
+        self.point_caller = None  # while in at_point: the frame that called the point
         self.is_dsu = reboot_handler is not None
         self.reboot_handler = reboot_handler  # called in the thread to raise its reboot
         self.active = False
@@ -385,12 +398,15 @@ class ThreadControl:
         self.parked = True
         self.dormant = False
         self.parked_at = where
+        if self.in_point and self.point_caller is not None:
+            _point_callers[self.ident] = self.point_caller
         parked_in = self.releases
         self.cond.notify_all()
         try:
             while self.releases == parked_in:
                 self.cond.wait()
         finally:  # also when an asynchronous reboot lands while parked
+            _point_callers.pop(self.ident, None)
             if self.releases == parked_in:
                 self.parked = False
                 self.parked_at = None
@@ -420,6 +436,7 @@ class ThreadControl:
             # released at once, even before the thread wakes: is_suspended() is False from now
             self.parked = False
             self.parked_at = None
+            _point_callers.pop(self.ident, None)
             self.anywhere = False
             self.dormant = False
             self.releases += 1
@@ -543,15 +560,18 @@ class ThreadControl:
 
     # -- served in the thread itself -----------------------------------------------------------
 
-    def at_point(self, name):
-        """Serve every outstanding request, in the thread, at the point called ``name``."""
+    def at_point(self, name, caller=None):
+        """Serve every outstanding request, in the thread, at the point called ``name`` (called
+        by the frame ``caller``)."""
         try:
             with self._lock:
                 self.in_point = True
+                self.point_caller = caller
             self._serve_requests(name)
         finally:
             with self._lock:
                 self.in_point = False
+                self.point_caller = None
 
     def _serve_requests(self, name):
         while True:

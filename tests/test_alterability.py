@@ -240,6 +240,17 @@ def test_check_quiescence_resumes_threads_when_the_function_is_running(spawn):
     assert thread.resume() is False  # requests were withdrawn
 
 
+def test_a_thread_parked_at_a_point_is_walked_from_the_frame_that_called_it(spawn):
+    thread = start_looper(spawn)
+    assert alt.waitStaticPoints([thread], timeout=WAIT)
+    caller = _parking.point_callers()[thread.ident]
+    assert caller.f_code.co_name == "main"  # start_looper's loop
+    # above it only the point's own frames and the wait: not walked, never application code
+    assert alt.checkQuiescenceOfFunctions([_parking.ThreadControl.at_point], [thread])
+    alt.resumeSuspendedThreads([thread])
+    assert thread.ident not in _parking.point_callers()  # released: walked whole again
+
+
 def test_check_quiescence_without_threads_is_a_snapshot(spawn):
     thread, release, target = blocked_in(spawn, waiting_function)
     assert alt.checkQuiescenceOfFunction(target) is False

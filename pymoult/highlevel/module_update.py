@@ -1329,7 +1329,7 @@ class ModuleUpdate(Update):
 
     def _unsafe_code(self):
         if not self.threads:
-            running = _running_code(self.codes, _thread_stacks())
+            running = _running_code(self.codes, _thread_stacks(from_points=True))
             if running is not None:
                 return running
         return _running_code((), stacks_not_at_points(), self.torn_guard)

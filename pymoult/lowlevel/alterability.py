@@ -352,13 +352,19 @@ def _class_codes(cls):
     return codes
 
 
-def _thread_stacks(threads=None):
+def _thread_stacks(threads=None, from_points=False):
     """{thread ident: [top frames]} for the given threads (None: every thread).
 
     A quiescence check pays this for every thread: only the threads known to have frames that
     ``_current_frames`` misses (a DSU_Thread whose continuation has run) are asked for them.
+    With ``from_points``, the stack of a thread parked at a static update point starts at the
+    frame that called the point: the frames above it (the point's, the wait's) cannot be running
+    application code, and skipping them keeps a check of parked threads as cheap as one of idle
+    threads (``benchmarks/bench_quiescence.py``).
     """
     frames = _cpython.current_frames()
+    if from_points:
+        frames.update(_parking.point_callers())  # a parked thread is alive: it is in frames
     if threads is None:
         stacks = {ident: [frame] for ident, frame in frames.items()}
     else:
@@ -419,7 +425,7 @@ def _running_code(codes, stacks, torn=None):
     ``id(frame.f_code)`` on every frame (``benchmarks/bench_quiescence.py``).
     """
     if stacks is None:
-        stacks = _thread_stacks()
+        stacks = _thread_stacks(from_points=True)
     names = frozenset(code.co_name for code in codes)
     code_ids = {id(code) for code in codes}
     unsafe = torn.unsafe if torn else None
@@ -576,7 +582,7 @@ def _check_quiescence(codes, threads, anywhere=True):
                 control_for(thread).request_suspend(anywhere=anywhere)
         if not all(_is_suspended(thread) for thread in waiting):
             return False
-    if _code_in_stacks(codes, _thread_stacks()):
+    if _code_in_stacks(codes, _thread_stacks(from_points=True)):
         cleanFailedStaticPoints(live)
         return False
     return True
