@@ -10,6 +10,7 @@
     pymoult status [--to ADDRESS] [--json]
     pymoult history [--to ADDRESS] [--json]
     pymoult demo [EXAMPLE [ARGUMENTS...]]
+    pymoult token
 
 Exit codes: ``run`` exits with the application's code (130 when stopped by Ctrl-C); the other
 commands exit 0 on success, 1 when a pushed script raised or one of its updates did not apply,
@@ -444,6 +445,10 @@ def build_parser():
     client_options(push, pipe=True)
     client_options(commands.add_parser("status", help="what the application's managers do"))
     client_options(commands.add_parser("history", help="the updates that have finished"))
+    commands.add_parser("token", help="print a fresh random token (for --token-file or "
+                        "PYMOULT_TOKEN)", description="Print a fresh random token: 32 random "
+                        "bytes, URL-safe base64. Keep it in a file only you can read: "
+                        "pymoult token > FILE; chmod 600 FILE.")
     demo = commands.add_parser("demo", help="start an example, update it live, show the change")
     demo.add_argument("example", nargs="?",
                       help="an example's name (examples/NAME in a source checkout) or a "
@@ -504,6 +509,10 @@ def main(argv=None):
     if args.command == "demo":
         from .demo import demo
         return demo(args.example, args.arguments)
+    if args.command == "token":
+        from .protocol import new_token
+        print(new_token())
+        return 0
     handlers = {"push": _push, "status": _status, "history": _history}
     try:
         return handlers[args.command](args)
