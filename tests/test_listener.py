@@ -657,6 +657,7 @@ def test_a_listener_never_started_cleans_up_too():
     ({"max_connections": 1.5}, PymoultTypeError, r"max_connections must be a positive int"),
     ({"read_timeout": -1}, PymoultValueError, r"read_timeout must be positive"),
     ({"idle_timeout": float("inf")}, PymoultValueError, r"idle_timeout must be positive"),
+    ({"auth_timeout": 0}, PymoultValueError, r"auth_timeout must be positive"),
     ({"max_size": 2 ** 32}, PymoultValueError, r"max_size must be at most 4294967295"),
     ({"token": ""}, PymoultValueError, r"token must not be empty"),
     ({"token": "a", "token_file": "f"}, PymoultValueError, r"give token or token_file"),

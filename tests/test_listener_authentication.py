@@ -360,3 +360,21 @@ def test_a_unix_listener_of_another_user_is_sent_nothing(tmp_path, marker):
         os.close(ready_r)
         os.waitpid(pid, 0)
     assert received == b"received:"  # not even the hello
+
+
+def test_a_pipe_of_another_user_is_written_nothing(tmp_path, marker):
+    """A named pipe still carries the token (it has no way back for a challenge): the client
+    writes only into a pipe of its own user or root's."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give the pipe to another user")
+    path = tmp_path / "pipe"
+    os.mkfifo(path, 0o600)
+    os.chown(path, NOBODY, NOBODY)
+    reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # somebody reads it
+    try:
+        with pytest.raises(AuthenticationError, match=rf"the pipe {path} belongs to uid "
+                                                      rf"{NOBODY}, neither you \(0\) nor root"):
+            client.push(f"pipe:{path}", marker[1], wait=False, token=TOKEN)
+        assert os.read(reader, 65536) == b""  # no writer left, and nothing was written
+    finally:
+        os.close(reader)

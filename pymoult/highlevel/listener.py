@@ -13,7 +13,8 @@ with the outcome of each update: final when the client asked to wait, as of now 
 Running a pushed script is remote code execution by design, so the listener is locked down by
 default: a Unix socket (mode 0600, in a private 0700 directory) whose peers must run as this
 process's user (or root, which could take over the process anyway); TCP only when asked, on
-loopback unless told otherwise, and then only with a token (compared in constant time). Every
+loopback unless told otherwise, and then only with a token, which each side proves it knows
+without sending it (protocol 2: an HMAC over both sides' nonces, see ``pymoult.protocol``). Every
 connection has a size limit, read and idle timeouts and a slot among ``max_connections`` (a
 push whose client goes away frees its slot within ``WATCH_INTERVAL``; its updates go on); every
 refusal gets an error reply when possible and a WARNING in the ``pymoult`` log, and nothing a
@@ -379,7 +380,7 @@ class _ScriptHost:
 
     @property
     def requires_token(self):
-        """True when requests must carry the listener's token."""
+        """True when clients must prove they know the listener's token."""
         return self._token is not None
 
     def _authenticate(self, message):
@@ -447,14 +448,18 @@ class Listener(_ScriptHost, threading.Thread):
     ``address="unix:/path"`` puts it at a path of your choice, ``address="tcp:host:port"`` (or
     the original's ``port=``, on 127.0.0.1 unless ``localhost=False``) on TCP, which needs a
     token. The token comes from ``token``, else from ``token_file`` (which must not be readable
-    by group or others), else from ``$PYMOULT_TOKEN``; when there is one, Unix clients must send
-    it too. Port 0 picks a free port: ``listener.address`` tells which.
+    by group or others), else from ``$PYMOULT_TOKEN`` (then removed from the environment); it
+    must have at least ``protocol.MIN_TOKEN_BYTES`` bytes. When there is one, every client,
+    over Unix sockets too, must prove it knows it, and the listener proves it first: the token
+    never crosses the wire (protocol 2, see ``pymoult.protocol``). Port 0 picks a free port:
+    ``listener.address`` tells which.
 
     ``manager`` (a manager or its name; None: every live manager) is what ``status`` and
-    ``history`` report on. Limits: ``max_size`` bytes per request, the whole request within
-    ``read_timeout`` s and no silence longer than ``idle_timeout`` s (None: only
-    ``read_timeout``), ``max_connections`` connections served at once (the next ones are told
-    the listener is busy).
+    ``history`` report on. Limits: ``protocol.AUTH_FRAME_MAX`` bytes per frame and
+    ``auth_timeout`` s (at most ``read_timeout``) for the handshake, then ``max_size`` bytes per
+    request, the whole request within ``read_timeout`` s and no silence longer than
+    ``idle_timeout`` s (None: only ``read_timeout``), ``max_connections`` connections served
+    at once (the next ones are told the listener is busy).
 
     The socket is bound at construction; ``start()`` starts serving (and returns the listener),
     ``stop()`` closes the socket and removes its file.
