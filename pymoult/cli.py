@@ -10,6 +10,7 @@
     pymoult status [--to ADDRESS] [--json]
     pymoult history [--to ADDRESS] [--json]
     pymoult demo [EXAMPLE [ARGUMENTS...]]
+    pymoult token
 
 Exit codes: ``run`` exits with the application's code (130 when stopped by Ctrl-C); the other
 commands exit 0 on success, 1 when a pushed script raised or one of its updates did not apply,
@@ -20,12 +21,14 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
 import threading
 import time
 
 from . import client
-from .errors import AuthenticationError, ListenerError, ProtocolError, PymoultError
+from .errors import (AuthenticationError, ListenerError, ProtocolError, PymoultError,
+                     PymoultValueError)
 
 USAGE_ERROR, FAILED, UNREACHABLE = 2, 1, 3
 #: The line ``pymoult run`` writes to stderr once the application runs (then the address).
@@ -40,6 +43,39 @@ def _token_from_file(path):
 
 
 # -- run -------------------------------------------------------------------------------------
+
+def write_address_file(path, address):
+    """Write ``address`` (and a newline) to file ``path``, safely in a shared directory.
+
+    The text goes to a new file of a random name in the same directory, created with
+    ``O_EXCL|O_NOFOLLOW`` (so neither a file nor a symlink planted there is written through),
+    then renamed over ``path``, which replaces whatever ``path`` was, a symlink included,
+    without following it: readers never see half an address, and no other file is written.
+    ``PymoultValueError`` (one sentence) when it cannot be written.
+    """
+    import secrets
+
+    path = os.path.abspath(path)
+    tmp = os.path.join(os.path.dirname(path),
+                       f".{os.path.basename(path)}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(tmp, flags, 0o644)
+    except OSError as exc:
+        raise PymoultValueError(f"cannot write the address file {path}: "
+                                f"{exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(address + "\n")
+        os.rename(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise PymoultValueError(f"cannot write the address file {path}: "
+                                f"{exc.strerror or exc}") from None
+
 
 def _runtime_log(args):
     """The RuntimeLog that ``-v``, ``--log-level`` and ``--log-file`` ask for (exits 2 for a
@@ -116,10 +152,7 @@ def _run_logged(args):
         address = runtime.listener.address
         print(f"{LISTENING}{address}", file=sys.stderr, flush=True)
         if args.address_file:
-            tmp = f"{args.address_file}.tmp"
-            with open(tmp, "w") as out:
-                out.write(address + "\n")
-            os.replace(tmp, args.address_file)  # readers never see half an address
+            write_address_file(args.address_file, address)
 
     runtime = Runtime(application, listener_factory=None if args.no_listen else make_listener,
                       on_ready=ready)
@@ -134,6 +167,10 @@ def _run_logged(args):
     if runtime.forced:  # application threads may still run: do not wait for them
         sys.stdout.flush()
         sys.stderr.flush()
+        if runtime.stopped_by is not None:  # cleaned up: now end as the signal would have
+            signal.signal(runtime.stopped_by, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {runtime.stopped_by})
+            os.kill(os.getpid(), runtime.stopped_by)
         os._exit(code)
     return code
 
@@ -444,6 +481,10 @@ def build_parser():
     client_options(push, pipe=True)
     client_options(commands.add_parser("status", help="what the application's managers do"))
     client_options(commands.add_parser("history", help="the updates that have finished"))
+    commands.add_parser("token", help="print a fresh random token (for --token-file or "
+                        "PYMOULT_TOKEN)", description="Print a fresh random token: 32 random "
+                        "bytes, URL-safe base64. Keep it in a file only you can read: "
+                        "pymoult token > FILE; chmod 600 FILE.")
     demo = commands.add_parser("demo", help="start an example, update it live, show the change")
     demo.add_argument("example", nargs="?",
                       help="an example's name (examples/NAME in a source checkout) or a "
@@ -504,6 +545,10 @@ def main(argv=None):
     if args.command == "demo":
         from .demo import demo
         return demo(args.example, args.arguments)
+    if args.command == "token":
+        from .protocol import new_token
+        print(new_token())
+        return 0
     handlers = {"push": _push, "status": _status, "history": _history}
     try:
         return handlers[args.command](args)

@@ -24,7 +24,7 @@ import time
 
 from . import protocol
 from .errors import (AuthenticationError, ListenerBusyError, ListenerError, ListenerTimeoutError,
-                     ProtocolError, PymoultValueError)
+                     ProtocolError, PymoultTypeError, PymoultValueError)
 
 __all__ = ["request", "push", "status", "history", "resolve_address", "MAX_REPLY",
            "DEFAULT_TIMEOUT", "PUSH_MARGIN"]
@@ -54,18 +54,25 @@ def resolve_address(address):
 def request(address, message, token=None, timeout=None):
     """Send ``message`` (a dict) to the listener at ``address`` and return its reply (a dict).
 
-    ``token`` (default ``$PYMOULT_TOKEN``) is added to the message unless it has one.
+    ``token`` (default ``$PYMOULT_TOKEN``; or the message's ``"token"``, taken out of it) is
+    never sent: the client and the listener each prove they know it (protocol 2, see
+    ``pymoult.protocol``), the listener first, so that nothing goes to an impostor. Over a Unix
+    socket the listener must also run as this user or root (``SO_PEERCRED``).
     ``timeout`` bounds connecting and the wait for the whole reply (None: no limit).
     Raises ``ListenerError`` (``ListenerTimeoutError``) when no valid reply came,
-    ``AuthenticationError`` when the socket's permissions refused the connection,
-    ``PymoultValueError`` for a named pipe (``pipe:``), which cannot reply.
+    ``AuthenticationError`` when the socket's permissions refused the connection or either
+    side failed to authenticate the other, ``PymoultValueError`` for a token shorter than
+    ``protocol.MIN_TOKEN_BYTES`` or a named pipe (``pipe:``), which cannot reply.
     """
     where = resolve_address(address)
     if where.family == "pipe":
         raise PymoultValueError(f"{where} is a named pipe, which carries no reply: "
                                 f"{message.get('op', 'a request')} needs the application's "
                                 "socket listener (unix: or tcp:)")
-    frame = protocol.encode_frame(_with_token(message, token))
+    message = dict(message)
+    given = message.pop("token", None)
+    token = _client_token(token if given is None else given)
+    frame = protocol.encode_frame(message)
     deadline = None if timeout is None else time.monotonic() + timeout
     sock = socket.socket(where.socket_family, socket.SOCK_STREAM)
     try:
@@ -84,24 +91,113 @@ def request(address, message, token=None, timeout=None):
         except OSError as exc:
             raise ListenerError(f"cannot connect to the listener at {where}: "
                                 f"{exc.strerror or exc}", str(where)) from None
-        send_error = None
+        if where.family == "unix":
+            uid = protocol.peer_uid(sock)
+            if uid is not None and uid not in (os.geteuid(), 0):
+                raise AuthenticationError(f"the listener at {where} runs as uid {uid}, neither "
+                                          f"yours ({os.geteuid()}) nor root's: it may be an "
+                                          "impostor, and nothing was sent to it", str(where))
+        return _Conversation(sock, where, timeout, deadline).run(frame, token)
+    finally:
+        sock.close()
+
+
+class _Conversation:
+    """One connection's exchange, client side: hello, challenge, proof and request, reply."""
+
+    def __init__(self, sock, where, timeout, deadline):
+        self.sock, self.where, self.timeout, self.deadline = sock, where, timeout, deadline
+        self.send_error = None
+
+    def run(self, frame, token):
+        client_nonce = os.urandom(protocol.NONCE_BYTES)
+        self._send(protocol.encode_frame(protocol.hello(client_nonce)))
+        answer = protocol.decode_payload(self._receive(MAX_REPLY))
+        if protocol.is_refusal(answer):  # busy, or an error in the hello
+            return answer
+        session = self._session(answer, token, client_nonce)
+        if session is None:  # a Unix listener without a token, whose uid was checked
+            self._send(frame)
+            return protocol.decode_payload(self._receive(MAX_REPLY))
+        proof = {"proof": session.client_proof(), "request_mac": session.request_mac(frame[4:])}
+        # the sending side stays open until the reply: over TCP, its end would tell the
+        # listener that we have gone, and it would stop waiting for a push's updates
+        self._send(protocol.encode_frame(proof) + frame)
+        payload = self._receive(MAX_REPLY)
+        reply = self._decode(payload)
+        if protocol.is_refusal(reply):  # a refusal proves nothing, and gives nothing away
+            return reply
+        mac = self._decode(self._receive(protocol.AUTH_FRAME_MAX))
+        if not protocol.Session.matches(session.reply_mac(payload), mac.get("mac")):
+            raise ListenerError(f"the reply from {self.where} does not carry the listener's "
+                                "MAC: it may come from an impostor, and tells nothing of the "
+                                "request's outcome", str(self.where))
+        return reply
+
+    def _session(self, answer, token, client_nonce):
+        """The connection's ``protocol.Session`` once the listener proved it knows the token
+        (None for a Unix listener that has none); ``AuthenticationError`` otherwise."""
+        where = self.where
+        if answer.get("ok") is not True or answer.get("version") != protocol.PROTOCOL_VERSION \
+                or "proof" not in answer or "nonce" not in answer:
+            raise AuthenticationError(f"the listener at {where} did not answer the handshake of "
+                                      f"protocol {protocol.PROTOCOL_VERSION}: it is not a "
+                                      "Pymoult listener of this version, and nothing was sent "
+                                      "to it", str(where))
+        if answer["proof"] is None:
+            if where.family != "unix":
+                raise AuthenticationError(f"the listener at {where} claims to need no token, "
+                                          "which a TCP listener never does: it may be an "
+                                          "impostor, and nothing was sent to it", str(where))
+            return None
+        if token is None:
+            raise AuthenticationError(f"{where}: authentication failed: this listener needs a "
+                                      "token", str(where))
         try:
-            # the sending side stays open until the reply: over TCP, its end would tell the
-            # listener that we have gone, and it would stop waiting for a push's updates
-            sock.sendall(frame)
+            server_nonce = protocol.parse_nonce(answer["nonce"], "the listener's nonce")
+        except ProtocolError:
+            server_nonce = None
+        session = server_nonce and protocol.Session(token, client_nonce, server_nonce)
+        if not session or not protocol.Session.matches(session.server_proof(), answer["proof"]):
+            raise AuthenticationError(f"{where}: authentication failed: the listener did not "
+                                      "prove it knows the token (the token is wrong, or this "
+                                      "is not the application's listener), and nothing was "
+                                      "sent to it", str(where))
+        return session
+
+    def _left(self):
+        if self.deadline is None:
+            return None
+        return max(0.001, self.deadline - time.monotonic())
+
+    def _send(self, data):
+        if self.send_error is not None:
+            return
+        try:
+            self.sock.settimeout(self._left())
+            self.sock.sendall(data)
         except TimeoutError:
-            raise ListenerTimeoutError(f"the listener at {where} did not take the request "
-                                       f"within {timeout} s", str(where)) from None
+            raise ListenerTimeoutError(f"the listener at {self.where} did not take the request "
+                                       f"within {self.timeout} s", str(self.where)) from None
         except OSError as exc:  # it may have refused early (too large...): read its reply
-            send_error = exc
-        left = None if deadline is None else max(0.001, deadline - time.monotonic())
+            self.send_error = exc
+
+    def _decode(self, payload):
         try:
-            return protocol.recv_frame(sock, MAX_REPLY, left)
+            return protocol.decode_payload(payload)
+        except ProtocolError as exc:
+            raise ListenerError(f"no valid reply from the listener at {self.where}: {exc}",
+                                str(self.where)) from None
+
+    def _receive(self, limit):
+        where, send_error = self.where, self.send_error
+        try:
+            return protocol.recv_payload(self.sock, limit, self._left())
         except ProtocolError as exc:
             if exc.reason == "timeout":
                 raise ListenerTimeoutError(f"no reply from the listener at {where} within "
-                                           f"{timeout} s (a pushed update may still be running: "
-                                           "ask for status)", str(where)) from None
+                                           f"{self.timeout} s (a pushed update may still be "
+                                           "running: ask for status)", str(where)) from None
             why = f"{exc}" if send_error is None else f"{send_error.strerror or send_error}"
             raise ListenerError(f"no valid reply from the listener at {where}: {why}",
                                 str(where)) from None
@@ -111,16 +207,29 @@ def request(address, message, token=None, timeout=None):
                                     f"{exc.strerror or exc}", str(where)) from None
             raise ListenerError(f"the listener at {where} closed the connection without a "
                                 "reply", str(where)) from None
-    finally:
-        sock.close()
+
+
+def _client_token(token):
+    """``token``, else ``$PYMOULT_TOKEN`` (None when neither is set or empty), checked to be
+    at least ``protocol.MIN_TOKEN_BYTES`` bytes once stripped."""
+    source = "the token given"
+    if token is None:
+        token, source = os.environ.get("PYMOULT_TOKEN"), "PYMOULT_TOKEN"
+    if not token:
+        return None
+    if not isinstance(token, str):
+        raise PymoultTypeError(f"a token must be a string, got {type(token).__name__}")
+    return protocol.check_token(token, source)
 
 
 def _with_token(message, token):
-    """``message`` with ``token`` (default ``$PYMOULT_TOKEN``) added unless it has one."""
+    """``message`` with ``token`` (default ``$PYMOULT_TOKEN``) added unless it has one: the
+    named pipe's protocol 1 (a pipe has no way back for a challenge; it is a local file that
+    only its owner may open, and the client checks the owner)."""
     message = dict(message)
     if message.get("token") is None:
         message.pop("token", None)
-        token = token if token is not None else os.environ.get("PYMOULT_TOKEN")
+        token = _client_token(token)
         if token:
             message["token"] = token
     return message
@@ -172,8 +281,13 @@ def _write_to_pipe(where, data, timeout):
     deadline = time.monotonic() + timeout
     written = 0
     try:
-        if not stat.S_ISFIFO(os.fstat(fd).st_mode):  # replaced since the check above
+        info = os.fstat(fd)
+        if not stat.S_ISFIFO(info.st_mode):  # replaced since the check above
             raise ListenerError(f"{where.path} is not a named pipe", str(where))
+        if info.st_uid not in (os.geteuid(), 0):  # the token goes to whoever reads the pipe
+            raise AuthenticationError(f"the pipe {where.path} belongs to uid {info.st_uid}, "
+                                      f"neither you ({os.geteuid()}) nor root: it may be an "
+                                      "impostor's, and nothing was written to it", str(where))
         _lock(fd, where, deadline, timeout)
         poller = select.poll()
         poller.register(fd, select.POLLOUT)

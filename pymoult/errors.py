@@ -226,8 +226,10 @@ class ProtocolError(PymoultError, ValueError):
 class AuthenticationError(PymoultError, PermissionError):
     """The listener refused a request before looking at it: missing or wrong token, or a Unix
     socket peer running as another user. Raised by the client functions when the reply says
-    so, or when the socket file's permissions refuse the connection. ``.address`` names the
-    listener when known."""
+    so, when the socket file's permissions refuse the connection, or when the client refuses
+    the listener: it did not prove it knows the token, did not answer the handshake, or runs as
+    another user (it may be an impostor; nothing but the hello was sent to it). ``.address``
+    names the listener when known."""
 
     def __init__(self, message, address=None):
         super().__init__(message)

@@ -1,16 +1,41 @@
-"""The wire format between the update listener and its clients.
+"""The wire format between the update listener and its clients (protocol version 2).
 
-One request and one reply per connection, each one *frame*: a 4-byte big-endian unsigned length,
-then that many bytes of UTF-8 JSON holding one object. The reader checks the length against its
-size limit before reading (nor allocating) the payload, and bounds the whole frame by a read
-timeout and each silence by an idle timeout, so a client cannot make the listener hold memory
-or a thread for long. Anything else is refused with :class:`~pymoult.errors.ProtocolError`.
+Every message is one *frame*: a 4-byte big-endian unsigned length, then that many bytes of
+UTF-8 JSON holding one object. The reader checks the length against its size limit before
+reading (nor allocating) the payload, and bounds the whole frame by a read timeout and each
+silence by an idle timeout, so a client cannot make the listener hold memory or a thread for
+long. Anything else is refused with :class:`~pymoult.errors.ProtocolError`.
 
-Requests (``token`` is needed when the listener has one)::
+Protocol 2: the handshake. The token never crosses the wire; each side proves it knows it,
+the listener first, by an HMAC-SHA256 under the token over a label and both sides' fresh
+32-byte nonces (``Session``)::
 
-    {"op": "push", "script": "<source>", "wait": true, "timeout": 30.0, "token": "..."}
-    {"op": "status", "token": "..."}
-    {"op": "history", "token": "..."}
+    client -> {"op": "hello", "version": 2, "nonce": "<client nonce, hex>"}
+    server -> {"ok": true, "version": 2, "nonce": "<server nonce, hex>",
+               "proof": HMAC(token, "pymoult/2 server proof\\0" + cn + sn)}
+    client -> {"proof": HMAC(token, "pymoult/2 client proof\\0" + cn + sn),
+               "request_mac": HMAC(token, "pymoult/2 request\\0" + cn + sn + request payload)}
+    client -> the request (below), without any token
+    server -> the reply, then {"mac": HMAC(token, "pymoult/2 reply\\0" + cn + sn + reply payload)}
+
+The client checks the listener's proof (``hmac.compare_digest``) before it sends anything but
+its hello, and the reply's MAC before it believes it; the listener checks the client's proof
+before it reads the request, and the request against its MAC. The hello and the proof are
+read with a limit of ``AUTH_FRAME_MAX`` bytes, within the listener's ``auth_timeout``; only
+then may a frame be ``max_size``. Since both nonces are fresh on each connection, frames
+recorded from one are refused on another (replay); a refusal (``{"ok": false, "error":
+...}``) carries no MAC and proves nothing, it only ends the exchange. A listener without a
+token (a Unix socket, whose peer uid it checks) answers the hello with ``"nonce": null,
+"proof": null`` and reads the request next, unMACed, as its reply; a client accepts that only
+over a Unix socket whose listener runs as its own user or root (``SO_PEERCRED``), never over
+TCP. Such a listener also takes a request as the first frame (protocol 1). A listener with a
+token refuses protocol 1's ``"token"`` field, and a hello of another version.
+
+Requests::
+
+    {"op": "push", "script": "<source>", "wait": true, "timeout": 30.0}
+    {"op": "status"}
+    {"op": "history"}
 
 Replies always carry ``"ok"``; a refused request gets
 ``{"ok": false, "error": {"type": "<error class>", "message": "..."}}``. A push is answered
@@ -38,6 +63,8 @@ path may have at most ``MAX_UNIX_PATH`` bytes (``sun_path`` with its final NUL):
 refused when the address is read, on either side, rather than failing obscurely later.
 """
 
+import hashlib
+import hmac
 import json
 import math
 import os
@@ -52,7 +79,10 @@ from .errors import ProtocolError, PymoultTypeError, PymoultValueError
 
 __all__ = ["MAX_FRAME", "MAX_UNIX_PATH", "OPS", "Address", "parse_address", "unix_path_error",
            "encode_frame", "decode_payload", "send_frame", "recv_frame", "FrameBuffer",
-           "validate_request", "error_reply", "read_token_file"]
+           "validate_request", "error_reply", "read_token_file", "check_token", "new_token",
+           "PROTOCOL_VERSION", "AUTH_FRAME_MAX", "MIN_TOKEN_BYTES", "Session", "recv_payload",
+           "hello", "read_hello", "challenge", "is_refusal", "parse_nonce", "peer_uid",
+           "NONCE_BYTES"]
 
 #: Default size limit of a frame's payload (bytes).
 MAX_FRAME = 1 << 20
@@ -63,6 +93,15 @@ OPS = ("push", "status", "history")
 #: The longest path (bytes) of a Unix socket: ``sun_path`` holds 108 bytes on Linux, 104 on
 #: macOS and the BSDs, the terminating NUL included (CPython refuses a path that fills it).
 MAX_UNIX_PATH = (104 if sys.platform == "darwin" or "bsd" in sys.platform else 108) - 1
+
+#: The version of the handshake this module speaks (see "Protocol 2" above).
+PROTOCOL_VERSION = 2
+#: Size limit of every frame read before the peer has authenticated (hello, proof, challenge).
+AUTH_FRAME_MAX = 1024
+#: The fewest bytes a token may have, once surrounding whitespace is stripped.
+MIN_TOKEN_BYTES = 16
+#: Bytes of randomness in each side's nonce.
+NONCE_BYTES = 32
 
 _HEADER = struct.Struct(">I")
 _MAX_INT_DIGITS = 64  # a JSON integer longer than this is refused (int() is quadratic before 3.11)
@@ -247,14 +286,18 @@ def recv_frame(sock, max_size=MAX_FRAME, timeout=None, idle_timeout=None):
     checked from the length prefix before the payload is read. ``ProtocolError`` (``.reason``
     says which rule) otherwise; socket errors propagate.
     """
+    return decode_payload(recv_payload(sock, max_size, timeout, idle_timeout))
+
+
+def recv_payload(sock, max_size=MAX_FRAME, timeout=None, idle_timeout=None):
+    """As :func:`recv_frame`, but the frame's payload as bytes, undecoded (what a MAC covers)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     header = _recv_exact(sock, _HEADER.size, deadline, idle_timeout, timeout, 0)
     (size,) = _HEADER.unpack(header)
     if size > max_size:
         raise ProtocolError(f"frame of {size} bytes is over the limit of {max_size} bytes",
                             "too_large")
-    payload = _recv_exact(sock, size, deadline, idle_timeout, timeout, _HEADER.size)
-    return decode_payload(payload)
+    return bytes(_recv_exact(sock, size, deadline, idle_timeout, timeout, _HEADER.size))
 
 
 class FrameBuffer:
@@ -351,11 +394,40 @@ def error_reply(error_type, message):
     return {"ok": False, "error": {"type": error_type, "message": message}}
 
 
+def peer_uid(sock):
+    """The uid of the process at the other end of Unix socket ``sock`` (None where
+    ``SO_PEERCRED`` does not exist)."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        return None
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
+
+
+def new_token():
+    """A fresh random token (43 URL-safe characters: 256 bits), what ``pymoult token`` prints."""
+    import secrets
+    return secrets.token_urlsafe(32)
+
+
+def check_token(token, source):
+    """``token`` without its surrounding whitespace; ``PymoultValueError`` naming ``source``
+    (where it came from) when what is left is shorter than ``MIN_TOKEN_BYTES`` bytes."""
+    token = token.strip()
+    size = len(token.encode("utf-8", "surrogatepass"))
+    if size < MIN_TOKEN_BYTES:
+        raise PymoultValueError(f"the token from {source} is {size} byte{'s' * (size != 1)} "
+                                f"long, under the {MIN_TOKEN_BYTES} required: make a strong "
+                                "one with 'pymoult token' (e.g. pymoult token > FILE; chmod "
+                                "600 FILE)")
+    return token
+
+
 def read_token_file(path):
     """The token in file ``path`` (surrounding whitespace stripped).
 
     Refused with ``PymoultValueError`` when its group or others have any access to it (the
-    token is a password: ``chmod 600`` it), is not a regular file, or holds no token.
+    token is a password: ``chmod 600`` it), is not a regular file, holds no token, or a token
+    shorter than ``MIN_TOKEN_BYTES`` bytes.
     """
     try:
         # non-blocking: a FIFO would otherwise block the open until a writer comes
@@ -378,4 +450,79 @@ def read_token_file(path):
         raise PymoultValueError(f"token file {path!r} is not UTF-8 text") from None
     if not token or len(data) > 65536:
         raise PymoultValueError(f"token file {path!r} holds no token (or one over 64 KiB)")
-    return token
+    return check_token(token, f"token file {path!r}")
+
+
+# -- protocol 2: the handshake -------------------------------------------------------------------
+
+def parse_nonce(value, what):
+    """The bytes of hex nonce ``value``; ``ProtocolError`` unless it is NONCE_BYTES of hex."""
+    if not isinstance(value, str) or len(value) != 2 * NONCE_BYTES:
+        raise ProtocolError(f"{what} must be {NONCE_BYTES} bytes in hex", "bad_request")
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise ProtocolError(f"{what} must be {NONCE_BYTES} bytes in hex", "bad_request") from None
+
+
+def hello(client_nonce):
+    """The first frame a protocol 2 client sends."""
+    return {"op": "hello", "version": PROTOCOL_VERSION, "nonce": client_nonce.hex()}
+
+
+def read_hello(message):
+    """The client nonce (bytes) of a hello frame; ``ProtocolError`` when it is not one this
+    module speaks."""
+    version = message.get("version")
+    if version != PROTOCOL_VERSION or isinstance(version, bool):
+        raise ProtocolError(f"unsupported protocol version {version!r} (this listener speaks "
+                            f"{PROTOCOL_VERSION})", "bad_request")
+    return parse_nonce(message.get("nonce"), "the hello's nonce")
+
+
+def challenge(session):
+    """The listener's answer to a hello: its nonce and its proof of the token, both null when
+    it has no token (``session`` None)."""
+    if session is None:
+        return {"ok": True, "version": PROTOCOL_VERSION, "nonce": None, "proof": None}
+    return {"ok": True, "version": PROTOCOL_VERSION, "nonce": session.server_nonce.hex(),
+            "proof": session.server_proof()}
+
+
+def is_refusal(reply):
+    """True when ``reply`` is a refusal (``{"ok": false, "error": {...}}``)."""
+    return reply.get("ok") is False and isinstance(reply.get("error"), dict)
+
+
+class Session:
+    """The keys of one protocol 2 connection: HMAC-SHA256 under the token, over a label and
+    both sides' nonces (and, for a request or a reply, its payload). Each label is used for one
+    purpose only, so no value one side computes can stand for another."""
+
+    def __init__(self, token, client_nonce, server_nonce):
+        self._key = token.encode("utf-8", "surrogatepass")
+        self.client_nonce, self.server_nonce = client_nonce, server_nonce
+
+    def _mac(self, label, data=b""):
+        message = b"pymoult/2 " + label + b"\0" + self.client_nonce + self.server_nonce + data
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+
+    def server_proof(self):
+        return self._mac(b"server proof")
+
+    def client_proof(self):
+        return self._mac(b"client proof")
+
+    def request_mac(self, payload):
+        return self._mac(b"request", payload)
+
+    def reply_mac(self, payload):
+        return self._mac(b"reply", payload)
+
+    @staticmethod
+    def matches(expected, given):
+        """Constant-time comparison of a MAC computed here with one received (any JSON)."""
+        if not isinstance(given, str):
+            return False
+        return hmac.compare_digest(expected.encode("ascii"),
+                                   given.encode("utf-8", "surrogatepass"))

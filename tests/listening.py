@@ -1,6 +1,7 @@
 """Helpers shared by the listener tests: a live application, raw connections, update scripts."""
 
 import logging
+import os
 import socket
 import struct
 import sys
@@ -142,3 +143,42 @@ def error_type(reply):
 
 __all__ = ["App", "WAIT", "APP", "update_script", "connect", "frame", "header", "read_reply",
            "exchange", "error_type", "MARKER_SCRIPT", "LogWatcher"]
+
+
+def send_authenticated(sock, token, request, mac_of=None):
+    """Protocol 2 on open connection ``sock``: hello, the challenge, then the proof and
+    ``request`` (a dict, or a frame's payload as bytes), with the MAC of ``mac_of`` (default:
+    the request's payload). Returns the ``protocol.Session``. The listener's proof is checked
+    only when ``token`` is its token (a test with a wrong one sends it anyway)."""
+    client_nonce = os.urandom(protocol.NONCE_BYTES)
+    sock.sendall(frame(protocol.hello(client_nonce)))
+    answer = protocol.recv_frame(sock, protocol.AUTH_FRAME_MAX, WAIT)
+    assert answer["ok"] is True and answer["proof"], answer
+    session = protocol.Session(token, client_nonce, bytes.fromhex(answer["nonce"]))
+    payload = frame(request)[4:] if isinstance(request, dict) else request
+    sock.sendall(frame({"proof": session.client_proof(),
+                        "request_mac": session.request_mac(payload if mac_of is None
+                                                           else mac_of)})
+                 + header(len(payload)) + payload)
+    return session
+
+
+def authenticated_exchange(address, token, request, mac_of=None):
+    """``send_authenticated`` on a new connection; the reply (None if none came)."""
+    with connect(address) as sock:
+        try:
+            send_authenticated(sock, token, request, mac_of)
+        except OSError:  # refused early: the reply is waiting
+            pass
+        return read_reply(sock)
+
+
+def send_request(sock, request, token=None):
+    """``request`` (a dict) on ``sock``: after the handshake with ``token``, else as is."""
+    if token is None:
+        sock.sendall(frame(request))
+    else:
+        send_authenticated(sock, token, request)
+
+
+__all__ += ["send_authenticated", "send_request", "authenticated_exchange"]

@@ -114,7 +114,7 @@ def test_tcp_needs_the_token_and_a_wrong_one_runs_nothing(app, tmp_path):
     marker = tmp_path / "marker"
     script = write(tmp_path, "marker.py", f"open({str(marker)!r}, 'w').close()\n")
 
-    for env in (command_env(), command_env(PYMOULT_TOKEN="wrong")):
+    for env in (command_env(), command_env(PYMOULT_TOKEN="a-wrong-token-long-enough")):
         refused = pymoult("push", str(script), "--wait", "--to", greeter.address, env=env)
         assert refused.returncode == 3, refused
         assert "token" in refused.stderr.lower()

@@ -17,7 +17,7 @@ import types
 import pytest
 
 from listening import (APP, MARKER_SCRIPT, WAIT, App, LogWatcher, connect, error_type, exchange,
-                       frame, read_reply, update_script)
+                       frame, read_reply, send_request, update_script)
 from pymoult import client, protocol
 from pymoult.errors import (ListenerError, ListenerTimeoutError, ProtocolError,
                             PymoultTypeError, PymoultValueError, ThreadStateError,
@@ -268,7 +268,8 @@ def test_a_client_gone_while_waiting_frees_its_slot_and_the_update_goes_on(
     listener = listen(**({"address": "tcp:127.0.0.1:0", "token": TOKEN} if tcp else {}))
     listener.max_push_wait = 300.0  # far beyond this test's waits: only the departure frees it
     with connect(listener.address) as sock, LogWatcher() as log_records:
-        sock.sendall(push_frame(held_script(app, manager), **({"token": TOKEN} if tcp else {})))
+        send_request(sock, {"op": "push", "script": held_script(app, manager), "wait": True,
+                            "timeout": None}, TOKEN if tcp else None)
         try:
             assert app.module.entered.wait(WAIT)  # the manager runs the update, the push waits
             assert listener.connections == 1 and not listener.wait_idle(0)
@@ -656,11 +657,12 @@ def test_a_listener_never_started_cleans_up_too():
     ({"max_connections": 1.5}, PymoultTypeError, r"max_connections must be a positive int"),
     ({"read_timeout": -1}, PymoultValueError, r"read_timeout must be positive"),
     ({"idle_timeout": float("inf")}, PymoultValueError, r"idle_timeout must be positive"),
+    ({"auth_timeout": 0}, PymoultValueError, r"auth_timeout must be positive"),
     ({"max_size": 2 ** 32}, PymoultValueError, r"max_size must be at most 4294967295"),
     ({"token": ""}, PymoultValueError, r"token must not be empty"),
     ({"token": "a", "token_file": "f"}, PymoultValueError, r"give token or token_file"),
     ({"localhost": False}, PymoultValueError, r"localhost=False only applies to TCP"),
-    ({"address": "tcp:127.0.0.1:0", "port": 0, "token": "t"}, PymoultValueError,
+    ({"address": "tcp:127.0.0.1:0", "port": 0, "token": TOKEN}, PymoultValueError,
      r"give address or port"),
     ({"manager": 3}, PymoultTypeError, r"manager must be a Manager"),
 ])

@@ -1,9 +1,11 @@
-"""Hostile input: random, truncated, oversized and ill-typed frames, wrong tokens, slow clients
-and more connections than the cap. Every one gets an error reply, no code runs, the listener keeps
+"""Hostile input: random, truncated, oversized and ill-typed frames (as the first frame, the
+hello, the proof, or the request once authenticated), wrong proofs, slow clients and more
+connections than the cap. Every one gets an error reply, no code runs, the listener keeps
 serving, and afterwards a legitimate update still applies to the untouched application."""
 
 import json
 import math
+import os
 import select
 import socket
 import threading
@@ -13,16 +15,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from listening import (MARKER_SCRIPT, WAIT, App, connect, error_type, exchange, frame, header,
-                       read_reply, update_script)
-from pymoult import client
+from listening import (MARKER_SCRIPT, WAIT, App, authenticated_exchange, connect, error_type,
+                       exchange, frame, header, read_reply, update_script)
+from pymoult import client, protocol
 from pymoult.errors import ListenerBusyError
 from pymoult.highlevel.listener import Listener
 from pymoult.highlevel.managers import ThreadedManager
 from pymoult.lowlevel.alterability import resumeSuspendedThreads
 
 pytestmark = pytest.mark.timeout(60)
-TOKEN = "fuzz-token"
+TOKEN = "fuzz-token-of-the-listener"
 MAX_SIZE = 4096
 READ_TIMEOUT = 0.2
 REFUSALS = {"ProtocolError", "AuthenticationError"}
@@ -82,20 +84,107 @@ def test_random_bytes(world, data):
     refused(world, exchange(world.address, data))
 
 
+def hello():
+    return frame(protocol.hello(os.urandom(protocol.NONCE_BYTES)))
+
+
+def after_challenge(world, data, close_write=True):
+    """Send a hello, read the challenge, then send raw ``data``: the reply."""
+    with connect(world.address) as sock:
+        sock.sendall(hello())
+        challenge = protocol.recv_frame(sock, protocol.AUTH_FRAME_MAX, WAIT)
+        assert challenge["ok"] is True and challenge["proof"]
+        try:
+            sock.sendall(data)
+            if close_write:
+                sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        return read_reply(sock)
+
+
 @fuzz(100)
 @given(data=st.data())
 def test_truncated_frames_never_run(world, data):
-    full = frame({"op": "push", "script": world.script, "token": TOKEN})
+    full = hello()
     cut = data.draw(st.integers(0, len(full) - 1))
     error = refused(world, exchange(world.address, full[:cut]))
     assert error["message"].startswith("the connection ended")
 
 
+@fuzz(60)
+@given(data=st.data())
+def test_truncated_proofs_and_requests_never_run(world, data):
+    """After the challenge, the proof and the request cut anywhere (the MACs being right)."""
+    with connect(world.address) as sock:
+        nonce = os.urandom(protocol.NONCE_BYTES)
+        sock.sendall(frame(protocol.hello(nonce)))
+        challenge = protocol.recv_frame(sock, protocol.AUTH_FRAME_MAX, WAIT)
+        session = protocol.Session(TOKEN, nonce, bytes.fromhex(challenge["nonce"]))
+        request = frame({"op": "push", "script": world.script})
+        full = frame({"proof": session.client_proof(),
+                      "request_mac": session.request_mac(request[4:])}) + request
+        sock.sendall(full[:data.draw(st.integers(0, len(full) - 1))])
+        sock.shutdown(socket.SHUT_WR)
+        error = refused(world, read_reply(sock))
+    assert error["message"].startswith("the connection ended")
+
+
 @fuzz(100)
-@given(size=st.integers(MAX_SIZE + 1, 2 ** 32 - 1), tail=st.binary(max_size=64))
-def test_oversized_length_prefixes(world, size, tail):
-    error = refused(world, exchange(world.address, header(size) + tail))
+@given(size=st.integers(protocol.AUTH_FRAME_MAX + 1, 2 ** 32 - 1), tail=st.binary(max_size=64),
+       step=st.sampled_from(["first frame", "proof"]))
+def test_oversized_length_prefixes_before_authentication(world, size, tail, step):
+    """Before the client proved the token, a frame may not exceed AUTH_FRAME_MAX bytes: a
+    stranger cannot make the listener read (or parse) a megabyte."""
+    data = header(size) + tail
+    reply = exchange(world.address, data) if step == "first frame" else \
+        after_challenge(world, data)
+    error = refused(world, reply)
+    assert error["message"] == (f"frame of {size} bytes is over the limit of "
+                                f"{protocol.AUTH_FRAME_MAX} bytes")
+
+
+@fuzz(40)
+@given(size=st.integers(MAX_SIZE + 1, 2 ** 32 - 1))
+def test_oversized_requests_once_authenticated(world, size):
+    with connect(world.address) as sock:
+        nonce = os.urandom(protocol.NONCE_BYTES)
+        sock.sendall(frame(protocol.hello(nonce)))
+        challenge = protocol.recv_frame(sock, protocol.AUTH_FRAME_MAX, WAIT)
+        session = protocol.Session(TOKEN, nonce, bytes.fromhex(challenge["nonce"]))
+        sock.sendall(frame({"proof": session.client_proof(), "request_mac": "0" * 64})
+                     + header(size))
+        error = refused(world, read_reply(sock))
     assert error["message"] == f"frame of {size} bytes is over the limit of {MAX_SIZE} bytes"
+
+
+HELLO_FIELDS = st.dictionaries(st.sampled_from(["op", "version", "nonce", "token"]),
+                               st.none() | st.booleans() | st.integers() | st.text(max_size=70),
+                               max_size=4)
+
+
+@fuzz(150)
+@given(fields=HELLO_FIELDS, hello_op=st.booleans())
+def test_ill_formed_hellos(world, fields, hello_op):
+    message = dict(fields, op="hello") if hello_op else fields
+    error = refused(world, exchange(world.address, frame(message)))
+    if message.get("op") == "hello":
+        assert error["message"].startswith(("unsupported protocol version",
+                                            "the hello's nonce must be"))
+    else:
+        assert error["message"].startswith("authentication failed")
+
+
+@fuzz(150)
+@given(proof=st.none() | st.booleans() | st.integers() | st.text(max_size=70)
+       | st.binary(min_size=32, max_size=32).map(lambda b: b.hex()),
+       extra=st.booleans())
+def test_wrong_proofs(world, proof, extra):
+    fields = {"proof": proof, "request_mac": "0" * 64}
+    if extra:
+        fields["token"] = TOKEN  # the token itself is no proof
+    error = refused(world, after_challenge(world, frame(fields)))
+    assert error["message"] == "authentication failed: wrong token"
 
 
 def _invalid_utf8(data):
@@ -144,27 +233,43 @@ PAYLOADS = st.one_of(
 
 
 @fuzz(200)
-@given(payload=PAYLOADS)
-def test_non_json_and_wrong_types(world, payload):
+@given(payload=PAYLOADS, authenticated=st.booleans())
+def test_non_json_and_wrong_types(world, payload, authenticated):
+    """As the first frame, or as the request of a client that proved the token (with the
+    right MAC): validation refuses it either way."""
     payload = payload.replace(b"{script}", json.dumps(world.script)[1:-1].encode())
-    refused(world, exchange(world.address, header(len(payload)) + payload))
+    if authenticated:
+        reply = authenticated_exchange(world.address, TOKEN, payload)
+    else:
+        reply = exchange(world.address, header(len(payload)) + payload)
+    refused(world, reply)
 
 
 @fuzz(150)
 @given(token=st.one_of(st.text(max_size=40), st.binary(max_size=20).map(lambda b: b.hex()),
                        st.just(TOKEN[:-1]), st.just(TOKEN + "\0"), st.just("\ud800"),
-                       NOT_A_BOOL, st.booleans()).filter(lambda t: t != TOKEN),
+                       st.just(TOKEN), NOT_A_BOOL, st.booleans()),
        op=st.sampled_from(["push", "status", "history", "other"]))
-def test_wrong_tokens(world, token, op):
+def test_tokens_in_requests_are_refused(world, token, op):
+    """Protocol 1's token field, right or wrong: never a way in."""
     request = {"op": op, "script": world.script, "token": token}
     error = refused(world, exchange(world.address, frame(request)))
     assert error["message"].startswith("authentication failed")
 
 
+@fuzz(100)
+@given(token=st.text(min_size=1, max_size=40).filter(lambda t: t.strip() != TOKEN),
+       op=st.sampled_from(["push", "status", "history", "other"]))
+def test_wrong_tokens(world, token, op):
+    reply = authenticated_exchange(world.address, token, {"op": op, "script": world.script})
+    error = refused(world, reply)
+    assert error["message"] == "authentication failed: wrong token"
+
+
 @fuzz(6)
 @given(data=st.data())
 def test_slow_clients_are_cut_off(world, impatient, data):
-    full = frame({"op": "push", "script": world.script, "token": TOKEN})
+    full = hello()
     sent = data.draw(st.integers(0, len(full) - 1))
     dribble = data.draw(st.booleans())
     with connect(impatient.address) as sock:
@@ -179,6 +284,16 @@ def test_slow_clients_are_cut_off(world, impatient, data):
     assert impatient.is_alive()
     assert error["message"] in (f"the frame was not complete within {READ_TIMEOUT} s",
                                 f"no data for {READ_TIMEOUT} s in the middle of a frame")
+
+
+def test_a_client_silent_after_the_challenge_is_cut_off(world, impatient):
+    """The whole authentication (hello, challenge, proof) has one short deadline."""
+    with connect(impatient.address) as sock:
+        sock.sendall(hello())
+        assert protocol.recv_frame(sock, protocol.AUTH_FRAME_MAX, WAIT)["proof"]
+        error = refused(world, read_reply(sock))  # says nothing more: the listener gives up
+    assert error["message"] == f"the authentication was not complete within {READ_TIMEOUT} s"
+    assert impatient.is_alive()
 
 
 def test_more_connections_than_the_cap_are_told_busy(world):

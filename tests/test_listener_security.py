@@ -14,13 +14,15 @@ import warnings
 
 import pytest
 
-from listening import MARKER_SCRIPT, WAIT, LogWatcher, error_type, exchange, frame
+from listening import (MARKER_SCRIPT, WAIT, LogWatcher, authenticated_exchange, error_type,
+                       exchange, frame)
 from pymoult import client, protocol
 from pymoult.errors import AuthenticationError, PymoultValueError
 from pymoult.highlevel.listener import Listener
 
 pytestmark = pytest.mark.timeout(30)
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-of-the-security-tests"
+WRONG = "not-the-token-of-the-listener"
 NOBODY = 65534
 
 
@@ -85,8 +87,13 @@ def test_wrong_or_missing_token_cannot_run_code(transport, marker, listen):
             assert error_type(reply) == "AuthenticationError", token
             assert not marker.exists()
         assert len([m for m in log_records.messages if "authentication failed" in m]) == 6
-    with pytest.raises(AuthenticationError, match=r": authentication failed: wrong token$"):
-        client.push(listener.address, marker.script, token="nope")
+    with pytest.raises(AuthenticationError, match=r": authentication failed: the listener did "
+                                                  r"not prove it knows the token"):
+        client.push(listener.address, marker.script, token=WRONG)
+    reply = authenticated_exchange(listener.address, WRONG, {"op": "push",
+                                                             "script": marker.script})
+    assert reply == protocol.error_reply("AuthenticationError",
+                                         "authentication failed: wrong token")
     with pytest.raises(AuthenticationError, match=r"this listener needs a token$"):
         client.push(listener.address, marker.script)
     assert not marker.exists()
@@ -96,10 +103,11 @@ def test_wrong_or_missing_token_cannot_run_code(transport, marker, listen):
 
 def test_authentication_comes_before_the_script_is_compiled(listen):
     listener = listen(token=TOKEN)
-    reply = exchange(listener.address, push_frame("def broken(:", token="wrong"))
+    reply = authenticated_exchange(listener.address, WRONG,
+                                   {"op": "push", "script": "def broken(:"})
     assert reply == protocol.error_reply("AuthenticationError",
                                          "authentication failed: wrong token")
-    reply = exchange(listener.address, frame({"op": "unknown", "token": "wrong"}))
+    reply = authenticated_exchange(listener.address, WRONG, {"op": "unknown"})
     assert error_type(reply) == "AuthenticationError"
 
 
@@ -107,7 +115,7 @@ def test_status_and_history_need_the_token_too(listen):
     listener = listen(token=TOKEN)
     for op in ("status", "history"):
         assert error_type(exchange(listener.address, frame({"op": op}))) == "AuthenticationError"
-        assert exchange(listener.address, frame({"op": op, "token": TOKEN}))["ok"] is True
+        assert authenticated_exchange(listener.address, TOKEN, {"op": op})["ok"] is True
 
 
 def test_the_token_may_come_from_a_private_file_or_the_environment(tmp_path, monkeypatch, listen):
@@ -124,7 +132,7 @@ def test_the_token_may_come_from_a_private_file_or_the_environment(tmp_path, mon
     monkeypatch.setenv("PYMOULT_TOKEN", TOKEN)
     listener = listen()  # the environment's token applies to the Unix socket as well
     assert listener.requires_token
-    monkeypatch.delenv("PYMOULT_TOKEN")
+    assert "PYMOULT_TOKEN" not in os.environ  # read once, then out of the children's reach
     with pytest.raises(AuthenticationError):
         client.status(listener.address)
 
@@ -244,7 +252,7 @@ def test_the_peer_uid_is_checked_even_when_permissions_are_opened(marker, listen
 def test_refusals_are_logged_at_warning(listen, caplog):
     listener = listen(token=TOKEN)
     with caplog.at_level(logging.WARNING, "pymoult"):
-        exchange(listener.address, frame({"op": "status", "token": "bad"}))
+        authenticated_exchange(listener.address, WRONG, {"op": "status"})
     [record] = [r for r in caplog.records if "refused" in r.getMessage()]
     assert record.levelno == logging.WARNING
     assert record.getMessage().endswith("authentication failed: wrong token")

@@ -13,7 +13,8 @@ with the outcome of each update: final when the client asked to wait, as of now 
 Running a pushed script is remote code execution by design, so the listener is locked down by
 default: a Unix socket (mode 0600, in a private 0700 directory) whose peers must run as this
 process's user (or root, which could take over the process anyway); TCP only when asked, on
-loopback unless told otherwise, and then only with a token (compared in constant time). Every
+loopback unless told otherwise, and then only with a token, which each side proves it knows
+without sending it (protocol 2: an HMAC over both sides' nonces, see ``pymoult.protocol``). Every
 connection has a size limit, read and idle timeouts and a slot among ``max_connections`` (a
 push whose client goes away frees its slot within ``WATCH_INTERVAL``; its updates go on); every
 refusal gets an error reply when possible and a WARNING in the ``pymoult`` log, and nothing a
@@ -35,7 +36,6 @@ import select
 import selectors
 import socket
 import stat
-import struct
 import tempfile
 import threading
 import time
@@ -332,6 +332,9 @@ def _log_outcome(number, reply):
 # -- what both listeners share ------------------------------------------------------------------
 
 def _resolve_token(token, token_file):
+    """The listener's token: ``token``, else the file's, else ``$PYMOULT_TOKEN``'s (which is
+    then removed from the environment, so that the application's children do not inherit it),
+    else None; surrounding whitespace stripped, at least ``protocol.MIN_TOKEN_BYTES`` bytes."""
     if token is not None and token_file is not None:
         raise PymoultValueError("give token or token_file, not both")
     if token is not None:
@@ -339,10 +342,13 @@ def _resolve_token(token, token_file):
             raise PymoultTypeError(f"token must be a string, got {type(token).__name__}")
         if not token:
             raise PymoultValueError("token must not be empty")
-        return token
+        return protocol.check_token(token, "token=")
     if token_file is not None:
         return protocol.read_token_file(token_file)
-    return os.environ.get("PYMOULT_TOKEN") or None
+    value = os.environ.pop("PYMOULT_TOKEN", None)
+    if not value:
+        return None
+    return protocol.check_token(value, "PYMOULT_TOKEN")
 
 
 def _check_positive(value, what, integer=False, allow_none=False):
@@ -361,24 +367,25 @@ class _ScriptHost:
     """Token, limits and push handling shared by Listener and PipeListener."""
 
     def _setup(self, token, token_file, max_size, read_timeout, idle_timeout):
+        self.read_timeout = float(_check_positive(read_timeout, "read_timeout"))
         self._token = _resolve_token(token, token_file)
         self._token_bytes = None if self._token is None else self._token.encode("utf-8")
         self.max_size = _check_positive(max_size, "max_size", integer=True)
         if self.max_size > 0xFFFFFFFF:
             raise PymoultValueError(f"max_size must be at most {0xFFFFFFFF} bytes (a frame's "
                                     f"length is 4 bytes), got {max_size!r}")
-        self.read_timeout = float(_check_positive(read_timeout, "read_timeout"))
         self.idle_timeout = _check_positive(idle_timeout, "idle_timeout", allow_none=True)
         #: Names of the updates applied through this listener, in the order they were applied.
         self.applied_updates = []
 
     @property
     def requires_token(self):
-        """True when requests must carry the listener's token."""
+        """True when clients must prove they know the listener's token."""
         return self._token is not None
 
     def _authenticate(self, message):
-        """``AuthenticationError`` unless ``message`` carries the token (when there is one)."""
+        """``AuthenticationError`` unless ``message`` carries the token (when there is one): the
+        named pipe's protocol 1, which has no way back for a challenge."""
         if self._token_bytes is None:
             return
         given = message.get("token")
@@ -433,14 +440,6 @@ def _is_loopback(host):
     return all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
 
 
-def _peer_uid(conn):
-    """The uid of a Unix socket's peer (None where SO_PEERCRED does not exist)."""
-    if not hasattr(socket, "SO_PEERCRED"):
-        return None
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[1]
-
-
 class Listener(_ScriptHost, threading.Thread):
     """Receives requests (``push`` a script, ``status``, ``history``) and answers each.
 
@@ -449,14 +448,18 @@ class Listener(_ScriptHost, threading.Thread):
     ``address="unix:/path"`` puts it at a path of your choice, ``address="tcp:host:port"`` (or
     the original's ``port=``, on 127.0.0.1 unless ``localhost=False``) on TCP, which needs a
     token. The token comes from ``token``, else from ``token_file`` (which must not be readable
-    by group or others), else from ``$PYMOULT_TOKEN``; when there is one, Unix clients must send
-    it too. Port 0 picks a free port: ``listener.address`` tells which.
+    by group or others), else from ``$PYMOULT_TOKEN`` (then removed from the environment); it
+    must have at least ``protocol.MIN_TOKEN_BYTES`` bytes. When there is one, every client,
+    over Unix sockets too, must prove it knows it, and the listener proves it first: the token
+    never crosses the wire (protocol 2, see ``pymoult.protocol``). Port 0 picks a free port:
+    ``listener.address`` tells which.
 
     ``manager`` (a manager or its name; None: every live manager) is what ``status`` and
-    ``history`` report on. Limits: ``max_size`` bytes per request, the whole request within
-    ``read_timeout`` s and no silence longer than ``idle_timeout`` s (None: only
-    ``read_timeout``), ``max_connections`` connections served at once (the next ones are told
-    the listener is busy).
+    ``history`` report on. Limits: ``protocol.AUTH_FRAME_MAX`` bytes per frame and
+    ``auth_timeout`` s (at most ``read_timeout``) for the handshake, then ``max_size`` bytes per
+    request, the whole request within ``read_timeout`` s and no silence longer than
+    ``idle_timeout`` s (None: only ``read_timeout``), ``max_connections`` connections served
+    at once (the next ones are told the listener is busy).
 
     The socket is bound at construction; ``start()`` starts serving (and returns the listener),
     ``stop()`` closes the socket and removes its file.
@@ -464,9 +467,11 @@ class Listener(_ScriptHost, threading.Thread):
 
     def __init__(self, name="Pymoult Listener", localhost=True, port=None, *, address=None,
                  token=None, token_file=None, manager=None, max_size=protocol.MAX_FRAME,
-                 max_connections=8, read_timeout=10.0, idle_timeout=None):
+                 max_connections=8, read_timeout=10.0, idle_timeout=None, auth_timeout=5.0):
         threading.Thread.__init__(self, name=name, daemon=True)
         self._setup(token, token_file, max_size, read_timeout, idle_timeout)
+        self.auth_timeout = min(float(_check_positive(auth_timeout, "auth_timeout")),
+                                self.read_timeout)
         self.max_connections = _check_positive(max_connections, "max_connections", integer=True)
         if manager is not None and not isinstance(manager, (Manager, str)):
             raise PymoultTypeError(f"manager must be a Manager, a manager's name or None, "
@@ -744,10 +749,16 @@ class Listener(_ScriptHost, threading.Thread):
 
     def _serve(self, conn, who):
         try:
-            reply = self._answer(conn, who)
+            session = []  # the connection's protocol 2 session, once the client proved the token
+            reply = self._answer(conn, who, session)
             if reply is not None:
                 try:
-                    protocol.send_frame(conn, reply, timeout=self.read_timeout)
+                    data = protocol.encode_frame(reply)
+                    if session:  # the reply's MAC follows it: no impostor can forge an outcome
+                        data += protocol.encode_frame(
+                            {"mac": session[0].reply_mac(data[4:])})
+                    conn.settimeout(self.read_timeout)
+                    conn.sendall(data)
                     conn.shutdown(socket.SHUT_WR)
                     _drain(conn, min(_LINGER, self.read_timeout), self.max_size)
                 except OSError as exc:
@@ -764,17 +775,68 @@ class Listener(_ScriptHost, threading.Thread):
         logger.warning("%s: refused %s: %s", self.name, who, error)
         return protocol.error_reply(type(error).__name__, str(error))
 
-    def _answer(self, conn, who):
+    def _handshake(self, conn, session):
+        """Read the connection's request, authenticating its client first: the decoded
+        request. Frames before authentication are small (``protocol.AUTH_FRAME_MAX``) and
+        must all have come within ``auth_timeout`` s; the request may then be ``max_size``.
+
+        With a token, the client must speak protocol 2 (hello, challenge, proof: the token
+        never crosses the wire), and its request must match the MAC sent with its proof. Without
+        one (a Unix socket, where the peer's uid was checked) the first frame may be the request
+        itself, or a hello, answered with a challenge carrying no proof.
+        """
+        deadline = time.monotonic() + self.auth_timeout
+
+        def left():
+            return max(0.0, deadline - time.monotonic())
+
+        token = self._token
+        limit = protocol.AUTH_FRAME_MAX if token is not None else self.max_size
+        first = protocol.recv_frame(conn, limit, self.auth_timeout if token is not None
+                                    else self.read_timeout, self.idle_timeout)
+        if first.get("op") != "hello":
+            if token is None:
+                return first
+            if "token" in first:
+                raise AuthenticationError("authentication failed: this listener takes no token "
+                                          "in a request, only protocol 2's challenge-response "
+                                          "(a client that sends its token is out of date)")
+            raise AuthenticationError("authentication failed: this listener needs a token")
+        client_nonce = protocol.read_hello(first)
+        current = None
+        if token is not None:
+            current = protocol.Session(token, client_nonce, os.urandom(protocol.NONCE_BYTES))
+        protocol.send_frame(conn, protocol.challenge(current), timeout=left() or 0.001)
+        if current is None:
+            return protocol.recv_frame(conn, self.max_size, self.read_timeout,
+                                       self.idle_timeout)
+        try:
+            proof = protocol.recv_frame(conn, protocol.AUTH_FRAME_MAX, left(),
+                                        self.idle_timeout)
+        except ProtocolError as exc:
+            if exc.reason == "timeout" and time.monotonic() >= deadline:
+                raise ProtocolError(f"the authentication was not complete within "
+                                    f"{self.auth_timeout} s", "timeout") from None
+            raise
+        if not protocol.Session.matches(current.client_proof(), proof.get("proof")):
+            raise AuthenticationError("authentication failed: wrong token")
+        payload = protocol.recv_payload(conn, self.max_size, self.read_timeout,
+                                        self.idle_timeout)
+        if not protocol.Session.matches(current.request_mac(payload), proof.get("request_mac")):
+            raise AuthenticationError("authentication failed: the request does not match the "
+                                      "MAC sent with the proof (changed on the way?)")
+        session.append(current)
+        return protocol.decode_payload(payload)
+
+    def _answer(self, conn, who, session):
         """The reply to the connection's request (None: no reply can be sent)."""
         try:
             if self._address.family == "unix":
-                uid = _peer_uid(conn)
+                uid = protocol.peer_uid(conn)
                 if uid is not None and uid not in (os.geteuid(), 0):
                     raise AuthenticationError(f"authentication failed: peer runs as uid {uid}, "
                                               f"the listener as uid {os.geteuid()}")
-            message = protocol.recv_frame(conn, self.max_size, self.read_timeout,
-                                          self.idle_timeout)
-            self._authenticate(message)
+            message = self._handshake(conn, session)
             request = protocol.validate_request(message)
         except (AuthenticationError, ProtocolError) as exc:
             return self._refuse(who, exc)

@@ -21,6 +21,9 @@ Semantics, chosen to match a plain ``python app.py`` as closely as a thread allo
   sees it when that call returns). A second Ctrl-C, or a first one once the Runner has ended,
   stops the runtime at once (exit code 130). The application's other threads (the runtime's
   own are daemon threads) are daemon or not as they were created.
+- SIGTERM and SIGHUP (``TERMINATING_SIGNALS``) stop the runtime at once as well, after the
+  shutdown a normal exit has (the listener's socket file and private directory removed); the
+  ``pymoult`` command then ends the process by that same signal.
 
 ``get_runner()`` gives the live Runner (update scripts name it in ``threads=[...]``).
 
@@ -33,6 +36,7 @@ itself.
 import importlib.util
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -54,11 +58,23 @@ logger = logging.getLogger("pymoult")
 RUNTIME_MANAGER = "runtime"
 #: Exit code when the runtime is stopped by Ctrl-C (128 + SIGINT, as shells report it).
 INTERRUPTED = 130
+#: The signals that stop the runtime as a normal exit would (listener and manager stopped, the
+#: socket file and its private directory removed), after which the process ends by the signal.
+TERMINATING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP")
+                            if hasattr(signal, name))
 #: How often the runtime looks whether the application's other threads have ended, once the
 #: Runner has (seconds; see Runtime._wait for why it cannot join them).
 APPLICATION_THREADS_POLL = 0.05
 
 _runner = None
+
+
+class _Terminated(BaseException):
+    """Raised in the main thread by the handler of a ``TERMINATING_SIGNALS`` signal."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
 
 
 def get_runner():
@@ -201,24 +217,45 @@ class Runtime:
         self.listener = None
         self.runner = None
         self.forced = False  # stopped by Ctrl-C with application threads perhaps still running
+        #: The signal (SIGTERM, SIGHUP) that stopped the runtime, or None.
+        self.stopped_by = None
         self._runtime_threads = set()
+        self._handlers_before = {}
+        self._signal_raises = False
 
     def run(self):
         """Start the runtime and the application; return the application's exit code.
 
-        After a forced stop (``forced``: a second Ctrl-C, or one once the Runner had ended)
-        application threads may still run; the ``pymoult`` command then ends the process with
-        ``os._exit`` rather than wait for them, as "at once" promises.
+        After a forced stop (``forced``: a second Ctrl-C, or one once the Runner had ended, or
+        SIGTERM or SIGHUP, then named by ``stopped_by``) application threads may still run;
+        the ``pymoult`` command then ends the process with ``os._exit`` rather than wait for
+        them, as "at once" promises (after a signal, by that signal).
         """
-        global _runner
         if threading.current_thread() is not threading.main_thread():
             raise ThreadStateError("the runtime must run in the main thread (it receives "
                                    "Ctrl-C)")
         if _runner is not None:
             raise ThreadStateError("an application already runs under this process's runtime")
-        app = self.application
-        self.manager = ThreadedManager(RUNTIME_MANAGER).start()
+        self._catch_terminating_signals()
         try:
+            return self._run()
+        except _Terminated as stop:  # also one raised while a Ctrl-C was being handled
+            self.forced = True
+            self.stopped_by = stop.signum
+            logger.warning("%s: stopping the runtime", signal.Signals(stop.signum).name)
+            return 128 + stop.signum
+        finally:
+            self._signal_raises = False  # a signal now must not cut the shutdown short
+            try:
+                self._shutdown()
+            finally:
+                self._restore_signals()
+
+    def _run(self):
+        global _runner
+        app = self.application
+        try:
+            self.manager = ThreadedManager(RUNTIME_MANAGER).start()
             if self.listener_factory is not None:
                 self.listener = self.listener_factory(self.manager)
                 self.listener.start()
@@ -242,8 +279,23 @@ class Runtime:
             self.forced = True  # before the Runner started: stop everything
             logger.warning("interrupted while starting: stopping the runtime")
             return INTERRUPTED
-        finally:
-            self._shutdown()
+
+    def _catch_terminating_signals(self):
+        """SIGTERM and SIGHUP raise ``_Terminated`` in the main thread (once): the runtime then
+        stops as on a normal exit, so the listener's socket and directory are removed."""
+        def terminate(signum, frame):
+            if self._signal_raises:
+                self._signal_raises = False
+                raise _Terminated(signum)
+
+        self._signal_raises = True
+        for signum in TERMINATING_SIGNALS:
+            self._handlers_before[signum] = signal.signal(signum, terminate)
+
+    def _restore_signals(self):
+        for signum, handler in self._handlers_before.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._handlers_before.clear()
 
     def _interrupted_early(self):
         logger.info("interrupted: KeyboardInterrupt raised in the Runner")
