@@ -34,7 +34,10 @@ Applied (inside the update's stop-the-world window, journaled):
   found in one ``gc.get_referrers`` pass over the heap (3 ms per 200,000 tracked objects),
   done only when such nested code changed; when its free variables changed they keep the old
   code and the plan has a ``note`` saying so. They count for quiescence like the functions
-  the update changes. A failure rolls everything back.
+  the update changes. A failure rolls everything back, including what the statements run
+  changed by hand in the module and its classes (``watched``: the classes are watched only when
+  the update runs code of the program, not for plain ``def`` statements updating functions in
+  place, the usual edit, whose every change goes through the journal).
 
 What is kept, not re-run: statements of the module that did not change (its state: counters,
 caches, registries, connections) and changed statements that are not definitions (a call, an
@@ -97,7 +100,7 @@ from ..lowlevel.source_diff import (change_from_live, compare, file_version, for
                                     with_live_differences)
 from ..source_tracking import tracked_source
 from .stale_frames import ModuleCode, stale_frames
-from .updates import Update
+from .updates import Update, has_setup
 
 __all__ = ["ModuleUpdate", "Step", "module_update_script"]
 
@@ -493,6 +496,23 @@ class _ModulePlan:
 
     # -- applied ---------------------------------------------------------------------------------
 
+    def runs_no_code(self):
+        """Whether applying the plan now would run none of the program's code: each statement
+        it runs is a ``def`` that runs nothing when executed (:func:`_runs_nothing`), each name
+        it binds is unbound or a plain function without attributes (updated in place by
+        ``update_function``, which then reads only functions), nothing is removed and no line
+        number moves (renumbering reads the attributes of classes, which may be descriptors),
+        in a module of the plain module type."""
+        if type(self.module) is not types.ModuleType or self.removed or self.change.delta or \
+                self.change.moves or not all(_runs_nothing(s.node) for s in self.run):
+            return False
+        live = self.module.__dict__
+        for name in self.bound:
+            old = live.get(name, MISSING)
+            if old is not MISSING and (type(old) is not types.FunctionType or old.__dict__):
+                return False
+        return True
+
     def check_current(self):
         """Raise if another update changed the module since this one was made."""
         if recorded_version(self.module) is not self.recorded:
@@ -690,6 +710,21 @@ def _plain_target(target):
     if isinstance(target, ast.Name):
         return True
     return isinstance(target, (ast.Tuple, ast.List)) and all(map(_plain_target, target.elts))
+
+
+def _runs_nothing(node):
+    """Whether executing the top-level statement ``node`` runs no code of the program: a
+    ``def`` without decorators or type parameters whose defaults and annotations are literals
+    or names (a name is read from the module's dict, or the builtins', which runs nothing)."""
+    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or node.decorator_list \
+            or getattr(node, "type_params", None):
+        return False
+    arguments = node.args
+    parts = arguments.defaults + [d for d in arguments.kw_defaults if d is not None] + \
+        [a.annotation for a in arguments.posonlyargs + arguments.args + arguments.kwonlyargs +
+         [arguments.vararg, arguments.kwarg] if a is not None and a.annotation is not None] + \
+        ([node.returns] if node.returns is not None else [])
+    return all(isinstance(part, (ast.Constant, ast.Name)) for part in parts)
 
 
 def _may_call(node):
@@ -1356,6 +1391,23 @@ class ModuleUpdate(Update):
         if unsafe is not None:
             reasons.append(_unsafe_reason(unsafe, self.torn_guard))
         return "; ".join(reason for reason in reasons if reason)
+
+    # -- applied ---------------------------------------------------------------------------------
+
+    def watched(self):
+        """The namespaces whose changes made outside Pymoult's mechanisms are journaled (see
+        :meth:`Update.watched`): by default, the modules and the classes they define. An update
+        that runs none of the program's code when it applies (:meth:`_ModulePlan.runs_no_code`:
+        plain ``def`` statements replacing plain functions in place, the usual edit of a
+        function's body), with no setup, ``apply`` or ``steps`` of its own, changes nothing but
+        through Pymoult's journaled mechanisms: then only its modules are watched, not each of
+        their classes (copying and comparing hundreds of class namespaces, twice, would cost
+        more than the update itself)."""
+        if self.extra_steps or has_setup(self) or \
+                getattr(self.apply, "__func__", None) is not ModuleUpdate.apply or \
+                not all(plan.runs_no_code() for plan in self.plans):
+            return super().watched()
+        return [plan.module for plan in self.plans]
 
     def apply(self):
         self.warnings = []
