@@ -98,6 +98,83 @@ def _common_suffix(a, b, limit):
     return n
 
 
+_BLOCK = 1 << 15  # characters compared at once (copies of slices, compared at C speed)
+
+
+def _common_prefix_chars(a, b, limit):
+    """How many first characters the strings ``a`` and ``b`` share, at most ``limit``."""
+    n = 0
+    while n + _BLOCK <= limit and a[n:n + _BLOCK] == b[n:n + _BLOCK]:
+        n += _BLOCK
+    high = min(n + _BLOCK, limit)  # the answer is in n..high
+    while n < high:
+        middle = (n + high + 1) // 2
+        if a[n:middle] == b[n:middle]:
+            n = middle
+        else:
+            high = middle - 1
+    return n
+
+
+def _common_suffix_chars(a, b, limit):
+    """How many last characters the strings ``a`` and ``b`` share, at most ``limit``."""
+    end_a, end_b, n = len(a), len(b), 0
+    while n + _BLOCK <= limit and \
+            a[end_a - n - _BLOCK:end_a - n] == b[end_b - n - _BLOCK:end_b - n]:
+        n += _BLOCK
+    high = min(n + _BLOCK, limit)
+    while n < high:
+        middle = (n + high + 1) // 2
+        if a[end_a - middle:end_a - n] == b[end_b - middle:end_b - n]:
+            n = middle
+        else:
+            high = middle - 1
+    return n
+
+
+def _plain(text):
+    """Whether ``text`` has no line break but ``\\n`` (no ``\\r``, no form feed...)."""
+    return "\r" not in text and not any(character in text for character in _OTHER_BREAKS)
+
+
+def _shared_lines(before, source):
+    """(the lines of ``source``, how many first lines and how many last lines it shares with
+    the version ``before``), found from the texts rather than from lines: the two texts are
+    compared character by character at C speed, and only the span between what they share is
+    cut into lines, the shared lines being ``before``'s own (splitting and comparing the lines
+    of a large module, tens of thousands of strings, was most of the time of a small change).
+    The shared last lines do not overlap the shared first ones (at most ``min(len(a), len(b)) -
+    first``, as :func:`_common_suffix` counts them). None unless both texts end their lines with
+    ``\\n`` only: then a shared line is shared text starting right after a ``\\n``, or at the
+    start."""
+    old, lines = before.source, before.lines
+    if not before.plain:
+        return None
+    if old == source:
+        return lines, len(lines), 0
+    limit = min(len(old), len(source))
+    same_start = _common_prefix_chars(old, source, limit)
+    first = old.count("\n", 0, same_start)  # the line holding the first difference differs
+    start = old.rfind("\n", 0, same_start) + 1  # where it starts, in both
+    same_end = _common_suffix_chars(old, source, limit - start)
+    if not _plain(source[same_start:len(source) - same_end]):  # the rest is ``old``'s text
+        return None
+    tail = len(old) - same_end  # the shared end starts here in ``old``
+    # lines starting inside the shared end, after a \n that does not end the text, and at
+    # its first character when that starts a line in both texts
+    last = old.count("\n", tail) - (1 if same_end and old.endswith("\n") else 0)
+    whole = same_end and (tail == 0 or old[tail - 1] == "\n") and \
+        (len(source) == same_end or source[len(source) - same_end - 1] == "\n")
+    if whole:
+        last += 1
+    if last <= 0:
+        last, tail_length = 0, 0
+    else:
+        tail_length = len(old) - (tail if whole else old.index("\n", tail) + 1)
+    middle = split_lines(source[start:len(source) - tail_length])
+    return lines[:first] + middle + lines[len(lines) - last:], first, last
+
+
 class Statement:
     """One top-level statement of a source version (lines are 1-based, inclusive; a decorated
     definition starts at its first decorator).
@@ -250,7 +327,15 @@ class SourceVersion:
         self._released = False
         self._fresh = False  # made from the tracked source of the module, which runs it
         self._anchor_lines = None
+        self._plain = None  # whether its lines end with \n only, once known
         self.has_future = _has_future_import(statements)
+
+    @property
+    def plain(self):
+        """Whether its lines all end with ``\\n`` (no ``\\r``, no form feed...)."""
+        if self._plain is None:
+            self._plain = _plain(self.source)
+        return self._plain
 
     @property
     def statements(self):
@@ -555,15 +640,21 @@ def compare(before, source):
     if not isinstance(before, SourceVersion):
         raise PymoultTypeError(f"expected a SourceVersion, got {before!r}")
     _check_source(source)
-    old_lines, new_lines = before.lines, split_lines(source)
+    old_lines = before.lines
+    shared = _shared_lines(before, source)
+    if shared is None:
+        new_lines = split_lines(source)
+        limit = min(len(old_lines), len(new_lines))
+        prefix = _common_prefix(old_lines, new_lines, limit)
+        suffix = _common_suffix(old_lines, new_lines, limit - prefix)
+    else:
+        new_lines, prefix, suffix = shared
     n_old, n_new = len(old_lines), len(new_lines)
-    limit = min(n_old, n_new)
-    prefix = _common_prefix(old_lines, new_lines, limit)
-    suffix = _common_suffix(old_lines, new_lines, limit - prefix)
     delta = n_new - n_old
     if prefix == n_old == n_new:
         after = SourceVersion(source, before.filename, before._pieces, new_lines, before._module)
         after._released = before._released
+        after._plain = before._plain if shared is None else True
         return SourceChange(before, after, [], [], 0, n_old)
     # old lines first..last changed (1-based; last < first for a pure insertion); take every
     # statement touching them or the line on either side (an added decorator, a body grown)
@@ -602,6 +693,8 @@ def compare(before, source):
     tail = statements[j:] if delta == 0 else [s.shifted(delta) for s in statements[j:]]
     after = SourceVersion(source, before.filename, statements[:i] + new + tail, new_lines,
                           before._module)
+    if shared is not None:
+        after._plain = True
     return SourceChange(before, after, old, new, delta, region_end)
 
 
