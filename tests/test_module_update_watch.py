@@ -7,6 +7,7 @@ import textwrap
 
 import pytest
 
+from pymoult.errors import ModuleUpdateError
 from pymoult.highlevel.updates import ModuleUpdate, UpdateState
 
 from modules import WAIT, loaded
@@ -100,3 +101,24 @@ def test_a_class_changed_by_hand_by_a_decorator_is_restored_when_the_update_fail
     assert update.state is UpdateState.ROLLED_BACK
     assert app.Item.kind == "plain"
     assert app.work(1) == 2 and not hasattr(app, "late")
+
+
+def test_a_def_that_runs_nothing_is_evaluated_with_the_names_it_reads(app, manager):
+    # on trial, such a def is evaluated with only what it reads of the module's globals
+    source = new_version("def work(x, scale=2):\n    return x * scale\n",
+                         "def work(x: Item, scale=LIMIT, *, flag=None) -> Item:\n"
+                         "    return x * scale\n")
+    update = ModuleUpdate(app, source=source)
+    assert update.watched() == [app]
+    manager.apply_update(update, timeout=WAIT)
+    assert app.work(2) == 6 and app.work.__defaults__ == (3,)
+    assert app.work.__kwdefaults__ == {"flag": None}
+    assert app.work.__annotations__ == {"x": app.Item, "return": app.Item}
+    assert app.work.__module__ == app.__name__ and app.work.__globals__ is app.__dict__
+
+
+def test_a_def_reading_a_name_the_module_lacks_fails_on_trial(app):
+    source = new_version("def work(x, scale=2):", "def work(x, scale=MISSING_NAME):")
+    with pytest.raises(ModuleUpdateError, match="MISSING_NAME"):
+        ModuleUpdate(app, source=source)
+    assert app.work(1) == 2

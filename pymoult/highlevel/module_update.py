@@ -218,8 +218,9 @@ class _ModulePlan:
         self.transformers = dict(transformers or {})
         self.builders = dict(builders or {})
         self.recorded = recorded_version(module)
-        try:
-            self.before = known_version(module, old_source)
+        try:  # the recorded version is the known one (not looked up twice: 5,000 names)
+            self.before = self.recorded if self.recorded is not None else \
+                known_version(module, old_source)
         except SyntaxError as exc:
             raise ModuleUpdateError(f"the source given as the current version of {self.name!r} "
                                     f"does not compile: {exc}", module=self.name,
@@ -323,9 +324,14 @@ class _ModulePlan:
         if group is not None and self.name not in group.sources:
             group = None
         into = group.begin(self.name) if group is not None else None
-        namespace = _trial_namespace(
-            live, copy_functions=any(_may_call(statement.node) for statement in self.run),
-            copy_containers=any(statement.kind == "other" for statement in self.run), into=into)
+        if into is None and not self.removed and \
+                all(_runs_nothing(statement.node) for statement in self.run):
+            namespace = _definitions_namespace(live, self.run)
+        else:
+            namespace = _trial_namespace(
+                live, copy_functions=any(_may_call(statement.node) for statement in self.run),
+                copy_containers=any(statement.kind == "other" for statement in self.run),
+                into=into)
         if group is not None:
             namespace["__builtins__"] = group.builtins(live.get("__builtins__", __builtins__))
         line_of = {}
@@ -533,7 +539,11 @@ class _ModulePlan:
         counterparts = {}
         inner_codes = {}  # old code nested in a changed function -> its new version
         for statement, code in self.compiled:
-            snapshot = dict(live)
+            # a def that runs nothing binds its name (and exec the builtins, if missing): only
+            # those are saved, not the thousands of names of a large module
+            quiet = _runs_nothing(statement.node)
+            snapshot = {k: live.get(k, MISSING) for k in statement.names + ("__builtins__",)} \
+                if quiet else dict(live)
             try:
                 exec(code, live)
             finally:
@@ -544,7 +554,11 @@ class _ModulePlan:
                     changed = [k for k in live if live[k] is not snapshot.get(k, MISSING)]
                     changed += [k for k in snapshot if k not in live]
                 new_values = {k: live.get(k, MISSING) for k in changed}
-                _restore(live, snapshot)  # from here on every change goes through the journal
+                # from here on every change goes through the journal
+                if quiet:
+                    _restore_names(live, snapshot)
+                else:
+                    _restore(live, snapshot)
             dispatchers += [v for v in new_values.values() if _is_dispatcher(v)]
             registered = {id(f) for d in dispatchers for f in d.registry.values()}
             for name in changed:
@@ -765,6 +779,23 @@ def _trial_namespace(live, copy_functions, copy_containers, into=None):
                 and key != "__builtins__":  # ``__all__`` and ``__annotations__`` too
             namespace[key] = value.copy()
     return namespace
+
+
+def _definitions_namespace(live, statements):
+    """The namespace in which ``def`` statements that run nothing (:func:`_runs_nothing`) are
+    evaluated on trial, for what :func:`_trial_namespace` would give them: what executing them
+    reads of the module's globals (``__name__``, for the functions' ``__module__``, the
+    builtins, the names their defaults and annotations read), not a copy of the thousands of
+    names of a large module. The functions they make are not called."""
+    names = {"__name__", "__builtins__"}
+    for statement in statements:
+        names.update(node.id for node in ast.walk(statement.node.args)
+                     if isinstance(node, ast.Name))
+        if statement.node.returns is not None:
+            names.update(node.id for node in ast.walk(statement.node.returns)
+                         if isinstance(node, ast.Name))
+    namespace = {name: live.get(name, MISSING) for name in names}
+    return {name: value for name, value in namespace.items() if value is not MISSING}
 
 
 _ATTRIBUTES = operator.attrgetter("__dict__")
@@ -1141,6 +1172,15 @@ class Renumber(Operation):
     def undo(self):
         for function, code in self.codes:
             function.__code__ = code
+
+
+def _restore_names(namespace, saved):
+    """Bind again the names of ``saved`` (name -> value, or MISSING for a name not bound)."""
+    for key, value in saved.items():
+        if value is MISSING:
+            namespace.pop(key, None)
+        elif namespace.get(key, MISSING) is not value:
+            namespace[key] = value
 
 
 def _restore(namespace, snapshot):

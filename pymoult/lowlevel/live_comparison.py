@@ -138,13 +138,19 @@ def foreign_definitions(module, files):
     into (its ``__wrapped__`` chain) only when its own code comes from elsewhere."""
     found = []
     module_name = module.__name__
-    for name, value in list(module.__dict__.items()):
+    # a copy's items, not a list of them: one tuple reused, not thousands kept (the collector
+    # runs on allocations, and goes through all the young ones)
+    for name, value in module.__dict__.copy().items():
         if type(value) is types.FunctionType:
             if value.__code__.co_filename in files:
                 continue
             candidates = (value,)
         elif isinstance(value, type) and value.__module__ == module_name:
-            candidates = [v for v in vars(value).values() if _may_run_foreign_code(v, files)]
+            # inlined for the plain functions and values that make most of a class
+            candidates = [v for v in vars(value).values()
+                          if (v.__code__.co_filename not in files
+                              if type(v) is types.FunctionType
+                              else type(v) not in _PLAIN and _may_run_foreign_code(v, files))]
         else:
             continue
         if any(f.__code__.co_filename not in files for candidate in candidates
