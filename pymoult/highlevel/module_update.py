@@ -15,8 +15,11 @@ Made in the caller's thread (nothing in the program changes):
      above it bound: the module's own functions are copies that read the copy (an unchanged
      helper called at module level sees the new class defined above), ``singledispatch``
      functions are copies (registrations land in them), and, when a new statement runs, the
-     module's lists, dicts, sets and bytearrays are shallow copies. An exception raises
-     ``ModuleUpdateError`` with the traceback of the new version's code (its lines);
+     module's lists, dicts, sets and bytearrays are shallow copies (``def`` statements that run
+     nothing, the usual edit of a function's body, read only ``__name__``, the builtins and the
+     names of their defaults and annotations: they are evaluated with just those). An
+     exception raises ``ModuleUpdateError`` with the traceback of the new version's code (its
+     lines);
   3. the result is a list of :class:`Step` objects (``update.steps``, readable ``str``).
 
 Applied (inside the update's stop-the-world window, journaled):
@@ -531,7 +534,7 @@ class _ModulePlan:
         what it rebound and update the live objects instead, so that the next statements (a
         subclass, a table of handlers) see the live objects."""
         live = self.module.__dict__
-        dispatchers = [d for _, d in _functions_with_attributes(dict(live))
+        dispatchers = [d for d in _possible_dispatchers(list(live.values()))
                        if _is_dispatcher(d)]  # one scan
         saved = [(d, dict(_registry_dict(d))) for d in dispatchers]
         if saved:
@@ -767,9 +770,11 @@ def _trial_namespace(live, copy_functions, copy_containers, into=None):
     if copy_functions or copy_containers:
         items = list(namespace.items())
     else:
-        # only singledispatch functions to copy: the functions with attributes, found at C
-        # speed among the thousands of names of a large module
-        items = _functions_with_attributes(namespace)
+        # only singledispatch functions to copy, few if any among the thousands of names of a
+        # large module
+        found = {id(value) for value in _possible_dispatchers(list(namespace.values()))}
+        items = [(key, value) for key, value in namespace.items() if id(value) in found] \
+            if found else []
     for key, value in items:
         if _is_dispatcher(value):
             namespace[key] = _clone_dispatcher(value)
@@ -798,18 +803,16 @@ def _definitions_namespace(live, statements):
     return {name: value for name, value in namespace.items() if value is not MISSING}
 
 
-_ATTRIBUTES = operator.attrgetter("__dict__")
-
-
-def _functions_with_attributes(namespace):
-    """The (name, value) of ``namespace`` (a dict no other thread changes) whose value is a
-    Python function with attributes (a singledispatch function is one), found at C speed: a
-    large module has thousands of functions, and few if any have attributes."""
-    keys, values = list(namespace), list(namespace.values())
-    mask = list(map(operator.is_, map(type, values), itertools.repeat(types.FunctionType)))
-    keys, values = list(itertools.compress(keys, mask)), list(itertools.compress(values, mask))
-    mask = list(map(bool, map(_ATTRIBUTES, values)))
-    return list(zip(itertools.compress(keys, mask), itertools.compress(values, mask)))
+def _possible_dispatchers(values):
+    """The Python functions among ``values`` (a list) with a ``registry`` attribute, as a
+    singledispatch function has (see :func:`_is_dispatcher`): few if any of the thousands of
+    functions of a large module. The attribute is looked up, not read from the function's
+    ``__dict__``: reading that makes it, an empty dict for each function, which every scan would
+    then go through (a plain function's type has no ``registry``: the lookup reads the function's
+    own attributes only, and none when it has never had any)."""
+    function = types.FunctionType
+    return [value for value in values
+            if type(value) is function and getattr(value, "registry", None) is not None]
 
 
 class _TrialGroup:
@@ -1059,9 +1062,8 @@ def _update_closures(inner_codes, journal):
 
 
 def _key(statement):
-    """What identifies a statement's meaning: its syntax tree without positions (so that line
-    endings, a final newline or a neighbour on the same line do not count as a change)."""
-    return ast.dump(statement.node)
+    """What identifies a statement's meaning (:attr:`Statement.key`)."""
+    return statement.key
 
 
 def _assigned_names(node):

@@ -171,8 +171,10 @@ def _shared_lines(before, source):
         last, tail_length = 0, 0
     else:
         tail_length = len(old) - (tail if whole else old.index("\n", tail) + 1)
-    middle = split_lines(source[start:len(source) - tail_length])
-    return lines[:first] + middle + lines[len(lines) - last:], first, last
+    new_lines = lines[:first]  # one list made (each line it holds is referenced once more)
+    new_lines += split_lines(source[start:len(source) - tail_length])
+    new_lines += lines[len(lines) - last:]
+    return new_lines, first, last
 
 
 class Statement:
@@ -185,13 +187,23 @@ class Statement:
     weigh tens of megabytes and an update needs only those of the statements it touches.
     """
 
-    __slots__ = ("kind", "names", "start", "end", "text", "future", "_node", "_column")
+    __slots__ = ("kind", "names", "start", "end", "text", "future", "_node", "_column", "_key")
 
-    def __init__(self, kind, names, start, end, text, node, column=0, future=False):
+    def __init__(self, kind, names, start, end, text, node, column=0, future=False, key=None):
         self.kind, self.names, self.start, self.end, self.text = kind, names, start, end, text
         self._node = node
         self._column = column  # where it starts on its first line, in UTF-8 bytes (a = 1; b = 2)
         self.future = future  # a ``from __future__`` import
+        self._key = key
+
+    @property
+    def key(self):
+        """What identifies its meaning: its syntax tree dumped without positions (so that line
+        endings, a final newline or a neighbour on the same line do not count as a change).
+        Computed once (an update compares the statements of a change several times)."""
+        if self._key is None:
+            self._key = ast.dump(self.node)
+        return self._key
 
     @property
     def node(self):
@@ -213,7 +225,7 @@ class Statement:
         """The same statement ``delta`` lines further down (a tree it holds is not renumbered:
         only the position of the statement counts)."""
         return Statement(self.kind, self.names, self.start + delta, self.end + delta, self.text,
-                         self._node, self._column, self.future)
+                         self._node, self._column, self.future, self._key)
 
     def __repr__(self):
         names = ", ".join(self.names) or "-"
