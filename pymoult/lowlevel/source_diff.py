@@ -7,13 +7,14 @@ so an unchanged definition is recognised whatever moved around it.
 
 Parsing a whole module is the slow part (about 0.2 s for 5,000 definitions; compiling it costs
 about as much), so a new version is compared with the previous one *incrementally*: the lines
-the two share at the start and at the end are skipped, the span in between is widened to whole
-statements of the previous version, and only that span of the new version is parsed. This is
-sound: the shared prefix ends, and the shared suffix starts, at a statement boundary of the
-previous version, and the new span parses on its own as complete statements (else the whole new
-source is parsed, which reports a real syntax error at its real line). So a one-line change in a
-large module costs a few milliseconds, and matching is linear in the module's size (jurigged
-matches definitions pairwise, in quadratic time).
+the two share at the start and at the end are skipped (found by comparing the two texts at C
+speed; only the span between is cut into lines, the shared lines are the previous version's),
+the span in between is widened to whole statements of the previous version, and only that span
+of the new version is parsed. This is sound: the shared prefix ends, and the shared suffix
+starts, at a statement boundary of the previous version, and the new span parses on its own as
+complete statements (else the whole new source is parsed, which reports a real syntax error at
+its real line). So a one-line change in a large module costs a few milliseconds, and matching
+is linear in the module's size (jurigged matches definitions pairwise, in quadratic time).
 
 The previous version of a module is the one Pymoult last applied (:func:`remember_version`),
 or the source recorded at its import (sources tracked), or its source file, checked against the
