@@ -4,7 +4,7 @@ import pytest
 
 from pymoult.errors import PymoultTypeError, RollbackError, ThreadStateError
 from pymoult.lowlevel.journal import (MISSING, Journal, Operation, SetAttribute, SetItem,
-                                      current_journal, set_attribute)
+                                      current_journal, describe, set_attribute)
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -79,3 +79,45 @@ def test_rollback_undoes_everything_it_can_and_reports_the_rest():
     (operation, error), = info.value.failures
     assert isinstance(operation, Broken) and isinstance(error, OSError)
     assert "rolled back" in repr(journal)
+
+
+def _classes(count):
+    return [type(f"C{i}", (), {"a": i, "f": lambda self: 0}) for i in range(count)]
+
+
+def test_settle_records_every_name_changed_outside_among_many_namespaces():
+    # the names are compared in one pass over all the namespaces: each kind of change must
+    # still be told, in the namespace it happened in, whichever its place among the others
+    classes = _classes(6)
+    module = types.ModuleType("watched_module")
+    module.__dict__.update(kept=1, rebound=[1], removed=2, swapped_out=3)
+    journal = Journal("j")
+    watch = journal.watch([classes[0], module, *classes[1:], module])  # module given twice
+    classes[2].a = 2  # the same value (small ints are one object): not a change
+    classes[3].a = 1000 + int("3")  # another object
+    classes[5].b = "new"
+    del classes[4].f
+    module.rebound = [1]  # equal, not the same object: a change
+    del module.removed
+    module.swapped_in = 4  # one name removed, one added: same size
+    del module.swapped_out
+    with journal.recording():
+        set_attribute(classes[1], "a", "journaled")  # covered by its own operation
+    added = watch.settle()
+    assert sorted((describe(op.namespace), op.name, op.new is MISSING) for op in added) == [
+        ("test_journal.C3", "a", False), ("test_journal.C4", "f", True),
+        ("test_journal.C5", "b", False), ("watched_module", "rebound", False),
+        ("watched_module", "removed", True), ("watched_module", "swapped_in", False),
+        ("watched_module", "swapped_out", True)]
+    journal.rollback()
+    assert [c.a for c in classes] == [0, 1, 2, 3, 4, 5]
+    assert "b" not in vars(classes[5]) and "f" in vars(classes[4])
+    assert {k: v for k, v in vars(module).items() if not k.startswith("__")} == {
+        "kept": 1, "rebound": [1], "removed": 2, "swapped_out": 3}
+
+
+def test_settle_with_nothing_changed_records_nothing():
+    classes = _classes(3)
+    journal = Journal("j")
+    watch = journal.watch([*classes, type("Empty", (), {})])
+    assert watch.settle() == [] and len(journal) == 0

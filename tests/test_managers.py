@@ -259,3 +259,37 @@ def test_collect_updates_sees_only_the_calling_threads_updates_and_nests():
     manager.add_update(Flag(name="after"))
     assert outer == [(first, first_future)]
     assert [update for update, _ in inner] == [second]
+
+
+class Watching(Flag):
+    """Counts the namespace watches the manager asks for; changes a class by hand in its
+    setup when it has one."""
+
+    def __init__(self, target, **kwargs):
+        super().__init__(**kwargs)
+        self.target, self.watches = target, 0
+
+    def watched(self):
+        self.watches += 1
+        return [self.target]
+
+    def apply(self):
+        raise RuntimeError("fails: rolled back")
+
+
+def test_the_namespaces_are_watched_around_setup_only_when_the_update_has_one():
+    target = type("Target", (), {"value": 1})
+    update = Watching(target)
+    manager = Manager()
+    future = drive(manager, manager.add_update(update))
+    assert isinstance(future.exception(), RuntimeError)
+    assert update.watches == 1  # apply's: no setup, nothing of the update ran before it
+
+    def setup():
+        target.value = 2  # by hand: journaled through the watch, undone with the update
+
+    update = Watching(target)
+    update.preupdate_setup = setup  # set on the update, not its class: a setup all the same
+    future = drive(manager, manager.add_update(update))
+    assert isinstance(future.exception(), RuntimeError)
+    assert update.watches == 2 and target.value == 1

@@ -208,3 +208,80 @@ def test_a_change_in_a_long_module_is_found_between_the_shared_lines():
     source = "".join(f"def f{i}():\n    return {i}\n\n" for i in range(2000))
     change = check(source, source.replace("return 1234\n", "return -1\n"))
     assert [s.names for s in change.old] == [s.names for s in change.new] == [("f1234",)]
+
+
+def test_foreign_definitions_finds_code_from_elsewhere_wherever_it_sits():
+    # functions and class attributes are sorted out at C speed: each place code from another
+    # file can hide must still be found, in the module's order, and nothing else
+    from pymoult.lowlevel.live_comparison import foreign_definitions
+    import types as types_module
+
+    module = types_module.ModuleType("foreign_mod")
+    own = "<own>"
+
+    def run(text, filename):
+        exec(compile(text, filename, "exec"), module.__dict__)
+
+    run("def local(x): return x\n"
+        "class Plain:\n    a = 1\n    def m(self): return 1\n"
+        "class Empty: pass\n"
+        "class Wrapped:\n    def m(self): return 1\n", own)
+    run("def elsewhere(x): return x\n"
+        "def _fget(self): return 1\n"
+        "def _static(): return 1\n"
+        "def _method(self): return 2\n", "<other>")
+    module.__dict__.update(
+        Prop=type("Prop", (), {"__module__": "foreign_mod", "p": property(module._fget)}),
+        Static=type("Static", (), {"__module__": "foreign_mod",
+                                   "s": staticmethod(module._static)}),
+        Method=type("Method", (), {"__module__": "foreign_mod", "m": module._method}),
+        NotOurs=type("NotOurs", (), {"__module__": "elsewhere", "m": module._method}),
+        Callable=type("Callable", (), {"__module__": "foreign_mod", "c": len}))
+    module.Wrapped.m.__code__ = module._method.__code__  # changed in place by a script
+    for name in ("Plain", "Empty", "Wrapped"):
+        getattr(module, name).__module__ = "foreign_mod"
+    assert foreign_definitions(module, {own}) == [
+        "Wrapped", "elsewhere", "_fget", "_static", "_method", "Prop", "Static", "Method"]
+    assert foreign_definitions(module, {own, "<other>"}) == []
+
+
+def lines_compared(before_source, after_source):
+    """What compare's shared lines must be: the new source's lines, and how many first and last
+    lines it shares with the old one, counted line by line."""
+    old, new = split_lines(before_source), split_lines(after_source)
+    limit = min(len(old), len(new))
+    first = naive_common(old, new, limit, from_end=False)
+    return new, first, naive_common(old, new, limit - first, from_end=True)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="aab\n\n\r", max_size=40), st.text(alphabet="ab\n\r\f", max_size=12),
+       st.integers(0, 40), st.integers(0, 40), st.integers(0, 3))
+def test_lines_shared_found_from_the_texts_are_those_found_from_the_lines(text, insert, at,
+                                                                         length, repeat):
+    # the shared lines are found by comparing the texts: they must be exactly those found by
+    # comparing the lines (an edit anywhere, a text without a final newline, repeated lines)
+    before_source = text * repeat
+    after_source = before_source[:at] + insert + before_source[at + length:]
+    before = source_diff.SourceVersion(before_source, "m.py", [])
+    for block in (source_diff._BLOCK, 4):  # also texts longer than the blocks compared at once
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(source_diff, "_BLOCK", block)
+            shared = source_diff._shared_lines(before, after_source)
+        if any(break_ in before_source + after_source for break_ in "\r\f"):
+            assert shared is None  # cut line by line instead
+            continue
+        new_lines, first, last = shared
+        assert (new_lines, first, last) == lines_compared(before_source, after_source)
+        assert new_lines[:first] == before.lines[:first]
+
+
+def test_the_lines_of_a_large_module_after_a_change_are_its_own_and_share_the_rest():
+    source = "".join(f"def f{i}():\n    return {i}\n\n" for i in range(20000))
+    before = parse_version(source, "m.py")
+    for after_source in (source.replace("return 1234\n", "return -1\n"),
+                         source.replace("return 0\n", "return 0\n\n\n"),
+                         source + "x = 1", source[:-1], "# new\n" + source):
+        change = compare(before, after_source)
+        assert change.after.lines == split_lines(after_source)
+        assert change.after.plain

@@ -38,7 +38,7 @@ from ..lowlevel.journal import Journal
 from ..lowlevel.world import stop_the_world
 from ..errors import UpdateDefinitionError
 from ..lowlevel import alterability
-from .updates import Update, UpdateState, check_definition
+from .updates import Update, UpdateState, check_definition, has_setup
 
 __all__ = ["Manager", "ThreadedManager", "UpdateFuture", "fetch_manager",
            "generatePreconfiguredManager", "collect_updates", "live_managers"]
@@ -517,12 +517,13 @@ class Manager:
                 f"{update.name!r}: check_requirements returned {answer!r}, not 'yes', 'no' or "
                 "'never'", update))
             return
-        with update.journal.recording():  # setup's changes are undone with the update's
-            watch = update.journal.watch(update.watched())
-            try:
-                update.preupdate_setup()
-            finally:
-                watch.settle()
+        if has_setup(update):  # else nothing of the update runs: nothing to watch
+            with update.journal.recording():  # setup's changes are undone with the update's
+                watch = update.journal.watch(update.watched())
+                try:
+                    update.preupdate_setup()
+                finally:
+                    watch.settle()
         update.mark("setup")
         update.state = UpdateState.WAITING
         yield

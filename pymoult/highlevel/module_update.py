@@ -15,8 +15,11 @@ Made in the caller's thread (nothing in the program changes):
      above it bound: the module's own functions are copies that read the copy (an unchanged
      helper called at module level sees the new class defined above), ``singledispatch``
      functions are copies (registrations land in them), and, when a new statement runs, the
-     module's lists, dicts, sets and bytearrays are shallow copies. An exception raises
-     ``ModuleUpdateError`` with the traceback of the new version's code (its lines);
+     module's lists, dicts, sets and bytearrays are shallow copies (``def`` statements that run
+     nothing, the usual edit of a function's body, read only ``__name__``, the builtins and the
+     names of their defaults and annotations: they are evaluated with just those). An
+     exception raises ``ModuleUpdateError`` with the traceback of the new version's code (its
+     lines);
   3. the result is a list of :class:`Step` objects (``update.steps``, readable ``str``).
 
 Applied (inside the update's stop-the-world window, journaled):
@@ -34,7 +37,10 @@ Applied (inside the update's stop-the-world window, journaled):
   found in one ``gc.get_referrers`` pass over the heap (3 ms per 200,000 tracked objects),
   done only when such nested code changed; when its free variables changed they keep the old
   code and the plan has a ``note`` saying so. They count for quiescence like the functions
-  the update changes. A failure rolls everything back.
+  the update changes. A failure rolls everything back, including what the statements run
+  changed by hand in the module and its classes (``watched``: the classes are watched only when
+  the update runs code of the program, not for plain ``def`` statements updating functions in
+  place, the usual edit, whose every change goes through the journal).
 
 What is kept, not re-run: statements of the module that did not change (its state: counters,
 caches, registries, connections) and changed statements that are not definitions (a call, an
@@ -97,7 +103,7 @@ from ..lowlevel.source_diff import (change_from_live, compare, file_version, for
                                     with_live_differences)
 from ..source_tracking import tracked_source
 from .stale_frames import ModuleCode, stale_frames
-from .updates import Update
+from .updates import Update, has_setup
 
 __all__ = ["ModuleUpdate", "Step", "module_update_script"]
 
@@ -215,8 +221,9 @@ class _ModulePlan:
         self.transformers = dict(transformers or {})
         self.builders = dict(builders or {})
         self.recorded = recorded_version(module)
-        try:
-            self.before = known_version(module, old_source)
+        try:  # the recorded version is the known one (not looked up twice: 5,000 names)
+            self.before = self.recorded if self.recorded is not None else \
+                known_version(module, old_source)
         except SyntaxError as exc:
             raise ModuleUpdateError(f"the source given as the current version of {self.name!r} "
                                     f"does not compile: {exc}", module=self.name,
@@ -320,9 +327,14 @@ class _ModulePlan:
         if group is not None and self.name not in group.sources:
             group = None
         into = group.begin(self.name) if group is not None else None
-        namespace = _trial_namespace(
-            live, copy_functions=any(_may_call(statement.node) for statement in self.run),
-            copy_containers=any(statement.kind == "other" for statement in self.run), into=into)
+        if into is None and not self.removed and \
+                all(_runs_nothing(statement.node) for statement in self.run):
+            namespace = _definitions_namespace(live, self.run)
+        else:
+            namespace = _trial_namespace(
+                live, copy_functions=any(_may_call(statement.node) for statement in self.run),
+                copy_containers=any(statement.kind == "other" for statement in self.run),
+                into=into)
         if group is not None:
             namespace["__builtins__"] = group.builtins(live.get("__builtins__", __builtins__))
         line_of = {}
@@ -493,6 +505,23 @@ class _ModulePlan:
 
     # -- applied ---------------------------------------------------------------------------------
 
+    def runs_no_code(self):
+        """Whether applying the plan now would run none of the program's code: each statement
+        it runs is a ``def`` that runs nothing when executed (:func:`_runs_nothing`), each name
+        it binds is unbound or a plain function without attributes (updated in place by
+        ``update_function``, which then reads only functions), nothing is removed and no line
+        number moves (renumbering reads the attributes of classes, which may be descriptors),
+        in a module of the plain module type."""
+        if type(self.module) is not types.ModuleType or self.removed or self.change.delta or \
+                self.change.moves or not all(_runs_nothing(s.node) for s in self.run):
+            return False
+        live = self.module.__dict__
+        for name in self.bound:
+            old = live.get(name, MISSING)
+            if old is not MISSING and (type(old) is not types.FunctionType or old.__dict__):
+                return False
+        return True
+
     def check_current(self):
         """Raise if another update changed the module since this one was made."""
         if recorded_version(self.module) is not self.recorded:
@@ -505,7 +534,7 @@ class _ModulePlan:
         what it rebound and update the live objects instead, so that the next statements (a
         subclass, a table of handlers) see the live objects."""
         live = self.module.__dict__
-        dispatchers = [d for _, d in _functions_with_attributes(dict(live))
+        dispatchers = [d for d in _possible_dispatchers(list(live.values()))
                        if _is_dispatcher(d)]  # one scan
         saved = [(d, dict(_registry_dict(d))) for d in dispatchers]
         if saved:
@@ -513,7 +542,11 @@ class _ModulePlan:
         counterparts = {}
         inner_codes = {}  # old code nested in a changed function -> its new version
         for statement, code in self.compiled:
-            snapshot = dict(live)
+            # a def that runs nothing binds its name (and exec the builtins, if missing): only
+            # those are saved, not the thousands of names of a large module
+            quiet = _runs_nothing(statement.node)
+            snapshot = {k: live.get(k, MISSING) for k in statement.names + ("__builtins__",)} \
+                if quiet else dict(live)
             try:
                 exec(code, live)
             finally:
@@ -524,7 +557,11 @@ class _ModulePlan:
                     changed = [k for k in live if live[k] is not snapshot.get(k, MISSING)]
                     changed += [k for k in snapshot if k not in live]
                 new_values = {k: live.get(k, MISSING) for k in changed}
-                _restore(live, snapshot)  # from here on every change goes through the journal
+                # from here on every change goes through the journal
+                if quiet:
+                    _restore_names(live, snapshot)
+                else:
+                    _restore(live, snapshot)
             dispatchers += [v for v in new_values.values() if _is_dispatcher(v)]
             registered = {id(f) for d in dispatchers for f in d.registry.values()}
             for name in changed:
@@ -692,6 +729,21 @@ def _plain_target(target):
     return isinstance(target, (ast.Tuple, ast.List)) and all(map(_plain_target, target.elts))
 
 
+def _runs_nothing(node):
+    """Whether executing the top-level statement ``node`` runs no code of the program: a
+    ``def`` without decorators or type parameters whose defaults and annotations are literals
+    or names (a name is read from the module's dict, or the builtins', which runs nothing)."""
+    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or node.decorator_list \
+            or getattr(node, "type_params", None):
+        return False
+    arguments = node.args
+    parts = arguments.defaults + [d for d in arguments.kw_defaults if d is not None] + \
+        [a.annotation for a in arguments.posonlyargs + arguments.args + arguments.kwonlyargs +
+         [arguments.vararg, arguments.kwarg] if a is not None and a.annotation is not None] + \
+        ([node.returns] if node.returns is not None else [])
+    return all(isinstance(part, (ast.Constant, ast.Name)) for part in parts)
+
+
 def _may_call(node):
     """Whether evaluating a top-level statement may call code: anything but a ``def`` whose
     decorators, defaults and annotations call nothing (the usual change: a function's body)."""
@@ -718,9 +770,11 @@ def _trial_namespace(live, copy_functions, copy_containers, into=None):
     if copy_functions or copy_containers:
         items = list(namespace.items())
     else:
-        # only singledispatch functions to copy: the functions with attributes, found at C
-        # speed among the thousands of names of a large module
-        items = _functions_with_attributes(namespace)
+        # only singledispatch functions to copy, few if any among the thousands of names of a
+        # large module
+        found = {id(value) for value in _possible_dispatchers(list(namespace.values()))}
+        items = [(key, value) for key, value in namespace.items() if id(value) in found] \
+            if found else []
     for key, value in items:
         if _is_dispatcher(value):
             namespace[key] = _clone_dispatcher(value)
@@ -732,18 +786,33 @@ def _trial_namespace(live, copy_functions, copy_containers, into=None):
     return namespace
 
 
-_ATTRIBUTES = operator.attrgetter("__dict__")
+def _definitions_namespace(live, statements):
+    """The namespace in which ``def`` statements that run nothing (:func:`_runs_nothing`) are
+    evaluated on trial, for what :func:`_trial_namespace` would give them: what executing them
+    reads of the module's globals (``__name__``, for the functions' ``__module__``, the
+    builtins, the names their defaults and annotations read), not a copy of the thousands of
+    names of a large module. The functions they make are not called."""
+    names = {"__name__", "__builtins__"}
+    for statement in statements:
+        names.update(node.id for node in ast.walk(statement.node.args)
+                     if isinstance(node, ast.Name))
+        if statement.node.returns is not None:
+            names.update(node.id for node in ast.walk(statement.node.returns)
+                         if isinstance(node, ast.Name))
+    namespace = {name: live.get(name, MISSING) for name in names}
+    return {name: value for name, value in namespace.items() if value is not MISSING}
 
 
-def _functions_with_attributes(namespace):
-    """The (name, value) of ``namespace`` (a dict no other thread changes) whose value is a
-    Python function with attributes (a singledispatch function is one), found at C speed: a
-    large module has thousands of functions, and few if any have attributes."""
-    keys, values = list(namespace), list(namespace.values())
-    mask = list(map(operator.is_, map(type, values), itertools.repeat(types.FunctionType)))
-    keys, values = list(itertools.compress(keys, mask)), list(itertools.compress(values, mask))
-    mask = list(map(bool, map(_ATTRIBUTES, values)))
-    return list(zip(itertools.compress(keys, mask), itertools.compress(values, mask)))
+def _possible_dispatchers(values):
+    """The Python functions among ``values`` (a list) with a ``registry`` attribute, as a
+    singledispatch function has (see :func:`_is_dispatcher`): few if any of the thousands of
+    functions of a large module. The attribute is looked up, not read from the function's
+    ``__dict__``: reading that makes it, an empty dict for each function, which every scan would
+    then go through (a plain function's type has no ``registry``: the lookup reads the function's
+    own attributes only, and none when it has never had any)."""
+    function = types.FunctionType
+    return [value for value in values
+            if type(value) is function and getattr(value, "registry", None) is not None]
 
 
 class _TrialGroup:
@@ -993,9 +1062,8 @@ def _update_closures(inner_codes, journal):
 
 
 def _key(statement):
-    """What identifies a statement's meaning: its syntax tree without positions (so that line
-    endings, a final newline or a neighbour on the same line do not count as a change)."""
-    return ast.dump(statement.node)
+    """What identifies a statement's meaning (:attr:`Statement.key`)."""
+    return statement.key
 
 
 def _assigned_names(node):
@@ -1106,6 +1174,15 @@ class Renumber(Operation):
     def undo(self):
         for function, code in self.codes:
             function.__code__ = code
+
+
+def _restore_names(namespace, saved):
+    """Bind again the names of ``saved`` (name -> value, or MISSING for a name not bound)."""
+    for key, value in saved.items():
+        if value is MISSING:
+            namespace.pop(key, None)
+        elif namespace.get(key, MISSING) is not value:
+            namespace[key] = value
 
 
 def _restore(namespace, snapshot):
@@ -1356,6 +1433,23 @@ class ModuleUpdate(Update):
         if unsafe is not None:
             reasons.append(_unsafe_reason(unsafe, self.torn_guard))
         return "; ".join(reason for reason in reasons if reason)
+
+    # -- applied ---------------------------------------------------------------------------------
+
+    def watched(self):
+        """The namespaces whose changes made outside Pymoult's mechanisms are journaled (see
+        :meth:`Update.watched`): by default, the modules and the classes they define. An update
+        that runs none of the program's code when it applies (:meth:`_ModulePlan.runs_no_code`:
+        plain ``def`` statements replacing plain functions in place, the usual edit of a
+        function's body), with no setup, ``apply`` or ``steps`` of its own, changes nothing but
+        through Pymoult's journaled mechanisms: then only its modules are watched, not each of
+        their classes (copying and comparing hundreds of class namespaces, twice, would cost
+        more than the update itself)."""
+        if self.extra_steps or has_setup(self) or \
+                getattr(self.apply, "__func__", None) is not ModuleUpdate.apply or \
+                not all(plan.runs_no_code() for plan in self.plans):
+            return super().watched()
+        return [plan.module for plan in self.plans]
 
     def apply(self):
         self.warnings = []

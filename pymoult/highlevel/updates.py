@@ -320,6 +320,12 @@ def _namespaces_in(values, depth=2):
     return found
 
 
+def has_setup(update):
+    """Whether ``update`` has a ``preupdate_setup`` of its own (its class's, or one set on it),
+    not :class:`Update`'s, which does nothing."""
+    return getattr(update.preupdate_setup, "__func__", None) is not Update.preupdate_setup
+
+
 def check_definition(update):
     """Raise ``UpdateDefinitionError`` now if ``update`` cannot run (at ``add_update`` time)."""
     if not isinstance(update, Update):

@@ -21,8 +21,11 @@ far it has got (:meth:`Journal.report_progress`, read as ``journal.progress``), 
 objects, so that an operator can follow a long update (``pymoult status``).
 """
 
+import bisect
 import contextlib
+import itertools
 import logging
+import operator
 import threading
 import types
 
@@ -146,29 +149,64 @@ def _covers(operation, namespace, name):
         getattr(operation, "key", None) == name
 
 
+def _changed_names(before, now):
+    """The keys of the dicts ``before`` and ``now`` whose value is not the same object in both
+    (bound in one only, or to another object)."""
+    changed = [name for name, old in before.items() if now.get(name, MISSING) is not old]
+    return changed + [name for name in now if name not in before]
+
+
+_COPY = operator.methodcaller("copy")
+
+
+def _copies(namespaces):
+    """Shallow copies of the dicts of ``namespaces`` (modules, classes), made at C speed (a
+    module's thousands of names, hundreds of classes): ``copy`` of a class's mappingproxy is
+    a copy of the dict behind it."""
+    return list(map(_COPY, map(vars, namespaces)))
+
+
 class NamespaceWatch:
     """Shallow copies of namespaces taken by :meth:`Journal.watch`; see :meth:`settle`."""
 
     def __init__(self, journal, namespaces):
         self.journal = journal
         self.mark = len(journal.operations)
-        self.copies = []
-        seen = set()
-        for namespace in namespaces:
-            if id(namespace) not in seen:
-                seen.add(id(namespace))
-                self.copies.append((namespace, dict(vars(namespace))))
+        self.namespaces = list({id(namespace): namespace for namespace in namespaces}.values())
+        self.copies = _copies(self.namespaces)
+
+    def _touched(self):
+        """The index and the current names of each watched namespace in which some name is
+        bound to another object than in the copy, or no longer bound, or newly bound. The
+        common case (the same names, a few rebound, in a module of thousands of names among
+        classes left alone) is found at C speed, in one pass over all the names: the copies
+        and the namespaces list the same names in the same order, and their values are compared
+        in place."""
+        befores, nows = self.copies, _copies(self.namespaces)
+        sizes = list(map(len, befores))
+        chain = itertools.chain.from_iterable
+        if sizes != list(map(len, nows)) or list(chain(befores)) != list(chain(nows)):
+            return [(index, now) for index, (before, now) in enumerate(zip(befores, nows))
+                    if _changed_names(before, now)]
+        differs = list(map(operator.is_not, chain(map(dict.values, befores)),
+                           chain(map(dict.values, nows))))
+        if not any(differs):
+            return []
+        bounds = list(itertools.accumulate(sizes))  # which namespace: by the name's position
+        touched = {bisect.bisect_right(bounds, position)
+                   for position in itertools.compress(range(len(differs)), differs)}
+        return [(index, nows[index]) for index in sorted(touched)]
 
     def settle(self):
         """Record, as :class:`ChangedOutside` operations, every name of the watched namespaces
         that changed since the copy and that no operation recorded since covers. Returns them."""
         added = []
         recorded = self.journal.operations[self.mark:]
-        for namespace, before in self.copies:
-            now = vars(namespace)
-            for name in set(before) | set(now):
+        for index, now in self._touched():
+            namespace, before = self.namespaces[index], self.copies[index]
+            for name in _changed_names(before, now):
                 old, new = before.get(name, MISSING), now.get(name, MISSING)
-                if old is new or not isinstance(name, str):
+                if not isinstance(name, str):
                     continue
                 if any(_covers(operation, namespace, name) for operation in recorded):
                     continue

@@ -138,19 +138,32 @@ def foreign_definitions(module, files):
     into (its ``__wrapped__`` chain) only when its own code comes from elsewhere."""
     found = []
     module_name = module.__name__
-    for name, value in list(module.__dict__.items()):
-        if type(value) is types.FunctionType:
-            if value.__code__.co_filename in files:
-                continue
-            candidates = (value,)
+    function = types.FunctionType
+    # a copy's items, not a list of them: one tuple reused, not thousands kept (the collector
+    # runs on allocations, and goes through all the young ones)
+    for name, value in module.__dict__.copy().items():
+        if type(value) is function:
+            if value.__code__.co_filename not in files and _runs_foreign_code(value, files):
+                found.append(name)
         elif isinstance(value, type) and value.__module__ == module_name:
-            candidates = [v for v in vars(value).values() if _may_run_foreign_code(v, files)]
-        else:
-            continue
-        if any(f.__code__.co_filename not in files for candidate in candidates
-               for f in _functions_of(candidate)):
-            found.append(name)
+            # inlined for the plain functions and values that make most of a class
+            for attribute in value.__dict__.values():
+                kind = type(attribute)
+                if kind is function:
+                    if attribute.__code__.co_filename in files:
+                        continue
+                elif kind in _PLAIN or not _may_run_foreign_code(attribute, files):
+                    continue
+                if _runs_foreign_code(attribute, files):
+                    found.append(name)
+                    break
     return found
+
+
+def _runs_foreign_code(value, files):
+    """Whether a Python function behind ``value`` (a module or class attribute) was compiled
+    from another file than ``files``."""
+    return any(f.__code__.co_filename not in files for f in _functions_of(value))
 
 
 _WRAPPERS = (staticmethod, classmethod, property)

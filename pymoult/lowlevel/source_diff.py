@@ -7,13 +7,14 @@ so an unchanged definition is recognised whatever moved around it.
 
 Parsing a whole module is the slow part (about 0.2 s for 5,000 definitions; compiling it costs
 about as much), so a new version is compared with the previous one *incrementally*: the lines
-the two share at the start and at the end are skipped, the span in between is widened to whole
-statements of the previous version, and only that span of the new version is parsed. This is
-sound: the shared prefix ends, and the shared suffix starts, at a statement boundary of the
-previous version, and the new span parses on its own as complete statements (else the whole new
-source is parsed, which reports a real syntax error at its real line). So a one-line change in a
-large module costs a few milliseconds, and matching is linear in the module's size (jurigged
-matches definitions pairwise, in quadratic time).
+the two share at the start and at the end are skipped (found by comparing the two texts at C
+speed; only the span between is cut into lines, the shared lines are the previous version's),
+the span in between is widened to whole statements of the previous version, and only that span
+of the new version is parsed. This is sound: the shared prefix ends, and the shared suffix
+starts, at a statement boundary of the previous version, and the new span parses on its own as
+complete statements (else the whole new source is parsed, which reports a real syntax error at
+its real line). So a one-line change in a large module costs a few milliseconds, and matching
+is linear in the module's size (jurigged matches definitions pairwise, in quadratic time).
 
 The previous version of a module is the one Pymoult last applied (:func:`remember_version`),
 or the source recorded at its import (sources tracked), or its source file, checked against the
@@ -98,6 +99,85 @@ def _common_suffix(a, b, limit):
     return n
 
 
+_BLOCK = 1 << 15  # characters compared at once (copies of slices, compared at C speed)
+
+
+def _common_prefix_chars(a, b, limit):
+    """How many first characters the strings ``a`` and ``b`` share, at most ``limit``."""
+    n = 0
+    while n + _BLOCK <= limit and a[n:n + _BLOCK] == b[n:n + _BLOCK]:
+        n += _BLOCK
+    high = min(n + _BLOCK, limit)  # the answer is in n..high
+    while n < high:
+        middle = (n + high + 1) // 2
+        if a[n:middle] == b[n:middle]:
+            n = middle
+        else:
+            high = middle - 1
+    return n
+
+
+def _common_suffix_chars(a, b, limit):
+    """How many last characters the strings ``a`` and ``b`` share, at most ``limit``."""
+    end_a, end_b, n = len(a), len(b), 0
+    while n + _BLOCK <= limit and \
+            a[end_a - n - _BLOCK:end_a - n] == b[end_b - n - _BLOCK:end_b - n]:
+        n += _BLOCK
+    high = min(n + _BLOCK, limit)
+    while n < high:
+        middle = (n + high + 1) // 2
+        if a[end_a - middle:end_a - n] == b[end_b - middle:end_b - n]:
+            n = middle
+        else:
+            high = middle - 1
+    return n
+
+
+def _plain(text):
+    """Whether ``text`` has no line break but ``\\n`` (no ``\\r``, no form feed...)."""
+    return "\r" not in text and not any(character in text for character in _OTHER_BREAKS)
+
+
+def _shared_lines(before, source):
+    """(the lines of ``source``, how many first lines and how many last lines it shares with
+    the version ``before``), found from the texts rather than from lines: the two texts are
+    compared character by character at C speed, and only the span between what they share is
+    cut into lines, the shared lines being ``before``'s own (splitting and comparing the lines
+    of a large module, tens of thousands of strings, was most of the time of a small change).
+    The shared last lines do not overlap the shared first ones (at most ``min(len(a), len(b)) -
+    first``, as :func:`_common_suffix` counts them). None unless both texts end their lines with
+    ``\\n`` only: then a shared line is shared text starting right after a ``\\n``, or at the
+    start."""
+    old, lines = before.source, before.lines
+    if not before.plain:
+        return None
+    if old == source:
+        return lines, len(lines), 0
+    limit = min(len(old), len(source))
+    same_start = _common_prefix_chars(old, source, limit)
+    first = old.count("\n", 0, same_start)  # the line holding the first difference differs
+    start = old.rfind("\n", 0, same_start) + 1  # where it starts, in both
+    same_end = _common_suffix_chars(old, source, limit - start)
+    if not _plain(source[same_start:len(source) - same_end]):  # the rest is ``old``'s text
+        return None
+    tail = len(old) - same_end  # the shared end starts here in ``old``
+    # lines starting inside the shared end, after a \n that does not end the text, and at
+    # its first character when that starts a line in both texts
+    last = old.count("\n", tail) - (1 if same_end and old.endswith("\n") else 0)
+    whole = same_end and (tail == 0 or old[tail - 1] == "\n") and \
+        (len(source) == same_end or source[len(source) - same_end - 1] == "\n")
+    if whole:
+        last += 1
+    if last <= 0:
+        last, tail_length = 0, 0
+    else:
+        tail_length = len(old) - (tail if whole else old.index("\n", tail) + 1)
+    new_lines = lines[:first]  # one list made (each line it holds is referenced once more)
+    new_lines += split_lines(source[start:len(source) - tail_length])
+    new_lines += lines[len(lines) - last:]
+    return new_lines, first, last
+
+
 class Statement:
     """One top-level statement of a source version (lines are 1-based, inclusive; a decorated
     definition starts at its first decorator).
@@ -108,13 +188,23 @@ class Statement:
     weigh tens of megabytes and an update needs only those of the statements it touches.
     """
 
-    __slots__ = ("kind", "names", "start", "end", "text", "future", "_node", "_column")
+    __slots__ = ("kind", "names", "start", "end", "text", "future", "_node", "_column", "_key")
 
-    def __init__(self, kind, names, start, end, text, node, column=0, future=False):
+    def __init__(self, kind, names, start, end, text, node, column=0, future=False, key=None):
         self.kind, self.names, self.start, self.end, self.text = kind, names, start, end, text
         self._node = node
         self._column = column  # where it starts on its first line, in UTF-8 bytes (a = 1; b = 2)
         self.future = future  # a ``from __future__`` import
+        self._key = key
+
+    @property
+    def key(self):
+        """What identifies its meaning: its syntax tree dumped without positions (so that line
+        endings, a final newline or a neighbour on the same line do not count as a change).
+        Computed once (an update compares the statements of a change several times)."""
+        if self._key is None:
+            self._key = ast.dump(self.node)
+        return self._key
 
     @property
     def node(self):
@@ -136,7 +226,7 @@ class Statement:
         """The same statement ``delta`` lines further down (a tree it holds is not renumbered:
         only the position of the statement counts)."""
         return Statement(self.kind, self.names, self.start + delta, self.end + delta, self.text,
-                         self._node, self._column, self.future)
+                         self._node, self._column, self.future, self._key)
 
     def __repr__(self):
         names = ", ".join(self.names) or "-"
@@ -250,7 +340,15 @@ class SourceVersion:
         self._released = False
         self._fresh = False  # made from the tracked source of the module, which runs it
         self._anchor_lines = None
+        self._plain = None  # whether its lines end with \n only, once known
         self.has_future = _has_future_import(statements)
+
+    @property
+    def plain(self):
+        """Whether its lines all end with ``\\n`` (no ``\\r``, no form feed...)."""
+        if self._plain is None:
+            self._plain = _plain(self.source)
+        return self._plain
 
     @property
     def statements(self):
@@ -555,15 +653,21 @@ def compare(before, source):
     if not isinstance(before, SourceVersion):
         raise PymoultTypeError(f"expected a SourceVersion, got {before!r}")
     _check_source(source)
-    old_lines, new_lines = before.lines, split_lines(source)
+    old_lines = before.lines
+    shared = _shared_lines(before, source)
+    if shared is None:
+        new_lines = split_lines(source)
+        limit = min(len(old_lines), len(new_lines))
+        prefix = _common_prefix(old_lines, new_lines, limit)
+        suffix = _common_suffix(old_lines, new_lines, limit - prefix)
+    else:
+        new_lines, prefix, suffix = shared
     n_old, n_new = len(old_lines), len(new_lines)
-    limit = min(n_old, n_new)
-    prefix = _common_prefix(old_lines, new_lines, limit)
-    suffix = _common_suffix(old_lines, new_lines, limit - prefix)
     delta = n_new - n_old
     if prefix == n_old == n_new:
         after = SourceVersion(source, before.filename, before._pieces, new_lines, before._module)
         after._released = before._released
+        after._plain = before._plain if shared is None else True
         return SourceChange(before, after, [], [], 0, n_old)
     # old lines first..last changed (1-based; last < first for a pure insertion); take every
     # statement touching them or the line on either side (an added decorator, a body grown)
@@ -602,6 +706,8 @@ def compare(before, source):
     tail = statements[j:] if delta == 0 else [s.shifted(delta) for s in statements[j:]]
     after = SourceVersion(source, before.filename, statements[:i] + new + tail, new_lines,
                           before._module)
+    if shared is not None:
+        after._plain = True
     return SourceChange(before, after, old, new, delta, region_end)
 
 
