@@ -58,6 +58,23 @@ def test_without_threads_it_waits_until_no_thread_runs_a_changed_function(tmp_pa
     assert app.work() == "v2"
 
 
+def test_it_waits_for_the_methods_of_a_class_the_new_version_removes(tmp_path):
+    app = loaded(tmp_path, WORKER + "\n\nclass Job:\n    def run(self):\n"
+                           "        return work(True)\n")
+    running = threading.Thread(target=app.Job().run, daemon=True)
+    running.start()
+    try:
+        assert app.inside.wait(WAIT)
+        update = ModuleUpdate(app, source=WORKER)
+        assert [s.action for s in update.steps] == ["remove"]
+        assert app.Job.run.__code__ in update.codes
+        assert not update.check_alterability()  # Job.run is running
+    finally:
+        app.release.set()
+        running.join(WAIT)
+    assert update.check_alterability()
+
+
 def test_with_threads_it_applies_at_their_update_points_and_no_pair_is_mixed(tmp_path, manager, spawn):
     app = loaded(tmp_path, """
 def tic():

@@ -416,9 +416,11 @@ class _ModulePlan:
         functions they made that will run new code (closures)."""
         codes = set()
         live = self.module.__dict__
+        removed = set(self.removed)
         for name in self.bound + self.removed:
             value = live.get(name, MISSING)
-            new = namespace.get(name, MISSING)
+            # a removed name is still in the trial namespace (a copy of the live one)
+            new = MISSING if name in removed else namespace.get(name, MISSING)
             codes.update(old for old, new_code in _nested_code_pairs(value, new)
                          if old.co_freevars == new_code.co_freevars
                          and not same_code(old, new_code))  # not for new line numbers only
