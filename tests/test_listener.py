@@ -881,7 +881,8 @@ def test_refusals_are_logged_as_warnings(listen, caplog):
     with caplog.at_level(logging.WARNING, "pymoult"):
         reply = exchange(listener.address, b"\x00\x00\x00\x03abc")
     assert error_type(reply) == "ProtocolError"
-    assert re.search(r"refused connection \d+: the frame is not JSON", caplog.text)
+    assert re.search(r"refused connection \d+ from uid \d+ pid \d+: the frame is not JSON",
+                     caplog.text)  # the peer named
 
 
 def test_a_pipe_listener_is_the_app_listener_while_it_runs(tmp_path):
