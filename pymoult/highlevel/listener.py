@@ -15,9 +15,13 @@ default: a Unix socket (mode 0600, in a private 0700 directory) whose peers must
 process's user (or root, which could take over the process anyway); TCP only when asked, on
 loopback unless told otherwise, and then only with a token, which each side proves it knows
 without sending it (protocol 2: an HMAC over both sides' nonces, see ``pymoult.protocol``). Every
-connection has a size limit, read and idle timeouts and a slot among ``max_connections`` (a
-push whose client goes away frees its slot within ``WATCH_INTERVAL``; its updates go on); every
-refusal gets an error reply when possible and a WARNING in the ``pymoult`` log, and nothing a
+connection has a size limit and read and idle timeouts. Until its request has all arrived (and
+its client proved the token) it is read by the listener's own thread, holding no thread and no
+slot, within caps per peer (IP, or uid) and in all; only then does it take one of
+``max_connections`` slots (a push whose client goes away frees its slot within
+``WATCH_INTERVAL``; its updates go on). Every refusal gets an error reply when possible (after a
+delay growing with its peer's recent failures) and a WARNING in the ``pymoult`` log naming the
+peer (one line per peer and kind every ``log_interval``, the others counted), and nothing a
 client sends ends the listener's thread.
 
 :class:`PipeListener` runs scripts sent as frames into a named pipe (no replies: the outcome is
@@ -51,11 +55,13 @@ from .managers import Manager, collect_updates, fetch_manager, live_managers
 from .updates import UpdateState
 
 __all__ = ["Listener", "PipeListener", "get_app_listener", "log", "set_loglevel", "set_logpath",
-           "run_script", "LOG_LEVELS", "LOG_FILE_FORMAT"]
+           "run_script", "running_scripts", "LOG_LEVELS", "LOG_FILE_FORMAT"]
 
 logger = logging.getLogger("pymoult")
 
 _script_numbers = itertools.count(1)
+_running = {}  # script number -> _Running, while its thread runs
+_running_lock = threading.Lock()
 _connection_numbers = itertools.count(1)
 _app_listener = None
 _LINGER = 0.5  # seconds a handler waits for the client to close after the reply
@@ -201,6 +207,35 @@ def _step_lines(update):
         return None
 
 
+class _Running:
+    """A pushed script whose thread runs, for ``status``."""
+
+    __slots__ = ("number", "thread", "began", "timeout", "origin")
+
+    def __init__(self, number, thread, timeout, origin):
+        self.number, self.thread, self.timeout, self.origin = number, thread, timeout, origin
+        self.began = time.monotonic()
+
+    def as_dict(self, now):
+        age = now - self.began
+        overrun = self.timeout is not None and age > self.timeout
+        return {"number": self.number, "thread": self.thread.name, "age": round(age, 3),
+                "timeout": self.timeout, "origin": self.origin, "overrun": overrun,
+                "note": (f"still running {age - self.timeout:.1f} s after its timeout of "
+                         f"{self.timeout} s: Python cannot stop a thread, so it goes on"
+                         if overrun else None)}
+
+
+def running_scripts():
+    """The pushed scripts whose thread still runs, oldest first: ``{"number", "thread",
+    "age" (s), "timeout", "origin", "overrun", "note"}`` each; ``overrun`` is true for a script
+    still running after its timeout (its thread cannot be stopped: it goes on)."""
+    now = time.monotonic()
+    with _running_lock:
+        running = sorted(_running.values(), key=lambda r: r.number)
+    return [r.as_dict(now) for r in running]
+
+
 def _succeeded(future):
     return future.done() and not future.cancelled() and future.exception() is None
 
@@ -263,9 +298,13 @@ def run_script(source, wait=True, timeout=None, on_applied=None, abandoned=None,
                                   "message": "<the exception could not be formatted>",
                                   "traceback": None}
         finally:
+            with _running_lock:
+                _running.pop(number, None)
             ran.set()
 
     thread = threading.Thread(target=body, name=f"pymoult-update-{number}", daemon=True)
+    with _running_lock:
+        _running[number] = _Running(number, thread, timeout, origin)
     logger.info("update script %d%s: running in %s", number,
                 "" if origin is None else f" (pushed by {origin})", thread.name)
     thread.start()
@@ -276,7 +315,8 @@ def run_script(source, wait=True, timeout=None, on_applied=None, abandoned=None,
         script_error = state["error"]
     else:
         script_error = {"type": "TimeoutError", "message": f"the script was still running after "
-                        f"{timeout} s (it goes on in thread {thread.name!r})", "traceback": None}
+                        f"{timeout} s (it goes on in thread {thread.name!r}: Python cannot stop "
+                        "a thread)", "traceback": None}
     collected = list(state["collected"])
     recorded, recorded_lock = set(), threading.Lock()
 
@@ -367,6 +407,21 @@ def _check_positive(value, what, integer=False, allow_none=False):
     return value
 
 
+class _RecentNames(list):
+    """``applied_updates``: a list that keeps the last ``host.history_size`` names appended."""
+
+    def __init__(self, host):
+        super().__init__()
+        self._host = host
+
+    def append(self, name):
+        super().append(name)
+        self._host.applied_total += 1
+        excess = len(self) - max(0, int(self._host.history_size))
+        if excess > 0:
+            del self[:excess]
+
+
 class _ScriptHost:
     """Token, limits and push handling shared by Listener and PipeListener."""
 
@@ -379,8 +434,10 @@ class _ScriptHost:
             raise PymoultValueError(f"max_size must be at most {0xFFFFFFFF} bytes (a frame's "
                                     f"length is 4 bytes), got {max_size!r}")
         self.idle_timeout = _check_positive(idle_timeout, "idle_timeout", allow_none=True)
-        #: Names of the updates applied through this listener, in the order they were applied.
-        self.applied_updates = []
+        #: Names of the updates applied through this listener, in the order they were applied:
+        #: the last ``history_size`` (``applied_total`` counts them all).
+        self.applied_updates = _RecentNames(self)
+        self.applied_total = 0
 
     @property
     def requires_token(self):
@@ -399,6 +456,9 @@ class _ScriptHost:
             raise AuthenticationError("authentication failed: the token must be a string")
         if not hmac.compare_digest(given.encode("utf-8", "surrogatepass"), self._token_bytes):
             raise AuthenticationError("authentication failed: wrong token")
+
+    #: How many names ``applied_updates`` keeps (the most recent).
+    history_size = 500
 
     #: The longest a push may hold its connection (and one of ``max_connections``): a push
     #: asking for no timeout, or a longer one, gets this one. Updates still running then are
@@ -462,8 +522,13 @@ class Listener(_ScriptHost, threading.Thread):
     ``history`` report on. Limits: ``protocol.AUTH_FRAME_MAX`` bytes per frame and
     ``auth_timeout`` s (at most ``read_timeout``) for the handshake, then ``max_size`` bytes per
     request, the whole request within ``read_timeout`` s and no silence longer than
-    ``idle_timeout`` s (None: only ``read_timeout``), ``max_connections`` connections served
-    at once (the next ones are told the listener is busy).
+    ``idle_timeout`` s (None: only ``read_timeout``), ``max_connections`` requests served
+    at once (the next ones are told the listener is busy). Connections whose request has not
+    all arrived hold no slot: at most ``max_pending_per_peer`` of them per peer (remote IP;
+    uid over a Unix socket) and ``max_pending`` in all, the oldest dropped to make room. The
+    reply to a refusal waits 0.1 s after one recent failure of its peer, doubling with each, at
+    most ``failure_delay`` s (0: none). Refusals are logged once per peer and kind every
+    ``log_interval`` s, with a count of the others.
 
     The socket is bound at construction; ``start()`` starts serving (and returns the listener),
     ``stop()`` closes the socket and removes its file.
@@ -1049,12 +1114,15 @@ class Listener(_ScriptHost, threading.Thread):
                     "managers": [_manager_status(m) for m in self._reported_managers()]}
         return {"ok": True, "managers": [
             {"name": m.name, "kind": type(m).__name__,
-             "history": [record.as_dict() for record in m.history()]}
+             "history": [record.as_dict() for record in m.history()],
+             "forgotten": m.forgotten()}
             for m in self._reported_managers()]}
 
     def _describe(self):
         return {"name": self.name, "address": self.address,
-                "applied_updates": list(self.applied_updates)}
+                "applied_updates": list(self.applied_updates),
+                "applied_total": self.applied_total, "scripts": running_scripts(),
+                "connections": self.connections, "pending": self.pending}
 
     def _reported_managers(self):
         if self.manager is None:
