@@ -172,7 +172,7 @@ def test_repeated_refusals_are_counted_not_logged_one_by_one():
 
 
 @pytest.mark.timeout(60)
-def test_a_peer_of_another_uid_is_named_in_the_log():
+def test_a_unix_peer_is_named_by_uid_and_pid():
     if not hasattr(socket, "SO_PEERCRED"):
         pytest.skip("SO_PEERCRED is Linux's")
     listener = Listener().start()
