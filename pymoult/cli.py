@@ -346,8 +346,12 @@ def _status(args):
         print(json.dumps(reply, indent=2))
         return 0
     listener = reply.get("listener") or {}
+    applied = listener.get("applied_total", len(listener.get("applied_updates", [])))
     print(f"listener {listener.get('name', '?')} at {listener.get('address', '?')}, "
-          f"{len(listener.get('applied_updates', []))} update(s) applied through it")
+          f"{applied} update(s) applied through it")
+    for script in listener.get("scripts") or ():
+        print(f"script {script['number']} running for {script['age']:.1f} s in thread "
+              f"{script['thread']}" + (f": {script['note']}" if script.get("note") else ""))
     rows = []
     for manager in reply.get("managers", []):
         stats = manager.get("statistics") or {}
@@ -382,6 +386,11 @@ def _history(args):
                             "operations", "error")))
     else:
         print("no update has finished yet")
+    for manager in reply.get("managers", []):
+        forgotten = manager.get("forgotten") or {}
+        if forgotten:
+            print(f"{manager['name']}: {sum(forgotten.values())} older record(s) not kept: "
+                  + ", ".join(f"{n} {state}" for state, n in sorted(forgotten.items())))
     return 0
 
 

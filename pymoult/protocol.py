@@ -82,7 +82,7 @@ __all__ = ["MAX_FRAME", "MAX_UNIX_PATH", "OPS", "Address", "parse_address", "uni
            "validate_request", "error_reply", "read_token_file", "check_token", "new_token",
            "PROTOCOL_VERSION", "AUTH_FRAME_MAX", "MIN_TOKEN_BYTES", "Session", "recv_payload",
            "hello", "read_hello", "challenge", "is_refusal", "parse_nonce", "peer_uid",
-           "NONCE_BYTES"]
+           "NONCE_BYTES", "peer_credentials", "take_frame"]
 
 #: Default size limit of a frame's payload (bytes).
 MAX_FRAME = 1 << 20
@@ -401,6 +401,32 @@ def peer_uid(sock):
         return None
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     return struct.unpack("3i", creds)[1]
+
+
+def peer_credentials(sock):
+    """``(pid, uid, gid)`` of the process at the other end of Unix socket ``sock`` (None where
+    ``SO_PEERCRED`` does not exist)."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        return None
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)
+
+
+def take_frame(buffer, max_size):
+    """Cut the first complete frame out of ``buffer`` (a bytearray of bytes received so far):
+    its payload as bytes, or None while it is incomplete. ``ProtocolError`` (``too_large``) as
+    soon as the length prefix is over ``max_size``. For readers that cannot block."""
+    if len(buffer) < _HEADER.size:
+        return None
+    (size,) = _HEADER.unpack_from(buffer)
+    if size > max_size:
+        raise ProtocolError(f"frame of {size} bytes is over the limit of {max_size} bytes",
+                            "too_large")
+    if len(buffer) < _HEADER.size + size:
+        return None
+    payload = bytes(buffer[_HEADER.size:_HEADER.size + size])
+    del buffer[:_HEADER.size + size]
+    return payload
 
 
 def new_token():

@@ -8,6 +8,7 @@ import math
 import os
 import select
 import socket
+import sys
 import threading
 import types
 
@@ -46,8 +47,10 @@ def world(tmp_path_factory):
     app.thread.start()
     assert app.wait_for(lambda a: a.count >= 1)
     manager = ThreadedManager("fuzzed application").start()
+    # hundreds of refusals from one peer: no growing delay before each (failure_delay=0;
+    # tests/test_listener_starvation.py tests the delay)
     listener = Listener(token=TOKEN, manager=manager, max_size=MAX_SIZE,
-                        read_timeout=WAIT).start()
+                        read_timeout=WAIT, failure_delay=0).start()
     marker = tmp_path_factory.mktemp("fuzz") / "code-ran"
     world = types.SimpleNamespace(app=app, manager=manager, listener=listener,
                                   address=listener.address, marker=marker,
@@ -64,7 +67,8 @@ def world(tmp_path_factory):
 @pytest.fixture(scope="module")
 def impatient(world):
     """A listener with a short read timeout, for the slow clients."""
-    listener = Listener(token=TOKEN, max_size=MAX_SIZE, read_timeout=READ_TIMEOUT).start()
+    listener = Listener(token=TOKEN, max_size=MAX_SIZE, read_timeout=READ_TIMEOUT,
+                        failure_delay=0).start()
     yield listener
     assert listener.stop(WAIT)
 
@@ -296,27 +300,45 @@ def test_a_client_silent_after_the_challenge_is_cut_off(world, impatient):
     assert impatient.is_alive()
 
 
-def test_more_connections_than_the_cap_are_told_busy(world):
+GATE_SCRIPT = "import sys\nsys.modules['fuzz_gate'].wait(30)\n"
+
+
+def test_more_connections_than_the_cap_are_told_busy(world, monkeypatch):
+    """``max_connections`` counts the requests being served; connections that have not sent
+    theirs (silent here) hold none of its slots."""
+    gate = threading.Event()
+    monkeypatch.setitem(sys.modules, "fuzz_gate", gate)
     listener = Listener(token=TOKEN, max_connections=3, read_timeout=WAIT).start()
-    held = []
+    silent = [connect(listener.address) for _ in range(5)]
+    replies = []
+    pushes = [threading.Thread(target=lambda: replies.append(client.push(
+        listener.address, GATE_SCRIPT, token=TOKEN, timeout=WAIT))) for _ in range(3)]
     try:
-        held = [connect(listener.address) for _ in range(3)]  # each takes a slot, says nothing
+        assert listener.wait_pending(lambda n: n >= 5, WAIT)
+        for push in pushes:
+            push.start()
+        assert listener.wait_connections(lambda n: n == 3, WAIT)  # each push holds a slot
         for _ in range(4):
-            reply = exchange(listener.address, frame({"op": "status", "token": TOKEN}))
+            reply = authenticated_exchange(listener.address, TOKEN, {"op": "status"})
             assert reply["error"] == {"type": "ListenerBusyError", "message": (
                 "the listener is busy (3 connections in progress): retry later")}
         with pytest.raises(ListenerBusyError, match=r"the listener is busy") as caught:
             client.status(listener.address, token=TOKEN)
         assert caught.value.address == listener.address
         assert listener.connections == 3
-        for sock in held:  # ending them frees their slots
-            sock.shutdown(socket.SHUT_WR)
-            assert error_type(read_reply(sock)) == "ProtocolError"
+        gate.set()  # the pushes end: their slots are free
+        for push in pushes:
+            push.join(WAIT)
+        assert [r["ok"] for r in replies] == [True] * 3
         # a handler frees its slot just after its reply: wait for that, do not race it
         assert listener.wait_idle(WAIT) and listener.connections == 0
         assert client.status(listener.address, token=TOKEN)["ok"] is True
+        for sock in silent:  # still waiting for their hello, never served
+            sock.shutdown(socket.SHUT_WR)
+            assert error_type(read_reply(sock)) == "ProtocolError"
     finally:
-        for sock in held:
+        gate.set()
+        for sock in silent:
             sock.close()
         assert listener.stop(WAIT)
 

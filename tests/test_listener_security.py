@@ -86,7 +86,9 @@ def test_wrong_or_missing_token_cannot_run_code(transport, marker, listen):
             reply = exchange(listener.address, push_frame(marker.script, **fields))
             assert error_type(reply) == "AuthenticationError", token
             assert not marker.exists()
-        assert len([m for m in log_records.messages if "authentication failed" in m]) == 6
+        # one line per peer and kind of refusal per log_interval; the others are counted
+        # (tests/test_listener_logging.py)
+        assert len([m for m in log_records.messages if "authentication failed" in m]) == 1
     with pytest.raises(AuthenticationError, match=r": authentication failed: the listener did "
                                                   r"not prove it knows the token"):
         client.push(listener.address, marker.script, token=WRONG)

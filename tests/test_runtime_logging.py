@@ -64,9 +64,9 @@ def test_pymoults_own_warnings_show_on_the_applications_stderr(tmp_path):
     try:
         pushed = pymoult("push", "-", "--to", greeter.address, stdin="1 / 0\n")
         assert pushed.returncode == 1
-        assert greeter.stderr.wait_for(lambda line: line == (
-            "pymoult: warning: update script 1 raised ZeroDivisionError: division by zero; "
-            "no update queued"))
+        assert greeter.stderr.wait_for(lambda line: re.fullmatch(
+            r"pymoult: warning: update script 1 \(pushed by connection \d+ from uid \d+ "
+            r"pid \d+\) raised ZeroDivisionError: division by zero; no update queued", line))
         assert greeter.stderr.wait_for(lambda line: line == "ZeroDivisionError: division by zero")
     finally:
         greeter.close()

@@ -15,9 +15,13 @@ default: a Unix socket (mode 0600, in a private 0700 directory) whose peers must
 process's user (or root, which could take over the process anyway); TCP only when asked, on
 loopback unless told otherwise, and then only with a token, which each side proves it knows
 without sending it (protocol 2: an HMAC over both sides' nonces, see ``pymoult.protocol``). Every
-connection has a size limit, read and idle timeouts and a slot among ``max_connections`` (a
-push whose client goes away frees its slot within ``WATCH_INTERVAL``; its updates go on); every
-refusal gets an error reply when possible and a WARNING in the ``pymoult`` log, and nothing a
+connection has a size limit and read and idle timeouts. Until its request has all arrived (and
+its client proved the token) it is read by the listener's own thread, holding no thread and no
+slot, within caps per peer (IP, or uid) and in all; only then does it take one of
+``max_connections`` slots (a push whose client goes away frees its slot within
+``WATCH_INTERVAL``; its updates go on). Every refusal gets an error reply when possible (after a
+delay growing with its peer's recent failures) and a WARNING in the ``pymoult`` log naming the
+peer (one line per peer and kind every ``log_interval``, the others counted), and nothing a
 client sends ends the listener's thread.
 
 :class:`PipeListener` runs scripts sent as frames into a named pipe (no replies: the outcome is
@@ -26,6 +30,7 @@ Pymoult's, routed through the ``pymoult`` logger.
 """
 
 import builtins
+import collections
 import hmac
 import ipaddress
 import itertools
@@ -44,17 +49,19 @@ import types
 import weakref
 
 from .. import protocol
-from ..errors import (AuthenticationError, ProtocolError, PymoultTypeError, PymoultValueError,
-                      ThreadStateError)
+from ..errors import (AuthenticationError, ListenerBusyError, ProtocolError, PymoultTypeError,
+                      PymoultValueError, ThreadStateError)
 from .managers import Manager, collect_updates, fetch_manager, live_managers
 from .updates import UpdateState
 
 __all__ = ["Listener", "PipeListener", "get_app_listener", "log", "set_loglevel", "set_logpath",
-           "run_script", "LOG_LEVELS", "LOG_FILE_FORMAT"]
+           "run_script", "running_scripts", "LOG_LEVELS", "LOG_FILE_FORMAT"]
 
 logger = logging.getLogger("pymoult")
 
 _script_numbers = itertools.count(1)
+_running = {}  # script number -> _Running, while its thread runs
+_running_lock = threading.Lock()
 _connection_numbers = itertools.count(1)
 _app_listener = None
 _LINGER = 0.5  # seconds a handler waits for the client to close after the reply
@@ -200,6 +207,35 @@ def _step_lines(update):
         return None
 
 
+class _Running:
+    """A pushed script whose thread runs, for ``status``."""
+
+    __slots__ = ("number", "thread", "began", "timeout", "origin")
+
+    def __init__(self, number, thread, timeout, origin):
+        self.number, self.thread, self.timeout, self.origin = number, thread, timeout, origin
+        self.began = time.monotonic()
+
+    def as_dict(self, now):
+        age = now - self.began
+        overrun = self.timeout is not None and age > self.timeout
+        return {"number": self.number, "thread": self.thread.name, "age": round(age, 3),
+                "timeout": self.timeout, "origin": self.origin, "overrun": overrun,
+                "note": (f"still running {age - self.timeout:.1f} s after its timeout of "
+                         f"{self.timeout} s: Python cannot stop a thread, so it goes on"
+                         if overrun else None)}
+
+
+def running_scripts():
+    """The pushed scripts whose thread still runs, oldest first: ``{"number", "thread",
+    "age" (s), "timeout", "origin", "overrun", "note"}`` each; ``overrun`` is true for a script
+    still running after its timeout (its thread cannot be stopped: it goes on)."""
+    now = time.monotonic()
+    with _running_lock:
+        running = sorted(_running.values(), key=lambda r: r.number)
+    return [r.as_dict(now) for r in running]
+
+
 def _succeeded(future):
     return future.done() and not future.cancelled() and future.exception() is None
 
@@ -221,7 +257,8 @@ def _wait_unless(event, timeout, abandoned):
             return False
 
 
-def run_script(source, wait=True, timeout=None, on_applied=None, abandoned=None):
+def run_script(source, wait=True, timeout=None, on_applied=None, abandoned=None, *,
+               origin=None):
     """Run update script ``source`` in a thread of its own and return the push reply.
 
     The script is compiled as ``<pymoult update N>`` and run in thread ``pymoult-update-N`` in a
@@ -236,7 +273,8 @@ def run_script(source, wait=True, timeout=None, on_applied=None, abandoned=None)
     ``abandoned()``, if given, is asked every ``WATCH_INTERVAL`` s while waiting whether
     anybody still waits for the reply: once it answers true the waiting stops and None is
     returned. The script and its updates go on (they were accepted); ``on_applied`` is still
-    called and the managers log how the updates end.
+    called and the managers log how the updates end. ``origin`` (text: who sent the script)
+    goes into the log lines.
     """
     number = next(_script_numbers)
     filename = f"<pymoult update {number}>"
@@ -260,10 +298,15 @@ def run_script(source, wait=True, timeout=None, on_applied=None, abandoned=None)
                                   "message": "<the exception could not be formatted>",
                                   "traceback": None}
         finally:
+            with _running_lock:
+                _running.pop(number, None)
             ran.set()
 
     thread = threading.Thread(target=body, name=f"pymoult-update-{number}", daemon=True)
-    logger.info("update script %d: running in %s", number, thread.name)
+    with _running_lock:
+        _running[number] = _Running(number, thread, timeout, origin)
+    logger.info("update script %d%s: running in %s", number,
+                "" if origin is None else f" (pushed by {origin})", thread.name)
     thread.start()
     ended = _wait_unless(ran, timeout, abandoned)
     if ended is None:
@@ -272,7 +315,8 @@ def run_script(source, wait=True, timeout=None, on_applied=None, abandoned=None)
         script_error = state["error"]
     else:
         script_error = {"type": "TimeoutError", "message": f"the script was still running after "
-                        f"{timeout} s (it goes on in thread {thread.name!r})", "traceback": None}
+                        f"{timeout} s (it goes on in thread {thread.name!r}: Python cannot stop "
+                        "a thread)", "traceback": None}
     collected = list(state["collected"])
     recorded, recorded_lock = set(), threading.Lock()
 
@@ -312,21 +356,21 @@ def run_script(source, wait=True, timeout=None, on_applied=None, abandoned=None)
         ok = all(u["error"] is None and (not u["finished"] or u["state"] == applied)
                  for u in updates)
     reply = {"ok": ok and script_error is None, "script_error": script_error, "updates": updates}
-    _log_outcome(number, reply)
+    _log_outcome(number if origin is None else f"{number} (pushed by {origin})", reply)
     return reply
 
 
-def _log_outcome(number, reply):
+def _log_outcome(number, reply):  # number: the script's number, maybe with its origin
     updates = ", ".join(f"{u['name']!r}: {u['state']}" + (f" ({u['error']})" if u["error"] else "")
                         for u in reply["updates"]) or "no update queued"
     if reply["script_error"] is not None:
-        logger.warning("update script %d raised %s: %s; %s\n%s", number,
+        logger.warning("update script %s raised %s: %s; %s\n%s", number,
                        reply["script_error"]["type"], reply["script_error"]["message"], updates,
                        reply["script_error"]["traceback"] or "")
     elif reply["ok"]:
-        logger.info("update script %d ran; %s", number, updates)
+        logger.info("update script %s ran; %s", number, updates)
     else:
-        logger.warning("update script %d ran; %s", number, updates)
+        logger.warning("update script %s ran; %s", number, updates)
 
 
 # -- what both listeners share ------------------------------------------------------------------
@@ -363,6 +407,21 @@ def _check_positive(value, what, integer=False, allow_none=False):
     return value
 
 
+class _RecentNames(list):
+    """``applied_updates``: a list that keeps the last ``host.history_size`` names appended."""
+
+    def __init__(self, host):
+        super().__init__()
+        self._host = host
+
+    def append(self, name):
+        super().append(name)
+        self._host.applied_total += 1
+        excess = len(self) - max(0, int(self._host.history_size))
+        if excess > 0:
+            del self[:excess]
+
+
 class _ScriptHost:
     """Token, limits and push handling shared by Listener and PipeListener."""
 
@@ -375,8 +434,10 @@ class _ScriptHost:
             raise PymoultValueError(f"max_size must be at most {0xFFFFFFFF} bytes (a frame's "
                                     f"length is 4 bytes), got {max_size!r}")
         self.idle_timeout = _check_positive(idle_timeout, "idle_timeout", allow_none=True)
-        #: Names of the updates applied through this listener, in the order they were applied.
-        self.applied_updates = []
+        #: Names of the updates applied through this listener, in the order they were applied:
+        #: the last ``history_size`` (``applied_total`` counts them all).
+        self.applied_updates = _RecentNames(self)
+        self.applied_total = 0
 
     @property
     def requires_token(self):
@@ -396,16 +457,19 @@ class _ScriptHost:
         if not hmac.compare_digest(given.encode("utf-8", "surrogatepass"), self._token_bytes):
             raise AuthenticationError("authentication failed: wrong token")
 
+    #: How many names ``applied_updates`` keeps (the most recent).
+    history_size = 500
+
     #: The longest a push may hold its connection (and one of ``max_connections``): a push
     #: asking for no timeout, or a longer one, gets this one. Updates still running then are
     #: reported "not finished" and go on; ``status`` tells how they end.
     max_push_wait = 600.0
 
-    def _push(self, request, abandoned=None):
+    def _push(self, request, abandoned=None, origin=None):
         timeout = request["timeout"]
         timeout = self.max_push_wait if timeout is None else min(timeout, self.max_push_wait)
         return run_script(request["script"], request["wait"], timeout,
-                          self.applied_updates.append, abandoned)
+                          self.applied_updates.append, abandoned, origin=origin)
 
 
 # -- the socket listener ------------------------------------------------------------------------
@@ -458,8 +522,13 @@ class Listener(_ScriptHost, threading.Thread):
     ``history`` report on. Limits: ``protocol.AUTH_FRAME_MAX`` bytes per frame and
     ``auth_timeout`` s (at most ``read_timeout``) for the handshake, then ``max_size`` bytes per
     request, the whole request within ``read_timeout`` s and no silence longer than
-    ``idle_timeout`` s (None: only ``read_timeout``), ``max_connections`` connections served
-    at once (the next ones are told the listener is busy).
+    ``idle_timeout`` s (None: only ``read_timeout``), ``max_connections`` requests served
+    at once (the next ones are told the listener is busy). Connections whose request has not
+    all arrived hold no slot: at most ``max_pending_per_peer`` of them per peer (remote IP;
+    uid over a Unix socket) and ``max_pending`` in all, the oldest dropped to make room. The
+    reply to a refusal waits 0.1 s after one recent failure of its peer, doubling with each, at
+    most ``failure_delay`` s (0: none). Refusals are logged once per peer and kind every
+    ``log_interval`` s, with a count of the others.
 
     The socket is bound at construction; ``start()`` starts serving (and returns the listener),
     ``stop()`` closes the socket and removes its file.
@@ -467,12 +536,28 @@ class Listener(_ScriptHost, threading.Thread):
 
     def __init__(self, name="Pymoult Listener", localhost=True, port=None, *, address=None,
                  token=None, token_file=None, manager=None, max_size=protocol.MAX_FRAME,
-                 max_connections=8, read_timeout=10.0, idle_timeout=None, auth_timeout=5.0):
+                 max_connections=8, read_timeout=10.0, idle_timeout=None, auth_timeout=5.0,
+                 max_pending=128, max_pending_per_peer=32, failure_delay=2.0,
+                 log_interval=10.0):
         threading.Thread.__init__(self, name=name, daemon=True)
         self._setup(token, token_file, max_size, read_timeout, idle_timeout)
         self.auth_timeout = min(float(_check_positive(auth_timeout, "auth_timeout")),
                                 self.read_timeout)
         self.max_connections = _check_positive(max_connections, "max_connections", integer=True)
+        self.max_pending = _check_positive(max_pending, "max_pending", integer=True)
+        self.max_pending_per_peer = min(self.max_pending, _check_positive(
+            max_pending_per_peer, "max_pending_per_peer", integer=True))
+        if isinstance(failure_delay, bool) or not isinstance(failure_delay, (int, float)) \
+                or not 0 <= failure_delay <= 60:
+            raise PymoultValueError(f"failure_delay must be a number of seconds from 0 to 60, "
+                                    f"got {failure_delay!r}")
+        self.failure_delay = float(failure_delay)
+        self.log_interval = float(_check_positive(log_interval, "log_interval"))
+        self._failures = _PeerFailures(self.failure_delay)
+        self._refusals = _RefusalLog(self.name, self.log_interval)
+        self._pending = {}  # connections whose request has not all arrived, oldest first
+        self._pending_changed = threading.Condition()
+        self._selector = None
         if manager is not None and not isinstance(manager, (Manager, str)):
             raise PymoultTypeError(f"manager must be a Manager, a manager's name or None, "
                                    f"got {manager!r}")
@@ -524,10 +609,6 @@ class Listener(_ScriptHost, threading.Thread):
             raise PymoultValueError(
                 f"a TCP listener ({address}) needs a token: pass token= or token_file=, or set "
                 "PYMOULT_TOKEN (or use the default Unix socket)")
-        if not _is_loopback(address.host):
-            logger.warning("%s: listening on %s, beyond this machine: requests (token included) "
-                           "travel in clear text; prefer loopback and an SSH tunnel",
-                           self.name, address)
         sock = socket.socket(address.socket_family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -538,7 +619,12 @@ class Listener(_ScriptHost, threading.Thread):
             sock.close()
             raise PymoultValueError(f"cannot listen on {address}: {exc.strerror or exc}") from None
         host, port = sock.getsockname()[:2]
-        return sock, protocol.Address("tcp", host=host, port=port)
+        bound = protocol.Address("tcp", host=host, port=port)
+        if not _is_loopback(address.host):
+            logger.warning("%s: listening on %s, beyond this machine: scripts and replies travel "
+                           "in clear text (the token does not); prefer loopback and an SSH "
+                           "tunnel", self.name, bound)
+        return sock, bound
 
     def _bind_unix(self, path):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -661,6 +747,13 @@ class Listener(_ScriptHost, threading.Thread):
         with self._connections_changed:
             return self._connections_changed.wait_for(lambda: self._connections == 0, timeout)
 
+    def wait_connections(self, predicate, timeout=None):
+        """Block until ``predicate(number of connections being served)`` is true; False after
+        ``timeout`` s."""
+        with self._connections_changed:
+            return self._connections_changed.wait_for(lambda: predicate(self._connections),
+                                                      timeout)
+
     def _remove_socket_file(self):
         if self._address.family != "unix":
             return
@@ -675,38 +768,262 @@ class Listener(_ScriptHost, threading.Thread):
             _rmdir_quietly(self._private_dir)
 
     def run(self):
-        selector = selectors.DefaultSelector()
+        selector = self._selector = selectors.DefaultSelector()
         try:
             selector.register(self._sock, selectors.EVENT_READ)
             selector.register(self._wake_r, selectors.EVENT_READ)
             while not self._stopping.is_set():
-                for key, _ in selector.select():
+                for key, _ in selector.select(self._next_wait()):
                     if key.fileobj is self._wake_r:
                         return
-                    self._accept()
+                    if key.fileobj is self._sock:
+                        self._accept()
+                    elif key.data in self._pending:
+                        self._readable(key.data)
+                self._expire(time.monotonic())
         except BaseException:  # nothing may escape the listener's thread
             if not self._stopping.is_set():
                 logger.exception("%s: the listener failed", self.name)
         finally:
+            for pending in list(self._pending):
+                self._drop(pending)
             selector.close()
+
+    # -- connections before their request has arrived: read here, holding no thread ---------
 
     def _accept(self):
         try:
-            conn, peer = self._sock.accept()
+            conn, address = self._sock.accept()
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:  # out of file descriptors...: back off, keep serving
             logger.warning("%s: accept failed: %s", self.name, exc)
             self._stopping.wait(0.1)
             return
-        number = next(_connection_numbers)
-        who = f"connection {number}" + (f" from {peer[0]}:{peer[1]}" if peer else "")
-        if not self._take_slot():
-            logger.warning("%s: refused %s: busy (%d connections in progress)", self.name, who,
-                           self.max_connections)
-            self._refuse_busy(conn)
+        now = time.monotonic()
+        peer, where, uid = _peer_of(conn, address)
+        pending = _Pending(conn, f"connection {next(_connection_numbers)} from {where}", peer,
+                           now)
+        self._make_room(peer)
+        try:
+            conn.setblocking(False)
+            self._selector.register(conn, selectors.EVENT_READ, pending)
+        except (OSError, ValueError) as exc:
+            logger.warning("%s: could not watch %s: %s", self.name, pending.who, exc)
+            conn.close()
             return
-        handler = threading.Thread(target=self._serve, args=(conn, who),
+        with self._pending_changed:
+            self._pending[pending] = None
+            self._pending_changed.notify_all()
+        self._expect(pending, "first", now)
+        if uid is not None and uid not in (os.geteuid(), 0):
+            self._refuse(pending, AuthenticationError(
+                f"authentication failed: peer runs as uid {uid}, the listener as uid "
+                f"{os.geteuid()}"), now)
+
+    def _make_room(self, peer):
+        """Keep the unauthenticated connections within ``max_pending_per_peer`` for ``peer``
+        and ``max_pending`` in all, dropping (without a reply) the one to go first: one already
+        refused, else the oldest; from the peer holding the most when the total is reached."""
+        mine = [p for p in self._pending if p.peer == peer]
+        if len(mine) >= self.max_pending_per_peer:
+            self._evict(mine, f"over the cap of {self.max_pending_per_peer} unauthenticated "
+                              "connections from one peer")
+        if len(self._pending) >= self.max_pending:
+            counts = {}
+            for each in self._pending:
+                counts[each.peer] = counts.get(each.peer, 0) + 1
+            greediest = max(counts, key=counts.get)
+            self._evict([p for p in self._pending if p.peer == greediest],
+                        f"over the cap of {self.max_pending} unauthenticated connections")
+
+    def _evict(self, candidates, why):
+        refused = [p for p in candidates if p.stage in ("penalty", "closing")]
+        victim = (refused or candidates)[0]  # the dict keeps them oldest first
+        if victim.stage not in ("penalty", "closing"):
+            self._refusals.refused(victim.peer, "dropped", logging.WARNING,
+                                   f"{self.name}: dropped {victim.who} (unauthenticated, "
+                                   f"the oldest): {why}", time.monotonic())
+        self._drop(victim)
+
+    def _drop(self, pending):
+        with self._pending_changed:
+            if self._pending.pop(pending, 0) is None:
+                self._pending_changed.notify_all()
+        try:
+            self._selector.unregister(pending.conn)
+        except (KeyError, ValueError, OSError):
+            pass
+        pending.conn.close()
+
+    def _expect(self, pending, stage, now):
+        """``pending`` now waits for its ``stage`` frame: its size limit and deadline."""
+        pending.stage = stage
+        token = self._token is not None
+        if stage == "first":
+            pending.limit = protocol.AUTH_FRAME_MAX if token else self.max_size
+            span = self.auth_timeout if token else self.read_timeout
+            pending.deadline = now + span
+            pending.late = f"the frame was not complete within {span} s"
+        elif stage == "proof":
+            pending.limit = protocol.AUTH_FRAME_MAX  # the deadline stays the first frame's
+            pending.late = f"the authentication was not complete within {self.auth_timeout} s"
+        else:  # "request"
+            pending.limit = self.max_size
+            pending.deadline = now + self.read_timeout
+            pending.late = f"the frame was not complete within {self.read_timeout} s"
+
+    def _readable(self, pending):
+        now = time.monotonic()
+        try:
+            chunk = pending.conn.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._refusals.refused(pending.peer, "lost", logging.INFO,
+                                   f"{self.name}: {pending.who} failed: {exc}", now)
+            self._failures.record(pending.peer, now)
+            self._drop(pending)
+            return
+        if pending.stage == "closing":  # after a refusal: read and drop until the client closes
+            pending.dropped += len(chunk)
+            if not chunk or pending.dropped > self.max_size:
+                self._drop(pending)
+            return
+        pending.last_byte = now
+        if not chunk:
+            self._ended(pending, now)
+            return
+        pending.buffer += chunk
+        try:
+            while pending in self._pending and pending.stage in _READING:
+                payload = protocol.take_frame(pending.buffer, pending.limit)
+                if payload is None:
+                    return
+                self._frame(pending, payload, now)
+        except (AuthenticationError, ProtocolError) as exc:
+            self._refuse(pending, exc, now)
+        except OSError as exc:
+            self._refusals.refused(pending.peer, "lost", logging.INFO,
+                                   f"{self.name}: {pending.who} failed: {exc}", now)
+            self._drop(pending)
+
+    def _ended(self, pending, now):
+        got = len(pending.buffer)
+        if got:
+            error = ProtocolError(f"the connection ended after {got} bytes, before the frame "
+                                  "was complete", "truncated")
+        elif pending.stage == "proof":
+            error = AuthenticationError("the connection ended after the challenge, before any "
+                                        "proof: a wrong token (the client found the "
+                                        "listener's proof wrong), or not a pymoult client")
+        else:
+            error = ProtocolError("the connection ended before any frame", "truncated")
+        self._refuse(pending, error, now)
+
+    def _frame(self, pending, payload, now):
+        stage, token = pending.stage, self._token
+        if stage == "first":
+            first = protocol.decode_payload(payload)
+            if first.get("op") != "hello":
+                if token is None:
+                    return self._ready(pending, protocol.validate_request(first))
+                if "token" in first:
+                    raise AuthenticationError("authentication failed: this listener takes no "
+                                              "token in a request, only protocol 2's "
+                                              "challenge-response (a client that sends its "
+                                              "token is out of date)")
+                raise AuthenticationError("authentication failed: this listener needs a token")
+            client_nonce = protocol.read_hello(first)
+            if token is not None:
+                pending.session = protocol.Session(token, client_nonce,
+                                                   os.urandom(protocol.NONCE_BYTES))
+            data = protocol.encode_frame(protocol.challenge(pending.session))
+            if pending.conn.send(data) != len(data):  # small: a socket buffer takes it whole
+                raise OSError("could not send the challenge at once")
+            return self._expect(pending, "request" if token is None else "proof", now)
+        if stage == "proof":
+            proof = protocol.decode_payload(payload)
+            if not protocol.Session.matches(pending.session.client_proof(), proof.get("proof")):
+                raise AuthenticationError("authentication failed: wrong token")
+            pending.request_mac = proof.get("request_mac")
+            return self._expect(pending, "request", now)
+        if pending.session is not None and not protocol.Session.matches(
+                pending.session.request_mac(payload), pending.request_mac):
+            raise AuthenticationError("authentication failed: the request does not match the "
+                                      "MAC sent with the proof (changed on the way?)")
+        return self._ready(pending, protocol.validate_request(protocol.decode_payload(payload)))
+
+    def _refuse(self, pending, error, now, failure=True):
+        """Refuse ``pending`` with ``error``: logged (at most one line per peer and kind of
+        refusal every ``log_interval`` s), then answered, after a delay growing with the
+        peer's recent failures when it is one; meanwhile it holds no thread."""
+        kind = type(error).__name__ + "/" + str(getattr(error, "reason", ""))
+        quiet = isinstance(error, ProtocolError) and error.reason == "truncated" \
+            and not pending.buffer and pending.stage == "first"  # a port probe, a health check
+        self._refusals.refused(pending.peer, kind, logging.INFO if quiet else logging.WARNING,
+                               f"{self.name}: refused {pending.who}: {error}", now)
+        pending.reply = protocol.encode_frame(protocol.error_reply(type(error).__name__,
+                                                                   str(error)))
+        delay = 0.0
+        if failure:
+            self._failures.record(pending.peer, now)
+            delay = self._failures.delay(pending.peer, now)
+        try:
+            self._selector.unregister(pending.conn)
+        except (KeyError, ValueError, OSError):
+            pass
+        pending.stage, pending.deadline = "penalty", now + delay
+        if not delay:
+            self._send_refusal(pending, now)
+
+    def _send_refusal(self, pending, now):
+        try:
+            pending.conn.send(pending.reply)
+            pending.conn.shutdown(socket.SHUT_WR)
+            self._selector.register(pending.conn, selectors.EVENT_READ, pending)
+        except (OSError, ValueError):
+            self._drop(pending)
+            return
+        pending.stage, pending.deadline = "closing", now + min(_LINGER, self.read_timeout)
+
+    def _expire(self, now):
+        for pending in list(self._pending):
+            if pending.deadline is not None and now >= pending.deadline:
+                if pending.stage == "penalty":
+                    self._send_refusal(pending, now)
+                elif pending.stage == "closing":
+                    self._drop(pending)
+                else:
+                    self._refuse(pending, ProtocolError(pending.late, "timeout"), now)
+            elif (self.idle_timeout is not None and pending.stage in _READING
+                  and now - pending.last_byte >= self.idle_timeout):
+                self._refuse(pending, ProtocolError(
+                    f"no data for {self.idle_timeout} s in the middle of a frame", "timeout"),
+                    now)
+        self._refusals.flush(now)
+
+    def _next_wait(self):
+        due = [p.deadline for p in self._pending if p.deadline is not None]
+        if self.idle_timeout is not None:
+            due += [p.last_byte + self.idle_timeout for p in self._pending
+                    if p.stage in _READING]
+        flush = self._refusals.next_due()
+        if flush is not None:
+            due.append(flush)
+        return None if not due else max(0.0, min(due) - time.monotonic())
+
+    def _ready(self, pending, request):
+        """The request has all arrived (after the proof and the MAC when there is a token): the
+        connection leaves the unauthenticated ones and takes a slot to be served."""
+        if not self._take_slot():
+            return self._refuse(pending, ListenerBusyError(
+                f"the listener is busy ({self.max_connections} connections in progress): "
+                "retry later"), time.monotonic(), failure=False)
+        self._drop_watch(pending)
+        conn, who = pending.conn, pending.who
+        handler = threading.Thread(target=self._serve,
+                                   args=(conn, who, request, pending.session),
                                    name=f"{self.name} {who.split(' from')[0]}", daemon=True)
         with self._handlers_lock:
             self._handlers.add(handler)
@@ -719,12 +1036,36 @@ class Listener(_ScriptHost, threading.Thread):
                 self._handlers.discard(handler)
             self._release_slot()
             conn.close()
+        return None
+
+    def _drop_watch(self, pending):
+        """Stop reading ``pending`` here (it goes to a handler thread), keeping it open."""
+        with self._pending_changed:
+            self._pending.pop(pending, None)
+            self._pending_changed.notify_all()
+        self._selector.unregister(pending.conn)
+        pending.conn.setblocking(True)
+
+    @property
+    def pending(self):
+        """The number of connections whose request has not all arrived (unauthenticated: they
+        hold no slot of ``max_connections``, nor a thread)."""
+        with self._pending_changed:
+            return len(self._pending)
+
+    def wait_pending(self, predicate, timeout=None):
+        """Block until ``predicate(number of pending connections)`` is true; False after
+        ``timeout`` s."""
+        with self._pending_changed:
+            return self._pending_changed.wait_for(lambda: predicate(len(self._pending)),
+                                                  timeout)
 
     def _take_slot(self):
         with self._connections_changed:
             if self._connections >= self.max_connections:
                 return False
             self._connections += 1
+            self._connections_changed.notify_all()
             return True
 
     def _release_slot(self):
@@ -732,31 +1073,16 @@ class Listener(_ScriptHost, threading.Thread):
             self._connections -= 1
             self._connections_changed.notify_all()
 
-    def _refuse_busy(self, conn):
-        """Tell a connection over the cap that the listener is busy, without waiting for it."""
-        try:
-            _drain(conn, 0.0, self.max_size)
-            protocol.send_frame(conn, protocol.error_reply(
-                "ListenerBusyError", f"the listener is busy ({self.max_connections} connections "
-                "in progress): retry later"), timeout=0.2)
-            conn.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-        finally:
-            conn.close()
+    # -- one connection, once its request has arrived ---------------------------------------
 
-    # -- one connection ----------------------------------------------------------------------
-
-    def _serve(self, conn, who):
+    def _serve(self, conn, who, request, session):
         try:
-            session = []  # the connection's protocol 2 session, once the client proved the token
-            reply = self._answer(conn, who, session)
+            reply = self._answer(conn, who, request)
             if reply is not None:
                 try:
                     data = protocol.encode_frame(reply)
-                    if session:  # the reply's MAC follows it: no impostor can forge an outcome
-                        data += protocol.encode_frame(
-                            {"mac": session[0].reply_mac(data[4:])})
+                    if session is not None:  # the reply's MAC: no impostor can forge an outcome
+                        data += protocol.encode_frame({"mac": session.reply_mac(data[4:])})
                     conn.settimeout(self.read_timeout)
                     conn.sendall(data)
                     conn.shutdown(socket.SHUT_WR)
@@ -771,83 +1097,13 @@ class Listener(_ScriptHost, threading.Thread):
             with self._handlers_lock:
                 self._handlers.discard(threading.current_thread())
 
-    def _refuse(self, who, error):
-        logger.warning("%s: refused %s: %s", self.name, who, error)
-        return protocol.error_reply(type(error).__name__, str(error))
-
-    def _handshake(self, conn, session):
-        """Read the connection's request, authenticating its client first: the decoded
-        request. Frames before authentication are small (``protocol.AUTH_FRAME_MAX``) and
-        must all have come within ``auth_timeout`` s; the request may then be ``max_size``.
-
-        With a token, the client must speak protocol 2 (hello, challenge, proof: the token
-        never crosses the wire), and its request must match the MAC sent with its proof. Without
-        one (a Unix socket, where the peer's uid was checked) the first frame may be the request
-        itself, or a hello, answered with a challenge carrying no proof.
-        """
-        deadline = time.monotonic() + self.auth_timeout
-
-        def left():
-            return max(0.0, deadline - time.monotonic())
-
-        token = self._token
-        limit = protocol.AUTH_FRAME_MAX if token is not None else self.max_size
-        first = protocol.recv_frame(conn, limit, self.auth_timeout if token is not None
-                                    else self.read_timeout, self.idle_timeout)
-        if first.get("op") != "hello":
-            if token is None:
-                return first
-            if "token" in first:
-                raise AuthenticationError("authentication failed: this listener takes no token "
-                                          "in a request, only protocol 2's challenge-response "
-                                          "(a client that sends its token is out of date)")
-            raise AuthenticationError("authentication failed: this listener needs a token")
-        client_nonce = protocol.read_hello(first)
-        current = None
-        if token is not None:
-            current = protocol.Session(token, client_nonce, os.urandom(protocol.NONCE_BYTES))
-        protocol.send_frame(conn, protocol.challenge(current), timeout=left() or 0.001)
-        if current is None:
-            return protocol.recv_frame(conn, self.max_size, self.read_timeout,
-                                       self.idle_timeout)
-        try:
-            proof = protocol.recv_frame(conn, protocol.AUTH_FRAME_MAX, left(),
-                                        self.idle_timeout)
-        except ProtocolError as exc:
-            if exc.reason == "timeout" and time.monotonic() >= deadline:
-                raise ProtocolError(f"the authentication was not complete within "
-                                    f"{self.auth_timeout} s", "timeout") from None
-            raise
-        if not protocol.Session.matches(current.client_proof(), proof.get("proof")):
-            raise AuthenticationError("authentication failed: wrong token")
-        payload = protocol.recv_payload(conn, self.max_size, self.read_timeout,
-                                        self.idle_timeout)
-        if not protocol.Session.matches(current.request_mac(payload), proof.get("request_mac")):
-            raise AuthenticationError("authentication failed: the request does not match the "
-                                      "MAC sent with the proof (changed on the way?)")
-        session.append(current)
-        return protocol.decode_payload(payload)
-
-    def _answer(self, conn, who, session):
+    def _answer(self, conn, who, request):
         """The reply to the connection's request (None: no reply can be sent)."""
-        try:
-            if self._address.family == "unix":
-                uid = protocol.peer_uid(conn)
-                if uid is not None and uid not in (os.geteuid(), 0):
-                    raise AuthenticationError(f"authentication failed: peer runs as uid {uid}, "
-                                              f"the listener as uid {os.geteuid()}")
-            message = self._handshake(conn, session)
-            request = protocol.validate_request(message)
-        except (AuthenticationError, ProtocolError) as exc:
-            return self._refuse(who, exc)
-        except OSError as exc:
-            logger.warning("%s: %s failed: %s", self.name, who, exc)
-            return None
         op = request["op"]
         logger.info("%s: %s asks for %s", self.name, who, op)
         if op == "push":
             watch = _ClientWatch(conn, self._address.family == "tcp", self.max_size)
-            reply = self._push(request, watch)
+            reply = self._push(request, watch, who)
             if reply is None:
                 logger.warning("%s: %s: the client %s while its push was served: no reply "
                                "sent; its updates go on (ask for status)", self.name, who,
@@ -858,12 +1114,15 @@ class Listener(_ScriptHost, threading.Thread):
                     "managers": [_manager_status(m) for m in self._reported_managers()]}
         return {"ok": True, "managers": [
             {"name": m.name, "kind": type(m).__name__,
-             "history": [record.as_dict() for record in m.history()]}
+             "history": [record.as_dict() for record in m.history()],
+             "forgotten": m.forgotten()}
             for m in self._reported_managers()]}
 
     def _describe(self):
         return {"name": self.name, "address": self.address,
-                "applied_updates": list(self.applied_updates)}
+                "applied_updates": list(self.applied_updates),
+                "applied_total": self.applied_total, "scripts": running_scripts(),
+                "connections": self.connections, "pending": self.pending}
 
     def _reported_managers(self):
         if self.manager is None:
@@ -876,6 +1135,112 @@ class Listener(_ScriptHost, threading.Thread):
     def __repr__(self):
         state = "stopped" if self._closed else "serving" if self.is_alive() else "not started"
         return f"<Listener {self.name!r} {self.address} {state}>"
+
+
+_READING = ("first", "proof", "request")
+
+
+class _Pending:
+    """A connection whose request has not all arrived, read by the listener's own thread:
+    ``stage`` is the frame it waits for (``first``, ``proof``, ``request``), then ``penalty``
+    (refused, the reply held back) and ``closing`` (replied, draining until it closes)."""
+
+    __slots__ = ("conn", "who", "peer", "since", "last_byte", "buffer", "stage", "limit",
+                 "deadline", "late", "session", "request_mac", "reply", "dropped")
+
+    def __init__(self, conn, who, peer, now):
+        self.conn, self.who, self.peer = conn, who, peer
+        self.since = self.last_byte = now
+        self.buffer = bytearray()
+        self.stage, self.limit, self.deadline, self.late = None, 0, None, None
+        self.session = self.request_mac = self.reply = None
+        self.dropped = 0
+
+
+def _peer_of(conn, address):
+    """``(key, text, uid)`` of the peer of an accepted connection: the key its limits are
+    counted by (the remote IP for TCP, the uid for a Unix socket), how the log names it
+    (``127.0.0.1:50312``, ``uid 1000 pid 4242``) and its uid (None over TCP)."""
+    if isinstance(address, tuple) and address:
+        return ("ip", address[0]), f"{address[0]}:{address[1]}", None
+    try:
+        creds = protocol.peer_credentials(conn)
+    except OSError:
+        creds = None
+    if creds is None:
+        return ("unix",), "a Unix socket peer", None
+    pid, uid, _ = creds
+    return ("uid", uid), f"uid {uid} pid {pid}", uid
+
+
+class _PeerFailures:
+    """Recent failures (refusals) per peer, for the delay before the next refusal's reply:
+    0.1 s after one failure in the last ``WINDOW`` s, doubling with each, at most ``limit``
+    (0: no delay). Bounded: the last ``KEEP`` failures of at most ``PEERS`` peers."""
+
+    WINDOW, KEEP, PEERS, FIRST = 60.0, 32, 1024, 0.1
+
+    def __init__(self, limit):
+        self.limit = limit
+        self._times = {}
+
+    def record(self, peer, now):
+        times = self._times.pop(peer, None) or collections.deque(maxlen=self.KEEP)
+        times.append(now)
+        self._times[peer] = times  # most recent last
+        while len(self._times) > self.PEERS:
+            del self._times[next(iter(self._times))]
+
+    def delay(self, peer, now):
+        times = self._times.get(peer)
+        if not self.limit or not times:
+            return 0.0
+        while times and now - times[0] > self.WINDOW:
+            times.popleft()
+        if not times:
+            return 0.0
+        return min(self.limit, self.FIRST * 2 ** min(len(times) - 1, 30))
+
+
+class _RefusalLog:
+    """Logs refusals, one line per peer and kind of refusal every ``interval`` s: the ones
+    between are counted, and the count logged once the interval is over (``flush``)."""
+
+    MAX_KEYS = 4096
+
+    def __init__(self, name, interval):
+        self.name, self.interval = name, interval
+        self._seen = {}  # (peer, kind) -> [when logged, level, not logged since]
+
+    def refused(self, peer, kind, level, line, now):
+        key = (peer, kind)
+        seen = self._seen.get(key)
+        if seen is not None and now - seen[0] < self.interval:
+            seen[2] += 1
+            return
+        if seen is not None and seen[2]:
+            line += f" (and {seen[2]} more like it from this peer in {self.interval:g} s)"
+        logger.log(level, "%s", line)
+        self._seen.pop(key, None)
+        self._seen[key] = [now, level, 0]
+        while len(self._seen) > self.MAX_KEYS:
+            del self._seen[next(iter(self._seen))]
+
+    def flush(self, now):
+        for (peer, kind), seen in list(self._seen.items()):
+            if now - seen[0] < self.interval:
+                continue
+            if seen[2]:
+                logger.log(seen[1], "%s: %d more refusals (%s) from %s in %g s not logged one "
+                           "by one", self.name, seen[2], kind, " ".join(map(str, peer)),
+                           self.interval)
+                seen[0], seen[2] = now, 0
+            else:
+                del self._seen[(peer, kind)]
+
+    def next_due(self):
+        due = [seen[0] + self.interval for seen in self._seen.values() if seen[2]]
+        return min(due, default=None)
 
 
 class _ClientWatch:

@@ -17,6 +17,7 @@ never stops the manager: it goes on with the next one.
 update's threads have parked, so no thread sees part of an update.
 """
 
+import collections
 import contextlib
 import itertools
 import logging
@@ -206,7 +207,8 @@ class Manager:
         self._seq = itertools.count()
         self._lock = threading.RLock()
         self._current = None  # (entry, lifecycle generator)
-        self._history = []
+        self._history = collections.deque()
+        self._forgotten = {}  # final state -> count of the records dropped from the history
         with _managers_lock:
             _managers[self.name] = self
 
@@ -387,10 +389,21 @@ class Manager:
                 delays.append(max(0.0, entry.not_before - now))
         return min(delays, default=None)
 
+    #: How many records :meth:`history` keeps (the most recent); older ones are only counted,
+    #: by final state (:meth:`forgotten`). Set it on a manager or on the class.
+    history_size = 500
+
     def history(self):
-        """Records of the updates this manager finished, oldest first (:class:`UpdateRecord`)."""
+        """Records of the updates this manager finished, oldest first (:class:`UpdateRecord`):
+        the last ``history_size`` of them (:meth:`forgotten` counts the older ones)."""
         with self._lock:
             return list(self._history)
+
+    def forgotten(self):
+        """Counts, by final state, of the records dropped from the history to keep it within
+        ``history_size`` (``{}`` when none was)."""
+        with self._lock:
+            return dict(self._forgotten)
 
     def finish(self):
         """Drive the current update (if any) to its end; returns it."""
@@ -441,6 +454,9 @@ class Manager:
         record = UpdateRecord(update, update.times.get("added", 0.0))
         with self._lock:
             self._history.append(record)
+            while len(self._history) > max(0, int(self.history_size)):
+                old = self._history.popleft()
+                self._forgotten[old.state] = self._forgotten.get(old.state, 0) + 1
         logger.debug("%s: history: %s", self.name, record.as_dict())
 
     def _end(self, entry, state, error=None):
@@ -576,12 +592,14 @@ class Manager:
         return False  # a polling manager is never stopped
 
     def statistics(self):
-        """Counts of finished updates by final state, and the median and longest pause (s)."""
+        """Counts of finished updates by final state (those dropped from the history
+        included), and the median and longest pause (s) of those in the history."""
         with self._lock:
             records = list(self._history)
+            forgotten = dict(self._forgotten)
             queued = len(self._queue)
         pauses = sorted(r.pause for r in records if r.pause is not None)
-        counts = {}
+        counts = forgotten
         for record in records:
             counts[record.state] = counts.get(record.state, 0) + 1
         return {"finished": counts, "queued": queued,

@@ -45,6 +45,7 @@ is journaled as well when the step returns. Anything else a step changes by hand
 own business: the managers cannot see it, and a rollback does not undo it.
 """
 
+import collections
 import enum
 import sys
 import threading
@@ -525,7 +526,11 @@ class HeapTraversalUpdate(Update):
         traverseHeap(self.walker, self.modules)
 
 
-_applied_names = []
+#: How many names :func:`applied_update_names` lists (the most recent); :func:`isApplied`
+#: answers for every name ever applied (kept in a set: once per distinct name).
+APPLIED_NAMES_KEPT = 500
+_applied_names = collections.deque(maxlen=APPLIED_NAMES_KEPT)
+_applied_set = set()
 _applied_lock = threading.Lock()
 
 
@@ -534,10 +539,12 @@ def mark_applied(update):
     name."""
     with _applied_lock:
         _applied_names.append(update.name)
+        _applied_set.add(update.name)
 
 
 def applied_update_names():
-    """The names of the updates applied in this process, oldest first (a name may repeat)."""
+    """The names of the last ``APPLIED_NAMES_KEPT`` updates applied in this process, oldest
+    first (a name may repeat)."""
     with _applied_lock:
         return list(_applied_names)
 
@@ -548,7 +555,7 @@ def isApplied(update):
     some update of that name was applied in this process)."""
     if isinstance(update, str):
         with _applied_lock:
-            return update in _applied_names
+            return update in _applied_set
     if not isinstance(update, Update):
         raise PymoultTypeError(f"isApplied takes an update or an update's name, got {update!r}")
     return update.state is UpdateState.APPLIED
