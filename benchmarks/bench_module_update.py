@@ -67,7 +67,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from _common import parse_args, percentile, write_json  # noqa: E402
 
-from pymoult.errors import ModuleUpdateError  # noqa: E402
+from pymoult.errors import ModuleUpdateError, NotAlterableNow  # noqa: E402
 from pymoult.highlevel.managers import ThreadedManager  # noqa: E402
 from pymoult.highlevel.updates import ModuleUpdate  # noqa: E402
 from pymoult.lowlevel.alterability import staticUpdatePoint  # noqa: E402
@@ -246,10 +246,12 @@ class Pymoult(Tool):
             made = time.perf_counter()
             try:
                 self.manager.apply_update(update, timeout=WAIT)
-            except ModuleUpdateError:
+            except (ModuleUpdateError, NotAlterableNow):
                 if self.threads:
                     raise
-                self.retries += 1  # quiescence was lost between the check and the window
+                # a caller entered a changed function, or a call naming two of them, between
+                # the check and the window, at each of the update's postponements: made again
+                self.retries += 1
                 continue
             end = time.perf_counter()
             return end - start, {"construct": made - start, "apply_update": end - made,

@@ -6,6 +6,7 @@ serving, and afterwards a legitimate update still applies to the untouched appli
 import json
 import math
 import os
+import random
 import select
 import socket
 import sys
@@ -341,6 +342,36 @@ def test_more_connections_than_the_cap_are_told_busy(world, monkeypatch):
         for sock in silent:
             sock.close()
         assert listener.stop(WAIT)
+
+
+VOLUME = 10_000
+
+
+@pytest.mark.timeout(300)
+def test_ten_thousand_hostile_frames_are_all_refused(world):
+    """A seeded stream of every kind of bad first frame, one connection each: random bytes,
+    cut hellos, huge length prefixes, bad JSON, and unauthenticated frames over the limit
+    before authentication or asking for a push. Each is refused, none runs code, and the
+    listener goes on (the next test pushes a legitimate update)."""
+    rng = random.Random(16)
+    kinds = {
+        "random bytes": lambda: rng.randbytes(rng.randint(0, 600)),
+        "cut hello": lambda: hello()[:rng.randint(0, len(hello()) - 1)],
+        "huge prefix": lambda: header(rng.randint(protocol.AUTH_FRAME_MAX + 1, 2**32 - 1))
+        + rng.randbytes(rng.randint(0, 64)),
+        "bad json": lambda: header(n := rng.randint(1, 200)) + rng.randbytes(n),
+        "large unauthenticated": lambda: frame(
+            {"op": "hello", "version": 2, "nonce": "00" * rng.randint(600, 2000)}),
+        "push without proof": lambda: frame({"op": "push", "script": world.script}),
+    }
+    names = list(kinds)
+    seen = dict.fromkeys(names, 0)
+    for _ in range(VOLUME):
+        name = rng.choice(names)
+        refused(world, exchange(world.address, kinds[name]()))
+        seen[name] += 1
+    assert all(seen.values())  # every kind was sent
+    assert world.listener.is_alive() and not world.marker.exists()
 
 
 def test_afterwards_a_legitimate_update_still_applies(world):
