@@ -1,3 +1,4 @@
+import logging
 import sys
 import threading
 import types
@@ -112,3 +113,22 @@ def test_heap_traversal_update(manager):
     manager.apply_update(HeapTraversalUpdate(Counter(), ["ru_heap"]), timeout=WAIT)
     assert Counter.ints == 3
     assert app.registry
+
+
+def test_a_forced_quiescence_gate_is_journaled_not_taken_for_an_outside_change(manager, caplog):
+    app = module("ru_gate", "def handle():\n    return 'v1'\n")
+    new = module("ru_gate_v2", "def handle():\n    return 'v2'\n")
+    original = app.handle
+    with caplog.at_level(logging.WARNING, logger="pymoult"):
+        manager.add_update(QuiescentRedefineUpdate(app, "handle", new.handle)).result(WAIT)
+    assert app.handle is original and app.handle() == "v2"
+    assert not [r for r in caplog.records if "outside Pymoult" in r.getMessage()]
+
+    class Failing(QuiescentRedefineUpdate):
+        def apply(self):
+            super().apply()
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        manager.add_update(Failing(app, "handle", new.handle)).result(WAIT)
+    assert app.handle is original and app.handle() == "v2"  # rolled back: no gate left bound

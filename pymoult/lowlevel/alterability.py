@@ -51,6 +51,7 @@ import types
 from .. import _cpython, _parking, _suspension
 from .._parking import check_timeout, control_for, staticUpdatePoint, update_point
 from ..errors import DeadlockDetectedError, PymoultTypeError, PymoultValueError
+from .journal import current_journal, set_attribute
 
 __all__ = [
     "TornCallGuard",
@@ -716,9 +717,19 @@ class ForceQuiescenceWatcher:
         return self.original if current is self.gate else current
 
     def install(self):
-        setattr(self.module, self.name, self.gate)
+        self._bind(self.gate)
         self.installed = True
         self.check()
+
+    def _bind(self, value):
+        """Bind ``module.<name>``, recorded in the update's journal when one is recording (a
+        rollback then unbinds the gate, and the journal's watch of the module does not take the
+        gate for a change made outside Pymoult)."""
+        journal = current_journal()
+        if journal is not None and journal.state == "open":
+            set_attribute(self.module, self.name, value, journal)
+        else:
+            setattr(self.module, self.name, value)
 
     def check(self):
         """Re-read every stack; set and return ``quiescent`` when no call is running."""
@@ -732,7 +743,7 @@ class ForceQuiescenceWatcher:
         """Let held callers go. If the module still binds the gate (the update did not rebind
         the name), the original function is bound again first."""
         if self.installed and getattr(self.module, self.name, None) is self.gate:
-            setattr(self.module, self.name, self.original)
+            self._bind(self.original)
         self.installed = False
         self.can_continue.set()
 
