@@ -68,6 +68,8 @@ _point_callers = {}
 def point_callers():
     """``{ident: frame that called the point}`` of the threads parked at a static point now."""
     return _point_callers.copy()  # one C call: a consistent copy under the GIL
+
+
 _wanting = set()  # controls that currently want their thread to stop at a point
 
 #: While a manager thread is being woken for new work: a raw lock, held until it runs. Points

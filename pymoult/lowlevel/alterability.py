@@ -404,9 +404,7 @@ class TornCallGuard:
         if verdict is None:
             count = len(self.names.intersection(code.co_names))
             count += id(code) in self.code_ids
-            filename = code.co_filename
-            verdict = count >= 2 and not filename.startswith(self.PACKAGE) and (
-                not filename.startswith(self.STDLIB) or filename.startswith(self.SITE))
+            verdict = count >= 2 and _library_of(code.co_filename) is None
             self._verdicts[id(code)] = (verdict, code)  # the code kept: its id stays unique
             return verdict
         return verdict[0]
@@ -464,14 +462,21 @@ def _waits_in_pymoult(frame):
     """Whether the innermost frame of a thread that is not the standard library's is Pymoult's
     (a point, a wait for an update)."""
     while frame is not None:
-        filename = frame.f_code.co_filename
-        if filename.startswith(TornCallGuard.PACKAGE):
-            return True
-        if not filename.startswith(TornCallGuard.STDLIB) or filename.startswith(
-                TornCallGuard.SITE):
-            return False
+        library = _library_of(frame.f_code.co_filename)
+        if library != "stdlib":
+            return library == "pymoult"
         frame = frame.f_back
     return False
+
+
+def _library_of(filename):
+    """"pymoult" for a file of Pymoult, "stdlib" for one of the standard library (not of
+    site-packages, which lives under it), None for the application's (or a third party's)."""
+    if filename.startswith(TornCallGuard.PACKAGE):
+        return "pymoult"
+    if filename.startswith(TornCallGuard.STDLIB) and not filename.startswith(TornCallGuard.SITE):
+        return "stdlib"
+    return None
 
 
 def _code_in_stacks(codes, stacks):
@@ -504,8 +509,8 @@ def runningFunctions(funcs, threads=None):
 def thread_frames(threads=None):
     """``[(thread name, frame)]``: every frame of the threads' stacks (None: every thread;
     a DSU_Thread's suspended continuation included), each thread's from its innermost frame
-    out (the calling thread's from the caller of this function). A snapshot: it holds while the threads are suspended (or inside a stop-the-world
-    window)."""
+    out (the calling thread's from the caller of this function). A snapshot: it holds while
+    the threads are suspended (or inside a stop-the-world window)."""
     by_ident = {t.ident: t.name for t in threading.enumerate()}
     me, caller = threading.get_ident(), sys._getframe(1)
     found = []
