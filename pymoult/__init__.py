@@ -1,10 +1,15 @@
 """Pymoult: dynamic software updating for running multi-threaded CPython programs.
 
-Tiers, imported one way only (``lowlevel`` never imports ``highlevel``):
+Tiers, imported one way only (``lowlevel`` never imports ``highlevel``, which never imports
+``delivery`` but to keep the original's import path ``pymoult.highlevel.listener``):
 
 - ``pymoult.threads``: DSU threads (reboot, suspension at update points, continuations, tracing);
 - ``pymoult.lowlevel``: the mechanisms (``alterability``, ``stack``, ``world``);
-- ``pymoult.highlevel``: updates and managers that drive the mechanisms.
+- ``pymoult.highlevel``: updates and managers that drive the mechanisms;
+- ``pymoult.delivery``: the listeners that bring update scripts into the running application.
+
+Below them all, ``pymoult.protocol`` and ``pymoult.client`` (the wire format and the client,
+which need no tier), ``pymoult.logs`` (the original's logging functions) and ``pymoult.errors``.
 
 Pymoult logs through the ``pymoult`` logger and never prints.
 """

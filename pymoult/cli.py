@@ -99,7 +99,7 @@ def _run(args):
 
 
 def _run_logged(args):
-    from .highlevel.listener import Listener, PipeListener
+    from .delivery import Listener, PipeListener
     from .highlevel.runner import Runtime, load_application
     from .source_tracking import track_sources
 

@@ -14,9 +14,14 @@ PUBLIC_MODULES = ["pymoult.errors", "pymoult.threads", "pymoult.lowlevel.alterab
                   "pymoult.lowlevel.instances", "pymoult.lowlevel.lazy_conversion",
                   "pymoult.highlevel.updates", "pymoult.highlevel.managers",
                   "pymoult.highlevel.listener", "pymoult.highlevel.runner", "pymoult.protocol",
-                  "pymoult.client"]
+                  "pymoult.client", "pymoult.logs", "pymoult.delivery",
+                  "pymoult.delivery.socket_server", "pymoult.delivery.pipe_server",
+                  "pymoult.delivery.authentication", "pymoult.delivery.peers",
+                  "pymoult.delivery.scripts", "pymoult.delivery.script_host"]
 #: The ``pymoult`` command: the top tier, which may use everything and which nothing uses.
 COMMAND_MODULES = {"cli.py", "demo.py", "__main__.py"}
+#: The original Pymoult's import path for the listeners, kept as re-exports from the tier above.
+ORIGINAL_LISTENER_PATH = PACKAGE / "highlevel" / "listener.py"
 
 
 def imported_modules(path):
@@ -38,10 +43,34 @@ def test_lowlevel_never_imports_highlevel(path):
     assert not [m for m in imported_modules(path) if m and m.startswith("pymoult.highlevel")]
 
 
+@pytest.mark.parametrize("path", sorted((PACKAGE / "highlevel").glob("*.py")), ids=str)
+def test_highlevel_never_imports_delivery_but_to_keep_the_original_path(path):
+    delivery = [m for m in imported_modules(path) if m and m.startswith("pymoult.delivery")]
+    if path == ORIGINAL_LISTENER_PATH:
+        assert delivery == ["pymoult.delivery"]  # re-exports only: nothing else in the module
+        tree = ast.parse(path.read_text())
+        assert all(isinstance(node, (ast.Expr, ast.ImportFrom, ast.Assign)) for node in tree.body)
+    else:
+        assert not delivery
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "delivery").glob("*.py")), ids=str)
+def test_delivery_reads_the_managers_through_their_public_names(path):
+    tree = ast.parse(path.read_text())
+    private = [f"{node.module}.{alias.name}" for node in ast.walk(tree)
+               if isinstance(node, ast.ImportFrom) and node.level + bool(node.module) > 0
+               for alias in node.names if alias.name.startswith("_")]
+    assert not private, f"{path.name} imports {private}"
+    reaches = [node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+               and node.attr.startswith("_") and not node.attr.startswith("__")
+               and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))]
+    assert not reaches, f"{path.name} reaches into {sorted(set(reaches))}"
+
+
 @pytest.mark.parametrize("path", sorted(p for p in PACKAGE.glob("*.py")
                                         if p.name not in COMMAND_MODULES), ids=str)
 def test_core_modules_import_no_tier_above_them(path):
-    tiers = ("pymoult.lowlevel", "pymoult.highlevel")
+    tiers = ("pymoult.lowlevel", "pymoult.highlevel", "pymoult.delivery")
     offenders = [m for m in imported_modules(path) if m and m.startswith(tiers)]
     assert not offenders, f"{path.name} imports {offenders}"
 

@@ -22,6 +22,7 @@ from pymoult import client, protocol
 from pymoult.errors import (ListenerError, ListenerTimeoutError, ProtocolError,
                             PymoultTypeError, PymoultValueError, ThreadStateError,
                             UpdateTimeoutError)
+from pymoult.delivery import socket_server
 from pymoult.highlevel import listener as listener_module
 from pymoult.highlevel.listener import (Listener, PipeListener, get_app_listener, log,
                                         set_logpath, set_loglevel)
@@ -312,7 +313,7 @@ def watch_checks(monkeypatch):
     """A Condition whose ``count`` is the number of times a push checked its client."""
     checked = threading.Condition()
     checked.count = 0
-    check = listener_module._ClientWatch.__call__
+    check = socket_server._ClientWatch.__call__
 
     def counted(watch):
         gone = check(watch)
@@ -321,7 +322,7 @@ def watch_checks(monkeypatch):
             checked.notify_all()
         return gone
 
-    monkeypatch.setattr(listener_module._ClientWatch, "__call__", counted)
+    monkeypatch.setattr(socket_server._ClientWatch, "__call__", counted)
     return checked
 
 

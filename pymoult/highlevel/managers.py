@@ -19,11 +19,13 @@ update's threads have parked, so no thread sees part of an update.
 
 import collections
 import contextlib
+import dataclasses
 import itertools
 import logging
 import sys
 import threading
 import time
+import types
 import weakref
 from concurrent.futures import Future
 from concurrent.futures import wait as futures_wait
@@ -42,7 +44,8 @@ from ..lowlevel import alterability
 from .updates import Update, UpdateState, check_definition, has_setup
 
 __all__ = ["Manager", "ThreadedManager", "UpdateFuture", "fetch_manager",
-           "generatePreconfiguredManager", "collect_updates", "live_managers"]
+           "generatePreconfiguredManager", "collect_updates", "live_managers", "ManagerStatus",
+           "QueuedUpdate"]
 
 logger = logging.getLogger("pymoult")
 
@@ -193,6 +196,35 @@ class UpdateRecord:
         return f"<UpdateRecord {self.name!r} {self.state} operations={len(self.operations)}>"
 
 
+@dataclasses.dataclass(frozen=True)
+class QueuedUpdate:
+    """An update waiting in a manager's queue, in a :class:`ManagerStatus`."""
+
+    name: str
+    state: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ManagerStatus:
+    """A snapshot of a manager (:meth:`Manager.status`), as ``pymoult status`` shows it: its
+    ``name``, ``kind`` (class name), ``current`` update (an ``UpdateStatus``, or None), the
+    updates ``pending`` in its queue in the order they will run, and its ``statistics()``
+    (a read-only mapping)."""
+
+    name: str
+    kind: str
+    current: "object | None"
+    pending: tuple
+    statistics: types.MappingProxyType
+
+    def as_dict(self):
+        """The snapshot as plain JSON-ready values."""
+        return {"name": self.name, "kind": self.kind,
+                "current": None if self.current is None else self.current.as_dict(),
+                "pending": [{"name": q.name, "state": q.state} for q in self.pending],
+                "statistics": dict(self.statistics)}
+
+
 class Manager:
     """A polling manager: updates advance one step per :meth:`apply_next_update` call.
 
@@ -300,8 +332,19 @@ class Manager:
 
     @property
     def current_update(self):
+        """The update being applied now, or None."""
         current = self._current
         return None if current is None else current[0].update
+
+    def status(self):
+        """A frozen snapshot of the manager (:class:`ManagerStatus`), safe to take from any
+        thread: what ``pymoult status`` reports."""
+        current = self.current_update
+        return ManagerStatus(
+            name=self.name, kind=type(self).__name__,
+            current=None if current is None else current.status(),
+            pending=tuple(QueuedUpdate(u.name, u.state.value) for u in self.pending()),
+            statistics=types.MappingProxyType(self.statistics()))
 
     # -- driving -----------------------------------------------------------------------------
 

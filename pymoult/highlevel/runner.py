@@ -46,7 +46,7 @@ from .. import _cpython
 from ..errors import PymoultTypeError, PymoultValueError, ThreadStateError
 from ..source_tracking import record_source
 from ..threads import DSU_Thread
-from .listener import LOG_FILE_FORMAT, LOG_LEVELS
+from ..logs import LOG_FILE_FORMAT, LOG_LEVELS
 from .managers import ThreadedManager
 
 __all__ = ["Application", "Runner", "Runtime", "RuntimeLog", "application_log_handlers",

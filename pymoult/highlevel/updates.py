@@ -46,6 +46,7 @@ own business: the managers cannot see it, and a rollback does not undo it.
 """
 
 import collections
+import dataclasses
 import enum
 import sys
 import threading
@@ -65,6 +66,7 @@ from .._parking import check_timeout
 __all__ = [
     "Update",
     "UpdateState",
+    "UpdateStatus",
     "SafeRedefineUpdate",
     "SafeRedefineMethodUpdate",
     "QuiescentRedefineUpdate",
@@ -270,11 +272,54 @@ class Update:
     def mark(self, step):
         self.times[step] = time.monotonic()
 
+    def status(self):
+        """What the update is doing now, as a frozen :class:`UpdateStatus` (safe to call from
+        any thread: each field is read once)."""
+        state = self._state
+        began = self.times.get("setup")
+        waiting = state is UpdateState.WAITING and began is not None
+        timeout = self.timeout
+        progress = self.journal.progress  # replaced whole by the journal, never changed
+        return UpdateStatus(
+            name=self.name, state=state.value, tries=self.tries, max_tries=self.max_tries,
+            postponements=self.postponements,
+            waited=round(time.monotonic() - began, 3) if waiting else None,
+            patience=timeout if timeout is not None else self.max_tries * self.sleep_time,
+            progress=None if progress is None else types.MappingProxyType(dict(progress)))
+
     def __repr__(self):
         extra = f" tries={self.tries}" if self.tries else ""
         if self.error is not None:
             extra += f" error={self.error!r}"
         return f"<{type(self).__name__} {self.name!r} state={self.state.value}{extra}>"
+
+
+@dataclasses.dataclass(frozen=True)
+class UpdateStatus:
+    """A snapshot of an update (:meth:`Update.status`), as ``pymoult status`` shows it.
+
+    ``state`` is the :class:`UpdateState`'s value. ``tries``, ``max_tries`` and
+    ``postponements`` count its attempts at alterability; while it waits for it, ``waited`` is
+    how long this attempt has waited (s, else None) and ``patience`` its budget (``timeout``,
+    else ``max_tries`` x ``sleep_time``); ``progress`` is how far the mechanism working
+    through objects got (``{"step", "done", "total"}``, the last one reported, or None).
+    """
+
+    name: str
+    state: str
+    tries: int
+    max_tries: int
+    postponements: int
+    waited: "float | None"
+    patience: float
+    progress: "types.MappingProxyType | None"
+
+    def as_dict(self):
+        """The snapshot as plain JSON-ready values."""
+        values = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        if self.progress is not None:
+            values["progress"] = dict(self.progress)
+        return values
 
 
 def _is_program_namespace(value):

@@ -1,0 +1,107 @@
+"""What both listeners share: their token and limits, the record of the updates applied through
+them, how they hand a push to the script runner, and which one the application started last.
+
+:class:`ScriptHost` is the base of ``Listener`` (``pymoult.delivery.socket_server``) and
+``PipeListener`` (``pymoult.delivery.pipe_server``); :func:`get_app_listener` is the original
+Pymoult's.
+"""
+
+import threading
+
+from ..errors import PymoultTypeError, PymoultValueError
+from .authentication import check_message_token, resolve_token
+from .scripts import run_script
+
+__all__ = ["ScriptHost", "check_positive", "get_app_listener"]
+
+_app_listener = None
+_app_listener_lock = threading.Lock()
+
+
+def get_app_listener():
+    """The listener the application started last (None if none is running)."""
+    return _app_listener
+
+
+def check_positive(value, what, integer=False, allow_none=False):
+    """``value`` if it is a positive finite number (an int when ``integer``; None too when
+    ``allow_none``), else a ``PymoultTypeError``/``PymoultValueError`` naming ``what``."""
+    if value is None and allow_none:
+        return None
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise PymoultTypeError(f"{what} must be a positive {'int' if integer else 'number'}, "
+                               f"got {value!r}")
+    if not value > 0 or value == float("inf"):
+        raise PymoultValueError(f"{what} must be positive and finite, got {value!r}")
+    return value
+
+
+class RecentNames(list):
+    """``applied_updates``: a list that keeps the last ``host.history_size`` names appended."""
+
+    def __init__(self, host):
+        super().__init__()
+        self._host = host
+
+    def append(self, name):
+        super().append(name)
+        self._host.applied_total += 1
+        excess = len(self) - max(0, int(self._host.history_size))
+        if excess > 0:
+            del self[:excess]
+
+
+class ScriptHost:
+    """Token, limits and push handling shared by Listener and PipeListener."""
+
+    #: How many names ``applied_updates`` keeps (the most recent).
+    history_size = 500
+
+    #: The longest a push may hold its connection (and one of ``max_connections``): a push
+    #: asking for no timeout, or a longer one, gets this one. Updates still running then are
+    #: reported "not finished" and go on; ``status`` tells how they end.
+    max_push_wait = 600.0
+
+    def _setup(self, token, token_file, max_size, read_timeout, idle_timeout):
+        self.read_timeout = float(check_positive(read_timeout, "read_timeout"))
+        self._token = resolve_token(token, token_file)
+        self._token_bytes = None if self._token is None else self._token.encode("utf-8")
+        self.max_size = check_positive(max_size, "max_size", integer=True)
+        if self.max_size > 0xFFFFFFFF:
+            raise PymoultValueError(f"max_size must be at most {0xFFFFFFFF} bytes (a frame's "
+                                    f"length is 4 bytes), got {max_size!r}")
+        self.idle_timeout = check_positive(idle_timeout, "idle_timeout", allow_none=True)
+        #: Names of the updates applied through this listener, in the order they were applied:
+        #: the last ``history_size`` (``applied_total`` counts them all).
+        self.applied_updates = RecentNames(self)
+        self.applied_total = 0
+
+    @property
+    def requires_token(self):
+        """True when clients must prove they know the listener's token."""
+        return self._token is not None
+
+    def _authenticate(self, message):
+        """``AuthenticationError`` unless ``message`` carries the token (when there is one): the
+        named pipe's protocol 1, which has no way back for a challenge."""
+        check_message_token(message, self._token_bytes)
+
+    def _push(self, request, abandoned=None, origin=None):
+        timeout = request["timeout"]
+        timeout = self.max_push_wait if timeout is None else min(timeout, self.max_push_wait)
+        return run_script(request["script"], request["wait"], timeout,
+                          self.applied_updates.append, abandoned, origin=origin)
+
+    def _serving(self):
+        """This listener is the application's from now on (``get_app_listener()``)."""
+        global _app_listener
+        with _app_listener_lock:
+            _app_listener = self
+
+    def _not_serving(self):
+        """This listener stops being the application's, if it was."""
+        global _app_listener
+        with _app_listener_lock:
+            if _app_listener is self:
+                _app_listener = None
