@@ -24,6 +24,7 @@ __all__ = [
     "TargetNotFoundError",
     "RollbackError",
     "PartialRollbackError",
+    "RevertError",
     "ConversionError",
     "TransformerError",
     "WrongStrategy",
@@ -135,6 +136,11 @@ class PartialRollbackError(RollbackError):
         self.residue = list(residue)
 
 
+class RevertError(PymoultError, RuntimeError):
+    """An applied update could not be reverted (``RevertUpdate``): it is no longer applied, or
+    updates applied after it may build on it, or some of its operations could not be undone."""
+
+
 class ConversionError(PymoultError, TypeError):
     """An object cannot be converted to the new class (incompatible layout and no way to build
     the new object). ``.obj`` is the object, ``.new_cls`` the class it was to become."""
@@ -240,11 +246,14 @@ class ListenerError(PymoultError, ConnectionError):
     """A client could not talk to the listener at ``.address``: no socket there, connection
     refused or reset, the listener closed the connection without a valid reply, or it refused
     the request for a reason other than authentication; for a named pipe (``pipe:``), no pipe
-    there, or nothing reading it."""
+    there, or nothing reading it. ``.may_have_run`` is False when the listener surely did not
+    act on the request (no connection was made, or it refused the request), True when it may
+    have (the connection broke, or no reply came in time)."""
 
-    def __init__(self, message, address=None):
+    def __init__(self, message, address=None, may_have_run=True):
         super().__init__(message)
         self.address = address
+        self.may_have_run = may_have_run
 
 
 class ListenerBusyError(ListenerError):

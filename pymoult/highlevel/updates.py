@@ -13,9 +13,11 @@ An :class:`Update` goes through explicit states, shown in its ``repr``::
   raised) from pending or waiting; *failed* also from applying (an internal error).
 
 ``TRANSITIONS`` is the table; setting ``update.state`` to a state it does not list raises
-``LifecycleError``. The final states (applied, rolled back, partially rolled back, failed,
-aborted, cancelled) lead nowhere. "Partially rolled back" says that a rollback left something
-changed (an operation that could not be undone): ``update.error.residue`` says what.
+``LifecycleError``. The final states (rolled back, partially rolled back, failed, aborted,
+cancelled, reverted) lead nowhere; *applied* leads only to *reverted* (or *partially rolled
+back*), when a ``RevertUpdate`` (``pymoult.highlevel.revert``) undoes it later. "Partially
+rolled back" says that a rollback left something changed (an operation that could not be
+undone): ``update.error.residue`` says what.
 
 Each step is a method a subclass may override (the names are the original Pymoult's):
 ``check_requirements`` ("yes" / "no": postpone / "never": abort), ``preupdate_setup``,
@@ -48,6 +50,7 @@ own business: the managers cannot see it, and a rollback does not undo it.
 import collections
 import dataclasses
 import enum
+import itertools
 import sys
 import threading
 import time
@@ -89,6 +92,7 @@ class UpdateState(enum.Enum):
     WAITING = "waiting for alterability"
     APPLYING = "applying"
     APPLIED = "applied"
+    REVERTED = "reverted"
     ROLLED_BACK = "rolled back"
     PARTIALLY_ROLLED_BACK = "partially rolled back"
     FAILED = "failed"
@@ -107,7 +111,8 @@ TRANSITIONS = {
     _S.WAITING: frozenset({_S.APPLYING, _S.PENDING, _S.ABORTED, _S.CANCELLED, _S.FAILED}),
     _S.APPLYING: frozenset({_S.APPLIED, _S.ROLLED_BACK, _S.PARTIALLY_ROLLED_BACK, _S.PENDING,
                             _S.FAILED}),
-    _S.APPLIED: frozenset(),
+    _S.APPLIED: frozenset({_S.REVERTED, _S.PARTIALLY_ROLLED_BACK}),  # by a RevertUpdate only
+    _S.REVERTED: frozenset(),
     _S.ROLLED_BACK: frozenset(),
     _S.PARTIALLY_ROLLED_BACK: frozenset(),
     _S.FAILED: frozenset(),
@@ -137,6 +142,8 @@ class Update:
     #: How threads are suspended: "anywhere" (at a static update point if they reach one within
     #: a short grace, else wherever they are) or "points" (static update points only).
     suspension = "anywhere"
+    #: True for a ``RevertUpdate`` only: left out of the order :func:`applied_after` tells.
+    is_revert = False
 
     def __init__(self, name=None, threads=None, max_tries=None, sleep_time=None, timeout=None):
         self.name = name or type(self).__name__
@@ -155,6 +162,7 @@ class Update:
         self.requires = ()  # set by add_update(requires=...)
         self.times = {}  # step name -> time.monotonic() when it ended
         self.pause = None  # seconds the threads were held
+        self._applied_number = None  # its place in the order updates were applied
 
     # -- the original's setters ----------------------------------------------------------------
 
@@ -268,6 +276,8 @@ class Update:
         self._state = new
         if new is UpdateState.APPLIED and old is not UpdateState.APPLIED:
             mark_applied(self)
+        elif old is UpdateState.APPLIED and new is not UpdateState.APPLIED:
+            _mark_unapplied(self)
 
     def mark(self, step):
         self.times[step] = time.monotonic()
@@ -572,19 +582,56 @@ class HeapTraversalUpdate(Update):
 
 
 #: How many names :func:`applied_update_names` lists (the most recent); :func:`isApplied`
-#: answers for every name ever applied (kept in a set: once per distinct name).
+#: answers for every name ever applied (counted per distinct name).
 APPLIED_NAMES_KEPT = 500
+#: How many of the updates applied last (and not reverted) :func:`applied_after` can tell
+#: apart; an older one is refused a revert (:class:`~pymoult.highlevel.revert.RevertUpdate`).
+APPLIED_ORDER_KEPT = 10_000
 _applied_names = collections.deque(maxlen=APPLIED_NAMES_KEPT)
-_applied_set = set()
+_applied_counts = collections.Counter()  # name -> updates of that name applied, not reverted
+_applied_order = []  # [sequence number, name] of the updates applied and not reverted, in order
+_applied_numbers = itertools.count()
 _applied_lock = threading.Lock()
 
 
 def mark_applied(update):
     """Record that ``update`` was applied (its state setter calls it): :func:`isApplied` by
-    name."""
+    name, and the order :func:`applied_after` tells."""
     with _applied_lock:
         _applied_names.append(update.name)
-        _applied_set.add(update.name)
+        _applied_counts[update.name] += 1
+        if update.is_revert:
+            return
+        number = next(_applied_numbers)
+        _applied_order.append([number, update.name])
+        update._applied_number = number
+        if len(_applied_order) > APPLIED_ORDER_KEPT:
+            del _applied_order[: len(_applied_order) - APPLIED_ORDER_KEPT]
+
+
+def _mark_unapplied(update):
+    with _applied_lock:
+        if _applied_counts[update.name] > 1:
+            _applied_counts[update.name] -= 1
+        else:
+            _applied_counts.pop(update.name, None)
+        number = getattr(update, "_applied_number", None)
+        for index in range(len(_applied_order) - 1, -1, -1):
+            if _applied_order[index][0] == number:
+                del _applied_order[index]
+                break
+
+
+def applied_after(update):
+    """The names of the updates applied in this process after ``update`` (an applied update)
+    and not reverted since, oldest first; None when ``update`` is too old to tell (more than
+    ``APPLIED_ORDER_KEPT`` updates were applied after it) or is not applied."""
+    with _applied_lock:
+        number = getattr(update, "_applied_number", None) \
+            if update.state is UpdateState.APPLIED else None
+        if number is None or not _applied_order or _applied_order[0][0] > number:
+            return None
+        return [name for each, name in _applied_order if each > number]
 
 
 def applied_update_names():
@@ -600,7 +647,7 @@ def isApplied(update):
     some update of that name was applied in this process)."""
     if isinstance(update, str):
         with _applied_lock:
-            return update in _applied_set
+            return update in _applied_counts
     if not isinstance(update, Update):
         raise PymoultTypeError(f"isApplied takes an update or an update's name, got {update!r}")
     return update.state is UpdateState.APPLIED

@@ -1,0 +1,101 @@
+"""Undoing an update after it was applied: :class:`RevertUpdate`.
+
+An applied update's journal keeps what it changed (``pymoult.lowlevel.journal``) for as long
+as the update object lives. ``RevertUpdate(update)`` is an update of its own that undoes it
+through that journal: queued to a manager like any other, it waits for alterability as a plain
+:class:`~pymoult.highlevel.updates.Update` does (its threads, the original's unless given, else
+the manager's, suspended at update points or anywhere, as the original's ``suspension`` says),
+then, inside its apply window, undoes the original's operations newest first. The original ends
+*reverted* and ``isApplied`` no longer counts it.
+
+Only the newest update may be reverted: an update applied after it (and not reverted) may
+build on what it changed, so the revert is refused, changing nothing, with their names (revert
+them first, newest first). So is a revert of an update no longer applied. When some operation
+cannot be undone, the others are; the original then ends *partially rolled back*, and so does
+the revert, its error saying what stayed. A revert cannot itself be undone: it records in its
+own journal one operation that says so, so that a failure after it never reads "rolled back".
+
+What a revert guarantees to the application's callers is what a plain ``Update`` guarantees:
+its threads are suspended while it applies. It does not wait for the quiescence a
+``SafeRedefineUpdate`` waits for, nor apply ``ModuleUpdate``'s guard against torn calls: a
+thread suspended inside a function the revert changes goes on in the code it was running.
+"""
+
+import logging
+
+from ..errors import PymoultTypeError, RevertError, RollbackError, UpdateDefinitionError
+from ..lowlevel.journal import Operation
+from .updates import Update, UpdateState, applied_after
+
+__all__ = ["RevertUpdate", "Reverted"]
+
+logger = logging.getLogger("pymoult")
+
+
+class Reverted(Operation):
+    """What a revert did, recorded in its own journal: the original's operations it undid. A
+    revert cannot be redone, so undoing this raises ``RollbackError``, naming what stays."""
+
+    def __init__(self, update, undone, failures=()):
+        self.update = update
+        done = f"{undone} operations of {update.name!r} undone"
+        if failures:
+            done += "; could not undo " + "; ".join(f"{op} ({error!r})" for op, error in failures)
+        self.text = f"revert ({done})"
+
+    def undo(self):
+        raise RollbackError("a revert cannot be redone")
+
+
+class RevertUpdate(Update):
+    """Undo ``update``, an applied update, through its journal, at a safe point (see the
+    module notes). ``threads`` (default: the original's) and the patience keywords are those
+    of :class:`~pymoult.highlevel.updates.Update`."""
+
+    def __init__(self, update, name=None, threads=None, **patience):
+        if not isinstance(update, Update):
+            raise PymoultTypeError(f"RevertUpdate takes an applied Update, got {update!r}")
+        if update.is_revert:
+            raise UpdateDefinitionError(f"a revert cannot be reverted ({update.name!r}): apply "
+                                        "the update it undid again instead")
+        if update.state is not UpdateState.APPLIED:
+            raise UpdateDefinitionError(f"only an applied update can be reverted: "
+                                        f"{update.name!r} is {update.state.value}")
+        super().__init__(name or f"revert {update.name}",
+                         update.threads if threads is None else threads, **patience)
+        self.update = update
+        self.suspension = update.suspension
+
+    #: A revert is left out of the order :func:`~pymoult.highlevel.updates.applied_after`
+    #: tells: it leaves the program as it was before the update it undoes.
+    is_revert = True
+
+    def watched(self):
+        """None: a revert changes the program only through the original's journal."""
+        return []
+
+    def apply(self):
+        update = self.update
+        if update.state is not UpdateState.APPLIED:
+            raise RevertError(f"cannot revert {update.name!r}: it is {update.state.value}, "
+                              "no longer applied")
+        newer = applied_after(update)
+        if newer is None:
+            raise RevertError(f"cannot revert {update.name!r}: too many updates were applied "
+                              "after it to tell which build on it")
+        if newer:
+            names = ", ".join(repr(name) for name in newer)
+            raise RevertError(f"cannot revert {update.name!r}: {names} applied after it may "
+                              f"build on it; revert {'it' if len(newer) == 1 else 'them'} "
+                              "first, newest first")
+        operations = len(update.journal)
+        try:
+            update.journal.rollback()
+        except RollbackError as exc:
+            failures = exc.failures
+            self.journal.record(Reverted(update, operations - len(failures), failures))
+            update.state = UpdateState.PARTIALLY_ROLLED_BACK
+            raise RevertError(f"{update.name!r} was only partly reverted: {exc}") from exc
+        self.journal.record(Reverted(update, operations))
+        update.state = UpdateState.REVERTED
+        logger.info("reverted %r (%d operations undone)", update.name, operations)
