@@ -7,14 +7,19 @@
     pymoult push SCRIPT | --module NAME [FILE] [--to ADDRESS] [--wait] [--timeout S]
                  [--token-file F]
     pymoult push SCRIPT --to pipe:PATH [--timeout S] [--token-file F]
+    pymoult push SCRIPT | --module NAME [FILE] --to A --to B ... [--to-file F] [--canary N]
+                 [--wave N] [--timeout S] [--token-file F]
+    pymoult rollback [--to ADDRESS] [NAME ...] [--timeout S]
     pymoult status [--to ADDRESS] [--json]
     pymoult history [--to ADDRESS] [--json]
     pymoult demo [EXAMPLE [ARGUMENTS...]]
     pymoult token
 
 Exit codes: ``run`` exits with the application's code (130 when stopped by Ctrl-C); the other
-commands exit 0 on success, 1 when a pushed script raised or one of its updates did not apply,
-3 when the listener could not be reached or refused the request, 2 for bad usage.
+commands exit 0 on success, 1 when a pushed script raised or one of its updates did not apply
+(or was not reverted), 3 when the listener could not be reached or refused the request, 2 for
+bad usage. A push to several applications (a rollout) exits 0 when every one was updated, 1
+when it halted and every one is on the old version, 4 when they are not all on one version.
 """
 
 import argparse
@@ -28,9 +33,9 @@ import time
 
 from . import client
 from .errors import (AuthenticationError, ListenerError, ProtocolError, PymoultError,
-                     PymoultValueError)
+                     PymoultValueError, RevertError)
 
-USAGE_ERROR, FAILED, UNREACHABLE = 2, 1, 3
+USAGE_ERROR, FAILED, UNREACHABLE, SPLIT = 2, 1, 3, 4
 #: The line ``pymoult run`` writes to stderr once the application runs (then the address).
 LISTENING = "pymoult: listening on "
 
@@ -207,7 +212,27 @@ def _push_script(args):
     return module_update_script(sources, filenames=filenames)
 
 
+def _addresses(args):
+    """The addresses a push goes to: each ``--to``, then each line of ``--to-file`` (blank
+    lines and ``#`` comments skipped); ``[None]`` ($PYMOULT_ADDRESS) when none is given."""
+    addresses = list(args.to or ())
+    if args.to_file is not None:
+        try:
+            with open(args.to_file, encoding="utf-8") as lines:
+                addresses += [line.strip() for line in lines
+                              if line.strip() and not line.lstrip().startswith("#")]
+        except (OSError, UnicodeDecodeError) as exc:
+            _fail_usage(f"push: cannot read --to-file {args.to_file}: {exc}")
+        if not addresses:
+            _fail_usage(f"push: {args.to_file} names no address")
+    return addresses or [None]
+
+
 def _push(args):
+    addresses = _addresses(args)
+    if len(addresses) > 1 or args.canary is not None or args.wave is not None:
+        return _push_fleet(args, addresses)
+    args.to = addresses[0]
     where = client.resolve_address(args.to)
     if where.family == "pipe" and args.wait:
         _fail_usage(f"push: --wait needs a reply, and a named pipe carries none: push to "
@@ -247,6 +272,62 @@ def _push(args):
         print(json.dumps(reply, indent=2))
     else:
         _print_push_reply(reply, generated=bool(args.module))
+    return 0 if reply.get("ok") else FAILED
+
+
+def _push_fleet(args, addresses):
+    """``pymoult push`` to several applications: a rollout (``pymoult.rollout``)."""
+    from .rollout import NEW, OLD, rollout
+
+    try:  # a rollout always waits (--wait or not): each wave needs the outcome of the last
+        script = _push_script(args)
+    except (OSError, UnicodeDecodeError, SyntaxError) as exc:
+        what = args.script if args.script is not None else "a module's new version"
+        print(f"pymoult push: cannot read {what}: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    token = _token_from_file(args.token_file)
+
+    def show(stage, reports):
+        if not args.json:
+            for report in reports:
+                print(report.line(), flush=True)
+
+    try:
+        report = rollout(addresses, script, token=token,
+                         canary=1 if args.canary is None else args.canary,
+                         wave=1 if args.wave is None else args.wave, timeout=args.timeout,
+                         on_stage=show)
+    except PymoultValueError as exc:  # a bad list of addresses, canary or wave
+        _fail_usage(f"push: {exc}")
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        changed = [r for r in report.processes if r.outcome in ("rolled back", "rollback failed")]
+        for process in changed:
+            print(process.line())
+        for process in report.processes:
+            if process.outcome == "not tried":
+                print(process.line())
+        print(report.summary)
+    return {NEW: 0, OLD: FAILED}.get(report.version, SPLIT)
+
+
+def _rollback(args):
+    reply = client.rollback(args.to, args.names or None, timeout=args.timeout,
+                            token=_token_from_file(args.token_file))
+    if args.json:
+        print(json.dumps(reply, indent=2))
+    else:
+        for update in reply.get("updates", []):
+            line = f"update {update['name']!r}: {update['state']}"
+            if not update.get("finished", True):
+                line += " (not finished)"
+            if update.get("error"):
+                line += f" - {update['error']}"
+            print(line)
+        if reply.get("not_reverted"):
+            print("still applied: " + ", ".join(reply["not_reverted"]))
+        print("ok" if reply.get("ok") else "FAILED")
     return 0 if reply.get("ok") else FAILED
 
 
@@ -413,6 +494,18 @@ def _positive(text):
     return value
 
 
+def _count(minimum):
+    def count(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
+        return value
+    return count
+
+
 #: ``--log-level`` names of the original's levels.
 _LEVEL_NAMES = {"0": 0, "1": 1, "2": 2, "warning": 0, "info": 1, "debug": 2}
 
@@ -466,11 +559,11 @@ def build_parser():
                      help="app.py and its arguments (with -m: the module's arguments)")
 
     def client_options(sub, pipe=False):
-        sub.add_argument("--to", metavar="ADDRESS", default=None,
-                         help="the listener's address (default: $PYMOULT_ADDRESS)" + (
-                             "; pipe:/path writes into a PipeListener's named pipe, which "
-                             "sends no reply" if pipe else "; a socket: unix:/path or "
-                             "tcp:host:port (a pipe carries no reply)"))
+        if not pipe:
+            sub.add_argument("--to", metavar="ADDRESS", default=None,
+                             help="the listener's address (default: $PYMOULT_ADDRESS): a "
+                                  "socket, unix:/path or tcp:host:port (a pipe carries no "
+                                  "reply)")
         sub.add_argument("--token-file", help="file holding the token (default: "
                          "$PYMOULT_TOKEN)")
         sub.add_argument("--json", action="store_true", help="print the reply as JSON")
@@ -488,6 +581,29 @@ def build_parser():
     push.add_argument("--timeout", type=_positive, default=None,
                       help="seconds to wait for the script and its updates")
     client_options(push, pipe=True)
+    push.add_argument("--to", metavar="ADDRESS", action="append", default=None,
+                      help="the listener's address (default: $PYMOULT_ADDRESS); pipe:/path "
+                           "writes into a PipeListener's named pipe, which sends no reply. "
+                           "Repeat it to update several applications: a rollout (a canary, "
+                           "then waves; halted and rolled back at the first failure)")
+    push.add_argument("--to-file", metavar="FILE",
+                      help="a file of addresses, one per line, to update as a rollout")
+    push.add_argument("--canary", type=_count(0), default=None, metavar="N",
+                      help="rollout: how many applications to update first, alone (default "
+                           "1; 0: none)")
+    push.add_argument("--wave", type=_count(1), default=None, metavar="N",
+                      help="rollout: how many applications to update at once after the "
+                           "canary (default 1)")
+    rollback = commands.add_parser(
+        "rollback", help="revert updates that pushes applied to a running application",
+        description="Revert, newest first, the updates applied by the last push (or those "
+                    "named), each at a safe point through its journal. Only the newest "
+                    "updates can be reverted: one applied after another is reverted first.")
+    rollback.add_argument("names", nargs="*", metavar="NAME",
+                          help="the updates to revert (default: those of the last push)")
+    rollback.add_argument("--timeout", type=_positive, default=None,
+                          help="seconds to wait for the reverts")
+    client_options(rollback)
     client_options(commands.add_parser("status", help="what the application's managers do"))
     client_options(commands.add_parser("history", help="the updates that have finished"))
     commands.add_parser("token", help="print a fresh random token (for --token-file or "
@@ -558,12 +674,15 @@ def main(argv=None):
         from .protocol import new_token
         print(new_token())
         return 0
-    handlers = {"push": _push, "status": _status, "history": _history}
+    handlers = {"push": _push, "rollback": _rollback, "status": _status, "history": _history}
     try:
         return handlers[args.command](args)
     except (ListenerError, ProtocolError, AuthenticationError) as exc:
         print(f"pymoult {args.command}: {exc}", file=sys.stderr)
         return UNREACHABLE
+    except RevertError as exc:  # nothing by those names to roll back
+        print(f"pymoult {args.command}: {exc}", file=sys.stderr)
+        return FAILED
     except PymoultError as exc:  # a bad address, an unreadable token file
         print(f"pymoult {args.command}: {exc}", file=sys.stderr)
         return USAGE_ERROR

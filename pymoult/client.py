@@ -24,9 +24,9 @@ import time
 
 from . import protocol
 from .errors import (AuthenticationError, ListenerBusyError, ListenerError, ListenerTimeoutError,
-                     ProtocolError, PymoultTypeError, PymoultValueError)
+                     ProtocolError, PymoultTypeError, PymoultValueError, RevertError)
 
-__all__ = ["request", "push", "status", "history", "resolve_address", "MAX_REPLY",
+__all__ = ["request", "push", "rollback", "status", "history", "resolve_address", "MAX_REPLY",
            "DEFAULT_TIMEOUT", "PUSH_MARGIN"]
 
 #: Size limit of a reply (a long history can be large).
@@ -37,7 +37,7 @@ DEFAULT_TIMEOUT = 30.0
 PUSH_MARGIN = 30.0
 
 _REFUSALS = {"AuthenticationError": AuthenticationError, "ListenerBusyError": ListenerBusyError,
-             "ProtocolError": ProtocolError}
+             "ProtocolError": ProtocolError, "RevertError": RevertError}
 
 
 def resolve_address(address):
@@ -81,16 +81,16 @@ def request(address, message, token=None, timeout=None):
             sock.connect(where.sockaddr)
         except TimeoutError:
             raise ListenerTimeoutError(f"the listener at {where} did not accept the connection "
-                                       f"within {timeout} s", str(where)) from None
+                                       f"within {timeout} s", str(where), False) from None
         except PermissionError:
             raise AuthenticationError(f"permission denied connecting to {where}: the socket "
                                       "belongs to another user", str(where)) from None
         except FileNotFoundError:
             raise ListenerError(f"no listener at {where}: the socket file does not exist",
-                                str(where)) from None
+                                str(where), False) from None
         except OSError as exc:
             raise ListenerError(f"cannot connect to the listener at {where}: "
-                                f"{exc.strerror or exc}", str(where)) from None
+                                f"{exc.strerror or exc}", str(where), False) from None
         if where.family == "unix":
             uid = protocol.peer_uid(sock)
             if uid is not None and uid not in (os.geteuid(), 0):
@@ -332,7 +332,11 @@ def _checked(reply, where):
     if reply.get("ok") is False and isinstance(error, dict):
         cls = _REFUSALS.get(error.get("type"), ListenerError)
         message = f"{where}: {error.get('message')}"
-        raise cls(message) if cls is ProtocolError else cls(message, str(where))
+        if cls in (ProtocolError, RevertError):
+            raise cls(message)
+        if cls is AuthenticationError:
+            raise cls(message, str(where))
+        raise cls(message, str(where), False)  # refused: the listener did not act on it
     return reply
 
 
@@ -370,6 +374,30 @@ def status(address, token=None, timeout=DEFAULT_TIMEOUT):
     "kind", "current", "pending", "statistics"}...]}``."""
     where = resolve_address(address)
     return _checked(request(where, {"op": "status"}, token, timeout), where)
+
+
+def rollback(address, updates=None, timeout=None, token=None):
+    """Revert updates applied through the listener at ``address`` by its recent pushes, newest
+    first, each at a safe point (``RevertUpdate``): those named in ``updates`` (a list of
+    update names), or those of the last push that applied any. Returns the reply once they
+    have ended (or ``timeout`` s have passed): ``{"ok", "script_error": None, "updates":
+    [{"name": "revert ...", "state", "finished", "error"}...], "not_reverted": [names]}``;
+    ``RevertError`` when the listener has nothing by those names to revert."""
+    where = resolve_address(address)
+    if where.family == "pipe":
+        raise PymoultValueError(f"cannot roll back through {where}: a named pipe carries no "
+                                "reply (use the application's socket listener)")
+    if updates is not None:
+        if isinstance(updates, str) or not all(isinstance(name, str) and name
+                                               for name in updates):
+            raise PymoultTypeError(f"updates must be a list of update names, got {updates!r}")
+        updates = list(updates)
+        if not updates:
+            raise PymoultValueError("name at least one update to roll back (or None: those of "
+                                    "the last push)")
+    message = {"op": "rollback", "updates": updates, "timeout": timeout}
+    client_timeout = None if timeout is None else timeout + PUSH_MARGIN
+    return _checked(request(where, message, token, client_timeout), where)
 
 
 def history(address, token=None, timeout=DEFAULT_TIMEOUT):

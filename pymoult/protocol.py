@@ -36,6 +36,13 @@ Requests::
     {"op": "push", "script": "<source>", "wait": true, "timeout": 30.0}
     {"op": "status"}
     {"op": "history"}
+    {"op": "rollback", "updates": ["<name>", ...] | null, "timeout": 30.0}
+
+A ``rollback`` reverts updates applied through this listener by recent pushes (null: those of
+the last push that applied any), newest first, each by a ``RevertUpdate`` at a safe point; it is
+answered when they have ended (or ``timeout`` s have passed) as a push is, with
+``"script_error": null`` and one record per revert, or refused (``RevertError``) when there is
+nothing by those names to revert.
 
 Replies always carry ``"ok"``; a refused request gets
 ``{"ok": false, "error": {"type": "<error class>", "message": "..."}}``. A push is answered
@@ -89,7 +96,7 @@ MAX_FRAME = 1 << 20
 #: The longest timeout a request may ask for (a week; also below threading.TIMEOUT_MAX).
 MAX_TIMEOUT = 7 * 24 * 3600.0
 #: The requests a listener answers.
-OPS = ("push", "status", "history")
+OPS = ("push", "status", "history", "rollback")
 #: The longest path (bytes) of a Unix socket: ``sun_path`` holds 108 bytes on Linux, 104 on
 #: macOS and the BSDs, the terminating NUL included (CPython refuses a path that fills it).
 MAX_UNIX_PATH = (104 if sys.platform == "darwin" or "bsd" in sys.platform else 108) - 1
@@ -385,6 +392,14 @@ def validate_request(message):
         if not isinstance(wait, bool):
             raise ProtocolError(f"wait must be true or false, got {wait!r}", "bad_request")
         request["wait"] = wait
+        request["timeout"] = _number_or_none(message.get("timeout"), "timeout")
+    elif op == "rollback":
+        names = message.get("updates")
+        if names is not None and (not isinstance(names, list) or not names or not all(
+                isinstance(name, str) and name for name in names)):
+            raise ProtocolError("rollback's 'updates' must be null or a list of update names",
+                                "bad_request")
+        request["updates"] = names
         request["timeout"] = _number_or_none(message.get("timeout"), "timeout")
     return request
 

@@ -10,6 +10,7 @@ import threading
 
 from ..errors import PymoultTypeError, PymoultValueError
 from .authentication import check_message_token, resolve_token
+from .reverts import AppliedPushes, rollback
 from .scripts import run_script
 
 __all__ = ["ScriptHost", "check_positive", "get_app_listener"]
@@ -63,6 +64,10 @@ class ScriptHost:
     #: reported "not finished" and go on; ``status`` tells how they end.
     max_push_wait = 600.0
 
+    #: How many of the last pushes that applied updates a ``rollback`` request can revert
+    #: (their updates' journals, and what they hold, stay in memory until then).
+    revertible_pushes = 4
+
     def _setup(self, token, token_file, max_size, read_timeout, idle_timeout):
         self.read_timeout = float(check_positive(read_timeout, "read_timeout"))
         self._token = resolve_token(token, token_file)
@@ -76,6 +81,7 @@ class ScriptHost:
         #: the last ``history_size`` (``applied_total`` counts them all).
         self.applied_updates = RecentNames(self)
         self.applied_total = 0
+        self._applied_pushes = AppliedPushes(self.revertible_pushes)
 
     @property
     def requires_token(self):
@@ -91,7 +97,13 @@ class ScriptHost:
         timeout = request["timeout"]
         timeout = self.max_push_wait if timeout is None else min(timeout, self.max_push_wait)
         return run_script(request["script"], request["wait"], timeout,
-                          self.applied_updates.append, abandoned, origin=origin)
+                          self.applied_updates.append, abandoned, origin=origin,
+                          on_applied_update=self._applied_pushes.recorder())
+
+    def _rollback(self, request, abandoned=None, origin=None):
+        timeout = request["timeout"]
+        timeout = self.max_push_wait if timeout is None else min(timeout, self.max_push_wait)
+        return rollback(self._applied_pushes, request["updates"], timeout, abandoned, origin)
 
     def _serving(self):
         """This listener is the application's from now on (``get_app_listener()``)."""

@@ -26,7 +26,7 @@ import weakref
 from ..highlevel.managers import collect_updates
 from ..highlevel.updates import UpdateState
 
-__all__ = ["run_script", "running_scripts", "WATCH_INTERVAL"]
+__all__ = ["run_script", "running_scripts", "update_outcome", "wait_unless", "WATCH_INTERVAL"]
 
 logger = logging.getLogger("pymoult")
 
@@ -84,7 +84,10 @@ def _script_error(exc, filename):
             "traceback": "".join(traceback.format_exception(type(exc), exc, tb))}
 
 
-def _update_outcome(update, future, unfinished_note=None):
+def update_outcome(update, future, unfinished_note=None):
+    """The reply's record of ``update`` (its ``future`` says whether it ended, and how):
+    ``{"name", "state", "finished", "error"}``, and its ``steps`` and ``warnings`` when it lists
+    steps (a ``ModuleUpdate``); ``unfinished_note`` is the error given to one not finished."""
     finished = future.done()  # first: a manager sets the state before the future
     outcome = {"name": update.name, "state": update.state.value, "finished": finished,
                "error": None}
@@ -151,7 +154,7 @@ def _succeeded(future):
     return future.done() and not future.cancelled() and future.exception() is None
 
 
-def _wait_unless(event, timeout, abandoned):
+def wait_unless(event, timeout, abandoned):
     """``event.wait(timeout)``, but asking ``abandoned()`` every ``WATCH_INTERVAL`` s: None as
     soon as it answers true."""
     if abandoned is None:
@@ -169,7 +172,7 @@ def _wait_unless(event, timeout, abandoned):
 
 
 def run_script(source, wait=True, timeout=None, on_applied=None, abandoned=None, *,
-               origin=None):
+               origin=None, on_applied_update=None):
     """Run update script ``source`` in a thread of its own and return the push reply.
 
     The script is compiled as ``<pymoult update N>`` and run in thread ``pymoult-update-N`` in a
@@ -185,7 +188,8 @@ def run_script(source, wait=True, timeout=None, on_applied=None, abandoned=None,
     anybody still waits for the reply: once it answers true the waiting stops and None is
     returned. The script and its updates go on (they were accepted); ``on_applied`` is still
     called and the managers log how the updates end. ``origin`` (text: who sent the script)
-    goes into the log lines.
+    goes into the log lines. ``on_applied_update(update, future)``, if given, is called as
+    ``on_applied`` is, with the update and its future (a listener keeps them, to revert them).
     """
     number = next(_script_numbers)
     filename = f"<pymoult update {number}>"
@@ -219,7 +223,7 @@ def run_script(source, wait=True, timeout=None, on_applied=None, abandoned=None,
     logger.info("update script %d%s: running in %s", number,
                 "" if origin is None else f" (pushed by {origin})", thread.name)
     thread.start()
-    ended = _wait_unless(ran, timeout, abandoned)
+    ended = wait_unless(ran, timeout, abandoned)
     if ended is None:
         return None
     if ended:
@@ -232,12 +236,15 @@ def run_script(source, wait=True, timeout=None, on_applied=None, abandoned=None,
     recorded, recorded_lock = set(), threading.Lock()
 
     def record(update, future):  # once per update, by its future's callback or by us below
-        if on_applied is not None and _succeeded(future):
+        if (on_applied is not None or on_applied_update is not None) and _succeeded(future):
             with recorded_lock:
                 if id(update) in recorded:
                     return
                 recorded.add(id(update))
-            on_applied(update.name)
+            if on_applied_update is not None:
+                on_applied_update(update, future)
+            if on_applied is not None:
+                on_applied(update.name)
 
     unfinished = [len(collected)]
     all_done = threading.Event()
@@ -254,12 +261,12 @@ def run_script(source, wait=True, timeout=None, on_applied=None, abandoned=None,
     note = None
     if wait and collected:
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if _wait_unless(all_done, left, abandoned) is None:
+        if wait_unless(all_done, left, abandoned) is None:
             return None
         note = f"not finished within {timeout} s"
     for update, future in collected:  # callbacks may run after wait() returned
         record(update, future)
-    updates = [_update_outcome(update, future, note) for update, future in collected]
+    updates = [update_outcome(update, future, note) for update, future in collected]
     applied = UpdateState.APPLIED.value
     if wait:
         ok = all(u["finished"] and u["state"] == applied and u["error"] is None for u in updates)

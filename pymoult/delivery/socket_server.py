@@ -36,7 +36,7 @@ import time
 
 from .. import protocol
 from ..errors import (AuthenticationError, ListenerBusyError, ProtocolError, PymoultTypeError,
-                      PymoultValueError, ThreadStateError)
+                      PymoultValueError, RevertError, ThreadStateError)
 from ..highlevel.managers import Manager, fetch_manager, live_managers
 from .authentication import Handshake
 from .peers import READING, PeerFailures, PendingConnection, RefusalLog, peer_of
@@ -376,8 +376,8 @@ class Listener(ScriptHost, threading.Thread):
             return
         now = time.monotonic()
         peer, where, uid = peer_of(conn, address)
-        pending = PendingConnection(conn, f"connection {next(_connection_numbers)} from {where}", peer,
-                           now)
+        who = f"connection {next(_connection_numbers)} from {where}"
+        pending = PendingConnection(conn, who, peer, now)
         self._make_room(peer)
         try:
             conn.setblocking(False)
@@ -663,6 +663,17 @@ class Listener(ScriptHost, threading.Thread):
             if reply is None:
                 logger.warning("%s: %s: the client %s while its push was served: no reply "
                                "sent; its updates go on (ask for status)", self.name, who,
+                               watch.why)
+            return reply
+        if op == "rollback":
+            watch = _ClientWatch(conn, self._address.family == "tcp", self.max_size)
+            try:
+                reply = self._rollback(request, watch, who)
+            except RevertError as exc:
+                return protocol.error_reply("RevertError", str(exc))
+            if reply is None:
+                logger.warning("%s: %s: the client %s while its rollback was served: no reply "
+                               "sent; the reverts go on (ask for status)", self.name, who,
                                watch.why)
             return reply
         if op == "status":

@@ -113,6 +113,11 @@ class UpdateFuture(Future):
         self._manager = weakref.ref(manager)
         self._update = update
 
+    @property
+    def manager(self):
+        """The manager the update was added to (None once that manager is gone)."""
+        return self._manager()
+
     def _refuse_deadlock(self, call):
         manager = self._manager()
         if manager is not None and not self.done():

@@ -1,0 +1,210 @@
+"""Updating several running applications at once: a canary, then waves, halted and rolled back
+at the first failure.
+
+:func:`rollout` pushes one update script to the listeners at ``addresses`` (each waits for the
+updates the script queued): first to the ``canary`` first processes, then to the others in
+waves of ``wave`` processes pushed at the same time. At the first process where the push does
+not end with every update applied, it halts: the processes of later waves are not tried, and
+every process where an update was applied (in earlier waves, or in the failing wave, even the
+failing process itself when some of its updates were applied) is sent a ``rollback`` request
+naming them, newest wave first, which reverts them at a safe point through their journals
+(``pymoult.highlevel.revert``). The :class:`RolloutReport` says, per process, what happened,
+and whether the fleet ends on one version: the new one (every process updated), the old one
+(nothing stayed applied anywhere) or neither (a rollback failed, or a process did not answer
+in time and its update may still apply: ``split``).
+
+It needs only the client (``pymoult.client``); each process's listener does the work.
+"""
+
+import dataclasses
+import threading
+
+from . import client
+from .errors import ListenerError, PymoultError, PymoultTypeError, PymoultValueError
+
+__all__ = ["ProcessReport", "RolloutReport", "rollout", "NEW", "OLD", "SPLIT"]
+
+#: Where the fleet ends: every process on the new version, every one on the old, or neither.
+NEW, OLD, SPLIT = "new", "old", "split"
+
+#: Update states after which nothing of the update stays applied.
+_CLEAN = {"rolled back", "aborted", "cancelled", "failed"}
+
+
+@dataclasses.dataclass
+class ProcessReport:
+    """What the rollout did to one process. ``stage`` is ``"canary"``, ``"wave N"`` or
+    ``"not tried"``; ``outcome`` one of ``applied``, ``failed`` (nothing applied there),
+    ``unreachable`` (nothing sent), ``unknown`` (no reply in time: the update may still
+    apply), ``rolled back``, ``rollback failed``, ``not tried``; ``version`` is ``new``,
+    ``old`` or ``split`` (partly updated, or unknown) for this process; ``detail`` a line of
+    text; ``applied`` the names of the updates applied there (until rolled back)."""
+
+    address: str
+    stage: str
+    outcome: str = "not tried"
+    version: str = OLD
+    detail: str = ""
+    applied: list = dataclasses.field(default_factory=list)
+
+    def line(self):
+        """The report's line for this process."""
+        text = f"{self.address}  {self.stage}: {self.outcome}"
+        return f"{text} - {self.detail}" if self.detail else text
+
+
+@dataclasses.dataclass
+class RolloutReport:
+    """The outcome of a :func:`rollout`: ``processes`` (:class:`ProcessReport`, in the order
+    given), ``version`` (``NEW``, ``OLD`` or ``SPLIT``), ``halted_at`` (the address where it
+    halted, or None) and a one-line ``summary``."""
+
+    processes: list
+    version: str
+    halted_at: "str | None"
+    summary: str
+
+    @property
+    def ok(self):
+        """True when every process runs the new version."""
+        return self.version == NEW
+
+    def as_dict(self):
+        """The report as JSON-ready values."""
+        return dataclasses.asdict(self)
+
+
+def _describe_failure(reply):
+    error = reply.get("script_error")
+    if error is not None:
+        return f"script raised {error['type']}: {error['message']}"
+    problems = [f"{u['name']!r} {u['state']}" + (f" ({u['error']})" if u.get("error") else "")
+                for u in reply.get("updates", [])
+                if u.get("state") != "applied" or u.get("error")]
+    return "; ".join(problems) or "the script queued no update"
+
+
+def _push_one(report, script, token, timeout):
+    """Push to one process and fill its report in."""
+    try:
+        reply = client.push(report.address, script, wait=True, timeout=timeout, token=token)
+    except ListenerError as exc:
+        if exc.may_have_run:
+            report.outcome, report.version = "unknown", SPLIT
+            report.detail = f"{exc}; the script may have run there, and its updates may apply"
+        else:
+            report.outcome, report.detail = "unreachable", str(exc)
+        return
+    except PymoultError as exc:  # refused (authentication, protocol): nothing ran
+        report.outcome, report.detail = "failed", f"{type(exc).__name__}: {exc}"
+        return
+    updates = reply.get("updates", [])
+    report.applied = [u["name"] for u in updates if u.get("state") == "applied"]
+    if reply.get("ok"):
+        report.outcome, report.version = "applied", NEW
+        report.detail = ", ".join(report.applied) or "nothing to apply"
+        return
+    report.outcome, report.detail = "failed", _describe_failure(reply)
+    unclean = [u for u in updates if u.get("state") not in _CLEAN | {"applied"}]
+    if unclean or report.applied:
+        report.version = SPLIT  # partly updated, or updates not ended: until rolled back
+
+
+def _roll_back_one(report, token, timeout):
+    names = list(reversed(report.applied))
+    try:
+        reply = client.rollback(report.address, names, timeout=timeout, token=token)
+    except PymoultError as exc:
+        report.outcome = "rollback failed"
+        report.detail += f"; rollback of {', '.join(map(repr, names))} failed: {exc}"
+        return
+    if reply.get("ok"):
+        report.outcome, report.version, report.applied = "rolled back", OLD, []
+        report.detail += f"; rolled back ({', '.join(u['name'] for u in reply['updates'])})"
+        return
+    report.outcome = "rollback failed"
+    report.applied = list(reply.get("not_reverted") or names)
+    report.detail += "; rollback: " + "; ".join(
+        f"{u['name']!r} {u['state']}" + (f" ({u['error']})" if u.get("error") else "")
+        for u in reply.get("updates", [])) + f"; still applied: {', '.join(report.applied)}"
+
+
+def _in_parallel(function, reports, *args):
+    threads = [threading.Thread(target=function, args=(report, *args), daemon=True,
+                                name=f"pymoult rollout {report.address}") for report in reports]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def _check_count(value, what, minimum):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PymoultTypeError(f"{what} must be an int, got {value!r}")
+    if value < minimum:
+        raise PymoultValueError(f"{what} must be at least {minimum}, got {value}")
+    return value
+
+
+def rollout(addresses, script, *, token=None, canary=1, wave=1, timeout=None, on_stage=None):
+    """Push ``script`` to the listeners at ``addresses``: ``canary`` processes first (0: none),
+    then waves of ``wave``; halt and roll back at the first failure (see the module notes).
+    ``timeout`` bounds each push and each rollback (None: no limit); ``on_stage(stage,
+    reports)`` is called after each stage with its processes' reports. Returns a
+    :class:`RolloutReport`."""
+    addresses = [str(client.resolve_address(address)) for address in addresses]
+    if not addresses:
+        raise PymoultValueError("a rollout needs at least one address")
+    repeated = sorted({a for a in addresses if addresses.count(a) > 1})
+    if repeated:
+        raise PymoultValueError(f"an address is given twice: {', '.join(repeated)}")
+    pipes = [a for a in addresses if a.startswith("pipe:")]
+    if pipes:
+        raise PymoultValueError(f"a rollout needs each process's reply, and a named pipe "
+                                f"carries none: {', '.join(pipes)}")
+    _check_count(canary, "canary", 0)
+    _check_count(wave, "wave", 1)
+    if not isinstance(script, str):
+        raise PymoultTypeError(f"script must be the update script's source text, got "
+                               f"{type(script).__name__}")
+    stages = [("canary", addresses[:canary])] if canary else []
+    rest = addresses[canary:]
+    stages += [(f"wave {n}", rest[i:i + wave])
+               for n, i in enumerate(range(0, len(rest), wave), 1)]
+    reports = {address: ProcessReport(address, "not tried") for address in addresses}
+    done, halted_at = [], None
+    for stage, members in stages:
+        group = [reports[address] for address in members]
+        for report in group:
+            report.stage = stage
+        _in_parallel(_push_one, group, script, token, timeout)
+        done.append(group)
+        if on_stage is not None:
+            on_stage(stage, group)
+        failed = [r for r in group if r.outcome != "applied"]
+        if failed:
+            halted_at = failed[0].address
+            break
+    if halted_at is not None:
+        for group in reversed(done):
+            targets = [r for r in group if r.applied]
+            _in_parallel(_roll_back_one, targets, token, timeout)
+    processes = [reports[address] for address in addresses]
+    versions = {r.version for r in processes}
+    version = versions.pop() if len(versions) == 1 else SPLIT
+    return RolloutReport(processes, version, halted_at, _summary(processes, version, halted_at))
+
+
+def _summary(processes, version, halted_at):
+    count = len(processes)
+    if version == NEW:
+        return f"all {count} processes updated"
+    rolled = sum(r.outcome == "rolled back" for r in processes)
+    text = f"halted at {halted_at}"
+    if rolled:
+        text += f"; {rolled} process{'es' if rolled > 1 else ''} rolled back"
+    if version == OLD:
+        return text + f"; the fleet stays on the old version ({count} processes)"
+    split = [r.address for r in processes if r.version != OLD]
+    return text + (f"; the fleet is NOT on one version: {', '.join(split)} "
+                   f"{'is' if len(split) == 1 else 'are'} not on the old one (see above)")

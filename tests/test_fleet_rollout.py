@@ -1,0 +1,166 @@
+"""A rollout over several ``pymoult run`` processes (``pymoult push --to A --to B --to C``): a
+canary, then waves; at the first failure it halts and rolls back the processes already updated,
+and says which version the fleet is on."""
+
+import json
+import textwrap
+
+import pytest
+
+from app_process import App, pymoult
+from pymoult import rollout as rollout_module
+from pymoult.errors import PymoultTypeError, PymoultValueError
+
+pytestmark = pytest.mark.timeout(120)
+
+GREETER = """
+import time
+from pymoult.lowlevel.alterability import staticUpdatePoint
+
+FAIL_UPDATES = {fail}
+count = 0
+
+def greet(n):
+    return f"v1 #{{n}}"
+
+while True:
+    count += 1
+    print(greet(count), flush=True)
+    staticUpdatePoint()
+    time.sleep(0.02)
+"""
+
+#: Redefines greet; in a process whose FAIL_UPDATES is true, fails half-way (after the swap),
+#: so that the manager rolls it back there.
+UPDATE = """
+import sys
+from pymoult.highlevel.managers import fetch_manager
+from pymoult.highlevel.runner import get_runner
+from pymoult.highlevel.updates import Update
+from pymoult.lowlevel.relinking import redefineFunction
+
+app = sys.modules["__main__"]
+
+def greet(n):
+    return f"v2 #{n}"
+
+class Greet(Update):
+    def apply(self):
+        redefineFunction(app, "greet", greet)
+        if app.FAIL_UPDATES:
+            raise RuntimeError("injected failure")
+
+fetch_manager("runtime").add_update(Greet("greet v2", threads=[get_runner()], timeout=10))
+"""
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    """``fleet(*fail)``: one ``pymoult run`` greeter per flag (true: its updates fail)."""
+    started = []
+
+    def start(*fail):
+        for flag in fail:
+            path = tmp_path / f"greeter{len(started)}.py"
+            path.write_text(textwrap.dedent(GREETER.format(fail=flag)))
+            started.append(App(path))
+        for process in started:
+            process.stdout.wait_for(lambda line: line.startswith("v1"))
+        return started
+
+    yield start
+    for process in started:
+        process.close()
+
+
+def version_now(process):
+    """The version the process prints from now on (the first line printed after this call)."""
+    seen = len(process.stdout.lines)
+    [line] = process.stdout.wait_for(lambda line: line.startswith("v"), count=seen + 1)[seen:]
+    return line.split(" ")[0]
+
+
+def push(tmp_path, processes, *options):
+    script = tmp_path / "update.py"
+    script.write_text(UPDATE)
+    targets = [arg for process in processes for arg in ("--to", process.address)]
+    return pymoult("push", str(script), *targets, "--timeout", "20", *options, timeout=90)
+
+
+def test_a_canary_then_a_wave_update_every_process(fleet, tmp_path):
+    processes = fleet(False, False, False)
+    result = push(tmp_path, processes, "--canary", "1", "--wave", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"{processes[0].address}  canary: applied - greet v2"
+    assert sorted(lines[1:3]) == sorted(f"{p.address}  wave 1: applied - greet v2"
+                                        for p in processes[1:])
+    assert lines[-1] == "all 3 processes updated"
+    assert [version_now(p) for p in processes] == ["v2", "v2", "v2"]
+
+
+def test_a_failure_on_the_second_process_rolls_the_first_back_and_halts(fleet, tmp_path):
+    processes = fleet(False, True, False)
+    result = push(tmp_path, processes, "--canary", "1", "--wave", "1")
+    assert result.returncode == 1, result.stdout + result.stderr
+    first, second, third = (p.address for p in processes)
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"{first}  canary: applied - greet v2"
+    assert lines[1].startswith(f"{second}  wave 1: failed - 'greet v2' rolled back "
+                               "(RuntimeError: injected failure)")
+    assert lines[2] == f"{first}  canary: rolled back - greet v2; rolled back (revert greet v2)"
+    assert lines[3] == f"{third}  not tried: not tried"
+    assert lines[4] == (f"halted at {second}; 1 process rolled back; the fleet stays on the old "
+                        "version (3 processes)")
+    assert [version_now(p) for p in processes] == ["v1", "v1", "v1"]
+
+
+def test_the_report_as_json_names_each_process_version(fleet, tmp_path):
+    processes = fleet(True, False)
+    result = push(tmp_path, processes, "--json")
+    assert result.returncode == 1, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["version"] == "old" and report["halted_at"] == processes[0].address
+    assert [(p["stage"], p["outcome"], p["version"]) for p in report["processes"]] == [
+        ("canary", "failed", "old"), ("not tried", "not tried", "old")]
+
+
+def test_an_unreachable_process_halts_without_changing_anything(fleet, tmp_path):
+    [alive] = fleet(False)
+    result = push(tmp_path, [alive], "--to", f"unix:{tmp_path}/nobody.sock", "--canary", "0",
+                  "--wave", "2")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"unix:{tmp_path}/nobody.sock  wave 1: unreachable - no listener at" in result.stdout
+    assert f"{alive.address}  wave 1: rolled back" in result.stdout
+    assert version_now(alive) == "v1"
+
+
+def test_pymoult_rollback_reverts_the_last_push(fleet, tmp_path):
+    [process] = fleet(False)
+    assert push(tmp_path, [process]).returncode == 0
+    assert version_now(process) == "v2"
+    result = pymoult("rollback", "--to", process.address, "--timeout", "20")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines() == ["update 'revert greet v2': applied", "ok"]
+    assert version_now(process) == "v1"
+    again = pymoult("rollback", "--to", process.address, "greet v2")
+    assert again.returncode == 1
+    assert again.stderr.strip() == (
+        f"pymoult rollback: {process.address}: nothing to roll back by the name 'greet v2': "
+        "the listener can revert only updates applied by its last 4 pushes and still applied")
+
+
+def test_bad_rollouts_are_refused_in_a_sentence(tmp_path):
+    with pytest.raises(PymoultValueError, match="an address is given twice: unix:/a"):
+        rollout_module.rollout(["unix:/a", "unix:/a"], "x = 1")
+    with pytest.raises(PymoultValueError, match="a named pipe carries none: pipe:/p"):
+        rollout_module.rollout(["unix:/a", "pipe:/p"], "x = 1")
+    with pytest.raises(PymoultValueError, match="wave must be at least 1, got 0"):
+        rollout_module.rollout(["unix:/a"], "x = 1", wave=0)
+    with pytest.raises(PymoultTypeError, match="canary must be an int"):
+        rollout_module.rollout(["unix:/a"], "x = 1", canary=1.5)
+    with pytest.raises(PymoultValueError, match="at least one address"):
+        rollout_module.rollout([], "x = 1")
+    result = pymoult("push", "-", "--to", "unix:/a", "--to", "unix:/b", "--wave", "0",
+                     stdin="x = 1\n")
+    assert result.returncode == 2 and "--wave: must be at least 1, got 0" in result.stderr
