@@ -8,7 +8,7 @@
                  [--token-file F]
     pymoult push SCRIPT --to pipe:PATH [--timeout S] [--token-file F]
     pymoult push SCRIPT | --module NAME [FILE] --to A --to B ... [--to-file F] [--canary N]
-                 [--wave N] [--timeout S] [--token-file F]
+                 [--wave N] [--two-phase [--hold S]] [--timeout S] [--token-file F]
     pymoult rollback [--to ADDRESS] [NAME ...] [--timeout S]
     pymoult status [--to ADDRESS] [--json]
     pymoult history [--to ADDRESS] [--json]
@@ -230,7 +230,8 @@ def _addresses(args):
 
 def _push(args):
     addresses = _addresses(args)
-    if len(addresses) > 1 or args.canary is not None or args.wave is not None:
+    if len(addresses) > 1 or args.canary is not None or args.wave is not None \
+            or args.two_phase or args.hold is not None:
         return _push_fleet(args, addresses)
     args.to = addresses[0]
     where = client.resolve_address(args.to)
@@ -296,7 +297,7 @@ def _push_fleet(args, addresses):
         report = rollout(addresses, script, token=token,
                          canary=1 if args.canary is None else args.canary,
                          wave=1 if args.wave is None else args.wave, timeout=args.timeout,
-                         on_stage=show)
+                         on_stage=show, two_phase=args.two_phase, hold=args.hold)
     except PymoultValueError as exc:  # a bad list of addresses, canary or wave
         _fail_usage(f"push: {exc}")
     if args.json:
@@ -594,6 +595,14 @@ def build_parser():
     push.add_argument("--wave", type=_count(1), default=None, metavar="N",
                       help="rollout: how many applications to update at once after the "
                            "canary (default 1)")
+    push.add_argument("--two-phase", action="store_true",
+                      help="rollout: prepare every application (its updates alterable, its "
+                           "threads held), then commit them all at once, so that they switch "
+                           "within one short window; one failing to prepare aborts them all")
+    push.add_argument("--hold", type=_positive, default=None, metavar="S",
+                      help="with --two-phase: how long a prepared application waits for the "
+                           "commit before it aborts by itself (default 5 s; its threads are "
+                           "held meanwhile)")
     rollback = commands.add_parser(
         "rollback", help="revert updates that pushes applied to a running application",
         description="Revert, newest first, the updates applied by the last push (or those "

@@ -24,10 +24,11 @@ import time
 
 from . import protocol
 from .errors import (AuthenticationError, ListenerBusyError, ListenerError, ListenerTimeoutError,
-                     ProtocolError, PymoultTypeError, PymoultValueError, RevertError)
+                     ProtocolError, PymoultTypeError, PymoultValueError, RevertError,
+                     TwoPhaseError)
 
-__all__ = ["request", "push", "rollback", "status", "history", "resolve_address", "MAX_REPLY",
-           "DEFAULT_TIMEOUT", "PUSH_MARGIN"]
+__all__ = ["request", "push", "commit", "abort", "rollback", "status", "history",
+           "resolve_address", "MAX_REPLY", "DEFAULT_TIMEOUT", "PUSH_MARGIN"]
 
 #: Size limit of a reply (a long history can be large).
 MAX_REPLY = 64 << 20
@@ -37,7 +38,8 @@ DEFAULT_TIMEOUT = 30.0
 PUSH_MARGIN = 30.0
 
 _REFUSALS = {"AuthenticationError": AuthenticationError, "ListenerBusyError": ListenerBusyError,
-             "ProtocolError": ProtocolError, "RevertError": RevertError}
+             "ProtocolError": ProtocolError, "RevertError": RevertError,
+             "TwoPhaseError": TwoPhaseError}
 
 
 def resolve_address(address):
@@ -332,7 +334,7 @@ def _checked(reply, where):
     if reply.get("ok") is False and isinstance(error, dict):
         cls = _REFUSALS.get(error.get("type"), ListenerError)
         message = f"{where}: {error.get('message')}"
-        if cls in (ProtocolError, RevertError):
+        if cls in (ProtocolError, RevertError, TwoPhaseError):
             raise cls(message)
         if cls is AuthenticationError:
             raise cls(message, str(where))
@@ -340,7 +342,8 @@ def _checked(reply, where):
     return reply
 
 
-def push(address, script, wait=True, timeout=None, token=None):
+def push(address, script, wait=True, timeout=None, token=None, *, two_phase=False,
+         hold=None):
     """Run update script ``script`` (its source text) in the application at ``address``.
 
     With ``wait`` the reply comes once every update the script queued has ended (or ``timeout``
@@ -353,9 +356,19 @@ def push(address, script, wait=True, timeout=None, token=None):
     The write must end within ``timeout`` + ``PUSH_MARGIN`` s (``DEFAULT_TIMEOUT`` without a
     ``timeout``). ``ListenerError`` when the pipe does not exist, is not a pipe, or nothing
     reads it.
+
+    ``two_phase``: the reply comes once every update is *prepared* (threads held, about to
+    apply), with ``"transaction"``, which :func:`commit` applies and :func:`abort` rolls back;
+    undecided after ``hold`` s (default ``protocol.DEFAULT_HOLD``) it aborts by itself (see
+    ``pymoult.delivery.two_phase``). Not over a pipe.
     """
     where = resolve_address(address)
     message = {"op": "push", "script": script, "wait": wait, "timeout": timeout}
+    if two_phase:
+        if where.family == "pipe":
+            raise PymoultValueError(f"a two-phase push needs a reply, and {where} is a named "
+                                    "pipe, which carries none")
+        message.update(two_phase=True, hold=protocol.DEFAULT_HOLD if hold is None else hold)
     client_timeout = None if timeout is None else timeout + PUSH_MARGIN
     if where.family == "pipe":
         if wait:
@@ -396,6 +409,30 @@ def rollback(address, updates=None, timeout=None, token=None):
             raise PymoultValueError("name at least one update to roll back (or None: those of "
                                     "the last push)")
     message = {"op": "rollback", "updates": updates, "timeout": timeout}
+    client_timeout = None if timeout is None else timeout + PUSH_MARGIN
+    return _checked(request(where, message, token, client_timeout), where)
+
+
+def commit(address, transaction, timeout=None, token=None):
+    """Apply the updates a two-phase push prepared (``transaction``: the id it replied);
+    returns the reply once they have ended: ``{"ok", "decision", "updates": [{..., "applied_at":
+    wall-clock seconds or None}]}``. ``"decision": "expired"`` when the hold ran out first
+    (then they were rolled back). ``TwoPhaseError`` when the listener has no such transaction."""
+    return _decide(address, "commit", transaction, timeout, token)
+
+
+def abort(address, transaction, timeout=None, token=None):
+    """Roll back the updates a two-phase push prepared, having applied nothing; the reply once
+    they have ended."""
+    return _decide(address, "abort", transaction, timeout, token)
+
+
+def _decide(address, op, transaction, timeout, token):
+    where = resolve_address(address)
+    if not isinstance(transaction, str) or not transaction:
+        raise PymoultTypeError(f"transaction must be the id a two-phase push replied, got "
+                               f"{transaction!r}")
+    message = {"op": op, "transaction": transaction, "timeout": timeout}
     client_timeout = None if timeout is None else timeout + PUSH_MARGIN
     return _checked(request(where, message, token, client_timeout), where)
 

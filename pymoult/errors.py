@@ -25,6 +25,7 @@ __all__ = [
     "RollbackError",
     "PartialRollbackError",
     "RevertError",
+    "TwoPhaseError",
     "ConversionError",
     "TransformerError",
     "WrongStrategy",
@@ -139,6 +140,11 @@ class PartialRollbackError(RollbackError):
 class RevertError(PymoultError, RuntimeError):
     """An applied update could not be reverted (``RevertUpdate``): it is no longer applied, or
     updates applied after it may build on it, or some of its operations could not be undone."""
+
+
+class TwoPhaseError(PymoultError, RuntimeError):
+    """A two-phase push could not be prepared as asked (two updates on one manager), or a
+    commit or abort named no prepared transaction of the listener."""
 
 
 class ConversionError(PymoultError, TypeError):

@@ -37,12 +37,20 @@ Requests::
     {"op": "status"}
     {"op": "history"}
     {"op": "rollback", "updates": ["<name>", ...] | null, "timeout": 30.0}
+    {"op": "push", ..., "two_phase": true, "hold": 5.0}
+    {"op": "commit" | "abort", "transaction": "<id>", "timeout": 30.0}
 
 A ``rollback`` reverts updates applied through this listener by recent pushes (null: those of
 the last push that applied any), newest first, each by a ``RevertUpdate`` at a safe point; it is
 answered when they have ended (or ``timeout`` s have passed) as a push is, with
 ``"script_error": null`` and one record per revert, or refused (``RevertError``) when there is
 nothing by those names to revert.
+
+A two-phase push (``"two_phase": true``, see ``pymoult.delivery.two_phase``) is answered once
+every update it queued is prepared (threads held, about to apply), with ``"transaction": "<id>"``
+(or ``null`` and the outcomes when that failed); ``commit`` applies them and answers with each
+update's outcome and ``"applied_at"`` (wall-clock seconds), ``abort`` rolls them back. A
+transaction not decided within ``hold`` seconds aborts by itself (``"decision": "expired"``).
 
 Replies always carry ``"ok"``; a refused request gets
 ``{"ok": false, "error": {"type": "<error class>", "message": "..."}}``. A push is answered
@@ -88,6 +96,7 @@ __all__ = ["MAX_FRAME", "MAX_UNIX_PATH", "OPS", "Address", "parse_address", "uni
            "encode_frame", "decode_payload", "send_frame", "recv_frame", "FrameBuffer",
            "validate_request", "error_reply", "read_token_file", "check_token", "new_token",
            "PROTOCOL_VERSION", "AUTH_FRAME_MAX", "MIN_TOKEN_BYTES", "Session", "recv_payload",
+           "DEFAULT_HOLD", "MAX_HOLD",
            "hello", "read_hello", "challenge", "is_refusal", "parse_nonce", "peer_uid",
            "NONCE_BYTES", "peer_credentials", "take_frame"]
 
@@ -96,7 +105,9 @@ MAX_FRAME = 1 << 20
 #: The longest timeout a request may ask for (a week; also below threading.TIMEOUT_MAX).
 MAX_TIMEOUT = 7 * 24 * 3600.0
 #: The requests a listener answers.
-OPS = ("push", "status", "history", "rollback")
+OPS = ("push", "status", "history", "rollback", "commit", "abort")
+#: Seconds a two-phase push's prepared updates wait for their commit, by default and at most.
+DEFAULT_HOLD, MAX_HOLD = 5.0, 60.0
 #: The longest path (bytes) of a Unix socket: ``sun_path`` holds 108 bytes on Linux, 104 on
 #: macOS and the BSDs, the terminating NUL included (CPython refuses a path that fills it).
 MAX_UNIX_PATH = (104 if sys.platform == "darwin" or "bsd" in sys.platform else 108) - 1
@@ -392,6 +403,23 @@ def validate_request(message):
         if not isinstance(wait, bool):
             raise ProtocolError(f"wait must be true or false, got {wait!r}", "bad_request")
         request["wait"] = wait
+        request["timeout"] = _number_or_none(message.get("timeout"), "timeout")
+        two_phase = message.get("two_phase", False)
+        if not isinstance(two_phase, bool):
+            raise ProtocolError(f"two_phase must be true or false, got {two_phase!r}",
+                                "bad_request")
+        request["two_phase"] = two_phase
+        hold = message.get("hold", DEFAULT_HOLD)
+        if isinstance(hold, bool) or not isinstance(hold, (int, float)) \
+                or not 0 < hold <= MAX_HOLD:
+            raise ProtocolError(f"hold must be a number of seconds above 0 and at most "
+                                f"{MAX_HOLD:g}, got {hold!r}", "bad_request")
+        request["hold"] = float(hold)
+    elif op in ("commit", "abort"):
+        transaction = message.get("transaction")
+        if not isinstance(transaction, str) or not transaction:
+            raise ProtocolError(f"{op} needs 'transaction', the id a two-phase push replied",
+                                "bad_request")
         request["timeout"] = _number_or_none(message.get("timeout"), "timeout")
     elif op == "rollback":
         names = message.get("updates")

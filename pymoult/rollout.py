@@ -13,6 +13,17 @@ and whether the fleet ends on one version: the new one (every process updated), 
 (nothing stayed applied anywhere) or neither (a rollback failed, or a process did not answer
 in time and its update may still apply: ``split``).
 
+With ``two_phase``, every process is first *prepared* (its updates set up, alterable, their
+threads held: ``pymoult.delivery.two_phase``), then, once all are, all are committed at once, so
+that they switch within one short window; the report's ``skew`` is the time between the first
+and the last switch (wall clocks: meaningful across machines only as far as their clocks
+agree). If one process fails to prepare, the prepared ones are aborted (nothing changed
+anywhere); if one fails at commit, the committed ones are rolled back as above. A prepared
+process holds its threads until the decision, at most ``hold`` seconds, after which it aborts
+by itself: a coordinator that dies, or a partition between prepare and commit, leaves each
+process either committed or, within ``hold``, rolled back, never held for longer; a process
+that committed while another expired is split from it, and the report says so.
+
 It needs only the client (``pymoult.client``); each process's listener does the work.
 """
 
@@ -46,6 +57,9 @@ class ProcessReport:
     version: str = OLD
     detail: str = ""
     applied: list = dataclasses.field(default_factory=list)
+    #: Two-phase: the prepared transaction's id, and when the process switched (wall clock).
+    transaction: "str | None" = None
+    applied_at: "float | None" = None
 
     def line(self):
         """The report's line for this process."""
@@ -63,6 +77,8 @@ class RolloutReport:
     version: str
     halted_at: "str | None"
     summary: str
+    #: Two-phase, every process updated: seconds between the first and the last switch.
+    skew: "float | None" = None
 
     @property
     def ok(self):
@@ -84,10 +100,11 @@ def _describe_failure(reply):
     return "; ".join(problems) or "the script queued no update"
 
 
-def _push_one(report, script, token, timeout):
-    """Push to one process and fill its report in."""
+def _push_one(report, script, token, timeout, hold=None):
+    """Push to one process and fill its report in (``hold``: a two-phase push, prepared)."""
     try:
-        reply = client.push(report.address, script, wait=True, timeout=timeout, token=token)
+        reply = client.push(report.address, script, wait=True, timeout=timeout, token=token,
+                            two_phase=hold is not None, hold=hold)
     except ListenerError as exc:
         if exc.may_have_run:
             report.outcome, report.version = "unknown", SPLIT
@@ -98,6 +115,15 @@ def _push_one(report, script, token, timeout):
     except PymoultError as exc:  # refused (authentication, protocol): nothing ran
         report.outcome, report.detail = "failed", f"{type(exc).__name__}: {exc}"
         return
+    _read_outcome(report, reply)
+    if hold is not None and reply.get("ok"):
+        report.outcome, report.version = "prepared", OLD
+        report.transaction = reply["transaction"]
+        report.detail = ", ".join(u["name"] for u in reply.get("updates", []))
+
+
+def _read_outcome(report, reply):
+    """Fill ``report`` in from a push or commit ``reply``."""
     updates = reply.get("updates", [])
     report.applied = [u["name"] for u in updates if u.get("state") == "applied"]
     if reply.get("ok"):
@@ -108,6 +134,32 @@ def _push_one(report, script, token, timeout):
     unclean = [u for u in updates if u.get("state") not in _CLEAN | {"applied"}]
     if unclean or report.applied:
         report.version = SPLIT  # partly updated, or updates not ended: until rolled back
+
+
+def _decide_one(report, op, token, timeout):
+    """Commit or abort the transaction ``report`` prepared, and fill its report in."""
+    decide = client.commit if op == "commit" else client.abort
+    try:
+        reply = decide(report.address, report.transaction, timeout=timeout, token=token)
+    except PymoultError as exc:
+        if op == "commit":
+            report.outcome, report.version = "unknown", SPLIT
+            report.detail = (f"{exc}; the commit may have reached it (else its updates roll "
+                             "back by themselves once the hold is over)")
+        else:
+            report.outcome = "abort failed"
+            report.detail = f"{exc}; its updates roll back by themselves once the hold is over"
+        return
+    if op == "abort":
+        clean = all(u.get("state") in _CLEAN for u in reply.get("updates", []))
+        report.outcome, report.version = ("aborted", OLD) if clean else ("abort failed", SPLIT)
+        report.detail = "; ".join(f"{u['name']!r} {u['state']}" for u in reply["updates"])
+        return
+    _read_outcome(report, reply)
+    if reply.get("decision") == "expired":
+        report.detail = f"not committed within the hold: rolled back ({report.detail})"
+    times = [u["applied_at"] for u in reply.get("updates", []) if u.get("applied_at")]
+    report.applied_at = max(times) if times else None
 
 
 def _roll_back_one(report, token, timeout):
@@ -146,11 +198,14 @@ def _check_count(value, what, minimum):
     return value
 
 
-def rollout(addresses, script, *, token=None, canary=1, wave=1, timeout=None, on_stage=None):
+def rollout(addresses, script, *, token=None, canary=1, wave=1, timeout=None, on_stage=None,
+            two_phase=False, hold=None):
     """Push ``script`` to the listeners at ``addresses``: ``canary`` processes first (0: none),
     then waves of ``wave``; halt and roll back at the first failure (see the module notes).
     ``timeout`` bounds each push and each rollback (None: no limit); ``on_stage(stage,
-    reports)`` is called after each stage with its processes' reports. Returns a
+    reports)`` is called after each stage with its processes' reports. ``two_phase``: prepare
+    every process, then commit all (``canary`` and ``wave`` do not apply), each prepared
+    process holding for at most ``hold`` s (default ``protocol.DEFAULT_HOLD``). Returns a
     :class:`RolloutReport`."""
     addresses = [str(client.resolve_address(address)) for address in addresses]
     if not addresses:
@@ -167,6 +222,16 @@ def rollout(addresses, script, *, token=None, canary=1, wave=1, timeout=None, on
     if not isinstance(script, str):
         raise PymoultTypeError(f"script must be the update script's source text, got "
                                f"{type(script).__name__}")
+    if hold is not None and not two_phase:
+        raise PymoultValueError("hold applies to a two-phase rollout only")
+    if two_phase:
+        from .protocol import MAX_HOLD
+
+        if hold is not None and (isinstance(hold, bool) or not isinstance(hold, (int, float))
+                                 or not 0 < hold <= MAX_HOLD):
+            raise PymoultValueError(f"hold must be a number of seconds above 0 and at most "
+                                    f"{MAX_HOLD:g}, got {hold!r}")
+        return _two_phase(addresses, script, token, timeout, on_stage, hold)
     stages = [("canary", addresses[:canary])] if canary else []
     rest = addresses[canary:]
     stages += [(f"wave {n}", rest[i:i + wave])
@@ -189,17 +254,53 @@ def rollout(addresses, script, *, token=None, canary=1, wave=1, timeout=None, on
         for group in reversed(done):
             targets = [r for r in group if r.applied]
             _in_parallel(_roll_back_one, targets, token, timeout)
-    processes = [reports[address] for address in addresses]
+    return _report([reports[address] for address in addresses], halted_at)
+
+
+def _two_phase(addresses, script, token, timeout, on_stage, hold):
+    from .protocol import DEFAULT_HOLD
+
+    reports = [ProcessReport(address, "prepare") for address in addresses]
+    _in_parallel(_push_one, reports, script, token, timeout,
+                 DEFAULT_HOLD if hold is None else hold)
+    if on_stage is not None:
+        on_stage("prepare", reports)
+    unprepared = [r for r in reports if r.outcome != "prepared"]
+    if unprepared:
+        prepared = [r for r in reports if r.outcome == "prepared"]
+        _in_parallel(_decide_one, prepared, "abort", token, timeout)
+        if on_stage is not None:
+            on_stage("abort", prepared)
+        return _report(reports, unprepared[0].address)
+    for report in reports:
+        report.stage = "commit"
+    _in_parallel(_decide_one, reports, "commit", token, timeout)
+    if on_stage is not None:
+        on_stage("commit", reports)
+    failed = [r for r in reports if r.outcome != "applied"]
+    if failed:
+        _in_parallel(_roll_back_one, [r for r in reports if r.applied], token, timeout)
+        return _report(reports, failed[0].address)
+    switched = [r.applied_at for r in reports if r.applied_at is not None]
+    skew = max(switched) - min(switched) if len(switched) == len(reports) else None
+    return _report(reports, None, skew)
+
+
+def _report(processes, halted_at, skew=None):
     versions = {r.version for r in processes}
     version = versions.pop() if len(versions) == 1 else SPLIT
-    return RolloutReport(processes, version, halted_at, _summary(processes, version, halted_at))
+    return RolloutReport(processes, version, halted_at,
+                         _summary(processes, version, halted_at, skew), skew)
 
 
-def _summary(processes, version, halted_at):
+def _summary(processes, version, halted_at, skew=None):
     count = len(processes)
     if version == NEW:
+        if skew is not None:
+            return (f"all {count} processes updated, switched within {skew * 1e3:.1f} ms of "
+                    "each other")
         return f"all {count} processes updated"
-    rolled = sum(r.outcome == "rolled back" for r in processes)
+    rolled = sum(r.outcome in ("rolled back", "aborted") for r in processes)
     text = f"halted at {halted_at}"
     if rolled:
         text += f"; {rolled} process{'es' if rolled > 1 else ''} rolled back"

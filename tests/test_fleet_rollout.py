@@ -3,11 +3,13 @@ canary, then waves; at the first failure it halts and rolls back the processes a
 and says which version the fleet is on."""
 
 import json
+import pathlib
 import textwrap
 
 import pytest
 
 from app_process import App, pymoult
+from pymoult import client
 from pymoult import rollout as rollout_module
 from pymoult.errors import PymoultTypeError, PymoultValueError
 
@@ -73,11 +75,17 @@ def fleet(tmp_path):
         process.close()
 
 
+PROBE = "import sys\nopen({path!r}, 'w').write(sys.modules['__main__'].greet(0))\n"
+
+
 def version_now(process):
-    """The version the process prints from now on (the first line printed after this call)."""
-    seen = len(process.stdout.lines)
-    [line] = process.stdout.wait_for(lambda line: line.startswith("v"), count=seen + 1)[seen:]
-    return line.split(" ")[0]
+    """The version of ``greet`` the process runs now, asked of the process itself: a script
+    calls it and writes what it returns to a file."""
+    answer = pathlib.Path(process.address[len("unix:"):] + ".probe")
+    assert client.push(process.address, PROBE.format(path=str(answer)), timeout=20)["ok"]
+    version = answer.read_text().split(" ")[0]
+    answer.unlink()
+    return version
 
 
 def push(tmp_path, processes, *options):
@@ -135,6 +143,48 @@ def test_an_unreachable_process_halts_without_changing_anything(fleet, tmp_path)
     assert version_now(alive) == "v1"
 
 
+def test_two_phase_prepares_all_then_commits_all(fleet, tmp_path):
+    processes = fleet(False, False, False)
+    result = push(tmp_path, processes, "--two-phase", "--hold", "10")
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert sorted(lines[:3]) == sorted(f"{p.address}  prepare: prepared - greet v2"
+                                       for p in processes)
+    assert sorted(lines[3:6]) == sorted(f"{p.address}  commit: applied - greet v2"
+                                        for p in processes)
+    assert lines[6].startswith("all 3 processes updated, switched within ")
+    assert [version_now(p) for p in processes] == ["v2", "v2", "v2"]
+    report = json.loads(push(tmp_path, processes, "--two-phase", "--json").stdout)
+    assert report["version"] == "new" and 0 <= report["skew"] < 10
+
+
+def test_two_phase_a_failure_at_commit_rolls_the_others_back(fleet, tmp_path):
+    processes = fleet(False, True, False)
+    result = push(tmp_path, processes, "--two-phase")
+    assert result.returncode == 1, result.stdout + result.stderr
+    second = processes[1].address
+    assert f"{second}  commit: failed - 'greet v2' rolled back (RuntimeError: injected " \
+        "failure)" in result.stdout
+    for other in (processes[0], processes[2]):
+        assert f"{other.address}  commit: rolled back - greet v2; rolled back (revert " \
+            "greet v2)" in result.stdout
+    assert result.stdout.splitlines()[-1] == (
+        f"halted at {second}; 2 processes rolled back; the fleet stays on the old version "
+        "(3 processes)")
+    assert [version_now(p) for p in processes] == ["v1", "v1", "v1"]
+
+
+def test_two_phase_one_unreachable_aborts_the_prepared(fleet, tmp_path):
+    processes = fleet(False, False)
+    nobody = f"unix:{tmp_path}/nobody.sock"
+    result = push(tmp_path, processes, "--to", nobody, "--two-phase")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"{nobody}  prepare: unreachable - no listener at" in result.stdout
+    for process in processes:
+        assert f"{process.address}  prepare: aborted - 'greet v2' rolled back" in result.stdout
+    assert [version_now(p) for p in processes] == ["v1", "v1"]
+
+
 def test_pymoult_rollback_reverts_the_last_push(fleet, tmp_path):
     [process] = fleet(False)
     assert push(tmp_path, [process]).returncode == 0
@@ -161,6 +211,11 @@ def test_bad_rollouts_are_refused_in_a_sentence(tmp_path):
         rollout_module.rollout(["unix:/a"], "x = 1", canary=1.5)
     with pytest.raises(PymoultValueError, match="at least one address"):
         rollout_module.rollout([], "x = 1")
+    with pytest.raises(PymoultValueError, match="hold applies to a two-phase rollout only"):
+        rollout_module.rollout(["unix:/a"], "x = 1", hold=3)
+    with pytest.raises(PymoultValueError, match="hold must be a number of seconds above 0 and "
+                                                "at most 60, got 61"):
+        rollout_module.rollout(["unix:/a"], "x = 1", two_phase=True, hold=61)
     result = pymoult("push", "-", "--to", "unix:/a", "--to", "unix:/b", "--wave", "0",
                      stdin="x = 1\n")
     assert result.returncode == 2 and "--wave: must be at least 1, got 0" in result.stderr

@@ -18,7 +18,8 @@ PUBLIC_MODULES = ["pymoult.errors", "pymoult.threads", "pymoult.lowlevel.alterab
                   "pymoult.delivery.socket_server", "pymoult.delivery.pipe_server",
                   "pymoult.delivery.authentication", "pymoult.delivery.peers",
                   "pymoult.delivery.scripts", "pymoult.delivery.script_host",
-                  "pymoult.delivery.reverts", "pymoult.highlevel.revert", "pymoult.rollout"]
+                  "pymoult.delivery.reverts", "pymoult.delivery.two_phase",
+                  "pymoult.highlevel.revert", "pymoult.rollout"]
 #: The ``pymoult`` command: the top tier, which may use everything and which nothing uses.
 COMMAND_MODULES = {"cli.py", "demo.py", "__main__.py"}
 #: The original Pymoult's import path for the listeners, kept as re-exports from the tier above.

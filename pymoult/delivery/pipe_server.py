@@ -154,6 +154,9 @@ class PipeListener(ScriptHost, threading.Thread):
             if request["op"] != "push":
                 raise ProtocolError(f"a pipe takes push requests only (no reply can be sent), "
                                     f"got {request['op']!r}", "bad_request")
+            if request["two_phase"]:
+                raise ProtocolError("a two-phase push needs a reply (its transaction), and a "
+                                    "pipe carries none", "bad_request")
         except (AuthenticationError, ProtocolError) as exc:
             logger.warning("%s: refused a frame: %s", self.name, exc)
             return

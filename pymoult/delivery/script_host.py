@@ -7,11 +7,14 @@ Pymoult's.
 """
 
 import threading
+import time
 
-from ..errors import PymoultTypeError, PymoultValueError
+from ..errors import PymoultTypeError, PymoultValueError, TwoPhaseError
+from ..highlevel.updates import UpdateState
 from .authentication import check_message_token, resolve_token
 from .reverts import AppliedPushes, rollback
-from .scripts import run_script
+from .scripts import run_script, update_outcome
+from .two_phase import ABORT, COMMIT, Transaction
 
 __all__ = ["ScriptHost", "check_positive", "get_app_listener"]
 
@@ -82,6 +85,8 @@ class ScriptHost:
         self.applied_updates = RecentNames(self)
         self.applied_total = 0
         self._applied_pushes = AppliedPushes(self.revertible_pushes)
+        self._transactions = {}  # id -> Transaction, prepared and not yet decided by a client
+        self._transactions_lock = threading.Lock()
 
     @property
     def requires_token(self):
@@ -96,9 +101,74 @@ class ScriptHost:
     def _push(self, request, abandoned=None, origin=None):
         timeout = request["timeout"]
         timeout = self.max_push_wait if timeout is None else min(timeout, self.max_push_wait)
+        if request.get("two_phase"):
+            return self._prepare(request, timeout, abandoned, origin)
         return run_script(request["script"], request["wait"], timeout,
                           self.applied_updates.append, abandoned, origin=origin,
                           on_applied_update=self._applied_pushes.recorder())
+
+    def _prepare(self, request, timeout, abandoned, origin):
+        """A two-phase push (``pymoult.delivery.two_phase``): the reply once every update the
+        script queued is prepared (``"transaction"``: its id), or once that failed."""
+        transaction = Transaction(request["hold"])
+        deadline = time.monotonic() + timeout
+        reply = run_script(request["script"], False, timeout, self.applied_updates.append,
+                           abandoned, origin=origin,
+                           on_applied_update=self._applied_pushes.recorder(),
+                           before_queued=transaction.before_queued)
+        prepared = False
+        if reply is not None and reply["script_error"] is None and transaction.pairs:
+            prepared = transaction.wait_prepared(max(0.0, deadline - time.monotonic()),
+                                                 abandoned)
+        if prepared:
+            with self._transactions_lock:
+                for number in [n for n, t in self._transactions.items() if t.decided]:
+                    del self._transactions[number]  # expired while nobody decided
+                self._transactions[transaction.id] = transaction
+            return {"ok": True, "script_error": None, "transaction": transaction.id,
+                    "hold": transaction.hold,
+                    "updates": [update_outcome(u, f) for u, f in transaction.pairs]}
+        transaction.decide(ABORT)  # the prepared ones roll back
+        if reply is None or prepared is None:
+            return None  # the client went away; the aborted updates roll back
+        finished = transaction.wait_finished(max(0.0, deadline - time.monotonic()), abandoned)
+        if finished is None:
+            return None
+        note = None if finished else f"not finished within {timeout} s"
+        reply = dict(reply, ok=False, transaction=None,
+                     updates=[update_outcome(u, f, note) for u, f in transaction.pairs])
+        if not transaction.pairs and reply["script_error"] is None:
+            reply["error"] = "the script queued no update: nothing to prepare"
+        return reply
+
+    def _decide(self, request, abandoned=None, origin=None):
+        """``commit`` or ``abort`` a prepared transaction; the reply once its updates ended."""
+        with self._transactions_lock:
+            transaction = self._transactions.pop(request["transaction"], None)
+        if transaction is None:
+            raise TwoPhaseError(f"no prepared transaction {request['transaction']!r} here: "
+                                "never prepared, or already committed or aborted")
+        asked = COMMIT if request["op"] == "commit" else ABORT
+        decision = transaction.decide(asked)
+        timeout = request["timeout"]
+        timeout = self.max_push_wait if timeout is None else min(timeout, self.max_push_wait)
+        finished = transaction.wait_finished(timeout, abandoned)
+        if finished is None:
+            return None
+        note = None if finished else f"not finished within {timeout} s"
+        updates = []
+        for update, future in transaction.pairs:
+            outcome = update_outcome(update, future, note)
+            applied = update.times.get("applied")
+            outcome["applied_at"] = None if applied is None or \
+                outcome["state"] != UpdateState.APPLIED.value \
+                else time.time() - (time.monotonic() - applied)
+            updates.append(outcome)
+        wanted = UpdateState.APPLIED.value if asked == COMMIT else UpdateState.ROLLED_BACK.value
+        ok = decision == asked and all(
+            u["finished"] and u["state"] == wanted and (asked == ABORT or u["error"] is None)
+            for u in updates)
+        return {"ok": ok, "script_error": None, "decision": decision, "updates": updates}
 
     def _rollback(self, request, abandoned=None, origin=None):
         timeout = request["timeout"]

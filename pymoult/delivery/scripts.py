@@ -172,7 +172,7 @@ def wait_unless(event, timeout, abandoned):
 
 
 def run_script(source, wait=True, timeout=None, on_applied=None, abandoned=None, *,
-               origin=None, on_applied_update=None):
+               origin=None, on_applied_update=None, before_queued=None):
     """Run update script ``source`` in a thread of its own and return the push reply.
 
     The script is compiled as ``<pymoult update N>`` and run in thread ``pymoult-update-N`` in a
@@ -190,6 +190,8 @@ def run_script(source, wait=True, timeout=None, on_applied=None, abandoned=None,
     called and the managers log how the updates end. ``origin`` (text: who sent the script)
     goes into the log lines. ``on_applied_update(update, future)``, if given, is called as
     ``on_applied`` is, with the update and its future (a listener keeps them, to revert them).
+    ``before_queued(update, future)`` is called for each update the script adds, before it is
+    queued (``collect_updates``): what it raises is the script's exception.
     """
     number = next(_script_numbers)
     filename = f"<pymoult update {number}>"
@@ -199,7 +201,7 @@ def run_script(source, wait=True, timeout=None, on_applied=None, abandoned=None,
 
     def body():
         try:
-            with collect_updates() as collected:
+            with collect_updates(before_queued) as collected:
                 state["collected"] = collected
                 code = compile(source, filename, "exec", dont_inherit=True)
                 _cache_source_while_alive(filename, source, code)

@@ -36,7 +36,7 @@ import time
 
 from .. import protocol
 from ..errors import (AuthenticationError, ListenerBusyError, ProtocolError, PymoultTypeError,
-                      PymoultValueError, RevertError, ThreadStateError)
+                      PymoultValueError, RevertError, ThreadStateError, TwoPhaseError)
 from ..highlevel.managers import Manager, fetch_manager, live_managers
 from .authentication import Handshake
 from .peers import READING, PeerFailures, PendingConnection, RefusalLog, peer_of
@@ -664,6 +664,16 @@ class Listener(ScriptHost, threading.Thread):
                 logger.warning("%s: %s: the client %s while its push was served: no reply "
                                "sent; its updates go on (ask for status)", self.name, who,
                                watch.why)
+            return reply
+        if op in ("commit", "abort"):
+            watch = _ClientWatch(conn, self._address.family == "tcp", self.max_size)
+            try:
+                reply = self._decide(request, watch, who)
+            except TwoPhaseError as exc:
+                return protocol.error_reply("TwoPhaseError", str(exc))
+            if reply is None:
+                logger.warning("%s: %s: the client %s while its %s was served: no reply sent",
+                               self.name, who, watch.why, op)
             return reply
         if op == "rollback":
             watch = _ClientWatch(conn, self._address.family == "tcp", self.max_size)

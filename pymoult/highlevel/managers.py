@@ -74,12 +74,17 @@ def live_managers():
 
 
 @contextlib.contextmanager
-def collect_updates():
+def collect_updates(before_queued=None):
     """Within the block, every update the *calling thread* adds to any manager is appended,
     as an ``(update, future)`` pair, to the list this yields (the Listener uses it to report
-    the outcome of the updates a script queued). Blocks nest: the inner one collects."""
+    the outcome of the updates a script queued). Blocks nest: the inner one collects.
+
+    ``before_queued(update, future)``, if given, is called for each of them before the update
+    is queued, so before its manager can start it; what it raises is raised by ``add_update``,
+    and the update is not queued."""
     outer = getattr(_local, "collected", None)
-    _local.collected = collected = []
+    collected = []
+    _local.collected = (collected, before_queued)
     try:
         yield collected
     finally:
@@ -272,12 +277,15 @@ class Manager:
         if not update.threads:
             update.threads = list(self.threads)
         future = UpdateFuture(self, update)
+        collecting = getattr(_local, "collected", None)
+        if collecting is not None:
+            collected, before_queued = collecting
+            if before_queued is not None:
+                before_queued(update, future)
+            collected.append((update, future))
         update.mark("added")
         with self._lock:
             self._queue.add(_Entry(update, future, priority, next(self._seq), requires))
-        collected = getattr(_local, "collected", None)
-        if collected is not None:
-            collected.append((update, future))
         logger.info("%s: queued %r", self.name, update)
         return future
 
