@@ -15,8 +15,18 @@ Pymoult logs through the ``pymoult`` logger and never prints.
 """
 
 import logging
+import sys
 
 __version__ = "0.1.0"
+
+# A free-threaded CPython (3.13t and later) running without its GIL lets threads run Python code
+# at the same time: the stop-the-world window, suspension and every guarantee built on them rest
+# on the GIL and would silently not hold. sys._is_gil_enabled exists from 3.13 on, every build.
+if not getattr(sys, "_is_gil_enabled", lambda: True)():
+    raise ImportError(
+        "Pymoult needs the GIL, and this free-threaded Python runs without it: its updates "
+        "could not be made safely. Run with the GIL enabled (PYTHON_GIL=1, or python -X gil=1) "
+        "or use a default (non free-threaded) build of Python.")
 
 logging.getLogger("pymoult").addHandler(logging.NullHandler())
 
