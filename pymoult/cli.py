@@ -28,6 +28,7 @@ import os
 import shutil
 import signal
 import sys
+import textwrap
 import threading
 import time
 
@@ -137,7 +138,7 @@ def _run_logged(args):
         # program written for the original Pymoult has its own)
         return Listener(address=args.listen, token_file=args.token_file)
 
-    watchers = []
+    watchers, registered = [], []
 
     def ready(runtime):
         if args.watch is not None:
@@ -158,6 +159,12 @@ def _run_logged(args):
         print(f"{LISTENING}{address}", file=sys.stderr, flush=True)
         if args.address_file:
             write_address_file(args.address_file, address)
+        from .running_apps import register
+        try:
+            registered.append(register(address, path if path is not None else f"-m {module}"))
+        except (OSError, PymoultError) as exc:  # pymoult ps will not list it; nothing else
+            print(f"pymoult: warning: not listed by pymoult ps: {exc}", file=sys.stderr,
+                  flush=True)
 
     runtime = Runtime(application, listener_factory=None if args.no_listen else make_listener,
                       on_ready=ready)
@@ -169,6 +176,8 @@ def _run_logged(args):
     finally:
         for watcher in watchers:
             watcher.stop(2.0)
+        for unregister in registered:
+            unregister()
     if runtime.forced:  # application threads may still run: do not wait for them
         sys.stdout.flush()
         sys.stderr.flush()
@@ -422,6 +431,31 @@ def _ms(seconds):
     return "-" if seconds is None else f"{seconds * 1e3:.2f} ms"
 
 
+def _ps(args):
+    from .running_apps import running
+
+    records = running()
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return 0
+    if not records:
+        print("no application of yours is running under pymoult run")
+        return 0
+    now = time.time()
+    print(_table([(r["pid"], r["address"], _age(now - r.get("started", now)), r["application"])
+                  for r in records], ("pid", "address", "running for", "application")))
+    return 0
+
+
+def _age(seconds):
+    seconds = int(max(0, seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
 def _status(args):
     reply = client.status(args.to, token=_token_from_file(args.token_file))
     if args.json:
@@ -495,6 +529,36 @@ def _positive(text):
     return value
 
 
+def _demo_description(listed=True):
+    text = textwrap.fill("Start an example application under pymoult run, push its update "
+                         "scripts (update.py, update2.py...) one after the other, and show "
+                         "its output change while it runs.", 79)
+    if not listed:
+        return text
+    from .demo import known_examples
+
+    examples = known_examples()
+    if not examples:
+        return text + "\n\n" + textwrap.fill(
+            "No example found here: the examples are in Pymoult's source checkout "
+            "(examples/); a directory holding app.py and update.py works too.", 79)
+    width = max(len(name) for name, _ in examples)
+    return text + "\n\nexamples:\n" + "\n".join(
+        f"  {name.ljust(width)}  {summary}" for name, summary in examples)
+
+
+def _address(text):
+    """A ``--to`` value: an address, or the pid of one of this user's ``pymoult run``
+    processes (``pymoult ps``), turned into its address."""
+    if not text.isdigit():
+        return text
+    from .running_apps import address_of
+    try:
+        return address_of(int(text))
+    except PymoultError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _count(minimum):
     def count(text):
         try:
@@ -519,9 +583,15 @@ def _log_level(text):
                                          f"got {text!r}") from None
 
 
-def build_parser():
+def build_parser(examples=True):
+    """The command's parser; ``examples``: list the examples in ``demo --help`` (they are
+    looked for on disk, so the other commands skip it)."""
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="pymoult", description="Update a running Python "
                                      "program without stopping it.")
+    parser.add_argument("--version", action="version",
+                        version=f"pymoult {__version__} (Python {sys.version.split()[0]})")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run an application under the Pymoult runtime",
@@ -561,16 +631,25 @@ def build_parser():
 
     def client_options(sub, pipe=False):
         if not pipe:
-            sub.add_argument("--to", metavar="ADDRESS", default=None,
+            sub.add_argument("--to", metavar="ADDRESS", default=None, type=_address,
                              help="the listener's address (default: $PYMOULT_ADDRESS): a "
                                   "socket, unix:/path or tcp:host:port (a pipe carries no "
-                                  "reply)")
+                                  "reply), or the pid of a pymoult run process (pymoult ps)")
         sub.add_argument("--token-file", help="file holding the token (default: "
                          "$PYMOULT_TOKEN)")
         sub.add_argument("--json", action="store_true", help="print the reply as JSON")
 
-    push = commands.add_parser("push", help="send an update script, or new versions of "
-                                            "modules, to a running application")
+    push = commands.add_parser(
+        "push", help="send an update script, or new versions of modules, to a running "
+                     "application",
+        description="Send an update script (or, with --module, the new version of modules, "
+                    "from their files) to the application listening at --to, which runs it in "
+                    "a thread of its own; with --wait, report how each update it queued ended. "
+                    "Several --to (or --to-file) make a rollout: a canary, then waves, halted "
+                    "and rolled back at the first failure (or, with --two-phase, every "
+                    "application prepared, then all committed at once). Exit status: 0 "
+                    "applied, 1 not applied, 2 bad usage, 3 listener unreachable or refusing; "
+                    "a rollout: 0 all updated, 1 all on the old version, 4 neither.")
     push.add_argument("script", nargs="?", help="the update script (- reads standard input)")
     push.add_argument("--module", nargs="+", action="append", metavar="NAME [FILE]",
                       help="update module NAME to its own file as it is now (edited in place or "
@@ -582,8 +661,9 @@ def build_parser():
     push.add_argument("--timeout", type=_positive, default=None,
                       help="seconds to wait for the script and its updates")
     client_options(push, pipe=True)
-    push.add_argument("--to", metavar="ADDRESS", action="append", default=None,
-                      help="the listener's address (default: $PYMOULT_ADDRESS); pipe:/path "
+    push.add_argument("--to", metavar="ADDRESS", action="append", default=None, type=_address,
+                      help="the listener's address (default: $PYMOULT_ADDRESS), or the pid of "
+                           "a pymoult run process (pymoult ps); pipe:/path "
                            "writes into a PipeListener's named pipe, which sends no reply. "
                            "Repeat it to update several applications: a rollout (a canary, "
                            "then waves; halted and rolled back at the first failure)")
@@ -613,13 +693,27 @@ def build_parser():
     rollback.add_argument("--timeout", type=_positive, default=None,
                           help="seconds to wait for the reverts")
     client_options(rollback)
-    client_options(commands.add_parser("status", help="what the application's managers do"))
-    client_options(commands.add_parser("history", help="the updates that have finished"))
+    client_options(commands.add_parser(
+        "status", help="what the application's managers do",
+        description="Show the listener (its address, the updates applied through it, the "
+                    "scripts still running) and each manager: its current update and how far it "
+                    "got, its queue, and counts of finished updates."))
+    client_options(commands.add_parser(
+        "history", help="the updates that have finished",
+        description="List the updates each manager has finished: final state, when they "
+                    "applied, how long the threads were held, their operations and errors."))
+    ps = commands.add_parser(
+        "ps", help="list your applications running under pymoult run",
+        description="List this user's applications running under pymoult run, with their "
+                    "pid and listener address: --to PID reaches one by its pid.")
+    ps.add_argument("--json", action="store_true", help="print the list as JSON")
     commands.add_parser("token", help="print a fresh random token (for --token-file or "
                         "PYMOULT_TOKEN)", description="Print a fresh random token: 32 random "
                         "bytes, URL-safe base64. Keep it in a file only you can read: "
                         "pymoult token > FILE; chmod 600 FILE.")
-    demo = commands.add_parser("demo", help="start an example, update it live, show the change")
+    demo = commands.add_parser("demo", help="start an example, update it live, show the change",
+                               description=_demo_description(examples),
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
     demo.add_argument("example", nargs="?",
                       help="an example's name (examples/NAME in a source checkout) or a "
                            "directory holding app.py and update*.py (default: a built-in "
@@ -666,16 +760,28 @@ def _split_run(tokens):
     return options, None, None, []
 
 
+#: What the line printed on Ctrl-C says goes on, per command.
+_INTERRUPTED = {
+    "push": "what was sent goes on in the application (its updates apply or fail there; "
+            "pymoult status shows them), and nothing more is sent",
+    "rollback": "the reverts already asked for go on in the application (pymoult status "
+                "shows them)",
+    "status": "nothing was changed",
+    "history": "nothing was changed",
+    "ps": "nothing was changed",
+}
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "run":
         options, script, module, app_args = _split_run(argv[1:])
-        args = build_parser().parse_args(["run", *options])
+        args = build_parser(examples=False).parse_args(["run", *options])
         args.module = module
         args.target = [] if script is None and module is None else \
             ([script] if script is not None else []) + app_args
         return _run(args)
-    args = build_parser().parse_args(argv)
+    args = build_parser(examples=argv[:1] == ["demo"]).parse_args(argv)
     if args.command == "demo":
         from .demo import demo
         return demo(args.example, args.arguments)
@@ -683,9 +789,14 @@ def main(argv=None):
         from .protocol import new_token
         print(new_token())
         return 0
-    handlers = {"push": _push, "rollback": _rollback, "status": _status, "history": _history}
+    handlers = {"push": _push, "rollback": _rollback, "status": _status, "history": _history,
+                "ps": _ps}
     try:
         return handlers[args.command](args)
+    except KeyboardInterrupt:  # Ctrl-C: what was sent is the application's now
+        print(f"pymoult {args.command}: interrupted; {_INTERRUPTED[args.command]}",
+              file=sys.stderr)
+        return 130
     except (ListenerError, ProtocolError, AuthenticationError) as exc:
         print(f"pymoult {args.command}: {exc}", file=sys.stderr)
         return UNREACHABLE

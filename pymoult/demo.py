@@ -120,12 +120,34 @@ def find_example(name):
     for root in _EXAMPLE_ROOTS:
         if _complete(root / name):
             return (root / name).resolve()
-    known = sorted({path.name for root in _EXAMPLE_ROOTS if root.is_dir()
-                    for path in root.iterdir() if _complete(path)})
+    known = [name for name, _ in known_examples()]
     hint = f"one of: {', '.join(known)}" if known else \
         "none found here (the examples are in Pymoult's source checkout)"
     raise NoSuchExample(f"no example {name!r}: give the path of a directory holding app.py and "
                         f"update.py, or the name of an example, {hint}")
+
+
+def known_examples():
+    """``(name, summary)`` of every example ``pymoult demo NAME`` finds (see
+    :func:`find_example`), by name: the summary is the first line of its ``app.py``'s
+    docstring ("" without one)."""
+    found = {}
+    for root in _EXAMPLE_ROOTS:
+        if not root.is_dir():
+            continue
+        for path in sorted(root.iterdir()):
+            if path.name not in found and _complete(path):
+                found[path.name] = _summary(path / "app.py")
+    return sorted(found.items())
+
+
+def _summary(app):
+    try:
+        text = app.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
+    match = re.match(r'\s*(?:"""|\'\'\')\s*([^\n]*)', text)
+    return match.group(1).strip().rstrip('"\'') if match else ""
 
 
 #: Where ``pymoult demo NAME`` looks for NAME, in this order.

@@ -181,7 +181,10 @@ def test_an_uncaught_exception_prints_its_traceback_and_exits_1(app):
     crashing = app("raise LookupError('no such thing')\n")
     assert crashing.wait() == 1
     assert crashing.stderr.wait_for(lambda line: line == "LookupError: no such thing")
-    assert "Traceback" in crashing.stderr.text()
+    lines = crashing.stderr.text().splitlines()
+    assert "Traceback (most recent call last):" in lines
+    frames = [line for line in lines if line.lstrip().startswith("File ")]
+    assert frames and all("app0.py" in line for line in frames)  # no frame of the runtime's
 
 
 def test_the_runtime_keeps_serving_while_other_application_threads_live(app, tmp_path):

@@ -19,7 +19,7 @@ PUBLIC_MODULES = ["pymoult.errors", "pymoult.threads", "pymoult.lowlevel.alterab
                   "pymoult.delivery.authentication", "pymoult.delivery.peers",
                   "pymoult.delivery.scripts", "pymoult.delivery.script_host",
                   "pymoult.delivery.reverts", "pymoult.delivery.two_phase",
-                  "pymoult.highlevel.revert", "pymoult.rollout"]
+                  "pymoult.highlevel.revert", "pymoult.rollout", "pymoult.running_apps"]
 #: The ``pymoult`` command: the top tier, which may use everything and which nothing uses.
 COMMAND_MODULES = {"cli.py", "demo.py", "__main__.py"}
 #: The original Pymoult's import path for the listeners, kept as re-exports from the tier above.

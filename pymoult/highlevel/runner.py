@@ -181,6 +181,10 @@ class Runner(DSU_Thread):
         first = tb
         while first is not None and first.tb_frame.f_code.co_filename != app_file:
             first = first.tb_next
+        if first is not None and exc is not None:
+            # the interpreter's hook prints the exception's own traceback when it has one,
+            # whatever it is given: cut the runtime's frames off that one
+            exc.__traceback__ = first
         sys.excepthook(kind, exc, first if first is not None else tb)
 
 
