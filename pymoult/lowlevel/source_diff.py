@@ -155,15 +155,28 @@ def _shared_lines(before, source):
         return lines, len(lines), 0
     limit = min(len(old), len(source))
     same_start = _common_prefix_chars(old, source, limit)
-    first = old.count("\n", 0, same_start)  # the line holding the first difference differs
-    start = old.rfind("\n", 0, same_start) + 1  # where it starts, in both
+    start = old.rfind("\n", 0, same_start) + 1  # the line holding the first difference
     same_end = _common_suffix_chars(old, source, limit - start)
     if not _plain(source[same_start:len(source) - same_end]):  # the rest is ``old``'s text
         return None
     tail = len(old) - same_end  # the shared end starts here in ``old``
+    # the \n before the first difference, and from the shared end on: when the two spans do
+    # not overlap, only the shorter is counted (a count reads each character), the other is
+    # what is left of the text's total, one per line but an unterminated last line
+    if tail < same_start:
+        first, after_tail = old.count("\n", 0, same_start), old.count("\n", tail)
+    else:
+        total = len(lines) - (bool(old) and not old.endswith("\n"))
+        between = old.count("\n", same_start, tail)
+        if same_start <= len(old) - tail:
+            first = old.count("\n", 0, same_start)
+            after_tail = total - first - between
+        else:
+            after_tail = old.count("\n", tail)
+            first = total - after_tail - between
     # lines starting inside the shared end, after a \n that does not end the text, and at
     # its first character when that starts a line in both texts
-    last = old.count("\n", tail) - (1 if same_end and old.endswith("\n") else 0)
+    last = after_tail - (1 if same_end and old.endswith("\n") else 0)
     whole = same_end and (tail == 0 or old[tail - 1] == "\n") and \
         (len(source) == same_end or source[len(source) - same_end - 1] == "\n")
     if whole:
