@@ -45,6 +45,7 @@ import threading
 import types
 import weakref
 
+from .._cpython import dict_version
 from ..errors import PymoultTypeError, PymoultValueError
 from .live_comparison import (CHANGED, SAME, UNDECIDED, foreign_definitions, judge, names_bound,
                               removed_names, same_code)
@@ -52,12 +53,12 @@ from .relinking import wrapped_layers
 from ..source_tracking import tracked_source
 
 __all__ = ["Statement", "SourceVersion", "SourceChange", "parse_version", "compare",
-           "change_from_live", "with_live_differences", "version_of", "known_version",
+           "change_from_live", "with_live_differences", "live_files", "version_of",
+           "known_version",
            "file_version", "recorded_version", "remember_version", "forget_version",
            "same_code"]
 
-# module name -> (weak reference to the module, SourceVersion, names of its definitions, the
-# objects they were bound to)
+# module name -> _Record
 _versions = {}
 _versions_lock = threading.Lock()
 _parse_lock = threading.Lock()  # parsing the unparsed parts of a version (one thread at a time)
@@ -907,14 +908,17 @@ def change_from_live(module, source, filename):
     return SourceChange(None, after, old, new, 0, len(after.lines), notes, moves)
 
 
+def live_files(module, *versions):
+    """The files whose code ``module`` runs as its own, compared between ``versions`` (None for
+    the live module): their files and the module's source file."""
+    return {_source_file(module)} | {v.filename for v in versions if v is not None}
+
+
 def with_live_differences(module, change):
     """``change``, plus the definitions it takes as unchanged whose live code comes from
     elsewhere than the versions compared (an update script changed them since): each is
     compared with the new version like any other, and counts as changed if it differs."""
-    files = {change.after.filename, _source_file(module)}
-    if change.before is not None:
-        files.add(change.before.filename)
-    foreign = foreign_definitions(module, files)
+    foreign = foreign_definitions(module, live_files(module, change.before, change.after))
     if not foreign:
         return change
     changed = {id(statement) for statement in change.new}
@@ -934,25 +938,57 @@ def with_live_differences(module, change):
                         change.shifted_from, change.notes, change.moves)
 
 
+class _Record:
+    """What :func:`remember_version` records of a module: the version it runs, the names of
+    its definitions and the objects they were bound to then, and ``checked``, the version tag
+    of the module's dict (``_cpython.dict_version``) when they were last found bound to those
+    objects: while the dict keeps that tag, nothing in it was rebound, and the record holds
+    without comparing its thousands of names."""
+
+    __slots__ = ("module", "version", "names", "objects", "checked")
+
+    def __init__(self, module, version, names, objects, checked):
+        self.module = weakref.ref(module)
+        self.version, self.names, self.objects, self.checked = version, names, objects, checked
+
+    def holds(self, namespace):
+        """Whether each name is bound in ``namespace`` (the module's dict) to its object."""
+        # the tag is read before the names are compared: if the dict changes in between, the
+        # tag kept is one it no longer has, and the next check compares them again
+        tag = dict_version(namespace)
+        if tag is not None and tag == self.checked:
+            return True  # the dict is as it was when they were last found bound to them
+        if not all(map(operator.is_, map(namespace.get, self.names), self.objects)):
+            return False  # a definition was rebound since (compared at C speed)
+        self.checked = tag
+        return True
+
+
 def recorded_version(module):
     """The version Pymoult last applied to ``module`` (this very module object), or None, also
     when the record is stale: the module was reloaded, or its definitions rebound since."""
     with _versions_lock:
         known = _versions.get(module.__name__)
-    if known is None or known[0]() is not module:
+    if known is None or known.module() is not module or not known.holds(module.__dict__):
         return None
-    if not all(map(operator.is_, map(module.__dict__.get, known[2]), known[3])):
-        return None  # a definition was rebound since (compared at C speed: 5,000 in 0.1 ms)
-    return known[1]
+    return known.version
 
 
 def remember_version(module, version):
-    """Record ``version`` as the source ``module`` runs now; returns the previous record."""
+    """Record ``version`` as the source ``module`` runs now; returns the previous record. When
+    the previous record held for the dict as it is now and the definitions have the same names
+    (the usual edit, of bodies), their objects are the previous record's."""
     names = tuple(version.definition_names())
-    objects = tuple(map(module.__dict__.get, names))
+    namespace = module.__dict__
     with _versions_lock:
+        tag = dict_version(namespace)  # read before the objects, as in _Record.holds
         previous = _versions.get(module.__name__)
-        _versions[module.__name__] = (weakref.ref(module), version, names, objects)
+        if tag is not None and previous is not None and previous.checked == tag and \
+                previous.module() is module and previous.names == names:
+            objects = previous.objects
+        else:
+            objects = tuple(map(namespace.get, names))
+        _versions[module.__name__] = _Record(module, version, names, objects, tag)
     version.release_trees()
     return previous
 
