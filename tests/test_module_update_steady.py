@@ -2,7 +2,8 @@
 them exact.
 
 The record of the version a module runs is checked in O(1) while the module's dict keeps its
-version tag (``_cpython.dict_version``). Code from elsewhere (an update script's) is found
+version tag (``_cpython.dict_version``); a ``def`` that runs nothing is applied without touching
+the module's dict, so that the tag stays. Code from elsewhere (an update script's) is found
 wherever it hides however cheap the rest is: a function's code replaced, a name rebound, a
 class attribute rebound, a wrapper's ``__wrapped__`` changed."""
 
@@ -105,6 +106,17 @@ def test_a_definition_rebound_after_the_record_was_checked_makes_it_stale(steady
     assert recorded_version(steady) is current
 
 
+@needs_versions
+def test_a_body_edit_leaves_the_module_dict_as_it_was(steady, manager):
+    tag = _cpython.dict_version(vars(steady))
+    objects = source_diff._versions["steady_app"].objects
+    target = steady.target
+    apply(manager, steady, version(3))
+    assert steady.target is target and target() == 3  # updated in place
+    assert _cpython.dict_version(vars(steady)) == tag  # not even bound for a moment
+    assert source_diff._versions["steady_app"].objects is objects  # the same bindings
+
+
 def test_an_update_that_adds_a_definition_records_its_object(steady, manager):
     source = version(3) + "\n\ndef added():\n    return 'added'\n"
     apply(manager, steady, source)
@@ -124,6 +136,15 @@ def test_definitions_an_update_moves_are_recorded_in_their_new_order(steady, man
     assert steady.target() == 3 and recorded_version(steady) is not None
     steady.f1 = steady.f2
     assert recorded_version(steady) is None
+
+
+def test_a_module_without_builtins_is_not_given_them_by_an_update(steady, manager):
+    builtins = vars(steady).pop("__builtins__")
+    try:
+        apply(manager, steady, version(3))
+        assert "__builtins__" not in vars(steady) and steady.target() == 3
+    finally:
+        vars(steady)["__builtins__"] = builtins
 
 
 def _code_replaced(app):
