@@ -314,6 +314,9 @@ class _ModulePlan:
         self.old_classes = {s.names[0]: s.node for s in self.change.old if s.kind == "class"}
         namespace = self._trial()
         self.codes = self._codes(namespace)
+        # read from the text of the parts not parsed now rather than when the version is
+        # recorded, in the stop-the-world window (most of a first update's window)
+        self.after.definition_names()
 
     # -- on trial --------------------------------------------------------------------------------
 

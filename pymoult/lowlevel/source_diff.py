@@ -355,6 +355,7 @@ class SourceVersion:
         self._fresh = False  # made from the tracked source of the module, which runs it
         self._anchor_lines = None
         self._plain = None  # whether its lines end with \n only, once known
+        self._names = None  # (the pieces, the names of their definitions), once asked for
         self.has_future = _has_future_import(statements)
 
     @property
@@ -457,13 +458,20 @@ class SourceVersion:
         return found
 
     def definition_names(self):
-        """The names of :meth:`definitions` (all of them), in order."""
+        """The names of :meth:`definitions` (all of them), in order, as a tuple: kept until more
+        of the version is parsed (:func:`remember_version` reads them inside an update's
+        stop-the-world window, the update computes them before, when it is made)."""
+        pieces = self._pieces
+        if self._names is not None and self._names[0] is pieces:
+            return self._names[1]
         names = []
-        for piece in self._pieces:
+        for piece in pieces:
             if type(piece) is _Chunk:
                 names += piece.definitions(self.lines)
             elif piece.kind in ("def", "class"):
                 names.append(piece.names[0])
+        names = tuple(names)
+        self._names = (pieces, names)
         return names
 
     def defining(self, names):
@@ -978,7 +986,7 @@ def remember_version(module, version):
     """Record ``version`` as the source ``module`` runs now; returns the previous record. When
     the previous record held for the dict as it is now and the definitions have the same names
     (the usual edit, of bodies), their objects are the previous record's."""
-    names = tuple(version.definition_names())
+    names = version.definition_names()
     namespace = module.__dict__
     with _versions_lock:
         tag = dict_version(namespace)  # read before the objects, as in _Record.holds
