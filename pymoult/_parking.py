@@ -371,7 +371,8 @@ class ThreadControl:
             self.wants_point = wants
             _set_wanting(self, wants)
 
-    def _check_alive(self, what):
+    def check_alive(self, what):
+        """``ThreadStateError`` saying it cannot ``what`` the thread unless it runs."""
         if self.finished or self.ident is None or not self.thread.is_alive():
             raise ThreadStateError(f"cannot {what} {self.thread!r}: it is not running")
 
@@ -383,7 +384,7 @@ class ThreadControl:
         prune_dead_threads()
         grace = POINT_GRACE if grace is None else check_timeout(grace, "grace")
         with self._lock:
-            self._check_alive("suspend")
+            self.check_alive("suspend")
             self.suspend_requested = True
             self._refresh_locked()
             if not anywhere or self.parked or self.anywhere:
@@ -486,7 +487,7 @@ class ThreadControl:
         future = Future()
         future.set_running_or_notify_cancel()
         with self._lock:
-            self._check_alive("reboot")
+            self.check_alive("reboot")
             previous = self.reboot_request
             self.reboot_request = (payload, future, asynchronous)
             self._refresh_locked()

@@ -92,6 +92,12 @@ class DSU_Thread(threading.Thread):
         self._started_once = True
         super().start()
 
+    @property
+    def current_main(self):
+        """The function the current run of main is running (the thread's ``main`` method,
+        or the function ``switchMain`` or a reboot put in its place); None between runs."""
+        return self._main_function
+
     def run(self):
         control = self._pymoult_control
         self._continuation = greenlet.greenlet(self._continuation_loop)

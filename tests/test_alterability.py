@@ -5,7 +5,7 @@ import types
 import greenlet
 import pytest
 
-from pymoult import _parking
+from pymoult import _parking, _stacks
 from pymoult.errors import DeadlockDetectedError, PymoultTypeError, PymoultValueError
 from pymoult.lowlevel import alterability as alt
 from pymoult.lowlevel.alterability import staticUpdatePoint
@@ -279,13 +279,13 @@ def test_a_parked_stack_is_read_once_per_park_and_afresh_at_the_next(spawn):
     deep = spawn(DSU_Thread(target=deep_main))  # its only point: inside inner_loop
     assert alt.waitStaticPoints([deep], timeout=WAIT)
     caller = _parking.point_callers()[deep.ident]
-    stacks = alt._thread_stacks([deep], from_points=True)
+    stacks = _stacks.thread_stacks([deep], from_points=True)
     assert stacks[deep.ident][0] is caller  # the stack read from the point's caller out
     assert [code.co_name for code in caller.codes()[1]][:3] == [
         "inner_loop", "body", "deep_main"]
     for function in (inner_loop, body):
-        assert alt._running_code(alt._codes_of(function), stacks) is function.__code__
-    assert alt._running_code(alt._codes_of(waiting_function), stacks) is None
+        assert _stacks.running_code(_stacks.codes_of(function), stacks) is function.__code__
+    assert _stacks.running_code(_stacks.codes_of(waiting_function), stacks) is None
     assert alt.checkQuiescenceOfFunctions([inner_loop], [deep]) is False  # and resumes it
 
 

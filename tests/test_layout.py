@@ -157,3 +157,15 @@ def test_no_two_modules_import_each_other_even_lazily():
              if a in imports.get(b, ())}
     assert pairs - KNOWN_CYCLES == set(), sorted(sorted(pair) for pair in pairs - KNOWN_CYCLES)
     assert KNOWN_CYCLES <= pairs, "a known cycle is gone: take it off KNOWN_CYCLES"
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=str)
+def test_no_module_imports_another_modules_underscore_names(path):
+    """Private *modules* (``_cpython``, ``_stacks``...) share plain names; a name starting with
+    an underscore stays in its module."""
+    modules = {module.stem for module in PACKAGE.rglob("_*.py")}  # "from .. import _cpython"
+    private = [f"{node.module or '.'}: {alias.name}" for node in ast.walk(ast.parse(
+        path.read_text())) if isinstance(node, ast.ImportFrom) for alias in node.names
+        if alias.name.startswith("_") and not alias.name.startswith("__")
+        and alias.name not in modules]
+    assert not private, f"{path.name} imports {private}"

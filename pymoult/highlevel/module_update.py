@@ -91,10 +91,10 @@ import types
 
 from ..errors import (ModuleUpdateError, NotAlterableNow, PymoultTypeError, PymoultValueError,
                       RedefinitionError)
-from ..lowlevel.alterability import (TornCallGuard, _class_codes, _codes_of, _running_code,
-                                     _thread_stacks, _wait_quiescence, patience,
-                                     stacks_not_at_points)
-from ..lowlevel.data_update import _updatable_in_place, redefineClass
+from .._stacks import class_codes, codes_of, running_code, thread_stacks
+from ..lowlevel.alterability import (TornCallGuard, patience, stacks_not_at_points,
+                                     wait_quiescence)
+from ..lowlevel.data_update import redefineClass, updatable_in_place
 from ..lowlevel.journal import (MISSING, Operation, SetItem, current_journal, delete_attribute,
                                 describe, set_attribute)
 from ..lowlevel.live_comparison import is_main_guard, names_bound
@@ -430,12 +430,12 @@ class _ModulePlan:
                          if old.co_freevars == new_code.co_freevars
                          and not same_code(old, new_code))  # not for new line numbers only
             if isinstance(value, type):
-                if isinstance(new, type) and _updatable_in_place(value, new):
+                if isinstance(new, type) and updatable_in_place(value, new):
                     codes |= _changed_method_codes(value, new)
                 else:
-                    codes |= _class_codes(value)
+                    codes |= class_codes(value)
             elif _is_function(value):
-                codes |= _codes_of(value)
+                codes |= codes_of(value)
         return codes
 
     def kept_class_attributes(self, name, live_cls):
@@ -1115,7 +1115,7 @@ def _changed_method_codes(live_cls, new_cls):
                 continue
             new_code = _innermost_code(new) if new is not None else None
             if new_code is None or not same_code(old_code, new_code):
-                codes |= _codes_of(old)
+                codes |= codes_of(old)
     return codes
 
 
@@ -1413,10 +1413,10 @@ class ModuleUpdate(Update):
 
     def _unsafe_code(self):
         if not self.threads:
-            running = _running_code(self.codes, _thread_stacks(from_points=True))
+            running = running_code(self.codes, thread_stacks(from_points=True))
             if running is not None:
                 return running
-        return _running_code((), stacks_not_at_points(), self.torn_guard)
+        return running_code((), stacks_not_at_points(), self.torn_guard)
 
     def check_alterability(self):
         if self.threads and not super().check_alterability():
@@ -1429,10 +1429,10 @@ class ModuleUpdate(Update):
     def wait_alterability(self):
         with patience(self.max_tries, self.sleep_time):
             if self.threads:
-                return _wait_quiescence((), self.suspended_threads(), self.timeout,
+                return wait_quiescence((), self.suspended_threads(), self.timeout,
                                         anywhere=self.suspension == "anywhere",
                                         unsafe=self._unsafe_code)
-            return _wait_quiescence(self.codes, [], self.timeout, unsafe=self._unsafe_code)
+            return wait_quiescence(self.codes, [], self.timeout, unsafe=self._unsafe_code)
 
     def why_not_alterable(self):
         reasons = [super().why_not_alterable()]

@@ -41,15 +41,14 @@ when a thread would wait for itself).
 
 import contextlib
 import functools
-import os
 import sys
-import sysconfig
 import threading
 import time
 import types
 
-from .. import _cpython, _parking, _suspension
+from .. import _parking, _stacks, _suspension
 from .._parking import check_timeout, control_for, staticUpdatePoint, update_point
+from .._stacks import class_codes, codes_of, codes_of_all, library_of, running_code, thread_stacks
 from ..errors import DeadlockDetectedError, PymoultTypeError, PymoultValueError
 from .journal import current_journal, set_attribute
 
@@ -199,7 +198,7 @@ def suspendThreads(threads, timeout=None, anywhere=True):
         return False
     controls = [control_for(thread) for thread in threads]  # every thread checked first
     for control in controls:
-        control._check_alive("suspend")
+        control.check_alive("suspend")
     for control in controls:
         control.request_suspend(anywhere=anywhere)
     for control in controls:
@@ -232,7 +231,7 @@ def setupWaitStaticPoints(threads):
     threads = _threads_list(threads)
     controls = [control_for(thread) for thread in threads]  # every thread checked first
     for control in controls:
-        control._check_alive("suspend")
+        control.check_alive("suspend")
     for control in controls:
         control.request_suspend()
 
@@ -293,92 +292,6 @@ def resumeSuspendedThreads(threads=None):
 # -- quiescence ---------------------------------------------------------------------------------
 
 
-def _codes_of(function):
-    """The code objects whose frames mean ``function`` is running.
-
-    Accepts functions, methods, code objects, ``staticmethod``/``classmethod``/``property``
-    objects and wrappers with ``__wrapped__`` (``functools.wraps``, ``lru_cache``: the wrapper and
-    every wrapped layer).
-    """
-    if isinstance(function, types.CodeType):
-        return {function}
-    codes = set()
-    seen = set()
-    todo = [function]
-    while todo:
-        obj = todo.pop()
-        if id(obj) in seen:
-            continue
-        seen.add(id(obj))
-        if isinstance(obj, (staticmethod, classmethod)):
-            todo.append(obj.__func__)
-        elif isinstance(obj, property):
-            todo.extend(f for f in (obj.fget, obj.fset, obj.fdel) if f is not None)
-        elif isinstance(obj, (types.MethodType, functools.partial)):
-            todo.append(getattr(obj, "__func__", None) or obj.func)
-        elif isinstance(obj, types.FunctionType):
-            codes.add(obj.__code__)
-            wrapped = obj.__dict__.get("__wrapped__")
-            if wrapped is not None:
-                todo.append(wrapped)
-        elif len(seen) < 100 and callable(obj) and \
-                isinstance(getattr(obj, "__wrapped__", None), types.FunctionType):
-            todo.append(obj.__wrapped__)  # a C wrapper (lru_cache): its function's frames
-        elif obj is not function:
-            continue  # an odd wrapped layer (a builtin): it has no Python frames
-        else:
-            raise PymoultTypeError(
-                f"cannot tell when {function!r} is running: it is not a Python function, "
-                "method or code object")
-    return codes
-
-
-def _codes_of_all(functions):
-    if callable(functions) or isinstance(functions, (types.CodeType, staticmethod, classmethod,
-                                                     property)):
-        raise PymoultTypeError(f"expected a list of functions, got the function {functions!r}")
-    codes = set()
-    for function in functions:
-        codes |= _codes_of(function)
-    return codes
-
-
-def _class_codes(cls):
-    if not isinstance(cls, type):
-        raise PymoultTypeError(f"expected a class, got {cls!r}")
-    codes = set()
-    for value in vars(cls).values():
-        if isinstance(value, (types.FunctionType, staticmethod, classmethod, property)):
-            codes |= _codes_of(value)
-    return codes
-
-
-def _thread_stacks(threads=None, from_points=False):
-    """{thread ident: [top frames]} for the given threads (None: every thread).
-
-    A quiescence check pays this for every thread: only the threads known to have frames that
-    ``_current_frames`` misses (a DSU_Thread whose continuation has run) are asked for them.
-    With ``from_points``, the stack of a thread parked at a static update point starts at the
-    frame that called the point: the frames above it (the point's, the wait's) cannot be running
-    application code, and skipping them keeps a check of parked threads as cheap as one of idle
-    threads (``benchmarks/bench_quiescence.py``). Such a stack is a ``_parking.ParkedStack``
-    (its code objects read once per park), which only :func:`_running_code` reads.
-    """
-    frames = _cpython.current_frames()
-    if from_points:
-        frames.update(_parking.point_callers())  # a parked thread is alive: it is in frames
-    if threads is None:
-        stacks = {ident: [frame] for ident, frame in frames.items()}
-    else:
-        wanted = {t.ident for t in threads}
-        stacks = {ident: [frame] for ident, frame in frames.items() if ident in wanted}
-    for ident, frames_of in _parking.hidden_frames():
-        tops = stacks.get(ident)
-        if tops is not None:
-            tops.extend(frames_of())
-    return stacks
-
-
 class TornCallGuard:
     """What makes a frame unsafe when several functions change together: a caller that could
     see two versions of the update. A frame is unsafe when it names two of the changing
@@ -391,9 +304,7 @@ class TornCallGuard:
 
     __slots__ = ("names", "code_ids", "_verdicts")
 
-    STDLIB = tuple({sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib")})
-    SITE = tuple({sysconfig.get_paths()[key] for key in ("purelib", "platlib")})
-    PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    STDLIB, SITE, PACKAGE = _stacks.STDLIB, _stacks.SITE, _stacks.PACKAGE
 
     def __init__(self, codes):
         self.names = frozenset(code.co_name for code in codes if not code.co_name.startswith("<"))
@@ -405,7 +316,7 @@ class TornCallGuard:
         if verdict is None:
             count = len(self.names.intersection(code.co_names))
             count += id(code) in self.code_ids
-            verdict = count >= 2 and _library_of(code.co_filename) is None
+            verdict = count >= 2 and library_of(code.co_filename) is None
             self._verdicts[id(code)] = (verdict, code)  # the code kept: its id stays unique
             return verdict
         return verdict[0]
@@ -414,51 +325,13 @@ class TornCallGuard:
         return len(self.names) > 1 or bool(self.names and self.code_ids)
 
 
-def _running_code(codes, stacks, torn=None):
-    """The first of ``codes`` that a frame in ``stacks`` (None: every thread's now) is running,
-    or None. With ``torn`` (a :class:`TornCallGuard`), also the code of a frame it finds unsafe.
-
-    The walk is the cost of a quiescence check (every frame of every thread): per frame, a test
-    of the code's name (a set of interned strings, no call) comes first, and only a frame whose
-    function has one of the names looked for is compared by identity (``id``, a call, and no
-    code object hashed: hashing one hashes its constants). About 15% faster than testing
-    ``id(frame.f_code)`` on every frame (``benchmarks/bench_quiescence.py``).
-    """
-    if stacks is None:
-        stacks = _thread_stacks(from_points=True)
-    names = frozenset(code.co_name for code in codes)
-    code_ids = {id(code) for code in codes}
-    unsafe = torn.unsafe if torn else None
-    parked = _parking.ParkedStack
-    for tops in stacks.values():
-        for frame in tops:
-            if type(frame) is parked:  # its code objects, read once per park
-                on_stack, parked_codes = frame.codes()
-                if unsafe is None and names.isdisjoint(on_stack):
-                    continue
-                for code in parked_codes:
-                    if code.co_name in names and id(code) in code_ids:
-                        return code
-                    if unsafe is not None and unsafe(code):
-                        return code
-                continue
-            while frame is not None:
-                code = frame.f_code
-                if code.co_name in names and id(code) in code_ids:
-                    return code
-                if unsafe is not None and unsafe(code):
-                    return code
-                frame = frame.f_back
-    return None
-
-
 def stacks_not_at_points(threads=None):
     """The stacks of the threads (None: all) that are not where their code said an update may
     come: parked at a static update point, or waiting inside Pymoult (for an update it asked
     for: ``apply_update``, a future's result). Their frames are safe by their author's choice.
     A thread suspended anywhere else (trapped, dormant, running) may be in the middle of
     anything."""
-    stacks = _thread_stacks(threads)
+    stacks = thread_stacks(threads)
     controls = {t.ident: control_for(t, create=False)
                 for t in (threading.enumerate() if threads is None else threads)
                 if t.ident in stacks}
@@ -474,26 +347,16 @@ def _waits_in_pymoult(frame):
     """Whether the innermost frame of a thread that is not the standard library's is Pymoult's
     (a point, a wait for an update)."""
     while frame is not None:
-        library = _library_of(frame.f_code.co_filename)
+        library = library_of(frame.f_code.co_filename)
         if library != "stdlib":
             return library == "pymoult"
         frame = frame.f_back
     return False
 
 
-def _library_of(filename):
-    """"pymoult" for a file of Pymoult, "stdlib" for one of the standard library (not of
-    site-packages, which lives under it), None for the application's (or a third party's)."""
-    if filename.startswith(TornCallGuard.PACKAGE):
-        return "pymoult"
-    if filename.startswith(TornCallGuard.STDLIB) and not filename.startswith(TornCallGuard.SITE):
-        return "stdlib"
-    return None
-
-
 def _code_in_stacks(codes, stacks):
     """True if a frame running one of ``codes`` is in any of ``stacks``."""
-    return _running_code(codes, stacks) is not None
+    return running_code(codes, stacks) is not None
 
 
 def runningFunctions(funcs, threads=None):
@@ -501,11 +364,11 @@ def runningFunctions(funcs, threads=None):
     (``threads``: None for every thread), for messages saying why an update waits."""
     names = {}
     for func in funcs:
-        for code in _codes_of(func):
+        for code in codes_of(func):
             names[id(code)] = getattr(func, "__qualname__", None) or code.co_name
     by_ident = {t.ident: t.name for t in threading.enumerate()}
     found = []
-    stacks = _thread_stacks(None if threads is None else _threads_list(threads))
+    stacks = thread_stacks(None if threads is None else _threads_list(threads))
     for ident, tops in stacks.items():
         for frame in tops:
             while frame is not None:
@@ -526,7 +389,7 @@ def thread_frames(threads=None):
     by_ident = {t.ident: t.name for t in threading.enumerate()}
     me, caller = threading.get_ident(), sys._getframe(1)
     found = []
-    for ident, tops in _thread_stacks(None if threads is None else
+    for ident, tops in thread_stacks(None if threads is None else
                                       _threads_list(threads)).items():
         name = by_ident.get(ident, str(ident))
         if ident == me:  # from the caller out, not the frames reading the stacks
@@ -542,31 +405,31 @@ def isFunctionInStack(func, thread):
     """True if ``func`` is running in ``thread`` (including its sleeping continuation)."""
     if not isinstance(thread, threading.Thread):
         raise PymoultTypeError(f"expected a thread, got {thread!r}")
-    return _code_in_stacks(_codes_of(func), _thread_stacks([thread]))
+    return _code_in_stacks(codes_of(func), thread_stacks([thread]))
 
 
 def isFunctionInAnyStack(func, threads=None):
     """True if ``func`` is running in any of ``threads`` (None: in any thread)."""
     threads = None if threads is None else _threads_list(threads)
-    return _code_in_stacks(_codes_of(func), _thread_stacks(threads))
+    return _code_in_stacks(codes_of(func), thread_stacks(threads))
 
 
 def isAnyCodeInAnyStack(codes, threads=None):
     """True if a frame of any of the code objects (or functions) ``codes`` is running."""
     threads = None if threads is None else _threads_list(threads)
-    return _code_in_stacks(_codes_of_all(codes), _thread_stacks(threads))
+    return _code_in_stacks(codes_of_all(codes), thread_stacks(threads))
 
 
 def isClassInAnyStack(cls, threads=None):
     """True if any method defined in ``cls`` itself (functions, static and class methods,
     property accessors) is running in any of ``threads`` (None: any thread)."""
     threads = None if threads is None else _threads_list(threads)
-    return _code_in_stacks(_class_codes(cls), _thread_stacks(threads))
+    return _code_in_stacks(class_codes(cls), thread_stacks(threads))
 
 
 def checkQuiescenceOfFunction(func, threads=None, anywhere=True):
     """One non-blocking try at quiescence of ``func``; see :func:`checkQuiescenceOfFunctions`."""
-    return _check_quiescence(_codes_of(func), _threads_list(threads), anywhere)
+    return _check_quiescence(codes_of(func), _threads_list(threads), anywhere)
 
 
 def checkQuiescenceOfFunctions(funcs, threads=None, anywhere=True):
@@ -576,9 +439,10 @@ def checkQuiescenceOfFunctions(funcs, threads=None, anywhere=True):
     are suspended the answer is False (the requests stay, so the next try may succeed). Once they
     are, every thread's stack is checked: if a function is running, the threads are resumed and
     the answer is False; otherwise it is True and the threads stay suspended, so the functions
-    cannot be entered before the update is applied (resume them afterwards). With no threads, a snapshot of every stack.
+    cannot be entered before the update is applied (resume them afterwards). With no threads,
+    a snapshot of every stack.
     """
-    return _check_quiescence(_codes_of_all(funcs), _threads_list(threads), anywhere)
+    return _check_quiescence(codes_of_all(funcs), _threads_list(threads), anywhere)
 
 
 def _live(threads):
@@ -600,7 +464,7 @@ def _check_quiescence(codes, threads, anywhere=True):
                 control_for(thread).request_suspend(anywhere=anywhere)
         if not all(_is_suspended(thread) for thread in waiting):
             return False
-    if _code_in_stacks(codes, _thread_stacks(from_points=True)):
+    if _code_in_stacks(codes, thread_stacks(from_points=True)):
         cleanFailedStaticPoints(live)
         return False
     return True
@@ -608,7 +472,7 @@ def _check_quiescence(codes, threads, anywhere=True):
 
 def waitQuiescenceOfFunction(func, threads=None, timeout=None, anywhere=True):
     """Block until ``func`` is quiescent; see :func:`waitQuiescenceOfFunctions`."""
-    return _wait_quiescence(_codes_of(func), _threads_list(threads), timeout, anywhere)
+    return wait_quiescence(codes_of(func), _threads_list(threads), timeout, anywhere)
 
 
 def waitQuiescenceOfFunctions(funcs, threads=None, timeout=None, anywhere=True):
@@ -620,14 +484,14 @@ def waitQuiescenceOfFunctions(funcs, threads=None, timeout=None, anywhere=True):
     with ``threads`` left suspended, or False (threads resumed) when the patience or ``timeout`` is
     exhausted. ``DeadlockDetectedError`` if the caller is one of ``threads``.
     """
-    return _wait_quiescence(_codes_of_all(funcs), _threads_list(threads), timeout, anywhere)
+    return wait_quiescence(codes_of_all(funcs), _threads_list(threads), timeout, anywhere)
 
 
-def _wait_quiescence(codes, threads, timeout, anywhere=True, unsafe=None):
+def wait_quiescence(codes, threads, timeout, anywhere=True, unsafe=None):
     """Suspend ``threads``, then wait until no frame runs ``codes``; with ``unsafe``, until
     ``unsafe()`` (it looks at the stacks itself) gives None."""
     if unsafe is None:
-        unsafe = functools.partial(_running_code, codes, None)
+        unsafe = functools.partial(running_code, codes, None)
     _refuse_self_wait(threads, "wait for quiescence")
     threads = _live(threads)
     _, sleep_time = _current_patience()
@@ -686,7 +550,7 @@ class ForceQuiescenceWatcher:
         self.module = module
         self.name = name
         self.original = original
-        self.codes = _codes_of(original)
+        self.codes = codes_of(original)
         self.quiescent = _WatcherEvent(self)
         self.can_continue = _WatcherEvent(self)
         self.held = 0  # callers waiting at the gate now
@@ -751,7 +615,7 @@ class ForceQuiescenceWatcher:
     def check(self):
         """Re-read every stack; set and return ``quiescent`` when no call is running."""
         if not self.quiescent.is_set():
-            stacks = _thread_stacks()
+            stacks = thread_stacks()
             if not _code_in_stacks(self.codes, stacks):
                 self.quiescent.set()
         return self.quiescent.is_set()

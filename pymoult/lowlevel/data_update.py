@@ -46,13 +46,13 @@ import types
 from .. import _cpython
 from ..errors import (ConversionError, PymoultTypeError, PymoultValueError, RedefinitionError,
                       TargetNotFoundError, TransformerError)
-from .alterability import _codes_of
+from .._stacks import codes_of
 from .journal import (MISSING, Journal, Operation, current_journal, delete_attribute, describe,
                       set_attribute)
 from .instances import instances_of
 from .object_state import ObjectStates
 from .redirection import redirect_references
-from .relinking import _copy_missing_globals, _rebuild, property_for, redefineMethod
+from .relinking import copy_missing_globals, property_for, rebuild, redefineMethod
 from .world import stop_the_world
 
 __all__ = [
@@ -268,7 +268,7 @@ def addMethodToClass(cls, name, method, journal=None):
     if not callable(function) and not isinstance(method, property):
         raise PymoultTypeError(f"a method must be callable, got {method!r}")
     if isinstance(function, types.FunctionType) and "__class__" in function.__code__.co_freevars:
-        rebuilt = _rebuild(function, function.__globals__, cls)
+        rebuilt = rebuild(function, function.__globals__, cls)
         method = type(method)(rebuilt) if wrapped else rebuilt
     set_attribute(cls, name, method, journal)
 
@@ -321,7 +321,7 @@ def _same_class(live, new, counterparts):
     return live.__qualname__ == new.__qualname__
 
 
-def _updatable_in_place(cls, new_cls, counterparts=None):
+def updatable_in_place(cls, new_cls, counterparts=None):
     """True when ``cls`` can take ``new_cls``'s namespace: same instance layout, the same
     metaclass (or its new version), and the same bases (or their new versions)."""
     if _layout(cls)[1:] != _layout(new_cls)[1:]:
@@ -382,7 +382,7 @@ def redefineClass(module, cls, new_cls, transformer=None, builder=None, journal=
         if function is not None and not callable(function):
             raise PymoultTypeError(f"{label} must be callable, got {function!r}")
     journal = current_journal(journal)
-    if _updatable_in_place(live, new_cls, counterparts):
+    if updatable_in_place(live, new_cls, counterparts):
         own = Journal(f"redefine {describe(live)}")  # so that a failure changes nothing
         try:
             with own.recording():
@@ -444,7 +444,7 @@ def _update_namespace(live, new_cls, journal, keep=()):
                 set_attribute(live, name, value, journal)
             continue
         if isinstance(current, type) and isinstance(value, type) and \
-                current.__qualname__ == value.__qualname__ and _updatable_in_place(current, value):
+                current.__qualname__ == value.__qualname__ and updatable_in_place(current, value):
             # a nested class: updated in place too, so its instances keep working
             if isinstance(current, enum.EnumMeta) and isinstance(value, enum.EnumMeta):
                 _update_enum(current, value, journal)
@@ -464,8 +464,8 @@ def _update_namespace(live, new_cls, journal, keep=()):
             function = value.__func__ if wrapped else value
             if isinstance(function, types.FunctionType):
                 home = live_module.__dict__ if live_module is not None else function.__globals__
-                rebuilt = _rebuild(function, home, live)
-                rebuilt.__code__ = _copy_missing_globals(rebuilt, function, journal)
+                rebuilt = rebuild(function, home, live)
+                rebuilt.__code__ = copy_missing_globals(rebuilt, function, journal)
                 value = type(value)(rebuilt) if wrapped else rebuilt
         set_attribute(live, name, value, journal)
     for name in sorted(old_names - new_names - {"__doc__"}):
@@ -735,7 +735,7 @@ def updateLocalVarInThread(thread, func, name, value, journal=None):
     """
     if not isinstance(thread, threading.Thread):
         raise PymoultTypeError(f"expected a thread, got {thread!r}")
-    codes = _codes_of(func)
+    codes = codes_of(func)
     _check_name(codes, func, name)
     written = _write(_frames_running(codes, {thread.ident}), name, value, current_journal(journal))
     if not written:
@@ -749,7 +749,7 @@ def updateLocalVar(func, name, value, journal=None):
 
     Returns the number of frames written; ``TargetNotFoundError`` if none is running.
     """
-    codes = _codes_of(func)
+    codes = codes_of(func)
     _check_name(codes, func, name)
     others = set(_cpython.current_frames()) - {threading.get_ident()}
     written = _write(_frames_running(codes, others), name, value, current_journal(journal))

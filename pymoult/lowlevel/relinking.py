@@ -201,7 +201,7 @@ def _written_global_names(code):
     return names
 
 
-def _copy_missing_globals(live, new, journal):
+def copy_missing_globals(live, new, journal):
     """Give the live module the globals the new code needs, and return the code the live
     function is to run (``new.__code__``, or a copy reading some globals under aliases).
 
@@ -316,7 +316,7 @@ def update_function(function, new_function, journal=None, keep_decorators=False)
         _check_free_variables(old, new)
     caches = [layer for layer in old_layers if callable(getattr(layer, "cache_clear", None))]
     for old, new in pairs:
-        code = _copy_missing_globals(old, new, journal)
+        code = copy_missing_globals(old, new, journal)
         before = SwapFunction.capture(old)
         after = SwapFunction.capture(new)
         after["__code__"] = code
@@ -363,7 +363,7 @@ def _follow_closures(pairs):
                 pairs.append((inner_old, inner_new))
 
 
-def _rebuild(new_function, live_globals, live_class=None):
+def rebuild(new_function, live_globals, live_class=None):
     """A copy of ``new_function`` that runs against ``live_globals`` (and whose ``__class__``
     cell, if any, holds ``live_class``)."""
     code = new_function.__code__
@@ -453,8 +453,8 @@ def redefineFunction(module, function, new_function, fallback=None, journal=None
         else:
             live_globals = [layer for layer in _layers(_referent(live))
                             if isinstance(layer, types.FunctionType)][-1].__globals__
-        rebuilt = _rebuild(new_function, live_globals)  # plain: run against the live globals
-        rebuilt.__code__ = _copy_missing_globals(rebuilt, new_function, journal)
+        rebuilt = rebuild(new_function, live_globals)  # plain: run against the live globals
+        rebuilt.__code__ = copy_missing_globals(rebuilt, new_function, journal)
     else:
         rebuilt = new_function  # decorated: its wrappers hold the new function itself
     if isinstance(live, types.MethodType):  # an instance holding a bound method keeps one
@@ -545,8 +545,8 @@ def redefineMethod(cls, name, new_method, fallback=None, journal=None):
         if fallback != "rebind":
             raise
     module_globals = _layers(live_function)[-1].__globals__
-    rebuilt = _rebuild(_as_function(new_function, "the new version"), module_globals, cls)
-    _copy_missing_globals(_layers(live_function)[-1], rebuilt, journal)
+    rebuilt = rebuild(_as_function(new_function, "the new version"), module_globals, cls)
+    copy_missing_globals(_layers(live_function)[-1], rebuilt, journal)
     descriptor = live_kind(rebuilt) if live_kind in kinds else rebuilt
     set_attribute(cls, name, descriptor, journal)
     logger.warning("%s.%s rebound, not updated in place: bound methods taken before keep the old "
@@ -578,7 +578,7 @@ def _redefine_property(cls, name, live, new_property, journal, fallback=None):
         return live
     module_globals = next(_layers(f)[-1].__globals__ for f in (live.fget, live.fset, live.fdel)
                           if f is not None)
-    merged = [old if old is not None else (None if new is None else _rebuild(new, module_globals, cls))
+    merged = [old if old is not None else (None if new is None else rebuild(new, module_globals, cls))
               for old, new in pairs]
     replacement = property(*merged, doc=new_property.__doc__)
     set_attribute(cls, name, replacement, journal)
@@ -589,7 +589,7 @@ def property_for(cls, new_property):
     """``new_property`` with accessors whose zero-argument ``super()`` names ``cls``."""
     def fix(function):
         if isinstance(function, types.FunctionType) and "__class__" in function.__code__.co_freevars:
-            return _rebuild(function, function.__globals__, cls)
+            return rebuild(function, function.__globals__, cls)
         return function
 
     return property(fix(new_property.fget), fix(new_property.fset), fix(new_property.fdel),

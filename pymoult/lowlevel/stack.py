@@ -31,7 +31,7 @@ from .. import _cpython
 from .._parking import RebootException, control_for
 from ..errors import PymoultTypeError, RebootError, ThreadStateError
 from ..threads import DSU_Thread
-from .alterability import _codes_of
+from .._stacks import codes_of
 from .journal import Operation, current_journal, describe
 
 __all__ = ["resetThread", "switchMain", "rebootFunction", "reboot_boundary"]
@@ -136,13 +136,13 @@ def reboot_boundary(function):
 
 
 def _main_codes(thread):
-    main = thread._main_function
+    main = thread.current_main
     if main is None:
         return set()
     target = getattr(thread, "_target", None)  # deleted once the thread has finished
     if getattr(main, "__func__", None) is DSU_Thread.main:
-        return _codes_of(target) if target is not None else set()
-    return _codes_of(main)
+        return codes_of(target) if target is not None else set()
+    return codes_of(main)
 
 
 def _innermost_frame(codes, function, thread):
@@ -177,7 +177,7 @@ def rebootFunction(thread, function, new_function, capture_state=None):
     capture = capture_state or (lambda frame: dict(frame.f_locals))
 
     if getattr(function, "__pymoult_boundary__", False):
-        codes = _codes_of(function.__wrapped__)
+        codes = codes_of(function.__wrapped__)
         from .alterability import isFunctionInStack
 
         if not isFunctionInStack(function.__wrapped__, thread):
@@ -189,7 +189,7 @@ def rebootFunction(thread, function, new_function, capture_state=None):
             return RebootException(target=function,
                                    replacement=functools.partial(new_function, state))
     else:
-        codes = _codes_of(function) if callable(function) else set()
+        codes = codes_of(function) if callable(function) else set()
         if not codes or not codes & _main_codes(thread):
             raise RebootError(
                 f"cannot reboot {function!r} in {thread.name!r}: it is neither the thread's main "
