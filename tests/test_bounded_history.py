@@ -11,7 +11,7 @@ import pytest
 
 from listening import WAIT
 from pymoult import client
-from pymoult.highlevel import updates as updates_module
+from pymoult.highlevel import lifecycle
 from pymoult.highlevel.listener import Listener, running_scripts
 from pymoult.highlevel.managers import Manager
 from pymoult.highlevel.updates import Update, applied_update_names, isApplied
@@ -54,7 +54,7 @@ def test_history_bounded_after_2000_updates_and_isApplied_still_right():
         assert sum(stats.values()) == 2000 and stats["aborted"] == 200  # counted, all of them
         # the original's isApplied(name) answers for the oldest update too
         assert isApplied("bounded-first") and isApplied("bounded-1") and not isApplied("bounded-0")
-        assert len(applied_update_names()) == updates_module.APPLIED_NAMES_KEPT
+        assert len(applied_update_names()) == lifecycle.APPLIED_NAMES_KEPT
         reply = client.history(listener.address)
         [reported] = reply["managers"]
         assert len(reported["history"]) == 500 and reported["forgotten"] == forgotten

@@ -166,10 +166,10 @@ def test_bad_arguments_are_refused_in_a_sentence():
 
 
 def test_a_revert_cannot_be_reverted_nor_one_too_old_to_tell(manager, monkeypatch):
-    from pymoult.highlevel import updates
+    from pymoult.highlevel import lifecycle
 
     app = make_app("revert_app_old")
-    monkeypatch.setattr(updates, "APPLIED_ORDER_KEPT", 2)
+    monkeypatch.setattr(lifecycle, "APPLIED_ORDER_KEPT", 2)
     oldest = SetVersion(app, 2, "oldest")
     apply(manager, oldest)
     later = [SetVersion(app, 3 + i, f"later {i}") for i in range(2)]

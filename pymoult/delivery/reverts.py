@@ -20,7 +20,7 @@ import time
 
 from ..errors import RevertError
 from ..highlevel.revert import RevertUpdate
-from ..highlevel.updates import UpdateState
+from ..highlevel.lifecycle import UpdateState
 from .scripts import update_outcome, wait_unless
 
 __all__ = ["AppliedPushes", "rollback"]

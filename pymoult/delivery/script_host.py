@@ -10,7 +10,7 @@ import threading
 import time
 
 from ..errors import PymoultTypeError, PymoultValueError, TwoPhaseError
-from ..highlevel.updates import UpdateState
+from ..highlevel.lifecycle import UpdateState
 from .authentication import check_message_token, resolve_token
 from .reverts import AppliedPushes, rollback
 from .scripts import run_script, update_outcome

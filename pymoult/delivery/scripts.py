@@ -24,7 +24,7 @@ import types
 import weakref
 
 from ..highlevel.managers import collect_updates
-from ..highlevel.updates import UpdateState
+from ..highlevel.lifecycle import UpdateState
 
 __all__ = ["run_script", "running_scripts", "update_outcome", "wait_unless", "WATCH_INTERVAL"]
 

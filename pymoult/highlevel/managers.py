@@ -41,7 +41,7 @@ from ..lowlevel.journal import Journal
 from ..lowlevel.world import stop_the_world
 from ..errors import UpdateDefinitionError
 from ..lowlevel import alterability
-from .updates import Update, UpdateState, check_definition, has_setup
+from .lifecycle import Update, UpdateState, check_definition, has_setup
 
 __all__ = ["Manager", "ThreadedManager", "UpdateFuture", "fetch_manager",
            "generatePreconfiguredManager", "collect_updates", "live_managers", "ManagerStatus",

@@ -105,7 +105,7 @@ from ..lowlevel.source_diff import (change_from_live, compare, file_version, for
                                     with_live_differences)
 from ..source_tracking import tracked_source
 from .stale_frames import ModuleCode, stale_frames
-from .updates import Update, has_setup
+from .lifecycle import Update, has_setup
 
 __all__ = ["ModuleUpdate", "Step", "module_update_script"]
 

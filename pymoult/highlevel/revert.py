@@ -25,7 +25,7 @@ import logging
 
 from ..errors import PymoultTypeError, RevertError, RollbackError, UpdateDefinitionError
 from ..lowlevel.journal import Operation
-from .updates import Update, UpdateState, applied_after
+from .lifecycle import Update, UpdateState, applied_after
 
 __all__ = ["RevertUpdate", "Reverted"]
 
