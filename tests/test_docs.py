@@ -1,4 +1,5 @@
-"""The documentation's sources: the API reference renders every public module."""
+"""The documentation's sources: the API reference renders every public module, and the README's
+links reach pages that exist (``mkdocs build --strict``, in ``.ci/run``, checks the rest)."""
 
 import pathlib
 import re
@@ -21,3 +22,10 @@ def rendered_modules():
 def test_the_api_reference_renders_every_public_module(name):
     assert name in rendered_modules()
 
+
+def test_the_readme_links_to_pages_that_exist():
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", (ROOT / "README.md").read_text())
+    assert links
+    for link in links:
+        assert link.startswith("docs/") and link.endswith(".md"), link
+        assert (ROOT / link).is_file(), link
