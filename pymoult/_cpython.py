@@ -63,6 +63,18 @@
   (always on 3.10), the dict then the class. So, without reading ``__dict__``, the number of
   attributes an object holds is ``len(gc.get_referents(obj)) - 1`` when no dict is among them.
 
+- :func:`dict_version` reads a dict's version tag (PEP 509, ``ma_version_tag``): 3.6-3.13 give
+  a dict a new tag, from a counter that never goes back, at every change of its contents (an
+  item added, rebound to another object, deleted; ``clear``, ``update``, ``pop``...), so an
+  unchanged tag proves that the dict was not changed since the tag was read, in O(1) instead of
+  comparing its items. From 3.12 the tag's low bits also count dict watchers (watching a dict
+  changes its tag): a false "changed", never a false "unchanged". The field follows the object
+  header and ``ma_used`` in every build of those versions. PEP 509 is deprecated since 3.12 and
+  later versions keep no versions: there, and wherever a self-test at import fails (it changes a
+  dict in each way and reads the tag each time: a change that leaves it as it was, or a read
+  without a change that does not, fails it), :func:`dict_version` gives None and callers
+  compare the items.
+
 Per-thread tracing, the other version-specific mechanism, lives in ``_thread_trace``.
 """
 
@@ -265,6 +277,59 @@ def _reset_after_fork():
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+#: Where a dict's version tag sits: after the object header and ``ma_used`` (a Py_ssize_t).
+_DICT_VERSION_OFFSET = object.__basicsize__ + ctypes.sizeof(ctypes.c_ssize_t)
+_DICT_USED_OFFSET = object.__basicsize__
+
+
+def _read_dict_version(mapping):
+    return ctypes.c_uint64.from_address(id(mapping) + _DICT_VERSION_OFFSET).value
+
+
+def _dict_versions_work():
+    """Whether :func:`_read_dict_version` reads a tag that every change of a dict replaces by
+    one never seen before, and that stays while the dict is left alone (see module notes)."""
+    if PY_VERSION >= (3, 14):
+        return False
+    probe, other = {}, {}
+    used = ctypes.c_ssize_t.from_address(id(probe) + _DICT_USED_OFFSET)
+    if used.value != 0:
+        return False
+    seen = [_read_dict_version(probe)]
+    changes = (lambda: probe.__setitem__("a", 1), lambda: probe.__setitem__("a", 2),
+               lambda: probe.update(b=3), lambda: probe.setdefault("c", 4),
+               lambda: probe.__delitem__("a"), lambda: probe.pop("b"), probe.popitem,
+               lambda: exec("d = 5", probe), probe.clear,
+               lambda: other.__setitem__("x", 1))
+    for change in changes:
+        change()
+        if len(probe) != used.value:  # not the layout expected
+            return False
+        version = _read_dict_version(probe if change is not changes[-1] else other)
+        if version in seen or version < max(seen):
+            return False
+        seen.append(version)
+    return _read_dict_version(probe) == seen[-2] and _read_dict_version(other) == seen[-1]
+
+
+if _dict_versions_work():
+
+    def dict_version(mapping):
+        """The version tag of the dict ``mapping`` (see module notes): while it reads the same,
+        the dict's items (keys, and the objects bound to them) have not changed."""
+        if not isinstance(mapping, dict):
+            raise PymoultTypeError(f"expected a dict, got {type(mapping).__name__}")
+        return _read_dict_version(mapping)
+
+else:
+
+    def dict_version(mapping):
+        """None: this interpreter keeps no dict versions (see module notes)."""
+        if not isinstance(mapping, dict):
+            raise PymoultTypeError(f"expected a dict, got {type(mapping).__name__}")
+        return None
 
 
 def take_gil_afresh(timeout=5.0):

@@ -59,14 +59,43 @@ def hidden_frames():
     return list(_hidden_frames.items())  # one C call: a consistent copy under the GIL
 
 
-# Threads parked at a static update point: ident -> the frame that called the point. Above it
-# are only the point's own frames and the wait (Pymoult's and threading's), which cannot be
-# running application code: a quiescence check walks the thread's stack from there.
+# Threads parked at a static update point: ident -> ParkedStack. Above the frame that called the
+# point are only the point's own frames and the wait (Pymoult's and threading's), which cannot be
+# running application code: a quiescence check looks at the thread's stack from there.
 _point_callers = {}
 
 
+class ParkedStack:
+    """The stack of a thread parked at a static update point, from the frame that called the
+    point out, for one park: a new one each time the thread parks.
+
+    While the thread stays parked its frames do not change (nor does any frame's code), so the
+    code objects on that stack are read once, on the first quiescence check of the park
+    (:meth:`codes`), and every later check of the same park looks at that summary instead of
+    walking the frames again: with many threads parked, a check costs a set test per thread.
+    """
+
+    __slots__ = ("frame", "_codes")
+
+    def __init__(self, frame):
+        self.frame = frame
+        self._codes = None
+
+    def codes(self):
+        """``(names, codes)``: the ``co_name`` of every frame's code (a frozenset) and the code
+        objects themselves, innermost first (a tuple)."""
+        summary = self._codes
+        if summary is None:
+            codes, frame = [], self.frame
+            while frame is not None:
+                codes.append(frame.f_code)
+                frame = frame.f_back
+            summary = self._codes = (frozenset(code.co_name for code in codes), tuple(codes))
+        return summary
+
+
 def point_callers():
-    """``{ident: frame that called the point}`` of the threads parked at a static point now."""
+    """``{ident: ParkedStack}`` of the threads parked at a static point now."""
     return _point_callers.copy()  # one C call: a consistent copy under the GIL
 
 
@@ -401,7 +430,7 @@ class ThreadControl:
         self.dormant = False
         self.parked_at = where
         if self.in_point and self.point_caller is not None:
-            _point_callers[self.ident] = self.point_caller
+            _point_callers[self.ident] = ParkedStack(self.point_caller)
         parked_in = self.releases
         self.cond.notify_all()
         try:

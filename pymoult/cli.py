@@ -35,10 +35,7 @@ import time
 from . import client
 from .errors import (AuthenticationError, ListenerError, ProtocolError, PymoultError,
                      PymoultValueError, RevertError)
-
-USAGE_ERROR, FAILED, UNREACHABLE, SPLIT = 2, 1, 3, 4
-#: The line ``pymoult run`` writes to stderr once the application runs (then the address).
-LISTENING = "pymoult: listening on "
+from .exit_status import FAILED, INTERRUPTED, LISTENING, SPLIT, UNREACHABLE, USAGE_ERROR
 
 
 def _token_from_file(path):
@@ -796,7 +793,7 @@ def main(argv=None):
     except KeyboardInterrupt:  # Ctrl-C: what was sent is the application's now
         print(f"pymoult {args.command}: interrupted; {_INTERRUPTED[args.command]}",
               file=sys.stderr)
-        return 130
+        return INTERRUPTED
     except (ListenerError, ProtocolError, AuthenticationError) as exc:
         print(f"pymoult {args.command}: {exc}", file=sys.stderr)
         return UNREACHABLE

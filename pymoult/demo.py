@@ -36,7 +36,7 @@ import sys
 import tempfile
 import threading
 
-from .cli import FAILED, LISTENING, USAGE_ERROR
+from .exit_status import FAILED, LISTENING, USAGE_ERROR
 
 #: Lines of activity shown before the update, and again after it.
 SHOWN = 3

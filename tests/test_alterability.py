@@ -243,12 +243,50 @@ def test_check_quiescence_resumes_threads_when_the_function_is_running(spawn):
 def test_a_thread_parked_at_a_point_is_walked_from_the_frame_that_called_it(spawn):
     thread = start_looper(spawn)
     assert alt.waitStaticPoints([thread], timeout=WAIT)
-    caller = _parking.point_callers()[thread.ident]
+    caller = _parking.point_callers()[thread.ident].frame
     assert caller.f_code.co_name == "main"  # start_looper's loop
     # above it only the point's own frames and the wait: not walked, never application code
     assert alt.checkQuiescenceOfFunctions([_parking.ThreadControl.at_point], [thread])
     alt.resumeSuspendedThreads([thread])
     assert thread.ident not in _parking.point_callers()  # released: walked whole again
+
+
+def test_a_parked_stack_is_read_once_per_park_and_afresh_at_the_next(spawn):
+    def inner_loop():
+        staticUpdatePoint("deep")
+
+    def body():
+        inner_loop()
+
+    thread = start_looper(spawn)
+    assert alt.waitStaticPoints([thread], timeout=WAIT)
+    parked = _parking.point_callers()[thread.ident]
+    assert alt.checkQuiescenceOfFunctions([inner_loop], [thread])  # not on its stack
+    summary = parked.codes()
+    assert alt.checkQuiescenceOfFunctions([inner_loop], [thread])
+    assert parked.codes() is summary  # the second check of the park read no frame
+    assert [code.co_name for code in summary[1]][:1] == ["main"]
+    alt.resumeSuspendedThreads([thread])
+    assert alt.waitStaticPoints([thread], timeout=WAIT)
+    again = _parking.point_callers()[thread.ident]
+    assert again is not parked and again.codes() is not summary  # a new park, read anew
+    alt.resumeSuspendedThreads([thread])
+
+    def deep_main():
+        while not spawn.stop.is_set():
+            body()
+
+    deep = spawn(DSU_Thread(target=deep_main))  # its only point: inside inner_loop
+    assert alt.waitStaticPoints([deep], timeout=WAIT)
+    caller = _parking.point_callers()[deep.ident]
+    stacks = alt._thread_stacks([deep], from_points=True)
+    assert stacks[deep.ident][0] is caller  # the stack read from the point's caller out
+    assert [code.co_name for code in caller.codes()[1]][:3] == [
+        "inner_loop", "body", "deep_main"]
+    for function in (inner_loop, body):
+        assert alt._running_code(alt._codes_of(function), stacks) is function.__code__
+    assert alt._running_code(alt._codes_of(waiting_function), stacks) is None
+    assert alt.checkQuiescenceOfFunctions([inner_loop], [deep]) is False  # and resumes it
 
 
 def test_check_quiescence_without_threads_is_a_snapshot(spawn):

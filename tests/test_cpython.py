@@ -322,3 +322,56 @@ def test_unshare_instance_dict_leaves_a_held_dict_and_dictless_objects_alone():
 
     assert _cpython.unshare_instance_dict(Slotted()) is False
     assert _cpython.unshare_instance_dict(3) is False
+
+
+# -- dict versions (PEP 509) -----------------------------------------------------------------------
+
+
+def test_dict_version_is_kept_on_3_10_to_3_13():
+    # the checks built on it (source_diff's record, the journal's watch) compare items when it
+    # is None: it must be there on every version Pymoult supports
+    if _cpython.PY_VERSION <= (3, 13):
+        assert _cpython.dict_version({}) is not None
+    with pytest.raises(TypeError):
+        _cpython.dict_version(type("C", (), {}).__dict__)  # a mappingproxy: not a dict
+
+
+@pytest.mark.skipif(_cpython.dict_version({}) is None, reason="no dict versions here")
+def test_every_change_of_a_dict_gives_it_a_version_never_seen_and_reads_do_not():
+    import types as types_module
+    module = types_module.ModuleType("versioned")
+    namespace = vars(module)
+    module.a, module.b = 1, [2]
+    other = {}
+    seen = {_cpython.dict_version(namespace)}
+    changes = [
+        lambda: setattr(module, "a", 1000 + int("1")),  # rebound to another (equal) object
+        lambda: setattr(module, "new", 3),
+        lambda: delattr(module, "new"),
+        lambda: namespace.update(c=4),
+        lambda: namespace.setdefault("d", 5),
+        lambda: namespace.pop("d"),
+        lambda: exec("e = 6\ndef f(): pass\n", namespace),  # STORE_NAME, the builtins added
+        lambda: exec(compile("global a\na = 7", "<m>", "exec"), namespace),  # STORE_GLOBAL
+        lambda: namespace.__setitem__("x", 0),
+        namespace.popitem,
+        namespace.clear,
+    ]
+    for change in changes:
+        change()
+        version = _cpython.dict_version(namespace)
+        assert version not in seen
+        seen.add(version)
+        # reading it, and changing another dict, leave it alone
+        list(namespace.items()), namespace.get("a"), "a" in namespace, module.__dict__.copy()
+        other["k"] = len(seen)
+        assert _cpython.dict_version(namespace) == version
+        seen.add(_cpython.dict_version(other))
+    namespace["z"] = marker = object()
+    version = _cpython.dict_version(namespace)
+    namespace["z"] = marker  # bound again to the very same object: its items are as they were
+    assert _cpython.dict_version(namespace) == version
+    marker_list = namespace["z"] = [1]
+    version = _cpython.dict_version(namespace)
+    marker_list.append(2)  # a value changed inside, the dict's items are the same objects
+    assert _cpython.dict_version(namespace) == version

@@ -121,3 +121,34 @@ def test_settle_with_nothing_changed_records_nothing():
     journal = Journal("j")
     watch = journal.watch([*classes, type("Empty", (), {})])
     assert watch.settle() == [] and len(journal) == 0
+
+
+def test_settle_compares_a_module_whose_dict_changed_and_skips_one_left_alone():
+    # a module's dict that kept its version tag is not compared: one changed next to it, in a
+    # class or in another module, is still found, and a change undone is found to be none
+    classes = _classes(3)
+    left, changed, undone = (types.ModuleType(name) for name in ("left", "changed", "undone"))
+    for module in (left, changed, undone):
+        module.__dict__.update(a=1, b=[2])
+    journal = Journal("j")
+    watch = journal.watch([left, classes[0], changed, *classes[1:], undone])
+    changed.a = 1000 + int("1")
+    classes[1].a = "other"
+    kept = undone.b
+    undone.b = [2]
+    undone.b = kept  # bound again to the same object: its dict's tag moved, nothing changed
+    added = watch.settle()
+    assert sorted((describe(op.namespace), op.name) for op in added) == [
+        ("changed", "a"), ("test_journal.C1", "a")]
+    journal.rollback()
+    assert changed.a == 1 and classes[1].a == 1 and undone.b is kept
+
+
+def test_settle_of_modules_left_alone_records_nothing():
+    modules = [types.ModuleType(f"m{i}") for i in range(3)]
+    journal = Journal("j")
+    watch = journal.watch(modules)
+    modules[1].__dict__.get("x")  # read only
+    assert watch.settle() == [] and len(journal) == 0
+    modules[2].late = 1  # after a settle, the next one still sees it
+    assert [op.name for op in watch.settle()] == ["late"]

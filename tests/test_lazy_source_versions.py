@@ -16,6 +16,7 @@ from pymoult import source_tracking
 from pymoult.errors import ModuleUpdateError
 from pymoult.highlevel.managers import Manager
 from pymoult.highlevel.updates import ModuleUpdate
+from pymoult.lowlevel import source_diff
 from pymoult.lowlevel.source_diff import (compare, forget_version, parse_version,
                                           recorded_version, version_of)
 
@@ -315,3 +316,30 @@ def test_foreign_definitions_parse_only_the_parts_defining_them(load):
         "    return x + 2\n", "    return x + 200\n")
     apply(app, v3)
     assert app.f2(0) == 200 and app.f40(0) == 40  # f40 differs from the file: back to it
+
+
+def test_definition_names_are_kept_until_more_of_the_version_is_parsed(module):
+    # read from the text of the parts not parsed (a def line inside a string counts), then,
+    # once those parts are parsed, from the statements: never the names of another parsing
+    version = version_of(module)
+    lazy = version.definition_names()
+    assert "fake" in lazy and version.definition_names() is lazy  # kept
+    version.statements  # everything parsed
+    assert version.definition_names() == parse_version(BASE).definition_names()
+    assert "fake" not in version.definition_names()
+
+
+def test_an_update_reads_the_definition_names_before_its_window(load, monkeypatch):
+    app = load("lazy_names_early", MANY)
+    update = ModuleUpdate(app, source=MANY.replace("    return x + 1\n", "    return x + 100\n"))
+    read = []
+    original = source_diff._Chunk.definitions
+    monkeypatch.setattr(source_diff._Chunk, "definitions",
+                        lambda chunk, lines: read.append(chunk) or original(chunk, lines))
+    manager = Manager("lazy")
+    future = manager.add_update(update)
+    while not future.done():
+        manager.apply_next_update()
+    future.result()
+    assert app.f1(0) == 100 and recorded_version(app) is update.plans[0].after
+    assert read == []  # the parts not parsed were read when the update was made

@@ -276,6 +276,26 @@ def test_lines_shared_found_from_the_texts_are_those_found_from_the_lines(text, 
         assert new_lines[:first] == before.lines[:first]
 
 
+@pytest.mark.parametrize("edit", [
+    lambda text: text.replace("return 3\n", "return -3\n"),  # near the start: the start counted
+    lambda text: text.replace("return 1996\n", "return -1996\n"),  # near the end: the end
+    lambda text: text[:-1],  # the last line left unterminated
+    lambda text: text + text[:40],  # the shared end overlaps the shared start (repeated lines)
+    lambda text: text.replace("return 1000\n", "return 1000\n\n\n"),  # lines added
+    lambda text: text.replace("\n\ndef f1000", "def f1000"),  # lines removed
+], ids=["start", "end", "unterminated", "overlapping", "added", "removed"])
+def test_the_shared_lines_are_counted_from_either_end(edit):
+    # the newlines of only one side of the change are counted, the other side's are what is
+    # left of the version's lines: both ways, the same as comparing line by line
+    text = "".join(f"def f{i}():\n    return {i}\n\n" for i in range(2000))
+    after = edit(text)
+    assert after != text
+    before = source_diff.SourceVersion(text, "m.py", [])
+    assert source_diff._shared_lines(before, after) == lines_compared(text, after)
+    unterminated = source_diff.SourceVersion(text[:-1], "m.py", [])
+    assert source_diff._shared_lines(unterminated, after) == lines_compared(text[:-1], after)
+
+
 def test_the_lines_of_a_large_module_after_a_change_are_its_own_and_share_the_rest():
     source = "".join(f"def f{i}():\n    return {i}\n\n" for i in range(20000))
     before = parse_version(source, "m.py")

@@ -26,7 +26,9 @@ Applied (inside the update's stop-the-world window, journaled):
   the same statements run again, one by one, in the live module's namespace, so that the
   functions they make have the module's globals; after each, every name it rebound is put back
   and the live object updated through Pymoult's mechanisms (so the next statements, a subclass
-  or a table of handlers, see the live objects):
+  or a table of handlers, see the live objects); a ``def`` that runs nothing binds its name in
+  a namespace of its own (the module's being its globals), so that the module's dict is never
+  changed but through those mechanisms, and keeps its version tag when nothing is rebound:
   functions in place (``relinking``: every reference follows), classes in place when the layout
   allows, else replaced with their instances converted (``transformers``/``builders`` by class
   name), Enums keeping their members, singledispatch functions keeping their registry (new
@@ -312,6 +314,9 @@ class _ModulePlan:
         self.old_classes = {s.names[0]: s.node for s in self.change.old if s.kind == "class"}
         namespace = self._trial()
         self.codes = self._codes(namespace)
+        # read from the text of the parts not parsed now rather than when the version is
+        # recorded, in the stop-the-world window (most of a first update's window)
+        self.after.definition_names()
 
     # -- on trial --------------------------------------------------------------------------------
 
@@ -544,26 +549,35 @@ class _ModulePlan:
         counterparts = {}
         inner_codes = {}  # old code nested in a changed function -> its new version
         for statement, code in self.compiled:
-            # a def that runs nothing binds its name (and exec the builtins, if missing): only
-            # those are saved, not the thousands of names of a large module
-            quiet = _runs_nothing(statement.node)
-            snapshot = {k: live.get(k, MISSING) for k in statement.names + ("__builtins__",)} \
-                if quiet else dict(live)
-            try:
-                exec(code, live)
-            finally:
-                if statement.kind in ("def", "class"):
+            if _runs_nothing(statement.node):
+                # a def that runs nothing binds its name only: into a namespace of its own,
+                # the module's dict being its globals (the function it makes reads them), so
+                # that the module's dict is not changed at all, not even for a moment (nor
+                # copied: thousands of names), and keeps its version tag (source_diff)
+                snapshot = {k: live.get(k, MISSING) for k in statement.names}
+                made = {}
+                builtins = live.get("__builtins__", MISSING)
+                try:
+                    exec(code, live, made)
+                finally:
+                    if builtins is MISSING:  # exec gives globals without builtins the builtins
+                        live.pop("__builtins__", None)
                     changed = [k for k in statement.names
-                               if live.get(k, MISSING) is not snapshot.get(k, MISSING)]
-                else:  # an assignment or import may bind more (a walrus, a submodule)
-                    changed = [k for k in live if live[k] is not snapshot.get(k, MISSING)]
-                    changed += [k for k in snapshot if k not in live]
-                new_values = {k: live.get(k, MISSING) for k in changed}
-                # from here on every change goes through the journal
-                if quiet:
-                    _restore_names(live, snapshot)
-                else:
-                    _restore(live, snapshot)
+                               if made.get(k, MISSING) is not snapshot[k]]
+                    new_values = {k: made.get(k, MISSING) for k in changed}
+            else:
+                snapshot = dict(live)
+                try:
+                    exec(code, live)
+                finally:
+                    if statement.kind in ("def", "class"):
+                        changed = [k for k in statement.names
+                                   if live.get(k, MISSING) is not snapshot.get(k, MISSING)]
+                    else:  # an assignment or import may bind more (a walrus, a submodule)
+                        changed = [k for k in live if live[k] is not snapshot.get(k, MISSING)]
+                        changed += [k for k in snapshot if k not in live]
+                    new_values = {k: live.get(k, MISSING) for k in changed}
+                    _restore(live, snapshot)  # from here on every change goes through the journal
             dispatchers += [v for v in new_values.values() if _is_dispatcher(v)]
             registered = {id(f) for d in dispatchers for f in d.registry.values()}
             for name in changed:
@@ -1176,15 +1190,6 @@ class Renumber(Operation):
     def undo(self):
         for function, code in self.codes:
             function.__code__ = code
-
-
-def _restore_names(namespace, saved):
-    """Bind again the names of ``saved`` (name -> value, or MISSING for a name not bound)."""
-    for key, value in saved.items():
-        if value is MISSING:
-            namespace.pop(key, None)
-        elif namespace.get(key, MISSING) is not value:
-            namespace[key] = value
 
 
 def _restore(namespace, snapshot):

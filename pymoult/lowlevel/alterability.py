@@ -362,7 +362,8 @@ def _thread_stacks(threads=None, from_points=False):
     With ``from_points``, the stack of a thread parked at a static update point starts at the
     frame that called the point: the frames above it (the point's, the wait's) cannot be running
     application code, and skipping them keeps a check of parked threads as cheap as one of idle
-    threads (``benchmarks/bench_quiescence.py``).
+    threads (``benchmarks/bench_quiescence.py``). Such a stack is a ``_parking.ParkedStack``
+    (its code objects read once per park), which only :func:`_running_code` reads.
     """
     frames = _cpython.current_frames()
     if from_points:
@@ -429,8 +430,19 @@ def _running_code(codes, stacks, torn=None):
     names = frozenset(code.co_name for code in codes)
     code_ids = {id(code) for code in codes}
     unsafe = torn.unsafe if torn else None
+    parked = _parking.ParkedStack
     for tops in stacks.values():
         for frame in tops:
+            if type(frame) is parked:  # its code objects, read once per park
+                on_stack, parked_codes = frame.codes()
+                if unsafe is None and names.isdisjoint(on_stack):
+                    continue
+                for code in parked_codes:
+                    if code.co_name in names and id(code) in code_ids:
+                        return code
+                    if unsafe is not None and unsafe(code):
+                        return code
+                continue
             while frame is not None:
                 code = frame.f_code
                 if code.co_name in names and id(code) in code_ids:

@@ -29,6 +29,7 @@ import operator
 import threading
 import types
 
+from .._cpython import dict_version
 from ..errors import PymoultTypeError, RollbackError, ThreadStateError
 
 __all__ = ["Operation", "SetAttribute", "SetItem", "ChangedOutside", "NamespaceWatch", "Journal",
@@ -173,20 +174,38 @@ class NamespaceWatch:
         self.journal = journal
         self.mark = len(journal.operations)
         self.namespaces = list({id(namespace): namespace for namespace in namespaces}.values())
+        # the version tags of the namespaces that are dicts (modules'), read before the copies
+        self.tags = [(index, vars(namespace), dict_version(vars(namespace)))
+                     for index, namespace in enumerate(self.namespaces)
+                     if type(vars(namespace)) is dict]
         self.copies = _copies(self.namespaces)
 
     def _touched(self):
         """The index and the current names of each watched namespace in which some name is
-        bound to another object than in the copy, or no longer bound, or newly bound. The
-        common case (the same names, a few rebound, in a module of thousands of names among
-        classes left alone) is found at C speed, in one pass over all the names: the copies
-        and the namespaces list the same names in the same order, and their values are compared
-        in place."""
-        befores, nows = self.copies, _copies(self.namespaces)
+        bound to another object than in the copy, or no longer bound, or newly bound. A module
+        whose dict has kept its version tag was not changed (``_cpython.dict_version``) and is
+        not compared. The common case (the same names, a few rebound, in a module of thousands
+        of names among classes left alone) is found at C speed, in one pass over all the names:
+        the copies and the namespaces list the same names in the same order, and their values
+        are compared in place."""
+        kept = {index for index, mapping, tag in self.tags
+                if tag is not None and dict_version(mapping) == tag}
+        if not kept:
+            return self._compared(range(len(self.namespaces)), self.copies, self.namespaces)
+        if len(kept) == len(self.namespaces):
+            return []
+        indexes = [i for i in range(len(self.namespaces)) if i not in kept]
+        return self._compared(indexes, [self.copies[i] for i in indexes],
+                              [self.namespaces[i] for i in indexes])
+
+    @staticmethod
+    def _compared(indexes, befores, namespaces):
+        """:meth:`_touched` for ``namespaces`` (at ``indexes``), copied as ``befores``."""
+        nows = _copies(namespaces)
         sizes = list(map(len, befores))
         chain = itertools.chain.from_iterable
         if sizes != list(map(len, nows)) or list(chain(befores)) != list(chain(nows)):
-            return [(index, now) for index, (before, now) in enumerate(zip(befores, nows))
+            return [(indexes[at], now) for at, (before, now) in enumerate(zip(befores, nows))
                     if _changed_names(before, now)]
         differs = list(map(operator.is_not, chain(map(dict.values, befores)),
                            chain(map(dict.values, nows))))
@@ -195,7 +214,7 @@ class NamespaceWatch:
         bounds = list(itertools.accumulate(sizes))  # which namespace: by the name's position
         touched = {bisect.bisect_right(bounds, position)
                    for position in itertools.compress(range(len(differs)), differs)}
-        return [(index, nows[index]) for index in sorted(touched)]
+        return [(indexes[at], nows[at]) for at in sorted(touched)]
 
     def settle(self):
         """Record, as :class:`ChangedOutside` operations, every name of the watched namespaces

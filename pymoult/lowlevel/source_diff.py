@@ -45,6 +45,7 @@ import threading
 import types
 import weakref
 
+from .._cpython import dict_version
 from ..errors import PymoultTypeError, PymoultValueError
 from .live_comparison import (CHANGED, SAME, UNDECIDED, foreign_definitions, judge, names_bound,
                               removed_names, same_code)
@@ -52,12 +53,12 @@ from .relinking import wrapped_layers
 from ..source_tracking import tracked_source
 
 __all__ = ["Statement", "SourceVersion", "SourceChange", "parse_version", "compare",
-           "change_from_live", "with_live_differences", "version_of", "known_version",
+           "change_from_live", "with_live_differences", "live_files", "version_of",
+           "known_version",
            "file_version", "recorded_version", "remember_version", "forget_version",
            "same_code"]
 
-# module name -> (weak reference to the module, SourceVersion, names of its definitions, the
-# objects they were bound to)
+# module name -> _Record
 _versions = {}
 _versions_lock = threading.Lock()
 _parse_lock = threading.Lock()  # parsing the unparsed parts of a version (one thread at a time)
@@ -155,15 +156,28 @@ def _shared_lines(before, source):
         return lines, len(lines), 0
     limit = min(len(old), len(source))
     same_start = _common_prefix_chars(old, source, limit)
-    first = old.count("\n", 0, same_start)  # the line holding the first difference differs
-    start = old.rfind("\n", 0, same_start) + 1  # where it starts, in both
+    start = old.rfind("\n", 0, same_start) + 1  # the line holding the first difference
     same_end = _common_suffix_chars(old, source, limit - start)
     if not _plain(source[same_start:len(source) - same_end]):  # the rest is ``old``'s text
         return None
     tail = len(old) - same_end  # the shared end starts here in ``old``
+    # the \n before the first difference, and from the shared end on: when the two spans do
+    # not overlap, only the shorter is counted (a count reads each character), the other is
+    # what is left of the text's total, one per line but an unterminated last line
+    if tail < same_start:
+        first, after_tail = old.count("\n", 0, same_start), old.count("\n", tail)
+    else:
+        total = len(lines) - (bool(old) and not old.endswith("\n"))
+        between = old.count("\n", same_start, tail)
+        if same_start <= len(old) - tail:
+            first = old.count("\n", 0, same_start)
+            after_tail = total - first - between
+        else:
+            after_tail = old.count("\n", tail)
+            first = total - after_tail - between
     # lines starting inside the shared end, after a \n that does not end the text, and at
     # its first character when that starts a line in both texts
-    last = old.count("\n", tail) - (1 if same_end and old.endswith("\n") else 0)
+    last = after_tail - (1 if same_end and old.endswith("\n") else 0)
     whole = same_end and (tail == 0 or old[tail - 1] == "\n") and \
         (len(source) == same_end or source[len(source) - same_end - 1] == "\n")
     if whole:
@@ -341,6 +355,7 @@ class SourceVersion:
         self._fresh = False  # made from the tracked source of the module, which runs it
         self._anchor_lines = None
         self._plain = None  # whether its lines end with \n only, once known
+        self._names = None  # (the pieces, the names of their definitions), once asked for
         self.has_future = _has_future_import(statements)
 
     @property
@@ -443,13 +458,20 @@ class SourceVersion:
         return found
 
     def definition_names(self):
-        """The names of :meth:`definitions` (all of them), in order."""
+        """The names of :meth:`definitions` (all of them), in order, as a tuple: kept until more
+        of the version is parsed (:func:`remember_version` reads them inside an update's
+        stop-the-world window, the update computes them before, when it is made)."""
+        pieces = self._pieces
+        if self._names is not None and self._names[0] is pieces:
+            return self._names[1]
         names = []
-        for piece in self._pieces:
+        for piece in pieces:
             if type(piece) is _Chunk:
                 names += piece.definitions(self.lines)
             elif piece.kind in ("def", "class"):
                 names.append(piece.names[0])
+        names = tuple(names)
+        self._names = (pieces, names)
         return names
 
     def defining(self, names):
@@ -894,14 +916,17 @@ def change_from_live(module, source, filename):
     return SourceChange(None, after, old, new, 0, len(after.lines), notes, moves)
 
 
+def live_files(module, *versions):
+    """The files whose code ``module`` runs as its own, compared between ``versions`` (None for
+    the live module): their files and the module's source file."""
+    return {_source_file(module)} | {v.filename for v in versions if v is not None}
+
+
 def with_live_differences(module, change):
     """``change``, plus the definitions it takes as unchanged whose live code comes from
     elsewhere than the versions compared (an update script changed them since): each is
     compared with the new version like any other, and counts as changed if it differs."""
-    files = {change.after.filename, _source_file(module)}
-    if change.before is not None:
-        files.add(change.before.filename)
-    foreign = foreign_definitions(module, files)
+    foreign = foreign_definitions(module, live_files(module, change.before, change.after))
     if not foreign:
         return change
     changed = {id(statement) for statement in change.new}
@@ -921,25 +946,57 @@ def with_live_differences(module, change):
                         change.shifted_from, change.notes, change.moves)
 
 
+class _Record:
+    """What :func:`remember_version` records of a module: the version it runs, the names of
+    its definitions and the objects they were bound to then, and ``checked``, the version tag
+    of the module's dict (``_cpython.dict_version``) when they were last found bound to those
+    objects: while the dict keeps that tag, nothing in it was rebound, and the record holds
+    without comparing its thousands of names."""
+
+    __slots__ = ("module", "version", "names", "objects", "checked")
+
+    def __init__(self, module, version, names, objects, checked):
+        self.module = weakref.ref(module)
+        self.version, self.names, self.objects, self.checked = version, names, objects, checked
+
+    def holds(self, namespace):
+        """Whether each name is bound in ``namespace`` (the module's dict) to its object."""
+        # the tag is read before the names are compared: if the dict changes in between, the
+        # tag kept is one it no longer has, and the next check compares them again
+        tag = dict_version(namespace)
+        if tag is not None and tag == self.checked:
+            return True  # the dict is as it was when they were last found bound to them
+        if not all(map(operator.is_, map(namespace.get, self.names), self.objects)):
+            return False  # a definition was rebound since (compared at C speed)
+        self.checked = tag
+        return True
+
+
 def recorded_version(module):
     """The version Pymoult last applied to ``module`` (this very module object), or None, also
     when the record is stale: the module was reloaded, or its definitions rebound since."""
     with _versions_lock:
         known = _versions.get(module.__name__)
-    if known is None or known[0]() is not module:
+    if known is None or known.module() is not module or not known.holds(module.__dict__):
         return None
-    if not all(map(operator.is_, map(module.__dict__.get, known[2]), known[3])):
-        return None  # a definition was rebound since (compared at C speed: 5,000 in 0.1 ms)
-    return known[1]
+    return known.version
 
 
 def remember_version(module, version):
-    """Record ``version`` as the source ``module`` runs now; returns the previous record."""
-    names = tuple(version.definition_names())
-    objects = tuple(map(module.__dict__.get, names))
+    """Record ``version`` as the source ``module`` runs now; returns the previous record. When
+    the previous record held for the dict as it is now and the definitions have the same names
+    (the usual edit, of bodies), their objects are the previous record's."""
+    names = version.definition_names()
+    namespace = module.__dict__
     with _versions_lock:
+        tag = dict_version(namespace)  # read before the objects, as in _Record.holds
         previous = _versions.get(module.__name__)
-        _versions[module.__name__] = (weakref.ref(module), version, names, objects)
+        if tag is not None and previous is not None and previous.checked == tag and \
+                previous.module() is module and previous.names == names:
+            objects = previous.objects
+        else:
+            objects = tuple(map(namespace.get, names))
+        _versions[module.__name__] = _Record(module, version, names, objects, tag)
     version.release_trees()
     return previous
 
