@@ -70,7 +70,7 @@ AUTHORIZATION = "Basic " + base64.b64encode(USER.encode()).decode()
 WAIT = 30.0  # the longest any single step may take before the benchmark gives up
 
 # -- the updates --------------------------------------------------------------------------------
-# Scripts run in the application (see README "Delivering updates"). Functions are redefined in
+# Scripts run in the application (see docs/delivery.md). Functions are redefined in
 # place and run with the application's globals, so each revision's number is written into its
 # code as a literal (@REV@), not a global of the script.
 

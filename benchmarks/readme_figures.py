@@ -1,6 +1,9 @@
-"""Write the README's benchmark tables from recorded runs of ``run_all.py``.
+"""Write the benchmark tables of ``docs/benchmarks.md`` from recorded runs of ``run_all.py``.
 
-    python benchmarks/readme_figures.py RESULTS.json [RESULTS.json ...] [--readme PATH]
+    python benchmarks/readme_figures.py RESULTS.json [RESULTS.json ...] [--target PATH]
+
+``--target`` (or ``--readme``, its name when the tables were in the README) names another
+Markdown file to rewrite.
 
 Each RESULTS.json is the combined JSON of one ``run_all.py`` run (one per Python version; its
 default name is ``benchmarks/results/all-<major.minor>.json``). The tables' columns are the
@@ -13,7 +16,7 @@ versions given, in version order. Only the text between each pair of markers
 is rewritten (NAME: see ``TABLES``); the markers and everything outside them are kept as they
 are. The same inputs always give the same text. A missing or repeated marker, a run that lacks a
 figure (a benchmark that failed, a field renamed) or two runs of one version end the program
-with one sentence saying which, and the README is left untouched.
+with one sentence saying which, and the file is left untouched.
 """
 
 import argparse
@@ -22,12 +25,13 @@ import json
 import pathlib
 import sys
 
-README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+#: The file whose tables are rewritten unless told otherwise.
+TARGET = pathlib.Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 NOT_MEASURED = "n/a"
 
 
 class FigureError(Exception):
-    """The README cannot be written: a marker or a figure is missing (the message says which)."""
+    """The tables cannot be written: a marker or a figure is missing (the message says which)."""
 
 
 # -- reading the runs --------------------------------------------------------------------------
@@ -473,15 +477,15 @@ def replace_between(text, name, block):
     for marker in (opening, closing):
         found = text.count(marker)
         if found != 1:
-            raise FigureError(f"the README has {found} {marker} markers, where there must be one")
+            raise FigureError(f"the file has {found} {marker} markers, where there must be one")
     start, end = text.index(opening) + len(opening), text.index(closing)
     if end < start:
-        raise FigureError(f"the README's {closing} comes before its {opening}")
+        raise FigureError(f"the file's {closing} comes before its {opening}")
     return text[:start] + "\n" + block + "\n" + text[end:]
 
 
 def rewrite(text, runs):
-    """The README ``text`` with every table of ``TABLES`` written from ``runs``."""
+    """The Markdown ``text`` with every table of ``TABLES`` written from ``runs``."""
     for name, block in TABLES.items():
         try:
             text = replace_between(text, name, block(runs))
@@ -492,23 +496,25 @@ def rewrite(text, runs):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Write the README's benchmark tables from "
-                                                 "run_all.py's JSON files, one per version")
+    parser = argparse.ArgumentParser(description="Write the benchmark tables from run_all.py's "
+                                                 "JSON files, one per version")
     parser.add_argument("results", nargs="+", help="combined JSON of one run_all.py run")
-    parser.add_argument("--readme", default=str(README), help="default: %(default)s")
+    parser.add_argument("--target", "--readme", dest="target", default=str(TARGET),
+                        help="the Markdown file whose tables are rewritten (--readme: its "
+                             "former name); default: %(default)s")
     args = parser.parse_args(argv)
-    readme = pathlib.Path(args.readme)
+    target = pathlib.Path(args.target)
     try:
-        text = readme.read_text()
+        text = target.read_text()
         new = rewrite(text, load_runs(args.results))
     except FigureError as exc:
-        print(f"readme_figures: {exc}; {readme} left as it was", file=sys.stderr)
+        print(f"readme_figures: {exc}; {target} left as it was", file=sys.stderr)
         return 1
     if new == text:
-        print(f"{readme}: already up to date")
+        print(f"{target}: already up to date")
     else:
-        readme.write_text(new)
-        print(f"{readme}: tables rewritten from {', '.join(args.results)}")
+        target.write_text(new)
+        print(f"{target}: tables rewritten from {', '.join(args.results)}")
     return 0
 
 

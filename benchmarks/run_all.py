@@ -9,7 +9,7 @@ skipped with a note, one that fails is reported and the others still run. The co
 kept side by side) holds each benchmark's results, status and duration, the Python version, the
 date, the machine and its load average before and after (the figures are only as quiet as the
 machine), the peers' versions, the commit, and the summary rows. ``readme_figures.py`` writes
-the README's tables from these files. Exit code 1 if a benchmark failed.
+the tables of ``docs/benchmarks.md`` from these files. Exit code 1 if a benchmark failed.
 """
 
 import argparse
@@ -273,7 +273,8 @@ def main():
                 "load_average_before": load_before, "load_average_after": load_after,
                 "peers": {name: installed(name) for name in PEERS}, "commit": commit(),
                 "summary": rows, "benchmarks": outcomes}, args.json)
-    print("README tables: python benchmarks/readme_figures.py benchmarks/results/all-*.json")
+    print("Tables of docs/benchmarks.md: python benchmarks/readme_figures.py "
+          "benchmarks/results/all-*.json")
     failed = [name for name, outcome in outcomes.items() if outcome["status"] == "failed"]
     if failed:
         print(f"failed: {', '.join(failed)}")

@@ -246,7 +246,7 @@ def test_a_directory_that_is_not_an_example_is_refused(tmp_path, name, message):
 def test_an_unknown_example_lists_the_known_ones():
     result = demo("helo")
     assert result.returncode == 2
-    assert "one of: data, ftp_server, hello, http_auth" in result.stderr
+    assert "one of: asyncio_server, data, ftp_server, hello, http_auth" in result.stderr
 
 
 def test_every_example_is_a_demo_target():

@@ -1,4 +1,5 @@
-"""benchmarks/readme_figures.py: the README's benchmark tables written from recorded runs."""
+"""benchmarks/readme_figures.py: the benchmark tables of docs/benchmarks.md written from recorded
+runs."""
 
 import copy
 import importlib.util
@@ -170,11 +171,11 @@ def test_the_command_rewrites_the_readme_it_is_given(tmp_path, capsys):
 
 @pytest.mark.parametrize("text, message", [
     (README.replace("<!-- /figures:under-load -->\n", ""),
-     "the README has 0 <!-- /figures:under-load --> markers, where there must be one"),
+     "the file has 0 <!-- /figures:under-load --> markers, where there must be one"),
     (README.replace("<!-- figures:summary -->\n", ""),
-     "the README has 0 <!-- figures:summary --> markers, where there must be one"),
+     "the file has 0 <!-- figures:summary --> markers, where there must be one"),
     (README + "<!-- figures:summary -->\n",
-     "the README has 2 <!-- figures:summary --> markers, where there must be one"),
+     "the file has 2 <!-- figures:summary --> markers, where there must be one"),
 ])
 def test_a_missing_or_repeated_marker_is_an_error_and_the_readme_is_kept(tmp_path, capsys, text,
                                                                           message):
@@ -236,9 +237,25 @@ def test_a_file_that_is_not_json_is_an_error(tmp_path):
         figures.load_runs([str(path)])
 
 
+def test_the_command_rewrites_the_benchmarks_page_unless_given_another_file(tmp_path,
+                                                                            monkeypatch):
+    assert figures.TARGET == ROOT / "docs" / "benchmarks.md"
+    page = tmp_path / "benchmarks.md"
+    page.write_text(README)
+    monkeypatch.setattr(figures, "TARGET", page)
+    assert figures.main([write_run(tmp_path, run_document())]) == 0
+    assert "| figure | 3.11 |" in page.read_text()
+    other = tmp_path / "other.md"
+    other.write_text(README)
+    assert figures.main([write_run(tmp_path, run_document("3.12.1")), "--target",
+                         str(other)]) == 0
+    assert "| figure | 3.12 |" in other.read_text()
+    assert "| figure | 3.11 |" in page.read_text()  # the default target was left alone
+
+
 @pytest.mark.parametrize("name", sorted(figures.TABLES))
-def test_the_readme_holds_each_marker_pair_once_in_order(name):
-    text = (ROOT / "README.md").read_text()
+def test_the_benchmarks_page_holds_each_marker_pair_once_in_order(name):
+    text = (ROOT / "docs" / "benchmarks.md").read_text()
     opening, closing = f"<!-- figures:{name} -->", f"<!-- /figures:{name} -->"
     assert text.count(opening) == 1 and text.count(closing) == 1
     assert text.index(opening) < text.index(closing)

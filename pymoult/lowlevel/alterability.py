@@ -161,7 +161,8 @@ def suspend_thread(thread, anywhere=True, grace=None):
     Pymoult suspended threads at the VM level), a thread that has not reached a point within
     ``grace`` seconds (``pymoult._parking.POINT_GRACE``, 20 ms) is suspended wherever it is: it
     parks at its next event in application code, or counts as suspended at once when it is
-    blocked (see "Suspension" in the README). ``anywhere=False`` waits for a point only.
+    blocked (see "Suspension anywhere" in docs/threading.md). ``anywhere=False`` waits for a
+    point only.
     """
     control_for(thread).request_suspend(anywhere=anywhere, grace=grace)
 
