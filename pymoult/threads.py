@@ -3,12 +3,13 @@
 The threading model
 -------------------
 A :class:`DSU_Thread` is a ``threading.Thread`` whose code is its :meth:`~DSU_Thread.main`
-(subclass and define ``main``, or pass ``target``). Pymoult never stops a thread from the outside:
-on stock CPython one thread cannot suspend another. Instead the thread *cooperates* at its update
+(subclass and define ``main``, or pass ``target``). A thread serves requests at its update
 points (``pymoult.lowlevel.alterability.staticUpdatePoint``): a manager posts a request
 (:meth:`~DSU_Thread.suspend`, a reboot, an active update) and the thread serves it at its next
 point: it parks until :meth:`~DSU_Thread.resume`, raises :class:`RebootException`, or runs its
-active update function. Requests and acknowledgements travel through one condition variable per
+active update function. A suspension may also land where the thread is, without a point (the
+trap of ``pymoult._suspension``, as ``suspend_thread(..., anywhere=True)`` and the updates'
+default ``suspension = "anywhere"`` ask); reboots and active updates wait for a point. Requests and acknowledgements travel through one condition variable per
 thread, so nobody polls for a DSU_Thread, and an idle point costs one global test.
 
 A thread that never reaches a point can still be rebooted asynchronously

@@ -187,7 +187,7 @@ def test_two_phase_one_unreachable_aborts_the_prepared(fleet, tmp_path):
 
 def test_pymoult_rollback_reverts_the_last_push(fleet, tmp_path):
     [process] = fleet(False)
-    assert push(tmp_path, [process]).returncode == 0
+    assert push(tmp_path, [process], "--wait").returncode == 0  # one address: a plain push
     assert version_now(process) == "v2"
     result = pymoult("rollback", "--to", process.address, "--timeout", "20")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -20,7 +20,9 @@ PUBLIC_MODULES = ["pymoult.errors", "pymoult.threads", "pymoult.lowlevel.alterab
                   "pymoult.delivery.scripts", "pymoult.delivery.script_host",
                   "pymoult.delivery.reverts", "pymoult.delivery.two_phase",
                   "pymoult.highlevel.revert", "pymoult.rollout", "pymoult.running_apps",
-                  "pymoult.highlevel.lifecycle"]
+                  "pymoult.highlevel.lifecycle", "pymoult.highlevel.module_update",
+                  "pymoult.highlevel.stale_frames", "pymoult.highlevel.file_watch",
+                  "pymoult.source_tracking"]
 #: The ``pymoult`` command: the top tier, which may use everything and which nothing uses.
 COMMAND_MODULES = {"cli.py", "demo.py", "__main__.py", "exit_status.py"}
 #: The original Pymoult's import path for the listeners, kept as re-exports from the tier above.
