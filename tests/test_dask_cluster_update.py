@@ -8,6 +8,8 @@ imported the modules to submit their functions: it is one more target of each up
 
 import concurrent.futures
 import os
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -17,6 +19,7 @@ import pytest
 
 distributed = pytest.importorskip("distributed")
 
+from app_process import command_env  # noqa: E402
 from pymoult.delivery.dask_cluster import (SCHEDULER, ClusterUpdate, cluster_versions,  # noqa: E402
                                            undo_cluster, update_cluster)
 from pymoult.errors import ModuleUpdateError, PymoultTypeError, PymoultValueError  # noqa: E402
@@ -110,7 +113,7 @@ def dask(tmp_path_factory):
         (directory / f"{name}.py").write_text(V1)
     sys.path.insert(0, str(directory))
     cluster = distributed.LocalCluster(n_workers=3, processes=True, threads_per_worker=2,
-                                       dashboard_address=None)
+                                       dashboard_address="127.0.0.1:0")
     client = distributed.Client(cluster)
     try:
         client.wait_for_workers(3, timeout=WAIT)
@@ -390,3 +393,27 @@ def test_bad_input_is_refused_in_one_sentence_before_anything_changes(dask):
     with pytest.raises(PymoultValueError, match="the Dask client is not connected"):
         update_cluster(closed, "jobs_input", V2)
     assert set(versions_on(client, jobs, workers(client)).values()) == {"v1"}
+
+
+def test_the_example_updates_its_cluster_live_under_pymoult_demo():
+    process = subprocess.Popen([sys.executable, "-m", "pymoult", "demo", "task_cluster"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=command_env(), start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=100)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # the application and its workers too
+        process.communicate()
+        raise
+    assert process.returncode == 0, stdout + stderr
+    rounds = [line.split(" | ", 1)[1] for line in stdout.splitlines()
+              if line.lstrip().startswith("app | round ")]
+    before, _, after = stdout.partition("app | update_cluster: applied on all 3 targets")
+    assert after, stdout
+    old = [line for line in rounds if line in before]
+    new = [line for line in rounds if line in after]
+    assert len(old) >= 3 and all("(mean, jobs v1)" in line for line in old)
+    assert len(new) >= 2 and all("(median, jobs v2)" in line for line in new)
+    # the readings were loaded once, by the same two worker processes, and stayed in memory
+    assert {line.split("; ", 1)[1] for line in rounds} == {old[0].split("; ", 1)[1]}
+    assert "8 readings in memory, loaded 8 times" in old[0]
