@@ -501,7 +501,10 @@ class ModuleVersionsPlugin(WorkerPlugin):
         self.timeout = timeout
 
     async def setup(self, worker):
-        results = await _converge(self.versions, self.timeout)
+        try:
+            results = await _converge(self.versions, self.timeout)
+        except Exception as exc:  # never fail the worker's start: say so, and go on
+            results = [_result("apply", False, f"could not converge: {_one_line(exc)}")]
         _STATE.converged = tuple(results)
         for outcome in results:
             level = logging.INFO if outcome["ok"] else logging.ERROR
