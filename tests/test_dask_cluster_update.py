@@ -20,8 +20,9 @@ import pytest
 distributed = pytest.importorskip("distributed")
 
 from app_process import command_env  # noqa: E402
-from pymoult.delivery.dask_cluster import (SCHEDULER, ClusterUpdate, cluster_versions,  # noqa: E402
-                                           undo_cluster, update_cluster)
+from pymoult.delivery.dask_cluster import (SCHEDULER, ClusterUpdate,  # noqa: E402
+                                           cluster_versions, cluster_workers, undo_cluster,
+                                           update_cluster)
 from pymoult.errors import ModuleUpdateError, PymoultTypeError, PymoultValueError  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
@@ -101,7 +102,7 @@ def update_state():
 V2 = V1.replace('("v1"', '("v2"').replace('f"v1:', 'f"v2:')
 
 MODULES = ["jobs_stream", "jobs_held", "jobs_straggler", "jobs_fail", "jobs_trial",
-           "jobs_input"]
+           "jobs_input", "jobs_steps"]
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +128,7 @@ def dask(tmp_path_factory):
 
 
 def workers(client):
-    return sorted(client.scheduler_info()["workers"])
+    return cluster_workers(client)
 
 
 def versions_on(client, module, where):
@@ -353,6 +354,31 @@ def test_an_update_failing_on_one_worker_is_rolled_back_there_and_undone_elsewhe
     assert sum(client.run(jobs.made).values()) == 7
 
 
+def test_the_steps_run_on_the_workers_given_and_converge_takes_back_what_is_unpublished(dask):
+    cluster, client = dask
+    jobs = import_module("jobs_steps")
+    update = ClusterUpdate(client, "jobs_steps", V2, scheduler=False)
+    everyone = workers(client)
+    canary, rest = everyone[:1], everyone[1:]
+    assert update.targets() == everyone
+    prepared = update.prepare(everyone)
+    assert [r.worker for r in prepared] == everyone and all(r.ok for r in prepared)
+    assert all(r.message.startswith("ready (imported first): ") for r in prepared)
+    (applied,) = update.apply(canary)
+    assert applied.ok and applied.worker == canary[0] and applied.switched_at is not None
+    assert versions_on(client, jobs, everyone) == {
+        worker: "v2" if worker in canary else "v1" for worker in everyone}
+    # a halt without an explicit undo: nothing was published, so converging takes it back
+    converged = update.converge()
+    assert {r.worker for r in converged} == set(everyone) and all(r.ok for r in converged)
+    assert set(versions_on(client, jobs, everyone).values()) == {"v1"}
+    assert all(v.get("jobs_steps", []) == [] for v in cluster_versions(client).values())
+    assert [r.message for r in update.discard(rest)] == ["dropped"] * len(rest)
+    assert [r.message for r in update.apply(rest)] == [
+        "not prepared here (never, or dropped since): prepare it again"] * len(rest)
+    assert set(versions_on(client, jobs, everyone).values()) == {"v1"}
+
+
 def test_a_new_version_failing_on_trial_on_the_workers_changes_nothing(dask):
     cluster, client = dask
     jobs = import_module("jobs_trial")
@@ -408,12 +434,12 @@ def test_the_example_updates_its_cluster_live_under_pymoult_demo():
     assert process.returncode == 0, stdout + stderr
     rounds = [line.split(" | ", 1)[1] for line in stdout.splitlines()
               if line.lstrip().startswith("app | round ")]
-    before, _, after = stdout.partition("app | update_cluster: applied on all 3 targets")
-    assert after, stdout
-    old = [line for line in rounds if line in before]
-    new = [line for line in rounds if line in after]
-    assert len(old) >= 3 and all("(mean, jobs v1)" in line for line in old)
-    assert len(new) >= 2 and all("(median, jobs v2)" in line for line in new)
+    assert "app | update_cluster: applied on all 3 targets" in stdout
+    # (a round in progress when the update lands is printed after it, on the old version)
+    old = [line for line in rounds if "(mean, jobs v1)" in line]
+    new = [line for line in rounds if "(median, jobs v2)" in line]
+    assert rounds == old + new, rounds
+    assert len(old) >= 3 and len(new) >= 2
     # the readings were loaded once, by the same two worker processes, and stayed in memory
     assert {line.split("; ", 1)[1] for line in rounds} == {old[0].split("; ", 1)[1]}
     assert "8 readings in memory, loaded 8 times" in old[0]

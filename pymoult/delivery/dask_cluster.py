@@ -59,7 +59,8 @@ from ..highlevel.module_update import ModuleUpdate
 from ..highlevel.updates import Update, UpdateState
 from ..lowlevel import alterability
 
-__all__ = ["update_cluster", "undo_cluster", "cluster_versions", "ClusterUpdate",
+__all__ = ["update_cluster", "undo_cluster", "cluster_versions", "cluster_workers",
+           "ClusterUpdate",
            "ClusterReport", "TargetResult", "ModuleVersionsPlugin", "revert_on_worker",
            "published_versions", "SCHEDULER", "MANAGER_NAME", "PLUGIN_NAME", "HISTORY"]
 
@@ -529,16 +530,24 @@ def _scheduler_address(client):
     return getattr(client.scheduler, "address", None) or "the scheduler"
 
 
+def _worker_addresses(dask_scheduler=None):
+    return sorted(dask_scheduler.workers)
+
+
 def _workers(client):
     try:
-        try:
-            info = client.scheduler_info(n_workers=-1)
-        except TypeError:  # distributed before 2025: every worker, always
-            info = client.scheduler_info()
+        return client.run_on_scheduler(_worker_addresses)
     except (OSError, TimeoutError) as exc:
         raise ListenerError(f"cannot reach the Dask scheduler at {_scheduler_address(client)}: "
                             f"{_one_line(exc)}", address=_scheduler_address(client)) from None
-    return sorted(info.get("workers", {}))
+
+
+def cluster_workers(client):
+    """The addresses of the workers the scheduler of ``client`` knows now, sorted. (Read on
+    the scheduler: ``Client.scheduler_info()`` may race with the client's periodic refresh,
+    which asks for no worker, and answer with none.)"""
+    _check_client(client)
+    return _workers(client)
 
 
 def _cluster_targets(client, module, scheduler=True):
@@ -636,7 +645,7 @@ class ClusterUpdate:
     - :meth:`discard`: a prepared update is dropped there;
     - :meth:`publish`: the version is added to the plugin's records, so that workers that join
       later get it (and every worker is brought to the published versions);
-      :meth:`withdraw` takes it out again.
+      :meth:`withdraw` takes it out again; :meth:`converge` registers them again unchanged.
 
     ``version`` names it (``module@digest-nonce``). ``transformers`` and ``builders`` are
     those of ``ModuleUpdate`` (by class name), sent to the targets with cloudpickle.
@@ -736,6 +745,12 @@ class ClusterUpdate:
         versions = [r for r in published_versions(self.client) if r["version"] != self.version]
         return _publish(self.client, versions, self.timeout)
 
+    def converge(self):
+        """Register the published versions again, unchanged: every worker undoes what it
+        applied that is not published (an apply whose reply was lost) and applies what it
+        lacks. One result per worker."""
+        return _publish(self.client, published_versions(self.client), self.timeout)
+
     # -- the whole update ------------------------------------------------------------------------
 
     def run(self, undo_on_failure=True):
@@ -776,7 +791,12 @@ class ClusterUpdate:
         undone = self.undo(done) if done else []
         self.discard([r.worker for r in failed])
         results += undone
-        stuck = [r.worker for r in undone if not r.ok]
+        try:  # a worker whose reply was lost may have switched: the plugin brings it back
+            converged = self.converge()
+        except Exception as exc:
+            converged = [TargetResult(SCHEDULER, "publish", False, _one_line(exc))]
+        results += converged
+        stuck = [r.worker for r in undone + converged if not r.ok]
         summary = (f"failed on {len(failed)} of {len(targets)} targets; undone on the "
                    f"{len(done)} that had applied it: the cluster is on the version before"
                    if not stuck else
