@@ -102,7 +102,7 @@ def update_state():
 V2 = V1.replace('("v1"', '("v2"').replace('f"v1:', 'f"v2:')
 
 MODULES = ["jobs_stream", "jobs_held", "jobs_straggler", "jobs_fail", "jobs_trial",
-           "jobs_input", "jobs_steps"]
+           "jobs_input", "jobs_steps", "jobs_continue"]
 
 
 @pytest.fixture(scope="module")
@@ -305,6 +305,26 @@ def test_a_task_running_a_changed_function_finishes_on_its_version(dask):
     others = [r.seconds for r in report.results if r.step == "apply" and r.worker != worker]
     assert waited.seconds > max(others)
     assert undo_cluster(client, "jobs_held").ok
+
+
+def test_with_running_tasks_continuing_the_switch_does_not_wait_for_a_long_task(dask):
+    cluster, client = dask
+    jobs = import_module("jobs_continue")
+    worker = workers(client)[0]
+    held, release = hold_a_task(client, jobs, worker)
+    try:
+        report = update_cluster(client, "jobs_continue", V2, running_tasks="continue",
+                                timeout=WAIT)
+        assert report.ok, str(report)
+        assert not held.done()  # switched while the task runs the function it changed
+        assert versions_on(client, jobs, workers(client)) == {
+            worker: "v2" for worker in workers(client)}
+    finally:
+        release.set()
+    assert held.result(WAIT) == ("v1", 1)  # its call finished on the code it started with
+    assert undo_cluster(client, "jobs_continue").ok
+    with pytest.raises(PymoultValueError, match="running_tasks must be one of wait, continue"):
+        update_cluster(client, "jobs_continue", V2, running_tasks="later")
 
 
 def test_a_worker_that_cannot_switch_in_time_leaves_the_cluster_on_the_old_version(dask):

@@ -62,7 +62,8 @@ from ..lowlevel import alterability
 __all__ = ["update_cluster", "undo_cluster", "cluster_versions", "cluster_workers",
            "ClusterUpdate",
            "ClusterReport", "TargetResult", "ModuleVersionsPlugin", "revert_on_worker",
-           "published_versions", "SCHEDULER", "MANAGER_NAME", "PLUGIN_NAME", "HISTORY"]
+           "published_versions", "SCHEDULER", "MANAGER_NAME", "PLUGIN_NAME", "HISTORY",
+           "RUNNING_TASKS"]
 
 logger = logging.getLogger("pymoult")
 
@@ -79,6 +80,10 @@ PREPARED_KEPT = 8
 #: Seconds a step may take on a target beyond the update's own patience before it is reported
 #: as not finished (the apply window, the trial, the manager's queue).
 STEP_MARGIN = 30.0
+#: What an apply does about the tasks running a function it changes: "wait" until none does
+#: (they finish on the old version, then the switch), or "continue": switch at once, their
+#: running calls finish on the old code and whatever they call next is the new version.
+RUNNING_TASKS = ("wait", "continue")
 #: Seconds between two looks at the stacks while an update waits for a safe point.
 QUIESCENCE_INTERVAL = 0.01
 #: Longest message of a target result, in characters.
@@ -358,7 +363,13 @@ async def _prepare_here(version, module, source, filename, timeout, transformers
                        seconds=time.monotonic() - started)
 
 
-async def _apply_here(version):
+def _task_threads(server):
+    """The threads of ``server`` (a worker) running a task now (none on the scheduler)."""
+    running = set(getattr(server, "active_threads", None) or ())
+    return [thread for thread in threading.enumerate() if thread.ident in running]
+
+
+async def _apply_here(version, running_tasks="wait", dask_worker=None, dask_scheduler=None):
     async with _STATE.step_lock():
         with _STATE.lock:
             prepared = _STATE.prepared.pop(version, None)
@@ -368,6 +379,8 @@ async def _apply_here(version):
             return _result("apply", False, "not prepared here (never, or dropped since): "
                                            "prepare it again")
         update, module = prepared
+        if running_tasks == "continue":  # suspend the task threads: no wait for quiescence
+            update.threads = _task_threads(dask_worker)
         ok, error, seconds, switched_at = await _run_update(update, update.timeout)
         if not ok:
             logger.warning("%s: %s", update.name, error)
@@ -649,10 +662,19 @@ class ClusterUpdate:
 
     ``version`` names it (``module@digest-nonce``). ``transformers`` and ``builders`` are
     those of ``ModuleUpdate`` (by class name), sent to the targets with cloudpickle.
+
+    ``running_tasks`` says when a process switches. ``"wait"`` (the default): once no thread
+    of it runs a function the update changes (checked again inside the switch), so a task
+    running one finishes on the old version; a task that runs such a function for longer than
+    ``timeout`` makes the apply fail there. ``"continue"``: the threads running a task are
+    suspended wherever they are (milliseconds) and the process switches: a call already running
+    finishes on its old code, what it calls afterwards is the new version, except that the
+    switch still waits while a running frame names two changed functions (it could see both
+    versions). The undo and a joining worker always wait.
     """
 
     def __init__(self, client, module, source=None, path=None, *, filename=None, timeout=30.0,
-                 scheduler=True, transformers=None, builders=None):
+                 scheduler=True, transformers=None, builders=None, running_tasks="wait"):
         _check_client(client)
         _check_module_name(module)
         if (source is None) == (path is None):
@@ -666,6 +688,9 @@ class ClusterUpdate:
                                         f"{path}: {_one_line(exc)}", module=module) from None
         if not isinstance(source, str):
             raise PymoultTypeError(f"source must be a str, got {type(source).__name__}")
+        if running_tasks not in RUNNING_TASKS:
+            raise PymoultValueError(f"running_tasks must be one of {', '.join(RUNNING_TASKS)}, "
+                                    f"got {running_tasks!r}")
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
             raise PymoultValueError(f"timeout must be a positive number of seconds, got "
                                     f"{timeout!r}")
@@ -686,6 +711,7 @@ class ClusterUpdate:
         self.scheduler = scheduler
         self.transformers = transformers
         self.builders = builders
+        self.running_tasks = running_tasks
         digest = hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
         self.version = f"{module}@{digest[:10]}-{uuid.uuid4().hex[:6]}"
 
@@ -712,8 +738,8 @@ class ClusterUpdate:
 
     def apply(self, targets=None):
         """Apply the prepared update on each target, at a safe point there."""
-        return _on_targets(self.client, "apply", _apply_here, (self.version,),
-                           self._targets(targets))
+        return _on_targets(self.client, "apply", _apply_here,
+                           (self.version, self.running_tasks), self._targets(targets))
 
     def undo(self, targets=None):
         """Revert the update on each target where it was applied (a safe point there too)."""
@@ -851,7 +877,8 @@ def _publish(client, versions, timeout):
 
 
 def update_cluster(client, module, source=None, path=None, *, filename=None, timeout=30.0,
-                   scheduler=True, transformers=None, builders=None, undo_on_failure=True):
+                   scheduler=True, transformers=None, builders=None, running_tasks="wait",
+                   undo_on_failure=True):
     """Update ``module`` to a new version (``source`` text or ``path``) on every worker of the
     cluster of ``client`` (and on the scheduler, if it has imported the module), live, at a
     safe point on each; then publish it, so that workers joining later get it. Returns a
@@ -863,9 +890,11 @@ def update_cluster(client, module, source=None, path=None, *, filename=None, tim
     module missing on every process, after asking them), ``ListenerError`` (the scheduler
     cannot be reached). A failure on some targets is in the report: before any switched
     (prepare), nothing changed; after (apply), the targets that had switched are undone unless
-    ``undo_on_failure`` is false. See :class:`ClusterUpdate` for the steps one by one."""
+    ``undo_on_failure`` is false. ``running_tasks`` (``"wait"``, ``"continue"``) and the steps
+    one by one: see :class:`ClusterUpdate`."""
     update = ClusterUpdate(client, module, source, path, filename=filename, timeout=timeout,
-                           scheduler=scheduler, transformers=transformers, builders=builders)
+                           scheduler=scheduler, transformers=transformers, builders=builders,
+                           running_tasks=running_tasks)
     return update.run(undo_on_failure=undo_on_failure)
 
 
