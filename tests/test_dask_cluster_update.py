@@ -463,3 +463,13 @@ def test_the_example_updates_its_cluster_live_under_pymoult_demo():
     # the readings were loaded once, by the same two worker processes, and stayed in memory
     assert {line.split("; ", 1)[1] for line in rounds} == {old[0].split("; ", 1)[1]}
     assert "8 readings in memory, loaded 8 times" in old[0]
+
+
+def test_every_public_name_of_the_module_is_documented():
+    from pymoult.delivery import dask_cluster
+
+    assert dask_cluster.__doc__
+    for name in dask_cluster.__all__:
+        value = getattr(dask_cluster, name)
+        if callable(value):
+            assert value.__doc__, name

@@ -11,8 +11,11 @@ On each process the change is a :class:`~pymoult.highlevel.module_update.ModuleU
 on the process's own :class:`~pymoult.highlevel.managers.ThreadedManager` (``"pymoult-dask"``)
 and applied at a safe point: once no thread of the process runs a function it changes. A task
 running a changed function finishes on its version; a task that starts after the switch runs
-the new one. Objects in memory (the workers' data, module state) stay: functions and classes are
-updated in place, so the old instances run the new methods.
+the new one (``running_tasks="continue"`` switches at once instead, for tasks too long to wait
+for). Objects in memory (the workers' data, module state) stay: functions and classes are
+updated in place, so the old instances run the new methods. Dask reuses a result it holds
+for the same key: a task submitted again with the same arguments (``pure=True``, the default)
+gets the result computed before the update, as it would without one.
 
 :func:`update_cluster` is the whole update in one call, in two phases: every target *prepares*
 (the new version is compiled and evaluated on trial there: a version that does not compile or
@@ -20,8 +23,10 @@ raises, or a module missing there, fails with nothing changed anywhere), then ev
 *applies*; if one fails, the targets that had applied are undone, so the cluster stays on one
 version. :func:`undo_cluster` takes the last version of a module back out. The steps themselves
 are public, per target, for a rollout engine (canary, waves, halt): :class:`ClusterUpdate`'s
-``prepare``, ``apply``, ``undo``, ``discard`` and ``publish`` each return one
-:class:`TargetResult` per target (address, ok, one-line message), never a traceback.
+``prepare``, ``apply``, ``undo``, ``discard``, ``publish``, ``withdraw`` and ``converge`` each
+return one :class:`TargetResult` per target (address, ok, one-line message), never a
+traceback. One rollout at a time per cluster: the published versions are a single plugin,
+registered again by each publication (the last one wins).
 
 Each process keeps its last :data:`HISTORY` applied updates (their journals), which is what an
 undo needs; :func:`revert_on_worker` is the one place an applied update is reverted. The
