@@ -53,6 +53,7 @@ SIZES = (2, 4, 8)
 MAKE_COST = 0.05  # seconds of computing per data object: what a restart must do again
 WORK_COST = 0.002  # seconds per task of the stream
 WAIT = 120.0
+RESTART_TIMEOUT = 300.0  # Client.restart's: 8 worker processes start slowly on a busy machine
 PEERS = ("pymoult", "upload_file", "restart")
 
 V1 = f'''\
@@ -118,6 +119,7 @@ class Stream:
         self.tasks = []  # [submitted at, future]
         self.changed = threading.Condition()
         self.ended = 0
+        self.error = None
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -128,21 +130,28 @@ class Stream:
         pending.add(future)
 
     def _run(self):
-        pending = distributed.as_completed()
-        for _ in range(self.in_flight):
-            self._submit(pending)
-        for _ in pending:
-            with self.changed:
-                self.ended += 1
-                self.changed.notify_all()
-            if not self.stopping.is_set():
+        try:
+            pending = distributed.as_completed()
+            for _ in range(self.in_flight):
                 self._submit(pending)
+            for _ in pending:
+                with self.changed:
+                    self.ended += 1
+                    self.changed.notify_all()
+                if not self.stopping.is_set():
+                    self._submit(pending)
+        except Exception as exc:  # the client closed under it (a failed run): say so
+            with self.changed:
+                self.error = exc
+                self.changed.notify_all()
 
     def wait_ended(self, count):
         with self.changed:
             target = self.ended + count
-            if not self.changed.wait_for(lambda: self.ended >= target, WAIT):
+            if not self.changed.wait_for(lambda: self.ended >= target or self.error, WAIT):
                 raise RuntimeError("the task stream stalled")
+            if self.error is not None:
+                raise RuntimeError(f"the task stream failed: {self.error!r}")
 
     def stop(self):
         self.stopping.set()
@@ -199,7 +208,7 @@ def one_change(client, directory, peer, name, workers):
         figures["skew_ms"] = spread(list(client.run(module.loaded_at).values())) * 1e3
     else:
         (directory / f"{name}.py").write_text(V2)
-        client.restart(wait_for_workers=True)
+        client.restart(timeout=RESTART_TIMEOUT, wait_for_workers=True)
         data = client.map(module.make, range(4 * workers), pure=False)
         distributed.wait(data, timeout=WAIT)
         changed = time.monotonic()
@@ -238,23 +247,30 @@ def bench(workers, repeats, directory):
         cluster_start = time.monotonic() - started
         for repeat in range(repeats):
             for peer in PEERS:
-                runs[peer].append(one_change(client, directory, peer, names[peer, repeat],
-                                             workers))
+                try:
+                    runs[peer].append(one_change(client, directory, peer, names[peer, repeat],
+                                                 workers))
+                except Exception as exc:  # recorded and shown; the next run waits for workers
+                    print(f"  {workers} workers, {peer}, repeat {repeat + 1}: failed: "
+                          f"{type(exc).__name__}: {str(exc).splitlines()[0]}", flush=True)
+                    runs[peer].append({"error": f"{type(exc).__name__}: {exc}"})
+                    client.wait_for_workers(workers, timeout=RESTART_TIMEOUT)
     finally:
         client.close()
         cluster.close()
         sys.path.remove(str(directory))
     row = {"workers": workers, "cluster_start_s": cluster_start,
            "seconds": time.monotonic() - started}
-    for peer, figures in runs.items():
-        medians = {}
-        for key in figures[0]:
+    for peer, all_runs in runs.items():
+        figures = [f for f in all_runs if "error" not in f]
+        medians = {"failed_runs": len(all_runs) - len(figures)}
+        for key in (figures[0] if figures else {}):
             values = [f[key] for f in figures if f.get(key) is not None]
             if key == "data_kept":
                 medians[key] = all(values)
             elif values:
                 medians[key] = statistics.median(values)
-        medians["runs"] = figures
+        medians["runs"] = all_runs
         row[peer] = medians
     return row
 
@@ -271,14 +287,19 @@ def show(rows, repeats, seconds):
     for row in rows:
         for peer in PEERS:
             f = row[peer]
+            if "wall_s" not in f:
+                print(f"  {row['workers']:>7} {peer:<12} every run failed (see above)")
+                continue
             apply = f"{f['apply_ms']:.1f}" if "apply_ms" in f else "-"
             skew = f"{f['skew_ms']:.1f}" if f.get("skew_ms") is not None else "-"
             undo = f"{f['undo_s']:.2f}" if "undo_s" in f else "-"
             failed = f"{f['failed']:.0f}/{f['tasks']:.0f}"
             objects = f"{f['objects_new']:.0f}/{f['objects']:.0f}"
             kept = "yes" if f["data_kept"] else "no"
+            runs = f" ({f['failed_runs']} of {len(f['runs'])} runs failed)" \
+                if f["failed_runs"] else ""
             print(f"  {row['workers']:>7} {peer:<12} {f['wall_s']:7.2f} {apply:>9} {skew:>8} "
-                  f"{failed:>13} {f['stale']:6.0f} {kept:>10} {objects:>12} {undo:>7}")
+                  f"{failed:>13} {f['stale']:6.0f} {kept:>10} {objects:>12} {undo:>7}{runs}")
 
 
 def main():
@@ -290,6 +311,7 @@ def main():
     repeats = 1 if args.quick else args.repeats
     sizes = SIZES[:2] if args.quick else SIZES
     started = time.monotonic()
+    load_before = os.getloadavg()[0]
     rows = []
     with tempfile.TemporaryDirectory(prefix="pymoult-bench-dask-") as work:
         for workers in sizes:
@@ -298,8 +320,11 @@ def main():
             rows.append(bench(workers, repeats, directory))
             print(f"  {workers} workers: {rows[-1]['seconds']:.0f} s", flush=True)
     seconds = time.monotonic() - started
+    load = (load_before, os.getloadavg()[0])
     show(rows, repeats, seconds)
+    print(f"  load average (1 min) before / after: {load[0]:.2f} / {load[1]:.2f}")
     write_json({"by_workers": {str(r["workers"]): r for r in rows}, "repeats": repeats,
+                "load_average": load,
                 "seconds": seconds, "distributed": distributed.__version__,
                 "make_cost": MAKE_COST, "work_cost": WORK_COST}, args.json)
 
