@@ -22,7 +22,7 @@ PUBLIC_MODULES = ["pymoult.errors", "pymoult.threads", "pymoult.lowlevel.alterab
                   "pymoult.highlevel.revert", "pymoult.rollout", "pymoult.running_apps",
                   "pymoult.highlevel.lifecycle", "pymoult.highlevel.module_update",
                   "pymoult.highlevel.stale_frames", "pymoult.highlevel.file_watch",
-                  "pymoult.source_tracking"]
+                  "pymoult.source_tracking", "pymoult.delivery.dask_cluster"]
 #: The ``pymoult`` command: the top tier, which may use everything and which nothing uses.
 COMMAND_MODULES = {"cli.py", "demo.py", "__main__.py", "exit_status.py"}
 #: The original Pymoult's import path for the listeners, kept as re-exports from the tier above.

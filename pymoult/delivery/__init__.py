@@ -7,7 +7,10 @@ One job per module:
 - ``authentication``: the token and the server's side of the handshake (protocol 2);
 - ``peers``: connections not yet authenticated, caps per peer, refusals delayed and logged;
 - ``scripts``: running a pushed script and building the reply (:func:`run_script`);
-- ``script_host``: what both listeners share (limits, applied updates, ``get_app_listener``).
+- ``script_host``: what both listeners share (limits, applied updates, ``get_app_listener``);
+- ``reverts`` and ``two_phase``: a listener's ``rollback`` request, and two-phase pushes;
+- ``dask_cluster``: a module updated on every worker of a Dask cluster, through Dask's own
+  mechanisms (imported on its own: it needs ``distributed``).
 
 The wire format is ``pymoult.protocol`` and the client ``pymoult.client`` (neither needs this
 package). Delivery reads the managers only through their public snapshots
