@@ -7,7 +7,7 @@ import types
 import pytest
 
 from pymoult.errors import (PartialRollbackError, PymoultTypeError, RevertError,
-                            UpdateDefinitionError)
+                            UpdateDefinitionError, UpdateTimeoutError)
 from pymoult.highlevel.managers import ThreadedManager
 from pymoult.highlevel.revert import RevertUpdate
 from pymoult.highlevel.updates import SafeRedefineUpdate, Update, UpdateState, isApplied
@@ -186,3 +186,24 @@ def test_a_revert_cannot_be_reverted_nor_one_too_old_to_tell(manager, monkeypatc
                                           "applied after it to tell which build on it"):
         manager.add_update(RevertUpdate(oldest)).result(WAIT)
     assert app.VERSION == 2 and oldest.state is UpdateState.APPLIED
+
+
+def test_a_revert_waits_until_no_thread_runs_the_code_the_update_put_in(manager, spawn):
+    app = make_app("revert_app_running")
+    app.inside, app.leave = inside, leave = threading.Event(), threading.Event()
+    new = {}
+    exec("def greet_v2():\n    inside.set()\n    leave.wait(10)\n    return 'v2'\n", new)
+    greet_v2 = new["greet_v2"]
+    update = SafeRedefineUpdate(app, app.greet, greet_v2, name="revert test running")
+    apply(manager, update)
+    caller = spawn(threading.Thread(target=app.greet))  # runs the update's version, held
+    assert inside.wait(WAIT)
+    waiting = RevertUpdate(update, max_tries=3, sleep_time=0.01)
+    waiting.on_timeout = "fail"
+    with pytest.raises(UpdateTimeoutError, match=r"greet_v2 still running in thread"):
+        manager.add_update(waiting).result(WAIT)
+    assert update.state is UpdateState.APPLIED and app.greet.__code__ is greet_v2.__code__
+    leave.set()
+    caller.join(WAIT)
+    apply(manager, RevertUpdate(update))
+    assert app.greet() == "v1" and update.state is UpdateState.REVERTED

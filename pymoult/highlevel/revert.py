@@ -15,16 +15,22 @@ cannot be undone, the others are; the original then ends *partially rolled back*
 the revert, its error saying what stayed. A revert cannot itself be undone: it records in its
 own journal one operation that says so, so that a failure after it never reads "rolled back".
 
-What a revert guarantees to the application's callers is what a plain ``Update`` guarantees:
-its threads are suspended while it applies. It does not wait for the quiescence a
-``SafeRedefineUpdate`` waits for, nor apply ``ModuleUpdate``'s guard against torn calls: a
-thread suspended inside a function the revert changes goes on in the code it was running.
+What a revert guarantees to the application's callers: as a ``SafeRedefineUpdate`` waits for
+the function it replaces, a revert waits (its threads suspended) until no thread runs the code
+the update put in place, the functions whose code it swapped (their new code), checked again
+inside the apply window; so a call that began on the update's version ends on it. It does not
+apply ``ModuleUpdate``'s guard against torn calls (a caller between two calls of functions the
+revert changes), and what the update changed otherwise (a class attribute, an object) is put
+back at once.
 """
 
 import logging
 
-from ..errors import PymoultTypeError, RevertError, RollbackError, UpdateDefinitionError
+from ..errors import (NotAlterableNow, PymoultTypeError, RevertError, RollbackError,
+                      UpdateDefinitionError)
+from ..lowlevel import alterability
 from ..lowlevel.journal import Operation
+from ..lowlevel.relinking import SwapFunction
 from .lifecycle import Update, UpdateState, applied_after
 
 __all__ = ["RevertUpdate", "Reverted"]
@@ -74,6 +80,34 @@ class RevertUpdate(Update):
         """None: a revert changes the program only through the original's journal."""
         return []
 
+    def installed_codes(self):
+        """The code objects the update put in place (the new code of each function whose code
+        it swapped): what must run in no thread when the revert applies."""
+        return [op.after["__code__"] for op in self.update.journal
+                if isinstance(op, SwapFunction)]
+
+    def check_alterability(self):
+        codes = self.installed_codes()
+        if not codes:
+            return super().check_alterability()
+        return alterability.checkQuiescenceOfFunctions(
+            codes, self.suspended_threads(), anywhere=self.suspension == "anywhere")
+
+    def wait_alterability(self):
+        codes = self.installed_codes()
+        if not codes:
+            return super().wait_alterability()
+        with alterability.patience(self.max_tries, self.sleep_time):
+            return alterability.waitQuiescenceOfFunctions(
+                codes, self.suspended_threads(), timeout=self.timeout,
+                anywhere=self.suspension == "anywhere")
+
+    def why_not_alterable(self):
+        reasons = [super().why_not_alterable()]
+        reasons += [f"{function} still running in thread {thread!r}" for thread, function
+                    in alterability.runningFunctions(self.installed_codes())]
+        return "; ".join(reason for reason in reasons if reason)
+
     def apply(self):
         update = self.update
         if update.state is not UpdateState.APPLIED:
@@ -88,6 +122,11 @@ class RevertUpdate(Update):
             raise RevertError(f"cannot revert {update.name!r}: {names} applied after it may "
                               f"build on it; revert {'it' if len(newer) == 1 else 'them'} "
                               "first, newest first")
+        running = alterability.runningFunctions(self.installed_codes())
+        if running:  # a thread not held entered one after the check
+            thread, function = running[0]
+            raise NotAlterableNow(f"{function} started running in thread {thread!r} after the "
+                                  "quiescence check")
         operations = len(update.journal)
         try:
             update.journal.rollback()
