@@ -9,6 +9,7 @@
     pymoult push SCRIPT --to pipe:PATH [--timeout S] [--token-file F]
     pymoult push SCRIPT | --module NAME [FILE] --to A --to B ... [--to-file F] [--canary N]
                  [--wave N] [--two-phase [--hold S]] [--timeout S] [--token-file F]
+    pymoult push --dask SCHEDULER --module NAME FILE [--timeout S]
     pymoult rollback [--to ADDRESS] [NAME ...] [--timeout S]
     pymoult status [--to ADDRESS] [--json]
     pymoult history [--to ADDRESS] [--json]
@@ -234,7 +235,41 @@ def _addresses(args):
     return addresses or [None]
 
 
+def _push_dask(args):
+    """``pymoult push --dask SCHEDULER --module NAME FILE``: the module updated on every worker
+    of a Dask cluster (``pymoult.delivery.dask_cluster.update_cluster``)."""
+    if args.script is not None or not args.module or len(args.module) != 1 \
+            or len(args.module[0]) != 2:
+        _fail_usage("push --dask: give one --module NAME FILE (the module's new version)")
+    if args.to or args.to_file or args.canary is not None or args.wave is not None \
+            or args.two_phase or args.hold is not None:
+        _fail_usage("push --dask: --to, --to-file, --canary, --wave, --two-phase and --hold "
+                    "are for listeners; a Dask cluster is reached through its scheduler")
+    try:
+        import distributed
+
+        from .delivery.dask_cluster import update_cluster
+    except ImportError:
+        _fail_usage("push --dask needs Dask's distributed package: pip install 'pymoult[dask]'")
+    name, path = args.module[0]
+    timeout = 30.0 if args.timeout is None else args.timeout
+    try:
+        client = distributed.Client(args.dask, timeout=timeout)
+    except (OSError, TimeoutError) as exc:
+        print(f"pymoult push: cannot reach the Dask scheduler at {args.dask}: {exc}",
+              file=sys.stderr)
+        return UNREACHABLE
+    try:
+        report = update_cluster(client, name, path=path, timeout=timeout)
+    finally:
+        client.close()
+    print(report)
+    return 0 if report.ok else FAILED
+
+
 def _push(args):
+    if args.dask is not None:
+        return _push_dask(args)
     addresses = _addresses(args)
     if len(addresses) > 1 or args.canary is not None or args.wave is not None \
             or args.two_phase or args.hold is not None:
@@ -672,6 +707,10 @@ def build_parser(examples=True):
     push.add_argument("--wave", type=_count(1), default=None, metavar="N",
                       help="rollout: how many applications to update at once after the "
                            "canary (default 1)")
+    push.add_argument("--dask", metavar="SCHEDULER",
+                      help="update --module NAME FILE on every worker of the Dask cluster whose "
+                           "scheduler is at SCHEDULER (tcp://host:port), live, through Dask's "
+                           "own mechanisms (needs pymoult[dask])")
     push.add_argument("--two-phase", action="store_true",
                       help="rollout: prepare every application (its updates alterable, its "
                            "threads held), then commit them all at once, so that they switch "

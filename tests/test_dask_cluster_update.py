@@ -102,7 +102,7 @@ def update_state():
 V2 = V1.replace('("v1"', '("v2"').replace('f"v1:', 'f"v2:')
 
 MODULES = ["jobs_stream", "jobs_held", "jobs_straggler", "jobs_fail", "jobs_trial",
-           "jobs_input", "jobs_steps", "jobs_continue"]
+           "jobs_input", "jobs_steps", "jobs_continue", "jobs_command"]
 
 
 @pytest.fixture(scope="module")
@@ -416,6 +416,26 @@ def test_a_new_version_failing_on_trial_on_the_workers_changes_nothing(dask):
     assert not [r for r in report.results if r.step == "apply"]
     assert set(versions_on(client, jobs, workers(client)).values()) == {"v1"}
     assert all(v.get("jobs_trial", []) == [] for v in cluster_versions(client).values())
+
+
+def test_pymoult_push_dask_updates_every_worker_from_the_command_line(dask, tmp_path):
+    cluster, client = dask
+    jobs = import_module("jobs_command")
+    new = tmp_path / "jobs_command_v2.py"
+    new.write_text(V2)
+    pushed = subprocess.run([sys.executable, "-m", "pymoult", "push", "--dask",
+                             cluster.scheduler_address, "--module", "jobs_command", str(new),
+                             "--timeout", "60"], capture_output=True, text=True,
+                            env=command_env(), timeout=120)
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    assert "Traceback" not in pushed.stdout + pushed.stderr
+    assert set(versions_on(client, jobs, workers(client)).values()) == {"v2"}
+    wrong = subprocess.run([sys.executable, "-m", "pymoult", "push", "--dask",
+                            cluster.scheduler_address, "-"], input="x = 1\n",
+                           capture_output=True, text=True, env=command_env(), timeout=60)
+    assert wrong.returncode == 2
+    assert wrong.stderr.strip() == ("pymoult: push --dask: give one --module NAME FILE (the "
+                                    "module's new version)")
 
 
 def test_bad_input_is_refused_in_one_sentence_before_anything_changes(dask):
