@@ -235,6 +235,16 @@ def _addresses(args):
     return addresses or [None]
 
 
+def _push_script_or_none(args):
+    """The script to push, or None once the reason it cannot be read is printed."""
+    try:
+        return _push_script(args)
+    except (OSError, UnicodeDecodeError, SyntaxError) as exc:
+        what = args.script if args.script is not None else "a module's new version"
+        print(f"pymoult push: cannot read {what}: {exc}", file=sys.stderr)
+        return None
+
+
 def _push_dask(args):
     """``pymoult push --dask SCHEDULER --module NAME FILE``: the module updated on every worker
     of a Dask cluster (``pymoult.delivery.dask_cluster.update_cluster``)."""
@@ -280,11 +290,8 @@ def _push(args):
         _fail_usage(f"push: --wait needs a reply, and a named pipe carries none: push to "
                     f"{where} without --wait (the application logs the outcome), or to its "
                     "socket listener")
-    try:
-        script = _push_script(args)
-    except (OSError, UnicodeDecodeError, SyntaxError) as exc:
-        what = args.script if args.script is not None else "a module's new version"
-        print(f"pymoult push: cannot read {what}: {exc}", file=sys.stderr)
+    script = _push_script_or_none(args)
+    if script is None:
         return USAGE_ERROR
     token = _token_from_file(args.token_file)
     if where.family == "pipe":
@@ -321,11 +328,9 @@ def _push_fleet(args, addresses):
     """``pymoult push`` to several applications: a rollout (``pymoult.rollout``)."""
     from .rollout import NEW, OLD, rollout
 
-    try:  # a rollout always waits (--wait or not): each wave needs the outcome of the last
-        script = _push_script(args)
-    except (OSError, UnicodeDecodeError, SyntaxError) as exc:
-        what = args.script if args.script is not None else "a module's new version"
-        print(f"pymoult push: cannot read {what}: {exc}", file=sys.stderr)
+    # a rollout always waits (--wait or not): each wave needs the outcome of the last
+    script = _push_script_or_none(args)
+    if script is None:
         return USAGE_ERROR
     token = _token_from_file(args.token_file)
 

@@ -657,34 +657,21 @@ class Listener(ScriptHost, threading.Thread):
         """The reply to the connection's request (None: no reply can be sent)."""
         op = request["op"]
         logger.info("%s: %s asks for %s", self.name, who, op)
-        if op == "push":
-            watch = _ClientWatch(conn, self._address.family == "tcp", self.max_size)
-            reply = self._push(request, watch, who)
-            if reply is None:
-                logger.warning("%s: %s: the client %s while its push was served: no reply "
-                               "sent; its updates go on (ask for status)", self.name, who,
-                               watch.why)
-            return reply
-        if op in ("commit", "abort"):
+        serve, goes_on = {
+            "push": (self._push, "its updates go on"),
+            "commit": (self._decide, "its updates go on"),
+            "abort": (self._decide, "its updates roll back"),
+            "rollback": (self._rollback, "the reverts go on")}.get(op, (None, None))
+        if serve is not None:  # served while watching that the client is still there
             watch = _ClientWatch(conn, self._address.family == "tcp", self.max_size)
             try:
-                reply = self._decide(request, watch, who)
-            except TwoPhaseError as exc:
-                return protocol.error_reply("TwoPhaseError", str(exc))
+                reply = serve(request, watch, who)
+            except (RevertError, TwoPhaseError) as exc:  # nothing to revert, no transaction
+                return protocol.error_reply(type(exc).__name__, str(exc))
             if reply is None:
-                logger.warning("%s: %s: the client %s while its %s was served: no reply sent",
-                               self.name, who, watch.why, op)
-            return reply
-        if op == "rollback":
-            watch = _ClientWatch(conn, self._address.family == "tcp", self.max_size)
-            try:
-                reply = self._rollback(request, watch, who)
-            except RevertError as exc:
-                return protocol.error_reply("RevertError", str(exc))
-            if reply is None:
-                logger.warning("%s: %s: the client %s while its rollback was served: no reply "
-                               "sent; the reverts go on (ask for status)", self.name, who,
-                               watch.why)
+                logger.warning("%s: %s: the client %s while its %s was served: no reply "
+                               "sent; %s (ask for status)", self.name, who, watch.why, op,
+                               goes_on)
             return reply
         if op == "status":
             return {"ok": True, "listener": self._describe(),
