@@ -17,6 +17,11 @@ import uuid
 
 import pytest
 
+if os.environ.get("PYMOULT_DASK_TESTS") != "1":
+    pytest.skip("run in a process of their own by tests/test_dask_cluster_isolated.py: the "
+                "cluster's scheduler runs in the test process and leaves it in a state in "
+                "which later tests ran many times slower on 3.12", allow_module_level=True)
+
 distributed = pytest.importorskip("distributed")
 
 from app_process import command_env  # noqa: E402
