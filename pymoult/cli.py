@@ -366,12 +366,7 @@ def _rollback(args):
         print(json.dumps(reply, indent=2))
     else:
         for update in reply.get("updates", []):
-            line = f"update {update['name']!r}: {update['state']}"
-            if not update.get("finished", True):
-                line += " (not finished)"
-            if update.get("error"):
-                line += f" - {update['error']}"
-            print(line)
+            print(_update_line(update))
         if reply.get("not_reverted"):
             print("still applied: " + ", ".join(reply["not_reverted"]))
         print("ok" if reply.get("ok") else "FAILED")
@@ -426,6 +421,16 @@ def _progress_line(elapsed, status):
     return " | ".join(parts)
 
 
+def _update_line(update):
+    """One update's outcome in a reply, as a line: ``update 'greet v2': applied``."""
+    line = f"update {update['name']!r}: {update['state']}"
+    if not update.get("finished", True):
+        line += " (not finished)"
+    if update.get("error"):
+        line += f" - {update['error']}"
+    return line
+
+
 def _print_push_reply(reply, generated=False):
     """``generated``: the script was made by ``--module``; its own frames are no business of
     the user's (a ModuleUpdateError's message holds the new version's traceback)."""
@@ -441,12 +446,7 @@ def _print_push_reply(reply, generated=False):
     if not updates:
         print("the script queued no update")
     for update in updates:
-        line = f"update {update['name']!r}: {update['state']}"
-        if not update.get("finished", True):
-            line += " (not finished)"
-        if update.get("error"):
-            line += f" - {update['error']}"
-        print(line)
+        print(_update_line(update))
         for step in update.get("steps") or ():
             print(f"  {step}")
         for warning in update.get("warnings") or ():
