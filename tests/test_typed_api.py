@@ -6,7 +6,6 @@ import enum
 import importlib
 import inspect
 import pathlib
-import sys
 
 import pytest
 
