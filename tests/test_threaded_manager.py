@@ -249,3 +249,24 @@ def test_history_keeps_the_journal_of_each_update(manager):
     record = manager.history()[-1]
     assert record.operations == ["swap code of hist_app.f"] and record.error is None
     assert record.pause is not None and record.as_dict()["state"] == "applied"
+
+
+def test_apply_next_update_leaves_the_update_the_manager_thread_is_running_alone(manager):
+    """The threaded manager's thread drives its current update; a caller's apply_next_update
+    has nothing to drive (it used to fail that update with a TypeError)."""
+    entered, release = threading.Event(), threading.Event()
+
+    class Waits(Flag):
+        def wait_alterability(self):
+            entered.set()
+            return release.wait(WAIT)
+
+    update = Waits()
+    future = manager.add_update(update)
+    assert entered.wait(WAIT)
+    try:
+        assert manager.apply_next_update() is None
+        assert manager.current_update is update and not future.done()
+    finally:
+        release.set()
+    assert future.result(WAIT) is update and update.state is UpdateState.APPLIED
