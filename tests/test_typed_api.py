@@ -28,7 +28,6 @@ UNTYPED = {
     "pymoult.lowlevel.data_access",
     "pymoult.lowlevel.instances",
     "pymoult.lowlevel.lazy_conversion",
-    "pymoult.highlevel.runner",
     "pymoult.protocol",
     "pymoult.client",
     "pymoult.logs",
