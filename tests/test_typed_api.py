@@ -28,8 +28,6 @@ UNTYPED = {
     "pymoult.lowlevel.data_access",
     "pymoult.lowlevel.instances",
     "pymoult.lowlevel.lazy_conversion",
-    "pymoult.protocol",
-    "pymoult.client",
     "pymoult.logs",
     "pymoult.delivery.socket_server",
     "pymoult.delivery.pipe_server",
