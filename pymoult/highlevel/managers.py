@@ -57,8 +57,8 @@ __all__ = ["Manager", "ThreadedManager", "UpdateFuture", "fetch_manager",
 
 logger = logging.getLogger("pymoult")
 
-U = TypeVar("U", bound=Update)
-M = TypeVar("M", bound="Manager")
+_U = TypeVar("_U", bound=Update)
+_M = TypeVar("_M", bound="Manager")
 #: An update's lifecycle, one step per ``next()`` (see ``Manager._steps``).
 _Steps = Generator[None, None, None]
 
@@ -318,7 +318,7 @@ class Manager:
         logger.info("%s: queued %r", self.name, update)
         return future
 
-    def apply_update(self, update: U, timeout: float | None = None, priority: int = 0) -> U:
+    def apply_update(self, update: _U, timeout: float | None = None, priority: int = 0) -> _U:
         """Add ``update`` and wait for its outcome: returns it once applied, raises what its
         future carries (see the module notes), or ``TimeoutError`` after ``timeout`` seconds.
 
@@ -1008,8 +1008,8 @@ class ThreadedManager(Manager):
                 self._current = None
 
 
-def generatePreconfiguredManager(managerClass: type[M], updateClass: type[Update],
-                                 **attributes: Any) -> type[M]:
+def generatePreconfiguredManager(managerClass: type[_M], updateClass: type[Update],
+                                 **attributes: Any) -> type[_M]:
     """A manager class whose ``add_update`` sets ``attributes`` on every update of
     ``updateClass`` it receives (shared patience, threads...)."""
     if not (isinstance(managerClass, type) and issubclass(managerClass, Manager)):
@@ -1024,6 +1024,6 @@ def generatePreconfiguredManager(managerClass: type[M], updateClass: type[Update
             return super().add_update(update, priority, requires)
 
     Preconfigured.__name__ = Preconfigured.__qualname__ = f"Preconfigured{managerClass.__name__}"
-    made: type[M] = Preconfigured
+    made: type[_M] = Preconfigured
     return made
 
