@@ -40,7 +40,8 @@ def test_updates_are_applied_by_the_manager_thread(manager):
 
 def test_static_point_update_of_a_live_thread_has_no_torn_call(manager, spawn):
     app = module("codec", "def encode(x):\n    return x + 1\ndef decode(y):\n    return y - 1\n")
-    new = module("codec_v2", "def encode(x):\n    return 3 * x + 1\ndef decode(y):\n    return (y - 1) // 3\n")
+    new = module("codec_v2", "def encode(x):\n    return 3 * x + 1\n"
+                             "def decode(y):\n    return (y - 1) // 3\n")
     calls, torn = [0], []
     started = threading.Event()
     progressed = threading.Event()
