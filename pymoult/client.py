@@ -14,6 +14,8 @@ frame into it and returns None, since a pipe carries no reply (the application l
 outcome); it cannot wait, and ``status``, ``history`` and :func:`request` need a socket.
 """
 
+from __future__ import annotations
+
 import errno
 import fcntl
 import os
@@ -21,11 +23,14 @@ import select
 import socket
 import stat
 import time
+from collections.abc import Iterable
+from typing import Literal, overload
 
 from . import protocol
 from .errors import (AuthenticationError, ListenerBusyError, ListenerError, ListenerTimeoutError,
                      ProtocolError, PymoultTypeError, PymoultValueError, RevertError,
                      TwoPhaseError)
+from .protocol import Address, Message
 
 __all__ = ["request", "push", "commit", "abort", "rollback", "status", "history",
            "resolve_address", "MAX_REPLY", "DEFAULT_TIMEOUT", "PUSH_MARGIN"]
@@ -37,12 +42,12 @@ DEFAULT_TIMEOUT = 30.0
 #: Added to a push's ``timeout`` for the client's own wait (connecting, compiling, replying).
 PUSH_MARGIN = 30.0
 
-_REFUSALS = {"AuthenticationError": AuthenticationError, "ListenerBusyError": ListenerBusyError,
-             "ProtocolError": ProtocolError, "RevertError": RevertError,
-             "TwoPhaseError": TwoPhaseError}
+_REFUSALS: dict[object, type[Exception]] = {
+    "AuthenticationError": AuthenticationError, "ListenerBusyError": ListenerBusyError,
+    "ProtocolError": ProtocolError, "RevertError": RevertError, "TwoPhaseError": TwoPhaseError}
 
 
-def resolve_address(address):
+def resolve_address(address: str | Address | None) -> Address:
     """``address`` (a string or an ``Address``; None: ``$PYMOULT_ADDRESS``) as a
     ``protocol.Address``; ``PymoultValueError`` when there is none or it is malformed."""
     if address is None:
@@ -53,7 +58,8 @@ def resolve_address(address):
     return protocol.parse_address(address)
 
 
-def request(address, message, token=None, timeout=None):
+def request(address: str | Address | None, message: Message, token: str | None = None,
+            timeout: float | None = None) -> Message:
     """Send ``message`` (a dict) to the listener at ``address`` and return its reply (a dict).
 
     ``token`` (default ``$PYMOULT_TOKEN``; or the message's ``"token"``, taken out of it) is
@@ -107,11 +113,12 @@ def request(address, message, token=None, timeout=None):
 class _Conversation:
     """One connection's exchange, client side: hello, challenge, proof and request, reply."""
 
-    def __init__(self, sock, where, timeout, deadline):
+    def __init__(self, sock: socket.socket, where: Address, timeout: float | None,
+                 deadline: float | None) -> None:
         self.sock, self.where, self.timeout, self.deadline = sock, where, timeout, deadline
-        self.send_error = None
+        self.send_error: OSError | None = None
 
-    def run(self, frame, token):
+    def run(self, frame: bytes, token: str | None) -> Message:
         client_nonce = os.urandom(protocol.NONCE_BYTES)
         self._send(protocol.encode_frame(protocol.hello(client_nonce)))
         answer = protocol.decode_payload(self._receive(MAX_REPLY))
@@ -136,7 +143,8 @@ class _Conversation:
                                 "request's outcome", str(self.where))
         return reply
 
-    def _session(self, answer, token, client_nonce):
+    def _session(self, answer: Message, token: str | None,
+                 client_nonce: bytes) -> protocol.Session | None:
         """The connection's ``protocol.Session`` once the listener proved it knows the token
         (None for a Unix listener that has none); ``AuthenticationError`` otherwise."""
         where = self.where
@@ -159,20 +167,22 @@ class _Conversation:
             server_nonce = protocol.parse_nonce(answer["nonce"], "the listener's nonce")
         except ProtocolError:
             server_nonce = None
-        session = server_nonce and protocol.Session(token, client_nonce, server_nonce)
-        if not session or not protocol.Session.matches(session.server_proof(), answer["proof"]):
+        session = None if server_nonce is None else \
+            protocol.Session(token, client_nonce, server_nonce)
+        if session is None or \
+                not protocol.Session.matches(session.server_proof(), answer["proof"]):
             raise AuthenticationError(f"{where}: authentication failed: the listener did not "
                                       "prove it knows the token (the token is wrong, or this "
                                       "is not the application's listener), and nothing was "
                                       "sent to it", str(where))
         return session
 
-    def _left(self):
+    def _left(self) -> float | None:
         if self.deadline is None:
             return None
         return max(0.001, self.deadline - time.monotonic())
 
-    def _send(self, data):
+    def _send(self, data: bytes) -> None:
         if self.send_error is not None:
             return
         try:
@@ -184,14 +194,14 @@ class _Conversation:
         except OSError as exc:  # it may have refused early (too large...): read its reply
             self.send_error = exc
 
-    def _decode(self, payload):
+    def _decode(self, payload: bytes) -> Message:
         try:
             return protocol.decode_payload(payload)
         except ProtocolError as exc:
             raise ListenerError(f"no valid reply from the listener at {self.where}: {exc}",
                                 str(self.where)) from None
 
-    def _receive(self, limit):
+    def _receive(self, limit: int) -> bytes:
         where, send_error = self.where, self.send_error
         try:
             return protocol.recv_payload(self.sock, limit, self._left())
@@ -211,7 +221,7 @@ class _Conversation:
                                 "reply", str(where)) from None
 
 
-def _client_token(token):
+def _client_token(token: str | None) -> str | None:
     """``token``, else ``$PYMOULT_TOKEN`` (None when neither is set or empty), checked to be
     at least ``protocol.MIN_TOKEN_BYTES`` bytes once stripped."""
     source = "the token given"
@@ -224,7 +234,7 @@ def _client_token(token):
     return protocol.check_token(token, source)
 
 
-def _with_token(message, token):
+def _with_token(message: Message, token: str | None) -> Message:
     """``message`` with ``token`` (default ``$PYMOULT_TOKEN``) added unless it has one: the
     named pipe's protocol 1 (a pipe has no way back for a challenge; it is a local file that
     only its owner may open, and the client checks the owner)."""
@@ -237,7 +247,7 @@ def _with_token(message, token):
     return message
 
 
-def _pipe_error(where, exc):
+def _pipe_error(where: Address, exc: OSError) -> ListenerError | AuthenticationError:
     """The error to raise when opening the named pipe at ``where`` failed with ``exc``."""
     if exc.errno == errno.ENXIO:  # a FIFO opened for writing without blocking, with no reader
         return ListenerError(f"no application is reading {where.path}: nothing has the pipe "
@@ -251,7 +261,7 @@ def _pipe_error(where, exc):
                          str(where))
 
 
-def _kind(mode):
+def _kind(mode: int) -> str:
     for test, name in ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a directory"),
                        (stat.S_ISSOCK, "a socket (use unix:PATH)"),
                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
@@ -260,7 +270,7 @@ def _kind(mode):
     return "not a named pipe"
 
 
-def _write_to_pipe(where, data, timeout):
+def _write_to_pipe(where: Address, data: bytes, timeout: float) -> None:
     """Write ``data`` (one frame) into the named pipe at ``where`` within ``timeout`` s.
 
     The pipe is opened without blocking, so that a pipe nobody reads is reported at once
@@ -269,15 +279,18 @@ def _write_to_pipe(where, data, timeout):
     on the pipe, so that the frames of two ``pymoult`` clients never interleave (the reader
     cannot tell them apart otherwise).
     """
+    path = where.path
+    if path is None:
+        raise PymoultValueError(f"{where} names no pipe")
     try:
-        info = os.stat(where.path)
+        info = os.stat(path)
     except OSError as exc:
         raise _pipe_error(where, exc) from None
     if not stat.S_ISFIFO(info.st_mode):
         raise ListenerError(f"{where.path} is not a named pipe ({_kind(info.st_mode)})",
                             str(where))
     try:
-        fd = os.open(where.path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise _pipe_error(where, exc) from None
     deadline = time.monotonic() + timeout
@@ -313,7 +326,7 @@ def _write_to_pipe(where, data, timeout):
         os.close(fd)
 
 
-def _lock(fd, where, deadline, timeout):
+def _lock(fd: int, where: Address, deadline: float, timeout: float) -> None:
     """An exclusive ``flock`` on the pipe, waited for until ``deadline``."""
     while True:
         try:
@@ -328,7 +341,7 @@ def _lock(fd, where, deadline, timeout):
             return
 
 
-def _checked(reply, where):
+def _checked(reply: Message, where: Address) -> Message:
     """``reply`` unless it is a refusal, which is raised as the matching error."""
     error = reply.get("error")
     if reply.get("ok") is False and isinstance(error, dict):
@@ -342,8 +355,21 @@ def _checked(reply, where):
     return reply
 
 
-def push(address, script, wait=True, timeout=None, token=None, *, two_phase=False,
-         hold=None):
+@overload
+def push(address: str | Address | None, script: str, wait: Literal[True] = True,
+         timeout: float | None = None, token: str | None = None, *, two_phase: bool = False,
+         hold: float | None = None) -> Message: ...
+
+
+@overload
+def push(address: str | Address | None, script: str, wait: bool = True,
+         timeout: float | None = None, token: str | None = None, *, two_phase: bool = False,
+         hold: float | None = None) -> Message | None: ...
+
+
+def push(address: str | Address | None, script: str, wait: bool = True,
+         timeout: float | None = None, token: str | None = None, *, two_phase: bool = False,
+         hold: float | None = None) -> Message | None:
     """Run update script ``script`` (its source text) in the application at ``address``.
 
     With ``wait`` the reply comes once every update the script queued has ended (or ``timeout``
@@ -363,7 +389,7 @@ def push(address, script, wait=True, timeout=None, token=None, *, two_phase=Fals
     ``pymoult.delivery.two_phase``). Not over a pipe.
     """
     where = resolve_address(address)
-    message = {"op": "push", "script": script, "wait": wait, "timeout": timeout}
+    message: Message = {"op": "push", "script": script, "wait": wait, "timeout": timeout}
     if two_phase:
         if where.family == "pipe":
             raise PymoultValueError(f"a two-phase push needs a reply, and {where} is a named "
@@ -382,14 +408,16 @@ def push(address, script, wait=True, timeout=None, token=None, *, two_phase=Fals
     return _checked(request(where, message, token, client_timeout), where)
 
 
-def status(address, token=None, timeout=DEFAULT_TIMEOUT):
+def status(address: str | Address | None, token: str | None = None,
+           timeout: float | None = DEFAULT_TIMEOUT) -> Message:
     """The listener's and its managers' state: ``{"ok", "listener", "managers": [{"name",
     "kind", "current", "pending", "statistics"}...]}``."""
     where = resolve_address(address)
     return _checked(request(where, {"op": "status"}, token, timeout), where)
 
 
-def rollback(address, updates=None, timeout=None, token=None):
+def rollback(address: str | Address | None, updates: Iterable[str] | None = None,
+             timeout: float | None = None, token: str | None = None) -> Message:
     """Revert updates applied through the listener at ``address`` by its recent pushes, newest
     first, each at a safe point (``RevertUpdate``): those named in ``updates`` (a list of
     update names), or those of the last push that applied any. Returns the reply once they
@@ -404,16 +432,19 @@ def rollback(address, updates=None, timeout=None, token=None):
         if isinstance(updates, str) or not all(isinstance(name, str) and name
                                                for name in updates):
             raise PymoultTypeError(f"updates must be a list of update names, got {updates!r}")
-        updates = list(updates)
-        if not updates:
+        names: list[str] | None = list(updates)
+        if not names:
             raise PymoultValueError("name at least one update to roll back (or None: those of "
                                     "the last push)")
-    message = {"op": "rollback", "updates": updates, "timeout": timeout}
+    else:
+        names = None
+    message = {"op": "rollback", "updates": names, "timeout": timeout}
     client_timeout = None if timeout is None else timeout + PUSH_MARGIN
     return _checked(request(where, message, token, client_timeout), where)
 
 
-def commit(address, transaction, timeout=None, token=None):
+def commit(address: str | Address | None, transaction: str, timeout: float | None = None,
+           token: str | None = None) -> Message:
     """Apply the updates a two-phase push prepared (``transaction``: the id it replied);
     returns the reply once they have ended: ``{"ok", "decision", "updates": [{..., "applied_at":
     wall-clock seconds or None}]}``. ``"decision": "expired"`` when the hold ran out first
@@ -421,13 +452,15 @@ def commit(address, transaction, timeout=None, token=None):
     return _decide(address, "commit", transaction, timeout, token)
 
 
-def abort(address, transaction, timeout=None, token=None):
+def abort(address: str | Address | None, transaction: str, timeout: float | None = None,
+          token: str | None = None) -> Message:
     """Roll back the updates a two-phase push prepared, having applied nothing; the reply once
     they have ended."""
     return _decide(address, "abort", transaction, timeout, token)
 
 
-def _decide(address, op, transaction, timeout, token):
+def _decide(address: str | Address | None, op: str, transaction: str, timeout: float | None,
+            token: str | None) -> Message:
     where = resolve_address(address)
     if not isinstance(transaction, str) or not transaction:
         raise PymoultTypeError(f"transaction must be the id a two-phase push replied, got "
@@ -437,7 +470,9 @@ def _decide(address, op, transaction, timeout, token):
     return _checked(request(where, message, token, client_timeout), where)
 
 
-def history(address, token=None, timeout=DEFAULT_TIMEOUT):
+def history(address: str | Address | None, token: str | None = None,
+            timeout: float | None = DEFAULT_TIMEOUT) -> Message:
+
     """The managers' histories: ``{"ok", "managers": [{"name", "kind", "history": [record
     dicts]}...]}``."""
     where = resolve_address(address)

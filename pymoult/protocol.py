@@ -65,10 +65,11 @@ with the script's exception, if it raised, and one record per update it queued::
 Fields are only ever added, never changed or removed, so a client ignores those it does not
 know. ``steps`` and ``warnings`` (added with ``pymoult push --module``) are present only for an
 update that lists its steps (a ``ModuleUpdate``): what it does, one line each, and, once it is
-applied, one line per thread whose stack still runs code it replaced (empty otherwise). A client keeps its
-connection open, sending side included, until it has the reply: a listener serving a push
-takes the end of a TCP client's sending side for its departure (TCP cannot tell a half-close
-from a close) and stops waiting for it (over a Unix socket only a real close counts).
+applied, one line per thread whose stack still runs code it replaced (empty otherwise). A
+client keeps its connection open, sending side included, until it has the reply: a listener
+serving a push takes the end of a TCP client's sending side for its departure (TCP cannot tell
+a half-close from a close) and stops waiting for it (over a Unix socket only a real close
+counts).
 
 Addresses are strings: ``"unix:/path/to/socket"`` or ``"tcp:host:port"`` (``tcp:[::1]:port`` for
 IPv6), and ``"pipe:/path"`` for a ``PipeListener``'s named pipe, which takes push frames one
@@ -77,6 +78,8 @@ formats them back. A Unix socket's
 path may have at most ``MAX_UNIX_PATH`` bytes (``sun_path`` with its final NUL): a longer one is
 refused when the address is read, on either side, rather than failing obscurely later.
 """
+
+from __future__ import annotations
 
 import hashlib
 import hmac
@@ -88,7 +91,9 @@ import stat
 import struct
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import ProtocolError, PymoultTypeError, PymoultValueError
 
@@ -121,6 +126,9 @@ MIN_TOKEN_BYTES = 16
 #: Bytes of randomness in each side's nonce.
 NONCE_BYTES = 32
 
+#: A decoded frame: a JSON object (a request, a reply, a handshake message).
+Message = dict[str, Any]
+
 _HEADER = struct.Struct(">I")
 _MAX_INT_DIGITS = 64  # a JSON integer longer than this is refused (int() is quadratic before 3.11)
 
@@ -132,42 +140,54 @@ class Address:
     ``pipe:/path`` form."""
 
     family: str
-    path: str = None
-    host: str = None
-    port: int = None
+    path: str | None = None
+    host: str | None = None
+    port: int | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.family == "unix" and self.path is not None:
             problem = unix_path_error(self.path)
             if problem is not None:
                 raise PymoultValueError(f"cannot use unix:{self.path}: {problem}")
 
-    def __str__(self):
+    def __str__(self) -> str:
         if self.family in ("unix", "pipe"):
             return f"{self.family}:{self.path}"
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        host = self._tcp_host()
+        host = f"[{host}]" if ":" in host else host
         return f"tcp:{host}:{self.port}"
 
+    def _tcp_host(self) -> str:
+        if self.host is None:
+            raise PymoultValueError(f"a {self.family} address needs a host")
+        return self.host
+
     @property
-    def socket_family(self):
+    def socket_family(self) -> socket.AddressFamily:
         """The ``socket.AF_*`` constant to open this address with."""
         self._check_socket()
         if self.family == "unix":
             return socket.AF_UNIX
-        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        return socket.AF_INET6 if ":" in self._tcp_host() else socket.AF_INET
 
     @property
-    def sockaddr(self):
+    def sockaddr(self) -> str | tuple[str, int]:
         """What ``bind``/``connect`` take for this address."""
         self._check_socket()
-        return self.path if self.family == "unix" else (self.host, self.port)
+        if self.family == "unix":
+            if self.path is None:
+                raise PymoultValueError("a unix address needs a path")
+            return self.path
+        if self.port is None:
+            raise PymoultValueError(f"a {self.family} address needs a port")
+        return self._tcp_host(), self.port
 
-    def _check_socket(self):
+    def _check_socket(self) -> None:
         if self.family == "pipe":
             raise PymoultValueError(f"{self} is a named pipe, not a socket")
 
 
-def unix_path_error(path, what="the path"):
+def unix_path_error(path: str | bytes | os.PathLike[str], what: str = "the path") -> str | None:
     """Why ``path`` cannot be a Unix socket's (it is longer than ``MAX_UNIX_PATH`` bytes), or
     None when it can. ``what`` names the path in the answer."""
     size = len(os.fsencode(path))
@@ -177,7 +197,7 @@ def unix_path_error(path, what="the path"):
             f"socket (sun_path holds {MAX_UNIX_PATH + 1} with the final NUL)")
 
 
-def parse_address(text):
+def parse_address(text: str | Address) -> Address:
     """``"unix:/path"``, ``"tcp:host:port"`` (``tcp:[v6]:port``) or ``"pipe:/path"`` as an
     :class:`Address`.
 
@@ -207,7 +227,7 @@ def parse_address(text):
             host, bracket, port = rest[1:].partition("]")
             if not bracket or not port.startswith(":"):
                 raise PymoultValueError(f"bad address {text!r}: expected 'tcp:[v6 address]:port'")
-            port = port[1:]
+            port = port[1:]  # without its ':'
         else:
             if ":" not in rest:
                 raise PymoultValueError(f"bad address {text!r}: expected 'tcp:host:port' (the "
@@ -226,7 +246,7 @@ def parse_address(text):
                             "(or 'pipe:/path' for a named pipe)")
 
 
-def encode_frame(message):
+def encode_frame(message: Message) -> bytes:
     """``message`` (a dict) as one frame: length prefix + UTF-8 JSON. Values JSON cannot hold
     are written as their ``str``."""
     if not isinstance(message, dict):
@@ -238,13 +258,13 @@ def encode_frame(message):
     return _HEADER.pack(len(payload)) + payload
 
 
-def _bounded_int(text):
+def _bounded_int(text: str) -> int:
     if len(text.lstrip("-")) > _MAX_INT_DIGITS:
         raise ValueError(f"integer of {len(text)} digits")
     return int(text)
 
 
-def decode_payload(payload):
+def decode_payload(payload: bytes | bytearray | memoryview) -> Message:
     """The JSON object a frame's payload holds; ``ProtocolError`` if it is not UTF-8 JSON or
     not an object."""
     try:
@@ -262,13 +282,14 @@ def decode_payload(payload):
     return message
 
 
-def send_frame(sock, message, timeout=None):
+def send_frame(sock: socket.socket, message: Message, timeout: float | None = None) -> None:
     """Send ``message`` as one frame on ``sock`` (within ``timeout`` seconds per send)."""
     sock.settimeout(timeout)
     sock.sendall(encode_frame(message))
 
 
-def _recv_exact(sock, size, deadline, idle, read_timeout, received):
+def _recv_exact(sock: socket.socket, size: int, deadline: float | None, idle: float | None,
+                read_timeout: float | None, received: int) -> bytearray:
     data = bytearray()
     while len(data) < size:
         wait = idle
@@ -296,7 +317,8 @@ def _recv_exact(sock, size, deadline, idle, read_timeout, received):
     return data
 
 
-def recv_frame(sock, max_size=MAX_FRAME, timeout=None, idle_timeout=None):
+def recv_frame(sock: socket.socket, max_size: int = MAX_FRAME, timeout: float | None = None,
+               idle_timeout: float | None = None) -> Message:
     """Read one frame from ``sock`` and return its JSON object.
 
     The frame must arrive within ``timeout`` seconds, with no silence longer than
@@ -307,7 +329,8 @@ def recv_frame(sock, max_size=MAX_FRAME, timeout=None, idle_timeout=None):
     return decode_payload(recv_payload(sock, max_size, timeout, idle_timeout))
 
 
-def recv_payload(sock, max_size=MAX_FRAME, timeout=None, idle_timeout=None):
+def recv_payload(sock: socket.socket, max_size: int = MAX_FRAME, timeout: float | None = None,
+                 idle_timeout: float | None = None) -> bytes:
     """As :func:`recv_frame`, but the frame's payload as bytes, undecoded (what a MAC covers)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     header = _recv_exact(sock, _HEADER.size, deadline, idle_timeout, timeout, 0)
@@ -329,24 +352,24 @@ class FrameBuffer:
     gets its own deadline, from that chunk's arrival, not what was left of its predecessor's.
     """
 
-    def __init__(self, max_size, timeout):
+    def __init__(self, max_size: int, timeout: float) -> None:
         self.max_size = max_size
         self.timeout = timeout
-        self.deadline = None
+        self.deadline: float | None = None
         self._data = bytearray()
-        self._fed_at = None
+        self._fed_at = 0.0  # when the last chunk came (time.monotonic())
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._data)
 
-    def feed(self, chunk, now):
+    def feed(self, chunk: bytes, now: float) -> None:
         """Add ``chunk``, read at ``now`` (``time.monotonic()``)."""
         if chunk and not self._data:
             self.deadline = now + self.timeout
         self._data += chunk
         self._fed_at = now
 
-    def frames(self):
+    def frames(self) -> Iterator[bytes]:
         """Yield each complete frame's payload (bytes), taking it out of the buffer. A length
         over ``max_size`` empties the buffer and raises ``ProtocolError`` (``"too_large"``):
         what follows cannot be told apart from the rest of that frame."""
@@ -365,13 +388,13 @@ class FrameBuffer:
             self.deadline = self._fed_at + self.timeout if self._data else None
             yield payload
 
-    def clear(self):
+    def clear(self) -> None:
         """Drop the bytes waiting (an incomplete frame)."""
         self._data.clear()
         self.deadline = None
 
 
-def _number_or_none(value, what):
+def _number_or_none(value: object, what: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -383,7 +406,7 @@ def _number_or_none(value, what):
     return float(value)
 
 
-def validate_request(message):
+def validate_request(message: Message) -> Message:
     """Check a decoded request's fields; returns it with defaults filled in (``wait`` true,
     ``timeout`` null). Unknown fields are ignored. ``ProtocolError`` (reason
     ``"bad_request"``) names the first wrong field."""
@@ -432,30 +455,32 @@ def validate_request(message):
     return request
 
 
-def error_reply(error_type, message):
+def error_reply(error_type: str, message: str) -> Message:
     """A refusal: ``{"ok": false, "error": {"type": ..., "message": ...}}``."""
     return {"ok": False, "error": {"type": error_type, "message": message}}
 
 
-def peer_uid(sock):
+def peer_uid(sock: socket.socket) -> int | None:
     """The uid of the process at the other end of Unix socket ``sock`` (None where
     ``SO_PEERCRED`` does not exist)."""
     if not hasattr(socket, "SO_PEERCRED"):
         return None
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[1]
+    uid: int = struct.unpack("3i", creds)[1]
+    return uid
 
 
-def peer_credentials(sock):
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int] | None:
     """``(pid, uid, gid)`` of the process at the other end of Unix socket ``sock`` (None where
     ``SO_PEERCRED`` does not exist)."""
     if not hasattr(socket, "SO_PEERCRED"):
         return None
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)
+    pid, uid, gid = struct.unpack("3i", creds)
+    return pid, uid, gid
 
 
-def take_frame(buffer, max_size):
+def take_frame(buffer: bytearray, max_size: int) -> bytes | None:
     """Cut the first complete frame out of ``buffer`` (a bytearray of bytes received so far):
     its payload as bytes, or None while it is incomplete. ``ProtocolError`` (``too_large``) as
     soon as the length prefix is over ``max_size``. For readers that cannot block."""
@@ -472,13 +497,13 @@ def take_frame(buffer, max_size):
     return payload
 
 
-def new_token():
+def new_token() -> str:
     """A fresh random token (43 URL-safe characters: 256 bits), what ``pymoult token`` prints."""
     import secrets
     return secrets.token_urlsafe(32)
 
 
-def check_token(token, source):
+def check_token(token: str, source: str) -> str:
     """``token`` without its surrounding whitespace; ``PymoultValueError`` naming ``source``
     (where it came from) when what is left is shorter than ``MIN_TOKEN_BYTES`` bytes."""
     token = token.strip()
@@ -491,7 +516,7 @@ def check_token(token, source):
     return token
 
 
-def read_token_file(path):
+def read_token_file(path: str | os.PathLike[str]) -> str:
     """The token in file ``path`` (surrounding whitespace stripped).
 
     Refused with ``PymoultValueError`` when its group or others have any access to it (the
@@ -524,7 +549,7 @@ def read_token_file(path):
 
 # -- protocol 2: the handshake -------------------------------------------------------------------
 
-def parse_nonce(value, what):
+def parse_nonce(value: object, what: str) -> bytes:
     """The bytes of hex nonce ``value``; ``ProtocolError`` unless it is NONCE_BYTES of hex."""
     if not isinstance(value, str) or len(value) != 2 * NONCE_BYTES:
         raise ProtocolError(f"{what} must be {NONCE_BYTES} bytes in hex", "bad_request")
@@ -534,12 +559,12 @@ def parse_nonce(value, what):
         raise ProtocolError(f"{what} must be {NONCE_BYTES} bytes in hex", "bad_request") from None
 
 
-def hello(client_nonce):
+def hello(client_nonce: bytes) -> Message:
     """The first frame a protocol 2 client sends."""
     return {"op": "hello", "version": PROTOCOL_VERSION, "nonce": client_nonce.hex()}
 
 
-def read_hello(message):
+def read_hello(message: Message) -> bytes:
     """The client nonce (bytes) of a hello frame; ``ProtocolError`` when it is not one this
     module speaks."""
     version = message.get("version")
@@ -549,7 +574,7 @@ def read_hello(message):
     return parse_nonce(message.get("nonce"), "the hello's nonce")
 
 
-def challenge(session):
+def challenge(session: Session | None) -> Message:
     """The listener's answer to a hello: its nonce and its proof of the token, both null when
     it has no token (``session`` None)."""
     if session is None:
@@ -558,7 +583,7 @@ def challenge(session):
             "proof": session.server_proof()}
 
 
-def is_refusal(reply):
+def is_refusal(reply: Message) -> bool:
     """True when ``reply`` is a refusal (``{"ok": false, "error": {...}}``)."""
     return reply.get("ok") is False and isinstance(reply.get("error"), dict)
 
@@ -568,28 +593,29 @@ class Session:
     both sides' nonces (and, for a request or a reply, its payload). Each label is used for one
     purpose only, so no value one side computes can stand for another."""
 
-    def __init__(self, token, client_nonce, server_nonce):
+    def __init__(self, token: str, client_nonce: bytes, server_nonce: bytes) -> None:
         self._key = token.encode("utf-8", "surrogatepass")
         self.client_nonce, self.server_nonce = client_nonce, server_nonce
 
-    def _mac(self, label, data=b""):
+    def _mac(self, label: bytes, data: bytes = b"") -> str:
         message = b"pymoult/2 " + label + b"\0" + self.client_nonce + self.server_nonce + data
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
-    def server_proof(self):
+    def server_proof(self) -> str:
         return self._mac(b"server proof")
 
-    def client_proof(self):
+    def client_proof(self) -> str:
         return self._mac(b"client proof")
 
-    def request_mac(self, payload):
+    def request_mac(self, payload: bytes) -> str:
         return self._mac(b"request", payload)
 
-    def reply_mac(self, payload):
+    def reply_mac(self, payload: bytes) -> str:
         return self._mac(b"reply", payload)
 
     @staticmethod
-    def matches(expected, given):
+    def matches(expected: str, given: object) -> bool:
+
         """Constant-time comparison of a MAC computed here with one received (any JSON)."""
         if not isinstance(given, str):
             return False

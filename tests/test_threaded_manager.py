@@ -40,7 +40,8 @@ def test_updates_are_applied_by_the_manager_thread(manager):
 
 def test_static_point_update_of_a_live_thread_has_no_torn_call(manager, spawn):
     app = module("codec", "def encode(x):\n    return x + 1\ndef decode(y):\n    return y - 1\n")
-    new = module("codec_v2", "def encode(x):\n    return 3 * x + 1\ndef decode(y):\n    return (y - 1) // 3\n")
+    new = module("codec_v2", "def encode(x):\n    return 3 * x + 1\n"
+                             "def decode(y):\n    return (y - 1) // 3\n")
     calls, torn = [0], []
     started = threading.Event()
     progressed = threading.Event()
@@ -249,3 +250,24 @@ def test_history_keeps_the_journal_of_each_update(manager):
     record = manager.history()[-1]
     assert record.operations == ["swap code of hist_app.f"] and record.error is None
     assert record.pause is not None and record.as_dict()["state"] == "applied"
+
+
+def test_apply_next_update_leaves_the_update_the_manager_thread_is_running_alone(manager):
+    """The threaded manager's thread drives its current update; a caller's apply_next_update
+    has nothing to drive (it used to fail that update with a TypeError)."""
+    entered, release = threading.Event(), threading.Event()
+
+    class Waits(Flag):
+        def wait_alterability(self):
+            entered.set()
+            return release.wait(WAIT)
+
+    update = Waits()
+    future = manager.add_update(update)
+    assert entered.wait(WAIT)
+    try:
+        assert manager.apply_next_update() is None
+        assert manager.current_update is update and not future.done()
+    finally:
+        release.set()
+    assert future.result(WAIT) is update and update.state is UpdateState.APPLIED

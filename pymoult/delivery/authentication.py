@@ -11,16 +11,20 @@ no way back for a challenge. A failed check raises ``AuthenticationError``; what
 (a reply, a delay, a log line) is the caller's.
 """
 
+from __future__ import annotations
+
 import hmac
 import os
 
 from .. import protocol
+from ..protocol import Message
 from ..errors import AuthenticationError, PymoultTypeError, PymoultValueError
 
 __all__ = ["Handshake", "check_message_token", "resolve_token"]
 
 
-def resolve_token(token, token_file):
+def resolve_token(token: str | None,
+                  token_file: str | os.PathLike[str] | None) -> str | None:
     """The listener's token: ``token``, else the file's, else ``$PYMOULT_TOKEN``'s (which is
     then removed from the environment, so that the application's children do not inherit it),
     else None; surrounding whitespace stripped, at least ``protocol.MIN_TOKEN_BYTES`` bytes."""
@@ -40,7 +44,7 @@ def resolve_token(token, token_file):
     return protocol.check_token(value, "PYMOULT_TOKEN")
 
 
-def check_message_token(message, token):
+def check_message_token(message: Message, token: bytes | None) -> None:
     """``AuthenticationError`` unless ``message`` (a decoded frame) carries ``token`` (bytes;
     None: no token needed): protocol 1, the named pipe's, whose token travels in the frame."""
     if token is None:
@@ -65,12 +69,14 @@ class Handshake:
 
     __slots__ = ("token", "session", "request_mac")
 
-    def __init__(self, token):
+    def __init__(self, token: str | None) -> None:
         self.token = token
-        self.session = None  # the protocol.Session, once a hello came with a token to prove
-        self.request_mac = None  # what the client's proof says the request's MAC is
+        #: the protocol.Session, once a hello came with a token to prove
+        self.session: protocol.Session | None = None
+        #: what the client's proof says the request's MAC is (any JSON: checked when used)
+        self.request_mac: object = None
 
-    def first(self, message):
+    def first(self, message: Message) -> bytes | None:
         """The connection's first frame, decoded. Returns the challenge to send (bytes of a
         frame) for a hello; None for a request that needs no authentication (no token: then
         ``message`` is the request)."""
@@ -89,24 +95,27 @@ class Handshake:
         return protocol.encode_frame(protocol.challenge(self.session))
 
     @property
-    def needs_proof(self):
+    def needs_proof(self) -> bool:
         """True once a hello asked for a challenge the client must answer with its proof."""
         return self.session is not None
 
-    def check_proof(self, message):
+    def check_proof(self, message: Message) -> None:
         """Check the client's proof (decoded frame) and keep the MAC it gives the request."""
+        if self.session is None:  # no hello asked for a challenge: there is nothing to prove
+            raise AuthenticationError("authentication failed: a proof without a challenge")
         if not protocol.Session.matches(self.session.client_proof(), message.get("proof")):
             raise AuthenticationError("authentication failed: wrong token")
         self.request_mac = message.get("request_mac")
 
-    def check_request(self, payload):
+    def check_request(self, payload: bytes) -> None:
         """Check the request's payload (bytes) against the MAC sent with the proof."""
         if self.session is not None and not protocol.Session.matches(
                 self.session.request_mac(payload), self.request_mac):
             raise AuthenticationError("authentication failed: the request does not match the "
                                       "MAC sent with the proof (changed on the way?)")
 
-    def sign(self, frame):
+    def sign(self, frame: bytes) -> bytes:
+
         """The frame that follows reply ``frame`` (bytes) so that the client can trust it: its
         MAC, which no impostor can forge (empty when there is no session)."""
         if self.session is None:

@@ -8,17 +8,29 @@ its next refusal's reply; :class:`RefusalLog` logs refusals with their peer, one
 and kind every interval, the others counted.
 """
 
+from __future__ import annotations
+
 import collections
 import logging
+import socket
+from typing import TYPE_CHECKING, Literal
 
 from .. import protocol
+
+if TYPE_CHECKING:
+    from .authentication import Handshake
 
 __all__ = ["PendingConnection", "PeerFailures", "RefusalLog", "READING", "peer_of"]
 
 logger = logging.getLogger("pymoult")
 
+#: What a peer's limits are counted by: ``("ip", address)``, ``("uid", uid)`` or ``("unix",)``.
+PeerKey = tuple[str | int, ...]
+#: Where a pending connection is (see :class:`PendingConnection`).
+Stage = Literal["first", "proof", "request", "penalty", "closing"]
+
 #: The stages of a pending connection that read a frame.
-READING = ("first", "proof", "request")
+READING: tuple[Stage, ...] = ("first", "proof", "request")
 
 
 class PendingConnection:
@@ -29,16 +41,20 @@ class PendingConnection:
     __slots__ = ("conn", "who", "peer", "since", "last_byte", "buffer", "stage", "limit",
                  "deadline", "late", "handshake", "reply", "dropped")
 
-    def __init__(self, conn, who, peer, now):
+    def __init__(self, conn: socket.socket, who: str, peer: PeerKey, now: float) -> None:
         self.conn, self.who, self.peer = conn, who, peer
         self.since = self.last_byte = now
         self.buffer = bytearray()
-        self.stage, self.limit, self.deadline, self.late = None, 0, None, None
-        self.handshake = self.reply = None
+        self.stage: Stage | None = None
+        self.limit = 0
+        self.deadline: float | None = None
+        self.late: str | None = None  # what a timeout's refusal says
+        self.handshake: Handshake | None = None
+        self.reply: bytes | None = None  # a refusal's frame, held back for the penalty
         self.dropped = 0
 
 
-def peer_of(conn, address):
+def peer_of(conn: socket.socket, address: object) -> tuple[PeerKey, str, int | None]:
     """``(key, text, uid)`` of the peer of an accepted connection: the key its limits are
     counted by (the remote IP for TCP, the uid for a Unix socket), how the log names it
     (``127.0.0.1:50312``, ``uid 1000 pid 4242``) and its uid (None over TCP)."""
@@ -61,18 +77,18 @@ class PeerFailures:
 
     WINDOW, KEEP, PEERS, FIRST = 60.0, 32, 1024, 0.1
 
-    def __init__(self, limit):
+    def __init__(self, limit: float) -> None:
         self.limit = limit
-        self._times = {}
+        self._times: dict[PeerKey, collections.deque[float]] = {}
 
-    def record(self, peer, now):
+    def record(self, peer: PeerKey, now: float) -> None:
         times = self._times.pop(peer, None) or collections.deque(maxlen=self.KEEP)
         times.append(now)
         self._times[peer] = times  # most recent last
         while len(self._times) > self.PEERS:
             del self._times[next(iter(self._times))]
 
-    def delay(self, peer, now):
+    def delay(self, peer: PeerKey, now: float) -> float:
         times = self._times.get(peer)
         if not self.limit or not times:
             return 0.0
@@ -89,11 +105,12 @@ class RefusalLog:
 
     MAX_KEYS = 4096
 
-    def __init__(self, name, interval):
+    def __init__(self, name: str, interval: float) -> None:
         self.name, self.interval = name, interval
-        self._seen = {}  # (peer, kind) -> [when logged, level, not logged since]
+        #: (peer, kind) -> [when logged, level, not logged since]
+        self._seen: dict[tuple[PeerKey, str], list[float]] = {}
 
-    def refused(self, peer, kind, level, line, now):
+    def refused(self, peer: PeerKey, kind: str, level: int, line: str, now: float) -> None:
         key = (peer, kind)
         seen = self._seen.get(key)
         if seen is not None and now - seen[0] < self.interval:
@@ -107,18 +124,19 @@ class RefusalLog:
         while len(self._seen) > self.MAX_KEYS:
             del self._seen[next(iter(self._seen))]
 
-    def flush(self, now):
+    def flush(self, now: float) -> None:
         for (peer, kind), seen in list(self._seen.items()):
             if now - seen[0] < self.interval:
                 continue
             if seen[2]:
-                logger.log(seen[1], "%s: %d more refusals (%s) from %s in %g s not logged one "
+                logger.log(int(seen[1]), "%s: %d more refusals (%s) from %s in %g s not logged one "
                            "by one", self.name, seen[2], kind, " ".join(map(str, peer)),
                            self.interval)
                 seen[0], seen[2] = now, 0
             else:
                 del self._seen[(peer, kind)]
 
-    def next_due(self):
+    def next_due(self) -> float | None:
+
         due = [seen[0] + self.interval for seen in self._seen.values() if seen[2]]
         return min(due, default=None)

@@ -5,6 +5,8 @@ takes ``push`` requests only, with protocol 1's token in the frame when it has o
 (``pymoult.delivery.authentication``), and each outcome goes to the ``pymoult`` log.
 """
 
+from __future__ import annotations
+
 import contextlib
 import logging
 import os
@@ -33,9 +35,11 @@ class PipeListener(ScriptHost, threading.Thread):
     deadline, also one that follows another in the same write: ``protocol.FrameBuffer``).
     """
 
-    def __init__(self, path="fifopipe", *, name="Pymoult Pipe Listener", token=None,
-                 token_file=None, max_size=protocol.MAX_FRAME, read_timeout=10.0,
-                 idle_timeout=None):
+    def __init__(self, path: str | os.PathLike[str] = "fifopipe", *,
+                 name: str = "Pymoult Pipe Listener", token: str | None = None,
+                 token_file: str | os.PathLike[str] | None = None,
+                 max_size: int = protocol.MAX_FRAME, read_timeout: float = 10.0,
+                 idle_timeout: float | None = None) -> None:
         threading.Thread.__init__(self, name=name, daemon=True)
         self._setup(token, token_file, max_size, read_timeout, idle_timeout)
         self.path = os.path.abspath(os.fspath(path))
@@ -60,21 +64,21 @@ class PipeListener(ScriptHost, threading.Thread):
                 f"(found mode {stat.S_IMODE(info.st_mode):04o}, uid {info.st_uid})")
         self._wake_r, self._wake_w = os.pipe()
         self._stopping = threading.Event()
-        self._workers = []
+        self._workers: list[threading.Thread] = []
         logger.info("%s: reading update scripts from pipe %s", self.name, self.path)
 
     @property
-    def address(self):
+    def address(self) -> str:
         """The pipe as an address: ``"pipe:/path"`` (what ``pymoult push --to`` takes)."""
         return str(protocol.Address("pipe", path=self.path))
 
-    def start(self):
+    def start(self) -> PipeListener:  # type: ignore[override]  # returns self, to chain
         """Start reading the pipe; returns the listener (``get_app_listener()`` from now on)."""
         threading.Thread.start(self)
         self._serving()
         return self
 
-    def stop(self, timeout=None):
+    def stop(self, timeout: float | None = None) -> bool:
         """Stop reading, close the pipe and remove it (if this listener created it), then wait up
         to ``timeout`` s for the scripts in progress. True once every thread has ended."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -102,7 +106,7 @@ class PipeListener(ScriptHost, threading.Thread):
             worker.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         return not self.is_alive() and not any(w.is_alive() for w in workers)
 
-    def run(self):
+    def run(self) -> None:
         selector = selectors.DefaultSelector()
         buffer = protocol.FrameBuffer(self.max_size, self.read_timeout)
         try:
@@ -139,14 +143,14 @@ class PipeListener(ScriptHost, threading.Thread):
         finally:
             selector.close()
 
-    def _discard_available(self):
+    def _discard_available(self) -> None:
         try:
             while os.read(self._fd, 65536):
                 pass
         except OSError:
             pass
 
-    def _handle_frame(self, payload):
+    def _handle_frame(self, payload: bytes) -> None:
         try:
             message = protocol.decode_payload(payload)
             self._authenticate(message)
@@ -165,5 +169,6 @@ class PipeListener(ScriptHost, threading.Thread):
         self._workers = [w for w in self._workers if w.is_alive()] + [worker]
         worker.start()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
+
         return f"<PipeListener {self.name!r} {self.path}>"

@@ -12,16 +12,28 @@ What is remembered stays in memory until later pushes push it out: an update's j
 what it replaced (old code, and for a conversion the state of every object converted).
 """
 
+from __future__ import annotations
+
 import collections
 import itertools
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from ..errors import RevertError
 from ..highlevel.revert import RevertUpdate
 from ..highlevel.lifecycle import UpdateState
 from .scripts import update_outcome, wait_unless
+
+if TYPE_CHECKING:
+    from ..highlevel.lifecycle import Update
+    from ..highlevel.managers import Manager, UpdateFuture
+    from ..protocol import Message
+
+    #: (order applied, update, its manager)
+    _Applied = tuple[int, Update, Manager]
 
 __all__ = ["AppliedPushes", "rollback"]
 
@@ -34,17 +46,18 @@ class AppliedPushes:
     """The updates applied by the last ``keep`` pushes that applied any, each with its
     manager, in the order they were applied."""
 
-    def __init__(self, keep):
+    def __init__(self, keep: int) -> None:
         self.keep = keep
-        self._pushes = collections.deque()  # [[(order, update, manager)...]...], oldest first
+        #: [[(order, update, manager)...]...], oldest first
+        self._pushes: collections.deque[list[_Applied]] = collections.deque()
         self._order = itertools.count()
         self._lock = threading.Lock()
 
-    def recorder(self):
+    def recorder(self) -> Callable[[Update, UpdateFuture], None]:
         """A callback for one push: ``record(update, future)`` as each update is applied."""
-        push = []
+        push: list[_Applied] = []
 
-        def record(update, future):
+        def record(update: Update, future: UpdateFuture) -> None:
             manager = future.manager
             if manager is None:
                 return
@@ -57,7 +70,7 @@ class AppliedPushes:
 
         return record
 
-    def select(self, names=None):
+    def select(self, names: Iterable[str] | None = None) -> list[tuple[Update, Manager]]:
         """``(update, manager)`` pairs to revert, newest first: the still applied updates of
         the last push that has any (``names`` None), else the newest still applied update of
         each name. ``RevertError`` names what is not there."""
@@ -65,15 +78,17 @@ class AppliedPushes:
             pushes = [list(push) for push in self._pushes]
         applied = [[entry for entry in push if entry[1].state is UpdateState.APPLIED]
                    for push in pushes]
+        chosen: list[_Applied] | None
         if names is None:
             chosen = next((push for push in reversed(applied) if push), None)
             if chosen is None:
                 raise RevertError(f"nothing to roll back: no update applied by the last "
                                   f"{self.keep} pushes is still applied")
         else:
-            newest = {}
+            newest: dict[str, _Applied] = {}
             for entry in (entry for push in applied for entry in push):
                 newest[entry[1].name] = entry  # later ones replace earlier ones
+            names = list(names)
             missing = [name for name in dict.fromkeys(names) if name not in newest]
             if missing:
                 raise RevertError(
@@ -85,7 +100,9 @@ class AppliedPushes:
                                                                    key=lambda e: e[0])]
 
 
-def rollback(applied, names=None, timeout=None, abandoned=None, origin=None):
+def rollback(applied: AppliedPushes, names: Iterable[str] | None = None,
+             timeout: float | None = None, abandoned: Callable[[], object] | None = None,
+             origin: str | None = None) -> Message | None:
     """Revert the updates ``applied.select(names)`` gives, newest first, and return the reply
     (None when ``abandoned()`` answered true while waiting: the reverts go on). ``timeout``
     bounds the whole; a revert not ended in time is reported unfinished and the older ones are
@@ -97,7 +114,8 @@ def rollback(applied, names=None, timeout=None, abandoned=None, origin=None):
     logger.info("rollback %d%s: reverting %s", number, who,
                 ", ".join(repr(update.name) for update, _ in chosen))
     deadline = None if timeout is None else time.monotonic() + timeout
-    outcomes, not_reverted = [], []
+    outcomes: list[Message] = []
+    not_reverted: list[str] = []
     for index, (update, manager) in enumerate(chosen):
         revert = RevertUpdate(update)
         future = manager.add_update(revert)
@@ -114,7 +132,8 @@ def rollback(applied, names=None, timeout=None, abandoned=None, origin=None):
                 and outcome["error"] is None):
             not_reverted = [u.name for u, _ in chosen[index:]]
             break
-    reply = {"ok": not not_reverted, "script_error": None, "updates": outcomes,
+    reply: Message = {"ok": not not_reverted,
+ "script_error": None, "updates": outcomes,
              "not_reverted": not_reverted}
     summary = "; ".join(f"{o['name']!r}: {o['state']}" + (f" ({o['error']})" if o["error"]
                                                            else "") for o in outcomes)

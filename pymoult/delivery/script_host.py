@@ -6,28 +6,50 @@ them, how they hand a push to the script runner, and which one the application s
 Pymoult's.
 """
 
+from __future__ import annotations
+
+import os
 import threading
 import time
+from collections.abc import Callable
+from typing import Literal, overload
 
 from ..errors import PymoultTypeError, PymoultValueError, TwoPhaseError
 from ..highlevel.lifecycle import UpdateState
 from .authentication import check_message_token, resolve_token
 from .reverts import AppliedPushes, rollback
 from .scripts import run_script, update_outcome
+from ..protocol import Message
 from .two_phase import ABORT, COMMIT, Transaction
 
 __all__ = ["ScriptHost", "check_positive", "get_app_listener"]
 
-_app_listener = None
+_app_listener: ScriptHost | None = None
 _app_listener_lock = threading.Lock()
 
 
-def get_app_listener():
+def get_app_listener() -> ScriptHost | None:
     """The listener the application started last (None if none is running)."""
     return _app_listener
 
 
-def check_positive(value, what, integer=False, allow_none=False):
+@overload
+def check_positive(value: object, what: str, integer: Literal[True],
+                   allow_none: Literal[False] = False) -> int: ...
+
+
+@overload
+def check_positive(value: object, what: str, integer: Literal[False] = False,
+                   allow_none: Literal[False] = False) -> float: ...
+
+
+@overload
+def check_positive(value: object, what: str, integer: bool = False, *,
+                   allow_none: Literal[True]) -> float | None: ...
+
+
+def check_positive(value: object, what: str, integer: bool = False,
+                   allow_none: bool = False) -> float | None:
     """``value`` if it is a positive finite number (an int when ``integer``; None too when
     ``allow_none``), else a ``PymoultTypeError``/``PymoultValueError`` naming ``what``."""
     if value is None and allow_none:
@@ -41,14 +63,14 @@ def check_positive(value, what, integer=False, allow_none=False):
     return value
 
 
-class RecentNames(list):
+class RecentNames(list[str]):
     """``applied_updates``: a list that keeps the last ``host.history_size`` names appended."""
 
-    def __init__(self, host):
+    def __init__(self, host: ScriptHost) -> None:
         super().__init__()
         self._host = host
 
-    def append(self, name):
+    def append(self, name: str) -> None:
         super().append(name)
         self._host.applied_total += 1
         excess = len(self) - max(0, int(self._host.history_size))
@@ -71,7 +93,19 @@ class ScriptHost:
     #: (their updates' journals, and what they hold, stay in memory until then).
     revertible_pushes = 4
 
-    def _setup(self, token, token_file, max_size, read_timeout, idle_timeout):
+    read_timeout: float
+    max_size: int
+    idle_timeout: float | None
+    applied_updates: RecentNames
+    applied_total: int
+    _token: str | None
+    _token_bytes: bytes | None
+    _applied_pushes: AppliedPushes
+    _transactions: dict[str, Transaction]
+    _transactions_lock: threading.Lock
+
+    def _setup(self, token: str | None, token_file: str | os.PathLike[str] | None,
+               max_size: int, read_timeout: float, idle_timeout: float | None) -> None:
         self.read_timeout = float(check_positive(read_timeout, "read_timeout"))
         self._token = resolve_token(token, token_file)
         self._token_bytes = None if self._token is None else self._token.encode("utf-8")
@@ -89,16 +123,17 @@ class ScriptHost:
         self._transactions_lock = threading.Lock()
 
     @property
-    def requires_token(self):
+    def requires_token(self) -> bool:
         """True when clients must prove they know the listener's token."""
         return self._token is not None
 
-    def _authenticate(self, message):
+    def _authenticate(self, message: Message) -> None:
         """``AuthenticationError`` unless ``message`` carries the token (when there is one): the
         named pipe's protocol 1, which has no way back for a challenge."""
         check_message_token(message, self._token_bytes)
 
-    def _push(self, request, abandoned=None, origin=None):
+    def _push(self, request: Message, abandoned: Callable[[], object] | None = None,
+              origin: str | None = None) -> Message | None:
         timeout = request["timeout"]
         timeout = self.max_push_wait if timeout is None else min(timeout, self.max_push_wait)
         if request.get("two_phase"):
@@ -107,7 +142,8 @@ class ScriptHost:
                           self.applied_updates.append, abandoned, origin=origin,
                           on_applied_update=self._applied_pushes.recorder())
 
-    def _prepare(self, request, timeout, abandoned, origin):
+    def _prepare(self, request: Message, timeout: float,
+                 abandoned: Callable[[], object] | None, origin: str | None) -> Message | None:
         """A two-phase push (``pymoult.delivery.two_phase``): the reply once every update the
         script queued is prepared (``"transaction"``: its id), or once that failed."""
         transaction = Transaction(request["hold"])
@@ -116,7 +152,7 @@ class ScriptHost:
                            abandoned, origin=origin,
                            on_applied_update=self._applied_pushes.recorder(),
                            before_queued=transaction.before_queued)
-        prepared = False
+        prepared: bool | None = False
         if reply is not None and reply["script_error"] is None and transaction.pairs:
             prepared = transaction.wait_prepared(max(0.0, deadline - time.monotonic()),
                                                  abandoned)
@@ -141,7 +177,8 @@ class ScriptHost:
             reply["error"] = "the script queued no update: nothing to prepare"
         return reply
 
-    def _decide(self, request, abandoned=None, origin=None):
+    def _decide(self, request: Message, abandoned: Callable[[], object] | None = None,
+                origin: str | None = None) -> Message | None:
         """``commit`` or ``abort`` a prepared transaction; the reply once its updates ended."""
         with self._transactions_lock:
             transaction = self._transactions.pop(request["transaction"], None)
@@ -170,18 +207,20 @@ class ScriptHost:
             for u in updates)
         return {"ok": ok, "script_error": None, "decision": decision, "updates": updates}
 
-    def _rollback(self, request, abandoned=None, origin=None):
+    def _rollback(self, request: Message, abandoned: Callable[[], object] | None = None,
+                  origin: str | None = None) -> Message | None:
         timeout = request["timeout"]
         timeout = self.max_push_wait if timeout is None else min(timeout, self.max_push_wait)
         return rollback(self._applied_pushes, request["updates"], timeout, abandoned, origin)
 
-    def _serving(self):
+    def _serving(self) -> None:
         """This listener is the application's from now on (``get_app_listener()``)."""
         global _app_listener
         with _app_listener_lock:
             _app_listener = self
 
-    def _not_serving(self):
+    def _not_serving(self) -> None:
+
         """This listener stops being the application's, if it was."""
         global _app_listener
         with _app_listener_lock:

@@ -13,6 +13,8 @@ Nothing here knows about sockets or pipes: both listeners (``pymoult.delivery.so
 ``pymoult.delivery.pipe_server``) hand their push requests to :func:`run_script`.
 """
 
+from __future__ import annotations
+
 import builtins
 import itertools
 import linecache
@@ -22,16 +24,24 @@ import time
 import traceback
 import types
 import weakref
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
 
 from ..highlevel.managers import collect_updates
 from ..highlevel.lifecycle import UpdateState
+
+if TYPE_CHECKING:
+    from ..highlevel.lifecycle import Update
+    from ..highlevel.managers import BeforeQueued, UpdateFuture
+    from ..protocol import Message
 
 __all__ = ["run_script", "running_scripts", "update_outcome", "wait_unless", "WATCH_INTERVAL"]
 
 logger = logging.getLogger("pymoult")
 
 _script_numbers = itertools.count(1)
-_running = {}  # script number -> _Running, while its thread runs
+_running: dict[int, _Running] = {}  # script number -> _Running, while its thread runs
 _running_lock = threading.Lock()
 #: How often (seconds) a push being served checks that its client is still there.
 WATCH_INTERVAL = 0.1
@@ -39,7 +49,7 @@ WATCH_INTERVAL = 0.1
 
 # -- running a script ----------------------------------------------------------------------------
 
-def _code_objects(code):
+def _code_objects(code: types.CodeType) -> list[types.CodeType]:
     """``code`` and every code object compiled with it (functions, classes, lambdas...)."""
     found = [code]
     for const in code.co_consts:
@@ -48,7 +58,7 @@ def _code_objects(code):
     return found
 
 
-def _cache_source_while_alive(filename, source, code):
+def _cache_source_while_alive(filename: str, source: str, code: types.CodeType) -> None:
     """Give ``linecache`` a pushed script's source while code compiled from it is alive.
 
     Tracebacks show a line of ``<pymoult update N>`` only if ``linecache`` has its source,
@@ -63,7 +73,7 @@ def _cache_source_while_alive(filename, source, code):
     codes = _code_objects(code)
     alive, lock = [len(codes)], threading.Lock()
 
-    def collected():
+    def collected() -> None:
         with lock:
             alive[0] -= 1
             last = not alive[0]
@@ -75,7 +85,7 @@ def _cache_source_while_alive(filename, source, code):
         weakref.finalize(each, collected).atexit = False
 
 
-def _script_error(exc, filename):
+def _script_error(exc: BaseException, filename: str) -> dict[str, str]:
     """The JSON form of the exception a script raised, its traceback cut to the script's frames."""
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename != filename:
@@ -84,12 +94,13 @@ def _script_error(exc, filename):
             "traceback": "".join(traceback.format_exception(type(exc), exc, tb))}
 
 
-def update_outcome(update, future, unfinished_note=None):
+def update_outcome(update: Update, future: Future[Update],
+                   unfinished_note: str | None = None) -> Message:
     """The reply's record of ``update`` (its ``future`` says whether it ended, and how):
     ``{"name", "state", "finished", "error"}``, and its ``steps`` and ``warnings`` when it lists
     steps (a ``ModuleUpdate``); ``unfinished_note`` is the error given to one not finished."""
     finished = future.done()  # first: a manager sets the state before the future
-    outcome = {"name": update.name, "state": update.state.value, "finished": finished,
+    outcome: Message = {"name": update.name, "state": update.state.value, "finished": finished,
                "error": None}
     if future.cancelled():
         outcome["state"] = UpdateState.CANCELLED.value
@@ -109,7 +120,7 @@ def update_outcome(update, future, unfinished_note=None):
     return outcome
 
 
-def _step_lines(update):
+def _step_lines(update: Update) -> list[str] | None:
     """The update's ``steps`` as lines of text, or None when it has no list of them."""
     try:
         steps = getattr(update, "steps", None)
@@ -126,21 +137,23 @@ class _Running:
 
     __slots__ = ("number", "thread", "began", "timeout", "origin")
 
-    def __init__(self, number, thread, timeout, origin):
+    def __init__(self, number: int, thread: threading.Thread, timeout: float | None,
+                 origin: str | None) -> None:
         self.number, self.thread, self.timeout, self.origin = number, thread, timeout, origin
         self.began = time.monotonic()
 
-    def as_dict(self, now):
+    def as_dict(self, now: float) -> dict[str, Any]:
         age = now - self.began
-        overrun = self.timeout is not None and age > self.timeout
+        timeout = self.timeout
+        overrun = timeout is not None and age > timeout
         return {"number": self.number, "thread": self.thread.name, "age": round(age, 3),
-                "timeout": self.timeout, "origin": self.origin, "overrun": overrun,
-                "note": (f"still running {age - self.timeout:.1f} s after its timeout of "
-                         f"{self.timeout} s: Python cannot stop a thread, so it goes on"
-                         if overrun else None)}
+                "timeout": timeout, "origin": self.origin, "overrun": overrun,
+                "note": (f"still running {age - timeout:.1f} s after its timeout of "
+                         f"{timeout} s: Python cannot stop a thread, so it goes on"
+                         if timeout is not None and overrun else None)}
 
 
-def running_scripts():
+def running_scripts() -> list[dict[str, Any]]:
     """The pushed scripts whose thread still runs, oldest first: ``{"number", "thread",
     "age" (s), "timeout", "origin", "overrun", "note"}`` each; ``overrun`` is true for a script
     still running after its timeout (its thread cannot be stopped: it goes on)."""
@@ -150,11 +163,12 @@ def running_scripts():
     return [r.as_dict(now) for r in running]
 
 
-def _succeeded(future):
+def _succeeded(future: Future[Update]) -> bool:
     return future.done() and not future.cancelled() and future.exception() is None
 
 
-def wait_unless(event, timeout, abandoned):
+def wait_unless(event: threading.Event, timeout: float | None,
+                abandoned: Callable[[], object] | None) -> bool | None:
     """``event.wait(timeout)``, but asking ``abandoned()`` every ``WATCH_INTERVAL`` s: None as
     soon as it answers true."""
     if abandoned is None:
@@ -171,8 +185,11 @@ def wait_unless(event, timeout, abandoned):
             return False
 
 
-def run_script(source, wait=True, timeout=None, on_applied=None, abandoned=None, *,
-               origin=None, on_applied_update=None, before_queued=None):
+def run_script(source: str, wait: bool = True, timeout: float | None = None,
+               on_applied: Callable[[str], object] | None = None,
+               abandoned: Callable[[], object] | None = None, *, origin: str | None = None,
+               on_applied_update: Callable[[Update, UpdateFuture], object] | None = None,
+               before_queued: BeforeQueued | None = None) -> Message | None:
     """Run update script ``source`` in a thread of its own and return the push reply.
 
     The script is compiled as ``<pymoult update N>`` and run in thread ``pymoult-update-N`` in a
@@ -196,10 +213,11 @@ def run_script(source, wait=True, timeout=None, on_applied=None, abandoned=None,
     number = next(_script_numbers)
     filename = f"<pymoult update {number}>"
     deadline = None if timeout is None else time.monotonic() + timeout
-    state = {"error": None, "collected": []}
+    #: the script's error (JSON), and the (update, future) pairs it queued
+    state: dict[str, Any] = {"error": None, "collected": []}
     ran = threading.Event()
 
-    def body():
+    def body() -> None:
         try:
             with collect_updates(before_queued) as collected:
                 state["collected"] = collected
@@ -234,10 +252,12 @@ def run_script(source, wait=True, timeout=None, on_applied=None, abandoned=None,
         script_error = {"type": "TimeoutError", "message": f"the script was still running after "
                         f"{timeout} s (it goes on in thread {thread.name!r}: Python cannot stop "
                         "a thread)", "traceback": None}
-    collected = list(state["collected"])
-    recorded, recorded_lock = set(), threading.Lock()
+    collected: list[tuple[Update, UpdateFuture]] = list(state["collected"])
+    recorded: set[int] = set()
+    recorded_lock = threading.Lock()
 
-    def record(update, future):  # once per update, by its future's callback or by us below
+    # once per update, by its future's callback or by us below
+    def record(update: Update, future: UpdateFuture) -> None:
         if (on_applied is not None or on_applied_update is not None) and _succeeded(future):
             with recorded_lock:
                 if id(update) in recorded:
@@ -251,15 +271,18 @@ def run_script(source, wait=True, timeout=None, on_applied=None, abandoned=None,
     unfinished = [len(collected)]
     all_done = threading.Event()
 
-    def done(update, future):
+    def done(update: Update, future: UpdateFuture) -> None:
         record(update, future)
         with recorded_lock:
             unfinished[0] -= 1
             if not unfinished[0]:
                 all_done.set()
 
+    def when_done(update: Update, future: UpdateFuture) -> Callable[[object], None]:
+        return lambda _: done(update, future)
+
     for update, future in collected:
-        future.add_done_callback(lambda f, update=update: done(update, f))
+        future.add_done_callback(when_done(update, future))
     note = None
     if wait and collected:
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -280,7 +303,8 @@ def run_script(source, wait=True, timeout=None, on_applied=None, abandoned=None,
     return reply
 
 
-def _log_outcome(number, reply):  # number: the script's number, maybe with its origin
+def _log_outcome(number: int | str, reply: Message) -> None:  # number, maybe with its origin
+
     updates = ", ".join(f"{u['name']!r}: {u['state']}" + (f" ({u['error']})" if u["error"] else "")
                         for u in reply["updates"]) or "no update queued"
     if reply["script_error"] is not None:

@@ -21,6 +21,8 @@ peer (one line per peer and kind every ``log_interval``, the others counted), an
 client sends ends the listener's thread.
 """
 
+from __future__ import annotations
+
 import contextlib
 import ipaddress
 import itertools
@@ -33,13 +35,15 @@ import stat
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 
 from .. import protocol
 from ..errors import (AuthenticationError, ListenerBusyError, ProtocolError, PymoultTypeError,
                       PymoultValueError, RevertError, ThreadStateError, TwoPhaseError)
 from ..highlevel.managers import Manager, fetch_manager, live_managers
 from .authentication import Handshake
-from .peers import READING, PeerFailures, PendingConnection, RefusalLog, peer_of
+from ..protocol import Address, Message
+from .peers import READING, PeerFailures, PeerKey, PendingConnection, RefusalLog, Stage, peer_of
 from .script_host import ScriptHost, check_positive
 from .scripts import running_scripts
 
@@ -51,7 +55,7 @@ _connection_numbers = itertools.count(1)
 _LINGER = 0.5  # seconds a handler waits for the client to close after the reply
 
 
-def _private_runtime_dir():
+def _private_runtime_dir() -> str | None:
     """$XDG_RUNTIME_DIR when it is a directory of ours that nobody else can enter, else None."""
     base = os.environ.get("XDG_RUNTIME_DIR")
     if not base:
@@ -65,7 +69,7 @@ def _private_runtime_dir():
     return None
 
 
-def _check_unix_path(path, bound, advice, what="the path"):
+def _check_unix_path(path: str, bound: str, advice: str, what: str = "the path") -> None:
     """``PymoultValueError`` naming ``path`` when ``bound`` (the path given to ``bind``) is too
     long for a Unix socket."""
     problem = protocol.unix_path_error(bound, what)
@@ -73,12 +77,12 @@ def _check_unix_path(path, bound, advice, what="the path"):
         raise PymoultValueError(f"cannot listen on unix:{path}: {problem}; {advice}")
 
 
-def _is_loopback(host):
+def _is_loopback(host: str | None) -> bool:
     try:
         infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except OSError:
         return False
-    return all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
+    return all(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos)
 
 
 class Listener(ScriptHost, threading.Thread):
@@ -111,11 +115,14 @@ class Listener(ScriptHost, threading.Thread):
     ``stop()`` closes the socket and removes its file.
     """
 
-    def __init__(self, name="Pymoult Listener", localhost=True, port=None, *, address=None,
-                 token=None, token_file=None, manager=None, max_size=protocol.MAX_FRAME,
-                 max_connections=8, read_timeout=10.0, idle_timeout=None, auth_timeout=5.0,
-                 max_pending=128, max_pending_per_peer=32, failure_delay=2.0,
-                 log_interval=10.0):
+    def __init__(self, name: str = "Pymoult Listener", localhost: bool = True,
+                 port: int | None = None, *, address: str | Address | None = None,
+                 token: str | None = None, token_file: str | os.PathLike[str] | None = None,
+                 manager: Manager | str | None = None, max_size: int = protocol.MAX_FRAME,
+                 max_connections: int = 8, read_timeout: float = 10.0,
+                 idle_timeout: float | None = None, auth_timeout: float = 5.0,
+                 max_pending: int = 128, max_pending_per_peer: int = 32,
+                 failure_delay: float = 2.0, log_interval: float = 10.0) -> None:
         threading.Thread.__init__(self, name=name, daemon=True)
         self._setup(token, token_file, max_size, read_timeout, idle_timeout)
         self.auth_timeout = min(float(check_positive(auth_timeout, "auth_timeout")),
@@ -132,9 +139,10 @@ class Listener(ScriptHost, threading.Thread):
         self.log_interval = float(check_positive(log_interval, "log_interval"))
         self._failures = PeerFailures(self.failure_delay)
         self._refusals = RefusalLog(self.name, self.log_interval)
-        self._pending = {}  # connections whose request has not all arrived, oldest first
+        #: connections whose request has not all arrived, oldest first
+        self._pending: dict[PendingConnection, None] = {}
         self._pending_changed = threading.Condition()
-        self._selector = None
+        self._selector: selectors.BaseSelector | None = None  # the listener thread's, in run
         if manager is not None and not isinstance(manager, (Manager, str)):
             raise PymoultTypeError(f"manager must be a Manager, a manager's name or None, "
                                    f"got {manager!r}")
@@ -151,13 +159,13 @@ class Listener(ScriptHost, threading.Thread):
                                     "address='tcp:...'); the default transport is a Unix socket")
         self._connections = 0  # in progress, each holding one of max_connections slots
         self._connections_changed = threading.Condition()
-        self._handlers = set()
+        self._handlers: set[threading.Thread] = set()
         self._handlers_lock = threading.Lock()
         self._stopping = threading.Event()
         self._closed = False
         self._close_lock = threading.Lock()
-        self._private_dir = None
-        self._socket_id = None
+        self._private_dir: str | None = None
+        self._socket_id: tuple[int, int] | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         try:
             self._sock, self._address = self._bind(
@@ -172,11 +180,18 @@ class Listener(ScriptHost, threading.Thread):
     # -- binding ------------------------------------------------------------------------------
 
     @property
-    def address(self):
+    def address(self) -> str:
         """Where the listener listens: ``"unix:/path"`` or ``"tcp:host:port"`` (the real port)."""
         return str(self._address)
 
-    def _bind(self, address):
+    @property
+    def _reader(self) -> selectors.BaseSelector:
+        """The selector the listener's thread reads the pending connections with."""
+        if self._selector is None:
+            raise ThreadStateError(f"{self!r} is not serving")
+        return self._selector
+
+    def _bind(self, address: Address | None) -> tuple[socket.socket, Address]:
         if address is not None and address.family == "pipe":
             raise PymoultValueError(f"a Listener listens on a socket (unix: or tcp:); for "
                                     f"{address} use PipeListener({address.path!r})")
@@ -203,13 +218,14 @@ class Listener(ScriptHost, threading.Thread):
                            "tunnel", self.name, bound)
         return sock, bound
 
-    def _bind_unix(self, path):
+    def _bind_unix(self, path: str | None) -> tuple[socket.socket, Address]:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         staging = None
         try:
             if path is None:  # a fresh 0700 directory: nobody else can reach the socket, ever
-                self._private_dir = tempfile.mkdtemp(prefix="pymoult-", dir=_private_runtime_dir())
-                path = os.path.join(self._private_dir, "listener.sock")
+                self._private_dir = private = tempfile.mkdtemp(prefix="pymoult-",
+                                                               dir=_private_runtime_dir())
+                path = os.path.join(private, "listener.sock")
                 _check_unix_path(path, path, "set TMPDIR (or XDG_RUNTIME_DIR) to a shorter "
                                  "directory, or pass address='unix:/shorter/path'")
                 sock.bind(path)
@@ -245,7 +261,7 @@ class Listener(ScriptHost, threading.Thread):
         return sock, protocol.Address("unix", path=path)
 
     @staticmethod
-    def _refuse_live_path(path):
+    def _refuse_live_path(path: str) -> None:
         """A path in use is refused; a stale socket (nobody listening) may be replaced."""
         try:
             info = os.lstat(path)
@@ -266,7 +282,7 @@ class Listener(ScriptHost, threading.Thread):
 
     # -- life --------------------------------------------------------------------------------
 
-    def start(self):
+    def start(self) -> Listener:  # type: ignore[override]  # returns self, to chain
         """Start serving; returns the listener."""
         if self._closed:
             raise ThreadStateError(f"{self!r} was stopped: create a new listener")
@@ -274,13 +290,13 @@ class Listener(ScriptHost, threading.Thread):
         self._serving()
         return self
 
-    def __enter__(self):
+    def __enter__(self) -> Listener:
         return self if self.is_alive() else self.start()
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: object) -> None:
         self.stop(5.0)
 
-    def stop(self, timeout=None):
+    def stop(self, timeout: float | None = None) -> bool:
         """Stop accepting, close the socket and remove its file (and private directory), then
         wait up to ``timeout`` s for the connections in progress (a pushed script that stops
         its own listener must give a timeout: its connection waits for it). True once every
@@ -309,29 +325,30 @@ class Listener(ScriptHost, threading.Thread):
         return not self.is_alive() and not any(h.is_alive() for h in handlers)
 
     @property
-    def connections(self):
+    def connections(self) -> int:
         """The number of connections being served now (each holds one of
         ``max_connections``)."""
         with self._connections_changed:
             return self._connections
 
-    def wait_idle(self, timeout=None):
+    def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until no connection is being served; False if some still are after
         ``timeout`` s (None: no limit)."""
         with self._connections_changed:
             return self._connections_changed.wait_for(lambda: self._connections == 0, timeout)
 
-    def wait_connections(self, predicate, timeout=None):
+    def wait_connections(self, predicate: Callable[[int], bool],
+                         timeout: float | None = None) -> bool:
         """Block until ``predicate(number of connections being served)`` is true; False after
         ``timeout`` s."""
         with self._connections_changed:
             return self._connections_changed.wait_for(lambda: predicate(self._connections),
                                                       timeout)
 
-    def _remove_socket_file(self):
-        if self._address.family != "unix":
-            return
+    def _remove_socket_file(self) -> None:
         path = self._address.path
+        if self._address.family != "unix" or path is None:
+            return
         try:
             info = os.lstat(path)
             if (info.st_dev, info.st_ino) == self._socket_id:  # still ours, not a successor's
@@ -341,7 +358,7 @@ class Listener(ScriptHost, threading.Thread):
         if self._private_dir is not None:
             _rmdir_quietly(self._private_dir)
 
-    def run(self):
+    def run(self) -> None:
         selector = self._selector = selectors.DefaultSelector()
         try:
             selector.register(self._sock, selectors.EVENT_READ)
@@ -365,7 +382,7 @@ class Listener(ScriptHost, threading.Thread):
 
     # -- connections before their request has arrived: read here, holding no thread ---------
 
-    def _accept(self):
+    def _accept(self) -> None:
         try:
             conn, address = self._sock.accept()
         except (BlockingIOError, InterruptedError):
@@ -381,7 +398,7 @@ class Listener(ScriptHost, threading.Thread):
         self._make_room(peer)
         try:
             conn.setblocking(False)
-            self._selector.register(conn, selectors.EVENT_READ, pending)
+            self._reader.register(conn, selectors.EVENT_READ, pending)
         except (OSError, ValueError) as exc:
             logger.warning("%s: could not watch %s: %s", self.name, pending.who, exc)
             conn.close()
@@ -395,7 +412,7 @@ class Listener(ScriptHost, threading.Thread):
                 f"authentication failed: peer runs as uid {uid}, the listener as uid "
                 f"{os.geteuid()}"), now)
 
-    def _make_room(self, peer):
+    def _make_room(self, peer: PeerKey) -> None:
         """Keep the unauthenticated connections within ``max_pending_per_peer`` for ``peer``
         and ``max_pending`` in all, dropping (without a reply) the one to go first: one already
         refused, else the oldest; from the peer holding the most when the total is reached."""
@@ -404,14 +421,14 @@ class Listener(ScriptHost, threading.Thread):
             self._evict(mine, f"over the cap of {self.max_pending_per_peer} unauthenticated "
                               "connections from one peer")
         if len(self._pending) >= self.max_pending:
-            counts = {}
+            counts: dict[PeerKey, int] = {}
             for each in self._pending:
                 counts[each.peer] = counts.get(each.peer, 0) + 1
-            greediest = max(counts, key=counts.get)
+            greediest = max(counts, key=lambda each: counts[each])
             self._evict([p for p in self._pending if p.peer == greediest],
                         f"over the cap of {self.max_pending} unauthenticated connections")
 
-    def _evict(self, candidates, why):
+    def _evict(self, candidates: list[PendingConnection], why: str) -> None:
         refused = [p for p in candidates if p.stage in ("penalty", "closing")]
         victim = (refused or candidates)[0]  # the dict keeps them oldest first
         if victim.stage not in ("penalty", "closing"):
@@ -420,17 +437,17 @@ class Listener(ScriptHost, threading.Thread):
                                    f"the oldest): {why}", time.monotonic())
         self._drop(victim)
 
-    def _drop(self, pending):
+    def _drop(self, pending: PendingConnection) -> None:
         with self._pending_changed:
             if self._pending.pop(pending, 0) is None:
                 self._pending_changed.notify_all()
         try:
-            self._selector.unregister(pending.conn)
+            self._reader.unregister(pending.conn)
         except (KeyError, ValueError, OSError):
             pass
         pending.conn.close()
 
-    def _expect(self, pending, stage, now):
+    def _expect(self, pending: PendingConnection, stage: Stage, now: float) -> None:
         """``pending`` now waits for its ``stage`` frame: its size limit and deadline."""
         pending.stage = stage
         token = self._token is not None
@@ -447,7 +464,7 @@ class Listener(ScriptHost, threading.Thread):
             pending.deadline = now + self.read_timeout
             pending.late = f"the frame was not complete within {self.read_timeout} s"
 
-    def _readable(self, pending):
+    def _readable(self, pending: PendingConnection) -> None:
         now = time.monotonic()
         try:
             chunk = pending.conn.recv(65536)
@@ -482,8 +499,9 @@ class Listener(ScriptHost, threading.Thread):
                                    f"{self.name}: {pending.who} failed: {exc}", now)
             self._drop(pending)
 
-    def _ended(self, pending, now):
+    def _ended(self, pending: PendingConnection, now: float) -> None:
         got = len(pending.buffer)
+        error: ProtocolError | AuthenticationError
         if got:
             error = ProtocolError(f"the connection ended after {got} bytes, before the frame "
                                   "was complete", "truncated")
@@ -495,7 +513,7 @@ class Listener(ScriptHost, threading.Thread):
             error = ProtocolError("the connection ended before any frame", "truncated")
         self._refuse(pending, error, now)
 
-    def _frame(self, pending, payload, now):
+    def _frame(self, pending: PendingConnection, payload: bytes, now: float) -> None:
         if pending.stage == "first":
             first = protocol.decode_payload(payload)
             pending.handshake = handshake = Handshake(self._token)
@@ -505,13 +523,17 @@ class Listener(ScriptHost, threading.Thread):
             if pending.conn.send(challenge) != len(challenge):  # small: a buffer takes it
                 raise OSError("could not send the challenge at once")
             return self._expect(pending, "proof" if handshake.needs_proof else "request", now)
+        made = pending.handshake
+        if made is None:  # the first frame makes it: a later stage always has one
+            raise ProtocolError(f"a {pending.stage} frame before the first", "bad_request")
         if pending.stage == "proof":
-            pending.handshake.check_proof(protocol.decode_payload(payload))
+            made.check_proof(protocol.decode_payload(payload))
             return self._expect(pending, "request", now)
-        pending.handshake.check_request(payload)
+        made.check_request(payload)
         return self._ready(pending, protocol.validate_request(protocol.decode_payload(payload)))
 
-    def _refuse(self, pending, error, now, failure=True):
+    def _refuse(self, pending: PendingConnection, error: Exception, now: float,
+                failure: bool = True) -> None:
         """Refuse ``pending`` with ``error``: logged (at most one line per peer and kind of
         refusal every ``log_interval`` s), then answered, after a delay growing with the
         peer's recent failures when it is one; meanwhile it holds no thread."""
@@ -527,24 +549,24 @@ class Listener(ScriptHost, threading.Thread):
             self._failures.record(pending.peer, now)
             delay = self._failures.delay(pending.peer, now)
         try:
-            self._selector.unregister(pending.conn)
+            self._reader.unregister(pending.conn)
         except (KeyError, ValueError, OSError):
             pass
         pending.stage, pending.deadline = "penalty", now + delay
         if not delay:
             self._send_refusal(pending, now)
 
-    def _send_refusal(self, pending, now):
+    def _send_refusal(self, pending: PendingConnection, now: float) -> None:
         try:
-            pending.conn.send(pending.reply)
+            pending.conn.send(pending.reply or b"")
             pending.conn.shutdown(socket.SHUT_WR)
-            self._selector.register(pending.conn, selectors.EVENT_READ, pending)
+            self._reader.register(pending.conn, selectors.EVENT_READ, pending)
         except (OSError, ValueError):
             self._drop(pending)
             return
         pending.stage, pending.deadline = "closing", now + min(_LINGER, self.read_timeout)
 
-    def _expire(self, now):
+    def _expire(self, now: float) -> None:
         for pending in list(self._pending):
             if pending.deadline is not None and now >= pending.deadline:
                 if pending.stage == "penalty":
@@ -560,7 +582,7 @@ class Listener(ScriptHost, threading.Thread):
                     now)
         self._refusals.flush(now)
 
-    def _next_wait(self):
+    def _next_wait(self) -> float | None:
         due = [p.deadline for p in self._pending if p.deadline is not None]
         if self.idle_timeout is not None:
             due += [p.last_byte + self.idle_timeout for p in self._pending
@@ -570,7 +592,7 @@ class Listener(ScriptHost, threading.Thread):
             due.append(flush)
         return None if not due else max(0.0, min(due) - time.monotonic())
 
-    def _ready(self, pending, request):
+    def _ready(self, pending: PendingConnection, request: Message) -> None:
         """The request has all arrived (after the proof and the MAC when there is a token): the
         connection leaves the unauthenticated ones and takes a slot to be served."""
         if not self._take_slot():
@@ -595,29 +617,30 @@ class Listener(ScriptHost, threading.Thread):
             conn.close()
         return None
 
-    def _drop_watch(self, pending):
+    def _drop_watch(self, pending: PendingConnection) -> None:
         """Stop reading ``pending`` here (it goes to a handler thread), keeping it open."""
         with self._pending_changed:
             self._pending.pop(pending, None)
             self._pending_changed.notify_all()
-        self._selector.unregister(pending.conn)
+        self._reader.unregister(pending.conn)
         pending.conn.setblocking(True)
 
     @property
-    def pending(self):
+    def pending(self) -> int:
         """The number of connections whose request has not all arrived (unauthenticated: they
         hold no slot of ``max_connections``, nor a thread)."""
         with self._pending_changed:
             return len(self._pending)
 
-    def wait_pending(self, predicate, timeout=None):
+    def wait_pending(self, predicate: Callable[[int], bool],
+                     timeout: float | None = None) -> bool:
         """Block until ``predicate(number of pending connections)`` is true; False after
         ``timeout`` s."""
         with self._pending_changed:
             return self._pending_changed.wait_for(lambda: predicate(len(self._pending)),
                                                   timeout)
 
-    def _take_slot(self):
+    def _take_slot(self) -> bool:
         with self._connections_changed:
             if self._connections >= self.max_connections:
                 return False
@@ -625,20 +648,22 @@ class Listener(ScriptHost, threading.Thread):
             self._connections_changed.notify_all()
             return True
 
-    def _release_slot(self):
+    def _release_slot(self) -> None:
         with self._connections_changed:
             self._connections -= 1
             self._connections_changed.notify_all()
 
     # -- one connection, once its request has arrived ---------------------------------------
 
-    def _serve(self, conn, who, request, handshake):
+    def _serve(self, conn: socket.socket, who: str, request: Message,
+               handshake: Handshake | None) -> None:
         try:
             reply = self._answer(conn, who, request)
             if reply is not None:
                 try:
                     data = protocol.encode_frame(reply)
-                    data += handshake.sign(data)  # the reply's MAC: no impostor can forge it
+                    if handshake is not None:  # the reply's MAC: no impostor can forge it
+                        data += handshake.sign(data)
                     conn.settimeout(self.read_timeout)
                     conn.sendall(data)
                     conn.shutdown(socket.SHUT_WR)
@@ -653,10 +678,11 @@ class Listener(ScriptHost, threading.Thread):
             with self._handlers_lock:
                 self._handlers.discard(threading.current_thread())
 
-    def _answer(self, conn, who, request):
+    def _answer(self, conn: socket.socket, who: str, request: Message) -> Message | None:
         """The reply to the connection's request (None: no reply can be sent)."""
         op = request["op"]
         logger.info("%s: %s asks for %s", self.name, who, op)
+        serve: Callable[[Message, _ClientWatch, str], Message | None] | None
         serve, goes_on = {
             "push": (self._push, "its updates go on"),
             "commit": (self._decide, "its updates go on"),
@@ -682,13 +708,13 @@ class Listener(ScriptHost, threading.Thread):
              "forgotten": m.forgotten()}
             for m in self._reported_managers()]}
 
-    def _describe(self):
+    def _describe(self) -> Message:
         return {"name": self.name, "address": self.address,
                 "applied_updates": list(self.applied_updates),
                 "applied_total": self.applied_total, "scripts": running_scripts(),
                 "connections": self.connections, "pending": self.pending}
 
-    def _reported_managers(self):
+    def _reported_managers(self) -> list[Manager]:
         if self.manager is None:
             return live_managers()
         if isinstance(self.manager, str):
@@ -696,7 +722,7 @@ class Listener(ScriptHost, threading.Thread):
             return [] if found is None else [found]
         return [self.manager]
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "stopped" if self._closed else "serving" if self.is_alive() else "not started"
         return f"<Listener {self.name!r} {self.address} {state}>"
 
@@ -712,14 +738,14 @@ class _ClientWatch:
     after the request are read and dropped; more than ``limit`` of them also ends the wait.
     """
 
-    def __init__(self, conn, tcp, limit):
+    def __init__(self, conn: socket.socket, tcp: bool, limit: int) -> None:
         self._conn, self._tcp, self._limit = conn, tcp, limit
         self._poll = select.poll()
         self._poll.register(conn, select.POLLIN)
         self._dropped = 0
-        self.why = None
+        self.why: str | None = None
 
-    def __call__(self):
+    def __call__(self) -> bool:
         for _, events in self._poll.poll(0):
             if events & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
                 self.why = "closed the connection"
@@ -746,7 +772,7 @@ class _ClientWatch:
         return False
 
 
-def _drain(conn, seconds, limit):
+def _drain(conn: socket.socket, seconds: float, limit: int) -> None:
     """Read and drop what the client still sends, for at most ``seconds`` and ``limit`` bytes
     (so that closing does not reset the connection before the client read the reply)."""
     deadline = time.monotonic() + seconds
@@ -766,11 +792,12 @@ def _drain(conn, seconds, limit):
         return
 
 
-def _remove_quietly(path):
+def _remove_quietly(path: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
 
 
-def _rmdir_quietly(path):
+def _rmdir_quietly(path: str) -> None:
+
     with contextlib.suppress(OSError):
         os.rmdir(path)

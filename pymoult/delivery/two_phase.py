@@ -20,17 +20,29 @@ be prepared while the first holds; the script's second ``add_update`` to one man
 ``TwoPhaseError`` (``ModuleUpdate.together`` makes several modules' changes one update).
 """
 
+from __future__ import annotations
+
 import secrets
 import threading
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal
 
 from ..errors import TwoPhaseError
 from ..protocol import DEFAULT_HOLD
 from .scripts import WATCH_INTERVAL
 
+if TYPE_CHECKING:
+    from ..highlevel.lifecycle import Update
+    from ..highlevel.managers import UpdateFuture
+
 __all__ = ["Transaction", "COMMIT", "ABORT", "EXPIRED"]
 
-COMMIT, ABORT, EXPIRED = "commit", "abort", "expired"
+#: A transaction's decision: commit, abort, or expired (not decided within its hold).
+Decision = Literal["commit", "abort", "expired"]
+COMMIT: Literal["commit"] = "commit"
+ABORT: Literal["abort"] = "abort"
+EXPIRED: Literal["expired"] = "expired"
 
 
 class _Gate:
@@ -38,12 +50,12 @@ class _Gate:
     is prepared, then waits for the transaction's decision; anything but a commit raises, and
     the manager rolls the update back."""
 
-    def __init__(self, transaction, update):
+    def __init__(self, transaction: Transaction, update: Update) -> None:
         self.transaction, self.update = transaction, update
         self.own_hook = update.pause_hook
         self.prepared = False
 
-    def __call__(self):
+    def __call__(self) -> None:
         self.own_hook()
         decision = self.transaction.prepared(self)
         if decision == EXPIRED:
@@ -56,36 +68,37 @@ class _Gate:
 class Transaction:
     """The updates one two-phase push queued, their gates and the decision."""
 
-    def __init__(self, hold=DEFAULT_HOLD):
+    def __init__(self, hold: float = DEFAULT_HOLD) -> None:
         self.id = secrets.token_hex(8)
         self.hold = hold
-        self.pairs = []  # (update, future) in the order queued
-        self.decision = None
-        self._gates = []
-        self._managers = set()
+        self.pairs: list[tuple[Update, UpdateFuture]] = []  # in the order queued
+        self.decision: Decision | None = None
+        self._gates: list[_Gate] = []
+        self._managers: set[int] = set()
         self._changed = threading.Condition()
-        self._first_prepared = None
+        self._first_prepared: float | None = None
 
-    def before_queued(self, update, future):
+    def before_queued(self, update: Update, future: UpdateFuture) -> None:
         """``collect_updates``'s hook: gate ``update`` before its manager can start it."""
         manager = future.manager
         if id(manager) in self._managers:
+            name = None if manager is None else manager.name
             raise TwoPhaseError(f"a two-phase push takes one update per manager, and "
-                                f"{update.name!r} is a second one for {manager.name!r} (it "
+                                f"{update.name!r} is a second one for {name!r} (it "
                                 "could not be prepared while the first holds its threads; "
                                 "ModuleUpdate.together makes one update of several modules)")
         self._managers.add(id(manager))
         gate = _Gate(self, update)
-        update.pause_hook = gate
+        update.pause_hook = gate  # type: ignore[method-assign]  # this update's hook only
         self._gates.append(gate)
         self.pairs.append((update, future))
         future.add_done_callback(lambda _: self._notify())
 
-    def _notify(self):
+    def _notify(self) -> None:
         with self._changed:
             self._changed.notify_all()
 
-    def prepared(self, gate):
+    def prepared(self, gate: _Gate) -> Decision:
         """Called by ``gate`` (in its manager's thread, threads held): wait for the decision
         and return it."""
         with self._changed:
@@ -94,16 +107,18 @@ class Transaction:
                 self._first_prepared = time.monotonic()
             self._changed.notify_all()
             deadline = self._first_prepared + self.hold
-            while self.decision is None:
+            decision = self.decision
+            while decision is None:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    self.decision = EXPIRED
+                    self.decision = decision = EXPIRED
                     self._changed.notify_all()
                     break
                 self._changed.wait(left)
-            return self.decision
+                decision = self.decision
+            return decision
 
-    def decide(self, decision):
+    def decide(self, decision: Decision) -> Decision:
         """Commit or abort (``COMMIT``, ``ABORT``); returns the decision in force, which is an
         earlier one (an expiry included) when there was one."""
         with self._changed:
@@ -112,7 +127,8 @@ class Transaction:
                 self._changed.notify_all()
             return self.decision
 
-    def _wait(self, predicate, timeout, abandoned):
+    def _wait(self, predicate: Callable[[], bool], timeout: float | None,
+              abandoned: Callable[[], object] | None) -> bool | None:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._changed:
             while not predicate():
@@ -125,11 +141,12 @@ class Transaction:
                 self._changed.wait(left)
             return True
 
-    def wait_prepared(self, timeout=None, abandoned=None):
+    def wait_prepared(self, timeout: float | None = None,
+                      abandoned: Callable[[], object] | None = None) -> bool | None:
         """True once every update is prepared; False when one ended first (it failed, or the
         transaction was decided), or after ``timeout`` s; None when ``abandoned()`` answered
         true."""
-        def settled():
+        def settled() -> bool:
             return (any(future.done() for _, future in self.pairs)
                     or self.decision is not None
                     or all(gate.prepared for gate in self._gates))
@@ -140,13 +157,15 @@ class Transaction:
         return self.decision is None and all(gate.prepared for gate in self._gates) \
             and not any(future.done() for _, future in self.pairs)
 
-    def wait_finished(self, timeout=None, abandoned=None):
+    def wait_finished(self, timeout: float | None = None,
+                      abandoned: Callable[[], object] | None = None) -> bool | None:
         """True once every update has ended; False after ``timeout`` s; None when
         ``abandoned()`` answered true."""
         return self._wait(lambda: all(future.done() for _, future in self.pairs), timeout,
                           abandoned)
 
     @property
-    def decided(self):
+    def decided(self) -> bool:
+
         """True once the transaction is committed, aborted or expired."""
         return self.decision is not None

@@ -15,12 +15,20 @@ The comparison needs the source each module runs: sources must be tracked
 (``pymoult.track_sources()``; ``pymoult run`` does it) before the modules are imported.
 """
 
+from __future__ import annotations
+
 import logging
 import os
 import sys
 import threading
+import types
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from ..errors import PymoultError, PymoultTypeError, PymoultValueError
+
+if TYPE_CHECKING:
+    from .managers import Manager
 
 __all__ = ["FileWatcher", "modules_of"]
 
@@ -31,10 +39,10 @@ DEBOUNCE_MS = 200
 STEP_MS = 50
 
 
-def modules_of(paths):
+def modules_of(paths: Iterable[str]) -> dict[str, types.ModuleType]:
     """``{path: module}`` for the paths (absolute) that are the source files of loaded modules."""
     wanted = {os.path.abspath(path) for path in paths}
-    found = {}
+    found: dict[str, types.ModuleType] = {}
     for module in list(sys.modules.values()):
         spec = getattr(module, "__spec__", None)
         origin = getattr(spec, "origin", None) or getattr(module, "__file__", None)
@@ -50,10 +58,12 @@ class FileWatcher(threading.Thread):
     runtime prints them); ``timeout`` bounds the wait for each update.
     """
 
-    def __init__(self, paths, manager, report, timeout=60.0, debounce_ms=DEBOUNCE_MS):
+    def __init__(self, paths: Iterable[str | os.PathLike[str]], manager: Manager,
+                 report: Callable[[str], object], timeout: float = 60.0,
+                 debounce_ms: int = DEBOUNCE_MS) -> None:
         super().__init__(name="pymoult watch", daemon=True)
-        paths = [os.path.abspath(os.fspath(path)) for path in paths]
-        missing = [path for path in paths if not os.path.exists(path)]
+        absolute = [os.path.abspath(os.fspath(path)) for path in paths]
+        missing = [path for path in absolute if not os.path.exists(path)]
         if missing:
             raise PymoultValueError(f"cannot watch {', '.join(missing)}: no such file or directory")
         if not callable(report):
@@ -64,18 +74,18 @@ class FileWatcher(threading.Thread):
             raise PymoultValueError("watching files needs the watchfiles package "
                                     "(pip install watchfiles)") from exc
         self._watchfiles = watchfiles
-        self.paths, self.manager, self.report = paths, manager, report
+        self.paths, self.manager, self.report = absolute, manager, report
         self.timeout, self.debounce_ms = timeout, debounce_ms
         self._stopping = threading.Event()
         self.ready = threading.Event()  # set once the watch has started
         self.applied = 0  # change sets applied
 
-    def stop(self, timeout=None):
+    def stop(self, timeout: float | None = None) -> bool:
         self._stopping.set()
         self.join(timeout)
         return not self.is_alive()
 
-    def run(self):
+    def run(self) -> None:
         watchfiles = self._watchfiles
         try:
             for changes in watchfiles.watch(*self.paths, watch_filter=watchfiles.PythonFilter(),
@@ -90,7 +100,7 @@ class FileWatcher(threading.Thread):
             logger.exception("the file watcher stopped")
             self.report("watch: stopped after an internal error (see the log)")
 
-    def _apply(self, paths):
+    def _apply(self, paths: set[str]) -> None:
         from .module_update import ModuleUpdate
 
         modules = modules_of(paths)
@@ -129,6 +139,7 @@ class FileWatcher(threading.Thread):
             self.report(f"watch: warning: {warning}")
 
 
-def _first_line(exc):
+def _first_line(exc: BaseException) -> str:
+
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__

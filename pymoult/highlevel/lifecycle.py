@@ -48,6 +48,8 @@ is journaled as well when the step returns. Anything else a step changes by hand
 own business: the managers cannot see it, and a rollback does not undo it.
 """
 
+from __future__ import annotations
+
 import collections
 import dataclasses
 import enum
@@ -56,11 +58,24 @@ import sys
 import threading
 import time
 import types
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Literal
 
 from .._parking import check_timeout
 from ..errors import LifecycleError, PymoultTypeError, PymoultValueError, UpdateDefinitionError
 from ..lowlevel import alterability
 from ..lowlevel.journal import Journal
+
+if TYPE_CHECKING:
+    from typing import TypedDict
+
+    class Patience(TypedDict, total=False):
+        """The patience keywords of :class:`Update`, which the ready-made updates take as
+        ``**patience``."""
+
+        max_tries: int | None
+        sleep_time: float | None
+        timeout: float | None
 
 __all__ = ["Update", "UpdateState", "UpdateStatus", "TRANSITIONS", "isApplied",
            "applied_update_names", "applied_after", "mark_applied", "check_definition",
@@ -82,13 +97,13 @@ class UpdateState(enum.Enum):
     CANCELLED = "cancelled"
 
     @property
-    def finished(self):
+    def finished(self) -> bool:
         return self not in (UpdateState.PENDING, UpdateState.WAITING, UpdateState.APPLYING)
 
 
 _S = UpdateState
 #: state -> the states an update may go to from it (the lifecycle; see the module notes).
-TRANSITIONS = {
+TRANSITIONS: dict[UpdateState, frozenset[UpdateState]] = {
     _S.PENDING: frozenset({_S.PENDING, _S.WAITING, _S.ABORTED, _S.CANCELLED, _S.FAILED}),
     _S.WAITING: frozenset({_S.APPLYING, _S.PENDING, _S.ABORTED, _S.CANCELLED, _S.FAILED}),
     _S.APPLYING: frozenset({_S.APPLIED, _S.ROLLED_BACK, _S.PARTIALLY_ROLLED_BACK, _S.PENDING,
@@ -113,23 +128,25 @@ class Update:
     seconds instead.
     """
 
-    max_tries = 10
-    sleep_time = 0.1
-    timeout = None
+    max_tries: int = 10
+    sleep_time: float = 0.1
+    timeout: float | None = None
     #: When alterability is not reached within the patience: "postpone" (the original's meaning:
     #: try again later, after the other queued updates, with back-off, at most
     #: ``max_postponements`` times before failing with UpdateTimeoutError) or "fail" (at once).
-    on_timeout = "postpone"
-    max_postponements = 10
+    on_timeout: Literal["postpone", "fail"] = "postpone"
+    max_postponements: int = 10
     #: How threads are suspended: "anywhere" (at a static update point if they reach one within
     #: a short grace, else wherever they are) or "points" (static update points only).
-    suspension = "anywhere"
+    suspension: Literal["anywhere", "points"] = "anywhere"
     #: True for a ``RevertUpdate`` only: left out of the order :func:`applied_after` tells.
-    is_revert = False
+    is_revert: bool = False
 
-    def __init__(self, name=None, threads=None, max_tries=None, sleep_time=None, timeout=None):
-        self.name = name or type(self).__name__
-        self.threads = list(threads or [])
+    def __init__(self, name: str | None = None, threads: Iterable[threading.Thread] | None = None,
+                 max_tries: int | None = None, sleep_time: float | None = None,
+                 timeout: float | None = None) -> None:
+        self.name: str = name or type(self).__name__
+        self.threads: list[threading.Thread] = list(threads or [])
         if max_tries is not None:
             self.max_tries = max_tries
         if sleep_time is not None:
@@ -138,17 +155,18 @@ class Update:
             self.timeout = timeout
         self._state = UpdateState.PENDING
         self.journal = Journal(self.name)
-        self.error = None  # the exception that ended it, if any
+        self.error: BaseException | None = None  # the exception that ended it, if any
         self.tries = 0  # alterability checks made
         self.postponements = 0
-        self.requires = ()  # set by add_update(requires=...)
-        self.times = {}  # step name -> time.monotonic() when it ended
-        self.pause = None  # seconds the threads were held
-        self._applied_number = None  # its place in the order updates were applied
+        self.requires: tuple[Update, ...] = ()  # set by add_update(requires=...)
+        self.times: dict[str, float] = {}  # step name -> time.monotonic() when it ended
+        self.pause: float | None = None  # seconds the threads were held
+        #: its place in the order updates were applied
+        self._applied_number: int | None = None
 
     # -- the original's setters ----------------------------------------------------------------
 
-    def set_max_tries(self, max_tries):
+    def set_max_tries(self, max_tries: int) -> None:
         """Set how many alterability tries make up the patience (a positive int)."""
         if isinstance(max_tries, bool) or not isinstance(max_tries, int):
             raise PymoultTypeError(f"max_tries must be a positive int, got {max_tries!r}")
@@ -156,26 +174,26 @@ class Update:
             raise PymoultValueError(f"max_tries must be a positive int, got {max_tries!r}")
         self.max_tries = max_tries
 
-    def set_sleep_time(self, sleep_time):
+    def set_sleep_time(self, sleep_time: float) -> None:
         """Set the seconds between two alterability tries (a number >= 0)."""
         self.sleep_time = check_timeout(sleep_time, "sleep_time")
 
     # -- the lifecycle: override what you need ---------------------------------------------------
 
-    def check_requirements(self):
+    def check_requirements(self) -> Literal["yes", "no", "never"]:
         """"yes" to go on, "no" to be postponed (retried later), "never" to be aborted."""
         return "yes"
 
-    def preupdate_setup(self):
+    def preupdate_setup(self) -> None:
         """Runs once, before waiting for alterability."""
 
-    def suspended_threads(self):
+    def suspended_threads(self) -> list[threading.Thread]:
         """The threads this update suspends: its ``threads``, less the calling thread (a polling
         manager's driver is at a safe place by definition: it is calling the manager)."""
         me = threading.current_thread()
         return [thread for thread in self.threads if thread is not me and thread.is_alive()]
 
-    def check_alterability(self):
+    def check_alterability(self) -> bool:
         """One non-blocking try (polling managers): True when the update may be applied now."""
         threads = self.suspended_threads()
         if not threads:
@@ -185,7 +203,7 @@ class Update:
                 alterability.suspend_thread(thread, anywhere=self.suspension == "anywhere")
         return alterability.threadsSuspended(threads)
 
-    def wait_alterability(self):
+    def wait_alterability(self) -> bool:
         """Block until the update may be applied (blocking managers); False when given up."""
         threads = self.suspended_threads()
         if not threads:
@@ -194,62 +212,62 @@ class Update:
             return alterability.suspendThreads(threads, timeout=self.timeout,
                                                anywhere=self.suspension == "anywhere")
 
-    def clean_failed_alterability(self):
+    def clean_failed_alterability(self) -> None:
         """Undo what waiting for alterability set up (release the threads)."""
         if self.threads:
             alterability.cleanFailedStaticPoints(self.threads)
 
-    def why_not_alterable(self):
+    def why_not_alterable(self) -> str:
         """A short text saying what kept the update from being alterable (for its timeout
         error): the threads not suspended, and where they run."""
         waiting = alterability.whyNotSuspended(self.suspended_threads())
         return "; ".join(f"thread {name!r} not suspended: {why}" for name, why in waiting.items())
 
-    def watched(self):
+    def watched(self) -> list[types.ModuleType | type]:
         """The namespaces (modules, classes) whose changes made without Pymoult's mechanisms by
         ``preupdate_setup`` and ``apply`` are journaled too (see the module notes). By default:
         the modules and classes among the update's attributes, one container or object deep,
         and the classes those modules define. Override to name others."""
         return _namespaces_in(vars(self).values())
 
-    def apply(self):
+    def apply(self) -> None:
         """Change the program. Every subclass must define it."""
         raise UpdateDefinitionError(f"{type(self).__name__} does not define apply()")
 
-    def preresume_setup(self):
+    def preresume_setup(self) -> None:
         """Runs after apply, before the threads are resumed."""
 
-    def resume(self):
+    def resume(self) -> None:
         """Release the threads held for the update."""
         if self.threads:
             alterability.resumeSuspendedThreads(self.threads)
 
-    def check_over(self):
+    def check_over(self) -> bool:
         """One non-blocking try: True when the update's effects are complete."""
         return True
 
-    def wait_over(self):
+    def wait_over(self) -> bool:
         """Block until the update's effects are complete."""
         return True
 
-    def cleanup(self):
+    def cleanup(self) -> None:
         """Runs last, once the update is over."""
 
-    def pause_hook(self):
+    def pause_hook(self) -> None:
         """Called when the threads have just been paused for the update."""
 
-    def resume_hook(self):
+    def resume_hook(self) -> None:
         """Called when the threads have just been resumed."""
 
     # -- bookkeeping -------------------------------------------------------------------------------
 
     @property
-    def state(self):
+    def state(self) -> UpdateState:
         """Where the update is in its lifecycle (an :class:`UpdateState`)."""
         return self._state
 
     @state.setter
-    def state(self, new):
+    def state(self, new: UpdateState) -> None:
         if not isinstance(new, UpdateState):
             raise PymoultTypeError(f"an update's state is an UpdateState, got {new!r}")
         old = self._state
@@ -261,25 +279,25 @@ class Update:
         elif old is UpdateState.APPLIED and new is not UpdateState.APPLIED:
             _mark_unapplied(self)
 
-    def mark(self, step):
+    def mark(self, step: str) -> None:
         self.times[step] = time.monotonic()
 
-    def status(self):
+    def status(self) -> UpdateStatus:
         """What the update is doing now, as a frozen :class:`UpdateStatus` (safe to call from
         any thread: each field is read once)."""
         state = self._state
         began = self.times.get("setup")
-        waiting = state is UpdateState.WAITING and began is not None
         timeout = self.timeout
         progress = self.journal.progress  # replaced whole by the journal, never changed
         return UpdateStatus(
             name=self.name, state=state.value, tries=self.tries, max_tries=self.max_tries,
             postponements=self.postponements,
-            waited=round(time.monotonic() - began, 3) if waiting else None,
+            waited=round(time.monotonic() - began, 3)
+            if state is UpdateState.WAITING and began is not None else None,
             patience=timeout if timeout is not None else self.max_tries * self.sleep_time,
             progress=None if progress is None else types.MappingProxyType(dict(progress)))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         extra = f" tries={self.tries}" if self.tries else ""
         if self.error is not None:
             extra += f" error={self.error!r}"
@@ -302,11 +320,11 @@ class UpdateStatus:
     tries: int
     max_tries: int
     postponements: int
-    waited: "float | None"
+    waited: float | None
     patience: float
-    progress: "types.MappingProxyType | None"
+    progress: types.MappingProxyType[str, Any] | None
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, Any]:
         """The snapshot as plain JSON-ready values."""
         values = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         if self.progress is not None:
@@ -314,28 +332,30 @@ class UpdateStatus:
         return values
 
 
-def _is_program_namespace(value):
+def _is_program_namespace(value: object) -> bool:
     if isinstance(value, types.ModuleType):
         name = value.__name__
         return not (name in sys.builtin_module_names or name == "pymoult" or
                     name.startswith("pymoult."))
-    return isinstance(value, type) and value.__flags__ & _HEAPTYPE and \
+    return isinstance(value, type) and bool(value.__flags__ & _HEAPTYPE) and \
         not str(getattr(value, "__module__", "")).startswith("pymoult")
 
 
 _HEAPTYPE = 1 << 9
 
 
-def _namespaces_in(values, depth=2):
+def _namespaces_in(values: Iterable[object], depth: int = 2) -> list[types.ModuleType | type]:
     """Modules and (heap) classes among ``values``, looking ``depth`` containers or objects deep,
     plus the classes defined in the modules found."""
-    found, seen, todo = [], set(), [(value, 0) for value in values]
+    found: list[types.ModuleType | type] = []
+    seen: set[int] = set()
+    todo = [(value, 0) for value in values]
     while todo:
         value, level = todo.pop()
         if id(value) in seen:
             continue
         seen.add(id(value))
-        if _is_program_namespace(value):
+        if isinstance(value, (types.ModuleType, type)) and _is_program_namespace(value):
             found.append(value)
             if isinstance(value, types.ModuleType):
                 found.extend(item for item in list(vars(value).values())
@@ -345,6 +365,7 @@ def _namespaces_in(values, depth=2):
         if level >= depth or isinstance(value, (str, bytes, type, types.ModuleType,
                                                 types.FunctionType)):
             continue
+        items: list[object]
         if isinstance(value, dict):
             items = list(value.values())
         elif isinstance(value, (list, tuple, set, frozenset)):
@@ -358,13 +379,13 @@ def _namespaces_in(values, depth=2):
     return found
 
 
-def has_setup(update):
+def has_setup(update: Update) -> bool:
     """Whether ``update`` has a ``preupdate_setup`` of its own (its class's, or one set on it),
     not :class:`Update`'s, which does nothing."""
     return getattr(update.preupdate_setup, "__func__", None) is not Update.preupdate_setup
 
 
-def check_definition(update):
+def check_definition(update: object) -> None:
     """Raise ``UpdateDefinitionError`` now if ``update`` cannot run (at ``add_update`` time)."""
     if not isinstance(update, Update):
         raise UpdateDefinitionError(f"expected an Update, got {update!r}")
@@ -390,14 +411,16 @@ APPLIED_NAMES_KEPT = 500
 #: How many of the updates applied last (and not reverted) :func:`applied_after` can tell
 #: apart; an older one is refused a revert (:class:`~pymoult.highlevel.revert.RevertUpdate`).
 APPLIED_ORDER_KEPT = 10_000
-_applied_names = collections.deque(maxlen=APPLIED_NAMES_KEPT)
-_applied_counts = collections.Counter()  # name -> updates of that name applied, not reverted
-_applied_order = []  # [sequence number, name] of the updates applied and not reverted, in order
+_applied_names: collections.deque[str] = collections.deque(maxlen=APPLIED_NAMES_KEPT)
+#: name -> updates of that name applied, not reverted
+_applied_counts: collections.Counter[str] = collections.Counter()
+#: (sequence number, name) of the updates applied and not reverted, in order
+_applied_order: list[tuple[int, str]] = []
 _applied_numbers = itertools.count()
 _applied_lock = threading.Lock()
 
 
-def mark_applied(update):
+def mark_applied(update: Update) -> None:
     """Record that ``update`` was applied (its state setter calls it): :func:`isApplied` by
     name, and the order :func:`applied_after` tells."""
     with _applied_lock:
@@ -406,13 +429,13 @@ def mark_applied(update):
         if update.is_revert:
             return
         number = next(_applied_numbers)
-        _applied_order.append([number, update.name])
+        _applied_order.append((number, update.name))
         update._applied_number = number
         if len(_applied_order) > APPLIED_ORDER_KEPT:
             del _applied_order[: len(_applied_order) - APPLIED_ORDER_KEPT]
 
 
-def _mark_unapplied(update):
+def _mark_unapplied(update: Update) -> None:
     with _applied_lock:
         if _applied_counts[update.name] > 1:
             _applied_counts[update.name] -= 1
@@ -425,7 +448,7 @@ def _mark_unapplied(update):
                 break
 
 
-def applied_after(update):
+def applied_after(update: Update) -> list[str] | None:
     """The names of the updates applied in this process after ``update`` (an applied update)
     and not reverted since, oldest first; None when ``update`` is too old to tell (more than
     ``APPLIED_ORDER_KEPT`` updates were applied after it) or is not applied."""
@@ -437,14 +460,15 @@ def applied_after(update):
         return [name for each, name in _applied_order if each > number]
 
 
-def applied_update_names():
+def applied_update_names() -> list[str]:
     """The names of the last ``APPLIED_NAMES_KEPT`` updates applied in this process, oldest
     first (a name may repeat)."""
     with _applied_lock:
         return list(_applied_names)
 
 
-def isApplied(update):
+def isApplied(update: Update | str) -> bool:
+
     """True once ``update`` has been applied (and not rolled back). ``update`` is an
     :class:`Update`, or an update's *name*, as in the original Pymoult (``isApplied("func")``:
     some update of that name was applied in this process)."""

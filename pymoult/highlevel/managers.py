@@ -17,6 +17,8 @@ never stops the manager: it goes on with the next one.
 update's threads have parked, so no thread sees part of an update.
 """
 
+from __future__ import annotations
+
 import collections
 import contextlib
 import dataclasses
@@ -27,8 +29,10 @@ import threading
 import time
 import types
 import weakref
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import wait as futures_wait
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from sortedcontainers import SortedKeyList
 
@@ -41,7 +45,11 @@ from ..lowlevel.journal import Journal
 from ..lowlevel.world import stop_the_world
 from ..errors import UpdateDefinitionError
 from ..lowlevel import alterability
-from .lifecycle import Update, UpdateState, check_definition, has_setup
+from .lifecycle import Update, UpdateState, UpdateStatus, check_definition, has_setup
+
+if TYPE_CHECKING:
+    from .._parking import Handoff
+    from ..lowlevel.alterability import ForceQuiescenceWatcher
 
 __all__ = ["Manager", "ThreadedManager", "UpdateFuture", "fetch_manager",
            "generatePreconfiguredManager", "collect_updates", "live_managers", "ManagerStatus",
@@ -49,7 +57,12 @@ __all__ = ["Manager", "ThreadedManager", "UpdateFuture", "fetch_manager",
 
 logger = logging.getLogger("pymoult")
 
-_managers = weakref.WeakValueDictionary()
+_U = TypeVar("_U", bound=Update)
+_M = TypeVar("_M", bound="Manager")
+#: An update's lifecycle, one step per ``next()`` (see ``Manager._steps``).
+_Steps = Generator[None, None, None]
+
+_managers: weakref.WeakValueDictionary[str, Manager] = weakref.WeakValueDictionary()
 _managers_lock = threading.Lock()
 _local = threading.local()  # in_steps: this thread is running an update's steps;
 #                              collected: (update, future) list of collect_updates()
@@ -62,19 +75,24 @@ _REQUIREMENT_RECHECK = 0.05
 MAX_BACK_OFF = 1.0
 
 
-def fetch_manager(name):
+def fetch_manager(name: str) -> Manager | None:
     """The live manager called ``name``, or None (update scripts use it to reach the app's)."""
     return _managers.get(name)
 
 
-def live_managers():
+def live_managers() -> list[Manager]:
     """Every live manager, in the order they were created (the Listener's status reports them)."""
     with _managers_lock:
         return list(_managers.values())
 
 
+#: ``before_queued(update, future)`` of :func:`collect_updates`
+BeforeQueued = Callable[[Update, "UpdateFuture"], object]
+
+
 @contextlib.contextmanager
-def collect_updates(before_queued=None):
+def collect_updates(before_queued: BeforeQueued | None = None
+                    ) -> Iterator[list[tuple[Update, UpdateFuture]]]:
     """Within the block, every update the *calling thread* adds to any manager is appended,
     as an ``(update, future)`` pair, to the list this yields (the Listener uses it to report
     the outcome of the updates a script queued). Blocks nest: the inner one collects.
@@ -83,7 +101,7 @@ def collect_updates(before_queued=None):
     is queued, so before its manager can start it; what it raises is raised by ``add_update``,
     and the update is not queued."""
     outer = getattr(_local, "collected", None)
-    collected = []
+    collected: list[tuple[Update, UpdateFuture]] = []
     _local.collected = (collected, before_queued)
     try:
         yield collected
@@ -91,7 +109,7 @@ def collect_updates(before_queued=None):
         _local.collected = outer
 
 
-def _refuse_cycle(update, requires):
+def _refuse_cycle(update: Update, requires: Iterable[Update]) -> None:
     """``UpdateDefinitionError`` if ``update`` would (indirectly) require itself."""
     todo, seen = list(requires), set()
     while todo:
@@ -104,7 +122,7 @@ def _refuse_cycle(update, requires):
             todo.extend(getattr(required, "requires", ()))
 
 
-class UpdateFuture(Future):
+class UpdateFuture(Future[Update]):
     """The ``concurrent.futures.Future`` of an update's outcome, as ``add_update`` returns it.
 
     ``result()`` and ``exception()`` on an update not finished yet raise
@@ -113,39 +131,39 @@ class UpdateFuture(Future):
     steps (as the second seed's runtime detects a deadlock before it happens).
     """
 
-    def __init__(self, manager, update):
+    def __init__(self, manager: Manager, update: Update) -> None:
         super().__init__()
         self._manager = weakref.ref(manager)
         self._update = update
 
     @property
-    def manager(self):
+    def manager(self) -> Manager | None:
         """The manager the update was added to (None once that manager is gone)."""
         return self._manager()
 
-    def _refuse_deadlock(self, call):
+    def _refuse_deadlock(self, call: str) -> None:
         manager = self._manager()
         if manager is not None and not self.done():
             reason = manager._deadlock(self._update, call)
             if reason is not None:
                 raise DeadlockDetectedError(reason)
 
-    def result(self, timeout=None):
+    def result(self, timeout: float | None = None) -> Update:
         self._refuse_deadlock("result()")
         return super().result(timeout)
 
-    def exception(self, timeout=None):
+    def exception(self, timeout: float | None = None) -> BaseException | None:
         self._refuse_deadlock("exception()")
         return super().exception(timeout)
 
 
-def _patience_text(update):
+def _patience_text(update: Update) -> str:
     if update.timeout is not None:
         return f"timeout {update.timeout:g} s"
     return f"{update.max_tries} tries, {update.sleep_time:g} s apart"
 
 
-def _roll_back(update):
+def _roll_back(update: Update) -> list[str]:
     """Roll back ``update``'s journal; returns what stayed (empty when everything was undone)."""
     try:
         update.journal.rollback()
@@ -154,7 +172,7 @@ def _roll_back(update):
     return []
 
 
-def _why_not_alterable(update):
+def _why_not_alterable(update: Update) -> str:
     try:
         why = update.why_not_alterable()
     except Exception:  # a message must not fail the manager
@@ -167,14 +185,17 @@ class _Entry:
     __slots__ = ("update", "future", "priority", "seq", "not_before", "requires", "request",
                  "watchers")
 
-    def __init__(self, update, future, priority, seq, requires=()):
+    def __init__(self, update: Update, future: UpdateFuture, priority: int, seq: int,
+                 requires: Iterable[Update] = ()) -> None:
         self.update, self.future, self.priority, self.seq = update, future, priority, seq
         self.not_before = 0.0  # a postponed update waits for its back-off
         self.requires = tuple(requires)  # updates that must be applied first
-        self.request = None  # "abort" or "postpone", asked while the manager thread runs it
-        self.watchers = []  # forced-quiescence gates its steps set up (released at its end)
+        #: "abort" or "postpone", asked while the manager thread runs it
+        self.request: Literal["abort", "postpone"] | None = None
+        #: forced-quiescence gates its steps set up (released at its end)
+        self.watchers: list[ForceQuiescenceWatcher] = []
 
-    def release_watchers(self, manager_name):
+    def release_watchers(self, manager_name: str) -> None:
         """Release the callers still held at gates the update's steps set up and left."""
         for watcher in self.watchers:
             if not watcher.can_continue.is_set():
@@ -184,6 +205,10 @@ class _Entry:
         self.watchers = []
 
 
+def _queue_order(entry: _Entry) -> tuple[int, int]:
+    return entry.priority, entry.seq
+
+
 class UpdateRecord:
     """What the history keeps of a finished update: name, final state, when each step ended
     (seconds after it was added), how long threads were held, the error if any, and the
@@ -191,7 +216,7 @@ class UpdateRecord:
 
     __slots__ = ("name", "state", "steps", "pause", "error", "operations")
 
-    def __init__(self, update, added):
+    def __init__(self, update: Update, added: float) -> None:
         self.name = update.name
         self.state = update.state.value
         self.steps = {step: at - added for step, at in update.times.items()}
@@ -199,10 +224,10 @@ class UpdateRecord:
         self.error = None if update.error is None else repr(update.error)
         self.operations = [str(op) for op in update.journal]
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<UpdateRecord {self.name!r} {self.state} operations={len(self.operations)}>"
 
 
@@ -223,11 +248,11 @@ class ManagerStatus:
 
     name: str
     kind: str
-    current: "object | None"
-    pending: tuple
-    statistics: types.MappingProxyType
+    current: UpdateStatus | None
+    pending: tuple[QueuedUpdate, ...]
+    statistics: types.MappingProxyType[str, Any]
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, Any]:
         """The snapshot as plain JSON-ready values."""
         return {"name": self.name, "kind": self.kind,
                 "current": None if self.current is None else self.current.as_dict(),
@@ -242,21 +267,25 @@ class Manager:
     priority order (lower first), then in the order they were added.
     """
 
-    def __init__(self, name=None, threads=None):
-        self.name = name or f"{type(self).__name__}-{id(self):x}"
-        self.threads = list(threads or [])
-        self._queue = SortedKeyList(key=lambda entry: (entry.priority, entry.seq))
+    def __init__(self, name: str | None = None,
+                 threads: Iterable[threading.Thread] | None = None) -> None:
+        self.name: str = name or f"{type(self).__name__}-{id(self):x}"
+        self.threads: list[threading.Thread] = list(threads or [])
+        self._queue = SortedKeyList(key=_queue_order)
         self._seq = itertools.count()
         self._lock = threading.RLock()
-        self._current = None  # (entry, lifecycle generator)
-        self._history = collections.deque()
-        self._forgotten = {}  # final state -> count of the records dropped from the history
+        #: (entry, lifecycle generator; None for a threaded manager, whose thread runs it)
+        self._current: tuple[_Entry, _Steps | None] | None = None
+        self._history: collections.deque[UpdateRecord] = collections.deque()
+        #: final state -> count of the records dropped from the history
+        self._forgotten: dict[str, int] = {}
         with _managers_lock:
             _managers[self.name] = self
 
     # -- submitting ----------------------------------------------------------------------------
 
-    def add_update(self, update, priority=0, requires=()):
+    def add_update(self, update: Update, priority: int = 0,
+                   requires: Iterable[Update] = ()) -> UpdateFuture:
         """Queue ``update``; returns the Future of its outcome (see the module notes).
 
         ``requires`` lists updates that must be applied first; if one of them ends without
@@ -289,7 +318,7 @@ class Manager:
         logger.info("%s: queued %r", self.name, update)
         return future
 
-    def apply_update(self, update, timeout=None, priority=0):
+    def apply_update(self, update: _U, timeout: float | None = None, priority: int = 0) -> _U:
         """Add ``update`` and wait for its outcome: returns it once applied, raises what its
         future carries (see the module notes), or ``TimeoutError`` after ``timeout`` seconds.
 
@@ -301,14 +330,15 @@ class Manager:
         self._refuse_deadlock(update)
         future = self.add_update(update, priority)
         self._wait_for(future, timeout)
-        return future.result(0)
+        future.result(0)  # raises the update's error, if it ended with one
+        return update
 
-    def _refuse_deadlock(self, update):
+    def _refuse_deadlock(self, update: Update) -> None:
         reason = self._deadlock(update, "apply_update()")
         if reason is not None:
             raise DeadlockDetectedError(reason)
 
-    def _deadlock(self, update, call):
+    def _deadlock(self, update: Update, call: str) -> str | None:
         """Why the calling thread would wait for ever for ``update`` with ``call``, or None."""
         me = threading.current_thread()
         if getattr(_local, "in_steps", False):
@@ -320,7 +350,7 @@ class Manager:
                     "add_done_callback)")
         return None
 
-    def _wait_for(self, future, timeout):
+    def _wait_for(self, future: UpdateFuture, timeout: float | None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
         while not future.done():  # a polling manager: the caller drives it
             if deadline is not None and time.monotonic() > deadline:
@@ -328,7 +358,7 @@ class Manager:
             if self.apply_next_update() is None and not future.done():
                 self._idle_wait(deadline)
 
-    def _idle_wait(self, deadline):
+    def _idle_wait(self, deadline: float | None) -> None:
         """Nothing can run now (postponed updates backing off): wait for the next one."""
         with self._lock:
             pause = self._wake_delay()
@@ -338,18 +368,18 @@ class Manager:
             if pause > 0:
                 threading.Event().wait(pause)
 
-    def pending(self):
+    def pending(self) -> list[Update]:
         """The updates waiting in the queue, in the order they will run."""
         with self._lock:
             return [entry.update for entry in self._queue]
 
     @property
-    def current_update(self):
+    def current_update(self) -> Update | None:
         """The update being applied now, or None."""
         current = self._current
         return None if current is None else current[0].update
 
-    def status(self):
+    def status(self) -> ManagerStatus:
         """A frozen snapshot of the manager (:class:`ManagerStatus`), safe to take from any
         thread: what ``pymoult status`` reports."""
         current = self.current_update
@@ -361,7 +391,7 @@ class Manager:
 
     # -- driving -----------------------------------------------------------------------------
 
-    def apply_next_update(self):
+    def apply_next_update(self) -> Update | None:
         """Advance the current update by one step (starting the next queued one if none).
 
         Returns the update it worked on, or None when there was nothing to do.
@@ -376,6 +406,8 @@ class Manager:
                     return entry.update
                 self._current = (entry, self._lifecycle(entry))
             entry, steps = self._current
+            if steps is None:  # a threaded manager's thread is running it: not ours to drive
+                return None
             _local.in_steps = True  # a blocking apply_update from inside a step would deadlock
             try:
                 with alterability.collect_watchers(entry.watchers):
@@ -391,7 +423,7 @@ class Manager:
                 _local.in_steps = False
             return entry.update
 
-    def _fail(self, entry, exc):
+    def _fail(self, entry: _Entry, exc: BaseException) -> None:
         """A step raised outside apply: release what the update holds, fail its future."""
         logger.error("%s: %r failed", self.name, entry.update, exc_info=exc)
         if entry.update.state is UpdateState.WAITING:
@@ -409,7 +441,7 @@ class Manager:
         else:
             self._end(entry, UpdateState.FAILED, exc)
 
-    def _next_due(self):
+    def _next_due(self) -> _Entry | None:
         """Pop the first queued update that may start now (back-off passed, requirements
         applied), or None. An update whose requirement ended unapplied is aborted here."""
         now = time.monotonic()
@@ -431,7 +463,7 @@ class Manager:
                 return entry
         return None
 
-    def _wake_delay(self):
+    def _wake_delay(self) -> float | None:
         """Seconds until a queued update may become due (None: only an add_update can help).
 
         Updates waiting for a requirement that is not progressing here (an update of another
@@ -449,19 +481,19 @@ class Manager:
     #: by final state (:meth:`forgotten`). Set it on a manager or on the class.
     history_size = 500
 
-    def history(self):
+    def history(self) -> list[UpdateRecord]:
         """Records of the updates this manager finished, oldest first (:class:`UpdateRecord`):
         the last ``history_size`` of them (:meth:`forgotten` counts the older ones)."""
         with self._lock:
             return list(self._history)
 
-    def forgotten(self):
+    def forgotten(self) -> dict[str, int]:
         """Counts, by final state, of the records dropped from the history to keep it within
         ``history_size`` (``{}`` when none was)."""
         with self._lock:
             return dict(self._forgotten)
 
-    def finish(self):
+    def finish(self) -> Update | None:
         """Drive the current update (if any) to its end; returns it."""
         with self._lock:
             current = self._current
@@ -471,7 +503,7 @@ class Manager:
                 self.apply_next_update()
             return current[0].update
 
-    def _unapplied_current(self):
+    def _unapplied_current(self) -> _Entry | None:
         """The current entry if its update has not started applying, else None (lock held)."""
         if self._current is None:
             return None
@@ -480,7 +512,7 @@ class Manager:
             return None
         return entry
 
-    def postpone(self):
+    def postpone(self) -> bool:
         """Put the current update back at the end of its priority (if it has not applied yet)."""
         with self._lock:
             entry = self._unapplied_current()
@@ -491,7 +523,7 @@ class Manager:
             self._current = None
             return True
 
-    def abort(self):
+    def abort(self) -> bool:
         """Abandon the current update if it has not applied yet; its future gets
         ``UpdateAbortedError``."""
         with self._lock:
@@ -506,7 +538,7 @@ class Manager:
 
     # -- the lifecycle, one step per next() ----------------------------------------------------
 
-    def _record(self, update):
+    def _record(self, update: Update) -> None:
         record = UpdateRecord(update, update.times.get("added", 0.0))
         with self._lock:
             self._history.append(record)
@@ -515,7 +547,7 @@ class Manager:
                 self._forgotten[old.state] = self._forgotten.get(old.state, 0) + 1
         logger.debug("%s: history: %s", self.name, record.as_dict())
 
-    def _end(self, entry, state, error=None):
+    def _end(self, entry: _Entry, state: UpdateState, error: BaseException | None = None) -> None:
         """The one ending path: every outcome (applied included) goes through it, in this
         order: held callers released, the final state, the history record, then the future
         (a cancelled future stays cancelled)."""
@@ -538,7 +570,7 @@ class Manager:
         else:
             logger.warning("%s: %r", self.name, update)
 
-    def _undo_unapplied(self, update):
+    def _undo_unapplied(self, update: Update) -> None:
         """An update that ends (or goes back to the queue) without being applied: undo what its
         setup recorded, so that the program is as before it."""
         if update.journal.state == "open" and len(update.journal):
@@ -548,7 +580,7 @@ class Manager:
                 logger.error("%s: the setup of %r was partially undone: %s", self.name, update,
                              "; ".join(residue))
 
-    def _requeue(self, entry, why, back_off=True):
+    def _requeue(self, entry: _Entry, why: str, back_off: bool = True) -> None:
         """The one way back to the queue (postponed): the update is pending again, after the
         others of its priority, and, with ``back_off``, not before ``sleep_time`` doubled per
         postponement (at most ``MAX_BACK_OFF``). Nothing was changed: a fresh journal."""
@@ -567,10 +599,10 @@ class Manager:
             self._queue.add(entry)
         logger.info("%s: %r postponed (%s)", self.name, update, why)
 
-    def _lifecycle(self, entry, blocking=False):
+    def _lifecycle(self, entry: _Entry, blocking: bool = False) -> _Steps:
         yield from self._steps(entry, blocking)
 
-    def _steps(self, entry, blocking):
+    def _steps(self, entry: _Entry, blocking: bool) -> _Steps:
         update = entry.update
         answer = update.check_requirements()
         if answer == "never":
@@ -621,7 +653,7 @@ class Manager:
             yield
         yield from self._apply(entry, blocking)
 
-    def _retry_alterability(self, entry, exc, paused):
+    def _retry_alterability(self, entry: _Entry, exc: BaseException, paused: float) -> bool:
         """``apply`` found the update not alterable after all, having changed nothing: wait for
         alterability again, with back-off (False when out of postponements: it fails)."""
         update = entry.update
@@ -633,7 +665,7 @@ class Manager:
         self._requeue(entry, f"not alterable at apply after all: {exc}")
         return True
 
-    def _not_alterable(self, entry, why):
+    def _not_alterable(self, entry: _Entry, why: str) -> None:
         """Alterability was not reached: fail, or postpone with back-off, per the update."""
         update = entry.update
         if (update.on_timeout == "postpone" and update.postponements < update.max_postponements
@@ -644,10 +676,10 @@ class Manager:
             why += f" (after {update.postponements} postponements)"
         self._end(entry, UpdateState.FAILED, UpdateTimeoutError(f"{update.name!r}: {why}"))
 
-    def _stopping_now(self):
+    def _stopping_now(self) -> bool:
         return False  # a polling manager is never stopped
 
-    def statistics(self):
+    def statistics(self) -> dict[str, Any]:
         """Counts of finished updates by final state (those dropped from the history
         included), and the median and longest pause (s) of those in the history."""
         with self._lock:
@@ -655,14 +687,14 @@ class Manager:
             forgotten = dict(self._forgotten)
             queued = len(self._queue)
         pauses = sorted(r.pause for r in records if r.pause is not None)
-        counts = forgotten
+        counts: dict[str, int] = forgotten
         for record in records:
             counts[record.state] = counts.get(record.state, 0) + 1
         return {"finished": counts, "queued": queued,
                 "pause_median": pauses[len(pauses) // 2] if pauses else None,
                 "pause_max": pauses[-1] if pauses else None}
 
-    def _apply(self, entry, blocking=False):
+    def _apply(self, entry: _Entry, blocking: bool = False) -> _Steps:
         update = entry.update
         if entry.request is not None:  # abort/postpone asked while it waited (threaded manager)
             update.clean_failed_alterability()
@@ -729,7 +761,7 @@ class Manager:
         logger.info("%s: %r applied (paused %.2f ms)", self.name, update, update.pause * 1e3)
         self._end(entry, UpdateState.APPLIED, step_error)
 
-    def _after_apply(self, update, step):
+    def _after_apply(self, update: Update, step: str) -> UpdateStepError | None:
         try:
             getattr(update, step)()
         except Exception as exc:
@@ -740,31 +772,39 @@ class Manager:
             return error
         return None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"<{type(self).__name__} {self.name!r} current={self.current_update!r} "
                 f"queued={len(self._queue)}>")
 
 
 _busy_lock = threading.Lock()
-_busy = {"count": 0, "saved": None}
+class _BusyCount:
+    """The process-wide count of busy threaded managers, and the switch interval the first one
+    saved (None: it was not shortened)."""
+
+    count = 0
+    saved: float | None = None
 
 
-def _busy_managers(delta, interval=None):
+_busy = _BusyCount()
+
+
+def _busy_managers(delta: int, interval: float | None = None) -> None:
     """Process-wide count of busy threaded managers: the first one in saves the switch interval
-    and shortens it, the last one out restores it."""
+    and shortens it (to ``interval``), the last one out restores it."""
     with _busy_lock:
         if delta > 0:
-            if _busy["count"] == 0:
+            if _busy.count == 0:
                 current = sys.getswitchinterval()
-                if current > interval:
-                    _busy["saved"] = current
+                if interval is not None and current > interval:
+                    _busy.saved = current
                     set_switch_interval(interval)
-            _busy["count"] += 1
+            _busy.count += 1
         else:
-            _busy["count"] -= 1
-            if _busy["count"] == 0 and _busy["saved"] is not None:
-                set_switch_interval(_busy["saved"])
-                _busy["saved"] = None
+            _busy.count -= 1
+            if _busy.count == 0 and _busy.saved is not None:
+                set_switch_interval(_busy.saved)
+                _busy.saved = None
 
 
 class ThreadedManager(Manager):
@@ -779,26 +819,28 @@ class ThreadedManager(Manager):
     #: GIL switch interval while the manager has work (None: leave it alone). Busy application
     #: threads otherwise hold the GIL for the default 5 ms each time the manager thread needs it
     #: to take a step, which is most of an update's latency.
-    busy_switch_interval = 0.0002
+    busy_switch_interval: float | None = 0.0002
 
     #: Seconds an update point may wait for this manager's thread to wake when an update is
     #: added to an idle manager (None: no waiting). Busy threads otherwise keep the GIL from
     #: the waking manager for several switch intervals. See ``pymoult._parking.Handoff``.
-    wake_handoff = 0.002
+    wake_handoff: float | None = 0.002
 
-    def __init__(self, name=None, threads=None):
+    def __init__(self, name: str | None = None,
+                 threads: Iterable[threading.Thread] | None = None) -> None:
         super().__init__(name, threads)
         self._busy = False  # holds one count of the process-wide "busy managers"
         self._wake = threading.Condition(self._lock)
-        self._thread = None
+        self._thread: threading.Thread | None = None
         self._stopping = False
         self._idle = threading.Event()
         self._idle.set()
         self._asleep = False  # the thread waits on _wake for work (add_update may hand off)
-        self._handoff = None
-        self.sleep_time = None  # set_sleepTime: a default patience step for updates
+        self._handoff: Handoff | None = None
+        #: set_sleepTime: a default patience step for updates
+        self.sleep_time: float | None = None
 
-    def start(self):
+    def start(self) -> ThreadedManager:
         with self._lock:
             if self._thread is not None:
                 raise ThreadStateError(f"{self!r} was already started")
@@ -807,13 +849,12 @@ class ThreadedManager(Manager):
             self._thread.start()
         return self
 
-    def stop(self, timeout=None):
+    def stop(self, timeout: float | None = None) -> bool:
         """Stop after the update in progress; queued updates are cancelled. Returns True once
         the manager's thread has ended (False if ``timeout`` ran out first)."""
         with self._lock:
             self._stopping = True
-            queued, self._queue = list(self._queue), SortedKeyList(
-                key=lambda entry: (entry.priority, entry.seq))
+            queued, self._queue = list(self._queue), SortedKeyList(key=_queue_order)
             self._wake.notify_all()
         for entry in queued:
             if entry.future.cancel():
@@ -831,19 +872,19 @@ class ThreadedManager(Manager):
         thread.join(timeout)
         return not thread.is_alive()
 
-    def _stopping_now(self):
+    def _stopping_now(self) -> bool:
         return self._stopping
 
-    def postpone(self):
+    def postpone(self) -> bool:
         """Ask the manager thread to put the current update back in the queue before it
         applies it (honoured once its wait for alterability returns)."""
         return self._request("postpone")
 
-    def abort(self):
+    def abort(self) -> bool:
         """Ask the manager thread to abandon the current update before it applies it."""
         return self._request("abort")
 
-    def _request(self, what):
+    def _request(self, what: Literal["abort", "postpone"]) -> bool:
         with self._lock:
             entry = self._unapplied_current()
             if entry is None:
@@ -851,11 +892,12 @@ class ThreadedManager(Manager):
             entry.request = what
             return True
 
-    def set_sleepTime(self, seconds):
+    def set_sleepTime(self, seconds: float) -> None:
         """The ``sleep_time`` given to updates added from now on that did not set their own."""
         self.sleep_time = check_timeout(seconds, "sleep time")
 
-    def add_update(self, update, priority=0, requires=()):
+    def add_update(self, update: Update, priority: int = 0,
+                   requires: Iterable[Update] = ()) -> UpdateFuture:
         if self.sleep_time is not None and "sleep_time" not in vars(update):
             update.sleep_time = self.sleep_time
         with self._lock:
@@ -869,18 +911,18 @@ class ThreadedManager(Manager):
             self._wake.notify_all()
         return future
 
-    def _hurry(self):
+    def _hurry(self) -> None:
         """Shorten the GIL switch interval while there is work (restored by _rest)."""
         if self.busy_switch_interval is not None and not self._busy:
             self._busy = True
             _busy_managers(+1, self.busy_switch_interval)
 
-    def _rest(self):
+    def _rest(self) -> None:
         if self._busy:
             self._busy = False
             _busy_managers(-1)
 
-    def wait_current_update(self, timeout=None):
+    def wait_current_update(self, timeout: float | None = None) -> bool:
         """Block until the manager has nothing left to do; True then, False on timeout.
 
         Raises ``DeadlockDetectedError`` at once when called by the manager's own thread, or by
@@ -896,18 +938,18 @@ class ThreadedManager(Manager):
                 raise DeadlockDetectedError(reason)
         return self._idle.wait(timeout)
 
-    def _refuse_deadlock(self, update):
+    def _refuse_deadlock(self, update: Update) -> None:
         if self._thread is None:
             raise ThreadStateError(f"{self!r} is not started: nothing would apply the update")
         super()._refuse_deadlock(update)
 
-    def _deadlock(self, update, call):
+    def _deadlock(self, update: Update, call: str) -> str | None:
         if self._thread is not None and threading.current_thread() is self._thread:
             return (f"{call} on {update.name!r} called from {self.name!r}'s own thread, which "
                     "is the one that would apply it")
         return super()._deadlock(update, call)
 
-    def _wait_for(self, future, timeout):
+    def _wait_for(self, future: UpdateFuture, timeout: float | None) -> None:
         if self._thread is None:
             raise ThreadStateError(f"{self!r} is not started: nothing would apply the update")
         # wait() rather than result(timeout): on 3.11+ concurrent.futures.TimeoutError is the
@@ -916,7 +958,7 @@ class ThreadedManager(Manager):
         if not done:
             raise TimeoutError(f"the update was not done within {timeout} s")
 
-    def _serve(self):
+    def _serve(self) -> None:
         while True:
             with self._lock:
                 entry = None
@@ -936,7 +978,7 @@ class ThreadedManager(Manager):
                         if self._handoff is not None:
                             self._handoff.close()
                             self._handoff = None
-                if self._stopping and entry is None:
+                if entry is None:  # the loop ends without one only when stopping
                     self._rest()
                     self._idle.set()
                     return
@@ -945,7 +987,7 @@ class ThreadedManager(Manager):
             except BaseException:  # nothing may end the manager's thread
                 logger.exception("%s: internal error running %r", self.name, entry.update)
 
-    def _run(self, entry):
+    def _run(self, entry: _Entry) -> None:
         if entry.future.done():  # resolved meanwhile (aborted or stopped)
             return
         if not entry.future.running() and not entry.future.set_running_or_notify_cancel():
@@ -966,18 +1008,22 @@ class ThreadedManager(Manager):
                 self._current = None
 
 
-def generatePreconfiguredManager(managerClass, updateClass, **attributes):
+def generatePreconfiguredManager(managerClass: type[_M], updateClass: type[Update],
+                                 **attributes: Any) -> type[_M]:
     """A manager class whose ``add_update`` sets ``attributes`` on every update of
     ``updateClass`` it receives (shared patience, threads...)."""
     if not (isinstance(managerClass, type) and issubclass(managerClass, Manager)):
         raise PymoultTypeError(f"managerClass must be a Manager class, got {managerClass!r}")
 
-    class Preconfigured(managerClass):
-        def add_update(self, update, priority=0, requires=()):
+    class Preconfigured(managerClass):  # type: ignore[valid-type,misc]  # a class made at run time
+        def add_update(self, update: Update, priority: int = 0,
+                       requires: Iterable[Update] = ()) -> UpdateFuture:
             if isinstance(update, updateClass):
                 for key, value in attributes.items():
                     setattr(update, key, value)
             return super().add_update(update, priority, requires)
 
     Preconfigured.__name__ = Preconfigured.__qualname__ = f"Preconfigured{managerClass.__name__}"
-    return Preconfigured
+    made: type[_M] = Preconfigured
+    return made
+

@@ -24,7 +24,13 @@ revert changes), and what the update changed otherwise (a class attribute, an ob
 back at once.
 """
 
+from __future__ import annotations
+
 import logging
+import threading
+import types
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, NoReturn
 
 from ..errors import (NotAlterableNow, PymoultTypeError, RevertError, RollbackError,
                       UpdateDefinitionError)
@@ -32,6 +38,11 @@ from ..lowlevel import alterability
 from ..lowlevel.journal import Operation
 from ..lowlevel.relinking import SwapFunction
 from .lifecycle import Update, UpdateState, applied_after
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .lifecycle import Patience
 
 __all__ = ["RevertUpdate", "Reverted"]
 
@@ -42,14 +53,16 @@ class Reverted(Operation):
     """What a revert did, recorded in its own journal: the original's operations it undid. A
     revert cannot be redone, so undoing this raises ``RollbackError``, naming what stays."""
 
-    def __init__(self, update, undone, failures=()):
+    def __init__(self, update: Update, undone: int,
+                 failures: Iterable[tuple[Operation, BaseException]] = ()) -> None:
         self.update = update
         done = f"{undone} operations of {update.name!r} undone"
+        failures = list(failures)
         if failures:
             done += "; could not undo " + "; ".join(f"{op} ({error!r})" for op, error in failures)
         self.text = f"revert ({done})"
 
-    def undo(self):
+    def undo(self) -> NoReturn:
         raise RollbackError("a revert cannot be redone")
 
 
@@ -58,7 +71,9 @@ class RevertUpdate(Update):
     module notes). ``threads`` (default: the original's) and the patience keywords are those
     of :class:`~pymoult.highlevel.updates.Update`."""
 
-    def __init__(self, update, name=None, threads=None, **patience):
+    def __init__(self, update: Update, name: str | None = None,
+                 threads: Iterable[threading.Thread] | None = None,
+                 **patience: Unpack[Patience]) -> None:
         if not isinstance(update, Update):
             raise PymoultTypeError(f"RevertUpdate takes an applied Update, got {update!r}")
         if update.is_revert:
@@ -76,24 +91,24 @@ class RevertUpdate(Update):
     #: tells: it leaves the program as it was before the update it undoes.
     is_revert = True
 
-    def watched(self):
+    def watched(self) -> list[types.ModuleType | type]:
         """None: a revert changes the program only through the original's journal."""
         return []
 
-    def installed_codes(self):
+    def installed_codes(self) -> list[types.CodeType]:
         """The code objects the update put in place (the new code of each function whose code
         it swapped): what must run in no thread when the revert applies."""
         return [op.after["__code__"] for op in self.update.journal
                 if isinstance(op, SwapFunction)]
 
-    def check_alterability(self):
+    def check_alterability(self) -> bool:
         codes = self.installed_codes()
         if not codes:
             return super().check_alterability()
         return alterability.checkQuiescenceOfFunctions(
             codes, self.suspended_threads(), anywhere=self.suspension == "anywhere")
 
-    def wait_alterability(self):
+    def wait_alterability(self) -> bool:
         codes = self.installed_codes()
         if not codes:
             return super().wait_alterability()
@@ -102,13 +117,14 @@ class RevertUpdate(Update):
                 codes, self.suspended_threads(), timeout=self.timeout,
                 anywhere=self.suspension == "anywhere")
 
-    def why_not_alterable(self):
+    def why_not_alterable(self) -> str:
         reasons = [super().why_not_alterable()]
         reasons += [f"{function} still running in thread {thread!r}" for thread, function
                     in alterability.runningFunctions(self.installed_codes())]
         return "; ".join(reason for reason in reasons if reason)
 
-    def apply(self):
+    def apply(self) -> None:
+
         update = self.update
         if update.state is not UpdateState.APPLIED:
             raise RevertError(f"cannot revert {update.name!r}: it is {update.state.value}, "

@@ -33,6 +33,8 @@ The library logs through the ``pymoult`` logger and never prints; :class:`Runtim
 itself.
 """
 
+from __future__ import annotations
+
 import importlib.util
 import logging
 import os
@@ -41,6 +43,8 @@ import sys
 import threading
 import time
 import types
+from collections.abc import Callable, Iterable
+from typing import Any, Literal, Protocol, TextIO
 
 from .. import _cpython
 from ..errors import PymoultTypeError, PymoultValueError, ThreadStateError
@@ -66,18 +70,26 @@ TERMINATING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHU
 #: Runner has (seconds; see Runtime._wait for why it cannot join them).
 APPLICATION_THREADS_POLL = 0.05
 
-_runner = None
+_runner: Runner | None = None
+
+
+class _Listener(Protocol):
+    """What the runtime needs of the listener ``listener_factory`` builds (a ``Listener``)."""
+
+    def start(self) -> object: ...
+
+    def stop(self, timeout: float | None = ...) -> object: ...
 
 
 class _Terminated(BaseException):
     """Raised in the main thread by the handler of a ``TERMINATING_SIGNALS`` signal."""
 
-    def __init__(self, signum):
+    def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
 
 
-def get_runner():
+def get_runner() -> Runner | None:
     """The Runner thread of the application started by ``pymoult run`` (None outside it)."""
     return _runner
 
@@ -85,11 +97,13 @@ def get_runner():
 class Application:
     """What to run: the code of the application's ``__main__`` and the module it runs in."""
 
-    def __init__(self, code, module, argv, path_entry):
+    def __init__(self, code: types.CodeType, module: types.ModuleType, argv: list[str],
+                 path_entry: str) -> None:
         self.code, self.module, self.argv, self.path_entry = code, module, argv, path_entry
 
 
-def load_application(path=None, module=None, args=()):
+def load_application(path: str | os.PathLike[str] | None = None, module: str | None = None,
+                     args: Iterable[str] = ()) -> Application:
     """Compile the application without running it: ``path`` (a script) or ``module`` (a module
     name, as with ``python -m``; a package runs its ``__main__``).
 
@@ -104,36 +118,41 @@ def load_application(path=None, module=None, args=()):
         raise PymoultTypeError(f"arguments must be strings, got {args!r}")
     main = types.ModuleType("__main__")
     if path is not None:
-        path = os.fspath(path)
-        with open(path, "rb") as source_file:
+        script = os.fspath(path)
+        with open(script, "rb") as source_file:
             source = source_file.read()
-        absolute = os.path.abspath(path)  # as Python 3.9+ gives __main__.__file__
+        absolute = os.path.abspath(script)  # as Python 3.9+ gives __main__.__file__
         code = compile(source, absolute, "exec", dont_inherit=True)
         record_source("__main__", absolute, source)  # if sources are tracked
         main.__file__ = absolute
-        main.__cached__ = None
+        main.__cached__ = None  # type: ignore[attr-defined]  # as Python sets it on __main__
         main.__package__ = None
         main.__spec__ = None
         main.__loader__ = None
-        return Application(code, main, [path] + args, os.path.dirname(absolute))
+        return Application(code, main, [script] + args, os.path.dirname(absolute))
     # as python -m: sys.path[0] is the current directory (this replaces the entry of the
     # pymoult command itself: its bin directory, or the current directory already)
     sys.path[0] = os.getcwd()
+    assert module is not None  # one of the two was given
     spec = _find_spec(module)
     if spec.submodule_search_locations is not None:  # a package: run its __main__
         spec = _find_spec(f"{module}.__main__")
-    code = spec.loader.get_code(spec.name) if spec.loader is not None else None
-    if code is None:
+    loader = spec.loader  # one that can run a module has get_code (an InspectLoader)
+    runnable: types.CodeType | None = None
+    if loader is not None:
+        runnable = loader.get_code(spec.name)  # type: ignore[attr-defined]  # see above
+    if runnable is None:
         raise PymoultValueError(f"no code to run for module {spec.name!r}")
+    code = runnable
     main.__file__ = spec.origin
-    main.__cached__ = getattr(spec, "cached", None)
+    main.__cached__ = getattr(spec, "cached", None)  # type: ignore[attr-defined]  # as above
     main.__package__ = spec.parent
     main.__spec__ = spec
     main.__loader__ = spec.loader
     return Application(code, main, [spec.origin or module] + args, os.getcwd())
 
 
-def _find_spec(name):
+def _find_spec(name: str) -> importlib.machinery.ModuleSpec:
     try:
         spec = importlib.util.find_spec(name)
     except (ImportError, ValueError) as exc:  # a parent package that fails to import
@@ -146,16 +165,16 @@ def _find_spec(name):
 class Runner(DSU_Thread):
     """The thread the application's ``__main__`` runs in; ``exit_code`` once it has ended."""
 
-    def __init__(self, application):
+    def __init__(self, application: Application) -> None:
         super().__init__(target=self._run_application, name="Runner")
         self.application = application
-        self.exit_code = None
+        self.exit_code: int | None = None
         self.finished = threading.Event()  # set once the application's main has ended
 
-    def _run_application(self):
+    def _run_application(self) -> None:
         exec(self.application.code, self.application.module.__dict__)
 
-    def run(self):
+    def run(self) -> None:
         # around DSU_Thread.run, so that whatever main runs (a new one after a reboot or a
         # switchMain included) ends the same way, and reboots are left to DSU_Thread
         try:
@@ -174,9 +193,11 @@ class Runner(DSU_Thread):
                 self.exit_code = 1
             self.finished.set()
 
-    def _report_uncaught(self):
+    def _report_uncaught(self) -> None:
         """The interpreter's report of an uncaught exception, from the application's frames."""
         kind, exc, tb = sys.exc_info()
+        if kind is None or exc is None:  # called outside an exception handler
+            return
         app_file = self.application.code.co_filename
         first = tb
         while first is not None and first.tb_frame.f_code.co_filename != app_file:
@@ -188,7 +209,7 @@ class Runner(DSU_Thread):
         sys.excepthook(kind, exc, first if first is not None else tb)
 
 
-def _exit_code(code):
+def _exit_code(code: object) -> int:
     """The process exit code ``sys.exit(code)`` gives in plain Python."""
     if code is None:
         return 0
@@ -210,24 +231,27 @@ class Runtime:
     until the application has ended and returns its exit code.
     """
 
-    def __init__(self, application, listener_factory=None, on_ready=None):
+    def __init__(self, application: Application,
+                 listener_factory: Callable[[ThreadedManager], _Listener] | None = None,
+                 on_ready: Callable[[Runtime], object] | None = None) -> None:
         if not isinstance(application, Application):
             raise PymoultTypeError(f"expected an application from load_application(), got "
                                    f"{application!r}")
         self.application = application
         self.listener_factory = listener_factory
         self.on_ready = on_ready
-        self.manager = None
-        self.listener = None
-        self.runner = None
+        self.manager: ThreadedManager | None = None
+        self.listener: _Listener | None = None
+        self.runner: Runner | None = None
         self.forced = False  # stopped by Ctrl-C with application threads perhaps still running
         #: The signal (SIGTERM, SIGHUP) that stopped the runtime, or None.
-        self.stopped_by = None
-        self._runtime_threads = set()
-        self._handlers_before = {}
+        self.stopped_by: int | None = None
+        self._runtime_threads: set[threading.Thread] = set()
+        self._handlers_before: dict[int, Callable[[int, types.FrameType | None], object] | int
+                                    | None] = {}
         self._signal_raises = False
 
-    def run(self):
+    def run(self) -> int:
         """Start the runtime and the application; return the application's exit code.
 
         After a forced stop (``forced``: a second Ctrl-C, or one once the Runner had ended, or
@@ -255,25 +279,25 @@ class Runtime:
             finally:
                 self._restore_signals()
 
-    def _run(self):
+    def _run(self) -> int:
         global _runner
         app = self.application
         try:
-            self.manager = ThreadedManager(RUNTIME_MANAGER).start()
+            self.manager = manager = ThreadedManager(RUNTIME_MANAGER).start()
             if self.listener_factory is not None:
-                self.listener = self.listener_factory(self.manager)
-                self.listener.start()
+                self.listener = listener = self.listener_factory(manager)
+                listener.start()
             sys.modules["__main__"] = app.module
             sys.argv[:] = app.argv
             sys.path[0] = app.path_entry  # the command's own entry is no business of the app
-            self.runner = _runner = Runner(app)
+            self.runner = _runner = runner = Runner(app)
             # as the original's managers, the runtime's suspends its thread around every update
             # that names no threads of its own
-            self.manager.threads = [self.runner]
+            manager.threads = [runner]
             self._runtime_threads = set(threading.enumerate())  # ours, before the app's
             if self.on_ready is not None:
                 self.on_ready(self)
-            self.runner.start()
+            runner.start()
             return self._wait()
         except KeyboardInterrupt:
             if self.runner is not None and self.runner.ident is not None \
@@ -284,10 +308,10 @@ class Runtime:
             logger.warning("interrupted while starting: stopping the runtime")
             return INTERRUPTED
 
-    def _catch_terminating_signals(self):
+    def _catch_terminating_signals(self) -> None:
         """SIGTERM and SIGHUP raise ``_Terminated`` in the main thread (once): the runtime then
         stops as on a normal exit, so the listener's socket and directory are removed."""
-        def terminate(signum, frame):
+        def terminate(signum: int, frame: types.FrameType | None) -> None:
             if self._signal_raises:
                 self._signal_raises = False
                 raise _Terminated(signum)
@@ -296,12 +320,12 @@ class Runtime:
         for signum in TERMINATING_SIGNALS:
             self._handlers_before[signum] = signal.signal(signum, terminate)
 
-    def _restore_signals(self):
+    def _restore_signals(self) -> None:
         for signum, handler in self._handlers_before.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         self._handlers_before.clear()
 
-    def _interrupted_early(self):
+    def _interrupted_early(self) -> int:
         logger.info("interrupted: KeyboardInterrupt raised in the Runner")
         try:
             _cpython.raise_in_thread(self.runner, KeyboardInterrupt)
@@ -314,7 +338,7 @@ class Runtime:
             logger.warning("interrupted: stopping the runtime")
             return INTERRUPTED
 
-    def _wait(self, interrupted=False):
+    def _wait(self, interrupted: bool = False) -> int:
         """Wait for the Runner, then for the application's other non-daemon threads.
 
         Never ``Thread.join()`` here: on 3.10/3.11 a Ctrl-C that interrupts a join marks the
@@ -323,32 +347,35 @@ class Runtime:
         are watched through ``threading.enumerate()``, which takes no lock of theirs.
         ``interrupted``: a first Ctrl-C was already passed to the Runner.
         """
+        runner = self.runner
+        if runner is None:
+            raise ThreadStateError("the application's Runner has not started")
         while True:
             try:
-                if not self.runner.finished.is_set():
-                    self.runner.finished.wait()
+                if not runner.finished.is_set():
+                    runner.finished.wait()
                     continue
                 if not self._application_threads():
-                    return self.runner.exit_code
+                    return 1 if runner.exit_code is None else runner.exit_code
                 time.sleep(APPLICATION_THREADS_POLL)
             except KeyboardInterrupt:
-                if interrupted or self.runner.finished.is_set():
+                if interrupted or runner.finished.is_set():
                     logger.warning("interrupted: stopping the runtime")
                     self.forced = True
                     return INTERRUPTED
                 interrupted = True
                 logger.info("interrupted: KeyboardInterrupt raised in the Runner")
                 try:
-                    _cpython.raise_in_thread(self.runner, KeyboardInterrupt)
+                    _cpython.raise_in_thread(runner, KeyboardInterrupt)
                 except ThreadStateError:  # it ended meanwhile
                     pass
 
-    def _application_threads(self):
+    def _application_threads(self) -> list[threading.Thread]:
         """The application's live non-daemon threads other than the Runner."""
         return [t for t in threading.enumerate()
                 if t not in self._runtime_threads and t is not self.runner and not t.daemon]
 
-    def _shutdown(self):
+    def _shutdown(self) -> None:
         global _runner
         if self.listener is not None:
             try:
@@ -362,7 +389,7 @@ class Runtime:
 
 # -- showing the pymoult log -----------------------------------------------------------------
 
-def application_log_handlers():
+def application_log_handlers() -> list[logging.Handler]:
     """The handlers records of the ``pymoult`` logger reach, other than ``NullHandler``s and
     the runtime's own (:class:`RuntimeLog`): those of the ``pymoult`` logger and, as far as it
     propagates, of its ancestors (the root logger).
@@ -372,8 +399,9 @@ def application_log_handlers():
     ``set_logpath(path)``. A handler on another logger (``getLogger("myapp")``) does not count:
     it never sees Pymoult's records.
     """
-    found = []
-    current = logger  # the object, not getLogger(): that would take logging's module lock
+    found: list[logging.Handler] = []
+    # the object, not getLogger(): that would take logging's module lock
+    current: logging.Logger | None = logger
     while current is not None:
         found += [handler for handler in tuple(current.handlers)  # a copy: others may add
                   if not isinstance(handler, logging.NullHandler)
@@ -388,7 +416,7 @@ class _PersonFormatter(logging.Formatter):
     """``pymoult: MESSAGE`` for the application's own lines (``log(level, message)``), and
     ``pymoult: warning: MESSAGE`` (``info:``, ``error:``...) for Pymoult's."""
 
-    def format(self, record):
+    def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
         if getattr(record, "original_level", None) is not None:
             return f"pymoult: {text}"
@@ -402,14 +430,14 @@ class _StderrHandler(logging.StreamHandler):
 
     pymoult_runtime = True
 
-    def __init__(self):
+    def __init__(self) -> None:
         logging.Handler.__init__(self)
 
     @property
-    def stream(self):
+    def stream(self) -> TextIO:
         return sys.stderr
 
-    def filter(self, record):
+    def filter(self, record: logging.LogRecord) -> Any:  # bool; 3.12+: or a LogRecord
         # before the handler's lock: application_log_handlers() takes no lock at all
         if application_log_handlers():
             return False
@@ -440,12 +468,14 @@ class RuntimeLog:
     Use it as a context manager (or :meth:`install`, :meth:`remove`) around the runtime.
     """
 
-    def __init__(self, level=None, path=None):
+    def __init__(self, level: Literal[0, 1, 2] | None = None,
+                 path: str | os.PathLike[str] | None = None) -> None:
         if level is not None and (isinstance(level, bool) or level not in LOG_LEVELS):
             raise PymoultValueError(f"a log level must be 0 (application), 1 (errors) or 2 "
                                     f"(everything), got {level!r}")
         self.level = level
         self.path = None if path is None else os.fspath(path)
+        self.handler: logging.Handler
         if self.path is None:
             self.handler = _StderrHandler()
             self.handler.setFormatter(_PersonFormatter())
@@ -453,10 +483,10 @@ class RuntimeLog:
             self.handler = _FileHandler(self.path, encoding="utf-8")
             self.handler.setFormatter(logging.Formatter(LOG_FILE_FORMAT))
         self._logger = logger
-        self._level_before = None
+        self._level_before = logging.NOTSET
         self._installed = False
 
-    def install(self):
+    def install(self) -> RuntimeLog:
         """Add the handler to the ``pymoult`` logger (and set its level); returns self."""
         if not self._installed:
             if self.level is not None:
@@ -466,7 +496,7 @@ class RuntimeLog:
             self._installed = True
         return self
 
-    def remove(self):
+    def remove(self) -> None:
         """Take the handler away (closing the file) and put the logger's level back, unless
         somebody changed it since. Safe to call more than once."""
         if self._installed:
@@ -476,12 +506,13 @@ class RuntimeLog:
             self._installed = False
         self.handler.close()
 
-    def __enter__(self):
+    def __enter__(self) -> RuntimeLog:
         return self.install()
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: object) -> None:
         self.remove()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
+
         where = "stderr" if self.path is None else repr(self.path)
         return f"<RuntimeLog level={self.level} to {where}>"

@@ -10,6 +10,12 @@ after an update is applied (while the threads are still parked), names each such
 function in one line, for the push reply, ``pymoult run --watch`` and the log.
 """
 
+from __future__ import annotations
+
+import types
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
 from ..lowlevel.alterability import thread_frames
 
 __all__ = ["ModuleCode", "stale_frames"]
@@ -28,35 +34,38 @@ class ModuleCode:
 
     __slots__ = ("name", "namespace", "statements", "running_lines")
 
-    def __init__(self, name, namespace, statements, running_lines=None):
+    def __init__(self, name: str, namespace: dict[str, Any],
+                 statements: Iterable[tuple[int, Sequence[str]]],
+                 running_lines: Callable[[], Sequence[str] | None] | None = None) -> None:
         self.name, self.namespace = name, namespace
         self.statements, self.running_lines = list(statements), running_lines
 
-    def runs_old_statement(self, line, running):
+    def runs_old_statement(self, line: int | None, running: Iterable[str] | None) -> bool:
         """Whether line ``line`` of the running source (``running``: its lines, or None) lies
         in one of the old statements. The statement is looked for by its text around the line
         (an earlier update may have moved the module's lines since it was imported)."""
         if running is None or line is None:
             return True
-        running = [text.rstrip("\r\n") for text in running]
+        stripped = [text.rstrip("\r\n") for text in running]
         for _, lines in self.statements:
             texts = [text.rstrip("\r\n") for text in lines]
             for offset in range(len(texts)):
                 begin = line - 1 - offset
-                if begin >= 0 and running[begin:begin + len(texts)] == texts:
+                if begin >= 0 and stripped[begin:begin + len(texts)] == texts:
                     return True
         return False
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<ModuleCode {self.name} {len(self.statements)} old statements>"
 
 
-def _where(frame):
+def _where(frame: types.FrameType) -> str:
     line = frame.f_lineno
     return f" (line {line})" if line is not None else ""
 
 
-def stale_frames(replaced, modules=(), frames=None):
+def stale_frames(replaced: Mapping[types.CodeType, str], modules: Iterable[ModuleCode] = (),
+                 frames: Iterable[tuple[str, types.FrameType]] | None = None) -> list[str]:
     """One line per thread and piece of old code it still runs.
 
     ``replaced`` maps the code objects an update replaced (old code of functions updated in
@@ -69,14 +78,13 @@ def stale_frames(replaced, modules=(), frames=None):
     """
     if frames is None:
         frames = thread_frames()
-    modules = [m for m in modules if m.statements]
-    by_namespace = {id(m.namespace): m for m in modules}
-    running = {}  # id(ModuleCode) -> its running lines, read once
-    per_thread = {}  # thread name -> {key: line}, outermost frame last
-    order = []
+    by_namespace = {id(m.namespace): m for m in modules if m.statements}
+    running: dict[int, Sequence[str] | None] = {}  # id(ModuleCode) -> its lines, read once
+    per_thread: dict[str, dict[tuple[str, int], str]] = {}  # thread name -> {key: line},
+    order: list[str] = []  # ^ outermost frame last
     for thread, frame in frames:
         code = frame.f_code
-        text = None
+        text: str | None = None
         label = replaced.get(code)
         if label is not None:
             key = ("code", id(code))
@@ -98,7 +106,8 @@ def stale_frames(replaced, modules=(), frames=None):
             per_thread[thread] = {}
             order.append(thread)
         per_thread[thread][key] = text  # an outer frame replaces an inner one of the same code
-    lines = []
+    lines: list[str] = []
+
     for thread in order:
         lines.extend(reversed(list(per_thread[thread].values())))
     return lines

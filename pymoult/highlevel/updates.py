@@ -7,9 +7,16 @@ An update and its lifecycle (:class:`Update`, the states, ``isApplied``) are
 ``pymoult.highlevel.lifecycle``'s; they are importable from here too, as in the original.
 """
 
-import sys
+from __future__ import annotations
 
-from ..errors import NotAlterableNow, PymoultTypeError, UpdateDefinitionError
+import sys
+import threading
+import types
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+from ..errors import LifecycleError, NotAlterableNow, PymoultTypeError, UpdateDefinitionError
 from ..lowlevel import alterability
 from ..lowlevel.data_access import startEagerUpdate, startLazyUpdate, traverseHeap
 from ..lowlevel.data_update import redefineClass
@@ -17,6 +24,16 @@ from ..lowlevel.relinking import redefineFunction, redefineMethod, update_functi
 from ..lowlevel.stack import resetThread, switchMain
 from .lifecycle import (TRANSITIONS, Update, UpdateState, UpdateStatus, applied_update_names,
                         isApplied)
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ..lowlevel.alterability import ForceQuiescenceWatcher
+    from ..lowlevel.data_access import HeapWalker
+    from ..lowlevel.lazy_conversion import LazyConversion
+    from ..threads import DSU_Thread
+    from .lifecycle import Patience
+    from .module_update import ModuleUpdate
 
 __all__ = [
     "Update",
@@ -41,21 +58,21 @@ class _QuiescentUpdate(Update):
     """An update alterable when its threads are suspended and ``self.live()`` (the function it
     replaces) runs in no thread; the check is repeated inside the apply window."""
 
-    def live(self):
+    def live(self) -> Callable[..., Any]:
         raise NotImplementedError
 
-    def check_alterability(self):
+    def check_alterability(self) -> bool:
         threads = self.suspended_threads()
         return alterability.checkQuiescenceOfFunction(
             self.live(), threads, anywhere=self.suspension == "anywhere")
 
-    def wait_alterability(self):
+    def wait_alterability(self) -> bool:
         with alterability.patience(self.max_tries, self.sleep_time):
             return alterability.waitQuiescenceOfFunction(
                 self.live(), self.suspended_threads(), timeout=self.timeout,
                 anywhere=self.suspension == "anywhere")
 
-    def check_quiescent_now(self):
+    def check_quiescent_now(self) -> None:
         """Inside the apply window: ``NotAlterableNow`` if the function is running (a thread
         not suspended entered it after the check)."""
         running = alterability.runningFunctions([self.live()])
@@ -64,7 +81,7 @@ class _QuiescentUpdate(Update):
             raise NotAlterableNow(f"{function} started running in thread {thread!r} after the "
                                   "quiescence check")
 
-    def why_not_alterable(self):
+    def why_not_alterable(self) -> str:
         reasons = [super().why_not_alterable()]
         running = alterability.runningFunctions([self.live()])
         reasons.extend(f"{function} still running in thread {thread!r}"
@@ -78,17 +95,21 @@ class SafeRedefineUpdate(_QuiescentUpdate):
     are suspended, as in the original Pymoult. ``module`` may be any namespace (see
     ``redefineFunction``); ``function`` the live function or its name."""
 
-    def __init__(self, module, function, new_function, name=None, threads=None, **patience):
+    def __init__(self, module: object, function: Callable[..., Any] | str,
+                 new_function: Callable[..., Any], name: str | None = None,
+                 threads: Iterable[threading.Thread] | None = None,
+                 **patience: Unpack[Patience]) -> None:
         super().__init__(name or f"redefine {getattr(function, '__name__', function)}",
                          threads, **patience)
         self.module, self.function, self.new_function = module, function, new_function
 
-    def live(self):
+    def live(self) -> Callable[..., Any]:
         if isinstance(self.function, str):
-            return getattr(self.module, self.function)
+            live: Callable[..., Any] = getattr(self.module, self.function)
+            return live
         return self.function
 
-    def apply(self):
+    def apply(self) -> None:
         self.check_quiescent_now()
         redefineFunction(self.module, self.function, self.new_function)
 
@@ -98,18 +119,23 @@ class SafeRedefineMethodUpdate(_QuiescentUpdate):
     quiescent (as :class:`SafeRedefineUpdate`): bound methods, static and class methods and
     properties follow."""
 
-    def __init__(self, cls, method, new_method, name=None, threads=None, **patience):
-        self.method_name = method if isinstance(method, str) else getattr(method, "__name__", None)
-        if not isinstance(self.method_name, str):
+    def __init__(self, cls: type, method: str | Callable[..., Any], new_method: object,
+                 name: str | None = None, threads: Iterable[threading.Thread] | None = None,
+                 **patience: Unpack[Patience]) -> None:
+        method_name = method if isinstance(method, str) else getattr(method, "__name__", None)
+        if not isinstance(method_name, str):
             raise PymoultTypeError(f"method must be a name or a function, got {method!r}")
+        self.method_name: str = method_name
         super().__init__(name or f"redefine {getattr(cls, '__qualname__', cls)}.{self.method_name}",
                          threads, **patience)
         self.cls, self.new_method = cls, new_method
 
-    def live(self):
-        return vars(self.cls).get(self.method_name) or getattr(self.cls, self.method_name)
+    def live(self) -> Callable[..., Any]:
+        live: Callable[..., Any] = vars(self.cls).get(self.method_name) or \
+            getattr(self.cls, self.method_name)
+        return live
 
-    def apply(self):
+    def apply(self) -> None:
         self.check_quiescent_now()
         redefineMethod(self.cls, self.method_name, self.new_method)
 
@@ -119,36 +145,45 @@ class QuiescentRedefineUpdate(Update):
     entry (forced quiescence) until the running ones have left, then released into the new
     version. Needs no update points."""
 
-    def __init__(self, module, function, new_function, name=None, **patience):
+    def __init__(self, module: types.ModuleType, function: Callable[..., Any] | str,
+                 new_function: Callable[..., Any], name: str | None = None,
+                 **patience: Unpack[Patience]) -> None:
         super().__init__(name or f"redefine {getattr(function, '__name__', function)} "
                                  "(forced quiescence)", None, **patience)
         self.module, self.function, self.new_function = module, function, new_function
-        self._events = None
+        #: (quiescent, can_continue, watcher), from ``setupForceQuiescence`` in the setup
+        self._events: tuple[threading.Event, threading.Event, ForceQuiescenceWatcher] | None = \
+            None
 
-    def preupdate_setup(self):
+    def _set_up(self) -> tuple[threading.Event, threading.Event, ForceQuiescenceWatcher]:
+        if self._events is None:
+            raise LifecycleError(f"{self.name!r}: preupdate_setup has not run")
+        return self._events
+
+    def preupdate_setup(self) -> None:
         self._events = alterability.setupForceQuiescence(self.module, self.function)
 
-    def check_alterability(self):
-        return alterability.checkForceQuiescence(self._events[0])
+    def check_alterability(self) -> bool:
+        return alterability.checkForceQuiescence(self._set_up()[0])
 
-    def wait_alterability(self):
+    def wait_alterability(self) -> bool:
         with alterability.patience(self.max_tries, self.sleep_time):
-            return alterability.waitForceQuiescence(self._events[0], timeout=self.timeout)
+            return alterability.waitForceQuiescence(self._set_up()[0], timeout=self.timeout)
 
-    def clean_failed_alterability(self):
-        quiescent, can_continue, watcher = self._events
+    def clean_failed_alterability(self) -> None:
+        quiescent, can_continue, watcher = self._set_up()
         alterability.cleanFailedForceQuiescence(can_continue, watcher, self.module, watcher.name)
 
-    def apply(self):
-        update_function(self._events[2].original, self.new_function,  # the gate stays bound
+    def apply(self) -> None:
+        update_function(self._set_up()[2].original, self.new_function,  # the gate stays bound
                         keep_decorators=True)
 
-    def resume(self):
+    def resume(self) -> None:
         if self._events is not None:
             alterability.cleanForceQuiescence(self._events[1])  # held callers run the new code
 
 
-def _module_of(cls, module):
+def _module_of(cls: type, module: types.ModuleType | None) -> types.ModuleType:
     return module if module is not None else sys.modules[cls.__module__]
 
 
@@ -156,13 +191,15 @@ class EagerConversionUpdate(Update):
     """Update class ``cls`` to ``new_cls`` (in place when the layout allows, else replaced, its
     instances rebuilt and references redirected) and run ``transformer`` on every instance now."""
 
-    def __init__(self, cls, new_cls, transformer, module=None, name=None, threads=None,
-                 **patience):
+    def __init__(self, cls: type, new_cls: type, transformer: Callable[[Any], object],
+                 module: types.ModuleType | None = None, name: str | None = None,
+                 threads: Iterable[threading.Thread] | None = None,
+                 **patience: Unpack[Patience]) -> None:
         super().__init__(name or f"convert {getattr(cls, '__qualname__', cls)}", threads,
                          **patience)
         self.cls, self.new_cls, self.transformer, self.module = cls, new_cls, transformer, module
 
-    def apply(self):
+    def apply(self) -> None:
         redefineClass(_module_of(self.cls, self.module), self.cls, self.new_cls, self.transformer)
 
 
@@ -171,7 +208,10 @@ class LazyConversionUpdate(EagerConversionUpdate):
     (see ``pymoult.lowlevel.lazy_conversion``). When the class cannot be updated in place its
     instances are rebuilt at once, so they are transformed eagerly."""
 
-    def apply(self):
+    #: the lazy conversion started by ``apply`` (None when the instances were rebuilt eagerly)
+    conversion: LazyConversion | None
+
+    def apply(self) -> None:
         module = _module_of(self.cls, self.module)
         live = redefineClass(module, self.cls, self.new_cls)
         if live is self.cls:
@@ -187,20 +227,23 @@ class ThreadRebootUpdate(Update):
 
     suspension = "points"
 
-    def __init__(self, thread, new_main, new_args=(), name=None, **patience):
+    def __init__(self, thread: DSU_Thread, new_main: Callable[..., object],
+                 new_args: Iterable[object] = (), name: str | None = None,
+                 **patience: Unpack[Patience]) -> None:
         super().__init__(name or f"reboot {getattr(thread, 'name', thread)}", [thread],
                          **patience)
         self.thread, self.new_main, self.new_args = thread, new_main, tuple(new_args)
-        self.reboot = None
+        #: resolved with the thread's reboot count once it restarted (set by ``apply``)
+        self.reboot: Future[int] | None = None
 
-    def apply(self):
+    def apply(self) -> None:
         switchMain(self.thread, self.new_main, self.new_args)
         self.reboot = resetThread(self.thread)  # served when the thread is resumed
 
-    def check_over(self):
+    def check_over(self) -> bool:
         return self.reboot is None or self.reboot.done()
 
-    def wait_over(self):
+    def wait_over(self) -> bool:
         if self.reboot is not None:
             self.reboot.result(self.timeout)
         return True
@@ -209,15 +252,18 @@ class ThreadRebootUpdate(Update):
 class HeapTraversalUpdate(Update):
     """Walk the data reachable from ``modules`` with ``walker`` (a ``HeapWalker``)."""
 
-    def __init__(self, walker, modules=("__main__",), name=None, threads=None, **patience):
+    def __init__(self, walker: HeapWalker, modules: Iterable[str] = ("__main__",),
+                 name: str | None = None, threads: Iterable[threading.Thread] | None = None,
+                 **patience: Unpack[Patience]) -> None:
         super().__init__(name or f"heap traversal by {type(walker).__name__}", threads, **patience)
         self.walker, self.modules = walker, list(modules)
 
-    def apply(self):
+    def apply(self) -> None:
         traverseHeap(self.walker, self.modules)
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> type[ModuleUpdate]:
+
     # ModuleUpdate lives in its own module, which builds on Update: imported on first use
     if name == "ModuleUpdate":
         from .module_update import ModuleUpdate
