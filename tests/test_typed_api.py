@@ -16,9 +16,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 #: Public modules whose hints are not written yet: each must still lack some (strict xfail), so
 #: that the list shrinks as modules are typed and cannot hide a regression in a typed one.
 UNTYPED = {
-    "pymoult.threads",
     "pymoult.lowlevel.alterability",
-    "pymoult.lowlevel.stack",
     "pymoult.lowlevel.relinking",
     "pymoult.lowlevel.data_update",
     "pymoult.lowlevel.redirection",
