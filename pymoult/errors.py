@@ -9,7 +9,7 @@ from ``BaseException`` so that application code's ``except Exception:`` does not
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 __all__ = [
@@ -109,8 +109,8 @@ class RedefinitionError(PymoultError, ValueError):
     function, ``.new_function`` the new version. Pass ``fallback="rebind"`` to rebind names
     instead (existing references then keep the old code)."""
 
-    def __init__(self, message: str, function: Callable[..., Any] | None = None,
-                 new_function: Callable[..., Any] | None = None) -> None:
+    def __init__(self, message: str, function: object = None,
+                 new_function: object = None) -> None:
         super().__init__(message)
         self.function = function
         self.new_function = new_function

@@ -408,3 +408,35 @@ class Item(Base):
     with pytest.raises(RedefinitionError):
         redefineMethod(old.Base, "name", load("class B:\n    @property\n    def name(self):\n"
                                              "        return super().name\n", "p3").B.__dict__["name"])
+
+
+def test_a_method_rebound_by_the_fallback_finds_the_new_versions_globals():
+    old = load("class Child:\n    def plain(self):\n        return 'old'\n", "rebind_old")
+    new = load("""
+import math
+SCALE = 3
+class Base:
+    pass
+class Child(Base):
+    def plain(self):
+        return (math.floor(2.5) * SCALE, type(super()).__name__)  # super(): not in place
+""", "rebind_new")
+    journal = Journal("rebind")
+    redefineMethod(old.Child, "plain", new.Child.__dict__["plain"], fallback="rebind",
+                   journal=journal)
+    assert old.Child().plain() == (6, "super")  # math and SCALE: not in the live module
+    assert old.math is new.math and old.SCALE == 3
+    journal.rollback()
+    assert not hasattr(old, "math") and not hasattr(old, "SCALE")
+    assert old.Child().plain() == "old"
+
+
+def test_the_fallback_rebinds_a_method_to_a_decorated_new_version_as_it_is():
+    old = load("class Service:\n    def total(self, n):\n        return n\n", "cached_old")
+    new = load("import functools\nclass Service:\n    @functools.lru_cache\n"
+               "    def total(self, n):\n        return n * 2\n", "cached_new")
+    with pytest.raises(RedefinitionError, match="decorators changed"):
+        redefineMethod(old.Service, "total", new.Service.__dict__["total"])
+    bound = redefineMethod(old.Service, "total", new.Service.__dict__["total"],
+                           fallback="rebind")
+    assert hasattr(bound, "cache_clear") and old.Service().total(4) == 8

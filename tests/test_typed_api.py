@@ -17,9 +17,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 #: that the list shrinks as modules are typed and cannot hide a regression in a typed one.
 UNTYPED = {
     "pymoult.lowlevel.alterability",
-    "pymoult.lowlevel.relinking",
     "pymoult.lowlevel.data_update",
-    "pymoult.lowlevel.redirection",
     "pymoult.lowlevel.data_access",
     "pymoult.lowlevel.lazy_conversion",
     "pymoult.highlevel.updates",
