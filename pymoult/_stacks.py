@@ -13,9 +13,9 @@ import os
 import sysconfig
 import threading
 import types
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from types import CodeType, FrameType
-from typing import Any, Protocol, Union, cast
+from typing import Any, Literal, Protocol, Union, cast, overload
 
 from . import _cpython, _parking
 from .errors import PymoultTypeError
@@ -25,7 +25,7 @@ __all__ = ["codes_of", "codes_of_all", "class_codes", "thread_stacks", "running_
 
 #: The tops of each thread's stack, by thread ident (:func:`thread_stacks`): frames (walked out
 #: through ``f_back``), or the summary of a parked thread's stack.
-Stacks = dict[int, list[Union[FrameType, "_parking.ParkedStack"]]]
+Stacks = Mapping[int, Sequence[Union[FrameType, "_parking.ParkedStack"]]]
 
 
 class TornGuard(Protocol):
@@ -101,8 +101,16 @@ def class_codes(cls: type) -> set[CodeType]:
     return codes
 
 
+@overload
 def thread_stacks(threads: Iterable[threading.Thread] | None = None,
-                  from_points: bool = False) -> Stacks:
+                  from_points: Literal[False] = False) -> dict[int, list[FrameType]]: ...
+@overload
+def thread_stacks(threads: Iterable[threading.Thread] | None = None, *,
+                  from_points: bool) -> dict[int, list[FrameType | _parking.ParkedStack]]: ...
+
+
+def thread_stacks(threads: Iterable[threading.Thread] | None = None,
+                  from_points: bool = False) -> dict[int, list[Any]]:
     """{thread ident: [top frames]} for the given threads (None: every thread).
 
     A quiescence check pays this for every thread: only the threads known to have frames that
@@ -117,7 +125,7 @@ def thread_stacks(threads: Iterable[threading.Thread] | None = None,
     frames = cast("dict[int, FrameType | _parking.ParkedStack]", _cpython.current_frames())
     if from_points:
         frames.update(_parking.point_callers())  # a parked thread is alive: it is in frames
-    stacks: Stacks
+    stacks: dict[int, list[FrameType | _parking.ParkedStack]]
     if threads is None:
         stacks = {ident: [frame] for ident, frame in frames.items()}
     else:
