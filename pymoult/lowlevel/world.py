@@ -99,13 +99,19 @@ class Window:
 
     def still_exclusive(self) -> bool:
         """True while the exclusion guarantee still holds (no other thread can have run)."""
-        elapsed, guarantee = self._measure()
-        return elapsed < SAFETY_MARGIN * guarantee
+        started = self._started
+        if started is None:  # nested in an outer window (or never entered)
+            elapsed, guarantee = self._measure()
+            return elapsed < SAFETY_MARGIN * guarantee
+        return time.perf_counter() - started < SAFETY_MARGIN * self.guarantee
 
     def remaining(self) -> float:
         """Seconds of guaranteed exclusion left (negative once it has run out)."""
-        elapsed, guarantee = self._measure()
-        return SAFETY_MARGIN * guarantee - elapsed
+        started = self._started
+        if started is None:  # nested in an outer window (or never entered)
+            elapsed, guarantee = self._measure()
+            return SAFETY_MARGIN * guarantee - elapsed
+        return SAFETY_MARGIN * self.guarantee - (time.perf_counter() - started)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  traceback: TracebackType | None) -> Literal[False]:
