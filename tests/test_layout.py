@@ -168,6 +168,13 @@ def test_the_cycle_test_sees_a_lazy_import():
     assert "pymoult.highlevel.module_update" in found  # updates' __getattr__, a lazy one
 
 
+def test_the_import_tests_see_an_import_made_only_for_type_hints():
+    """An ``if TYPE_CHECKING:`` import counts as well: type hints keep to the tiers and make no
+    cycle either (a lower tier states what it needs of a higher one's object as a Protocol)."""
+    found = set(imported_modules(PACKAGE / "lowlevel" / "relinking.py"))
+    assert "pymoult.lowlevel.alterability" in found  # the gate watcher's class, for hints only
+
+
 @pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=str)
 def test_no_module_imports_another_modules_underscore_names(path):
     """Private *modules* (``_cpython``, ``_stacks``...) share plain names; a name starting with
