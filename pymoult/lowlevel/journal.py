@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import enum
 import itertools
 import logging
 import operator
 import threading
 import types
 from collections.abc import Iterable, Iterator, MutableMapping
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from .._cpython import dict_version
 from ..errors import PymoultTypeError, RollbackError, ThreadStateError
@@ -46,13 +47,20 @@ _local = threading.local()
 OperationT = TypeVar("OperationT", bound="Operation")
 
 
-class _Missing:
+class _Missing(enum.Enum):
+    """The type of :data:`MISSING`: an enum of one member, so that a type checker narrows
+    ``value is MISSING`` (and a copy of it is itself)."""
+
+    MISSING = "missing"
+
     def __repr__(self) -> str:
         return "<missing>"
 
+    __str__ = __repr__
+
 
 #: Marks an attribute or item that did not exist before an operation.
-MISSING = _Missing()
+MISSING: Final = _Missing.MISSING
 
 
 def describe(obj: object) -> str:
