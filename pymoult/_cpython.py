@@ -86,11 +86,9 @@ import ctypes
 import gc
 import os
 import sys
+import threading
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Literal
-
-if TYPE_CHECKING:
-    import threading
+from typing import Any, Literal
 
 from .errors import PymoultTypeError, ThreadStateError
 

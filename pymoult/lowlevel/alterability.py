@@ -48,23 +48,20 @@ import threading
 import time
 import types
 from collections.abc import Callable, Collection, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any, Union
 
 from .. import _parking, _stacks, _suspension
 from .._parking import check_timeout, control_for, staticUpdatePoint, update_point
-from .._stacks import class_codes, codes_of, codes_of_all, library_of, running_code, thread_stacks
+from .._stacks import (Stacks, class_codes, codes_of, codes_of_all, library_of, running_code,
+                       thread_stacks)
 from ..errors import DeadlockDetectedError, PymoultTypeError, PymoultValueError
 from .journal import current_journal, set_attribute
 
-if TYPE_CHECKING:
-    from .._stacks import Stacks
-
-    #: What can be found running: a function (a method, a wrapper, ``functools.partial``...),
-    #: a code object, a static or class method, a property (its accessors).
-    FunctionLike = Union[Callable[..., Any], types.CodeType, staticmethod[..., Any],
-                         classmethod[Any, ..., Any], property]
-    #: Threads to act on: any iterable of threads (None, where accepted: every thread).
-    Threads = Iterable[threading.Thread]
+#: What can be found running: a function (a method, a wrapper, ``functools.partial``...), a
+#: code object, a static or class method, a property (its accessors).
+FunctionLike = Union[Callable[..., Any], types.CodeType, staticmethod, classmethod, property]
+#: Threads to act on: any iterable of threads (None, where accepted: every thread).
+Threads = Iterable[threading.Thread]
 
 __all__ = [
     "TornCallGuard",

@@ -53,12 +53,11 @@ from .journal import (MISSING, Journal, Operation, SetItem, current_journal, des
 if TYPE_CHECKING:
     from .alterability import ForceQuiescenceWatcher
 
-    #: What a namespace binds as a function: a function (or any callable: a decorator's
-    #: wrapper, a bound method, a forced-quiescence gate), a static or class method, a property.
-    Member = Union[Callable[..., Any], staticmethod[..., Any], classmethod[Any, ..., Any],
-                   property]
-    #: ``fallback=``: None (refuse what cannot be updated in place) or "rebind".
-    Fallback = Optional[Literal["rebind"]]
+#: What a namespace binds as a function: a function (or any callable: a decorator's wrapper, a
+#: bound method, a forced-quiescence gate), a static or class method, a property.
+Member = Union[Callable[..., Any], staticmethod, classmethod, property]
+#: ``fallback=``: None (refuse what cannot be updated in place) or "rebind".
+Fallback = Optional[Literal["rebind"]]
 
 __all__ = ["redefineFunction", "redefineMethod", "update_function", "SwapFunction",
            "wrapped_layers"]
