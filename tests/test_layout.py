@@ -129,7 +129,8 @@ def test_api_names_from_the_original_pymoult_exist():
     ]:
         for name in names.split():
             assert name in module.__all__, f"{module.__name__}.{name}"
-    for method in "switch suspend resume is_suspended wait_suspended set_active set_passive".split():
+    methods = "switch suspend resume is_suspended wait_suspended set_active set_passive"
+    for method in methods.split():
         assert callable(getattr(threads.DSU_Thread, method))
 
 
