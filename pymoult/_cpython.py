@@ -37,23 +37,24 @@
   :func:`current_frames`, never ``sys._current_frames`` directly.
 
 - :func:`pause_gc` keeps the cyclic collector from starting on its own inside a ``with`` block
-  (explicit ``gc.collect()`` still works). Nestable and thread-safe: the collector is re-enabled when
-  the last pause of any thread ends, and only if it was enabled when the first began. Code that calls
-  ``gc.enable()`` meanwhile defeats it.
+  (explicit ``gc.collect()`` still works). Nestable and thread-safe: the collector is re-enabled
+  when the last pause of any thread ends, and only if it was enabled when the first began. Code
+  that calls ``gc.enable()`` meanwhile defeats it.
 
 - :func:`unshare_instance_dict` gives an object whose ``__class__`` was assigned an ordinary dict
   again, so that its attribute reads are specialised. On 3.11+ a plain instance keeps its attributes
   as *inline values* laid out by its class's shared keys, and ``obj.a`` runs as
   ``LOAD_ATTR_INSTANCE_VALUE``. Assigning ``__class__`` first turns those values into a *split* dict
   (the class's shared keys, the values in a separate array), and that dict defeats the specialiser
-  for the rest of the object's life: 3.11 and 3.12 specialise ``LOAD_ATTR_WITH_HINT``, which reads the
-  value from the key entry, finds it empty (a split dict keeps values apart) and deoptimises on every
-  execution, respecialising and failing again; 3.13 refuses to specialise (a split dict). Reads cost
-  3.2-4x a plain object's. A copy, ``dict(d)``, is a combined dict: ``LOAD_ATTR_WITH_HINT`` then
-  works, 1.0-1.05x a plain object on 3.12 and 3.13, about 1.3x on 3.11 (whose with-hint path does
-  more work); the inline values themselves cannot be restored from Python. The copy replaces the
-  dict only when nobody else holds it (its reference count says so): a ``vars(obj)`` kept
-  elsewhere must go on seeing the object's attributes. 3.10 has no inline values: nothing to do.
+  for the rest of the object's life: 3.11 and 3.12 specialise ``LOAD_ATTR_WITH_HINT``, which reads
+  the value from the key entry, finds it empty (a split dict keeps values apart) and deoptimises on
+  every execution, respecialising and failing again; 3.13 refuses to specialise (a split dict).
+  Reads cost 3.2-4x a plain object's. A copy, ``dict(d)``, is a combined dict:
+  ``LOAD_ATTR_WITH_HINT`` then works, 1.0-1.05x a plain object on 3.12 and 3.13, about 1.3x on 3.11
+  (whose with-hint path does more work); the inline values themselves cannot be restored from
+  Python. The copy replaces the dict only when nobody else holds it (its reference count says so): a
+  ``vars(obj)`` kept elsewhere must go on seeing the object's attributes. 3.10 has no inline values:
+  nothing to do.
 
 - :data:`ATTRIBUTES_INLINE`: from 3.11 an instance of an ordinary class keeps its attributes inline
   (no dict object) until something reads its ``__dict__``. On 3.11 and 3.12 that read makes a dict
@@ -78,11 +79,16 @@
 Per-thread tracing, the other version-specific mechanism, lives in ``_thread_trace``.
 """
 
+from __future__ import annotations
+
 import _thread
 import ctypes
 import gc
 import os
 import sys
+import threading
+from types import FrameType
+from typing import Any, Literal
 
 from .errors import PymoultTypeError, ThreadStateError
 
@@ -100,7 +106,7 @@ _set_async_exc.restype = ctypes.c_int
 
 if PY_VERSION >= (3, 13):
 
-    def write_frame_local(frame, name, value):
+    def write_frame_local(frame: FrameType, name: str, value: object) -> None:
         """Set local ``name`` of ``frame`` to ``value`` (PEP 667 write-through)."""
         frame.f_locals[name] = value
 
@@ -109,28 +115,29 @@ else:
     _locals_to_fast.argtypes = (ctypes.py_object, ctypes.c_int)
     _locals_to_fast.restype = None
 
-    def write_frame_local(frame, name, value):
+    def write_frame_local(frame: FrameType, name: str, value: object) -> None:
         """Set local ``name`` of ``frame`` to ``value`` (snapshot, then copy back)."""
         frame.f_locals[name] = value
         _locals_to_fast(frame, 0)
 
 
 class _GcPauses:
-    """How many ``pause_gc`` blocks are open, in every thread, and what to restore after the last."""
+    """How many ``pause_gc`` blocks are open, in every thread, and what to restore after the
+    last."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.lock = _thread.allocate_lock()  # held only around the counter: never while waiting
         self.count = 0
         self.resume = False
 
-    def enter(self):
+    def enter(self) -> None:
         with self.lock:
             if self.count == 0:
                 self.resume = gc.isenabled()
                 gc.disable()
             self.count += 1
 
-    def exit(self):
+    def exit(self) -> None:
         with self.lock:
             self.count -= 1
             if self.count == 0 and self.resume:
@@ -141,27 +148,29 @@ _gc_pauses = _GcPauses()
 
 
 class pause_gc:
-    """``with pause_gc():`` no automatic cyclic collection starts inside the block (see module notes).
+    """``with pause_gc():`` no automatic cyclic collection starts inside the block (see module
+    notes).
 
     A class rather than a ``contextlib`` generator: no foreign frame runs in here.
     """
 
     __slots__ = ()
 
-    def __enter__(self):
+    def __enter__(self) -> pause_gc:
         _gc_pauses.enter()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         _gc_pauses.exit()
         return False
 
 
 if PY_VERSION == (3, 11):
 
-    def current_frames():
+    def current_frames() -> dict[int, FrameType]:
         """``sys._current_frames()`` with the cyclic collector paused (3.11: see module notes).
-        The calling thread's entry is the caller's frame, as if it had called ``sys._current_frames``."""
+        The calling thread's entry is the caller's frame, as if it had called
+        ``sys._current_frames``."""
         with pause_gc():
             frames = sys._current_frames()
         frames[_thread.get_ident()] = sys._getframe(1)
@@ -172,9 +181,10 @@ else:
 
 
 if PY_VERSION >= (3, 11):
-    _MANAGED_DICT = 1 << 4  # Py_TPFLAGS_MANAGED_DICT: the instance dict (or inline values) lives before the object
+    # Py_TPFLAGS_MANAGED_DICT: the instance dict (or inline values) lives before the object
+    _MANAGED_DICT = 1 << 4
 
-    def unshare_instance_dict(obj):
+    def unshare_instance_dict(obj: object) -> bool:
         """Give ``obj`` a combined copy of its instance dict (see module notes); True if it did.
 
         Call it after assigning ``obj.__class__``. Objects without a managed dict (slots only,
@@ -194,12 +204,12 @@ if PY_VERSION >= (3, 11):
 
 else:
 
-    def unshare_instance_dict(obj):
+    def unshare_instance_dict(obj: object) -> bool:
         """Nothing to do before 3.11 (no inline values, no split instance dicts): False."""
         return False
 
 
-def set_switch_interval(seconds):
+def set_switch_interval(seconds: float) -> None:
     """``sys.setswitchinterval`` that gives back exactly what ``getswitchinterval`` returned.
 
     CPython stores the interval as whole microseconds, truncating ``seconds * 1e6``: 0.0002
@@ -209,12 +219,12 @@ def set_switch_interval(seconds):
     sys.setswitchinterval(seconds + 5e-7)
 
 
-def clear_async_exc(ident):
+def clear_async_exc(ident: int) -> None:
     """Withdraw an asynchronous exception not yet raised in thread ``ident`` (no-op if none)."""
     _set_async_exc(ident, ctypes.py_object())  # NULL clears it
 
 
-def raise_in_thread(thread, exc_class):
+def raise_in_thread(thread: threading.Thread, exc_class: type[BaseException]) -> None:
     """Make ``exc_class`` be raised in ``thread`` at its next bytecode boundary.
 
     Raises ``ThreadStateError`` if the thread is not running (the call found no such thread).
@@ -223,10 +233,12 @@ def raise_in_thread(thread, exc_class):
         raise PymoultTypeError(f"an exception class is required, got {exc_class!r}")
     ident = thread.ident
     if ident is None or not thread.is_alive():
-        raise ThreadStateError(f"cannot raise {exc_class.__name__} in {thread!r}: it is not running")
+        raise ThreadStateError(f"cannot raise {exc_class.__name__} in {thread!r}: "
+                               "it is not running")
     found = _set_async_exc(ident, exc_class)
     if found == 0:
-        raise ThreadStateError(f"cannot raise {exc_class.__name__} in {thread!r}: no such thread state")
+        raise ThreadStateError(f"cannot raise {exc_class.__name__} in {thread!r}: "
+                               "no such thread state")
     if found > 1:  # cannot happen per CPython's contract; undo as its documentation asks
         clear_async_exc(ident)
         raise ThreadStateError(f"thread id {ident} matched {found} thread states; nothing raised")
@@ -235,20 +247,20 @@ def raise_in_thread(thread, exc_class):
 class _GilSwitcher:
     """A thread that exists only to take the GIL when asked (see :func:`take_gil_afresh`)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.started = False
         self.go = _thread.allocate_lock()
         self.done = _thread.allocate_lock()
         self.go.acquire()
         self.done.acquire()
 
-    def _main(self):
+    def _main(self) -> None:
         go, done = self.go, self.done
         while True:
             go.acquire()
             done.release()
 
-    def switch(self, timeout):
+    def switch(self, timeout: float) -> bool:
         if not self.started:
             # _thread, not threading: no Thread object, never joined at exit, never ends
             _thread.start_new_thread(self._main, ())
@@ -264,7 +276,7 @@ class _GilSwitcher:
 _switcher = _GilSwitcher()
 
 
-def _reset_after_fork():
+def _reset_after_fork() -> None:
     global _switcher, _gc_pauses
     _switcher = _GilSwitcher()  # the child has no helper thread
     # Pauses open in other threads at the fork never end in the child (those threads are gone);
@@ -284,16 +296,17 @@ _DICT_VERSION_OFFSET = object.__basicsize__ + ctypes.sizeof(ctypes.c_ssize_t)
 _DICT_USED_OFFSET = object.__basicsize__
 
 
-def _read_dict_version(mapping):
+def _read_dict_version(mapping: dict[Any, Any]) -> int:
     return ctypes.c_uint64.from_address(id(mapping) + _DICT_VERSION_OFFSET).value
 
 
-def _dict_versions_work():
+def _dict_versions_work() -> bool:
     """Whether :func:`_read_dict_version` reads a tag that every change of a dict replaces by
     one never seen before, and that stays while the dict is left alone (see module notes)."""
     if PY_VERSION >= (3, 14):
         return False
-    probe, other = {}, {}
+    probe: dict[str, object] = {}
+    other: dict[str, object] = {}
     used = ctypes.c_ssize_t.from_address(id(probe) + _DICT_USED_OFFSET)
     if used.value != 0:
         return False
@@ -316,7 +329,7 @@ def _dict_versions_work():
 
 if _dict_versions_work():
 
-    def dict_version(mapping):
+    def dict_version(mapping: dict[Any, Any]) -> int | None:
         """The version tag of the dict ``mapping`` (see module notes): while it reads the same,
         the dict's items (keys, and the objects bound to them) have not changed."""
         if not isinstance(mapping, dict):
@@ -325,14 +338,14 @@ if _dict_versions_work():
 
 else:
 
-    def dict_version(mapping):
+    def dict_version(mapping: dict[Any, Any]) -> int | None:
         """None: this interpreter keeps no dict versions (see module notes)."""
         if not isinstance(mapping, dict):
             raise PymoultTypeError(f"expected a dict, got {type(mapping).__name__}")
         return None
 
 
-def take_gil_afresh(timeout=5.0):
+def take_gil_afresh(timeout: float = 5.0) -> bool:
     """Block until another thread has held the GIL, then return holding it (see module notes).
 
     Returns False if the helper thread did not run within ``timeout`` seconds.

@@ -18,13 +18,19 @@ threads give no signal when they end; DSU_Threads do).
 This module is private: ``pymoult.threads`` and ``pymoult.lowlevel.alterability`` expose it.
 """
 
+from __future__ import annotations
+
 import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
+from types import CodeType, FrameType
+from typing import Any, Literal, overload
 
 from . import _suspension
+from ._suspension import TraceFunction
 from .errors import (ActiveUpdateError, DeadlockDetectedError, PymoultTypeError,
                      PymoultValueError, ThreadStateError)
 
@@ -36,25 +42,27 @@ _get_ident = threading.get_ident
 _pending = False
 
 _registry_lock = threading.Lock()
-_controls = {}  # thread ident -> ThreadControl of the live thread with that ident
+#: thread ident -> ThreadControl of the live thread with that ident
+_controls: dict[int, ThreadControl] = {}
 
 # Threads with Python frames that sys._current_frames() does not show (a DSU_Thread whose
 # continuation has run: a suspended greenlet's frames): ident -> a function returning them.
 # Quiescence checks walk these too; only such threads are asked (not every thread, every check).
-_hidden_frames = {}
+_hidden_frames: dict[int, Callable[[], list[FrameType]]] = {}
 
 
-def add_hidden_frames(ident, frames_of):
+def add_hidden_frames(ident: int, frames_of: Callable[[], list[FrameType]]) -> None:
     """From now on, quiescence checks also walk ``frames_of()`` for thread ``ident``."""
     _hidden_frames[ident] = frames_of
 
 
-def remove_hidden_frames(ident):
+def remove_hidden_frames(ident: int | None) -> None:
     """Thread ``ident`` has no hidden frames any more (its continuation ended)."""
-    _hidden_frames.pop(ident, None)
+    if ident is not None:
+        _hidden_frames.pop(ident, None)
 
 
-def hidden_frames():
+def hidden_frames() -> list[tuple[int, Callable[[], list[FrameType]]]]:
     """``[(ident, frames_of)]`` of the threads that have frames ``_current_frames`` misses."""
     return list(_hidden_frames.items())  # one C call: a consistent copy under the GIL
 
@@ -62,7 +70,7 @@ def hidden_frames():
 # Threads parked at a static update point: ident -> ParkedStack. Above the frame that called the
 # point are only the point's own frames and the wait (Pymoult's and threading's), which cannot be
 # running application code: a quiescence check looks at the thread's stack from there.
-_point_callers = {}
+_point_callers: dict[int, ParkedStack] = {}
 
 
 class ParkedStack:
@@ -77,16 +85,17 @@ class ParkedStack:
 
     __slots__ = ("frame", "_codes")
 
-    def __init__(self, frame):
+    def __init__(self, frame: FrameType) -> None:
         self.frame = frame
-        self._codes = None
+        self._codes: tuple[frozenset[str], tuple[CodeType, ...]] | None = None
 
-    def codes(self):
+    def codes(self) -> tuple[frozenset[str], tuple[CodeType, ...]]:
         """``(names, codes)``: the ``co_name`` of every frame's code (a frozenset) and the code
         objects themselves, innermost first (a tuple)."""
         summary = self._codes
         if summary is None:
-            codes, frame = [], self.frame
+            codes: list[CodeType] = []
+            frame: FrameType | None = self.frame
             while frame is not None:
                 codes.append(frame.f_code)
                 frame = frame.f_back
@@ -94,16 +103,17 @@ class ParkedStack:
         return summary
 
 
-def point_callers():
+def point_callers() -> dict[int, ParkedStack]:
     """``{ident: ParkedStack}`` of the threads parked at a static point now."""
     return _point_callers.copy()  # one C call: a consistent copy under the GIL
 
 
-_wanting = set()  # controls that currently want their thread to stop at a point
+_wanting: set[ThreadControl] = set()  # controls that currently want their thread to stop at a point
 
 #: While a manager thread is being woken for new work: a raw lock, held until it runs. Points
 #: wait on it (bounded), so that busy application threads let the manager have the GIL.
-_handoff = None
+_handoff: Handoff | None = None
+
 
 class RebootException(BaseException):
     """Raised inside a ``DSU_Thread`` to stop the current run of its main and start it again.
@@ -115,10 +125,23 @@ class RebootException(BaseException):
     ``replacement`` is what that boundary calls instead.
     """
 
-    def __init__(self, *args, target=None, replacement=None):
+    def __init__(self, *args: object, target: Callable[..., Any] | None = None,
+                 replacement: Callable[[], Any] | None = None) -> None:
         super().__init__(*args)
         self.target = target
         self.replacement = replacement
+        #: The future the reboot answers, set when it is raised at an update point.
+        self.future: Future[Any] | None = None
+
+
+#: What a reboot request carries: None to restart the thread's main, or a function that the
+#: thread calls with itself at its update point and that returns the ``RebootException`` to raise.
+RebootPayload = Callable[..., RebootException]
+#: A reboot request: (payload, the future it answers, whether it is also raised asynchronously).
+RebootRequest = tuple[RebootPayload | None, Future[Any], bool]
+#: Serves a reboot request in the thread itself (``DSU_Thread``'s): raises the reboot, or fails
+#: its future and returns.
+RebootHandler = Callable[[RebootPayload | None, Future[Any], bool], None]
 
 
 # How long a waiter sleeps between liveness checks of a *plain* thread, which gives no signal
@@ -133,7 +156,7 @@ POINT_GRACE = 0.02
 _DORMANT_SLICE = 0.002
 
 
-def staticUpdatePoint(name=None):
+def staticUpdatePoint(name: str | None = None) -> None:
     """Mark a point where the calling thread is in a safe state for an update.
 
     Place it in hot loops: when no update is pending it is one global test and a return. When a
@@ -150,7 +173,7 @@ def staticUpdatePoint(name=None):
         _serve_point(name)
 
 
-def update_point():
+def update_point() -> None:
     """``staticUpdatePoint()`` without a name: the same point, for the hottest loops.
 
     On CPython 3.13 a call that fills in a default argument is no longer specialised, so
@@ -162,7 +185,7 @@ def update_point():
         _serve_point(None)
 
 
-def _serve_point(name):
+def _serve_point(name: str | None) -> None:
     handoff = _handoff
     if handoff is not None:
         _wait_for_handoff(handoff)
@@ -177,7 +200,7 @@ def _serve_point(name):
     control.at_point(name, sys._getframe(2))  # the caller of staticUpdatePoint/update_point
 
 
-def _set_wanting(control, wants):
+def _set_wanting(control: ThreadControl, wants: bool) -> None:
     """Record whether ``control`` wants its thread to stop at a point; keep ``_pending`` exact."""
     global _pending
     with _registry_lock:
@@ -205,12 +228,12 @@ class Handoff:
 
     __slots__ = ("lock", "wait")
 
-    def __init__(self, wait):
+    def __init__(self, wait: float) -> None:
         self.lock = threading.Lock()
         self.lock.acquire()
         self.wait = wait
 
-    def close(self):
+    def close(self) -> None:
         """End the hand-off: points stop waiting (call once, from the woken thread)."""
         global _handoff, _pending
         with _registry_lock:
@@ -220,7 +243,7 @@ class Handoff:
         self.lock.release()
 
 
-def open_handoff(wait):
+def open_handoff(wait: float) -> Handoff:
     """Open a :class:`Handoff` (update points wait up to ``wait`` s until it is closed)."""
     global _handoff, _pending
     handoff = Handoff(wait)
@@ -230,12 +253,12 @@ def open_handoff(wait):
     return handoff
 
 
-def _wait_for_handoff(handoff):
+def _wait_for_handoff(handoff: Handoff) -> None:
     if handoff.lock.acquire(timeout=handoff.wait):
         handoff.lock.release()
 
 
-def prune_dead_threads():
+def prune_dead_threads() -> None:
     """Forget the requests of plain threads that ended without reaching a point (they give no
     signal when they end). Call with no control's lock held."""
     with _registry_lock:
@@ -244,8 +267,15 @@ def prune_dead_threads():
         stale.detach()
 
 
-def check_timeout(timeout, what="timeout"):
-    """``timeout`` as a float >= 0, or None; ``PymoultValueError``/``PymoultTypeError`` otherwise."""
+@overload
+def check_timeout(timeout: float, what: str = "timeout") -> float: ...
+@overload
+def check_timeout(timeout: float | None, what: str = "timeout") -> float | None: ...
+
+
+def check_timeout(timeout: float | None, what: str = "timeout") -> float | None:
+    """``timeout`` as a float >= 0, or None; ``PymoultValueError``/``PymoultTypeError``
+    otherwise."""
     if timeout is None:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
@@ -255,7 +285,13 @@ def check_timeout(timeout, what="timeout"):
     return float(timeout)
 
 
-def control_for(thread, create=True):
+@overload
+def control_for(thread: threading.Thread, create: Literal[True] = True) -> ThreadControl: ...
+@overload
+def control_for(thread: threading.Thread, create: bool) -> ThreadControl | None: ...
+
+
+def control_for(thread: threading.Thread, create: bool = True) -> ThreadControl | None:
     """The :class:`ThreadControl` of ``thread`` (created if needed and ``create`` is true)."""
     own = getattr(thread, "_pymoult_control", None)
     if own is not None:
@@ -282,7 +318,7 @@ def control_for(thread, create=True):
         return control
 
 
-def current_control(create=True):
+def current_control(create: bool = True) -> ThreadControl | None:
     """The control of the calling thread."""
     control = _controls.get(_get_ident())
     if control is not None and control.thread is threading.current_thread():
@@ -298,44 +334,47 @@ class ThreadControl:
     :meth:`at_point`.
     """
 
-    def __init__(self, thread, reboot_handler=None):
+    def __init__(self, thread: threading.Thread,
+                 reboot_handler: RebootHandler | None = None) -> None:
         self.thread = thread
-        self.ident = None
+        self.ident: int | None = None
         # Critical sections take the raw lock (`with self._lock`): its __enter__ is C, so an
         # asynchronous exception cannot land between acquiring it and the `with` protecting it,
         # as it can in Condition.__enter__ (Python). Waits use the condition built on it.
         self._lock = threading.Lock()
         self.cond = threading.Condition(self._lock)
         self.in_point = False  # the thread is serving requests in at_point
-        self.point_caller = None  # while in at_point: the frame that called the point
+        # while in at_point: the frame that called the point
+        self.point_caller: FrameType | None = None
         self.is_dsu = reboot_handler is not None
         self.reboot_handler = reboot_handler  # called in the thread to raise its reboot
         self.active = False
         self.suspend_requested = False
         self.parked = False
-        self.parked_at = None
+        self.parked_at: str | None = None
         self.releases = 0  # incremented by every resume(): a parked thread waits for a change
-        self.reboot_request = None  # (payload, future, asynchronous) not yet served
-        self.reboot_serving = None  # (payload, future, asynchronous) taken at a point, raising
-        self.active_function = None
-        self.active_future = None
+        self.reboot_request: RebootRequest | None = None  # not yet served
+        self.reboot_serving: RebootRequest | None = None  # taken at a point, raising
+        self.active_function: Callable[[], Any] | None = None
+        self.active_future: Future[Any] | None = None
         self.finished = False
         self.wants_point = False
         self.anywhere = False  # the suspension may be served by the trap, wherever the thread is
-        self.trap = None  # the trap's trace function, while it is set on the thread
+        # the trap's trace function, while it is set on the thread
+        self.trap: TraceFunction | None = None
         self.dormant = False  # counted as suspended without parking (see pymoult._suspension)
         self.anywhere_from = 0.0  # the trap is set from then on (after the grace for a point)
 
     # -- registration (DSU_Threads register themselves when they start) ----------------------
 
-    def attach(self):
+    def attach(self) -> None:
         """Called by the thread itself when it starts running."""
-        self.ident = _get_ident()
+        self.ident = ident = _get_ident()
         with _registry_lock:
-            _controls[self.ident] = self
+            _controls[ident] = self
         self._refresh()
 
-    def detach(self):
+    def detach(self) -> None:
         """Called by the thread itself when it ends: fail what can no longer be served."""
         with self._lock:
             self.finished = True
@@ -348,7 +387,7 @@ class ThreadControl:
             self._refresh_locked()
             self.cond.notify_all()
         with _registry_lock:
-            if _controls.get(self.ident) is self:
+            if self.ident is not None and _controls.get(self.ident) is self:
                 del _controls[self.ident]
         ended = ThreadStateError(f"{self.thread!r} ended before reaching an update point")
         for pending in (reboot[1] if reboot else None, serving[1] if serving else None, future):
@@ -357,11 +396,11 @@ class ThreadControl:
 
     # -- requests -----------------------------------------------------------------------------
 
-    def _refresh(self):
+    def _refresh(self) -> None:
         with self._lock:
             self._refresh_locked()
 
-    def _refresh_locked(self):
+    def _refresh_locked(self) -> None:
         wants = (not self.finished) and bool(
             self.suspend_requested
             or self.reboot_request is not None
@@ -371,12 +410,12 @@ class ThreadControl:
             self.wants_point = wants
             _set_wanting(self, wants)
 
-    def check_alive(self, what):
+    def check_alive(self, what: str) -> None:
         """``ThreadStateError`` saying it cannot ``what`` the thread unless it runs."""
         if self.finished or self.ident is None or not self.thread.is_alive():
             raise ThreadStateError(f"cannot {what} {self.thread!r}: it is not running")
 
-    def request_suspend(self, anywhere=False, grace=None):
+    def request_suspend(self, anywhere: bool = False, grace: float | None = None) -> None:
         """Ask the thread to park at its next update point; with ``anywhere``, also wherever it
         is (the trap of ``pymoult._suspension``: no update point needed) if it has not parked at
         a point within ``grace`` seconds (default ``POINT_GRACE``). The trap is set by the
@@ -394,7 +433,7 @@ class ThreadControl:
         if not grace:
             self._set_trap()
 
-    def _set_trap(self):
+    def _set_trap(self) -> None:
         """Set the trap if it is wanted, its grace is over and it is not set yet (the thread
         may have no Python frame right now: the waits try again)."""
         if self.trap is not None or not self.trap_wanted():
@@ -409,42 +448,43 @@ class ThreadControl:
             if not wanted:  # released meanwhile
                 self._remove_trap()
 
-    def _remove_trap(self):
+    def _remove_trap(self) -> None:
         with self._lock:
             trap, self.trap = self.trap, None
         if trap is not None and _suspension.get_trap(self.thread) is trap:
             _suspension.remove(self.thread)
 
-    def trap_wanted(self):
+    def trap_wanted(self) -> bool:
         """True while a suspension anywhere is asked (read by the trap, without the lock)."""
         return self.anywhere and self.suspend_requested and not self.finished
 
-    def park_in_trap(self, where):
+    def park_in_trap(self, where: str) -> None:
         """Called by the trap, in the thread, at a safe place: park until resumed."""
         with self._lock:
             if self.trap_wanted() and not self.parked:
                 self._park_locked(where)
 
-    def _park_locked(self, where):
+    def _park_locked(self, where: str | None) -> None:
         """Park the calling thread (its own control, lock held) until the next resume()."""
         self.parked = True
         self.dormant = False
         self.parked_at = where
+        ident = _get_ident()  # the calling thread is this control's
         if self.in_point and self.point_caller is not None:
-            _point_callers[self.ident] = ParkedStack(self.point_caller)
+            _point_callers[ident] = ParkedStack(self.point_caller)
         parked_in = self.releases
         self.cond.notify_all()
         try:
             while self.releases == parked_in:
                 self.cond.wait()
         finally:  # also when an asynchronous reboot lands while parked
-            _point_callers.pop(self.ident, None)
+            _point_callers.pop(ident, None)
             if self.releases == parked_in:
                 self.parked = False
                 self.parked_at = None
                 self.cond.notify_all()
 
-    def suspended(self):
+    def suspended(self) -> bool:
         """True if the thread is parked, or (suspended anywhere) dormant: blocked where it will
         park before it runs more application code. Called by another thread."""
         if self.parked or self.dormant:
@@ -459,7 +499,7 @@ class ThreadControl:
                 self.dormant = True
             return self.parked or self.dormant
 
-    def resume(self):
+    def resume(self) -> bool:
         """Release the thread (parked or only asked to park). False if there was nothing to do."""
         with self._lock:
             if not (self.suspend_requested or self.parked):
@@ -468,7 +508,8 @@ class ThreadControl:
             # released at once, even before the thread wakes: is_suspended() is False from now
             self.parked = False
             self.parked_at = None
-            _point_callers.pop(self.ident, None)
+            if self.ident is not None:
+                _point_callers.pop(self.ident, None)
             self.anywhere = False
             self.dormant = False
             self.releases += 1
@@ -477,21 +518,26 @@ class ThreadControl:
         self._remove_trap()
         return True
 
-    def request_reboot(self, payload, asynchronous=False, raise_async=None):
+    def request_reboot(self, payload: RebootPayload | None, asynchronous: bool = False,
+                       raise_async: Callable[[], None] | None = None) -> Future[Any]:
         """Post a reboot; with ``asynchronous``, ``raise_async()`` raises it in the thread now.
 
         Both happen under the control's lock, so the thread cannot serve the request at a point
         in between: whichever comes first (the point or the asynchronous exception) is the one
         reboot, and the other is withdrawn.
         """
-        future = Future()
+        if self.reboot_handler is None:
+            raise PymoultTypeError(f"a DSU_Thread is required to reboot, got {self.thread!r}")
+        if asynchronous and raise_async is None:
+            raise PymoultTypeError("an asynchronous reboot needs raise_async")
+        future: Future[Any] = Future()
         future.set_running_or_notify_cancel()
         with self._lock:
             self.check_alive("reboot")
             previous = self.reboot_request
             self.reboot_request = (payload, future, asynchronous)
             self._refresh_locked()
-            if asynchronous and not (self.in_point or self.parked):
+            if raise_async is not None and asynchronous and not (self.in_point or self.parked):
                 # at a point the request is served there; an asynchronous exception could land
                 # inside Condition.wait's Python code and leave the lock in a wrong state
                 raise_async()
@@ -502,7 +548,7 @@ class ThreadControl:
             previous[1].set_exception(ThreadStateError("superseded by a later reboot request"))
         return future
 
-    def withdraw_reboot(self, future):
+    def withdraw_reboot(self, future: Future[Any]) -> bool:
         """Withdraw the reboot request that ``future`` answers if the thread has not served it
         yet (an update that posted it was rolled back); True when withdrawn. Its future then
         fails with ``ThreadStateError``."""
@@ -517,7 +563,7 @@ class ThreadControl:
                                               "back)"))
         return True
 
-    def reboot_served(self):
+    def reboot_served(self) -> Future[Any] | None:
         """Called when a reboot exception reaches the run loop: the future it answers, if any.
 
         Consumes the request being served at a point, or else a request still pending (an
@@ -530,14 +576,15 @@ class ThreadControl:
             self._refresh_locked()
         return None if request is None else request[1]
 
-    def request_active_update(self, function):
+    def request_active_update(self, function: Callable[[], Any] | None) -> Future[Any]:
         if function is not None and not callable(function):
             raise PymoultTypeError(f"active update function must be callable, got {function!r}")
-        future = Future()
+        future: Future[Any] = Future()
         future.set_running_or_notify_cancel()
         with self._lock:
             if self.finished:
-                raise ThreadStateError(f"cannot give an active update to {self.thread!r}: it has ended")
+                raise ThreadStateError(f"cannot give an active update to {self.thread!r}: "
+                                       "it has ended")
             previous = self.active_future
             self.active_function = function
             self.active_future = future if function is not None else None
@@ -549,14 +596,14 @@ class ThreadControl:
             future.set_result(None)
         return future
 
-    def set_active(self, active):
+    def set_active(self, active: bool) -> None:
         with self._lock:
             self.active = bool(active)
             self._refresh_locked()
 
     # -- waiting for the thread ----------------------------------------------------------------
 
-    def wait_parked(self, timeout=None):
+    def wait_parked(self, timeout: float | None = None) -> bool:
         """Block until the thread is parked at a point; False on timeout, or if the thread has
         ended or not started."""
         if self.ident == _get_ident():
@@ -592,7 +639,7 @@ class ThreadControl:
 
     # -- served in the thread itself -----------------------------------------------------------
 
-    def at_point(self, name, caller=None):
+    def at_point(self, name: str | None, caller: FrameType | None = None) -> None:
         """Serve every outstanding request, in the thread, at the point called ``name`` (called
         by the frame ``caller``)."""
         try:
@@ -605,41 +652,43 @@ class ThreadControl:
                 self.in_point = False
                 self.point_caller = None
 
-    def _serve_requests(self, name):
+    def _serve_requests(self, name: str | None) -> None:
         while True:
+            reboot: RebootRequest | None = None
+            active: tuple[Callable[[], Any], Future[Any] | None] | None = None
             with self._lock:
                 if self.reboot_request is not None:
-                    self.reboot_serving = self.reboot_request
+                    reboot = self.reboot_serving = self.reboot_request
                     self.reboot_request = None
                     self._refresh_locked()
-                    break_with = ("reboot",) + self.reboot_serving
-                elif self.active and self.active_function is not None:
-                    break_with = ("active",) + self._take_active_locked()
+                elif self.active and (function := self.active_function) is not None:
+                    active = (function, self._take_active_locked()[1])
                 elif self.suspend_requested:
                     self._park_locked(name)
                     continue  # serve what was asked while parked (reboot, active update)
                 else:
                     return
-            if break_with[0] == "reboot":
+            if reboot is not None:
+                assert self.reboot_handler is not None  # request_reboot refuses a plain thread
                 # raises the reboot, or fails its future and returns (the thread goes on)
-                self.reboot_handler(*break_with[1:])
+                self.reboot_handler(*reboot)
                 with self._lock:
                     self.reboot_serving = None
-            else:
-                self.run_active(break_with[1], break_with[2])
+            elif active is not None:
+                self.run_active(*active)
 
-    def _take_active_locked(self):
+    def _take_active_locked(self) -> tuple[Callable[[], Any] | None, Future[Any] | None]:
         function, future = self.active_function, self.active_future
         self.active_function = None
         self.active_future = None
         self._refresh_locked()
         return function, future
 
-    def take_active(self):
+    def take_active(self) -> tuple[Callable[[], Any] | None, Future[Any] | None]:
         with self._lock:
             return self._take_active_locked()
 
-    def run_active(self, function, future):
+    def run_active(self, function: Callable[[], Any], future: Future[Any] | None) -> None:
         """Run an active update function in this thread; its outcome goes to ``future``."""
         try:
             result = function()
@@ -657,7 +706,7 @@ class ThreadControl:
         if future is not None:
             future.set_result(result)
 
-    def describe(self):
+    def describe(self) -> str:
         """A short text of the thread's DSU state, for ``repr``."""
         if self.finished:
             return "finished"

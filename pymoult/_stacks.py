@@ -6,10 +6,16 @@ Shared by ``pymoult.lowlevel.alterability`` (quiescence), ``pymoult.lowlevel.sta
 ``pymoult.highlevel.module_update`` (the quiescence of what an update changes).
 """
 
+from __future__ import annotations
+
 import functools
 import os
 import sysconfig
+import threading
 import types
+from collections.abc import Iterable, Mapping, Sequence
+from types import CodeType, FrameType
+from typing import Any, Literal, Protocol, Union, cast, overload
 
 from . import _cpython, _parking
 from .errors import PymoultTypeError
@@ -17,13 +23,25 @@ from .errors import PymoultTypeError
 __all__ = ["codes_of", "codes_of_all", "class_codes", "thread_stacks", "running_code",
            "library_of", "STDLIB", "SITE", "PACKAGE"]
 
+#: The tops of each thread's stack, by thread ident (:func:`thread_stacks`): frames (walked out
+#: through ``f_back``), or the summary of a parked thread's stack.
+Stacks = Mapping[int, Sequence[Union[FrameType, "_parking.ParkedStack"]]]
+
+
+class TornGuard(Protocol):
+    """What :func:`running_code` asks of a ``TornCallGuard`` (``lowlevel.alterability``)."""
+
+    def unsafe(self, code: CodeType) -> bool: ...
+
+    def __bool__(self) -> bool: ...
+
 #: Where the standard library, site-packages and Pymoult live: a frame's file tells whose it is.
 STDLIB = tuple({sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib")})
 SITE = tuple({sysconfig.get_paths()[key] for key in ("purelib", "platlib")})
 PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
-def codes_of(function):
+def codes_of(function: object) -> set[CodeType]:
     """The code objects whose frames mean ``function`` is running.
 
     Accepts functions, methods, code objects, ``staticmethod``/``classmethod``/``property``
@@ -32,9 +50,9 @@ def codes_of(function):
     """
     if isinstance(function, types.CodeType):
         return {function}
-    codes = set()
-    seen = set()
-    todo = [function]
+    codes: set[CodeType] = set()
+    seen: set[int] = set()
+    todo: list[Any] = [function]
     while todo:
         obj = todo.pop()
         if id(obj) in seen:
@@ -45,7 +63,7 @@ def codes_of(function):
         elif isinstance(obj, property):
             todo.extend(f for f in (obj.fget, obj.fset, obj.fdel) if f is not None)
         elif isinstance(obj, (types.MethodType, functools.partial)):
-            todo.append(getattr(obj, "__func__", None) or obj.func)
+            todo.append(obj.__func__ if isinstance(obj, types.MethodType) else obj.func)
         elif isinstance(obj, types.FunctionType):
             codes.add(obj.__code__)
             wrapped = obj.__dict__.get("__wrapped__")
@@ -63,27 +81,36 @@ def codes_of(function):
     return codes
 
 
-def codes_of_all(functions):
+def codes_of_all(functions: Iterable[object]) -> set[CodeType]:
     if callable(functions) or isinstance(functions, (types.CodeType, staticmethod, classmethod,
                                                      property)):
         raise PymoultTypeError(f"expected a list of functions, got the function {functions!r}")
-    codes = set()
+    codes: set[CodeType] = set()
     for function in functions:
         codes |= codes_of(function)
     return codes
 
 
-def class_codes(cls):
+def class_codes(cls: type) -> set[CodeType]:
     if not isinstance(cls, type):
         raise PymoultTypeError(f"expected a class, got {cls!r}")
-    codes = set()
+    codes: set[CodeType] = set()
     for value in vars(cls).values():
         if isinstance(value, (types.FunctionType, staticmethod, classmethod, property)):
             codes |= codes_of(value)
     return codes
 
 
-def thread_stacks(threads=None, from_points=False):
+@overload
+def thread_stacks(threads: Iterable[threading.Thread] | None = None,
+                  from_points: Literal[False] = False) -> dict[int, list[FrameType]]: ...
+@overload
+def thread_stacks(threads: Iterable[threading.Thread] | None = None, *,
+                  from_points: bool) -> dict[int, list[FrameType | _parking.ParkedStack]]: ...
+
+
+def thread_stacks(threads: Iterable[threading.Thread] | None = None,
+                  from_points: bool = False) -> dict[int, list[Any]]:
     """{thread ident: [top frames]} for the given threads (None: every thread).
 
     A quiescence check pays this for every thread: only the threads known to have frames that
@@ -94,9 +121,11 @@ def thread_stacks(threads=None, from_points=False):
     threads (``benchmarks/bench_quiescence.py``). Such a stack is a ``_parking.ParkedStack``
     (its code objects read once per park), which only :func:`_running_code` reads.
     """
-    frames = _cpython.current_frames()
+    # a fresh dict of ours: parked threads' entries are replaced by their ParkedStack below
+    frames = cast("dict[int, FrameType | _parking.ParkedStack]", _cpython.current_frames())
     if from_points:
         frames.update(_parking.point_callers())  # a parked thread is alive: it is in frames
+    stacks: dict[int, list[FrameType | _parking.ParkedStack]]
     if threads is None:
         stacks = {ident: [frame] for ident, frame in frames.items()}
     else:
@@ -109,7 +138,8 @@ def thread_stacks(threads=None, from_points=False):
     return stacks
 
 
-def running_code(codes, stacks, torn=None):
+def running_code(codes: Iterable[CodeType], stacks: Stacks | None,
+                 torn: TornGuard | None = None) -> CodeType | None:
     """The first of ``codes`` that a frame in ``stacks`` (None: every thread's now) is running,
     or None. With ``torn`` (a :class:`TornCallGuard`), also the code of a frame it finds unsafe.
 
@@ -137,17 +167,18 @@ def running_code(codes, stacks, torn=None):
                     if unsafe is not None and unsafe(code):
                         return code
                 continue
-            while frame is not None:
-                code = frame.f_code
+            walk: FrameType | None = cast(FrameType, frame)  # not a ParkedStack: tested above
+            while walk is not None:
+                code = walk.f_code
                 if code.co_name in names and id(code) in code_ids:
                     return code
                 if unsafe is not None and unsafe(code):
                     return code
-                frame = frame.f_back
+                walk = walk.f_back
     return None
 
 
-def library_of(filename):
+def library_of(filename: str) -> str | None:
     """"pymoult" for a file of Pymoult, "stdlib" for one of the standard library (not of
     site-packages, which lives under it), None for the application's (or a third party's)."""
     if filename.startswith(PACKAGE):

@@ -41,9 +41,14 @@ What "suspended" does not promise
   thread whose C call calls back into such code runs that callback before it parks.
 """
 
+from __future__ import annotations
+
 import logging
 import os
 import threading
+from collections.abc import Callable, Iterator
+from types import CodeType, FrameType, ModuleType
+from typing import Any, Protocol
 
 from . import _cpython, _thread_trace
 
@@ -52,14 +57,27 @@ __all__ = ["is_guarded", "parkable", "make_trap", "arm_dormant", "why_not_suspen
 
 logger = logging.getLogger("pymoult")
 
+#: A trace function, as ``sys.settrace`` takes: called with (frame, event, arg), it returns the
+#: local trace function of the frame (itself, another one or None).
+TraceFunction = Callable[[FrameType, str, Any], object]
+
+
+class TrapOwner(Protocol):
+    """What a trap asks of the thread's control (``_parking.ThreadControl``)."""
+
+    def trap_wanted(self) -> bool: ...
+
+    def park_in_trap(self, where: str) -> None: ...
+
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
-def _module_file(module):
+def _module_file(module: ModuleType) -> str:
+    assert module.__file__ is not None  # the modules asked about are files of the stdlib
     return os.path.abspath(module.__file__)
 
 
-def _guarded_prefixes():
+def _guarded_prefixes() -> tuple[tuple[str, ...], set[str]]:
     import concurrent.futures
     import importlib
     import queue
@@ -75,13 +93,13 @@ _FROZEN = ("<frozen importlib", "<frozen zipimport")
 #: Blocking waits of ``threading`` and ``queue`` a dormant thread may be in (function names).
 _WAITS = frozenset({"wait", "wait_for", "acquire", "join", "_wait_for_tstate_lock", "get", "put"})
 
-_guarded_cache = {}
+_guarded_cache: dict[str, bool] = {}
 _CTYPES_DIR = os.path.dirname(os.path.dirname(_module_file(logging))) + os.sep + "ctypes"
 _TRACE_FILES = frozenset(os.path.join(_PACKAGE_DIR, name)
                          for name in ("_suspension.py", "_thread_trace.py", "_parking.py"))
 
 
-def is_guarded(code):
+def is_guarded(code: CodeType) -> bool:
     """True if frames of ``code`` may hold a lock the update or the runtime needs."""
     filename = code.co_filename
     guarded = _guarded_cache.get(filename)
@@ -97,11 +115,12 @@ def is_guarded(code):
     return guarded
 
 
-def _shape(frame):
+def _shape(frame: FrameType | None) -> tuple[list[FrameType], list[FrameType]] | None:
     """Split the stack from ``frame`` (innermost) outwards into (inner guarded frames,
     unguarded frames, outer guarded frames), or None when a guarded frame lies between two
     unguarded ones (the thread runs code called back by a guarded module)."""
-    inner, middle = [], []
+    inner: list[FrameType] = []
+    middle: list[FrameType] = []
     while frame is not None and is_guarded(frame.f_code):
         inner.append(frame)
         frame = frame.f_back
@@ -115,7 +134,7 @@ def _shape(frame):
     return inner, middle
 
 
-def parkable(frame):
+def parkable(frame: FrameType) -> bool:
     """True if a thread whose innermost frame is ``frame`` may park there (see the notes)."""
     if is_guarded(frame.f_code):
         return False
@@ -123,16 +142,16 @@ def parkable(frame):
     return shape is not None
 
 
-def where(frame):
+def where(frame: FrameType) -> str:
     """``function (file:line)`` of ``frame``, for logs and messages."""
     code = frame.f_code
     return f"{code.co_name} ({os.path.basename(code.co_filename)}:{frame.f_lineno})"
 
 
-def make_trap(control):
+def make_trap(control: TrapOwner) -> TraceFunction:
     """The trace function that parks ``control``'s thread at its first safe event."""
 
-    def trap(frame, event, arg):
+    def trap(frame: FrameType, event: str, arg: Any) -> TraceFunction | None:
         if not control.trap_wanted():
             return None
         if parkable(frame):
@@ -142,11 +161,12 @@ def make_trap(control):
     return trap
 
 
-def arm_dormant(thread):
+def arm_dormant(thread: threading.Thread) -> bool:
     """If ``thread`` is dormant (see the notes), make sure it parks before it runs another
     instruction of its unguarded frames, and return True; else False. Its trap must be set."""
-    frame = _cpython.current_frames().get(thread.ident)
-    if frame is None:
+    ident = thread.ident
+    frame = None if ident is None else _cpython.current_frames().get(ident)
+    if ident is None or frame is None:
         return False
     position = frame.f_lasti
     shape = _shape(frame)
@@ -163,12 +183,13 @@ def arm_dormant(thread):
         return False
     # The thread may have taken the GIL while we looked: trust the answer only if it has not
     # moved (a thread that moved meets its trap soon; the next look decides).
-    return _cpython.current_frames().get(thread.ident) is frame and frame.f_lasti == position
+    return _cpython.current_frames().get(ident) is frame and frame.f_lasti == position
 
 
-def why_not_suspended(thread):
+def why_not_suspended(thread: threading.Thread) -> str:
     """A short text saying where ``thread`` runs and why it is not suspended yet."""
-    frame = _cpython.current_frames().get(thread.ident)
+    ident = thread.ident
+    frame = None if ident is None else _cpython.current_frames().get(ident)
     while frame is not None and (frame.f_code.co_filename in _TRACE_FILES
                                  or frame.f_code.co_filename.startswith(_CTYPES_DIR)):
         frame = frame.f_back  # the trap or the trace machinery deciding: where it was called
@@ -186,13 +207,13 @@ def why_not_suspended(thread):
     return f"it runs {where(frame)}"
 
 
-def _stack(frame):
+def _stack(frame: FrameType | None) -> Iterator[FrameType]:
     while frame is not None:
         yield frame
         frame = frame.f_back
 
 
-def _module_name(frame):
+def _module_name(frame: FrameType) -> str:
     filename = frame.f_code.co_filename
     if filename.startswith(_FROZEN):
         return "the import system"
@@ -205,7 +226,7 @@ def _module_name(frame):
     return os.path.basename(path)
 
 
-def install(thread, trap):
+def install(thread: threading.Thread, trap: TraceFunction) -> bool:
     """Set ``trap`` on ``thread``; False if the thread has no Python frame right now."""
     try:
         _thread_trace.set_trace(thread, trap)
@@ -215,12 +236,12 @@ def install(thread, trap):
     return True
 
 
-def get_trap(thread):
+def get_trap(thread: threading.Thread) -> TraceFunction | None:
     """The trace function set on ``thread`` (a trap, or somebody else's), or None."""
     return _thread_trace.get_trace(thread)
 
 
-def remove(thread):
+def remove(thread: threading.Thread) -> None:
     """Take the trap off ``thread`` (it runs at full speed again)."""
     _thread_trace.set_trace(thread, None)
 

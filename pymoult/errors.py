@@ -7,6 +7,11 @@ callers can catch either: ``except TimeoutError`` catches :class:`UpdateTimeoutE
 from ``BaseException`` so that application code's ``except Exception:`` does not swallow a reboot.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
 __all__ = [
     "PymoultError",
     "PymoultTypeError",
@@ -104,7 +109,8 @@ class RedefinitionError(PymoultError, ValueError):
     function, ``.new_function`` the new version. Pass ``fallback="rebind"`` to rebind names
     instead (existing references then keep the old code)."""
 
-    def __init__(self, message, function=None, new_function=None):
+    def __init__(self, message: str, function: object = None,
+                 new_function: object = None) -> None:
         super().__init__(message)
         self.function = function
         self.new_function = new_function
@@ -114,7 +120,7 @@ class TargetNotFoundError(PymoultError, LookupError):
     """What an update targets is not there (any more): a module attribute or class member that
     vanished, a frame that exited. ``.target`` names what was looked for."""
 
-    def __init__(self, message, target=None):
+    def __init__(self, message: str, target: object = None) -> None:
         super().__init__(message)
         self.target = target
 
@@ -123,7 +129,8 @@ class RollbackError(PymoultError, RuntimeError):
     """Some operations of a journal could not be undone; the others were. ``.failures`` lists
     ``(operation, exception)`` pairs."""
 
-    def __init__(self, message, failures=()):
+    def __init__(self, message: str,
+                 failures: Iterable[tuple[Any, BaseException]] = ()) -> None:
         super().__init__(message)
         self.failures = list(failures)
 
@@ -132,7 +139,7 @@ class PartialRollbackError(RollbackError):
     """An update's apply failed and its rollback left something changed. ``.residue`` lists what
     stayed, as texts; the exception apply raised is ``__cause__``."""
 
-    def __init__(self, message, residue=()):
+    def __init__(self, message: str, residue: Iterable[str] = ()) -> None:
         super().__init__(message)
         self.residue = list(residue)
 
@@ -151,7 +158,7 @@ class ConversionError(PymoultError, TypeError):
     """An object cannot be converted to the new class (incompatible layout and no way to build
     the new object). ``.obj`` is the object, ``.new_cls`` the class it was to become."""
 
-    def __init__(self, message, obj=None, new_cls=None):
+    def __init__(self, message: str, obj: Any = None, new_cls: type | None = None) -> None:
         super().__init__(message)
         self.obj = obj
         self.new_cls = new_cls
@@ -162,7 +169,8 @@ class TransformerError(PymoultError, RuntimeError):
     ``.index`` its position and ``.count`` how many objects were to be converted; the original
     exception is ``__cause__``. The objects converted before it were restored."""
 
-    def __init__(self, message, obj=None, index=None, count=None):
+    def __init__(self, message: str, obj: Any = None, index: int | None = None,
+                 count: int | None = None) -> None:
         super().__init__(message)
         self.obj = obj
         self.index = index
@@ -182,7 +190,7 @@ class UpdateAbortedError(PymoultError, RuntimeError):
     """The update was abandoned before it changed anything: its requirements answered "never",
     or it was aborted or cancelled. ``.update`` is the update."""
 
-    def __init__(self, message, update=None):
+    def __init__(self, message: str, update: Any = None) -> None:
         super().__init__(message)
         self.update = update
 
@@ -191,7 +199,7 @@ class UpdateStepError(PymoultError, RuntimeError):
     """A step *after* apply failed (``preresume_setup``, ``cleanup``...): the update is applied
     and stays so, but the step's failure is reported. ``.update`` and ``.step`` say which."""
 
-    def __init__(self, message, update=None, step=None):
+    def __init__(self, message: str, update: Any = None, step: str | None = None) -> None:
         super().__init__(message)
         self.update = update
         self.step = step
@@ -203,7 +211,8 @@ class ModuleUpdateError(UpdateDefinitionError):
     formatted traceback), or the version the module runs is unknown. Raised when the
     ``ModuleUpdate`` is made, with nothing changed; ``.module`` names the module."""
 
-    def __init__(self, message, module=None, lineno=None, traceback=None):
+    def __init__(self, message: str, module: str | None = None, lineno: int | None = None,
+                 traceback: str | None = None) -> None:
         super().__init__(message)
         self.module = module
         self.lineno = lineno
@@ -230,7 +239,7 @@ class ProtocolError(PymoultError, ValueError):
     wrong type. ``.reason`` is one of ``"too_large"``, ``"truncated"``, ``"timeout"``,
     ``"malformed"``, ``"bad_request"``."""
 
-    def __init__(self, message, reason="malformed"):
+    def __init__(self, message: str, reason: str = "malformed") -> None:
         super().__init__(message)
         self.reason = reason
 
@@ -243,7 +252,7 @@ class AuthenticationError(PymoultError, PermissionError):
     another user (it may be an impostor; nothing but the hello was sent to it). ``.address``
     names the listener when known."""
 
-    def __init__(self, message, address=None):
+    def __init__(self, message: str, address: str | None = None) -> None:
         super().__init__(message)
         self.address = address
 
@@ -256,7 +265,8 @@ class ListenerError(PymoultError, ConnectionError):
     act on the request (no connection was made, or it refused the request), True when it may
     have (the connection broke, or no reply came in time)."""
 
-    def __init__(self, message, address=None, may_have_run=True):
+    def __init__(self, message: str, address: str | None = None,
+                 may_have_run: bool = True) -> None:
         super().__init__(message)
         self.address = address
         self.may_have_run = may_have_run

@@ -8,6 +8,8 @@ deployment configures them as any other log; ``pymoult run`` shows them (``--log
 still importable from there.
 """
 
+from __future__ import annotations
+
 import logging
 import os
 import threading
@@ -25,11 +27,11 @@ LOG_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
 #: The format of the ``pymoult`` log in a file (``set_logpath``, ``pymoult run --log-file``):
 #: read afterwards, so each line says when, how serious and in which thread.
 LOG_FILE_FORMAT = "%(asctime)s %(levelname)s [%(threadName)s] %(message)s"
-_file_handler = None
+_file_handler: logging.FileHandler | None = None
 _log_lock = threading.Lock()
 
 
-def _logging_level(level):
+def _logging_level(level: int) -> int:
     if isinstance(level, bool) or not isinstance(level, int):
         raise PymoultTypeError(f"a log level must be 0, 1 or 2, got {level!r}")
     if level not in LOG_LEVELS:
@@ -38,20 +40,20 @@ def _logging_level(level):
     return LOG_LEVELS[level]
 
 
-def log(level, message):
+def log(level: int, message: object) -> None:
     """Log ``message`` through the ``pymoult`` logger at the original's ``level`` (0
     application, 1 errors, 2 everything: WARNING, INFO, DEBUG). The record carries that level
     as ``record.original_level`` (``pymoult run`` shows such lines as the application's own)."""
     logger.log(_logging_level(level), "%s", message, extra={"original_level": level})
 
 
-def set_loglevel(level):
+def set_loglevel(level: int) -> None:
     """Show messages of the original's ``level`` and below: sets the ``pymoult`` logger's
     level (0: WARNING, 1: INFO, 2: DEBUG)."""
     logger.setLevel(_logging_level(level))
 
 
-def set_logpath(path):
+def set_logpath(path: str | os.PathLike[str] | None) -> logging.FileHandler | None:
     """Also write the ``pymoult`` log to file ``path`` (replacing the file set before; None
     stops writing to a file). Returns the handler, or None."""
     global _file_handler

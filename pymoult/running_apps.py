@@ -10,19 +10,29 @@ lists them, dropping the files of processes gone without cleaning up (killed); `
 shows them, and ``--to PID`` finds an application's address by its pid (:func:`address_of`).
 """
 
+from __future__ import annotations
+
 import contextlib
 import json
 import os
 import stat
 import tempfile
 import time
+from collections.abc import Callable
+from typing import Any, Literal, overload
 
 from .errors import PymoultValueError
 
 __all__ = ["register", "running", "address_of", "registry_directory"]
 
 
-def registry_directory(create=False):
+@overload
+def registry_directory(create: Literal[True]) -> str: ...
+@overload
+def registry_directory(create: bool = False) -> str | None: ...
+
+
+def registry_directory(create: bool = False) -> str | None:
     """The per-user directory (see the module notes); None when it does not exist and
     ``create`` is false. ``PymoultValueError`` when it is not private to this user."""
     base = os.environ.get("XDG_RUNTIME_DIR")
@@ -36,6 +46,8 @@ def registry_directory(create=False):
     try:
         info = os.lstat(path)
     except FileNotFoundError:
+        if create:  # removed since mkdir: say so rather than return a path that is not there
+            raise
         return None
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
         raise PymoultValueError(f"{path} is not a private directory of this user (it must be a "
@@ -43,7 +55,7 @@ def registry_directory(create=False):
     return path
 
 
-def _private(path):
+def _private(path: str) -> bool:
     try:
         info = os.stat(path)
     except OSError:
@@ -52,7 +64,7 @@ def _private(path):
         and not info.st_mode & 0o077
 
 
-def register(address, application):
+def register(address: str, application: str) -> Callable[[], None]:
     """Record this process as running ``application`` (text) with its listener at ``address``;
     returns a function that removes the record (call it once the listener has stopped)."""
     directory = registry_directory(create=True)
@@ -66,7 +78,7 @@ def register(address, application):
         json.dump(record, out)
     os.rename(tmp, path)
 
-    def unregister():
+    def unregister() -> None:
         with contextlib.suppress(OSError):
             with open(path, encoding="utf-8") as current:
                 if json.load(current).get("address") != address:
@@ -76,13 +88,13 @@ def register(address, application):
     return unregister
 
 
-def running():
+def running() -> list[dict[str, Any]]:
     """The records of this user's running applications, oldest first: ``{"pid", "address",
     "application", "started"}`` each. Records of processes that no longer exist are removed."""
     directory = registry_directory()
     if directory is None:
         return []
-    records = []
+    records: list[dict[str, Any]] = []
     for name in os.listdir(directory):
         if not name.endswith(".json") or not name[:-5].isdigit():
             continue
@@ -100,7 +112,7 @@ def running():
     return sorted(records, key=lambda r: r.get("started", 0))
 
 
-def _alive(pid):
+def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -111,7 +123,7 @@ def _alive(pid):
     return True
 
 
-def _socket_present(address):
+def _socket_present(address: object) -> bool:
     """False for a Unix socket address whose file is gone (its process ended, or the pid
     was reused since); True otherwise."""
     if not isinstance(address, str):
@@ -121,7 +133,7 @@ def _socket_present(address):
     return True
 
 
-def address_of(pid):
+def address_of(pid: int) -> str:
     """The listener address of this user's ``pymoult run`` process ``pid``;
     ``PymoultValueError`` when there is none."""
     for record in running():

@@ -9,8 +9,9 @@ points (``pymoult.lowlevel.alterability.staticUpdatePoint``): a manager posts a 
 point: it parks until :meth:`~DSU_Thread.resume`, raises :class:`RebootException`, or runs its
 active update function. A suspension may also land where the thread is, without a point (the
 trap of ``pymoult._suspension``, as ``suspend_thread(..., anywhere=True)`` and the updates'
-default ``suspension = "anywhere"`` ask); reboots and active updates wait for a point. Requests and acknowledgements travel through one condition variable per
-thread, so nobody polls for a DSU_Thread, and an idle point costs one global test.
+default ``suspension = "anywhere"`` ask); reboots and active updates wait for a point. Requests
+and acknowledgements travel through one condition variable per thread, so nobody polls for a
+DSU_Thread, and an idle point costs one global test.
 
 A thread that never reaches a point can still be rebooted asynchronously
 (``resetThread(thread, asynchronous=True)``, CPython's async-exception API, opt-in with its risks)
@@ -26,14 +27,21 @@ be suspended and resumed through the module functions (``suspend_thread`` etc. i
 ``pymoult.lowlevel.alterability``); reboots and continuations need a DSU_Thread.
 """
 
+from __future__ import annotations
+
 import logging
 import threading
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future
+from types import FrameType
+from typing import Any
 
 import greenlet
 
 from . import _cpython, _thread_trace
-from ._parking import (RebootException, ThreadControl, add_hidden_frames, control_for,
-                       current_control, remove_hidden_frames)
+from ._parking import (RebootException, RebootPayload, ThreadControl, add_hidden_frames,
+                       control_for, current_control, remove_hidden_frames)
+from ._suspension import TraceFunction
 from .errors import ContinuationError, PymoultTypeError, RebootError, ThreadStateError
 
 __all__ = [
@@ -48,6 +56,9 @@ __all__ = [
 
 logger = logging.getLogger("pymoult")
 
+#: What a run of main calls: (function, args, kwargs).
+MainCall = tuple[Callable[..., object], tuple[Any, ...], dict[str, Any]]
+
 
 class DSU_Thread(threading.Thread):
     """A thread that can be suspended at update points, rebooted into a new main, and switched
@@ -61,32 +72,38 @@ class DSU_Thread(threading.Thread):
     """
 
     #: Called in the continuation by :meth:`switch`; set it on the instance or define it.
-    sleeping_continuation_function = None
+    sleeping_continuation_function: Callable[[], Any] | None = None
+    # threading.Thread's own attributes, which run() deletes once the thread has finished
+    _target: Callable[..., object] | None
+    _args: tuple[Any, ...]
+    _kwargs: Mapping[str, Any]
 
-    def __init__(self, group=None, target=None, name=None, args=(), kwargs=None, active=False,
-                 *, daemon=None):
+    def __init__(self, group: None = None, target: Callable[..., object] | None = None,
+                 name: str | None = None, args: Iterable[Any] = (),
+                 kwargs: Mapping[str, Any] | None = None, active: bool = False, *,
+                 daemon: bool | None = None) -> None:
         if target is not None and not callable(target):
             raise PymoultTypeError(f"DSU_Thread target must be callable, got {target!r}")
         super().__init__(group=group, target=target, name=name, args=args, kwargs=kwargs,
                          daemon=daemon)
         self._pymoult_control = ThreadControl(self, reboot_handler=self._reboot_at_point)
         self._pymoult_control.active = bool(active)
-        self._next_main = None  # (function, args, kwargs) set by switchMain, or None
-        self._main_function = None  # what the current run of main is running
-        self._boundaries = []  # live reboot boundaries of this thread, innermost last
-        self._continuation = None
+        self._next_main: MainCall | None = None  # set by switchMain, or None
+        self._main_function: Callable[..., object] | None = None  # what main is running now
+        self._boundaries: list[Callable[..., Any]] = []  # live reboot boundaries, innermost last
+        self._continuation: greenlet.greenlet | None = None
         self._started_once = False
         #: How many times main has been rebooted.
         self.reboots = 0
 
     # -- the code the thread runs ----------------------------------------------------------
 
-    def main(self):
+    def main(self) -> None:
         """What the thread runs: by default its ``target``. Override in subclasses."""
         if self._target is not None:
             self._target(*self._args, **self._kwargs)
 
-    def start(self):
+    def start(self) -> None:
         """Start the thread. A second call raises ``ThreadStateError`` (a ``RuntimeError``)."""
         if self._started_once:
             raise ThreadStateError(f"{self!r} was already started; a thread starts only once")
@@ -94,12 +111,12 @@ class DSU_Thread(threading.Thread):
         super().start()
 
     @property
-    def current_main(self):
+    def current_main(self) -> Callable[..., object] | None:
         """The function the current run of main is running (the thread's ``main`` method,
         or the function ``switchMain`` or a reboot put in its place); None between runs."""
         return self._main_function
 
-    def run(self):
+    def run(self) -> None:
         control = self._pymoult_control
         self._continuation = greenlet.greenlet(self._continuation_loop)
         try:
@@ -115,7 +132,7 @@ class DSU_Thread(threading.Thread):
                 _thread_trace.set_trace(self, None)
             del self._target, self._args, self._kwargs
 
-    def _run_mains(self, control):
+    def _run_mains(self, control: ThreadControl) -> None:
         """Run main, and run it again after each reboot. Every statement is inside the ``try``
         so that an asynchronous reboot, wherever it lands before main returns, is a reboot."""
         attached = False
@@ -142,12 +159,13 @@ class DSU_Thread(threading.Thread):
                 if future is not None and not future.done():
                     future.set_result(self.reboots)
 
-    def _take_main(self):
+    def _take_main(self) -> MainCall:
         if self._next_main is not None:
             return self._next_main
         return self.main, (), {}
 
-    def switch_main(self, function, args=(), kwargs=None):
+    def switch_main(self, function: Callable[..., object], args: Iterable[Any] = (),
+                    kwargs: Mapping[str, Any] | None = None) -> MainCall | None:
         """Make the next (re)start of main run ``function(*args, **kwargs)``; returns what it
         was to run before (for :meth:`restore_main`)."""
         if not callable(function):
@@ -156,14 +174,15 @@ class DSU_Thread(threading.Thread):
         self._next_main = (function, tuple(args), dict(kwargs or {}))
         return previous
 
-    def restore_main(self, previous):
+    def restore_main(self, previous: MainCall | None) -> None:
         """Undo a :meth:`switch_main` that returned ``previous``."""
         self._next_main = previous
 
-    def _reboot_at_point(self, payload, future, asynchronous):
+    def _reboot_at_point(self, payload: RebootPayload | None, future: Future[Any],
+                         asynchronous: bool) -> None:
         """Serve a reboot request at an update point, in this thread."""
         if asynchronous:  # served here first: the asynchronous copy must not reboot us again
-            _cpython.clear_async_exc(self.ident)
+            _cpython.clear_async_exc(threading.get_ident())  # this thread: self.ident
         if payload is None:
             error = RebootException(f"reboot of {self.name} requested")
         else:
@@ -179,39 +198,39 @@ class DSU_Thread(threading.Thread):
     # -- DSU state -------------------------------------------------------------------------
 
     @property
-    def active(self):
+    def active(self) -> bool:
         """True when this thread runs its active update function itself at update points."""
         return self._pymoult_control.active
 
     @active.setter
-    def active(self, value):
+    def active(self, value: bool) -> None:
         self._pymoult_control.set_active(value)
 
-    def set_active(self):
+    def set_active(self) -> None:
         """Make updates active: the thread runs its ``active_update_function`` at its points."""
         self.active = True
 
-    def set_passive(self):
+    def set_passive(self) -> None:
         """Make updates passive (default): the thread parks at its points when asked."""
         self.active = False
 
     @property
-    def active_update_function(self):
+    def active_update_function(self) -> Callable[[], Any] | None:
         """The function the thread runs at its next active update, or None."""
         return self._pymoult_control.active_function
 
     @active_update_function.setter
-    def active_update_function(self, function):
+    def active_update_function(self, function: Callable[[], Any] | None) -> None:
         self._pymoult_control.request_active_update(function)
 
-    def suspend(self, anywhere=True):
+    def suspend(self, anywhere: bool = True) -> None:
         """Ask the thread to suspend (returns at once): at its next update point, or, with
         ``anywhere`` (the default, as the original's VM-level suspension), wherever it is if it
         reaches no point within a short grace (see ``suspend_thread`` in
         ``pymoult.lowlevel.alterability``)."""
         self._pymoult_control.request_suspend(anywhere=anywhere)
 
-    def resume(self):
+    def resume(self) -> bool:
         """Release the thread if it is parked, or cancel a suspension not yet reached.
 
         Returns True if there was something to release, False if the thread was neither parked
@@ -219,13 +238,13 @@ class DSU_Thread(threading.Thread):
         """
         return self._pymoult_control.resume()
 
-    def is_suspended(self):
+    def is_suspended(self) -> bool:
         """True while the thread is suspended: parked (at an update point or, suspended
         anywhere, at its next event) or blocked where it will park before running on."""
         control = self._pymoult_control
         return control.parked or control.dormant
 
-    def wait_suspended(self, timeout=None):
+    def wait_suspended(self, timeout: float | None = None) -> bool:
         """Block until the thread is suspended; True once it is, False on timeout or if it ended.
 
         Raises ``DeadlockDetectedError`` if called by the thread itself.
@@ -234,10 +253,10 @@ class DSU_Thread(threading.Thread):
 
     # -- the sleeping continuation ---------------------------------------------------------
 
-    def _continuation_loop(self):
+    def _continuation_loop(self) -> None:
         while True:
             function = self.sleeping_continuation_function
-            outcome = ("ok", None)
+            outcome: tuple[str, Any] = ("ok", None)
             if function is not None:
                 try:
                     outcome = ("ok", function())
@@ -249,7 +268,7 @@ class DSU_Thread(threading.Thread):
                     outcome = ("error", exc)
             greenlet.getcurrent().parent.switch(outcome)
 
-    def switch(self):
+    def switch(self) -> Any:
         """Switch to the sleeping continuation: run ``sleeping_continuation_function`` (if set)
         there, then come back. Returns what the function returned.
 
@@ -278,7 +297,7 @@ class DSU_Thread(threading.Thread):
         raise ContinuationError(
             f"sleeping continuation function of {self.name!r} raised {value!r}") from value
 
-    def _end_continuation(self):
+    def _end_continuation(self) -> None:
         continuation, self._continuation = self._continuation, None
         try:
             if continuation is not None and continuation:  # started and not finished
@@ -286,7 +305,7 @@ class DSU_Thread(threading.Thread):
         finally:
             remove_hidden_frames(self.ident)
 
-    def suspended_frames(self):
+    def suspended_frames(self) -> list[FrameType]:
         """Frames of this thread that ``sys._current_frames()`` does not show.
 
         While the continuation sleeps, the frame where it is suspended; while it runs (the thread
@@ -302,19 +321,19 @@ class DSU_Thread(threading.Thread):
             return [continuation.parent.gr_frame]
         return []
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         base = super().__repr__()[:-1]
         return (f"{base} {'active' if self.active else 'passive'} "
                 f"dsu={self._pymoult_control.describe()} reboots={self.reboots}>")
 
 
-def _require_thread(thread):
+def _require_thread(thread: threading.Thread) -> threading.Thread:
     if not isinstance(thread, threading.Thread):
         raise PymoultTypeError(f"expected a thread, got {thread!r}")
     return thread
 
 
-def start_active_update():
+def start_active_update() -> Future[Any] | None:
     """Run the calling thread's pending active update function now, whether it is active or not.
 
     Returns the future carrying the function's outcome (an error in the function is logged and
@@ -330,7 +349,8 @@ def start_active_update():
     return future
 
 
-def set_active_update_function(function, thread):
+def set_active_update_function(function: Callable[[], Any] | None,
+                               thread: threading.Thread) -> Future[Any]:
     """Set the function ``thread`` runs at its next active update (None clears it).
 
     An active thread runs it at its next update point; any thread runs it when it calls
@@ -343,7 +363,7 @@ def set_active_update_function(function, thread):
     return control_for(_require_thread(thread)).request_active_update(function)
 
 
-def get_thread_by_name(name):
+def get_thread_by_name(name: str) -> threading.Thread | None:
     """The live thread called ``name``, or None. If several share the name, the first started."""
     for thread in threading.enumerate():
         if thread.name == name:
@@ -351,7 +371,7 @@ def get_thread_by_name(name):
     return None
 
 
-def set_thread_trace(thread, trace):
+def set_thread_trace(thread: threading.Thread, trace: TraceFunction | None) -> None:
     """Give ``thread`` the trace function ``trace`` (``sys.settrace`` semantics), effective at
     its next Python event without the thread calling anything; None removes it.
 
@@ -363,6 +383,6 @@ def set_thread_trace(thread, trace):
     _thread_trace.set_trace(_require_thread(thread), trace)
 
 
-def get_thread_trace(thread):
+def get_thread_trace(thread: threading.Thread) -> TraceFunction | None:
     """The trace function set on ``thread`` by :func:`set_thread_trace`, or None."""
     return _thread_trace.get_trace(_require_thread(thread))

@@ -129,7 +129,8 @@ def test_api_names_from_the_original_pymoult_exist():
     ]:
         for name in names.split():
             assert name in module.__all__, f"{module.__name__}.{name}"
-    for method in "switch suspend resume is_suspended wait_suspended set_active set_passive".split():
+    methods = "switch suspend resume is_suspended wait_suspended set_active set_passive"
+    for method in methods.split():
         assert callable(getattr(threads.DSU_Thread, method))
 
 
@@ -166,6 +167,13 @@ def test_the_cycle_test_sees_a_lazy_import():
     """What the test above reads: an import inside a function counts."""
     found = set(imported_modules(PACKAGE / "highlevel" / "updates.py"))
     assert "pymoult.highlevel.module_update" in found  # updates' __getattr__, a lazy one
+
+
+def test_the_import_tests_see_an_import_made_only_for_type_hints():
+    """An ``if TYPE_CHECKING:`` import counts as well: type hints keep to the tiers and make no
+    cycle either (a lower tier states what it needs of a higher one's object as a Protocol)."""
+    found = set(imported_modules(PACKAGE / "lowlevel" / "relinking.py"))
+    assert "pymoult.lowlevel.alterability" in found  # the gate watcher's class, for hints only
 
 
 @pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=str)

@@ -107,8 +107,9 @@ def test_changed_free_variables_are_refused_with_both_sets(app):
         return add
     add_two = make(1, 2)
     """, "other")
-    with pytest.raises(RedefinitionError, match=r"^cannot redefine 'app\.make_adder\.<locals>\.add' "
-                       r"in place: free variables changed \(before: \('n',\); after: \('m', 'n'\)\)$"):
+    with pytest.raises(RedefinitionError,
+                       match=r"^cannot redefine 'app\.make_adder\.<locals>\.add' in place: free "
+                             r"variables changed \(before: \('n',\); after: \('m', 'n'\)\)$"):
         redefineFunction(app, "add_two", other.add_two)
     assert app.add_two(1) == 3  # nothing changed
 
@@ -274,7 +275,8 @@ def test_super_added_needs_the_rebind_fallback(classes):
 
 def test_kind_change_and_inherited_and_missing_methods_are_refused(classes):
     old, new = classes
-    with pytest.raises(RedefinitionError, match="it was a function and the new version is a staticmethod"):
+    with pytest.raises(RedefinitionError,
+                       match="it was a function and the new version is a staticmethod"):
         redefineMethod(old.Service, "handle", staticmethod(lambda x: x))
     with pytest.raises(TargetNotFoundError, match="it is inherited from Base: redefine it there"):
         redefineMethod(type("Sub", (old.Base,), {}), "who", lambda self: 1)
@@ -285,7 +287,8 @@ def test_kind_change_and_inherited_and_missing_methods_are_refused(classes):
 
 
 def test_bad_targets_and_inputs(app, new):
-    with pytest.raises(TargetNotFoundError, match=r"^module 'app' has no function 'gone' \(any more\)$"):
+    with pytest.raises(TargetNotFoundError,
+                       match=r"^module 'app' has no function 'gone' \(any more\)$"):
         redefineFunction(app, "gone", new.greet)
     stale = app.greet
     app.greet = lambda who: who
@@ -407,4 +410,37 @@ class Item(Base):
     assert item.name == "item of base"
     with pytest.raises(RedefinitionError):
         redefineMethod(old.Base, "name", load("class B:\n    @property\n    def name(self):\n"
-                                             "        return super().name\n", "p3").B.__dict__["name"])
+                                             "        return super().name\n",
+                                             "p3").B.__dict__["name"])
+
+
+def test_a_method_rebound_by_the_fallback_finds_the_new_versions_globals():
+    old = load("class Child:\n    def plain(self):\n        return 'old'\n", "rebind_old")
+    new = load("""
+import math
+SCALE = 3
+class Base:
+    pass
+class Child(Base):
+    def plain(self):
+        return (math.floor(2.5) * SCALE, type(super()).__name__)  # super(): not in place
+""", "rebind_new")
+    journal = Journal("rebind")
+    redefineMethod(old.Child, "plain", new.Child.__dict__["plain"], fallback="rebind",
+                   journal=journal)
+    assert old.Child().plain() == (6, "super")  # math and SCALE: not in the live module
+    assert old.math is new.math and old.SCALE == 3
+    journal.rollback()
+    assert not hasattr(old, "math") and not hasattr(old, "SCALE")
+    assert old.Child().plain() == "old"
+
+
+def test_the_fallback_rebinds_a_method_to_a_decorated_new_version_as_it_is():
+    old = load("class Service:\n    def total(self, n):\n        return n\n", "cached_old")
+    new = load("import functools\nclass Service:\n    @functools.lru_cache\n"
+               "    def total(self, n):\n        return n * 2\n", "cached_new")
+    with pytest.raises(RedefinitionError, match="decorators changed"):
+        redefineMethod(old.Service, "total", new.Service.__dict__["total"])
+    bound = redefineMethod(old.Service, "total", new.Service.__dict__["total"],
+                           fallback="rebind")
+    assert hasattr(bound, "cache_clear") and old.Service().total(4) == 8

@@ -226,3 +226,30 @@ def test_async_exception_helper_refuses_instances_and_dead_threads(spawn):
         _cpython.raise_in_thread(thread, RebootError("instance"))
     with pytest.raises(ThreadStateError, match="it is not running"):
         _cpython.raise_in_thread(thread, RebootError)
+
+
+def test_a_boundary_reboot_without_a_replacement_starts_the_same_call_again(spawn):
+    from pymoult.threads import RebootException
+
+    calls = []
+
+    @reboot_boundary
+    def step(n):
+        calls.append(n)
+        if len(calls) == 1:
+            raise RebootException(target=step)  # no replacement: restart the boundary as it is
+        return ("again", n)
+
+    results = []
+    thread = spawn(DSU_Thread(target=lambda: results.append(step(7))))
+    thread.join(WAIT)
+    assert results == [("again", 7)] and calls == [7, 7]
+
+
+def test_only_a_dsu_thread_control_takes_a_reboot_request():
+    from pymoult._parking import control_for
+
+    control = control_for(threading.current_thread())  # a plain thread: no reboot handler
+    with pytest.raises(PymoultTypeError, match="a DSU_Thread is required to reboot"):
+        control.request_reboot(None)
+    assert control.reboot_request is None and not control.wants_point

@@ -15,21 +15,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 #: Public modules whose hints are not written yet: each must still lack some (strict xfail), so
 #: that the list shrinks as modules are typed and cannot hide a regression in a typed one.
 UNTYPED = {
-    "pymoult.errors",
-    "pymoult.threads",
-    "pymoult.lowlevel.alterability",
-    "pymoult.lowlevel.stack",
-    "pymoult.lowlevel.world",
-    "pymoult.lowlevel.journal",
-    "pymoult.lowlevel.relinking",
     "pymoult.lowlevel.data_update",
-    "pymoult.lowlevel.redirection",
     "pymoult.lowlevel.data_access",
-    "pymoult.lowlevel.instances",
-    "pymoult.lowlevel.lazy_conversion",
-    "pymoult.logs",
     "pymoult.rollout",
-    "pymoult.running_apps",
     "pymoult.highlevel.module_update",
     "pymoult.source_tracking",
     "pymoult.delivery.dask_cluster",

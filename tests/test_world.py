@@ -69,6 +69,24 @@ def test_window_restores_the_switch_interval_and_nests():
     assert sys.getswitchinterval() == before
 
 
+def test_a_nested_window_answers_for_the_outer_one_it_joined():
+    window = stop_the_world(0.5)
+    with stop_the_world(0.02) as outer:
+        with window:  # nested: entering it returns the outer window, but callers may keep `window`
+            assert window.still_exclusive() is outer.still_exclusive() is True
+            assert window.remaining() <= SAFETY_MARGIN * 0.02
+
+
+def test_a_window_never_entered_cannot_say_whether_it_is_exclusive():
+    from pymoult.errors import ThreadStateError
+
+    window = stop_the_world()
+    with pytest.raises(ThreadStateError, match=r"was never entered: use it in a with statement$"):
+        window.still_exclusive()
+    with pytest.raises(ThreadStateError, match="was never entered"):
+        window.remaining()
+
+
 @pytest.mark.parametrize("bad", [0, -1, 2.0, "fast", None])
 def test_guarantee_must_be_sane(bad):
     with pytest.raises(PymoultValueError, match="guarantee must be between"):

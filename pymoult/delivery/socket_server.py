@@ -574,7 +574,8 @@ class Listener(ScriptHost, threading.Thread):
                 elif pending.stage == "closing":
                     self._drop(pending)
                 else:
-                    self._refuse(pending, ProtocolError(pending.late, "timeout"), now)
+                    late = pending.late or "the frame was not complete in time"
+                    self._refuse(pending, ProtocolError(late, "timeout"), now)
             elif (self.idle_timeout is not None and pending.stage in READING
                   and now - pending.last_byte >= self.idle_timeout):
                 self._refuse(pending, ProtocolError(

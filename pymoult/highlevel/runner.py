@@ -303,7 +303,7 @@ class Runtime:
             if self.runner is not None and self.runner.ident is not None \
                     and not self.runner.finished.is_set():
                 # the Runner runs but _wait was not listening yet: the application's Ctrl-C
-                return self._interrupted_early()
+                return self._interrupted_early(self.runner)
             self.forced = True  # before the Runner started: stop everything
             logger.warning("interrupted while starting: stopping the runtime")
             return INTERRUPTED
@@ -325,10 +325,10 @@ class Runtime:
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         self._handlers_before.clear()
 
-    def _interrupted_early(self) -> int:
+    def _interrupted_early(self, runner: Runner) -> int:
         logger.info("interrupted: KeyboardInterrupt raised in the Runner")
         try:
-            _cpython.raise_in_thread(self.runner, KeyboardInterrupt)
+            _cpython.raise_in_thread(runner, KeyboardInterrupt)
         except ThreadStateError:  # it ended meanwhile
             pass
         try:

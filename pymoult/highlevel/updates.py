@@ -20,7 +20,7 @@ from ..errors import LifecycleError, NotAlterableNow, PymoultTypeError, UpdateDe
 from ..lowlevel import alterability
 from ..lowlevel.data_access import startEagerUpdate, startLazyUpdate, traverseHeap
 from ..lowlevel.data_update import redefineClass
-from ..lowlevel.relinking import redefineFunction, redefineMethod, update_function
+from ..lowlevel.relinking import Member, redefineFunction, redefineMethod, update_function
 from ..lowlevel.stack import resetThread, switchMain
 from .lifecycle import (TRANSITIONS, Update, UpdateState, UpdateStatus, applied_update_names,
                         isApplied)
@@ -119,7 +119,7 @@ class SafeRedefineMethodUpdate(_QuiescentUpdate):
     quiescent (as :class:`SafeRedefineUpdate`): bound methods, static and class methods and
     properties follow."""
 
-    def __init__(self, cls: type, method: str | Callable[..., Any], new_method: object,
+    def __init__(self, cls: type, method: str | Callable[..., Any], new_method: Member,
                  name: str | None = None, threads: Iterable[threading.Thread] | None = None,
                  **patience: Unpack[Patience]) -> None:
         method_name = method if isinstance(method, str) else getattr(method, "__name__", None)

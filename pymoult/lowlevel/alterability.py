@@ -39,18 +39,29 @@ Waits take their patience from :func:`patience` (set by the calling update: ``ma
 when a thread would wait for itself).
 """
 
+from __future__ import annotations
+
 import contextlib
 import functools
 import sys
 import threading
 import time
 import types
+from collections.abc import Callable, Collection, Iterable, Iterator
+from typing import Any, Union
 
 from .. import _parking, _stacks, _suspension
 from .._parking import check_timeout, control_for, staticUpdatePoint, update_point
-from .._stacks import class_codes, codes_of, codes_of_all, library_of, running_code, thread_stacks
+from .._stacks import (Stacks, class_codes, codes_of, codes_of_all, library_of, running_code,
+                       thread_stacks)
 from ..errors import DeadlockDetectedError, PymoultTypeError, PymoultValueError
 from .journal import current_journal, set_attribute
+
+#: What can be found running: a function (a method, a wrapper, ``functools.partial``...), a
+#: code object, a static or class method, a property (its accessors).
+FunctionLike = Union[Callable[..., Any], types.CodeType, staticmethod, classmethod, property]
+#: Threads to act on: any iterable of threads (None, where accepted: every thread).
+Threads = Iterable[threading.Thread]
 
 __all__ = [
     "TornCallGuard",
@@ -97,7 +108,7 @@ _patience = threading.local()
 
 
 @contextlib.contextmanager
-def patience(max_tries=None, sleep_time=None):
+def patience(max_tries: int | None = None, sleep_time: float | None = None) -> Iterator[None]:
     """Within the block, waits in this thread make ``max_tries`` tries ``sleep_time`` apart.
 
     Updates set it around their steps so that the lowlevel waits they call inherit their
@@ -116,11 +127,11 @@ def patience(max_tries=None, sleep_time=None):
         _patience.value = saved
 
 
-def _current_patience():
+def _current_patience() -> tuple[int, float]:
     return getattr(_patience, "value", None) or (DEFAULT_MAX_TRIES, DEFAULT_SLEEP_TIME)
 
 
-def _deadline(timeout):
+def _deadline(timeout: float | None) -> float:
     """Absolute deadline for a wait: ``timeout`` if given, else the current patience."""
     timeout = check_timeout(timeout)
     if timeout is None:
@@ -129,7 +140,7 @@ def _deadline(timeout):
     return time.monotonic() + timeout
 
 
-def _threads_list(threads):
+def _threads_list(threads: Threads | None) -> list[threading.Thread]:
     if threads is None:
         return []
     if isinstance(threads, threading.Thread):
@@ -143,7 +154,7 @@ def _threads_list(threads):
     return result
 
 
-def _refuse_self_wait(threads, what):
+def _refuse_self_wait(threads: Iterable[threading.Thread], what: str) -> None:
     me = threading.get_ident()
     for thread in threads:
         if thread.ident == me:
@@ -154,7 +165,8 @@ def _refuse_self_wait(threads, what):
 # -- suspending single threads (DSU_Thread methods call the same controls) ---------------------
 
 
-def suspend_thread(thread, anywhere=True, grace=None):
+def suspend_thread(thread: threading.Thread, anywhere: bool = True,
+                   grace: float | None = None) -> None:
     """Ask any thread (a DSU_Thread, a plain Thread, the main thread) to suspend. Returns at once.
 
     It parks at its next ``staticUpdatePoint``; with ``anywhere`` (the default, as the original
@@ -167,13 +179,13 @@ def suspend_thread(thread, anywhere=True, grace=None):
     control_for(thread).request_suspend(anywhere=anywhere, grace=grace)
 
 
-def resume_thread(thread):
+def resume_thread(thread: threading.Thread) -> bool:
     """Release ``thread`` from its update point; False if it was neither parked nor asked to."""
     control = control_for(thread, create=False)
     return False if control is None else control.resume()
 
 
-def wait_thread_suspended(thread, timeout=None):
+def wait_thread_suspended(thread: threading.Thread, timeout: float | None = None) -> bool:
     """Block until ``thread`` is suspended (after :func:`suspend_thread`): parked at an update
     point or, if suspended anywhere, parked or blocked where it will park; False on timeout, or
     if it has ended or was never asked to suspend.
@@ -187,7 +199,8 @@ def wait_thread_suspended(thread, timeout=None):
     return control.wait_parked(timeout)
 
 
-def suspendThreads(threads, timeout=None, anywhere=True):
+def suspendThreads(threads: Threads, timeout: float | None = None,
+                   anywhere: bool = True) -> bool:
     """Suspend every thread of ``threads`` (see :func:`suspend_thread`) and block until all are
     suspended: True then; False when the patience (or ``timeout``) runs out or a thread ended,
     leaving the requests in place (release them with :func:`resumeSuspendedThreads`). Raises
@@ -208,17 +221,17 @@ def suspendThreads(threads, timeout=None, anywhere=True):
     return True
 
 
-def threadsSuspended(threads):
+def threadsSuspended(threads: Threads) -> bool:
     """True when every thread of ``threads`` is suspended (does not wait)."""
     return all(_is_suspended(thread) for thread in _threads_list(threads))
 
 
-def _is_suspended(thread):
+def _is_suspended(thread: threading.Thread) -> bool:
     control = control_for(thread, create=False)
     return control is not None and control.suspended()
 
 
-def whyNotSuspended(threads):
+def whyNotSuspended(threads: Threads) -> dict[str, str]:
     """``{thread name: where it runs}`` for the threads of ``threads`` not suspended yet."""
     return {thread.name: _suspension.why_not_suspended(thread)
             for thread in _threads_list(threads) if thread.is_alive() and not _is_suspended(thread)}
@@ -227,7 +240,7 @@ def whyNotSuspended(threads):
 # -- static update points ------------------------------------------------------------------------
 
 
-def setupWaitStaticPoints(threads):
+def setupWaitStaticPoints(threads: Threads) -> None:
     """Ask each thread to park at its next static update point (returns at once)."""
     threads = _threads_list(threads)
     controls = [control_for(thread) for thread in threads]  # every thread checked first
@@ -237,17 +250,17 @@ def setupWaitStaticPoints(threads):
         control.request_suspend()
 
 
-def checkStaticPointsReached(threads):
+def checkStaticPointsReached(threads: Threads) -> bool:
     """True when every thread is parked at a static update point (does not wait)."""
     return all(_is_parked(thread) for thread in _threads_list(threads))
 
 
-def _is_parked(thread):
+def _is_parked(thread: threading.Thread) -> bool:
     control = control_for(thread, create=False)
     return control is not None and control.parked
 
 
-def waitStaticPoints(threads, timeout=None):
+def waitStaticPoints(threads: Threads, timeout: float | None = None) -> bool:
     """Block until every thread is parked at a static update point.
 
     Threads not yet asked to park are asked. Returns True when all are parked; False when the
@@ -268,18 +281,18 @@ def waitStaticPoints(threads, timeout=None):
     return True
 
 
-def _suspend_asked(thread):
+def _suspend_asked(thread: threading.Thread) -> bool:
     control = control_for(thread, create=False)
     return control is not None and (control.suspend_requested or control.parked)
 
 
-def cleanFailedStaticPoints(threads):
+def cleanFailedStaticPoints(threads: Threads) -> None:
     """Withdraw the park requests of ``threads`` and release those already parked."""
     for thread in _threads_list(threads):
         resume_thread(thread)
 
 
-def resumeSuspendedThreads(threads=None):
+def resumeSuspendedThreads(threads: Threads | None = None) -> list[threading.Thread]:
     """Release ``threads`` from their update points; with no threads, every parked or
     park-requested thread. Returns the threads released."""
     threads = _threads_list(threads)
@@ -307,26 +320,27 @@ class TornCallGuard:
 
     STDLIB, SITE, PACKAGE = _stacks.STDLIB, _stacks.SITE, _stacks.PACKAGE
 
-    def __init__(self, codes):
+    def __init__(self, codes: Collection[types.CodeType]) -> None:
         self.names = frozenset(code.co_name for code in codes if not code.co_name.startswith("<"))
         self.code_ids = {id(code) for code in codes}
-        self._verdicts = {}
+        self._verdicts: dict[int, tuple[bool, types.CodeType]] = {}
 
-    def unsafe(self, code):
-        verdict = self._verdicts.get(id(code))
-        if verdict is None:
+    def unsafe(self, code: types.CodeType) -> bool:
+        known = self._verdicts.get(id(code))
+        if known is None:
             count = len(self.names.intersection(code.co_names))
             count += id(code) in self.code_ids
             verdict = count >= 2 and library_of(code.co_filename) is None
             self._verdicts[id(code)] = (verdict, code)  # the code kept: its id stays unique
             return verdict
-        return verdict[0]
+        return known[0]
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         return len(self.names) > 1 or bool(self.names and self.code_ids)
 
 
-def stacks_not_at_points(threads=None):
+def stacks_not_at_points(
+        threads: Iterable[threading.Thread] | None = None) -> dict[int, list[types.FrameType]]:
     """The stacks of the threads (None: all) that are not where their code said an update may
     come: parked at a static update point, or waiting inside Pymoult (for an update it asked
     for: ``apply_update``, a future's result). Their frames are safe by their author's choice.
@@ -344,7 +358,7 @@ def stacks_not_at_points(threads=None):
     return stacks
 
 
-def _waits_in_pymoult(frame):
+def _waits_in_pymoult(frame: types.FrameType | None) -> bool:
     """Whether the innermost frame of a thread that is not the standard library's is Pymoult's
     (a point, a wait for an update)."""
     while frame is not None:
@@ -355,15 +369,16 @@ def _waits_in_pymoult(frame):
     return False
 
 
-def _code_in_stacks(codes, stacks):
+def _code_in_stacks(codes: Collection[types.CodeType], stacks: Stacks) -> bool:
     """True if a frame running one of ``codes`` is in any of ``stacks``."""
     return running_code(codes, stacks) is not None
 
 
-def runningFunctions(funcs, threads=None):
+def runningFunctions(funcs: Iterable[FunctionLike],
+                     threads: Threads | None = None) -> list[tuple[str, str]]:
     """``[(thread name, function name)]`` for each of ``funcs`` running in a thread's stack
     (``threads``: None for every thread), for messages saying why an update waits."""
-    names = {}
+    names: dict[int, str] = {}
     for func in funcs:
         for code in codes_of(func):
             names[id(code)] = getattr(func, "__qualname__", None) or code.co_name
@@ -371,7 +386,8 @@ def runningFunctions(funcs, threads=None):
     found = []
     stacks = thread_stacks(None if threads is None else _threads_list(threads))
     for ident, tops in stacks.items():
-        for frame in tops:
+        for top in tops:
+            frame: types.FrameType | None = top
             while frame is not None:
                 name = names.get(id(frame.f_code))
                 if name is not None:
@@ -382,58 +398,61 @@ def runningFunctions(funcs, threads=None):
     return found
 
 
-def thread_frames(threads=None):
+def thread_frames(threads: Threads | None = None) -> list[tuple[str, types.FrameType]]:
     """``[(thread name, frame)]``: every frame of the threads' stacks (None: every thread;
     a DSU_Thread's suspended continuation included), each thread's from its innermost frame
     out (the calling thread's from the caller of this function). A snapshot: it holds while
     the threads are suspended (or inside a stop-the-world window)."""
     by_ident = {t.ident: t.name for t in threading.enumerate()}
     me, caller = threading.get_ident(), sys._getframe(1)
-    found = []
+    found: list[tuple[str, types.FrameType]] = []
     for ident, tops in thread_stacks(None if threads is None else
                                       _threads_list(threads)).items():
         name = by_ident.get(ident, str(ident))
         if ident == me:  # from the caller out, not the frames reading the stacks
             tops = [caller] + tops[1:]
-        for frame in tops:
+        for top in tops:
+            frame: types.FrameType | None = top
             while frame is not None:
                 found.append((name, frame))
                 frame = frame.f_back
     return found
 
 
-def isFunctionInStack(func, thread):
+def isFunctionInStack(func: FunctionLike, thread: threading.Thread) -> bool:
     """True if ``func`` is running in ``thread`` (including its sleeping continuation)."""
     if not isinstance(thread, threading.Thread):
         raise PymoultTypeError(f"expected a thread, got {thread!r}")
     return _code_in_stacks(codes_of(func), thread_stacks([thread]))
 
 
-def isFunctionInAnyStack(func, threads=None):
+def isFunctionInAnyStack(func: FunctionLike, threads: Threads | None = None) -> bool:
     """True if ``func`` is running in any of ``threads`` (None: in any thread)."""
     threads = None if threads is None else _threads_list(threads)
     return _code_in_stacks(codes_of(func), thread_stacks(threads))
 
 
-def isAnyCodeInAnyStack(codes, threads=None):
+def isAnyCodeInAnyStack(codes: Iterable[FunctionLike], threads: Threads | None = None) -> bool:
     """True if a frame of any of the code objects (or functions) ``codes`` is running."""
     threads = None if threads is None else _threads_list(threads)
     return _code_in_stacks(codes_of_all(codes), thread_stacks(threads))
 
 
-def isClassInAnyStack(cls, threads=None):
+def isClassInAnyStack(cls: type, threads: Threads | None = None) -> bool:
     """True if any method defined in ``cls`` itself (functions, static and class methods,
     property accessors) is running in any of ``threads`` (None: any thread)."""
     threads = None if threads is None else _threads_list(threads)
     return _code_in_stacks(class_codes(cls), thread_stacks(threads))
 
 
-def checkQuiescenceOfFunction(func, threads=None, anywhere=True):
+def checkQuiescenceOfFunction(func: FunctionLike, threads: Threads | None = None,
+                              anywhere: bool = True) -> bool:
     """One non-blocking try at quiescence of ``func``; see :func:`checkQuiescenceOfFunctions`."""
     return _check_quiescence(codes_of(func), _threads_list(threads), anywhere)
 
 
-def checkQuiescenceOfFunctions(funcs, threads=None, anywhere=True):
+def checkQuiescenceOfFunctions(funcs: Iterable[FunctionLike], threads: Threads | None = None,
+                               anywhere: bool = True) -> bool:
     """One non-blocking try at quiescence of every function in ``funcs``.
 
     ``threads`` are asked to suspend (wherever they are: see :func:`suspend_thread`); until all
@@ -446,12 +465,14 @@ def checkQuiescenceOfFunctions(funcs, threads=None, anywhere=True):
     return _check_quiescence(codes_of_all(funcs), _threads_list(threads), anywhere)
 
 
-def _live(threads):
+def _live(threads: Iterable[threading.Thread]) -> list[threading.Thread]:
     return [thread for thread in threads if thread.is_alive()]
 
 
-def _check_quiescence(codes, threads, anywhere=True):
-    live, waiting = [], []
+def _check_quiescence(codes: Collection[types.CodeType], threads: list[threading.Thread],
+                      anywhere: bool = True) -> bool:
+    live: list[threading.Thread] = []
+    waiting: list[threading.Thread] = []
     for thread in threads:
         control = control_for(thread, create=False)
         if control is not None and control.parked:
@@ -471,12 +492,14 @@ def _check_quiescence(codes, threads, anywhere=True):
     return True
 
 
-def waitQuiescenceOfFunction(func, threads=None, timeout=None, anywhere=True):
+def waitQuiescenceOfFunction(func: FunctionLike, threads: Threads | None = None,
+                             timeout: float | None = None, anywhere: bool = True) -> bool:
     """Block until ``func`` is quiescent; see :func:`waitQuiescenceOfFunctions`."""
     return wait_quiescence(codes_of(func), _threads_list(threads), timeout, anywhere)
 
 
-def waitQuiescenceOfFunctions(funcs, threads=None, timeout=None, anywhere=True):
+def waitQuiescenceOfFunctions(funcs: Iterable[FunctionLike], threads: Threads | None = None,
+                              timeout: float | None = None, anywhere: bool = True) -> bool:
     """Block until no function of ``funcs`` is running, trying up to the patience.
 
     Each try suspends ``threads`` (wherever they are, as the original Pymoult did: see
@@ -488,7 +511,9 @@ def waitQuiescenceOfFunctions(funcs, threads=None, timeout=None, anywhere=True):
     return wait_quiescence(codes_of_all(funcs), _threads_list(threads), timeout, anywhere)
 
 
-def wait_quiescence(codes, threads, timeout, anywhere=True, unsafe=None):
+def wait_quiescence(codes: Collection[types.CodeType], threads: list[threading.Thread],
+                    timeout: float | None, anywhere: bool = True,
+                    unsafe: Callable[[], object] | None = None) -> bool:
     """Suspend ``threads``, then wait until no frame runs ``codes``; with ``unsafe``, until
     ``unsafe()`` (it looks at the stacks itself) gives None."""
     if unsafe is None:
@@ -518,7 +543,7 @@ def wait_quiescence(codes, threads, timeout, anywhere=True, unsafe=None):
 class _WatcherEvent(threading.Event):
     """An Event that knows the :class:`ForceQuiescenceWatcher` it belongs to."""
 
-    def __init__(self, watcher):
+    def __init__(self, watcher: ForceQuiescenceWatcher) -> None:
         super().__init__()
         self.watcher = watcher
 
@@ -532,7 +557,7 @@ class ForceQuiescenceWatcher:
     in-place update may have replaced).
     """
 
-    def __init__(self, module, function):
+    def __init__(self, module: types.ModuleType, function: Callable[..., Any] | str) -> None:
         if not isinstance(module, types.ModuleType):
             raise PymoultTypeError(f"expected a module, got {module!r}")
         if isinstance(function, str):
@@ -542,10 +567,11 @@ class ForceQuiescenceWatcher:
             original = getattr(module, name)
         else:
             original = function
-            name = getattr(function, "__name__", None)
-            if name is None or getattr(module, name, None) is not function:
+            found: str | None = getattr(function, "__name__", None)
+            if found is None or getattr(module, found, None) is not function:
                 raise PymoultValueError(
-                    f"{function!r} is not bound as {module.__name__}.{name}; pass its name")
+                    f"{function!r} is not bound as {module.__name__}.{found}; pass its name")
+            name = found
         if not callable(original):
             raise PymoultTypeError(f"{module.__name__}.{name} is not callable: {original!r}")
         self.module = module
@@ -559,11 +585,11 @@ class ForceQuiescenceWatcher:
         self.gate = self._make_gate()
         self.installed = False
 
-    def _make_gate(self):
+    def _make_gate(self) -> Callable[..., Any]:
         watcher = self
 
         @functools.wraps(self.original)
-        def gate(*args, **kwargs):
+        def gate(*args: Any, **kwargs: Any) -> Any:
             if not watcher.can_continue.is_set() and not watcher._caller_inside():
                 with watcher._lock:
                     watcher.held += 1
@@ -576,11 +602,11 @@ class ForceQuiescenceWatcher:
                         watcher._lock.notify_all()
             return watcher.target()(*args, **kwargs)
 
-        gate.__pymoult_gate__ = self
+        gate.__pymoult_gate__ = self  # type: ignore[attr-defined]  # marks the gate
         return gate
 
-    def _caller_inside(self):
-        frame = sys._getframe(2)
+    def _caller_inside(self) -> bool:
+        frame: types.FrameType | None = sys._getframe(2)
         code_ids = {id(code) for code in self.codes}
         while frame is not None:
             if id(frame.f_code) in code_ids:
@@ -588,22 +614,22 @@ class ForceQuiescenceWatcher:
             frame = frame.f_back
         return False
 
-    def wait_held(self, count, timeout=None):
+    def wait_held(self, count: int, timeout: float | None = None) -> bool:
         """Block until exactly ``count`` callers wait at the gate; False on timeout."""
         with self._lock:
             return self._lock.wait_for(lambda: self.held == count, timeout)
 
-    def target(self):
+    def target(self) -> Callable[..., Any]:
         """What released callers run: the module's binding unless it is still the gate."""
         current = getattr(self.module, self.name, self.original)
         return self.original if current is self.gate else current
 
-    def install(self):
+    def install(self) -> None:
         self._bind(self.gate)
         self.installed = True
         self.check()
 
-    def _bind(self, value):
+    def _bind(self, value: object) -> None:
         """Bind ``module.<name>``, recorded in the update's journal when one is recording (a
         rollback then unbinds the gate, and the journal's watch of the module does not take the
         gate for a change made outside Pymoult)."""
@@ -613,7 +639,7 @@ class ForceQuiescenceWatcher:
         else:
             setattr(self.module, self.name, value)
 
-    def check(self):
+    def check(self) -> bool:
         """Re-read every stack; set and return ``quiescent`` when no call is running."""
         if not self.quiescent.is_set():
             stacks = thread_stacks()
@@ -621,7 +647,7 @@ class ForceQuiescenceWatcher:
                 self.quiescent.set()
         return self.quiescent.is_set()
 
-    def release(self):
+    def release(self) -> None:
         """Let held callers go. If the module still binds the gate (the update did not rebind
         the name), the original function is bound again first."""
         if self.installed and getattr(self.module, self.name, None) is self.gate:
@@ -629,7 +655,7 @@ class ForceQuiescenceWatcher:
         self.installed = False
         self.can_continue.set()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "quiescent" if self.quiescent.is_set() else "waiting"
         if self.can_continue.is_set():
             state = "released"
@@ -641,7 +667,8 @@ _collecting = threading.local()
 
 
 @contextlib.contextmanager
-def collect_watchers(into):
+def collect_watchers(
+        into: list[ForceQuiescenceWatcher]) -> Iterator[list[ForceQuiescenceWatcher]]:
     """Within the block, every :class:`ForceQuiescenceWatcher` that the calling thread sets up
     is appended to the list ``into`` (managers use it to release gates an update left)."""
     outer = getattr(_collecting, "into", None)
@@ -652,7 +679,9 @@ def collect_watchers(into):
         _collecting.into = outer
 
 
-def setupForceQuiescence(module, function):
+def setupForceQuiescence(
+        module: types.ModuleType, function: Callable[..., Any] | str,
+) -> tuple[threading.Event, threading.Event, ForceQuiescenceWatcher]:
     """Start holding new calls of ``module.function`` (a function or its name) at its entry.
 
     Returns ``(quiescent, can_continue, watcher)``: ``quiescent`` is an Event set once the calls
@@ -667,7 +696,7 @@ def setupForceQuiescence(module, function):
     return watcher.quiescent, watcher.can_continue, watcher
 
 
-def _watcher_of(event, what):
+def _watcher_of(event: object, what: str) -> ForceQuiescenceWatcher:
     watcher = getattr(event, "watcher", None)
     if not isinstance(watcher, ForceQuiescenceWatcher):
         raise PymoultTypeError(f"{what} must be an event returned by setupForceQuiescence, "
@@ -675,12 +704,12 @@ def _watcher_of(event, what):
     return watcher
 
 
-def checkForceQuiescence(quiescent):
+def checkForceQuiescence(quiescent: threading.Event) -> bool:
     """True once the running calls have left (re-reads the stacks; does not wait)."""
     return _watcher_of(quiescent, "quiescent").check()
 
 
-def waitForceQuiescence(quiescent, timeout=None):
+def waitForceQuiescence(quiescent: threading.Event, timeout: float | None = None) -> bool:
     """Block until the running calls have left; False when the patience (or ``timeout``) runs
     out. This wait polls: calls already running give no signal when they return, so the stacks
     are re-read every ``sleep_time``."""
@@ -695,13 +724,15 @@ def waitForceQuiescence(quiescent, timeout=None):
     return True
 
 
-def cleanForceQuiescence(can_continue):
+def cleanForceQuiescence(can_continue: threading.Event) -> None:
     """After the update: release held callers into the module's current binding. If the update
     did not rebind the name, the original function is bound again."""
     _watcher_of(can_continue, "can_continue").release()
 
 
-def cleanFailedForceQuiescence(can_continue, watcher, module, function):
+def cleanFailedForceQuiescence(can_continue: threading.Event, watcher: ForceQuiescenceWatcher,
+                               module: types.ModuleType,
+                               function: Callable[..., Any] | str) -> None:
     """The update was abandoned: bind the original function again and release held callers,
     which run the old version."""
     if _watcher_of(can_continue, "can_continue") is not watcher:

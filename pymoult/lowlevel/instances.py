@@ -6,26 +6,33 @@ without a Python-level type test on every object: about 65-70 ms for 1M instance
 objects on this project's machines.
 """
 
+from __future__ import annotations
+
 import gc
+from typing import TypeVar
 
 from ..errors import PymoultTypeError
 
 __all__ = ["instances_of", "all_subclasses"]
 
+T = TypeVar("T")
 
-def all_subclasses(cls):
+
+def all_subclasses(cls: type) -> list[type]:
     """Every subclass of ``cls``, direct or not."""
-    found, todo = [], [cls]
+    found: list[type] = []
+    todo = [cls]
     while todo:
         klass = todo.pop()
-        for sub in type.__subclasses__(klass):
+        subclasses: list[type] = type.__subclasses__(klass)  # works for type itself too
+        for sub in subclasses:
             if sub not in found:
                 found.append(sub)
                 todo.append(sub)
     return found
 
 
-def instances_of(cls, subclasses=True):
+def instances_of(cls: type[T], subclasses: bool = True) -> list[T]:
     """Every live instance of ``cls`` (and of its subclasses unless ``subclasses`` is False)."""
     if not isinstance(cls, type):
         raise PymoultTypeError(f"expected a class, got {cls!r}")

@@ -21,13 +21,18 @@ far it has got (:meth:`Journal.report_progress`, read as ``journal.progress``), 
 objects, so that an operator can follow a long update (``pymoult status``).
 """
 
+from __future__ import annotations
+
 import bisect
 import contextlib
+import enum
 import itertools
 import logging
 import operator
 import threading
 import types
+from collections.abc import Iterable, Iterator, MutableMapping
+from typing import Any, Final, TypeVar
 
 from .._cpython import dict_version
 from ..errors import PymoultTypeError, RollbackError, ThreadStateError
@@ -39,17 +44,26 @@ logger = logging.getLogger("pymoult")
 
 _local = threading.local()
 
+OperationT = TypeVar("OperationT", bound="Operation")
 
-class _Missing:
-    def __repr__(self):
+
+class _Missing(enum.Enum):
+    """The type of :data:`MISSING`: an enum of one member, so that a type checker narrows
+    ``value is MISSING`` (and a copy of it is itself)."""
+
+    MISSING = "missing"
+
+    def __repr__(self) -> str:
         return "<missing>"
+
+    __str__ = __repr__
 
 
 #: Marks an attribute or item that did not exist before an operation.
-MISSING = _Missing()
+MISSING: Final = _Missing.MISSING
 
 
-def describe(obj):
+def describe(obj: object) -> str:
     """A short readable name for ``obj`` in operation texts: ``module.qualname`` when it has one."""
     if isinstance(obj, types.CodeType):
         return getattr(obj, "co_qualname", obj.co_name)
@@ -73,27 +87,27 @@ class Operation:
 
     text = "operation"
 
-    def undo(self):
+    def undo(self) -> None:
         """Return the program to its state before this operation."""
         raise NotImplementedError
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.text
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__}: {self.text}>"
 
 
 class SetAttribute(Operation):
     """``setattr(target, name, new)``; undo puts ``old`` back (or deletes what did not exist)."""
 
-    def __init__(self, target, name, old, new):
+    def __init__(self, target: object, name: str, old: Any, new: Any) -> None:
         self.target, self.name, self.old, self.new = target, name, old, new
         was = "new" if old is MISSING else f"was {describe(old)}"
         verb = "delete" if new is MISSING else "set"
         self.text = f"{verb} {describe(target)}.{name} ({was})"
 
-    def undo(self):
+    def undo(self) -> None:
         if self.old is MISSING:
             if self.name in getattr(self.target, "__dict__", {}) or hasattr(self.target, self.name):
                 delattr(self.target, self.name)
@@ -104,13 +118,14 @@ class SetAttribute(Operation):
 class SetItem(Operation):
     """``mapping[key] = new``; undo puts ``old`` back (or removes a key that did not exist)."""
 
-    def __init__(self, mapping, key, old, new, owner=None):
+    def __init__(self, mapping: MutableMapping[Any, Any], key: Any, old: Any, new: Any,
+                 owner: object = None) -> None:
         self.mapping, self.key, self.old, self.new = mapping, key, old, new
         was = "new" if old is MISSING else f"was {describe(old)}"
         where = describe(owner) if owner is not None else type(mapping).__name__
         self.text = f"set {where}[{key!r}] ({was})"
 
-    def undo(self):
+    def undo(self) -> None:
         if self.old is MISSING:
             self.mapping.pop(self.key, None)
         else:
@@ -121,13 +136,13 @@ class ChangedOutside(Operation):
     """A name of a watched namespace (a module or a class) that changed without a recorded
     operation; undo binds the old value again (or removes a name that did not exist)."""
 
-    def __init__(self, namespace, name, old, new):
+    def __init__(self, namespace: object, name: str, old: Any, new: Any) -> None:
         self.namespace, self.name, self.old, self.new = namespace, name, old, new
         was = "new" if old is MISSING else f"was {describe(old)}"
         verb = "delete" if new is MISSING else "set"
         self.text = f"{verb} {describe(namespace)}.{name} outside Pymoult's mechanisms ({was})"
 
-    def undo(self):
+    def undo(self) -> None:
         if isinstance(self.namespace, type):
             if self.old is MISSING:
                 if self.name in self.namespace.__dict__:
@@ -140,7 +155,7 @@ class ChangedOutside(Operation):
             vars(self.namespace)[self.name] = self.old
 
 
-def _covers(operation, namespace, name):
+def _covers(operation: Operation, namespace: object, name: str) -> bool:
     """True when recorded ``operation`` is about ``namespace.name`` (its undo handles it)."""
     target = getattr(operation, "target", getattr(operation, "cls", None))
     if target is namespace and getattr(operation, "name", None) == name:
@@ -150,7 +165,7 @@ def _covers(operation, namespace, name):
         getattr(operation, "key", None) == name
 
 
-def _changed_names(before, now):
+def _changed_names(before: dict[Any, Any], now: dict[Any, Any]) -> list[Any]:
     """The keys of the dicts ``before`` and ``now`` whose value is not the same object in both
     (bound in one only, or to another object)."""
     changed = [name for name, old in before.items() if now.get(name, MISSING) is not old]
@@ -160,7 +175,7 @@ def _changed_names(before, now):
 _COPY = operator.methodcaller("copy")
 
 
-def _copies(namespaces):
+def _copies(namespaces: Iterable[object]) -> list[dict[Any, Any]]:
     """Shallow copies of the dicts of ``namespaces`` (modules, classes), made at C speed (a
     module's thousands of names, hundreds of classes): ``copy`` of a class's mappingproxy is
     a copy of the dict behind it."""
@@ -170,7 +185,7 @@ def _copies(namespaces):
 class NamespaceWatch:
     """Shallow copies of namespaces taken by :meth:`Journal.watch`; see :meth:`settle`."""
 
-    def __init__(self, journal, namespaces):
+    def __init__(self, journal: Journal, namespaces: Iterable[object]) -> None:
         self.journal = journal
         self.mark = len(journal.operations)
         self.namespaces = list({id(namespace): namespace for namespace in namespaces}.values())
@@ -180,7 +195,7 @@ class NamespaceWatch:
                      if type(vars(namespace)) is dict]
         self.copies = _copies(self.namespaces)
 
-    def _touched(self):
+    def _touched(self) -> list[tuple[int, dict[Any, Any]]]:
         """The index and the current names of each watched namespace in which some name is
         bound to another object than in the copy, or no longer bound, or newly bound. A module
         whose dict has kept its version tag was not changed (``_cpython.dict_version``) and is
@@ -199,7 +214,8 @@ class NamespaceWatch:
                               [self.namespaces[i] for i in indexes])
 
     @staticmethod
-    def _compared(indexes, befores, namespaces):
+    def _compared(indexes: list[int] | range, befores: list[dict[Any, Any]],
+                  namespaces: list[object]) -> list[tuple[int, dict[Any, Any]]]:
         """:meth:`_touched` for ``namespaces`` (at ``indexes``), copied as ``befores``."""
         nows = _copies(namespaces)
         sizes = list(map(len, befores))
@@ -216,10 +232,10 @@ class NamespaceWatch:
                    for position in itertools.compress(range(len(differs)), differs)}
         return [(indexes[at], nows[at]) for at in sorted(touched)]
 
-    def settle(self):
+    def settle(self) -> list[Operation]:
         """Record, as :class:`ChangedOutside` operations, every name of the watched namespaces
         that changed since the copy and that no operation recorded since covers. Returns them."""
-        added = []
+        added: list[Operation] = []
         recorded = self.journal.operations[self.mark:]
         for index, now in self._touched():
             namespace, before = self.namespaces[index], self.copies[index]
@@ -242,32 +258,33 @@ class Journal:
     recorded), ``rolled back``. Iterating gives the operations in the order they were made.
     """
 
-    def __init__(self, name=None):
+    def __init__(self, name: str | None = None) -> None:
         self.name = name
-        self.operations = []
+        self.operations: list[Operation] = []
         self.state = "open"
         #: How far the long mechanism last recording into this journal got: ``{"step",
         #: "done", "total"}`` (replaced whole, so any thread may read it), or None.
-        self.progress = None
+        self.progress: dict[str, Any] | None = None
         self._lock = threading.Lock()
 
-    def report_progress(self, step, done, total):
+    def report_progress(self, step: str, done: int, total: int) -> None:
         """Say that mechanism ``step`` (a description) has handled ``done`` of ``total``
         objects. Mechanisms call it once per batch, not per object."""
         self.progress = {"step": step, "done": done, "total": total}
 
-    def record(self, operation):
+    def record(self, operation: OperationT) -> OperationT:
         """Append ``operation`` (already applied) and return it."""
         if not isinstance(operation, Operation):
             raise PymoultTypeError(f"a journal records Operation objects, got {operation!r}")
         with self._lock:
             if self.state != "open":
-                raise ThreadStateError(f"journal {self.name!r} is {self.state}: cannot record {operation}")
+                raise ThreadStateError(f"journal {self.name!r} is {self.state}: "
+                                       f"cannot record {operation}")
             self.operations.append(operation)
         logger.debug("journal %s: %s", self.name, operation)
         return operation
 
-    def adopt(self, other):
+    def adopt(self, other: Journal) -> None:
         """Append every operation of journal ``other`` (a mechanism's own journal, committed
         here) in one step: either all of them are in this journal, or none (then ``other``
         still holds them, for its caller to roll back)."""
@@ -285,7 +302,7 @@ class Journal:
             logger.debug("journal %s: %s", self.name, operation)
 
     @contextlib.contextmanager
-    def recording(self):
+    def recording(self) -> Iterator[Journal]:
         """Make this journal the calling thread's current journal for the block."""
         previous = getattr(_local, "journal", None)
         _local.journal = self
@@ -294,19 +311,19 @@ class Journal:
         finally:
             _local.journal = previous
 
-    def watch(self, namespaces):
+    def watch(self, namespaces: Iterable[object]) -> NamespaceWatch:
         """Copy ``namespaces`` (modules, classes) now; the returned :class:`NamespaceWatch`'s
         ``settle()`` records what changed in them since without a recorded operation."""
         return NamespaceWatch(self, namespaces)
 
-    def commit(self):
+    def commit(self) -> None:
         """Close the journal: the update stays. The operations remain readable."""
         with self._lock:
             if self.state != "open":
                 raise ThreadStateError(f"journal {self.name!r} is already {self.state}")
             self.state = "committed"
 
-    def rollback(self):
+    def rollback(self) -> None:
         """Undo every operation, newest first.
 
         Every undo is attempted even if one fails; failures are then raised together as
@@ -318,7 +335,7 @@ class Journal:
                 raise ThreadStateError(f"journal {self.name!r} was already rolled back")
             operations = list(reversed(self.operations))
             self.state = "rolled back"
-        failures = []
+        failures: list[tuple[Operation, Exception]] = []
         for operation in operations:
             try:
                 operation.undo()
@@ -331,22 +348,22 @@ class Journal:
                 f"undone: " + "; ".join(str(op) for op, _ in failures), failures=failures)
         logger.info("journal %s: rolled back %d operations", self.name, len(operations))
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Operation]:
         return iter(list(self.operations))
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.operations)
 
-    def __str__(self):
+    def __str__(self) -> str:
         lines = [f"journal {self.name!r} ({self.state}, {len(self.operations)} operations)"]
         lines += [f"  {i}. {op}" for i, op in enumerate(self.operations, 1)]
         return "\n".join(lines)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<Journal {self.name!r} {self.state} operations={len(self.operations)}>"
 
 
-def current_journal(journal=None):
+def current_journal(journal: Journal | None = None) -> Journal | None:
     """``journal`` if given, else the calling thread's current journal, else None."""
     if journal is not None:
         if not isinstance(journal, Journal):
@@ -355,7 +372,8 @@ def current_journal(journal=None):
     return getattr(_local, "journal", None)
 
 
-def set_attribute(target, name, value, journal=None):
+def set_attribute(target: object, name: str, value: object,
+                  journal: Journal | None = None) -> None:
     """``setattr`` recorded in the journal (the building block of most mechanisms)."""
     old = target.__dict__.get(name, MISSING) if hasattr(target, "__dict__") else getattr(
         target, name, MISSING)
@@ -365,7 +383,7 @@ def set_attribute(target, name, value, journal=None):
         journal.record(SetAttribute(target, name, old, value))
 
 
-def delete_attribute(target, name, journal=None):
+def delete_attribute(target: object, name: str, journal: Journal | None = None) -> None:
     """``delattr`` recorded in the journal (undo puts the value back)."""
     old = target.__dict__.get(name, MISSING) if hasattr(target, "__dict__") else getattr(
         target, name, MISSING)

@@ -41,21 +41,27 @@ exception raised asynchronously in the thread) undoes the changes the same way a
 as it is.
 """
 
+from __future__ import annotations
+
 import logging
 import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from .. import _cpython
 from ..errors import PymoultTypeError, ThreadStateError, TransformerError
 from .data_update import AttributeWrites, snapshot_entry
 from .instances import instances_of
-from .journal import Operation, current_journal, describe
+from .journal import Journal, Operation, current_journal, describe
 
 __all__ = ["startLazyUpdate", "LazyConversion"]
 
 logger = logging.getLogger("pymoult")
 
+T = TypeVar("T")
+
 _open_lock = threading.Lock()
-_open = {}  # class -> its lazy conversion still converting
+_open: dict[type, LazyConversion] = {}  # class -> its lazy conversion still converting
 
 # special methods that must not be wrapped (the hooks themselves, construction, class plumbing)
 _NOT_WRAPPED = {
@@ -69,7 +75,9 @@ class LazyConversion(Operation):
     """A lazy conversion of the instances of a class: the pending objects, the conversions done,
     and undo (the pending ones go back unconverted, the converted ones are restored)."""
 
-    def __init__(self, cls, transformer, on_convert=None, on_done=None, keep_history=True):
+    def __init__(self, cls: type, transformer: Callable[[Any], object] | None,
+                 on_convert: Callable[[Any], object] | None = None,
+                 on_done: Callable[[], object] | None = None, keep_history: bool = True) -> None:
         self.cls = cls
         self.transformer = transformer
         self.on_convert = on_convert
@@ -79,28 +87,30 @@ class LazyConversion(Operation):
         self.pending_count = 0
         self.converted = 0
         self.writes = AttributeWrites(f"lazy conversion of {describe(cls)}")
-        self.converting = {}  # thread ident -> set of ids of objects it is transforming
-        self.pending_cls = None  # the hooked class while objects are pending, then None
+        #: thread ident -> set of ids of objects it is transforming
+        self.converting: dict[int, set[int]] = {}
+        self.pending_cls: type | None = None  # the hooked class while objects are pending
         self.done = threading.Event()
         self.stopped = False
 
     @property
-    def text(self):
+    def text(self) -> str:  # type: ignore[override]  # counts change as objects convert
         return (f"lazy conversion of {describe(self.cls)} ({self.converted} converted, "
                 f"{self.pending_count} pending)")
 
-    def undo(self):
+    def undo(self) -> None:
         with self.lock:
             self.stopped = True
             pending_cls = self.pending_cls
             if pending_cls is not None:
-                for obj in [o for o in instances_of(pending_cls, subclasses=False)]:
+                pending: list[Any] = instances_of(pending_cls, subclasses=False)
+                for obj in pending:
                     _leave_pending(obj, self.cls)
             self.writes.undo()
             self.pending_count = 0
             self._finish()
 
-    def _finish(self):
+    def _finish(self) -> None:
         self.pending_cls = None  # no object is pending: the class and its hooks can go
         with _open_lock:
             if _open.get(self.cls) is self:
@@ -109,7 +119,7 @@ class LazyConversion(Operation):
         if self.on_done is not None:
             self.on_done()
 
-    def convert(self, obj):
+    def convert(self, obj: object) -> None:
         """Transform ``obj`` (a pending object) now, in the calling thread."""
         me = threading.get_ident()
         with self.lock:
@@ -155,7 +165,7 @@ class LazyConversion(Operation):
             if self.pending_count <= 0:
                 self._finish()
 
-    def _undo_partial(self, obj, mark):
+    def _undo_partial(self, obj: object, mark: int) -> None:
         """Undo what converting ``obj`` wrote since entry ``mark``: ``obj``'s changes only (the
         objects its transformer touched were converted completely and stay so)."""
         entries = self.writes.entries
@@ -165,58 +175,58 @@ class LazyConversion(Operation):
         partial.entries = ours
         partial.undo()
 
-    def forget(self):
+    def forget(self) -> None:
         """A pending object died untouched: one fewer to wait for."""
         with self.lock:
             self.pending_count -= 1
             if self.pending_count <= 0 and not self.done.is_set():
                 self._finish()
 
-    def bypass(self, obj):
+    def bypass(self, obj: object) -> bool:
         """True when the calling thread is transforming ``obj`` (its accesses go straight)."""
         mine = self.converting.get(threading.get_ident())
-        return bool(mine) and id(obj) in mine
+        return mine is not None and id(obj) in mine
 
 
-def _leave_pending(obj, cls):
+def _leave_pending(obj: object, cls: type) -> None:
     """Move ``obj`` back to the live class ``cls``, with a dict its reads are fast on."""
     object.__setattr__(obj, "__class__", cls)
     _cpython.unshare_instance_dict(obj)
 
 
-def _make_pending_class(cls, conversion):
-    def __getattribute__(self, name):
+def _make_pending_class(cls: type, conversion: LazyConversion) -> type:
+    def __getattribute__(self: Any, name: str) -> Any:
         if not conversion.bypass(self):
             conversion.convert(self)
             return getattr(self, name)  # now an instance of the live class: no hook
         return object.__getattribute__(self, name) if name != "__class__" else cls
 
-    def __setattr__(self, name, value):
+    def __setattr__(self: Any, name: str, value: object) -> None:
         if conversion.bypass(self):  # the transformer: its object was snapshotted whole
-            cls.__setattr__(self, name, value)
+            cls.__setattr__(self, name, value)  # type: ignore[call-arg]  # the instances' one
             return
         conversion.convert(self)
         setattr(self, name, value)
 
-    def __delattr__(self, name):
+    def __delattr__(self: Any, name: str) -> None:
         if conversion.bypass(self):
-            cls.__delattr__(self, name)
+            cls.__delattr__(self, name)  # type: ignore[call-arg]  # the instances' one
             return
         conversion.convert(self)
         delattr(self, name)
 
-    def __new__(klass, *args, **kwargs):
+    def __new__(klass: type, *args: Any, **kwargs: Any) -> Any:
         return cls(*args, **kwargs)  # type(obj)(...) on a pending object builds a live one
 
     existing_del = getattr(cls, "__del__", None)
 
-    def __del__(self):
+    def __del__(self: Any) -> None:
         if type(self) is conversion.pending_cls:
             conversion.forget()
         if existing_del is not None:
             existing_del(self)
 
-    namespace = {
+    namespace: dict[str, Any] = {
         "__slots__": (),  # the same layout as the live class, slotted or not
         "__new__": __new__,
         "__del__": __del__,
@@ -237,8 +247,8 @@ def _make_pending_class(cls, conversion):
     return type(cls)(cls.__name__, (cls,), namespace)
 
 
-def _special_wrapper(cls, conversion, name):
-    def special(self, *args, **kwargs):
+def _special_wrapper(cls: type, conversion: LazyConversion, name: str) -> Callable[..., Any]:
+    def special(self: Any, *args: Any, **kwargs: Any) -> Any:
         if not conversion.bypass(self):
             conversion.convert(self)
         return getattr(cls, name)(self, *args, **kwargs)
@@ -247,7 +257,10 @@ def _special_wrapper(cls, conversion, name):
     return special
 
 
-def startLazyUpdate(cls, transformer, journal=None, on_convert=None, on_done=None):
+def startLazyUpdate(cls: type[T], transformer: Callable[[T], object] | None,
+                    journal: Journal | None = None,
+                    on_convert: Callable[[T], object] | None = None,
+                    on_done: Callable[[], object] | None = None) -> LazyConversion:
     """Convert every instance of ``cls`` (exactly, not its subclasses) on its first access.
 
     ``transformer(obj)`` runs in the thread that first touches ``obj``; see the module notes.

@@ -23,35 +23,43 @@ rewritten one by one, and a thread running meanwhile could copy an old reference
 been looked at. Only the frame rewrites run inside a stop-the-world window.
 """
 
+from __future__ import annotations
+
+import functools
 import gc
 import sys
 import types
 import weakref
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
 
 from .. import _cpython
-from .journal import Operation, current_journal, describe
+from .journal import Journal, Operation, current_journal, describe
 from .world import stop_the_world
 
 __all__ = ["redirectPointer", "redirect_references", "RedirectReport"]
+
+#: What to redirect: ``{id(old): (old, new)}``.
+Redirections = Mapping[int, tuple[Any, Any]]
 
 
 class RedirectReport:
     """What a redirection changed and what it could not: ``redirected`` and ``missed`` are lists
     of readable descriptions; ``complete`` is True when nothing was missed."""
 
-    def __init__(self):
-        self.redirected = []
-        self.missed = []
-        self.caveats = []  # done, but without a guarantee the caller may rely on
+    def __init__(self) -> None:
+        self.redirected: list[str] = []
+        self.missed: list[str] = []
+        self.caveats: list[str] = []  # done, but without a guarantee the caller may rely on
 
     @property
-    def complete(self):
+    def complete(self) -> bool:
         return not self.missed
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<RedirectReport redirected={len(self.redirected)} missed={len(self.missed)}>"
 
-    def __str__(self):
+    def __str__(self) -> str:
         lines = [f"{len(self.redirected)} references redirected, {len(self.missed)} not"]
         lines += [f"  not redirected: {text}" for text in self.missed]
         lines += [f"  caveat: {text}" for text in self.caveats]
@@ -61,27 +69,28 @@ class RedirectReport:
 class _Rewrite(Operation):
     """One reference moved from an old object to a new one; undo moves it back."""
 
-    def __init__(self, text, put_back):
+    def __init__(self, text: str, put_back: Callable[[], object]) -> None:
         self.text = text
         self._put_back = put_back
 
-    def undo(self):
+    def undo(self) -> None:
         self._put_back()
 
 
-def _set_slot_or_attr(holder, name, value):
+def _set_slot_or_attr(holder: object, name: str, value: object) -> None:
     object.__setattr__(holder, name, value)
 
 
-def _slot_names(cls):
-    names = []
+def _slot_names(cls: type) -> list[str]:
+    names: list[str] = []
     for klass in cls.__mro__:
         slots = klass.__dict__.get("__slots__", ())
         names.extend([slots] if isinstance(slots, str) else slots)
     return [n for n in names if n not in ("__dict__", "__weakref__")]
 
 
-def redirect_references(mapping, journal=None, exclude=()):
+def redirect_references(mapping: Redirections, journal: Journal | None = None,
+                        exclude: Collection[object] = ()) -> RedirectReport:
     """Point every reference to ``old`` at ``new`` for each ``old -> new`` in ``mapping``
     (a dict keyed by ``id(old)`` with ``(old, new)`` values). Returns a :class:`RedirectReport`.
 
@@ -96,8 +105,8 @@ def redirect_references(mapping, journal=None, exclude=()):
     pairs = list(mapping.values())
     skip = {id(mapping), id(olds), id(pairs), id(exclude)} | {id(x) for x in exclude}
     skip |= {id(pair) for pair in pairs}  # our own (old, new) tuples
-    own_frames = set()
-    frame = sys._getframe()
+    own_frames: set[int] = set()
+    frame: types.FrameType | None = sys._getframe()
     while frame is not None:  # the calling thread's frames keep their meaning (ours included)
         own_frames.add(id(frame))
         frame = frame.f_back
@@ -134,7 +143,7 @@ def redirect_references(mapping, journal=None, exclude=()):
 _BATCH_SCAN_THRESHOLD = 64
 
 
-def _holders(olds, mapping):
+def _holders(olds: list[Any], mapping: Redirections) -> list[Any]:
     if len(olds) <= _BATCH_SCAN_THRESHOLD:
         return gc.get_referrers(*olds)
     ids = mapping.keys()
@@ -143,7 +152,7 @@ def _holders(olds, mapping):
             if any(id(ref) in ids for ref in referents(obj))]
 
 
-def _class_owning(namespace):
+def _class_owning(namespace: dict[Any, Any]) -> type | None:
     """The class whose ``__dict__`` is ``namespace``, or None (writes must then go through
     ``setattr``, or the type's attribute cache keeps serving the old value)."""
     if "__module__" not in namespace:  # every class namespace has it; instance dicts rarely do
@@ -154,20 +163,22 @@ def _class_owning(namespace):
     return None
 
 
-def _record(journal, report, text, put_back):
+def _record(journal: Journal | None, report: RedirectReport, text: str,
+            put_back: Callable[[], object]) -> None:
     report.redirected.append(text)
     if journal is not None:
         journal.record(_Rewrite(f"redirect {text}", put_back))
 
 
-def _rewrite_holder(holder, mapping, journal, report):
+def _rewrite_holder(holder: object, mapping: Redirections, journal: Journal | None,
+                    report: RedirectReport) -> None:
     if isinstance(holder, list):
         for index, item in enumerate(holder):
             pair = mapping.get(id(item))
             if pair is not None and pair[0] is item:
                 holder[index] = pair[1]
                 _record(journal, report, f"list[{index}]",
-                        lambda h=holder, i=index, o=item: h.__setitem__(i, o))
+                        functools.partial(holder.__setitem__, index, item))
     elif isinstance(holder, dict):
         owner = None
         for key, value in list(holder.items()):
@@ -177,13 +188,14 @@ def _rewrite_holder(holder, mapping, journal, report):
                 if owner is not None:
                     setattr(owner, key, pair[1])
                     _record(journal, report, f"class attribute {owner.__qualname__}.{key}",
-                            lambda h=owner, k=key, o=value: setattr(h, k, o))
+                            functools.partial(setattr, owner, key, value))
                     continue
                 holder[key] = pair[1]
                 _record(journal, report, f"dict[{key!r}]",
-                        lambda h=holder, k=key, o=value: h.__setitem__(k, o))
+                        functools.partial(holder.__setitem__, key, value))
             if id(key) in mapping and mapping[id(key)][0] is key:
-                report.missed.append(f"a dict key ({describe(key)}): rehashing would change the dict")
+                report.missed.append(f"a dict key ({describe(key)}): "
+                                     "rehashing would change the dict")
     elif isinstance(holder, types.CellType):
         try:
             value = holder.cell_contents
@@ -193,7 +205,7 @@ def _rewrite_holder(holder, mapping, journal, report):
         if pair is not None and pair[0] is value:
             holder.cell_contents = pair[1]
             _record(journal, report, "a closure cell",
-                    lambda h=holder, o=value: setattr(h, "cell_contents", o))
+                    functools.partial(setattr, holder, "cell_contents", value))
     elif isinstance(holder, (tuple, frozenset)):
         report.missed.append(f"a {type(holder).__name__} (immutable) of {len(holder)} items")
     elif isinstance(holder, (set,)):
@@ -204,16 +216,18 @@ def _rewrite_holder(holder, mapping, journal, report):
             if pair is not None and pair[0] is value:
                 setattr(holder, name, pair[1])
                 _record(journal, report, f"class attribute {holder.__qualname__}.{name}",
-                        lambda h=holder, n=name, o=value: setattr(h, n, o))
+                        functools.partial(setattr, holder, name, value))
     else:
         _rewrite_object(holder, mapping, journal, report)
 
 
-def _rewrite_object(holder, mapping, journal, report):
+def _rewrite_object(holder: object, mapping: Redirections, journal: Journal | None,
+                    report: RedirectReport) -> None:
     """An object holding the old one in a slot or in its attributes (inline values)."""
     found = False
     names = _slot_names(type(holder))
-    instance_dict = getattr(holder, "__dict__", None) if not isinstance(holder, types.ModuleType) else None
+    instance_dict = None if isinstance(holder, types.ModuleType) else getattr(
+        holder, "__dict__", None)
     if isinstance(instance_dict, dict):
         names += list(instance_dict)
     for name in names:
@@ -226,21 +240,22 @@ def _rewrite_object(holder, mapping, journal, report):
             found = True
             _set_slot_or_attr(holder, name, pair[1])
             _record(journal, report, f"{describe(type(holder))} attribute {name!r}",
-                    lambda h=holder, n=name, o=value: _set_slot_or_attr(h, n, o))
+                    functools.partial(_set_slot_or_attr, holder, name, value))
     if not found:
         report.missed.append(f"a {type(holder).__name__} object (held inside it, out of reach)")
 
 
-def _rewrite_frame(frame, mapping, journal, report):
+def _rewrite_frame(frame: types.FrameType, mapping: Redirections, journal: Journal | None,
+                   report: RedirectReport) -> None:
     where = f"frame of {describe(frame.f_code)}"
     for name, value in list(frame.f_locals.items()):
         pair = mapping.get(id(value))
         if pair is not None and pair[0] is value:
             _cpython.write_frame_local(frame, name, pair[1])
             _record(journal, report, f"local {name!r} of {where}",
-                    lambda f=frame, n=name, o=value: _cpython.write_frame_local(f, n, o))
+                    functools.partial(_cpython.write_frame_local, frame, name, value))
 
 
-def redirectPointer(old, new, journal=None):
+def redirectPointer(old: object, new: object, journal: Journal | None = None) -> RedirectReport:
     """Point every reference to ``old`` at ``new``; returns a :class:`RedirectReport`."""
     return redirect_references({id(old): (old, new)}, journal)

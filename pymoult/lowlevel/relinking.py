@@ -38,12 +38,26 @@ Every change is recorded in the current journal (:mod:`pymoult.lowlevel.journal`
 can be rolled back exactly.
 """
 
+from __future__ import annotations
+
 import dis
 import logging
 import types
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Optional, Protocol, Union
 
 from ..errors import PymoultTypeError, RedefinitionError, TargetNotFoundError
-from .journal import MISSING, Operation, SetItem, current_journal, describe, set_attribute
+from .journal import (MISSING, Journal, Operation, SetItem, current_journal, describe,
+                      set_attribute)
+
+if TYPE_CHECKING:
+    from .alterability import ForceQuiescenceWatcher
+
+#: What a namespace binds as a function: a function (or any callable: a decorator's wrapper, a
+#: bound method, a forced-quiescence gate), a static or class method, a property.
+Member = Union[Callable[..., Any], staticmethod, classmethod, property]
+#: ``fallback=``: None (refuse what cannot be updated in place) or "rebind".
+Fallback = Optional[Literal["rebind"]]
 
 __all__ = ["redefineFunction", "redefineMethod", "update_function", "SwapFunction",
            "wrapped_layers"]
@@ -51,6 +65,12 @@ __all__ = ["redefineFunction", "redefineMethod", "update_function", "SwapFunctio
 logger = logging.getLogger("pymoult")
 
 _FALLBACKS = (None, "rebind")
+
+
+class _Cache(Protocol):
+    """A cache wrapping a function (``functools.lru_cache``)."""
+
+    def cache_clear(self) -> None: ...
 
 
 class SwapFunction(Operation):
@@ -62,26 +82,27 @@ class SwapFunction(Operation):
 
     FIELDS = ("__code__", "__defaults__", "__kwdefaults__", "__annotations__", "__doc__")
 
-    def __init__(self, function, before, after, caches=()):
+    def __init__(self, function: types.FunctionType, before: dict[str, Any],
+                 after: dict[str, Any], caches: Iterable[_Cache] = ()) -> None:
         self.function, self.before, self.after = function, before, after
         self.caches = tuple(caches)
         self.text = f"swap code of {describe(function)}"
 
     @classmethod
-    def capture(cls, function):
+    def capture(cls, function: types.FunctionType) -> dict[str, Any]:
         state = {field: getattr(function, field) for field in cls.FIELDS}
         state["__annotations__"] = dict(state["__annotations__"])
         state["__dict__"] = dict(function.__dict__)
         return state
 
     @staticmethod
-    def restore(function, state):
+    def restore(function: types.FunctionType, state: Mapping[str, Any]) -> None:
         for field in SwapFunction.FIELDS:
             setattr(function, field, state[field])
         function.__dict__.clear()
         function.__dict__.update(state["__dict__"])
 
-    def undo(self):
+    def undo(self) -> None:
         self.restore(self.function, self.before)
         for cache in self.caches:
             cache.cache_clear()
@@ -91,19 +112,20 @@ class ClearCache(Operation):
     """A cache of a decorated function was cleared (nothing to undo: it refills itself; the
     :class:`SwapFunction` undone with it clears it again)."""
 
-    def __init__(self, wrapper):
+    def __init__(self, wrapper: object) -> None:
         self.text = f"clear cache of {describe(wrapper)}"
 
-    def undo(self):
+    def undo(self) -> None:
         pass
 
 
 _MAX_LAYERS = 100  # as inspect.unwrap: a proxy may invent a new __wrapped__ at every access
 
 
-def wrapped_layers(function):
+def wrapped_layers(function: object) -> list[Any]:
     """``function`` and everything it wraps (``__wrapped__`` chain), outermost first."""
-    layers, seen = [], []  # the objects themselves: a proxy's invented ones would reuse ids
+    layers: list[Any] = []  # the objects themselves: a proxy's invented ones would reuse ids
+    seen: list[Any] = []  # the objects themselves: a proxy's invented ones would reuse ids
     while function is not None and not any(function is s for s in seen) \
             and len(layers) < _MAX_LAYERS:
         seen.append(function)
@@ -118,7 +140,7 @@ def wrapped_layers(function):
 _layers = wrapped_layers
 
 
-def _layer_name(layer):
+def _layer_name(layer: object) -> str:
     """How a layer is named in messages: a Python function by its code's qualified name (a
     ``functools.wraps`` wrapper copies the wrapped function's ``__qualname__``, its code keeps its
     own), anything else by its type."""
@@ -128,7 +150,7 @@ def _layer_name(layer):
     return type(layer).__name__
 
 
-def _gate_watcher(obj):
+def _gate_watcher(obj: object) -> ForceQuiescenceWatcher | None:
     """The forced-quiescence watcher whose gate ``obj`` is, or None.
 
     A gate (:func:`pymoult.lowlevel.alterability.setupForceQuiescence`) carries its watcher as
@@ -144,7 +166,7 @@ def _gate_watcher(obj):
     return watcher
 
 
-def _behind_gates(obj):
+def _behind_gates(obj: Any) -> Any:
     """``obj``, or the function its forced-quiescence gate (gates) holds callers of."""
     for _ in range(_MAX_LAYERS):
         watcher = _gate_watcher(obj)
@@ -154,7 +176,7 @@ def _behind_gates(obj):
     return obj
 
 
-def _referent(obj):
+def _referent(obj: object) -> object:
     """The function behind a method, a static or class method, or a gate (else ``obj``)."""
     if isinstance(obj, types.MethodType):
         obj = obj.__func__
@@ -163,16 +185,17 @@ def _referent(obj):
     return _behind_gates(obj)
 
 
-def _same_function(a, b):
+def _same_function(a: object, b: object) -> bool:
     return _referent(a) is _referent(b)
 
 
-def _as_function(obj, what):
+def _as_function(obj: object, what: str) -> Callable[..., Any]:
     if isinstance(obj, types.MethodType):
         obj = obj.__func__
     if isinstance(obj, (staticmethod, classmethod)):
         obj = obj.__func__
-    if not callable(obj) or not any(isinstance(layer, types.FunctionType) for layer in _layers(obj)):
+    if not callable(obj) or not any(isinstance(layer, types.FunctionType)
+                                    for layer in _layers(obj)):
         raise PymoultTypeError(f"{what} must be a Python function, got {obj!r}")
     return obj
 
@@ -180,7 +203,7 @@ def _as_function(obj, what):
 _GLOBAL_OPS = {"LOAD_GLOBAL", "STORE_GLOBAL", "DELETE_GLOBAL"}
 
 
-def _global_names(code):
+def _global_names(code: types.CodeType) -> set[str]:
     """Names the code (and the code nested in it) reads or writes as globals.
 
     Taken from the instructions, not ``co_names``, which also holds attribute names.
@@ -192,7 +215,7 @@ def _global_names(code):
     return names
 
 
-def _written_global_names(code):
+def _written_global_names(code: types.CodeType) -> set[str]:
     names = {ins.argval for ins in dis.get_instructions(code)
              if ins.opname in ("STORE_GLOBAL", "DELETE_GLOBAL")}
     for const in code.co_consts:
@@ -201,7 +224,8 @@ def _written_global_names(code):
     return names
 
 
-def copy_missing_globals(live, new, journal):
+def copy_missing_globals(live: types.FunctionType, new: types.FunctionType,
+                         journal: Journal | None) -> types.CodeType:
     """Give the live module the globals the new code needs, and return the code the live
     function is to run (``new.__code__``, or a copy reading some globals under aliases).
 
@@ -242,7 +266,8 @@ def copy_missing_globals(live, new, journal):
     return code
 
 
-def _bind_global(module_globals, name, value, journal):
+def _bind_global(module_globals: dict[str, Any], name: str, value: object,
+                 journal: Journal | None) -> None:
     old = module_globals.get(name, MISSING)
     module_globals[name] = value
     if journal is not None:
@@ -250,18 +275,19 @@ def _bind_global(module_globals, name, value, journal):
                                owner=_ModuleName(module_globals)))
 
 
-def _read_under_aliases(code, aliases):
+def _read_under_aliases(code: types.CodeType,
+                        aliases: Mapping[str, str]) -> tuple[types.CodeType, set[str]]:
     """``code`` (and the code nested in it) with the global reads of ``aliases``' names made
     under their aliases; returns (code, names it could not alias: also used as attribute or
     other names in a code object, whose ``co_names`` entry they share)."""
-    uses = {}
+    uses: dict[str, set[str]] = {}
     for ins in dis.get_instructions(code):
         if ins.opcode in dis.hasname:
             uses.setdefault(ins.argval, set()).add(ins.opname)
     kept = {name for name in aliases if name in uses and uses[name] != {"LOAD_GLOBAL"}}
     names = tuple(aliases[name] if name in aliases and name not in kept else name
                   for name in code.co_names)
-    consts = []
+    consts: list[object] = []
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             const, inner_kept = _read_under_aliases(const, aliases)
@@ -273,11 +299,11 @@ def _read_under_aliases(code, aliases):
 class _ModuleName:
     """Names a module's globals in operation texts."""
 
-    def __init__(self, module_globals):
+    def __init__(self, module_globals: Mapping[str, Any]) -> None:
         self.__name__ = f"globals of {module_globals.get('__name__', '?')}"
 
 
-def _check_free_variables(live, new):
+def _check_free_variables(live: types.FunctionType, new: types.FunctionType) -> None:
     before, after = live.__code__.co_freevars, new.__code__.co_freevars
     if before != after:
         raise RedefinitionError(
@@ -285,7 +311,9 @@ def _check_free_variables(live, new):
             f"(before: {before}; after: {after})", function=live, new_function=new)
 
 
-def update_function(function, new_function, journal=None, keep_decorators=False):
+def update_function(function: Member, new_function: Member,
+                    journal: Journal | None = None,
+                    keep_decorators: bool = False) -> Callable[..., Any]:
     """Make ``function`` run ``new_function`` in place; returns ``function`` (same object; for a
     forced-quiescence gate, the function behind it).
 
@@ -297,18 +325,18 @@ def update_function(function, new_function, journal=None, keep_decorators=False)
     the function it guards is updated and the gate stays. Raises ``RedefinitionError`` (nothing
     changed) when a layer cannot be updated in place.
     """
-    function = _behind_gates(_as_function(function, "the function to redefine"))
+    live: Callable[..., Any] = _behind_gates(_as_function(function, "the function to redefine"))
     new_function = _as_function(new_function, "the new version")
     journal = current_journal(journal)
-    old_layers, new_layers = _layers(function), _layers(new_function)
+    old_layers, new_layers = _layers(live), _layers(new_function)
     kept = old_layers[:max(0, len(old_layers) - len(new_layers))] if keep_decorators else []
     updated = old_layers[len(kept):]
     if [type(layer) for layer in updated] != [type(layer) for layer in new_layers]:
         raise RedefinitionError(
-            f"cannot redefine {describe(function)!r} in place: its decorators changed "
+            f"cannot redefine {describe(live)!r} in place: its decorators changed "
             f"(before: {[_layer_name(layer) for layer in old_layers]}; "
             f"after: {[_layer_name(layer) for layer in new_layers]})",
-            function=function, new_function=new_function)
+            function=live, new_function=new_function)
     pairs = [(old, new) for old, new in zip(updated, new_layers)
              if isinstance(old, types.FunctionType)]
     _follow_closures(pairs)
@@ -332,12 +360,12 @@ def update_function(function, new_function, journal=None, keep_decorators=False)
             journal.record(ClearCache(cache))
     if kept:
         logger.info("%s: the new version has fewer decorators; the live ones %s were kept and "
-                    "the function they wrap was updated", describe(function),
+                    "the function they wrap was updated", describe(live),
                     [_layer_name(layer) for layer in kept])
-    return function
+    return live
 
 
-def _follow_closures(pairs):
+def _follow_closures(pairs: list[tuple[types.FunctionType, types.FunctionType]]) -> None:
     """Add the functions a wrapper holds in its closure cells (a decorator without
     ``functools.wraps``), paired by free-variable name when both hold functions of the same
     name: updating only the wrapper would leave it calling the old inner function."""
@@ -356,14 +384,16 @@ def _follow_closures(pairs):
                 inner_old, inner_new = cell.cell_contents, names[name].cell_contents
             except ValueError:  # an empty cell
                 continue
-            if (isinstance(inner_old, types.FunctionType) and isinstance(inner_new, types.FunctionType)
+            if (isinstance(inner_old, types.FunctionType)
+                    and isinstance(inner_new, types.FunctionType)
                     and inner_old is not inner_new and id(inner_old) not in seen
                     and inner_old.__name__ == inner_new.__name__):
                 seen.add(id(inner_old))
                 pairs.append((inner_old, inner_new))
 
 
-def rebuild(new_function, live_globals, live_class=None):
+def rebuild(new_function: types.FunctionType, live_globals: dict[str, Any],
+            live_class: type | None = None) -> types.FunctionType:
     """A copy of ``new_function`` that runs against ``live_globals`` (and whose ``__class__``
     cell, if any, holds ``live_class``)."""
     code = new_function.__code__
@@ -381,12 +411,21 @@ def rebuild(new_function, live_globals, live_class=None):
     return rebuilt
 
 
-def _check_fallback(fallback):
+def _rebuild_live(new_function: types.FunctionType, live_globals: dict[str, Any],
+                  live_class: type | None, journal: Journal | None) -> types.FunctionType:
+    """:func:`rebuild`, given the globals the new code needs that the live module lacks."""
+    rebuilt = rebuild(new_function, live_globals, live_class)  # runs against the live globals
+    rebuilt.__code__ = copy_missing_globals(rebuilt, new_function, journal)
+    return rebuilt
+
+
+def _check_fallback(fallback: object) -> None:
     if fallback not in _FALLBACKS:
         raise PymoultTypeError(f"fallback must be one of {_FALLBACKS}, got {fallback!r}")
 
 
-def redefineFunction(module, function, new_function, fallback=None, journal=None):
+def redefineFunction(module: object, function: Member | str, new_function: Member,
+                     fallback: Fallback = None, journal: Journal | None = None) -> Member:
     """Make ``module.<function>`` and every reference to it run ``new_function``.
 
     ``module`` is any namespace object, as in Pymoult: a module, a class or an instance (any
@@ -420,14 +459,14 @@ def redefineFunction(module, function, new_function, fallback=None, journal=None
     if not isinstance(namespace, dict):
         raise PymoultTypeError(f"expected a module, a class or an object with a __dict__, "
                                f"got {container!r}")
-    is_module = isinstance(container, types.ModuleType)
+    module_name = container.__name__ if isinstance(container, types.ModuleType) else None
     name = _name_in(namespace, function)
-    label = container.__name__ if is_module else f"<{type(container).__qualname__} object>"
+    label = module_name or f"<{type(container).__qualname__} object>"
     target = f"{label}.{name}"
     live = namespace.get(name, MISSING)
     if live is MISSING:
-        if is_module:
-            message = f"module {container.__name__!r} has no function {name!r} (any more)"
+        if module_name is not None:
+            message = f"module {module_name!r} has no function {name!r} (any more)"
         else:
             owner = next((base for base in type(container).__mro__ if name in base.__dict__), None)
             message = f"{type(container).__qualname__} object has no function {name!r} of its own"
@@ -446,17 +485,17 @@ def redefineFunction(module, function, new_function, fallback=None, journal=None
     except RedefinitionError:
         if fallback != "rebind":
             raise
-    new_function = _as_function(new_function, "the new version")
-    if isinstance(new_function, types.FunctionType) and len(_layers(new_function)) == 1:
-        if is_module:
+    new = _as_function(new_function, "the new version")
+    rebuilt: Callable[..., Any]
+    if isinstance(new, types.FunctionType) and len(_layers(new)) == 1:
+        if module_name is not None:
             live_globals = namespace
         else:
             live_globals = [layer for layer in _layers(_referent(live))
                             if isinstance(layer, types.FunctionType)][-1].__globals__
-        rebuilt = rebuild(new_function, live_globals)  # plain: run against the live globals
-        rebuilt.__code__ = copy_missing_globals(rebuilt, new_function, journal)
+        rebuilt = _rebuild_live(new, live_globals, None, journal)
     else:
-        rebuilt = new_function  # decorated: its wrappers hold the new function itself
+        rebuilt = new  # decorated: its wrappers hold the new function itself
     if isinstance(live, types.MethodType):  # an instance holding a bound method keeps one
         rebuilt = types.MethodType(rebuilt, live.__self__)
     set_attribute(container, name, rebuilt, journal)
@@ -465,7 +504,7 @@ def redefineFunction(module, function, new_function, fallback=None, journal=None
     return rebuilt
 
 
-def _name_in(namespace, function):
+def _name_in(namespace: Mapping[str, Any], function: object) -> str:
     """The name under which ``namespace`` binds ``function`` (a function, method, descriptor or
     gate, or already a name): its ``__name__``, or else the one key that binds it (a function
     bound under another name, a property before Python 3.13)."""
@@ -488,7 +527,8 @@ def _name_in(namespace, function):
     raise PymoultTypeError(f"expected a function or its name, got {function!r}")
 
 
-def _redefine_in_class(cls, function, new_function, fallback, journal):
+def _redefine_in_class(cls: type, function: Member | str, new_function: Member,
+                       fallback: Fallback, journal: Journal | None) -> Member:
     """``redefineFunction`` with a class as the container: :func:`redefineMethod`, after
     checking that the name still binds ``function``."""
     name = _name_in(cls.__dict__, function)
@@ -503,7 +543,8 @@ def _redefine_in_class(cls, function, new_function, fallback, journal):
     return redefineMethod(cls, name, new, fallback=fallback, journal=journal)
 
 
-def redefineMethod(cls, name, new_method, fallback=None, journal=None):
+def redefineMethod(cls: type, name: str, new_method: Member, fallback: Fallback = None,
+                   journal: Journal | None = None) -> Member:
     """Make method ``name`` of ``cls`` run ``new_method`` everywhere (bound methods included).
 
     Handles plain methods, ``staticmethod``, ``classmethod`` and ``property`` (each accessor
@@ -544,9 +585,13 @@ def redefineMethod(cls, name, new_method, fallback=None, journal=None):
     except RedefinitionError:
         if fallback != "rebind":
             raise
-    module_globals = _layers(live_function)[-1].__globals__
-    rebuilt = rebuild(_as_function(new_function, "the new version"), module_globals, cls)
-    copy_missing_globals(_layers(live_function)[-1], rebuilt, journal)
+    new = _as_function(new_function, "the new version")
+    rebuilt: Callable[..., Any]
+    if isinstance(new, types.FunctionType) and len(_layers(new)) == 1:
+        module_globals = _layers(live_function)[-1].__globals__
+        rebuilt = _rebuild_live(new, module_globals, cls, journal)
+    else:
+        rebuilt = new  # decorated: its wrappers hold the new function itself
     descriptor = live_kind(rebuilt) if live_kind in kinds else rebuilt
     set_attribute(cls, name, descriptor, journal)
     logger.warning("%s.%s rebound, not updated in place: bound methods taken before keep the old "
@@ -554,7 +599,8 @@ def redefineMethod(cls, name, new_method, fallback=None, journal=None):
     return descriptor
 
 
-def _redefine_property(cls, name, live, new_property, journal, fallback=None):
+def _redefine_property(cls: type, name: str, live: property, new_property: object,
+                       journal: Journal | None, fallback: Fallback = None) -> property:
     if not isinstance(new_property, property):
         raise RedefinitionError(f"{cls.__qualname__}.{name} is a property; the new version "
                                 f"{new_property!r} is not", function=live,
@@ -574,21 +620,25 @@ def _redefine_property(cls, name, live, new_property, journal, fallback=None):
     for old, new in pairs:
         if old is not None and new is not None:
             update_function(old, new, journal, keep_decorators=True)
-    if all((old is None) == (new is None) for old, new in pairs) and live.__doc__ == new_property.__doc__:
+    if all((old is None) == (new is None) for old, new in pairs) \
+            and live.__doc__ == new_property.__doc__:
         return live
     module_globals = next(_layers(f)[-1].__globals__ for f in (live.fget, live.fset, live.fdel)
                           if f is not None)
-    merged = [old if old is not None else (None if new is None else rebuild(new, module_globals, cls))
+    merged = [old if old is not None else
+              (None if new is None else _rebuild_live(new, module_globals, cls, journal))
               for old, new in pairs]
-    replacement = property(*merged, doc=new_property.__doc__)
+    fget, fset, fdel = merged
+    replacement = property(fget, fset, fdel, doc=new_property.__doc__)
     set_attribute(cls, name, replacement, journal)
     return replacement
 
 
-def property_for(cls, new_property):
+def property_for(cls: type, new_property: property) -> property:
     """``new_property`` with accessors whose zero-argument ``super()`` names ``cls``."""
-    def fix(function):
-        if isinstance(function, types.FunctionType) and "__class__" in function.__code__.co_freevars:
+    def fix(function: Callable[..., Any] | None) -> Callable[..., Any] | None:
+        if isinstance(function, types.FunctionType) \
+                and "__class__" in function.__code__.co_freevars:
             return rebuild(function, function.__globals__, cls)
         return function
 

@@ -24,26 +24,34 @@ copy, so one request reboots the thread once. The run loop of a DSU_Thread treat
 reboot landing anywhere before main returns as a reboot.
 """
 
+from __future__ import annotations
+
 import functools
 import sys
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future
+from types import CodeType, FrameType
+from typing import Any, TypeVar, cast
 
 from .. import _cpython
 from .._parking import RebootException, control_for
 from ..errors import PymoultTypeError, RebootError, ThreadStateError
-from ..threads import DSU_Thread
+from ..threads import DSU_Thread, MainCall
 from .._stacks import codes_of
-from .journal import Operation, current_journal, describe
+from .journal import Journal, Operation, current_journal, describe
 
 __all__ = ["resetThread", "switchMain", "rebootFunction", "reboot_boundary"]
 
+F = TypeVar("F", bound=Callable[..., Any])
 
-def _require_dsu_thread(thread):
+
+def _require_dsu_thread(thread: object) -> DSU_Thread:
     if not isinstance(thread, DSU_Thread):
         raise PymoultTypeError(f"a DSU_Thread is required, got {thread!r}")
     return thread
 
 
-def _require_running(thread, what):
+def _require_running(thread: DSU_Thread, what: str) -> None:
     if thread.ident is None:
         raise ThreadStateError(f"cannot {what} {thread!r}: it has not started "
                                "(use switchMain to choose what it will run)")
@@ -55,11 +63,11 @@ class RequestReboot(Operation):
     """A reboot of ``thread`` was requested; undo withdraws it if the thread has not served it
     (an asynchronous reboot already delivered cannot be taken back: undo then raises)."""
 
-    def __init__(self, thread, future):
+    def __init__(self, thread: DSU_Thread, future: Future[Any]) -> None:
         self.thread, self.future = thread, future
         self.text = f"request a reboot of {thread.name!r}"
 
-    def undo(self):
+    def undo(self) -> None:
         if not self.future.done() and not control_for(self.thread).withdraw_reboot(self.future):
             raise ThreadStateError(f"the reboot of {self.thread.name!r} was already delivered")
 
@@ -67,15 +75,17 @@ class RequestReboot(Operation):
 class SwitchMain(Operation):
     """What ``thread``'s next main runs was changed; undo puts the previous one back."""
 
-    def __init__(self, thread, previous, func):
+    def __init__(self, thread: DSU_Thread, previous: MainCall | None,
+                 func: Callable[..., object]) -> None:
         self.thread, self.previous = thread, previous
         self.text = f"switch the main of {thread.name!r} to {describe(func)}"
 
-    def undo(self):
+    def undo(self) -> None:
         self.thread.restore_main(self.previous)
 
 
-def resetThread(thread, asynchronous=False, journal=None):
+def resetThread(thread: DSU_Thread, asynchronous: bool = False,
+                journal: Journal | None = None) -> Future[Any]:
     """Reboot ``thread``: at its next update point its main stops and starts again.
 
     Returns a ``concurrent.futures.Future`` resolved with the thread's reboot count once main
@@ -95,7 +105,8 @@ def resetThread(thread, asynchronous=False, journal=None):
     return future
 
 
-def switchMain(thread, func, args=(), kwargs=None, journal=None):
+def switchMain(thread: DSU_Thread, func: Callable[..., object], args: Iterable[Any] = (),
+               kwargs: Mapping[str, Any] | None = None, journal: Journal | None = None) -> None:
     """Make the next (re)start of ``thread``'s main run ``func(*args, **kwargs)``.
 
     Takes effect at the next reboot (or at start for a thread not yet started); combine with
@@ -107,7 +118,7 @@ def switchMain(thread, func, args=(), kwargs=None, journal=None):
         journal.record(SwitchMain(thread, previous, func))
 
 
-def reboot_boundary(function):
+def reboot_boundary(function: F) -> F:
     """Mark ``function`` as a place where :func:`rebootFunction` may restart it.
 
     The returned wrapper calls ``function``; when a reboot of it is requested, it is unwound at
@@ -118,24 +129,25 @@ def reboot_boundary(function):
         raise PymoultTypeError(f"reboot_boundary needs a callable, got {function!r}")
 
     @functools.wraps(function)
-    def boundary(*args, **kwargs):
-        call = functools.partial(function, *args, **kwargs)
+    def boundary(*args: Any, **kwargs: Any) -> Any:
+        call: Callable[[], Any] = functools.partial(function, *args, **kwargs)
         while True:
             try:
                 return call()
             except RebootException as reboot:
                 if reboot.target is not boundary:
                     raise
-                call = reboot.replacement
+                if reboot.replacement is not None:  # else: start the same call again
+                    call = reboot.replacement
                 future = getattr(reboot, "future", None)
                 if future is not None and not future.done():
                     future.set_result(None)
 
-    boundary.__pymoult_boundary__ = True
-    return boundary
+    boundary.__pymoult_boundary__ = True  # type: ignore[attr-defined]  # marks the wrapper
+    return cast(F, boundary)
 
 
-def _main_codes(thread):
+def _main_codes(thread: DSU_Thread) -> set[CodeType]:
     main = thread.current_main
     if main is None:
         return set()
@@ -145,10 +157,11 @@ def _main_codes(thread):
     return codes_of(main)
 
 
-def _innermost_frame(codes, function, thread):
+def _innermost_frame(codes: Iterable[CodeType], function: object,
+                     thread: DSU_Thread) -> FrameType:
     """The innermost frame of ``codes`` on the calling thread's stack (the rebooting thread)."""
     code_ids = {id(code) for code in codes}
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         if id(frame.f_code) in code_ids:
             return frame
@@ -157,7 +170,9 @@ def _innermost_frame(codes, function, thread):
                       "running when the thread reached its update point")
 
 
-def rebootFunction(thread, function, new_function, capture_state=None):
+def rebootFunction(thread: DSU_Thread, function: Callable[..., Any],
+                   new_function: Callable[[Any], Any],
+                   capture_state: Callable[[FrameType], Any] | None = None) -> Future[Any]:
     """Stop the running ``function`` in ``thread`` and continue with ``new_function(state)``.
 
     ``state = capture_state(frame)`` is taken from ``function``'s innermost frame when the thread
@@ -177,15 +192,16 @@ def rebootFunction(thread, function, new_function, capture_state=None):
     capture = capture_state or (lambda frame: dict(frame.f_locals))
 
     if getattr(function, "__pymoult_boundary__", False):
-        codes = codes_of(function.__wrapped__)
+        wrapped = getattr(function, "__wrapped__")  # the function the boundary wraps
+        codes = codes_of(wrapped)
         from .alterability import isFunctionInStack
 
-        if not isFunctionInStack(function.__wrapped__, thread):
+        if not isFunctionInStack(wrapped, thread):
             raise RebootError(f"cannot reboot {function.__qualname__} in {thread.name!r}: "
                               "it is not running there")
 
-        def payload(_thread):
-            state = capture(_innermost_frame(codes, function, _thread))
+        def payload(rebooting: DSU_Thread) -> RebootException:
+            state = capture(_innermost_frame(codes, function, rebooting))
             return RebootException(target=function,
                                    replacement=functools.partial(new_function, state))
     else:
@@ -195,7 +211,7 @@ def rebootFunction(thread, function, new_function, capture_state=None):
                 f"cannot reboot {function!r} in {thread.name!r}: it is neither the thread's main "
                 "nor a function marked with reboot_boundary")
 
-        def payload(rebooting):
+        def payload(rebooting: DSU_Thread) -> RebootException:
             state = capture(_innermost_frame(codes, function, rebooting))
             rebooting.switch_main(new_function, (state,))
             return RebootException(f"{function.__qualname__} rebooted into "

@@ -7,8 +7,8 @@ switch interval (``sys.setswitchinterval``) without seeing any switch, sets a dr
 window sets the switch interval to ``guarantee`` seconds and then lets another thread hold the GIL
 once before taking it back (``_cpython.take_gil_afresh``). Every thread that was already waiting
 then sees that a switch happened and does not ask for the GIL; every wait that starts afterwards
-lasts at least ``guarantee``. Until ``guarantee`` has elapsed since that fresh acquisition, no other thread can
-run Python code, whatever the number of busy threads.
+lasts at least ``guarantee``. Until ``guarantee`` has elapsed since that fresh acquisition, no
+other thread can run Python code, whatever the number of busy threads.
 
 Measured on 3.10-3.13 with three busy threads (see ``tests/test_world.py`` and ``benchmarks/``):
 no other thread ran in any window that ended within 0.9 x ``guarantee``; windows that overran it
@@ -25,13 +25,17 @@ run. Keep the section short: checks and in-memory swaps. Threads blocked in C ca
 when their call returns they wait for the GIL like everyone else.
 """
 
+from __future__ import annotations
+
 import logging
 import sys
 import threading
 import time
+from types import TracebackType
+from typing import Literal
 
 from .. import _cpython
-from ..errors import PymoultValueError, UnsupportedError
+from ..errors import PymoultValueError, ThreadStateError, UnsupportedError
 
 __all__ = ["stop_the_world", "Window", "DEFAULT_GUARANTEE", "SAFETY_MARGIN"]
 
@@ -44,27 +48,30 @@ SAFETY_MARGIN = 0.9
 _window_lock = threading.RLock()
 
 
-def _gil_enabled():
+def _gil_enabled() -> bool:
     check = getattr(sys, "_is_gil_enabled", None)  # 3.13+
-    return True if check is None else check()
+    return True if check is None else bool(check())
+
+
 _local = threading.local()
 
 
 class Window:
     """A stop-the-world window; use it as a context manager (see :func:`stop_the_world`)."""
 
-    def __init__(self, guarantee=DEFAULT_GUARANTEE):
+    def __init__(self, guarantee: float = DEFAULT_GUARANTEE) -> None:
         if not (isinstance(guarantee, (int, float)) and 0.0005 <= guarantee <= 1.0):
-            raise PymoultValueError(f"guarantee must be between 0.0005 and 1 second, got {guarantee!r}")
+            raise PymoultValueError(f"guarantee must be between 0.0005 and 1 second, "
+                                    f"got {guarantee!r}")
         self.guarantee = float(guarantee)
-        self.entry_latency = None  # seconds spent getting the GIL back
-        self.elapsed = None  # seconds between the fresh acquisition and the exit
-        self.exclusive = None  # True if the guarantee held until exit
-        self._started = None
-        self._saved_interval = None
-        self._outer = None
+        self.entry_latency: float | None = None  # seconds spent getting the GIL back
+        self.elapsed: float | None = None  # seconds between the fresh acquisition and the exit
+        self.exclusive: bool | None = None  # True if the guarantee held until exit
+        self._started: float | None = None
+        self._saved_interval = 0.0
+        self._outer: Window | None = None
 
-    def __enter__(self):
+    def __enter__(self) -> Window:
         if not _gil_enabled():
             raise UnsupportedError("stop_the_world needs the GIL; this is a free-threaded build "
                                    "of CPython (run it with PYTHON_GIL=1)")
@@ -82,18 +89,35 @@ class Window:
         _local.window = self
         return self
 
-    def still_exclusive(self):
+    def _measure(self) -> tuple[float, float]:
+        """Seconds since the fresh acquisition, and the guarantee, of the window in effect: this
+        one, or the outer one it was nested in."""
+        window = self if self._outer is None else self._outer
+        if window._started is None:
+            raise ThreadStateError(f"{self!r} was never entered: use it in a with statement")
+        return time.perf_counter() - window._started, window.guarantee
+
+    def still_exclusive(self) -> bool:
         """True while the exclusion guarantee still holds (no other thread can have run)."""
-        return time.perf_counter() - self._started < SAFETY_MARGIN * self.guarantee
+        started = self._started
+        if started is None:  # nested in an outer window (or never entered)
+            elapsed, guarantee = self._measure()
+            return elapsed < SAFETY_MARGIN * guarantee
+        return time.perf_counter() - started < SAFETY_MARGIN * self.guarantee
 
-    def remaining(self):
+    def remaining(self) -> float:
         """Seconds of guaranteed exclusion left (negative once it has run out)."""
-        return SAFETY_MARGIN * self.guarantee - (time.perf_counter() - self._started)
+        started = self._started
+        if started is None:  # nested in an outer window (or never entered)
+            elapsed, guarantee = self._measure()
+            return SAFETY_MARGIN * guarantee - elapsed
+        return SAFETY_MARGIN * self.guarantee - (time.perf_counter() - started)
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> Literal[False]:
         if self._outer is not None:
             return False
-        self.elapsed = time.perf_counter() - self._started
+        self.elapsed, _ = self._measure()
         self.exclusive = self.elapsed < SAFETY_MARGIN * self.guarantee
         _cpython.set_switch_interval(self._saved_interval)
         _local.window = None
@@ -103,7 +127,7 @@ class Window:
                            "other threads may have run", self.elapsed * 1e3, self.guarantee * 1e3)
         return False
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if self.exclusive is None:
             state = "open" if self._started is not None else "not entered"
         else:
@@ -111,7 +135,7 @@ class Window:
         return f"<Window guarantee={self.guarantee * 1e3:.1f}ms {state}>"
 
 
-def stop_the_world(guarantee=DEFAULT_GUARANTEE):
+def stop_the_world(guarantee: float = DEFAULT_GUARANTEE) -> Window:
     """A context manager during which no other Python thread runs, for up to ``guarantee`` s.
 
     ``with stop_the_world() as window: ...`` — check ``window.still_exclusive()`` before
