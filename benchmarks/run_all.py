@@ -39,8 +39,12 @@ BENCHMARKS = {
     "suspension": "bench_suspension.py",
     "source_tracking": "bench_source_tracking.py",
     "module_update": "bench_module_update.py",
+    "dask": "bench_dask.py",
     "under_load": "bench_under_load.py",
 }
+#: name -> the distribution a benchmark needs beyond the test and bench extras: without it,
+#: the benchmark is skipped with a note (its table then says it was not recorded)
+NEEDS = {"dask": "distributed"}
 TIMEOUT = 1800  # seconds per benchmark before it is stopped and reported failed
 #: the tools the benchmarks compare Pymoult with (distribution names), recorded with their versions
 PEERS = ("jurigged", "ipython")
@@ -73,6 +77,8 @@ def run_one(name, script, quick, workdir):
     path = HERE / script
     if not path.exists():
         return {"status": "skipped", "why": f"{script} not found"}
+    if name in NEEDS and installed(NEEDS[name]) is None:
+        return {"status": "skipped", "why": f"needs {NEEDS[name]}, not installed"}
     out = pathlib.Path(workdir) / f"{name}.json"
     command = [sys.executable, str(path), "--json", str(out)] + (["--quick"] if quick else [])
     print(f"\n=== {name}: {' '.join(command[1:])}", flush=True)
@@ -212,17 +218,30 @@ def under_load_rows(r):
            f"{stalls['count']}, longest {stalls['longest_ms']:.0f} ms")
 
 
+def dask_rows(r):
+    for workers, row in r["by_workers"].items():
+        for peer in ("pymoult", "upload_file", "restart"):
+            f = row[peer]
+            if "wall_s" not in f:
+                yield f"dask, {workers} workers, {peer}", "every run failed"
+                continue
+            skew = f"{f['skew_ms']:.1f} ms" if f.get("skew_ms") is not None else "-"
+            yield (f"dask, {workers} workers, {peer}: wall / skew / failed / data",
+                   f"{f['wall_s']:.2f} s / {skew} / {f['failed']:.0f} of {f['tasks']:.0f} / "
+                   f"{'kept' if f['data_kept'] else 'lost'}")
+
+
 SUMMARIES = {"core": core_rows, "data": data_rows, "updates": updates_rows,
              "quiescence": quiescence_rows, "suspension": suspension_rows,
              "source_tracking": source_tracking_rows,
-             "module_update": module_update_rows,
+             "module_update": module_update_rows, "dask": dask_rows,
              "under_load": under_load_rows}
 
 
 def summary(outcomes):
     rows = []
     for name, outcome in outcomes.items():
-        if outcome["status"] != "ok":
+        if outcome["status"] != "ok":  # failed, or skipped
             rows.append([name, f"({outcome['status']}: {outcome['why']})", ""])
             continue
         try:
