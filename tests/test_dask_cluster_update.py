@@ -566,6 +566,12 @@ def test_pymoult_push_dask_updates_every_worker_from_the_command_line(dask, tmp_
                             env=command_env(), timeout=120)
     assert pushed.returncode == 0, pushed.stdout + pushed.stderr
     assert "Traceback" not in pushed.stdout + pushed.stderr
+    lines = pushed.stdout.splitlines()  # one line per target as its wave ends, the summary
+    targets = workers(client) + [SCHEDULER]
+    assert [line.split("  ", 1)[0] for line in lines[:-1]] == targets
+    assert all("  wave 1: applied - applied in " in line for line in lines[:-1])
+    assert lines[-1].startswith("update jobs_command@")
+    assert f": all {len(targets)} processes updated, switched within " in lines[-1]
     assert set(versions_on(client, jobs, workers(client)).values()) == {"v2"}
     wrong = subprocess.run([sys.executable, "-m", "pymoult", "push", "--dask",
                             cluster.scheduler_address, "-"], input="x = 1\n",
@@ -573,6 +579,14 @@ def test_pymoult_push_dask_updates_every_worker_from_the_command_line(dask, tmp_
     assert wrong.returncode == 2
     assert wrong.stderr.strip() == ("pymoult: push --dask: give one --module NAME FILE (the "
                                     "module's new version)")
+    listeners = subprocess.run([sys.executable, "-m", "pymoult", "push", "--dask",
+                                cluster.scheduler_address, "--module", "jobs_command", str(new),
+                                "--two-phase"], capture_output=True, text=True,
+                               env=command_env(), timeout=60)
+    assert listeners.returncode == 2
+    assert listeners.stderr.strip() == (
+        "pymoult: push --dask: --to, --to-file, --two-phase and --hold are for listeners; a "
+        "Dask cluster is reached through its scheduler (its prepare phase is always first)")
 
 
 def test_bad_input_is_refused_in_one_sentence_before_anything_changes(dask):
