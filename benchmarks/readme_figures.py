@@ -421,7 +421,7 @@ def under_load_rows(runs):
     yield "load generator stalls (the machine did not run it)", [stalls(run) for run in runs]
 
 
-# -- the Dask table ---------------------------------------------------------------------------------
+# -- the Dask table ------------------------------------------------------------------------------
 
 #: The ways ``bench_dask.py`` makes its change, in the order of its table.
 DASK_PEERS = ("pymoult", "upload_file", "restart")
@@ -491,6 +491,42 @@ def dask_block(runs):
     return "\n".join(lines)
 
 
+# -- the fleet table -----------------------------------------------------------------------------
+
+def fleet_rows(runs):
+    def settings(run):
+        return (f"{run.get('fleet', 'repeats')} rollouts per way, interleaved, "
+                f"{ms(run.get('fleet', 'seconds'))} s")
+    yield "repeats, run time", [settings(run) for run in runs]
+    modes = distinct(mode for run in runs for mode in run.get("fleet", "modes"))
+    counts = sorted(union(run.get("fleet", "by_processes") for run in runs), key=int)
+    for n in counts:
+        for label, key in (("switch skew, first to last process", "skew_ms"),
+                           ("rollout wall time", "wall_ms")):
+            def cell(run, n=n, key=key):
+                if not run.has("fleet", "by_processes", n):
+                    return None
+                row = run.get("fleet", "by_processes", n)
+                return " / ".join(f"{ms(row[mode][key]['median'])} ({ms(row[mode][key]['max'])})"
+                                  if mode in row else NOT_MEASURED for mode in modes)
+            yield (f"{n} processes: {label}, {' / '.join(modes)}, median (max) (ms)",
+                   per_run(runs, cell))
+
+        def reported(run, n=n):
+            if not run.has("fleet", "by_processes", n, "two-phase", "reported_skew_ms"):
+                return None
+            value = run.get("fleet", "by_processes", n, "two-phase", "reported_skew_ms")
+            return None if value is None else ms(value)
+        yield (f"{n} processes: two-phase skew as the rollout reports it, median (ms)",
+               per_run(runs, reported))
+
+
+def fleet_block(runs):
+    lines = table(runs, "fleet of `pymoult run` processes", (fleet_rows,))
+    lines += ["", f"(From the runs of {', '.join(run.column for run in runs)} listed above.)"]
+    return "\n".join(lines)
+
+
 # -- the tables and where they go ----------------------------------------------------------------
 
 def provenance(run):
@@ -538,7 +574,8 @@ def under_load_block(runs):
 
 
 #: marker name -> the function writing its block from the runs
-TABLES = {"summary": summary_block, "under-load": under_load_block, "dask": dask_block}
+TABLES = {"summary": summary_block, "under-load": under_load_block, "dask": dask_block,
+          "fleet": fleet_block}
 
 
 def replace_between(text, name, block):

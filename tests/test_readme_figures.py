@@ -46,10 +46,28 @@ def dask_results():
                       "restart": dask_peer(11.25, None, 40, False, 32)}}}
 
 
+def fleet_mode(skew, wall, reported=None):
+    return {"skew_ms": {"median": skew, "max": skew * 2}, "wall_ms": {"median": wall,
+                                                                      "max": wall * 2},
+            "reported_skew_ms": reported, "runs": []}
+
+
+def fleet_results():
+    """bench_fleet.py's results, as run_all.py records them."""
+    return {"repeats": 15, "seconds": 95.5, "load_average": [1, 1],
+            "modes": ["two-phase", "one wave", "canary, waves of 1"], "by_processes": {
+                "2": {"processes": 2, "two-phase": fleet_mode(0.42, 30.5, 0.4),
+                      "one wave": fleet_mode(3.5, 20.0),
+                      "canary, waves of 1": fleet_mode(25.0, 40.0)},
+                "8": {"processes": 8, "two-phase": fleet_mode(2.5, 80.0, 2.25),
+                      "one wave": fleet_mode(15.0, 60.0)}}}
+
+
 def results():
     """The results of one run_all.py run, every benchmark with the fields the tables read."""
     return {
         "dask": dask_results(),
+        "fleet": fleet_results(),
         "core": {
             "idle_point": {"ratio_point_vs_empty_call": 1.21,
                            "ratio_zero_arg_point_vs_empty_call": 1.1,
@@ -131,6 +149,9 @@ Text between.
 <!-- figures:dask -->
 <!-- /figures:dask -->
 
+<!-- figures:fleet -->
+<!-- /figures:fleet -->
+
 Text after.
 """
 
@@ -148,7 +169,7 @@ def test_tables_are_written_between_the_markers_and_nothing_else_changes(tmp_pat
 
     assert text.startswith("# A project\n\nText before, quoting nothing.\n\n"
                            "<!-- figures:summary -->\n")
-    assert text.endswith("<!-- /figures:dask -->\n\nText after.\n")
+    assert text.endswith("<!-- /figures:fleet -->\n\nText after.\n")
     assert "an old table" not in text
     between = text[text.index("<!-- /figures:summary -->"):
                    text.index("<!-- figures:under-load -->")]
@@ -355,3 +376,27 @@ def test_a_run_without_the_dask_benchmark_has_no_dask_column(tmp_path):
     with pytest.raises(figures.FigureError, match=r"^all-3.12.1.json: the 'dask' benchmark did "
                                                   r"not give figures \(failed: exit code 1\)$"):
         figures.rewrite(README, figures.load_runs([write_run(tmp_path, failed)]))
+
+
+def test_the_fleet_table_gives_the_skew_of_each_way_of_rolling_out(tmp_path):
+    runs = figures.load_runs([write_run(tmp_path, run_document("3.12.1")),
+                              write_run(tmp_path, run_document("3.11.7"))])
+    text = figures.rewrite(README, runs)
+    block = text[text.index("<!-- figures:fleet -->"):text.index("<!-- /figures:fleet -->")]
+    lines = block.splitlines()[1:]
+    modes = "two-phase / one wave / canary, waves of 1"
+    assert lines[:3] == ["| fleet of `pymoult run` processes | 3.11 | 3.12 |",
+                         "| --- | --- | --- |",
+                         "| repeats, run time | 15 rollouts per way, interleaved, 95.5 s | "
+                         "15 rollouts per way, interleaved, 95.5 s |"]
+    for row in [
+            f"| 2 processes: switch skew, first to last process, {modes}, median (max) (ms) | "
+            "0.42 (0.84) / 3.5 (7.0) / 25.0 (50.0) |",
+            f"| 2 processes: rollout wall time, {modes}, median (max) (ms) | "
+            "30.5 (61.0) / 20.0 (40.0) / 40.0 (80.0) |",
+            "| 2 processes: two-phase skew as the rollout reports it, median (ms) | 0.40 |",
+            # a way a run did not measure
+            f"| 8 processes: switch skew, first to last process, {modes}, median (max) (ms) | "
+            "2.5 (5.0) / 15.0 (30.0) / n/a |"]:
+        assert any(line.startswith(row) for line in lines), row
+    assert lines[-1] == "(From the runs of 3.11, 3.12 listed above.)"
