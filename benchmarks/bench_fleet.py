@@ -7,7 +7,8 @@ address, each looping (a call of ``greet``, an update point, a 5 ms sleep). One 
 redefines ``greet`` (alternately to version 2 and back to version 1, a new update each time) and
 records, inside the update's apply window, when the process switched (``time.time()``, written
 to a file per process). The same update goes to the N processes with ``pymoult.rollout.rollout``
-in three ways, interleaved repeat by repeat:
+in three ways, interleaved repeat by repeat (their order turning at each repeat, after one
+rollout not counted):
 
 - **two-phase**: every process prepared (its update alterable, its threads held), then all
   committed at once (``two_phase=True``: ``pymoult push --two-phase``);
@@ -152,11 +153,15 @@ def bench(count, repeats, work):
             processes.append(start(app, env))
         addresses = [address for _, address in processes]
         runs = {mode: [] for mode in MODES}
+        # a first rollout, not counted: the processes' first push imports what pushes need
+        one_rollout(addresses, "one wave", switches, f"greet-{count}-0", "v2")
         number = 0
         for repeat in range(repeats):
-            for mode in MODES:  # interleaved: each mode sees the machine as the others do
+            # interleaved, the order turning at each repeat: each way sees the machine as the
+            # others do, and none is always first
+            for mode in MODES[repeat % len(MODES):] + MODES[:repeat % len(MODES)]:
                 number += 1
-                version = "v2" if number % 2 else "v1"
+                version = "v1" if number % 2 else "v2"
                 runs[mode].append(one_rollout(addresses, mode, switches,
                                               f"greet-{count}-{number}", version))
     finally:
