@@ -58,7 +58,8 @@ class ProcessReport:
     version: str = OLD
     detail: str = ""
     applied: list = dataclasses.field(default_factory=list)
-    #: Two-phase: the prepared transaction's id, and when the process switched (wall clock).
+    #: Two-phase: the prepared transaction's id; two-phase and a Dask rollout: when the process
+    #: switched (wall clock).
     transaction: "str | None" = None
     applied_at: "float | None" = None
 

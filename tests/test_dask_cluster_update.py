@@ -436,6 +436,7 @@ def test_a_canary_then_waves_switch_stage_by_stage_with_one_line_per_target(dask
     assert [(p.address, p.stage, p.outcome, p.version) for p in report.processes] == [
         (address, stage, "applied", "new") for stage, addresses in expected
         for address in addresses]
+    assert {p.address: p.applied_at for p in report.processes} == report.switch_times()
     lines = str(report).splitlines()
     assert len(lines) == len(targets) + 1
     assert lines[0].startswith(f"{targets[0]}  canary: applied - applied in ")

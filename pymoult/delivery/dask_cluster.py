@@ -914,6 +914,7 @@ def _read_apply(report, result, version):
     report.detail = result.message
     if result.ok:
         report.outcome, report.version, report.applied = "applied", NEW, [version]
+        report.applied_at = result.switched_at
     elif result.state is None:  # no reply, or not finished in time: it may still switch
         report.outcome, report.version = "unknown", SPLIT
     else:
