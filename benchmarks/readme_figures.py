@@ -421,6 +421,112 @@ def under_load_rows(runs):
     yield "load generator stalls (the machine did not run it)", [stalls(run) for run in runs]
 
 
+# -- the Dask table ------------------------------------------------------------------------------
+
+#: The ways ``bench_dask.py`` makes its change, in the order of its table.
+DASK_PEERS = ("pymoult", "upload_file", "restart")
+
+
+def dask_runs(runs):
+    """The runs that include the Dask benchmark (optional: a run without it, or that skipped it
+    for want of ``distributed``, has no column); a run where it failed is an error, as for the
+    others."""
+    return [run for run in runs
+            if run.top("benchmarks").get("dask", {}).get("status", "skipped") != "skipped"
+            and run.outcome("dask")]
+
+
+def dask_rows(runs):
+    def settings(run):
+        return (f"distributed {run.get('dask', 'distributed')}, medians of "
+                f"{run.get('dask', 'repeats')} repeats, {ms(run.get('dask', 'seconds'))} s")
+    yield "distributed version, repeats, run time", [settings(run) for run in runs]
+    sizes = sorted(union(run.get("dask", "by_workers") for run in runs), key=int)
+    peers = " / ".join(DASK_PEERS)
+
+    def peer_cells(n, show):
+        def cell(run):
+            if not run.has("dask", "by_workers", n):
+                return None
+            row = run.get("dask", "by_workers", n)
+            return " / ".join(show(row[peer]) if peer in row and "wall_s" in row[peer]
+                              else "failed" for peer in DASK_PEERS)
+        return cell
+
+    def skew(f):
+        return ms(f["skew_ms"]) if f.get("skew_ms") is not None else "-"
+
+    for n in sizes:
+        what = f"{n} workers"
+        yield (f"{what}: wall time of the change, {peers} (s)",
+               per_run(runs, peer_cells(n, lambda f: num(f["wall_s"], 2))))
+        yield (f"{what}: switch skew, first to last process, {peers} (ms)",
+               per_run(runs, peer_cells(n, skew)))
+        yield (f"{what}: tasks of the stream failed, of those run: {peers}",
+               per_run(runs, peer_cells(n, lambda f: f"{f['failed']:.0f} of {f['tasks']:.0f}")))
+        yield (f"{what}: tasks submitted after the change that ran the old code: {peers}",
+               per_run(runs, peer_cells(n, lambda f: f"{f['stale']:.0f}")))
+        yield (f"{what}: data kept in memory (not recomputed): {peers}",
+               per_run(runs, peer_cells(n, lambda f: "kept" if f["data_kept"] else "lost")))
+        yield (f"{what}: objects in memory running the new code: {peers}",
+               per_run(runs, peer_cells(
+                   n, lambda f: f"{f['objects_new']:.0f} of {f['objects']:.0f}")))
+
+        def pymoult(run, n=n):
+            if not run.has("dask", "by_workers", n, "pymoult", "apply_ms"):
+                return None
+            f = run.get("dask", "by_workers", n, "pymoult")
+            return f"{ms(f['apply_ms'])} / {num(f['undo_s'] * 1e3)}"
+        yield (f"{what}: Pymoult's apply on a worker, median / its undo on the cluster (ms)",
+               per_run(runs, pymoult))
+
+
+def dask_block(runs):
+    found = dask_runs(runs)
+    if not found:
+        return ("No recorded run includes the Dask benchmark (`bench_dask.py`: it needs "
+                "`pip install -e \".[dask]\"`).")
+    lines = table(found, "Dask cluster", (dask_rows,))
+    lines += ["", f"(From the runs of {', '.join(run.column for run in found)} listed above.)"]
+    return "\n".join(lines)
+
+
+# -- the fleet table -----------------------------------------------------------------------------
+
+def fleet_rows(runs):
+    def settings(run):
+        return (f"{run.get('fleet', 'repeats')} rollouts per way, interleaved, "
+                f"{ms(run.get('fleet', 'seconds'))} s")
+    yield "repeats, run time", [settings(run) for run in runs]
+    modes = distinct(mode for run in runs for mode in run.get("fleet", "modes"))
+    counts = sorted(union(run.get("fleet", "by_processes") for run in runs), key=int)
+    for n in counts:
+        for label, key in (("switch skew, first to last process", "skew_ms"),
+                           ("rollout wall time", "wall_ms")):
+            def cell(run, n=n, key=key):
+                if not run.has("fleet", "by_processes", n):
+                    return None
+                row = run.get("fleet", "by_processes", n)
+                return " / ".join(f"{ms(row[mode][key]['median'])} ({ms(row[mode][key]['max'])})"
+                                  if mode in row else NOT_MEASURED for mode in modes)
+            yield (f"{n} processes: {label}, {' / '.join(modes)}, median (max) (ms)",
+                   per_run(runs, cell))
+
+        def reported(run, n=n):
+            if not run.has("fleet", "by_processes", n, "two-phase", "reported_skew_ms"):
+                return None
+            value = run.get("fleet", "by_processes", n, "two-phase", "reported_skew_ms")
+            return None if value is None else ms(value)
+        yield (f"{n} processes: two-phase skew as the rollout reports it, median (ms)",
+               per_run(runs, reported))
+
+
+def fleet_block(runs):
+    lines = table(runs, "fleet of `pymoult run` processes", (fleet_rows,))
+    lines += ["", f"(From the runs of {', '.join(run.column for run in runs)} listed above.)"]
+    return "\n".join(lines)
+
+
 # -- the tables and where they go ----------------------------------------------------------------
 
 def provenance(run):
@@ -468,7 +574,8 @@ def under_load_block(runs):
 
 
 #: marker name -> the function writing its block from the runs
-TABLES = {"summary": summary_block, "under-load": under_load_block}
+TABLES = {"summary": summary_block, "under-load": under_load_block, "dask": dask_block,
+          "fleet": fleet_block}
 
 
 def replace_between(text, name, block):

@@ -1,10 +1,11 @@
 """Run every benchmark, print one summary table, and write one combined JSON.
 
-    python benchmarks/run_all.py [--quick] [--json PATH] [--only NAME ...]
+    python benchmarks/run_all.py [--quick] [--json PATH] [--only NAME ...] [--skip NAME ...]
 
 Each benchmark runs as a subprocess of the same Python (its own output shown as it goes), writing
-its JSON to a temporary file; ``--quick`` is passed through. A benchmark whose file is missing is
-skipped with a note, one that fails is reported and the others still run. The combined JSON
+its JSON to a temporary file; ``--quick`` is passed through. A benchmark whose file is missing, or
+that needs a package not installed (``NEEDS``: the Dask one), is skipped with a note, as is one
+named by ``--skip``; one that fails is reported and the others still run. The combined JSON
 (default benchmarks/results/all-<major.minor>.json, so that one run per Python version can be
 kept side by side) holds each benchmark's results, status and duration, the Python version, the
 date, the machine and its load average before and after (the figures are only as quiet as the
@@ -39,8 +40,13 @@ BENCHMARKS = {
     "suspension": "bench_suspension.py",
     "source_tracking": "bench_source_tracking.py",
     "module_update": "bench_module_update.py",
+    "dask": "bench_dask.py",
+    "fleet": "bench_fleet.py",
     "under_load": "bench_under_load.py",
 }
+#: name -> the distribution a benchmark needs beyond the test and bench extras: without it,
+#: the benchmark is skipped with a note (its table then says it was not recorded)
+NEEDS = {"dask": "distributed"}
 TIMEOUT = 1800  # seconds per benchmark before it is stopped and reported failed
 #: the tools the benchmarks compare Pymoult with (distribution names), recorded with their versions
 PEERS = ("jurigged", "ipython")
@@ -73,6 +79,8 @@ def run_one(name, script, quick, workdir):
     path = HERE / script
     if not path.exists():
         return {"status": "skipped", "why": f"{script} not found"}
+    if name in NEEDS and installed(NEEDS[name]) is None:
+        return {"status": "skipped", "why": f"needs {NEEDS[name]}, not installed"}
     out = pathlib.Path(workdir) / f"{name}.json"
     command = [sys.executable, str(path), "--json", str(out)] + (["--quick"] if quick else [])
     print(f"\n=== {name}: {' '.join(command[1:])}", flush=True)
@@ -212,17 +220,39 @@ def under_load_rows(r):
            f"{stalls['count']}, longest {stalls['longest_ms']:.0f} ms")
 
 
+def dask_rows(r):
+    for workers, row in r["by_workers"].items():
+        for peer in ("pymoult", "upload_file", "restart"):
+            f = row[peer]
+            if "wall_s" not in f:
+                yield f"dask, {workers} workers, {peer}", "every run failed"
+                continue
+            skew = f"{f['skew_ms']:.1f} ms" if f.get("skew_ms") is not None else "-"
+            yield (f"dask, {workers} workers, {peer}: wall / skew / failed / data",
+                   f"{f['wall_s']:.2f} s / {skew} / {f['failed']:.0f} of {f['tasks']:.0f} / "
+                   f"{'kept' if f['data_kept'] else 'lost'}")
+
+
+def fleet_rows(r):
+    for count, row in r["by_processes"].items():
+        for mode in r["modes"]:
+            f = row[mode]
+            yield (f"fleet, {count} processes, {mode}: skew / wall, median",
+                   f"{f['skew_ms']['median']:.2f} / {f['wall_ms']['median']:.1f} ms")
+
+
 SUMMARIES = {"core": core_rows, "data": data_rows, "updates": updates_rows,
              "quiescence": quiescence_rows, "suspension": suspension_rows,
              "source_tracking": source_tracking_rows,
-             "module_update": module_update_rows,
+             "module_update": module_update_rows, "dask": dask_rows,
+             "fleet": fleet_rows,
              "under_load": under_load_rows}
 
 
 def summary(outcomes):
     rows = []
     for name, outcome in outcomes.items():
-        if outcome["status"] != "ok":
+        if outcome["status"] != "ok":  # failed, or skipped
             rows.append([name, f"({outcome['status']}: {outcome['why']})", ""])
             continue
         try:
@@ -240,6 +270,9 @@ def main():
                         help="where to write the combined JSON (default: %(default)s)")
     parser.add_argument("--only", action="append", choices=list(BENCHMARKS),
                         help="run only this benchmark (repeat for several)")
+    parser.add_argument("--skip", action="append", choices=list(BENCHMARKS), default=[],
+                        help="do not run this benchmark (repeat for several; the Dask one "
+                             "takes some minutes)")
     args = parser.parse_args()
 
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -249,6 +282,9 @@ def main():
     with tempfile.TemporaryDirectory(prefix="pymoult-bench-") as workdir:
         for name, script in BENCHMARKS.items():
             if args.only and name not in args.only:
+                continue
+            if name in args.skip:
+                outcomes[name] = {"status": "skipped", "why": "--skip"}
                 continue
             outcomes[name] = run_one(name, script, args.quick, workdir)
     load_after = os.getloadavg()
@@ -270,6 +306,7 @@ def main():
                 "started_utc": started.isoformat(timespec="seconds"), "seconds": seconds,
                 "platform": platform.platform(), "machine": platform.machine(),
                 "cpus": os.cpu_count(), "quick": args.quick, "only": args.only,
+                "skip": args.skip,
                 "load_average_before": load_before, "load_average_after": load_after,
                 "peers": {name: installed(name) for name in PEERS}, "commit": commit(),
                 "summary": rows, "benchmarks": outcomes}, args.json)

@@ -9,7 +9,7 @@
     pymoult push SCRIPT --to pipe:PATH [--timeout S] [--token-file F]
     pymoult push SCRIPT | --module NAME [FILE] --to A --to B ... [--to-file F] [--canary N]
                  [--wave N] [--two-phase [--hold S]] [--timeout S] [--token-file F]
-    pymoult push --dask SCHEDULER --module NAME FILE [--timeout S]
+    pymoult push --dask SCHEDULER --module NAME FILE [--canary N] [--wave N] [--timeout S]
     pymoult rollback [--to ADDRESS] [NAME ...] [--timeout S]
     pymoult status [--to ADDRESS] [--json]
     pymoult history [--to ADDRESS] [--json]
@@ -19,11 +19,13 @@
 Exit codes: ``run`` exits with the application's code (130 when stopped by Ctrl-C); the other
 commands exit 0 on success, 1 when a pushed script raised or one of its updates did not apply
 (or was not reverted), 3 when the listener could not be reached or refused the request, 2 for
-bad usage. A push to several applications (a rollout) exits 0 when every one was updated, 1
-when it halted and every one is on the old version, 4 when they are not all on one version.
+bad usage. A push to several applications (a rollout), or to a Dask cluster, exits 0 when every
+one was updated, 1 when it halted and every one is on the old version, 4 when they are not all
+on one version.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -246,15 +248,16 @@ def _push_script_or_none(args):
 
 
 def _push_dask(args):
-    """``pymoult push --dask SCHEDULER --module NAME FILE``: the module updated on every worker
-    of a Dask cluster (``pymoult.delivery.dask_cluster.update_cluster``)."""
+    """``pymoult push --dask SCHEDULER --module NAME FILE [--canary N] [--wave N]``: the module
+    updated on every worker of a Dask cluster (``pymoult.delivery.dask_cluster.update_cluster``):
+    all at once, or a canary then waves, reported and exiting as a rollout over listeners."""
     if args.script is not None or not args.module or len(args.module) != 1 \
             or len(args.module[0]) != 2:
         _fail_usage("push --dask: give one --module NAME FILE (the module's new version)")
-    if args.to or args.to_file or args.canary is not None or args.wave is not None \
-            or args.two_phase or args.hold is not None:
-        _fail_usage("push --dask: --to, --to-file, --canary, --wave, --two-phase and --hold "
-                    "are for listeners; a Dask cluster is reached through its scheduler")
+    if args.to or args.to_file or args.two_phase or args.hold is not None:
+        _fail_usage("push --dask: --to, --to-file, --two-phase and --hold are for listeners; a "
+                    "Dask cluster is reached through its scheduler (its prepare phase is always "
+                    "first)")
     try:
         import distributed
 
@@ -270,11 +273,48 @@ def _push_dask(args):
               file=sys.stderr)
         return UNREACHABLE
     try:
-        report = update_cluster(client, name, path=path, timeout=timeout)
+        report = update_cluster(client, name, path=path, timeout=timeout,
+                                canary=args.canary or 0, wave=args.wave,
+                                on_stage=None if args.json else _show_stage)
     finally:
         client.close()
-    print(report)
-    return 0 if report.ok else FAILED
+    if args.json:
+        print(json.dumps({"module": report.module, "version": report.version,
+                          "ok": report.ok, "summary": report.summary,
+                          "seconds": report.seconds, "skew": report.skew,
+                          "fleet": report.fleet.as_dict(),
+                          "steps": [dataclasses.asdict(r) for r in report.results]}, indent=2))
+        return _fleet_exit_status(report.fleet)
+    for result in report.results:  # what the stages did not show: a worker off the versions
+        if result.step == "publish" and not result.ok:
+            print(f"{result.worker}  publish: FAILED - {result.message}")
+    return _show_fleet_end(report.fleet, summary=f"update {report.version}: {report.summary}")
+
+
+def _show_stage(stage, reports):
+    """A rollout's ``on_stage``: one line per process of the stage, as it ends."""
+    for report in reports:
+        print(report.line(), flush=True)
+
+
+def _show_fleet_end(fleet, summary=None):
+    """After a rollout's stages: the lines of the processes rolled back and of those not
+    tried, the summary; returns the exit status."""
+    for process in fleet.processes:
+        if process.outcome in ("rolled back", "rollback failed"):
+            print(process.line())
+    for process in fleet.processes:
+        if process.outcome == "not tried":
+            print(process.line())
+    print(fleet.summary if summary is None else summary)
+    return _fleet_exit_status(fleet)
+
+
+def _fleet_exit_status(fleet):
+    """0 when every process is on the new version, 1 on the old, 4 neither."""
+    from .rollout import NEW, OLD
+
+    return {NEW: 0, OLD: FAILED}.get(fleet.version, SPLIT)
 
 
 def _push(args):
@@ -326,7 +366,7 @@ def _push(args):
 
 def _push_fleet(args, addresses):
     """``pymoult push`` to several applications: a rollout (``pymoult.rollout``)."""
-    from .rollout import NEW, OLD, rollout
+    from .rollout import rollout
 
     # a rollout always waits (--wait or not): each wave needs the outcome of the last
     script = _push_script_or_none(args)
@@ -334,29 +374,18 @@ def _push_fleet(args, addresses):
         return USAGE_ERROR
     token = _token_from_file(args.token_file)
 
-    def show(stage, reports):
-        if not args.json:
-            for report in reports:
-                print(report.line(), flush=True)
-
     try:
         report = rollout(addresses, script, token=token,
                          canary=1 if args.canary is None else args.canary,
                          wave=1 if args.wave is None else args.wave, timeout=args.timeout,
-                         on_stage=show, two_phase=args.two_phase, hold=args.hold)
+                         on_stage=None if args.json else _show_stage,
+                         two_phase=args.two_phase, hold=args.hold)
     except PymoultValueError as exc:  # a bad list of addresses, canary or wave
         _fail_usage(f"push: {exc}")
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
-    else:
-        changed = [r for r in report.processes if r.outcome in ("rolled back", "rollback failed")]
-        for process in changed:
-            print(process.line())
-        for process in report.processes:
-            if process.outcome == "not tried":
-                print(process.line())
-        print(report.summary)
-    return {NEW: 0, OLD: FAILED}.get(report.version, SPLIT)
+        return _fleet_exit_status(report)
+    return _show_fleet_end(report)
 
 
 def _rollback(args):
@@ -708,14 +737,15 @@ def build_parser(examples=True):
                       help="a file of addresses, one per line, to update as a rollout")
     push.add_argument("--canary", type=_count(0), default=None, metavar="N",
                       help="rollout: how many applications to update first, alone (default "
-                           "1; 0: none)")
+                           "1; 0: none; with --dask, workers, default 0)")
     push.add_argument("--wave", type=_count(1), default=None, metavar="N",
                       help="rollout: how many applications to update at once after the "
-                           "canary (default 1)")
+                           "canary (default 1; with --dask, workers, default all at once)")
     push.add_argument("--dask", metavar="SCHEDULER",
                       help="update --module NAME FILE on every worker of the Dask cluster whose "
                            "scheduler is at SCHEDULER (tcp://host:port), live, through Dask's "
-                           "own mechanisms (needs pymoult[dask])")
+                           "own mechanisms (needs pymoult[dask]); with --canary and --wave, "
+                           "a rollout over the workers, halted and undone at the first failure")
     push.add_argument("--two-phase", action="store_true",
                       help="rollout: prepare every application (its updates alterable, its "
                            "threads held), then commit them all at once, so that they switch "

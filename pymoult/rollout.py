@@ -33,7 +33,8 @@ import threading
 from . import client
 from .errors import ListenerError, PymoultError, PymoultTypeError, PymoultValueError
 
-__all__ = ["ProcessReport", "RolloutReport", "rollout", "NEW", "OLD", "SPLIT"]
+__all__ = ["ProcessReport", "RolloutReport", "rollout", "plan_stages", "run_stages",
+           "fleet_report", "NEW", "OLD", "SPLIT"]
 
 #: Where the fleet ends: every process on the new version, every one on the old, or neither.
 NEW, OLD, SPLIT = "new", "old", "split"
@@ -57,7 +58,8 @@ class ProcessReport:
     version: str = OLD
     detail: str = ""
     applied: list = dataclasses.field(default_factory=list)
-    #: Two-phase: the prepared transaction's id, and when the process switched (wall clock).
+    #: Two-phase: the prepared transaction's id; two-phase and a Dask rollout: when the process
+    #: switched (wall clock).
     transaction: "str | None" = None
     applied_at: "float | None" = None
 
@@ -232,17 +234,47 @@ def rollout(addresses, script, *, token=None, canary=1, wave=1, timeout=None, on
             raise PymoultValueError(f"hold must be a number of seconds above 0 and at most "
                                     f"{MAX_HOLD:g}, got {hold!r}")
         return _two_phase(addresses, script, token, timeout, on_stage, hold)
-    stages = [("canary", addresses[:canary])] if canary else []
-    rest = addresses[canary:]
+    reports = [ProcessReport(address, "not tried") for address in addresses]
+
+    def push(group):
+        _in_parallel(_push_one, group, script, token, timeout)
+
+    def roll_back(group):
+        _in_parallel(_roll_back_one, group, token, timeout)
+
+    halted_at = run_stages(reports, plan_stages(addresses, canary, wave), push, roll_back,
+                           on_stage)
+    return fleet_report(reports, halted_at)
+
+
+def plan_stages(members, canary, wave):
+    """The stages of a rollout over ``members`` (in order): ``[(stage, [member, ...]), ...]``,
+    the ``canary`` first members as ``"canary"`` (none when 0), then waves of ``wave`` as
+    ``"wave 1"``, ``"wave 2"``..."""
+    members = list(members)
+    stages = [("canary", members[:canary])] if canary else []
+    rest = members[canary:]
     stages += [(f"wave {n}", rest[i:i + wave])
                for n, i in enumerate(range(0, len(rest), wave), 1)]
-    reports = {address: ProcessReport(address, "not tried") for address in addresses}
+    return stages
+
+
+def run_stages(reports, stages, push, roll_back=None, on_stage=None):
+    """Run ``stages`` (:func:`plan_stages`) over ``reports`` (:class:`ProcessReport`, one per
+    member, by ``address``): for each stage, ``push(group)`` updates its members at once and
+    fills their reports in; ``on_stage(stage, group)`` is called after it. At the first report
+    whose outcome is not ``"applied"`` it halts: later stages are not tried, and
+    ``roll_back(group)`` is called with the members of each stage run whose report lists
+    ``applied`` updates, newest stage first (none when ``roll_back`` is None); it fills their
+    reports in. Returns the address where it halted, or None. The engine of :func:`rollout`,
+    shared with the Dask rollout (``pymoult.delivery.dask_cluster``)."""
+    by_address = {report.address: report for report in reports}
     done, halted_at = [], None
     for stage, members in stages:
-        group = [reports[address] for address in members]
+        group = [by_address[address] for address in members]
         for report in group:
             report.stage = stage
-        _in_parallel(_push_one, group, script, token, timeout)
+        push(group)
         done.append(group)
         if on_stage is not None:
             on_stage(stage, group)
@@ -250,11 +282,12 @@ def rollout(addresses, script, *, token=None, canary=1, wave=1, timeout=None, on
         if failed:
             halted_at = failed[0].address
             break
-    if halted_at is not None:
+    if halted_at is not None and roll_back is not None:
         for group in reversed(done):
             targets = [r for r in group if r.applied]
-            _in_parallel(_roll_back_one, targets, token, timeout)
-    return _report([reports[address] for address in addresses], halted_at)
+            if targets:
+                roll_back(targets)
+    return halted_at
 
 
 def _two_phase(addresses, script, token, timeout, on_stage, hold):
@@ -271,7 +304,7 @@ def _two_phase(addresses, script, token, timeout, on_stage, hold):
         _in_parallel(_decide_one, prepared, "abort", token, timeout)
         if on_stage is not None:
             on_stage("abort", prepared)
-        return _report(reports, unprepared[0].address)
+        return fleet_report(reports, unprepared[0].address)
     for report in reports:
         report.stage = "commit"
     _in_parallel(_decide_one, reports, "commit", token, timeout)
@@ -280,13 +313,16 @@ def _two_phase(addresses, script, token, timeout, on_stage, hold):
     failed = [r for r in reports if r.outcome != "applied"]
     if failed:
         _in_parallel(_roll_back_one, [r for r in reports if r.applied], token, timeout)
-        return _report(reports, failed[0].address)
+        return fleet_report(reports, failed[0].address)
     switched = [r.applied_at for r in reports if r.applied_at is not None]
     skew = max(switched) - min(switched) if len(switched) == len(reports) else None
-    return _report(reports, None, skew)
+    return fleet_report(reports, None, skew)
 
 
-def _report(processes, halted_at, skew=None):
+def fleet_report(processes, halted_at, skew=None):
+    """The :class:`RolloutReport` of ``processes`` (their reports, filled in), halted at
+    ``halted_at`` (or None), with the two-phase ``skew`` (or None): the fleet's version is the
+    one every process is on (``NEW``, ``OLD``), else ``SPLIT``, and its summary says so."""
     versions = {r.version for r in processes}
     version = versions.pop() if len(versions) == 1 else SPLIT
     return RolloutReport(processes, version, halted_at,
@@ -301,11 +337,17 @@ def _summary(processes, version, halted_at, skew=None):
                     "each other")
         return f"all {count} processes updated"
     rolled = sum(r.outcome in ("rolled back", "aborted") for r in processes)
-    text = f"halted at {halted_at}"
+    parts = [f"halted at {halted_at}"] if halted_at is not None else []
     if rolled:
-        text += f"; {rolled} process{'es' if rolled > 1 else ''} rolled back"
+        parts.append(f"{rolled} process{'es' if rolled > 1 else ''} rolled back")
     if version == OLD:
-        return text + f"; the fleet stays on the old version ({count} processes)"
+        return "; ".join(parts + [f"the fleet stays on the old version ({count} processes)"])
+    if halted_at is None:  # every process applied, yet one is not on the new version
+        split = [r.address for r in processes if r.version != NEW]
+        return "; ".join(parts + [f"the fleet is NOT on one version: {', '.join(split)} "
+                                  f"{'is' if len(split) == 1 else 'are'} not on the new one "
+                                  "(see above)"])
     split = [r.address for r in processes if r.version != OLD]
-    return text + (f"; the fleet is NOT on one version: {', '.join(split)} "
-                   f"{'is' if len(split) == 1 else 'are'} not on the old one (see above)")
+    return "; ".join(parts + [f"the fleet is NOT on one version: {', '.join(split)} "
+                              f"{'is' if len(split) == 1 else 'are'} not on the old one "
+                              "(see above)"])

@@ -107,7 +107,8 @@ def update_state():
 V2 = V1.replace('("v1"', '("v2"').replace('f"v1:', 'f"v2:')
 
 MODULES = ["jobs_stream", "jobs_held", "jobs_straggler", "jobs_fail", "jobs_trial",
-           "jobs_input", "jobs_steps", "jobs_continue", "jobs_command"]
+           "jobs_input", "jobs_steps", "jobs_continue", "jobs_command", "jobs_waves",
+           "jobs_halt", "jobs_halt_command"]
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +131,12 @@ def dask(tmp_path_factory):
         sys.path.remove(str(directory))
         for name in MODULES:
             sys.modules.pop(name, None)
+
+
+def applied_there(name):
+    """Whether an update ``name`` and its revert count as applied in this process."""
+    from pymoult.highlevel.updates import isApplied
+    return [isApplied(name), isApplied(f"revert {name}")]
 
 
 def workers(client):
@@ -342,14 +349,18 @@ def test_a_worker_that_cannot_switch_in_time_leaves_the_cluster_on_the_old_versi
         report = update_cluster(client, "jobs_straggler", V2, timeout=1.0)
     finally:
         release.set()
-    assert not report.ok
-    assert "undone on the" in report.summary and "on the version before" in report.summary
+    assert not report.ok and report.fleet.version == "old"
+    assert report.summary.endswith("the fleet stays on the old version "
+                                   f"({len(everyone) + 1} processes)")
     (failed,) = report.failed
     assert failed.worker == straggler and failed.step == "apply"
     assert "UpdateTimeoutError" in failed.message and "held" in failed.message
     assert "\n" not in failed.message and "Traceback" not in failed.message
     undone = [r.worker for r in report.results if r.step == "undo" and r.ok]
     assert set(undone) == (set(everyone) - {straggler}) | {SCHEDULER}
+    assert {p.address: p.outcome for p in report.processes} == {
+        target: "failed" if target == straggler else "rolled back"
+        for target in everyone + [SCHEDULER]}
     assert held.result(WAIT) == ("v1", 1)
     assert set(versions_on(client, jobs, workers(client)).values()) == {"v1"}
     assert jobs.work(0)[0] == "v1"
@@ -404,6 +415,128 @@ def test_the_steps_run_on_the_workers_given_and_converge_takes_back_what_is_unpu
     assert set(versions_on(client, jobs, everyone).values()) == {"v1"}
 
 
+def test_a_canary_then_waves_switch_stage_by_stage_with_one_line_per_target(dask):
+    cluster, client = dask
+    jobs = import_module("jobs_waves")
+    everyone = workers(client)
+    seen = []
+
+    def on_stage(stage, reports):  # each stage has ended before the next begins
+        seen.append((stage, [r.address for r in reports]))
+        versions = versions_on(client, jobs, everyone)
+        done = {address for _, addresses in seen for address in addresses}
+        assert versions == {w: "v2" if w in done else "v1" for w in everyone}, stage
+
+    report = update_cluster(client, "jobs_waves", V2, canary=1, wave=2, on_stage=on_stage)
+    assert report.ok and report.fleet.version == "new", str(report)
+    targets = everyone + [SCHEDULER]
+    expected = [("canary", targets[:1])] + [
+        (f"wave {n}", targets[i:i + 2]) for n, i in enumerate(range(1, len(targets), 2), 1)]
+    assert seen == expected
+    assert [(p.address, p.stage, p.outcome, p.version) for p in report.processes] == [
+        (address, stage, "applied", "new") for stage, addresses in expected
+        for address in addresses]
+    assert {p.address: p.applied_at for p in report.processes} == report.switch_times()
+    lines = str(report).splitlines()
+    assert len(lines) == len(targets) + 1
+    assert lines[0].startswith(f"{targets[0]}  canary: applied - applied in ")
+    assert lines[-1] == f"update {report.version}: all {len(targets)} processes updated"
+    assert set(versions_on(client, jobs, everyone).values()) == {"v2"}
+    assert undo_cluster(client, "jobs_waves").ok
+    assert set(versions_on(client, jobs, everyone).values()) == {"v1"}
+    with pytest.raises(PymoultValueError, match=r"^wave must be an int, at least 1"):
+        update_cluster(client, "jobs_waves", V2, wave=0)
+    with pytest.raises(PymoultValueError, match=r"^canary must be an int, at least 0"):
+        update_cluster(client, "jobs_waves", V2, canary=-1)
+
+
+def test_a_failure_on_the_second_worker_halts_and_rolls_the_canary_back(dask):
+    cluster, client = dask
+    jobs = import_module("jobs_halt")
+    everyone = workers(client)
+    canary, second, later = everyone[0], everyone[1], everyone[2:] + [SCHEDULER]
+    data = client.map(jobs.make, range(6), pure=False)
+    bad = client.submit(jobs.make_bad, 99, pure=False, workers=[second],
+                        allow_other_workers=False)
+    distributed.wait(data + [bad], timeout=WAIT)
+    tokens = client.gather(client.map(jobs.token_of, data, pure=False))
+    stages = []
+    report = update_cluster(client, "jobs_halt", V2, transformers={"Record": jobs.upgrade},
+                            canary=1, wave=1,
+                            on_stage=lambda stage, reports: stages.append(stage))
+    assert stages == ["canary", "wave 1"]  # halted: no later wave tried
+    assert not report.ok and report.fleet.version == "old"
+    assert report.fleet.halted_at == second
+    outcome = {p.address: (p.stage, p.outcome, p.version) for p in report.processes}
+    assert outcome == {canary: ("canary", "rolled back", "old"),
+                       second: ("wave 1", "failed", "old"),
+                       **{target: ("not tried", "not tried", "old") for target in later}}
+    # (then the published versions registered again: "publish" on every worker)
+    assert [r.step for r in report.results if r.worker == canary] == \
+        ["prepare", "apply", "undo", "publish"]
+    assert not [r for r in report.results if r.worker in later and r.step != "prepare"
+                and r.step != "publish"]
+    lines = str(report).splitlines()
+    assert lines[0].startswith(f"{canary}  canary: rolled back - applied in ")
+    assert "; undone: reverted to the version before it in " in lines[0]
+    assert lines[1].startswith(f"{second}  wave 1: failed - failed and rolled back, nothing "
+                               "changed: ")
+    assert "record 99 cannot be upgraded" in lines[1]
+    assert lines[-1] == (f"update {report.version}: halted at {second}; 1 process rolled "
+                         f"back; the fleet stays on the old version ({len(everyone) + 1} "
+                         "processes)")
+    assert "Traceback" not in str(report)
+    # every process on the old version, the data where it was and on the old methods
+    assert set(versions_on(client, jobs, everyone).values()) == {"v1"}
+    assert jobs.work(0)[0] == "v1"
+    assert client.gather(client.map(jobs.token_of, data, pure=False)) == tokens
+    assert client.gather(client.map(jobs.label_of, data, pure=False)) == \
+        [f"v1:{i}" for i in range(6)]
+    assert all(v.get("jobs_halt", []) == [] for v in cluster_versions(client).values())
+    # the canary's update was reverted through the lifecycle (a RevertUpdate), which no longer
+    # counts it applied there, and counts its revert
+    name = f"cluster update {report.version}"
+    assert client.run(applied_there, name, workers=[canary]) == {canary: [False, True]}
+
+
+def test_pymoult_push_dask_with_a_canary_halts_at_a_worker_that_cannot_switch(dask, tmp_path):
+    cluster, client = dask
+    jobs = import_module("jobs_halt_command")
+    everyone = workers(client)
+    canary, second = everyone[0], everyone[1]
+    new = tmp_path / "jobs_halt_command_v2.py"
+    new.write_text(V2)
+    held, release = hold_a_task(client, jobs, second)
+    try:
+        pushed = subprocess.run([sys.executable, "-m", "pymoult", "push", "--dask",
+                                 cluster.scheduler_address, "--module", "jobs_halt_command",
+                                 str(new), "--canary", "1", "--wave", "2", "--timeout", "2"],
+                                capture_output=True, text=True, env=command_env(), timeout=120)
+    finally:
+        release.set()
+    assert pushed.returncode == 1, pushed.stdout + pushed.stderr
+    assert "Traceback" not in pushed.stdout + pushed.stderr
+    lines = pushed.stdout.splitlines()
+    third, later = everyone[2], everyone[3:] + [SCHEDULER]
+    # as each stage ends, its lines; then the targets rolled back and those not tried
+    assert lines[0].startswith(f"{canary}  canary: applied - applied in ")
+    assert lines[1].startswith(f"{second}  wave 1: failed - ")
+    assert "UpdateTimeoutError" in lines[1] and "held" in lines[1]
+    assert lines[2].startswith(f"{third}  wave 1: applied - applied in ")
+    assert lines[3].startswith(f"{canary}  canary: rolled back - applied in ")
+    assert lines[4].startswith(f"{third}  wave 1: rolled back - applied in ")
+    assert all("; undone: reverted to the version before it in " in line
+               for line in lines[3:5])
+    assert lines[5:-1] == [f"{target}  not tried: not tried - ready, then dropped"
+                           for target in later]
+    assert lines[-1].startswith("update jobs_halt_command@")
+    assert lines[-1].endswith(f": halted at {second}; 2 processes rolled back; the fleet stays "
+                              f"on the old version ({len(everyone) + 1} processes)")
+    assert held.result(WAIT) == ("v1", 1)
+    assert set(versions_on(client, jobs, everyone).values()) == {"v1"}
+    assert all(v.get("jobs_halt_command", []) == [] for v in cluster_versions(client).values())
+
+
 def test_a_new_version_failing_on_trial_on_the_workers_changes_nothing(dask):
     cluster, client = dask
     jobs = import_module("jobs_trial")
@@ -434,6 +567,12 @@ def test_pymoult_push_dask_updates_every_worker_from_the_command_line(dask, tmp_
                             env=command_env(), timeout=120)
     assert pushed.returncode == 0, pushed.stdout + pushed.stderr
     assert "Traceback" not in pushed.stdout + pushed.stderr
+    lines = pushed.stdout.splitlines()  # one line per target as its wave ends, the summary
+    targets = workers(client) + [SCHEDULER]
+    assert [line.split("  ", 1)[0] for line in lines[:-1]] == targets
+    assert all("  wave 1: applied - applied in " in line for line in lines[:-1])
+    assert lines[-1].startswith("update jobs_command@")
+    assert f": all {len(targets)} processes updated, switched within " in lines[-1]
     assert set(versions_on(client, jobs, workers(client)).values()) == {"v2"}
     wrong = subprocess.run([sys.executable, "-m", "pymoult", "push", "--dask",
                             cluster.scheduler_address, "-"], input="x = 1\n",
@@ -441,6 +580,14 @@ def test_pymoult_push_dask_updates_every_worker_from_the_command_line(dask, tmp_
     assert wrong.returncode == 2
     assert wrong.stderr.strip() == ("pymoult: push --dask: give one --module NAME FILE (the "
                                     "module's new version)")
+    listeners = subprocess.run([sys.executable, "-m", "pymoult", "push", "--dask",
+                                cluster.scheduler_address, "--module", "jobs_command", str(new),
+                                "--two-phase"], capture_output=True, text=True,
+                               env=command_env(), timeout=60)
+    assert listeners.returncode == 2
+    assert listeners.stderr.strip() == (
+        "pymoult: push --dask: --to, --to-file, --two-phase and --hold are for listeners; a "
+        "Dask cluster is reached through its scheduler (its prepare phase is always first)")
 
 
 def test_bad_input_is_refused_in_one_sentence_before_anything_changes(dask):
@@ -479,7 +626,7 @@ def test_the_example_updates_its_cluster_live_under_pymoult_demo():
     assert process.returncode == 0, stdout + stderr
     rounds = [line.split(" | ", 1)[1] for line in stdout.splitlines()
               if line.lstrip().startswith("app | round ")]
-    assert "app | update_cluster: applied on all 3 targets" in stdout
+    assert "app | update_cluster: all 3 processes updated, switched within " in stdout
     # (a round in progress when the update lands is printed after it, on the old version)
     old = [line for line in rounds if "(mean, jobs v1)" in line]
     new = [line for line in rounds if "(median, jobs v2)" in line]

@@ -219,3 +219,48 @@ def test_bad_rollouts_are_refused_in_a_sentence(tmp_path):
     result = pymoult("push", "-", "--to", "unix:/a", "--to", "unix:/b", "--wave", "0",
                      stdin="x = 1\n")
     assert result.returncode == 2 and "--wave: must be at least 1, got 0" in result.stderr
+
+
+def test_the_stages_are_a_canary_then_waves_of_the_size_given():
+    members = ["a", "b", "c", "d", "e"]
+    assert rollout_module.plan_stages(members, 1, 2) == [
+        ("canary", ["a"]), ("wave 1", ["b", "c"]), ("wave 2", ["d", "e"])]
+    assert rollout_module.plan_stages(members, 0, 5) == [("wave 1", members)]
+    assert rollout_module.plan_stages(members, 5, 1) == [("canary", members)]
+
+
+def test_the_stage_engine_halts_at_the_first_failure_and_rolls_back_newest_stage_first():
+    reports = [rollout_module.ProcessReport(name, "not tried") for name in "abcd"]
+    calls = []
+
+    def push(group):
+        calls.append(("push", [r.address for r in group]))
+        for report in group:
+            failed = report.address == "c"
+            report.outcome = "failed" if failed else "applied"
+            report.version = rollout_module.OLD if failed else rollout_module.NEW
+            report.applied = [] if failed else ["u"]
+
+    def roll_back(group):
+        calls.append(("roll back", [r.address for r in group]))
+        for report in group:
+            report.outcome, report.version, report.applied = "rolled back", "old", []
+
+    halted = rollout_module.run_stages(reports, rollout_module.plan_stages("abcd", 1, 2),
+                                       push, roll_back)
+    assert halted == "c"
+    assert calls == [("push", ["a"]), ("push", ["b", "c"]), ("roll back", ["b"]),
+                     ("roll back", ["a"])]
+    assert reports[3].stage == "not tried" and reports[3].outcome == "not tried"
+    report = rollout_module.fleet_report(reports, halted)
+    assert report.version == rollout_module.OLD
+    assert report.summary == ("halted at c; 2 processes rolled back; the fleet stays on the "
+                              "old version (4 processes)")
+
+
+def test_a_fleet_that_applied_everywhere_but_is_off_on_one_process_is_split_without_a_halt():
+    reports = [rollout_module.ProcessReport("a", "wave 1", "applied", rollout_module.NEW),
+               rollout_module.ProcessReport("b", "joined", "unknown", rollout_module.SPLIT)]
+    report = rollout_module.fleet_report(reports, None)
+    assert report.version == rollout_module.SPLIT and report.halted_at is None
+    assert report.summary == "the fleet is NOT on one version: b is not on the new one (see above)"

@@ -25,9 +25,49 @@ figures = load("readme_figures")
 SPREAD = {"median": 1.5, "p99": 3.25, "max": 4.0}
 
 
+def dask_peer(wall_s, skew_ms, failed, data_kept, objects_new, **more):
+    return {"wall_s": wall_s, "skew_ms": skew_ms, "failed": failed, "tasks": 120, "stale": 0,
+            "data_kept": data_kept, "objects_new": objects_new, "objects": 8,
+            "failed_runs": 0, "runs": [], **more}
+
+
+def dask_results():
+    """bench_dask.py's results, as run_all.py records them."""
+    return {"repeats": 3, "seconds": 184.2, "distributed": "2024.8.0", "load_average": [1, 1],
+            "make_cost": 0.05, "work_cost": 0.002, "by_workers": {
+                "2": {"workers": 2, "cluster_start_s": 1.5, "seconds": 40.0,
+                      "pymoult": dask_peer(0.21, 3.25, 0, True, 8, apply_ms=12.5, undo_s=0.15,
+                                           targets=3),
+                      "upload_file": dask_peer(0.05, 9.0, 0, True, 0),
+                      "restart": dask_peer(4.6, None, 14, False, 8)},
+                "8": {"workers": 8, "cluster_start_s": 5.5, "seconds": 90.0,
+                      "pymoult": {"failed_runs": 3, "runs": []},
+                      "upload_file": dask_peer(0.12, 30.5, 2, True, 0),
+                      "restart": dask_peer(11.25, None, 40, False, 32)}}}
+
+
+def fleet_mode(skew, wall, reported=None):
+    return {"skew_ms": {"median": skew, "max": skew * 2}, "wall_ms": {"median": wall,
+                                                                      "max": wall * 2},
+            "reported_skew_ms": reported, "runs": []}
+
+
+def fleet_results():
+    """bench_fleet.py's results, as run_all.py records them."""
+    return {"repeats": 15, "seconds": 95.5, "load_average": [1, 1],
+            "modes": ["two-phase", "one wave", "canary, waves of 1"], "by_processes": {
+                "2": {"processes": 2, "two-phase": fleet_mode(0.42, 30.5, 0.4),
+                      "one wave": fleet_mode(3.5, 20.0),
+                      "canary, waves of 1": fleet_mode(25.0, 40.0)},
+                "8": {"processes": 8, "two-phase": fleet_mode(2.5, 80.0, 2.25),
+                      "one wave": fleet_mode(15.0, 60.0)}}}
+
+
 def results():
     """The results of one run_all.py run, every benchmark with the fields the tables read."""
     return {
+        "dask": dask_results(),
+        "fleet": fleet_results(),
         "core": {
             "idle_point": {"ratio_point_vs_empty_call": 1.21,
                            "ratio_zero_arg_point_vs_empty_call": 1.1,
@@ -106,6 +146,12 @@ Text between.
 <!-- figures:under-load -->
 <!-- /figures:under-load -->
 
+<!-- figures:dask -->
+<!-- /figures:dask -->
+
+<!-- figures:fleet -->
+<!-- /figures:fleet -->
+
 Text after.
 """
 
@@ -123,7 +169,7 @@ def test_tables_are_written_between_the_markers_and_nothing_else_changes(tmp_pat
 
     assert text.startswith("# A project\n\nText before, quoting nothing.\n\n"
                            "<!-- figures:summary -->\n")
-    assert text.endswith("<!-- /figures:under-load -->\n\nText after.\n")
+    assert text.endswith("<!-- /figures:fleet -->\n\nText after.\n")
     assert "an old table" not in text
     between = text[text.index("<!-- /figures:summary -->"):
                    text.index("<!-- figures:under-load -->")]
@@ -279,3 +325,78 @@ def test_conversion_rows_give_the_gc_share_and_the_per_round_read_ratio(tmp_path
     # the ratio measured round by round, not the ratio of the two medians (1.50x)
     assert "| attribute read, converted lazily / never converted (peer) (ns) | 1.25x (30.0) |" \
         in text
+
+
+def test_the_dask_table_gives_each_way_of_changing_the_cluster_side_by_side(tmp_path):
+    runs = figures.load_runs([write_run(tmp_path, run_document("3.12.1")),
+                              write_run(tmp_path, run_document("3.11.7"))])
+    text = figures.rewrite(README, runs)
+    block = text[text.index("<!-- figures:dask -->"):text.index("<!-- /figures:dask -->")]
+    lines = block.splitlines()[1:]
+    assert lines[:3] == [
+        "| Dask cluster | 3.11 | 3.12 |", "| --- | --- | --- |",
+        "| distributed version, repeats, run time | distributed 2024.8.0, medians of 3 repeats, "
+        "184 s | distributed 2024.8.0, medians of 3 repeats, 184 s |"]
+    peers = "pymoult / upload_file / restart"
+    for row in [
+            f"| 2 workers: wall time of the change, {peers} (s) | 0.21 / 0.05 / 4.60 |",
+            f"| 2 workers: switch skew, first to last process, {peers} (ms) | 3.2 / 9.0 / - |",
+            f"| 2 workers: tasks of the stream failed, of those run: {peers} | "
+            "0 of 120 / 0 of 120 / 14 of 120 |",
+            f"| 2 workers: tasks submitted after the change that ran the old code: {peers} | "
+            "0 / 0 / 0 |",
+            f"| 2 workers: data kept in memory (not recomputed): {peers} | kept / kept / lost |",
+            f"| 2 workers: objects in memory running the new code: {peers} | "
+            "8 of 8 / 0 of 8 / 8 of 8 |",
+            "| 2 workers: Pymoult's apply on a worker, median / its undo on the cluster (ms) | "
+            "12.5 / 150 |",
+            # a peer whose every run failed says so; a figure it lacks is not measured
+            f"| 8 workers: wall time of the change, {peers} (s) | failed / 0.12 / 11.25 |",
+            "| 8 workers: Pymoult's apply on a worker, median / its undo on the cluster (ms) | "
+            "n/a |"]:
+        assert any(line.startswith(row) for line in lines), row
+    assert lines[-1] == "(From the runs of 3.11, 3.12 listed above.)"
+    assert all(line.count(" | ") == 2 for line in lines if line.startswith("| "))
+
+
+def test_a_run_without_the_dask_benchmark_has_no_dask_column(tmp_path):
+    skipped = run_document("3.10.14")
+    skipped["benchmarks"]["dask"] = {"status": "skipped", "why": "needs distributed"}
+    absent = without(run_document("3.13.0"), "benchmarks", "dask")
+    text = figures.rewrite(README, figures.load_runs([write_run(tmp_path, skipped),
+                                                      write_run(tmp_path, absent),
+                                                      write_run(tmp_path, run_document())]))
+    assert "| Dask cluster | 3.11 |\n" in text
+    assert "(From the runs of 3.11 listed above.)" in text
+    assert "| figure | 3.10 | 3.11 | 3.13 |" in text
+    none = figures.rewrite(README, figures.load_runs([write_run(tmp_path, skipped)]))
+    assert "No recorded run includes the Dask benchmark" in none
+    failed = run_document("3.12.1")
+    failed["benchmarks"]["dask"] = {"status": "failed", "why": "exit code 1"}
+    with pytest.raises(figures.FigureError, match=r"^all-3.12.1.json: the 'dask' benchmark did "
+                                                  r"not give figures \(failed: exit code 1\)$"):
+        figures.rewrite(README, figures.load_runs([write_run(tmp_path, failed)]))
+
+
+def test_the_fleet_table_gives_the_skew_of_each_way_of_rolling_out(tmp_path):
+    runs = figures.load_runs([write_run(tmp_path, run_document("3.12.1")),
+                              write_run(tmp_path, run_document("3.11.7"))])
+    text = figures.rewrite(README, runs)
+    block = text[text.index("<!-- figures:fleet -->"):text.index("<!-- /figures:fleet -->")]
+    lines = block.splitlines()[1:]
+    modes = "two-phase / one wave / canary, waves of 1"
+    assert lines[:3] == ["| fleet of `pymoult run` processes | 3.11 | 3.12 |",
+                         "| --- | --- | --- |",
+                         "| repeats, run time | 15 rollouts per way, interleaved, 95.5 s | "
+                         "15 rollouts per way, interleaved, 95.5 s |"]
+    for row in [
+            f"| 2 processes: switch skew, first to last process, {modes}, median (max) (ms) | "
+            "0.42 (0.84) / 3.5 (7.0) / 25.0 (50.0) |",
+            f"| 2 processes: rollout wall time, {modes}, median (max) (ms) | "
+            "30.5 (61.0) / 20.0 (40.0) / 40.0 (80.0) |",
+            "| 2 processes: two-phase skew as the rollout reports it, median (ms) | 0.40 |",
+            # a way a run did not measure
+            f"| 8 processes: switch skew, first to last process, {modes}, median (max) (ms) | "
+            "2.5 (5.0) / 15.0 (30.0) / n/a |"]:
+        assert any(line.startswith(row) for line in lines), row
+    assert lines[-1] == "(From the runs of 3.11, 3.12 listed above.)"

@@ -19,17 +19,21 @@ gets the result computed before the update, as it would without one.
 
 :func:`update_cluster` is the whole update in one call, in two phases: every target *prepares*
 (the new version is compiled and evaluated on trial there: a version that does not compile or
-raises, or a module missing there, fails with nothing changed anywhere), then every target
-*applies*; if one fails, the targets that had applied are undone, so the cluster stays on one
-version. :func:`undo_cluster` takes the last version of a module back out. The steps themselves
-are public, per target, for a rollout engine (canary, waves, halt): :class:`ClusterUpdate`'s
+raises, or a module missing there, fails with nothing changed anywhere), then the targets
+*apply*: all at once, or as a rollout over listeners does (``pymoult.rollout``, whose stages,
+halt and report it shares): a canary first, then waves, halting at the first target that fails
+and undoing those that had applied, so the cluster stays on one version; the report has one
+line per target and says whether the cluster is on the new version, the old one, or split.
+:func:`undo_cluster` takes the last version of a module back out. The steps themselves
+are public, per target: :class:`ClusterUpdate`'s
 ``prepare``, ``apply``, ``undo``, ``discard``, ``publish``, ``withdraw`` and ``converge`` each
 return one :class:`TargetResult` per target (address, ok, one-line message), never a
 traceback. One rollout at a time per cluster: the published versions are a single plugin,
 registered again by each publication (the last one wins).
 
 Each process keeps its last :data:`HISTORY` applied updates (their journals), which is what an
-undo needs; :func:`revert_on_worker` is the one place an applied update is reverted. The
+undo needs; :func:`revert_on_worker` is the one place an applied update is reverted (a
+``RevertUpdate``: newest first in the process, whatever the module, at a safe point). The
 processes need Pymoult installed (they import this module) and the module importable.
 
 Requires ``distributed`` (``pip install 'pymoult[dask]'``).
@@ -57,12 +61,14 @@ except ImportError as _missing:  # pragma: no cover - exercised only without dis
     raise ImportError("pymoult.delivery.dask_cluster needs Dask's distributed package: "
                       "pip install 'pymoult[dask]'") from _missing
 
-from ..errors import (ListenerError, ModuleUpdateError, NotAlterableNow, PymoultTypeError,
+from ..errors import (ListenerError, ModuleUpdateError, PymoultTypeError,
                       PymoultValueError)
 from ..highlevel.managers import ThreadedManager, fetch_manager
 from ..highlevel.module_update import ModuleUpdate
+from ..highlevel.revert import RevertUpdate
 from ..highlevel.updates import Update, UpdateState
-from ..lowlevel import alterability
+from ..rollout import NEW, OLD, SPLIT, ProcessReport, RolloutReport, fleet_report, plan_stages, \
+    run_stages
 
 __all__ = ["update_cluster", "undo_cluster", "cluster_versions", "cluster_workers",
            "ClusterUpdate",
@@ -103,7 +109,9 @@ class TargetResult:
     ``step`` (``"prepare"``, ``"apply"``, ``"undo"``, ``"discard"``, ``"publish"``), ``ok`` and
     a one-line ``message``. For an apply or an undo that switched versions, ``switched_at`` is
     the target's wall-clock time (``time.time()``) at the end of the switch, and ``seconds`` how
-    long the step took there."""
+    long the step took there. For an apply, ``state`` is the update's state there at the end
+    (``"applied"``, ``"rolled back"``, ``"partially rolled back"``...), None when it is not
+    known (no reply, or not finished in time: it may still apply)."""
 
     worker: str
     step: str
@@ -111,6 +119,7 @@ class TargetResult:
     message: str
     switched_at: "float | None" = None
     seconds: "float | None" = None
+    state: "str | None" = None
 
     def __str__(self):
         return f"{self.worker}: {self.step} {'ok' if self.ok else 'FAILED'}: {self.message}"
@@ -120,7 +129,12 @@ class TargetResult:
 class ClusterReport:
     """The outcome of :func:`update_cluster` or :func:`undo_cluster`: ``ok`` when every
     target ended on the same version, the one asked for; ``results``, every step's
-    :class:`TargetResult` in order; ``summary``, one sentence."""
+    :class:`TargetResult` in order; ``summary``, one sentence. For an update, ``fleet`` is the
+    rollout's :class:`~pymoult.rollout.RolloutReport`: one
+    :class:`~pymoult.rollout.ProcessReport` per target (its stage, outcome, and whether it is on
+    the ``"new"`` or ``"old"`` version, or ``"split"``), where it halted, and whether the
+    cluster is on one version (``fleet.version``: ``"new"``, ``"old"``, ``"split"``, as for a
+    rollout over listeners)."""
 
     module: str
     version: str
@@ -129,6 +143,13 @@ class ClusterReport:
     summary: str
     results: tuple
     seconds: float
+    fleet: "RolloutReport | None" = None
+
+    @property
+    def processes(self):
+        """One :class:`~pymoult.rollout.ProcessReport` per target (an update's; none for an
+        undo)."""
+        return tuple(self.fleet.processes) if self.fleet is not None else ()
 
     @property
     def failed(self):
@@ -148,8 +169,13 @@ class ClusterReport:
         return max(times.values()) - min(times.values()) if len(times) > 1 else None
 
     def __str__(self):
-        return "\n".join([f"{self.action} {self.version}: {self.summary}"] +
-                         [f"  {result}" for result in self.results])
+        if self.fleet is None:
+            return "\n".join([f"{self.action} {self.version}: {self.summary}"] +
+                             [f"  {result}" for result in self.results])
+        lines = [process.line() for process in self.fleet.processes]
+        lines += [f"{result.worker}  {result.step}: FAILED - {result.message}"
+                  for result in self.results if result.step == "publish" and not result.ok]
+        return "\n".join(lines + [f"{self.action} {self.version}: {self.summary}"])
 
 
 def _one_line(exc):
@@ -232,9 +258,9 @@ class _ProcessState:
 _STATE = _ProcessState()
 
 
-def _result(step, ok, message, switched_at=None, seconds=None):
+def _result(step, ok, message, switched_at=None, seconds=None, state=None):
     return {"step": step, "ok": bool(ok), "message": _short(message),
-            "switched_at": switched_at, "seconds": seconds}
+            "switched_at": switched_at, "seconds": seconds, "state": state}
 
 
 def _wall_clock(monotonic_time):
@@ -273,7 +299,7 @@ async def _outcome(future, timeout):
 
 async def _run_update(update, timeout):
     """Queue ``update`` on this process's manager and wait for its outcome: ``(ok, message,
-    seconds, switched_at)``."""
+    seconds, switched_at)``; ``update.state`` tells the rest, once the outcome is known."""
     started = time.monotonic()
     future = _STATE.manager_here().add_update(update)
     done, exc = await _outcome(future, timeout + STEP_MARGIN)
@@ -296,52 +322,31 @@ async def _run_update(update, timeout):
 
 # -- the undo of one applied update ----------------------------------------------------------------
 
-class _JournalRevert(Update):
-    """An applied update undone through its journal, at a safe point: once no thread runs the
-    code the update's names hold now (checked again inside the apply window)."""
+class _ModuleRevert(RevertUpdate):
+    """The revert of an applied ``ModuleUpdate``: a :class:`RevertUpdate` (through the journal,
+    newest update only, the original left *reverted*), with no thread suspended (the undo
+    waits), which waits for every code the module's names the update binds hold now: not only
+    the functions whose code it swapped, but those it bound anew (a function added, one
+    rebound), which a thread may run as well."""
 
     on_timeout = "fail"
 
-    def __init__(self, update, timeout=None):
-        super().__init__(f"revert {update.name}", timeout=timeout,
-                         sleep_time=QUIESCENCE_INTERVAL)
-        self.reverted = update
-
-    def watched(self):
-        return []  # the journal's own operations put everything back
-
-    def live_codes(self):
-        codes = set()
-        for plan in getattr(self.reverted, "plans", ()):
-            codes |= plan.live_codes()
-        return codes
-
-    def check_alterability(self):
-        return not alterability.isAnyCodeInAnyStack(self.live_codes())
-
-    def wait_alterability(self):
-        with alterability.patience(self.max_tries, self.sleep_time):
-            return alterability.waitQuiescenceOfFunctions(list(self.live_codes()), threads=[],
-                                                          timeout=self.timeout)
-
-    def why_not_alterable(self):
-        running = alterability.runningFunctions(list(self.live_codes()))
-        return "; ".join(f"thread {thread!r} runs {name}" for thread, name in running)
-
-    def apply(self):
-        if alterability.isAnyCodeInAnyStack(self.live_codes()):
-            raise NotAlterableNow(f"{self.name}: code it reverts started running between the "
-                                  "check and the apply; nothing was changed")
-        self.reverted.journal.rollback()
+    def installed_codes(self):
+        codes = dict.fromkeys(super().installed_codes())
+        for plan in getattr(self.update, "plans", ()):
+            codes.update(dict.fromkeys(plan.live_codes()))
+        return list(codes)
 
 
 def revert_on_worker(update, timeout=None):
-    """Undo the applied ``update`` in this process, at a safe point, through its journal; the
-    returned future carries the outcome (as :meth:`Manager.add_update`'s). The one place the
-    Dask steps revert an update (to be swapped for a revert update of the engine's own)."""
+    """Undo the applied ``update`` in this process, at a safe point, through its journal (a
+    :class:`~pymoult.highlevel.revert.RevertUpdate` that also waits for the functions the
+    update bound anew); the returned future carries the outcome (as
+    :meth:`Manager.add_update`'s). The one place the Dask steps revert an update."""
     if not isinstance(update, Update) or update.state is not UpdateState.APPLIED:
         raise PymoultValueError(f"only an applied update can be reverted, not {update!r}")
-    return _STATE.manager_here().add_update(_JournalRevert(update, timeout))
+    revert = _ModuleRevert(update, threads=[], timeout=timeout, sleep_time=QUIESCENCE_INTERVAL)
+    return _STATE.manager_here().add_update(revert)
 
 
 # -- the steps, as they run on a target (Client.run, run_on_scheduler) -------------------------
@@ -389,12 +394,14 @@ async def _apply_here(version, running_tasks="wait", dask_worker=None, dask_sche
         ok, error, seconds, switched_at = await _run_update(update, update.timeout)
         if not ok:
             logger.warning("%s: %s", update.name, error)
-            return _result("apply", False, error, seconds=seconds)
+            ended = seconds is not None and update.state.finished
+            return _result("apply", False, error, seconds=seconds,
+                           state=update.state.value if ended else None)
         _STATE.record(version, module, update, switched_at)
         for warning in update.warnings:
             logger.warning("%s: %s", update.name, warning)
         return _result("apply", True, f"applied in {seconds * 1e3:.1f} ms: {_steps_text(update)}",
-                       switched_at, seconds)
+                       switched_at, seconds, UpdateState.APPLIED.value)
 
 
 async def _undo_locked(version, timeout):
@@ -784,10 +791,24 @@ class ClusterUpdate:
 
     # -- the whole update ------------------------------------------------------------------------
 
-    def run(self, undo_on_failure=True):
-        """Prepare on every target; if all are ready, apply on every target; if all applied,
-        publish. If an apply failed, undo it where it applied (unless ``undo_on_failure`` is
-        false). A :class:`ClusterReport`."""
+    def run(self, undo_on_failure=True, *, canary=0, wave=None, on_stage=None):
+        """The whole update, as a rollout over the targets (the workers, in the order of their
+        addresses, then the scheduler). First every target *prepares*; if one fails, the new
+        version is dropped everywhere: nothing changed. Then the applies, by stage: the
+        ``canary`` first targets alone (none when 0), then waves of ``wave`` targets at once
+        (None: all the others in one wave). At the first target where the apply fails, it
+        halts: the later stages are not tried, and the targets that switched are undone, newest
+        stage first (unless ``undo_on_failure`` is false), then the published versions are
+        registered again, which brings back any worker whose reply was lost. If every target
+        applied, the version is published. ``on_stage(stage, reports)`` is called after each
+        stage with its targets' :class:`~pymoult.rollout.ProcessReport`. A
+        :class:`ClusterReport`, whose ``fleet`` says whether the cluster is on one version."""
+        if isinstance(canary, bool) or not isinstance(canary, int) or canary < 0:
+            raise PymoultValueError(f"canary must be an int, at least 0, got {canary!r}")
+        if wave is not None and (isinstance(wave, bool) or not isinstance(wave, int)
+                                 or wave < 1):
+            raise PymoultValueError(f"wave must be an int, at least 1 (or None: all at once), "
+                                    f"got {wave!r}")
         started = time.monotonic()
         targets = self.targets()
         if not targets:
@@ -798,47 +819,123 @@ class ClusterUpdate:
             self.discard(targets)
             raise PymoultValueError(f"no process of the cluster has module {self.module!r}: "
                                     f"{missing[0].message}")
+        reports = [ProcessReport(target, "prepare") for target in targets]
+        by_target = {report.address: report for report in reports}
         failed = [r for r in results if not r.ok]
         if failed:
             results += self.discard(targets)
+            for result in results[:len(targets)]:
+                report = by_target[result.worker]
+                report.outcome = "failed" if not result.ok else "not tried"
+                report.detail = result.message if not result.ok else \
+                    "ready, then dropped: the new version failed elsewhere"
+            if on_stage is not None:
+                on_stage("prepare", reports)
+            fleet = fleet_report(reports, failed[0].worker)
             return _report(self, False, f"not applied: the new version failed on {len(failed)} "
-                                       f"of {len(targets)} targets before any switched; nothing "
-                                       "changed", results, started)
-        applied = self.apply(targets)
-        results += applied
-        failed = [r for r in applied if not r.ok]
-        if not failed:
+                                       f"of {len(targets)} targets before any switched; "
+                                       f"nothing changed; {fleet.summary}", results, started,
+                           fleet=fleet)
+        for report in reports:
+            report.stage, report.detail = "not tried", "ready, then dropped"
+
+        def push(group):
+            applied = self.apply([report.address for report in group])
+            results.extend(applied)
+            for result in applied:
+                _read_apply(by_target[result.worker], result, self.version)
+
+        def roll_back(group):
+            undone = self.undo([report.address for report in group])
+            results.extend(undone)
+            for result in undone:
+                _read_undo(by_target[result.worker], result)
+
+        stages = plan_stages(targets, canary, wave or max(1, len(targets) - canary))
+        halted_at = run_stages(reports, stages, push, roll_back if undo_on_failure else None,
+                               on_stage)
+        if halted_at is None:
             published = _publish_results(self)
             results += published
-            late = [r for r in published if not r.ok]
-            summary = f"applied on all {len(targets)} targets" + (
-                f"; {len(late)} workers not on the published versions after it" if late else "")
-            return _report(self, not late, summary, results, started)
-        done = [r.worker for r in applied if r.ok]
-        if not undo_on_failure:
-            return _report(self, False, f"applied on {len(done)} of {len(targets)} targets, "
-                                       f"failed on {len(failed)}: the cluster runs two versions",
-                                results, started)
-        undone = self.undo(done) if done else []
-        self.discard([r.worker for r in failed])
-        results += undone
-        try:  # a worker whose reply was lost may have switched: the plugin brings it back
-            converged = self.converge()
+            for result in published:
+                if not result.ok:  # a worker not on the published versions: two versions
+                    report = by_target.get(result.worker)
+                    if report is None:  # one that joined during the rollout
+                        report = by_target[result.worker] = ProcessReport(result.worker,
+                                                                          "joined")
+                        reports.append(report)
+                        report.outcome = "unknown"
+                    report.version = SPLIT
+                    report.detail += f"; publish: {result.message}"
+            skew = _one_stage_skew(results) if len(stages) == 1 else None
+            fleet = fleet_report(reports, None, skew)
+            return _report(self, fleet.version == NEW, fleet.summary, results, started,
+                           fleet=fleet)
+        self.discard([r.address for r in reports if r.outcome != "applied"])
+        if undo_on_failure:
+            try:  # a worker whose reply was lost may have switched: the plugin brings it back
+                converged = self.converge()
+            except Exception as exc:
+                converged = [TargetResult(SCHEDULER, "publish", False, _one_line(exc))]
+            results += converged
+            self._settle_unknown(reports)
+        fleet = fleet_report(reports, halted_at)
+        return _report(self, False, fleet.summary, results, started, fleet=fleet)
+
+    def _settle_unknown(self, reports):
+        """Ask the targets whose apply has no known outcome which versions they are on now."""
+        unknown = [r for r in reports if r.outcome == "unknown"]
+        if not unknown:
+            return
+        try:
+            found = cluster_versions(self.client)
         except Exception as exc:
-            converged = [TargetResult(SCHEDULER, "publish", False, _one_line(exc))]
-        results += converged
-        stuck = [r.worker for r in undone + converged if not r.ok]
-        summary = (f"failed on {len(failed)} of {len(targets)} targets; undone on the "
-                   f"{len(done)} that had applied it: the cluster is on the version before"
-                   if not stuck else
-                   f"failed on {len(failed)} of {len(targets)} targets, and the undo failed on "
-                   f"{len(stuck)} ({', '.join(stuck)}): the cluster runs two versions")
-        return _report(self, False, summary, results, started)
+            logger.warning("cannot ask the cluster where its workers are: %s", _one_line(exc))
+            return
+        for report in unknown:
+            there = found.get(report.address)
+            if isinstance(there, dict):
+                on = self.version in there.get(self.module, [])
+                report.version = NEW if on else OLD
+                report.detail += f"; asked afterwards: on the {report.version} version"
 
 
-def _report(update, ok, summary, results, started, action="update"):
+def _one_stage_skew(results):
+    """Seconds between the first and the last switch of the applies of one stage (every
+    target in one wave), when each reported its switch; else None."""
+    times = [r.switched_at for r in results
+             if r.step == "apply" and r.ok and r.switched_at is not None]
+    applies = [r for r in results if r.step == "apply"]
+    return max(times) - min(times) if 1 < len(times) == len(applies) else None
+
+
+def _read_apply(report, result, version):
+    """Fill a target's rollout report in from its apply ``result``."""
+    report.detail = result.message
+    if result.ok:
+        report.outcome, report.version, report.applied = "applied", NEW, [version]
+        report.applied_at = result.switched_at
+    elif result.state is None:  # no reply, or not finished in time: it may still switch
+        report.outcome, report.version = "unknown", SPLIT
+    else:
+        report.outcome = "failed"
+        report.version = SPLIT if result.state == UpdateState.PARTIALLY_ROLLED_BACK.value \
+            else OLD
+
+
+def _read_undo(report, result):
+    """Fill a target's rollout report in from the ``result`` of its undo."""
+    if result.ok:
+        report.outcome, report.version, report.applied = "rolled back", OLD, []
+        report.detail += f"; undone: {result.message}"
+    else:
+        report.outcome, report.version = "rollback failed", SPLIT
+        report.detail += f"; undo FAILED: {result.message}"
+
+
+def _report(update, ok, summary, results, started, action="update", fleet=None):
     report = ClusterReport(update.module, update.version, action, ok, summary, tuple(results),
-                           time.monotonic() - started)
+                           time.monotonic() - started, fleet)
     logger.log(logging.INFO if ok else logging.WARNING, "%s %s: %s", action, update.version,
                summary)
     for result in results:
@@ -883,11 +980,15 @@ def _publish(client, versions, timeout):
 
 def update_cluster(client, module, source=None, path=None, *, filename=None, timeout=30.0,
                    scheduler=True, transformers=None, builders=None, running_tasks="wait",
-                   undo_on_failure=True):
+                   undo_on_failure=True, canary=0, wave=None, on_stage=None):
     """Update ``module`` to a new version (``source`` text or ``path``) on every worker of the
     cluster of ``client`` (and on the scheduler, if it has imported the module), live, at a
     safe point on each; then publish it, so that workers joining later get it. Returns a
-    :class:`ClusterReport` (``ok``, one line per target and step, the switch skew).
+    :class:`ClusterReport` (``ok``, one line per target, the fleet's version, the switch skew).
+
+    By default every target switches in one wave; ``canary=N`` switches the first N workers
+    alone first, ``wave=N`` the others N at a time, halting at the first failure and undoing
+    the targets that switched (see :meth:`ClusterUpdate.run`).
 
     Bad input raises, one sentence, before anything is sent: ``ModuleUpdateError`` (the new
     version does not compile, or the file cannot be read), ``PymoultTypeError`` /
@@ -900,7 +1001,8 @@ def update_cluster(client, module, source=None, path=None, *, filename=None, tim
     update = ClusterUpdate(client, module, source, path, filename=filename, timeout=timeout,
                            scheduler=scheduler, transformers=transformers, builders=builders,
                            running_tasks=running_tasks)
-    return update.run(undo_on_failure=undo_on_failure)
+    return update.run(undo_on_failure=undo_on_failure, canary=canary, wave=wave,
+                      on_stage=on_stage)
 
 
 def undo_cluster(client, module, version=None, *, timeout=30.0):
