@@ -187,15 +187,20 @@ def main():
         print(f"  {name:34} {value:8.1f} {idle['net_ns'][name]:8.1f}")
     print(f"  staticUpdatePoint / empty call (net): {idle['ratio_point_vs_empty_call']:.2f}x "
           "(target <= 1.3x)")
-    print(f"  update_point() / empty call (net):    {idle['ratio_zero_arg_point_vs_empty_call']:.2f}x")
+    print("  update_point() / empty call (net):    "
+          f"{idle['ratio_zero_arg_point_vs_empty_call']:.2f}x")
     print(f"  loop with point / loop without:       {idle['ratio_point_vs_no_point']:.2f}x")
-    print(f"  original Pymoult point / ours (net):  {idle['ratio_original_pymoult_vs_point']:.2f}x")
+    print("  original Pymoult point / ours (net):  "
+          f"{idle['ratio_original_pymoult_vs_point']:.2f}x")
     print(f"\nPark and wake-up ({rounds} rounds):")
-    for label, key in (("suspend() -> parked", "park_us"), ("resume() -> running again", "wake_us")):
-        print(f"  {label:27} median {latency[key]['median']:7.1f} us   p99 {latency[key]['p99']:7.1f} us")
+    for label, key in (("suspend() -> parked", "park_us"),
+                       ("resume() -> running again", "wake_us")):
+        print(f"  {label:27} median {latency[key]['median']:7.1f} us   "
+              f"p99 {latency[key]['p99']:7.1f} us")
     print("\nStop-the-world window (10 ms guarantee):")
     for name, row in world.items():
-        print(f"  {name:15} entry median {row['entry_ms_median']:6.2f} ms  p99 {row['entry_ms_p99']:6.2f} ms"
+        print(f"  {name:15} entry median {row['entry_ms_median']:6.2f} ms  "
+              f"p99 {row['entry_ms_p99']:6.2f} ms"
               f"  exclusive {row['exclusive_windows']}, other threads ran inside: "
               f"{row['interleaved_exclusive_windows']}")
 

@@ -120,7 +120,8 @@ def respond(handler):
 '''
 
 RESPOND_BODY = {
-    "A": '''        text = (f"{page.title}: {page.text} [session {session.sid}, visit {session.visits}, "
+    "A": '''        text = (f"{page.title}: {page.text} [session {session.sid}, "
+                f"visit {session.visits}, "
                 f"page views {page.views}, user {session.user or 'anonymous'}, "
                 f"generation {session.generation}/{page.generation}, rev @REV@]\\n")
     send(handler, 200, text, session)

@@ -194,7 +194,8 @@ def main():
         "updates": updates,
         "apply_latency_ms": {"median": statistics.median(latencies) * ms,
                              "p99": percentile(latencies, 0.99) * ms},
-        "pause_ms": {"median": statistics.median(pauses) * ms, "p99": percentile(pauses, 0.99) * ms},
+        "pause_ms": {"median": statistics.median(pauses) * ms,
+                     "p99": percentile(pauses, 0.99) * ms},
         "torn": {"pymoult": {"calls": calls, "torn": torn}},
     }
     for label, outcome in peers.items():

@@ -48,7 +48,8 @@ def wait_for_count(target):
 def main():
     global interval
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--interval", type=float, default=interval, help="seconds between greetings")
+    parser.add_argument("--interval", type=float, default=interval,
+                        help="seconds between greetings")
     interval = parser.parse_args().interval
     thread = DSU_Thread(target=worker, name="greeter")
     thread.start()

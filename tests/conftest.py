@@ -66,7 +66,8 @@ def pytest_runtest_protocol(item):
     limit = _timeout_of(item)
     if limit is not None:
         grace = float(item.config.getini("hang_watchdog_grace") or HANG_GRACE)
-        faulthandler.dump_traceback_later(limit + grace, exit=True, file=item.config.stash[_stderr_fd])
+        faulthandler.dump_traceback_later(limit + grace, exit=True,
+                                          file=item.config.stash[_stderr_fd])
     try:
         yield
     finally:

@@ -445,7 +445,8 @@ def test_forced_quiescence_rejects_bad_input():
         alt.setupForceQuiescence("fq_app", "handle")
     with pytest.raises(PymoultValueError, match="has no attribute 'nothing'"):
         alt.setupForceQuiescence(app, "nothing")
-    with pytest.raises(PymoultValueError, match=r"is not bound as fq_app\.<lambda>; pass its name$"):
+    with pytest.raises(PymoultValueError,
+                       match=r"is not bound as fq_app\.<lambda>; pass its name$"):
         alt.setupForceQuiescence(app, lambda: None)
     with pytest.raises(PymoultTypeError, match="fq_app.log is not callable"):
         alt.setupForceQuiescence(app, "log")

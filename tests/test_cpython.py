@@ -121,7 +121,8 @@ print(len(probe.hits))
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="CPython 3.11 only creates frames under the lock")
+@pytest.mark.skipif(sys.version_info[:2] != (3, 11),
+                    reason="CPython 3.11 only creates frames under the lock")
 def test_the_probe_sees_a_collection_inside_plain_sys_current_frames_on_3_11():
     """The probe of the test above is able to fail: unguarded, 3.11 collects inside the call. In
     a child process: that collection runs Python code while holding the lock, which is the very
@@ -130,7 +131,8 @@ def test_the_probe_sees_a_collection_inside_plain_sys_current_frames_on_3_11():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20,
                           env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
     assert done.returncode == 0, done.stderr
-    assert int(done.stdout) > 0, "no collection inside sys._current_frames: the probe proves nothing"
+    assert int(done.stdout) > 0, \
+        "no collection inside sys._current_frames: the probe proves nothing"
 
 
 @pytest.mark.timeout(30)
@@ -261,7 +263,8 @@ class _SnapshotFinder(ast.NodeVisitor):
     visit_AsyncFunctionDef = visit_FunctionDef
 
     def visit_Attribute(self, node):
-        if node.attr == "_current_frames" and isinstance(node.value, ast.Name) and node.value.id == "sys":
+        if node.attr == "_current_frames" and isinstance(node.value, ast.Name) \
+                and node.value.id == "sys":
             self.found.append(self.where[-1])
         self.generic_visit(node)
 

@@ -40,7 +40,8 @@ def test_watchdog_ends_a_run_hung_with_the_gil_held(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE.parent)] + sys.path))
     start = time.monotonic()
     try:
-        done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "test_hung.py"],
+        done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                               "test_hung.py"],
                               cwd=tmp_path, env=env, capture_output=True, text=True, timeout=45)
     except subprocess.TimeoutExpired as exc:  # the watchdog did not fire: the child was killed
         pytest.fail(f"the hung run was not ended: {exc.stderr!r}")

@@ -722,7 +722,8 @@ def test_raw_request_returns_refusals_as_replies(listen):
     reply = client.request(listener.address, {"op": "dance"})
     assert reply == {"ok": False, "error": {
         "type": "ProtocolError",
-        "message": "unknown op 'dance': expected one of push, status, history, rollback, commit, abort"}}
+        "message": "unknown op 'dance': expected one of "
+                   "push, status, history, rollback, commit, abort"}}
     with connect(listener.address) as sock:
         sock.sendall(frame({"op": "status"}))
         assert read_reply(sock)["ok"] is True

@@ -125,7 +125,8 @@ def test_rollback_restores_the_old_value(spawn):
     with journal.recording():
         updateLocalVarInThread(thread, work, "message", "new")
     (operation,) = journal
-    assert str(operation).startswith("set local 'message' of ") and "(was 'x old')" in str(operation)
+    assert str(operation).startswith("set local 'message' of ")
+    assert "(was 'x old')" in str(operation)
     journal.rollback()
     go.set()
     thread.join(WAIT)
@@ -153,8 +154,9 @@ def test_errors_name_what_is_wrong(spawn):
 
     with pytest.raises(TargetNotFoundError, match=r"idle is not running in 'Thread-\d+"):
         updateLocalVarInThread(thread, idle, "x", 1)
-    with pytest.raises(PymoultValueError, match=r"has no local variable 'nope' \(its locals: "
-                                                r"\['go', 'inside', 'message', 'prefix', 'results'\]\)"):
+    with pytest.raises(PymoultValueError,
+                       match=r"has no local variable 'nope' \(its locals: "
+                             r"\['go', 'inside', 'message', 'prefix', 'results'\]\)"):
         updateLocalVarInThread(thread, work, "nope", 1)
     with pytest.raises(PymoultTypeError, match="expected a thread"):
         updateLocalVarInThread("t", work, "message", 1)

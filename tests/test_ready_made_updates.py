@@ -69,8 +69,11 @@ def test_eager_and_lazy_conversion_updates(manager):
     app = module("ru_conv", "class P:\n    def __init__(self, n):\n        self.n = n\n")
     new = module("ru_conv_v2", "class P:\n    def show(self):\n        return self.label\n")
     eager, lazy_obj = app.P(1), None
-    manager.apply_update(EagerConversionUpdate(app.P, new.P, lambda p: setattr(p, "label", f"#{p.n}")),
-                         timeout=WAIT)
+
+    def label(p):
+        p.label = f"#{p.n}"
+
+    manager.apply_update(EagerConversionUpdate(app.P, new.P, label), timeout=WAIT)
     assert eager.show() == "#1"
     lazy_app = module("ru_lazy", "class Q:\n    def __init__(self, n):\n        self.n = n\n")
     lazy_new = module("ru_lazy_v2", "class Q:\n    def show(self):\n        return self.label\n")

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from app_process import WAIT, App, pymoult
+from app_process import App, pymoult
 from pymoult.cli import write_address_file
 from pymoult.errors import PymoultValueError
 

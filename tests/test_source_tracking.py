@@ -14,7 +14,7 @@ import pytest
 
 import pymoult
 from pymoult import source_tracking
-from pymoult.errors import ModuleUpdateError, PymoultValueError
+from pymoult.errors import ModuleUpdateError
 from pymoult.highlevel.managers import Manager
 from pymoult.highlevel.updates import ModuleUpdate
 from pymoult.lowlevel.relinking import redefineFunction
@@ -136,8 +136,8 @@ def test_without_tracking_a_file_edited_after_the_import_is_compared_with_the_li
     assert "update function trk_jobs_d.process (line 8): in place" in listing
     assert "update class trk_jobs_d.Job (line 2)" in listing
     assert "set trk_jobs_d.LIMIT (line 10): was 3, now 4" in listing
-    assert any(line.startswith("undecided trk_jobs_d.LOG (line 11): its value is computed at import")
-               for line in listing)  # what the live objects cannot tell, said
+    undecided = "undecided trk_jobs_d.LOG (line 11): its value is computed at import"
+    assert any(line.startswith(undecided) for line in listing)  # what the live objects cannot tell
     assert any(line.startswith("undecided trk_jobs_d.<module>: the source it runs is not known")
                for line in listing)
     Manager().apply_update(update)

@@ -227,7 +227,8 @@ def test_stale_frames_names_each_thread_once_per_code_outermost_first(spawn):
 def test_thread_frames_lists_the_calling_thread_from_its_caller_out():
     me = threading.current_thread().name
     frames = [frame for name, frame in thread_frames() if name == me]
-    assert frames[0].f_code is test_thread_frames_lists_the_calling_thread_from_its_caller_out.__code__
+    this_test = test_thread_frames_lists_the_calling_thread_from_its_caller_out
+    assert frames[0].f_code is this_test.__code__
     assert len(frames) > 1  # and its callers
 
 
