@@ -1,3 +1,4 @@
+import logging
 import threading
 import types
 
@@ -103,6 +104,30 @@ def test_failing_apply_is_rolled_back_and_the_manager_goes_on(spawn):
     assert encode(3) == 4  # the half that was applied is undone
     drive(manager, next_future)
     assert next_future.result(0).applied == 1
+
+
+def test_a_failed_apply_is_logged_with_its_traceback_a_refusal_with_its_sentence(caplog):
+    class Raising(Update):
+        def __init__(self, exc):
+            super().__init__(name=type(exc).__name__)
+            self.exc = exc
+
+        def apply(self):
+            raise self.exc
+
+    manager = Manager()
+    with caplog.at_level(logging.DEBUG, logger="pymoult"):
+        for exc in (RuntimeError("the update's own bug"),
+                    UpdateAbortedError("prepared, then aborted")):
+            with pytest.raises(type(exc)):
+                drive(manager, manager.add_update(Raising(exc))).result(0)
+    stops = {record.getMessage(): record for record in caplog.records
+             if record.levelno >= logging.WARNING and "rolling back" in record.getMessage()}
+    bug = stops.pop(next(m for m in stops if "RuntimeError" in m))
+    assert bug.levelno == logging.ERROR and bug.exc_info[1].args == ("the update's own bug",)
+    [(message, refusal)] = stops.items()
+    assert refusal.levelno == logging.WARNING and refusal.exc_info is None
+    assert message.endswith("stopped (prepared, then aborted); rolling back")
 
 
 def test_a_failing_step_after_apply_is_reported_distinctly():

@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from sortedcontainers import SortedKeyList
 
-from ..errors import (DeadlockDetectedError, PartialRollbackError, PymoultTypeError,
-                      RollbackError, UpdateAbortedError, UpdateStepError, UpdateTimeoutError)
+from ..errors import (DeadlockDetectedError, PartialRollbackError, PymoultError,
+                      PymoultTypeError, RollbackError, UpdateAbortedError, UpdateStepError, UpdateTimeoutError)
 from .._cpython import set_switch_interval
 from .._parking import check_timeout, open_handoff
 from ..errors import NotAlterableNow, ThreadStateError
@@ -724,7 +724,13 @@ class Manager:
             if isinstance(exc, NotAlterableNow) and len(update.journal) == before \
                     and self._retry_alterability(entry, exc, paused):
                 return
-            logger.error("%s: apply of %r failed; rolling back", self.name, update, exc_info=True)
+            if isinstance(exc, PymoultError):  # a refusal or a decision: its sentence says it
+                logger.warning("%s: apply of %r stopped (%s); rolling back", self.name, update,
+                               exc)
+                logger.debug("%s: where it stopped", self.name, exc_info=True)
+            else:  # the update's own code raised: its traceback
+                logger.error("%s: apply of %r failed; rolling back", self.name, update,
+                             exc_info=True)
             try:
                 residue = _roll_back(update)
             finally:
