@@ -13,6 +13,7 @@ from pymoult.highlevel.revert import RevertUpdate
 from pymoult.highlevel.updates import SafeRedefineUpdate, Update, UpdateState, isApplied
 from pymoult.lowlevel.alterability import staticUpdatePoint
 from pymoult.lowlevel.journal import Operation, current_journal, set_attribute
+from pymoult.lowlevel.relinking import redefineFunction
 from pymoult.threads import DSU_Thread
 
 pytestmark = pytest.mark.timeout(60)
@@ -207,3 +208,39 @@ def test_a_revert_waits_until_no_thread_runs_the_code_the_update_put_in(manager,
     caller.join(WAIT)
     apply(manager, RevertUpdate(update))
     assert app.greet() == "v1" and update.state is UpdateState.REVERTED
+
+
+def test_a_revert_waits_while_a_caller_is_between_two_functions_it_swaps_back(manager, spawn):
+    app = types.ModuleType("revert_app_torn")
+    app.between, app.go_on = between, go_on = threading.Event(), threading.Event()
+    exec("def encode(x):\n    return x + 1\n"
+         "def decode(x):\n    return x - 1\n"
+         "def round_trip(x):\n    y = encode(x)\n    between.set()\n    go_on.wait(10)\n"
+         "    return decode(y)\n", app.__dict__)
+    new = {}
+    exec("def encode(x):\n    return x * 2\ndef decode(x):\n    return x // 2\n", new)
+
+    class Codec(Update):
+        def apply(self):
+            redefineFunction(app, "encode", new["encode"])
+            redefineFunction(app, "decode", new["decode"])
+
+    update = Codec("codec v2")
+    apply(manager, update)
+    results = []
+    worker = spawn(threading.Thread(target=lambda: results.append(app.round_trip(5))))
+    assert between.wait(WAIT)  # encoded by the update's encode, about to decode
+    waiting = RevertUpdate(update, max_tries=3, sleep_time=0.01)
+    waiting.on_timeout = "fail"
+    try:
+        with pytest.raises(UpdateTimeoutError, match=r"round_trip\(\) \(<string>\) is running "
+                                                     r"and calls decode, encode, which the "
+                                                     r"revert changes together"):
+            manager.add_update(waiting).result(WAIT)
+    finally:
+        go_on.set()
+    assert update.state is UpdateState.APPLIED
+    worker.join(WAIT)
+    assert results == [5]  # one version end to end: 5 * 2 // 2
+    apply(manager, RevertUpdate(update))
+    assert app.round_trip(5) == 5 and app.encode(5) == 6 and update.state is UpdateState.REVERTED

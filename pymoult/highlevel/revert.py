@@ -18,10 +18,13 @@ own journal one operation that says so, so that a failure after it never reads "
 What a revert guarantees to the application's callers: as a ``SafeRedefineUpdate`` waits for
 the function it replaces, a revert waits (its threads suspended) until no thread runs the code
 the update put in place, the functions whose code it swapped (their new code), checked again
-inside the apply window; so a call that began on the update's version ends on it. It does not
-apply ``ModuleUpdate``'s guard against torn calls (a caller between two calls of functions the
-revert changes), and what the update changed otherwise (a class attribute, an object) is put
-back at once.
+inside the apply window; so a call that began on the update's version ends on it. It also
+applies ``ModuleUpdate``'s guard against torn calls: when it swaps back the code of several
+functions, it waits while a frame that names two of them (``decode(encode(x))``), or runs one
+and names another, is on a thread's stack, unless that thread is parked at one of its update
+points: that caller could have called the update's ``encode`` and be about to call the old
+``decode``. What the update changed otherwise (a class attribute, an object) is put back at
+once.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from ..errors import (NotAlterableNow, PymoultTypeError, RevertError, RollbackError,
                       UpdateDefinitionError)
+from .._stacks import running_code
 from ..lowlevel import alterability
 from ..lowlevel.journal import Operation
 from ..lowlevel.relinking import SwapFunction
@@ -101,26 +105,55 @@ class RevertUpdate(Update):
         return [op.after["__code__"] for op in self.update.journal
                 if isinstance(op, SwapFunction)]
 
+    @property
+    def torn_guard(self) -> alterability.TornCallGuard:
+        """The guard against torn calls over the functions the revert swaps back (built once:
+        the original's journal does not change while it is applied)."""
+        guard = self.__dict__.get("_torn_guard")
+        if guard is None:
+            guard = self.__dict__["_torn_guard"] = alterability.TornCallGuard(
+                self.installed_codes())
+        return guard
+
+    def torn_caller(self) -> types.CodeType | None:
+        """The code of a frame that could see both versions if the revert applied now (see
+        the module notes), or None. Threads parked at their update points are left out."""
+        if not self.torn_guard:
+            return None
+        return running_code((), alterability.stacks_not_at_points(), self.torn_guard)
+
     def check_alterability(self) -> bool:
         codes = self.installed_codes()
         if not codes:
             return super().check_alterability()
-        return alterability.checkQuiescenceOfFunctions(
-            codes, self.suspended_threads(), anywhere=self.suspension == "anywhere")
+        if not alterability.checkQuiescenceOfFunctions(
+                codes, self.suspended_threads(), anywhere=self.suspension == "anywhere"):
+            return False
+        if self.torn_caller() is None:
+            return True
+        self.clean_failed_alterability()  # let the threads move on before the next try
+        return False
 
     def wait_alterability(self) -> bool:
         codes = self.installed_codes()
         if not codes:
             return super().wait_alterability()
+
+        def unsafe() -> types.CodeType | None:
+            return running_code(codes, None) or self.torn_caller()
+
         with alterability.patience(self.max_tries, self.sleep_time):
-            return alterability.waitQuiescenceOfFunctions(
-                codes, self.suspended_threads(), timeout=self.timeout,
-                anywhere=self.suspension == "anywhere")
+            return alterability.wait_quiescence(
+                codes, self.suspended_threads(), self.timeout,
+                anywhere=self.suspension == "anywhere", unsafe=unsafe)
 
     def why_not_alterable(self) -> str:
         reasons = [super().why_not_alterable()]
         reasons += [f"{function} still running in thread {thread!r}" for thread, function
                     in alterability.runningFunctions(self.installed_codes())]
+        torn = self.torn_caller()
+        if torn is not None:
+            reasons.append(self.torn_guard.reason(torn, "the revert changes together"))
         return "; ".join(reason for reason in reasons if reason)
 
     def apply(self) -> None:
@@ -143,6 +176,10 @@ class RevertUpdate(Update):
             thread, function = running[0]
             raise NotAlterableNow(f"{function} started running in thread {thread!r} after the "
                                   "quiescence check")
+        torn = self.torn_caller()
+        if torn is not None:
+            raise NotAlterableNow(f"{self.torn_guard.reason(torn, 'the revert changes together')}"
+                                  ": it started between the check and the apply")
         operations = len(update.journal)
         try:
             update.journal.rollback()

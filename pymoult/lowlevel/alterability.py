@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import sys
 import threading
 import time
@@ -337,6 +338,16 @@ class TornCallGuard:
 
     def __bool__(self) -> bool:
         return len(self.names) > 1 or bool(self.names and self.code_ids)
+
+    def reason(self, code: types.CodeType, what: str = "change together") -> str:
+        """Why a frame running ``code`` (one :meth:`unsafe` found, or one running a changing
+        function) holds the update back, in a sentence naming it and what it calls."""
+        name = getattr(code, "co_qualname", code.co_name)
+        called = sorted(self.names.intersection(code.co_names))
+        if id(code) in self.code_ids and not called:
+            return f"{name}() is running"
+        return (f"{name}() ({os.path.basename(code.co_filename)}) is running and calls "
+                f"{', '.join(called)}, which {what}: it could see both versions")
 
 
 def stacks_not_at_points(
