@@ -301,17 +301,19 @@ def _push_dask(args: argparse.Namespace) -> int:
                                 on_stage=None if args.json else _show_stage)
     finally:
         client.close()
+    fleet = report.fleet
+    assert fleet is not None  # an update's report has its rollout's
     if args.json:
         print(json.dumps({"module": report.module, "version": report.version,
                           "ok": report.ok, "summary": report.summary,
                           "seconds": report.seconds, "skew": report.skew,
-                          "fleet": report.fleet.as_dict(),
+                          "fleet": fleet.as_dict(),
                           "steps": [dataclasses.asdict(r) for r in report.results]}, indent=2))
-        return _fleet_exit_status(report.fleet)
+        return _fleet_exit_status(fleet)
     for result in report.results:  # what the stages did not show: a worker off the versions
         if result.step == "publish" and not result.ok:
             print(f"{result.worker}  publish: FAILED - {result.message}")
-    return _show_fleet_end(report.fleet, summary=f"update {report.version}: {report.summary}")
+    return _show_fleet_end(fleet, summary=f"update {report.version}: {report.summary}")
 
 
 def _show_stage(stage: str, reports: list[ProcessReport]) -> None:

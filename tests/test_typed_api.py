@@ -19,7 +19,6 @@ UNTYPED = {
     "pymoult.lowlevel.data_access",
     "pymoult.highlevel.module_update",
     "pymoult.source_tracking",
-    "pymoult.delivery.dask_cluster",
 }
 
 
