@@ -24,6 +24,8 @@ one was updated, 1 when it halted and every one is on the old version, 4 when th
 on one version.
 """
 
+from __future__ import annotations
+
 import argparse
 import dataclasses
 import json
@@ -34,14 +36,24 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import client
 from .errors import (AuthenticationError, ListenerError, ProtocolError, PymoultError,
                      PymoultValueError, RevertError)
 from .exit_status import FAILED, INTERRUPTED, LISTENING, SPLIT, UNREACHABLE, USAGE_ERROR
 
+if TYPE_CHECKING:
+    from .delivery import Listener, PipeListener
+    from .highlevel.file_watch import FileWatcher
+    from .highlevel.managers import ThreadedManager
+    from .highlevel.runner import Runtime, RuntimeLog
+    from .protocol import Message
+    from .rollout import ProcessReport, RolloutReport
 
-def _token_from_file(path):
+
+def _token_from_file(path: str | os.PathLike[str] | None) -> str | None:
     if path is None:
         return None
     from .protocol import read_token_file
@@ -50,7 +62,7 @@ def _token_from_file(path):
 
 # -- run -------------------------------------------------------------------------------------
 
-def write_address_file(path, address):
+def write_address_file(path: str | os.PathLike[str], address: str) -> None:
     """Write ``address`` (and a newline) to file ``path``, safely in a shared directory.
 
     The text goes to a new file of a random name in the same directory, created with
@@ -83,7 +95,7 @@ def write_address_file(path, address):
                                 f"{exc.strerror or exc}") from None
 
 
-def _runtime_log(args):
+def _runtime_log(args: argparse.Namespace) -> RuntimeLog:
     """The RuntimeLog that ``-v``, ``--log-level`` and ``--log-file`` ask for (exits 2 for a
     mistake in them)."""
     from .highlevel.runner import RuntimeLog
@@ -99,17 +111,20 @@ def _runtime_log(args):
                     f"{exc.strerror or exc}")
 
 
-def _run(args):
+def _run(args: argparse.Namespace) -> int:
     with _runtime_log(args):  # shows Pymoult's warnings about the listener, too
         return _run_logged(args)
 
 
-def _run_logged(args):
+def _run_logged(args: argparse.Namespace) -> int:
     from .delivery import Listener, PipeListener
     from .highlevel.runner import Runtime, load_application
     from .source_tracking import track_sources
 
     track_sources()  # every module the application imports: edit its file, then push --module
+    path: str | None
+    module: str | None
+    app_args: list[str]
     if args.module is not None:
         path, module, app_args = None, args.module, args.target
     elif args.target:
@@ -126,36 +141,43 @@ def _run_logged(args):
         print(f"pymoult run: {exc}", file=sys.stderr)
         return FAILED
 
-    def make_listener(manager):
-        if args.no_listen:
-            return None
+    listeners: list[Listener | PipeListener] = []  # the one make_listener built
+
+    def make_listener(manager: ThreadedManager) -> Listener | PipeListener:
+        listener: Listener | PipeListener | None = None
         if args.listen is not None:
             from .protocol import parse_address
             where = parse_address(args.listen)
             if where.family == "pipe":
-                return PipeListener(where.path, token_file=args.token_file)
-        # every live manager: the runtime's and those the application creates itself (a
-        # program written for the original Pymoult has its own)
-        return Listener(address=args.listen, token_file=args.token_file)
+                assert where.path is not None  # a pipe's address has its path
+                listener = PipeListener(where.path, token_file=args.token_file)
+        if listener is None:
+            # every live manager: the runtime's and those the application creates itself (a
+            # program written for the original Pymoult has its own)
+            listener = Listener(address=args.listen, token_file=args.token_file)
+        listeners.append(listener)
+        return listener
 
-    watchers, registered = [], []
+    watchers: list[FileWatcher] = []
+    registered: list[Callable[[], None]] = []
 
-    def ready(runtime):
+    def ready(runtime: Runtime) -> None:
         if args.watch is not None:
             from .highlevel.file_watch import FileWatcher
             paths = [path for path in args.watch if path] or [application.path_entry]
 
-            def report(line):
+            def report(line: str) -> None:
                 print(f"pymoult: {line}", file=sys.stderr, flush=True)
 
+            assert runtime.manager is not None  # started before on_ready is called
             watcher = FileWatcher(paths, runtime.manager, report)
             watcher.start()
             watchers.append(watcher)
             watcher.ready.wait(5.0)
             print(f"pymoult: watching {', '.join(watcher.paths)}", file=sys.stderr, flush=True)
-        if runtime.listener is None:
+        if not listeners:
             return
-        address = runtime.listener.address
+        address = listeners[0].address
         print(f"{LISTENING}{address}", file=sys.stderr, flush=True)
         if args.address_file:
             write_address_file(args.address_file, address)
@@ -191,14 +213,14 @@ def _run_logged(args):
 
 # -- push ------------------------------------------------------------------------------------
 
-def _read_script(path):
+def _read_script(path: str) -> str:
     if path == "-":
         return sys.stdin.read()
     with open(path, encoding="utf-8") as source:
         return source.read()
 
 
-def _push_script(args):
+def _push_script(args: argparse.Namespace) -> str:
     """The script to send: the one given, or one made from ``--module NAME FILE`` pairs."""
     if (args.script is None) == (not args.module):
         _fail_usage("push: give an update script, or --module NAME [FILE] (not both)")
@@ -207,7 +229,8 @@ def _push_script(args):
     from .highlevel.module_update import module_update_script
     from .lowlevel.source_diff import read_source
 
-    sources, filenames = {}, {}
+    sources: dict[str, str | None] = {}
+    filenames: dict[str, str] = {}
     for values in args.module:
         if len(values) > 2:
             _fail_usage(f"push: --module takes a module name and at most one file, got "
@@ -221,10 +244,10 @@ def _push_script(args):
     return module_update_script(sources, filenames=filenames)
 
 
-def _addresses(args):
+def _addresses(args: argparse.Namespace) -> list[str | None]:
     """The addresses a push goes to: each ``--to``, then each line of ``--to-file`` (blank
     lines and ``#`` comments skipped); ``[None]`` ($PYMOULT_ADDRESS) when none is given."""
-    addresses = list(args.to or ())
+    addresses: list[str | None] = list(args.to or ())
     if args.to_file is not None:
         try:
             with open(args.to_file, encoding="utf-8") as lines:
@@ -237,7 +260,7 @@ def _addresses(args):
     return addresses or [None]
 
 
-def _push_script_or_none(args):
+def _push_script_or_none(args: argparse.Namespace) -> str | None:
     """The script to push, or None once the reason it cannot be read is printed."""
     try:
         return _push_script(args)
@@ -247,7 +270,7 @@ def _push_script_or_none(args):
         return None
 
 
-def _push_dask(args):
+def _push_dask(args: argparse.Namespace) -> int:
     """``pymoult push --dask SCHEDULER --module NAME FILE [--canary N] [--wave N]``: the module
     updated on every worker of a Dask cluster (``pymoult.delivery.dask_cluster.update_cluster``):
     all at once, or a canary then waves, reported and exiting as a rollout over listeners."""
@@ -278,26 +301,28 @@ def _push_dask(args):
                                 on_stage=None if args.json else _show_stage)
     finally:
         client.close()
+    fleet = report.fleet
+    assert fleet is not None  # an update's report has its rollout's
     if args.json:
         print(json.dumps({"module": report.module, "version": report.version,
                           "ok": report.ok, "summary": report.summary,
                           "seconds": report.seconds, "skew": report.skew,
-                          "fleet": report.fleet.as_dict(),
+                          "fleet": fleet.as_dict(),
                           "steps": [dataclasses.asdict(r) for r in report.results]}, indent=2))
-        return _fleet_exit_status(report.fleet)
+        return _fleet_exit_status(fleet)
     for result in report.results:  # what the stages did not show: a worker off the versions
         if result.step == "publish" and not result.ok:
             print(f"{result.worker}  publish: FAILED - {result.message}")
-    return _show_fleet_end(report.fleet, summary=f"update {report.version}: {report.summary}")
+    return _show_fleet_end(fleet, summary=f"update {report.version}: {report.summary}")
 
 
-def _show_stage(stage, reports):
+def _show_stage(stage: str, reports: list[ProcessReport]) -> None:
     """A rollout's ``on_stage``: one line per process of the stage, as it ends."""
     for report in reports:
         print(report.line(), flush=True)
 
 
-def _show_fleet_end(fleet, summary=None):
+def _show_fleet_end(fleet: RolloutReport, summary: str | None = None) -> int:
     """After a rollout's stages: the lines of the processes rolled back and of those not
     tried, the summary; returns the exit status."""
     for process in fleet.processes:
@@ -310,14 +335,14 @@ def _show_fleet_end(fleet, summary=None):
     return _fleet_exit_status(fleet)
 
 
-def _fleet_exit_status(fleet):
+def _fleet_exit_status(fleet: RolloutReport) -> int:
     """0 when every process is on the new version, 1 on the old, 4 neither."""
     from .rollout import NEW, OLD
 
     return {NEW: 0, OLD: FAILED}.get(fleet.version, SPLIT)
 
 
-def _push(args):
+def _push(args: argparse.Namespace) -> int:
     if args.dask is not None:
         return _push_dask(args)
     addresses = _addresses(args)
@@ -342,9 +367,9 @@ def _push(args):
             print(f"sent to {where}; a pipe carries no reply: the application logs the outcome "
                   "(pymoult run shows failures on its stderr, and successes with -v)")
         return 0
-    outcome = {}
+    outcome: dict[str, Any] = {}  # "reply": the push's reply, or "error": what it raised
 
-    def send():
+    def send() -> None:
         try:
             outcome["reply"] = client.push(args.to, script, wait=args.wait,
                                            timeout=args.timeout, token=token)
@@ -364,7 +389,7 @@ def _push(args):
     return 0 if reply.get("ok") else FAILED
 
 
-def _push_fleet(args, addresses):
+def _push_fleet(args: argparse.Namespace, addresses: list[str | None]) -> int:
     """``pymoult push`` to several applications: a rollout (``pymoult.rollout``)."""
     from .rollout import rollout
 
@@ -388,7 +413,7 @@ def _push_fleet(args, addresses):
     return _show_fleet_end(report)
 
 
-def _rollback(args):
+def _rollback(args: argparse.Namespace) -> int:
     reply = client.rollback(args.to, args.names or None, timeout=args.timeout,
                             token=_token_from_file(args.token_file))
     if args.json:
@@ -402,7 +427,8 @@ def _rollback(args):
     return 0 if reply.get("ok") else FAILED
 
 
-def _show_progress(worker, args, token):
+def _show_progress(worker: threading.Thread, args: argparse.Namespace,
+                   token: str | None) -> None:
     """Wait for ``worker``; on a terminal, show what the application's manager is doing on
     one line of stderr (where it cannot mix with the outcome, or the JSON, on stdout)."""
     if not (args.wait and sys.stderr.isatty()):
@@ -415,7 +441,7 @@ def _show_progress(worker, args, token):
         if not worker.is_alive():
             break
         try:
-            status = client.status(args.to, token=token, timeout=2.0)
+            status: Message = client.status(args.to, token=token, timeout=2.0)
         except PymoultError:
             status = {}  # progress is best effort; the push itself reports any failure
         line = _progress_line(time.monotonic() - started, status)
@@ -426,7 +452,7 @@ def _show_progress(worker, args, token):
         sys.stderr.write("\r" + " " * width + "\r")
 
 
-def _progress_line(elapsed, status):
+def _progress_line(elapsed: float, status: Message) -> str:
     """The progress line ``pymoult push --wait`` draws, from a ``status`` reply: each
     manager's current update, its state, and how far it got, e.g. ``waiting 12.5 s | greet v2:
     waiting for alterability 2.5 s of 10 s, try 3/10`` or ``waiting 3.0 s | convert Point:
@@ -450,7 +476,7 @@ def _progress_line(elapsed, status):
     return " | ".join(parts)
 
 
-def _update_line(update):
+def _update_line(update: Message) -> str:
     """One update's outcome in a reply, as a line: ``update 'greet v2': applied``."""
     line = f"update {update['name']!r}: {update['state']}"
     if not update.get("finished", True):
@@ -460,7 +486,7 @@ def _update_line(update):
     return line
 
 
-def _print_push_reply(reply, generated=False):
+def _print_push_reply(reply: Message, generated: bool = False) -> None:
     """``generated``: the script was made by ``--module``; its own frames are no business of
     the user's (a ModuleUpdateError's message holds the new version's traceback)."""
     error = reply.get("script_error")
@@ -485,7 +511,7 @@ def _print_push_reply(reply, generated=False):
 
 # -- status and history ----------------------------------------------------------------------
 
-def _table(rows, headers):
+def _table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> str:
     widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
     lines = ["  ".join(str(x).ljust(w) for x, w in zip(headers, widths)).rstrip(),
              "  ".join("-" * w for w in widths)]
@@ -493,11 +519,11 @@ def _table(rows, headers):
     return "\n".join(lines)
 
 
-def _ms(seconds):
+def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1e3:.2f} ms"
 
 
-def _ps(args):
+def _ps(args: argparse.Namespace) -> int:
     from .running_apps import running
 
     records = running()
@@ -513,7 +539,7 @@ def _ps(args):
     return 0
 
 
-def _age(seconds):
+def _age(seconds: float) -> str:
     seconds = int(max(0, seconds))
     if seconds < 120:
         return f"{seconds} s"
@@ -522,7 +548,7 @@ def _age(seconds):
     return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
-def _status(args):
+def _status(args: argparse.Namespace) -> int:
     reply = client.status(args.to, token=_token_from_file(args.token_file))
     if args.json:
         print(json.dumps(reply, indent=2))
@@ -551,7 +577,7 @@ def _status(args):
     return 0
 
 
-def _history(args):
+def _history(args: argparse.Namespace) -> int:
     reply = client.history(args.to, token=_token_from_file(args.token_file))
     if args.json:
         print(json.dumps(reply, indent=2))
@@ -578,12 +604,12 @@ def _history(args):
 
 # -- the command line ------------------------------------------------------------------------
 
-def _fail_usage(message):
+def _fail_usage(message: str) -> NoReturn:
     print(f"pymoult: {message}", file=sys.stderr)
     raise SystemExit(USAGE_ERROR)
 
 
-def _positive(text):
+def _positive(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -595,7 +621,7 @@ def _positive(text):
     return value
 
 
-def _demo_description(listed=True):
+def _demo_description(listed: bool = True) -> str:
     text = textwrap.fill("Start an example application under pymoult run, push its update "
                          "scripts (update.py, update2.py...) one after the other, and show "
                          "its output change while it runs.", 79)
@@ -613,7 +639,7 @@ def _demo_description(listed=True):
         f"  {name.ljust(width)}  {summary}" for name, summary in examples)
 
 
-def _address(text):
+def _address(text: str) -> str:
     """A ``--to`` value: an address, or the pid of one of this user's ``pymoult run``
     processes (``pymoult ps``), turned into its address."""
     if not text.isdigit():
@@ -625,8 +651,8 @@ def _address(text):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _count(minimum):
-    def count(text):
+def _count(minimum: int) -> Callable[[str], int]:
+    def count(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
@@ -641,7 +667,7 @@ def _count(minimum):
 _LEVEL_NAMES = {"0": 0, "1": 1, "2": 2, "warning": 0, "info": 1, "debug": 2}
 
 
-def _log_level(text):
+def _log_level(text: str) -> int:
     try:
         return _LEVEL_NAMES[text.lower()]
     except KeyError:
@@ -649,7 +675,7 @@ def _log_level(text):
                                          f"got {text!r}") from None
 
 
-def build_parser(examples=True):
+def build_parser(examples: bool = True) -> argparse.ArgumentParser:
     """The command's parser; ``examples``: list the examples in ``demo --help`` (they are
     looked for on disk, so the other commands skip it)."""
     from . import __version__
@@ -695,7 +721,7 @@ def build_parser(examples=True):
     run.add_argument("target", nargs=argparse.REMAINDER,
                      help="app.py and its arguments (with -m: the module's arguments)")
 
-    def client_options(sub, pipe=False):
+    def client_options(sub: argparse.ArgumentParser, pipe: bool = False) -> None:
         if not pipe:
             sub.add_argument("--to", metavar="ADDRESS", default=None, type=_address,
                              help="the listener's address (default: $PYMOULT_ADDRESS): a "
@@ -798,13 +824,14 @@ def build_parser(examples=True):
 _RUN_VALUE_OPTIONS = {"--listen", "--token-file", "--address-file", "--log-level", "--log-file"}
 
 
-def _split_run(tokens):
+def _split_run(tokens: list[str]) -> tuple[list[str], str | None, str | None, list[str]]:
     """``pymoult run`` tokens as (pymoult's options, script, module, application arguments).
 
     Everything after the script or ``-m MODULE`` belongs to the application, options included
     (``pymoult run -m pkg --help`` is the module's help), as with ``python``.
     """
-    options, i = [], 0
+    options: list[str] = []
+    i = 0
     while i < len(tokens):
         token = tokens[i]
         if token == "-m":
@@ -843,7 +870,7 @@ _INTERRUPTED = {
 }
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "run":
         options, script, module, app_args = _split_run(argv[1:])

@@ -27,6 +27,8 @@ processes too), 143 or 129 when SIGTERM or SIGHUP stopped it (it passes them on 
 A process still running 5 s after its Ctrl-C is killed.
 """
 
+from __future__ import annotations
+
 import os
 import pathlib
 import re
@@ -35,6 +37,9 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable, Iterable
+from types import FrameType
+from typing import NoReturn
 
 from .exit_status import FAILED, LISTENING, USAGE_ERROR
 
@@ -103,7 +108,7 @@ class NoSuchExample(LookupError):
     """``pymoult demo NAME``: NAME is neither an example's directory nor one of the examples."""
 
 
-def find_example(name):
+def find_example(name: str) -> pathlib.Path:
     """The example directory ``name`` designates. A path (it holds a ``/``, or is ``.`` or
     ``..``) designates that directory; a name, the first complete example of that name under
     ``./examples``, then under the checkout's ``examples/``. Complete: it holds ``app.py`` and
@@ -127,11 +132,11 @@ def find_example(name):
                         f"update.py, or the name of an example, {hint}")
 
 
-def known_examples():
+def known_examples() -> list[tuple[str, str]]:
     """``(name, summary)`` of every example ``pymoult demo NAME`` finds (see
     :func:`find_example`), by name: the summary is the first line of its ``app.py``'s
     docstring ("" without one)."""
-    found = {}
+    found: dict[str, str] = {}
     for root in _EXAMPLE_ROOTS:
         if not root.is_dir():
             continue
@@ -141,7 +146,7 @@ def known_examples():
     return sorted(found.items())
 
 
-def _summary(app):
+def _summary(app: pathlib.Path) -> str:
     try:
         text = app.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
@@ -155,14 +160,14 @@ _EXAMPLE_ROOTS = (pathlib.Path("examples"), CHECKOUT_EXAMPLES)
 _UPDATE_SCRIPT = re.compile(r"update(\d*)\.py")
 
 
-def _complete(directory):
+def _complete(directory: pathlib.Path) -> bool:
     return (directory / "app.py").is_file() and bool(update_scripts(directory))
 
 
-def update_scripts(directory):
+def update_scripts(directory: pathlib.Path) -> list[pathlib.Path]:
     """The update scripts of an example: ``update.py``, then ``update2.py``, ``update3.py``...
     in the order of their numbers (other files, ``update_helpers.py`` say, are not pushed)."""
-    found = []
+    found: list[tuple[int, str, pathlib.Path]] = []
     for path in directory.glob("update*.py"):
         match = _UPDATE_SCRIPT.fullmatch(path.name)
         if match and path.is_file():
@@ -170,7 +175,7 @@ def update_scripts(directory):
     return [path for _, _, path in sorted(found)]
 
 
-def demo(example=None, arguments=()):
+def demo(example: str | None = None, arguments: Iterable[str] = ()) -> int:
     """Run the demo of ``example`` (None: the built-in one); its exit code."""
     if example is None:
         with tempfile.TemporaryDirectory(prefix="pymoult-demo-") as work:
@@ -191,20 +196,20 @@ class _Console:
     and let the demo wait for lines; the demo's own lines go through it too, so that no two
     lines mix."""
 
-    def __init__(self):
-        self.lines = []  # (process name, line), in the order shown
-        self.ended = set()  # processes whose output has ended
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []  # (process name, line), in the order shown
+        self.ended: set[str] = set()  # processes whose output has ended
         self._changed = threading.Condition()
 
-    def say(self, text):
+    def say(self, text: str) -> None:
         with self._changed:
             print(text, flush=True)
 
-    def follow(self, name, stream):
+    def follow(self, name: str, stream: Iterable[str]) -> None:
         threading.Thread(target=self._read, args=(name, stream), daemon=True,
                          name=f"pymoult demo: {name} output").start()
 
-    def _read(self, name, stream):
+    def _read(self, name: str, stream: Iterable[str]) -> None:
         for line in stream:
             line = line.rstrip("\n")
             with self._changed:
@@ -215,11 +220,12 @@ class _Console:
             self.ended.add(name)
             self._changed.notify_all()
 
-    def wait_for(self, predicate, count=1, since=0):
+    def wait_for(self, predicate: Callable[[str, str], object], count: int = 1,
+                 since: int = 0) -> tuple[str, str] | None:
         """The ``count``-th line from index ``since`` on for which ``predicate(name, line)``
         holds; None if it has not come within ``WAIT`` seconds, or once a process's output
         has ended (it stopped: what the demo waits for may never come)."""
-        def found():
+        def found() -> list[tuple[str, str]]:
             return [entry for entry in self.lines[since:] if predicate(*entry)]
 
         with self._changed:
@@ -227,12 +233,12 @@ class _Console:
             matches = found()
         return matches[count - 1] if len(matches) >= count else None
 
-    def wait_ended(self, name, timeout):
+    def wait_ended(self, name: str, timeout: float) -> bool:
         with self._changed:
             return self._changed.wait_for(lambda: name in self.ended, timeout)
 
 
-def _shown(path):
+def _shown(path: str | os.PathLike[str]) -> str:
     """``path`` as the user would type it: relative to the current directory if inside it."""
     relative = os.path.relpath(path)
     return str(path) if relative.startswith("..") else relative
@@ -242,18 +248,18 @@ class _Stopped(Exception):
     """SIGTERM or SIGHUP reached the demo: it stops its processes before it ends."""
 
 
-def _raise_stopped(signum, frame):
+def _raise_stopped(signum: int, frame: FrameType | None) -> NoReturn:
     raise _Stopped(signal.Signals(signum).name)
 
 
 class _Demo:
-    def __init__(self, directory, arguments):
+    def __init__(self, directory: pathlib.Path, arguments: Iterable[str]) -> None:
         self.directory = directory
         self.arguments = list(arguments)
         self.console = _Console()
-        self.processes = {}  # name -> Popen, in start order
+        self.processes: dict[str, subprocess.Popen[str]] = {}  # name -> Popen, in start order
 
-    def run(self):
+    def run(self) -> int:
         # Ctrl-C in the terminal reaches the demo and its processes at once (one process
         # group); SIGTERM and SIGHUP reach the demo alone: it passes them on as a Ctrl-C.
         in_main_thread = threading.current_thread() is threading.main_thread()
@@ -278,7 +284,7 @@ class _Demo:
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
 
-    def _stop_all(self, signal_them):
+    def _stop_all(self, signal_them: bool) -> None:
         """Stop what still runs (after a failure or an interrupt): Ctrl-C unless the terminal
         already sent one to every process, then a kill for what ignores it."""
         for name, process in self.processes.items():
@@ -291,15 +297,16 @@ class _Demo:
                 process.wait()
             self.console.wait_ended(name, STOP_GRACE)  # its last lines shown
 
-    def _start(self, name, command, shown):
+    def _start(self, name: str, command: list[str], shown: str) -> None:
         self.console.say(f"  {shown}")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    text=True, bufsize=1, env=env)
         self.processes[name] = process
+        assert process.stdout is not None  # stdout=PIPE
         self.console.follow(name, process.stdout)
 
-    def _fail(self, why):
+    def _fail(self, why: str) -> int:
         codes = {name: self._exit_code(name) for name in self.processes}
         ended = [f"the {_TITLES[name]} exited with code {code}"
                  for name, code in codes.items() if code is not None]
@@ -308,7 +315,7 @@ class _Demo:
         print(f"pymoult demo: {why}", file=sys.stderr, flush=True)
         return FAILED
 
-    def _exit_code(self, name):
+    def _exit_code(self, name: str) -> int | None:
         """Process ``name``'s exit code if it has ended (its output has: it is exiting), else
         None."""
         process = self.processes[name]
@@ -319,9 +326,13 @@ class _Demo:
                 pass  # it closed its output but goes on
         return process.poll()
 
-    def _steps(self):
+    def _steps(self) -> int:
         app = self.directory / "app.py"
         say = self.console.say
+        scripts = update_scripts(self.directory)
+        if not scripts:  # find_example saw some: they were removed since
+            return self._fail(f"{_shown(self.directory)} holds no update script (update.py, "
+                              "update2.py...)")
         say("Starting the application under the Pymoult runtime:")
         self._start("app", [sys.executable, "-m", "pymoult", "run", str(app), *self.arguments],
                     " ".join(["pymoult run", _shown(app), *self.arguments]))
@@ -334,20 +345,22 @@ class _Demo:
             served = self.console.wait_for(lambda name, line: name == "app" and URL.search(line))
             if served is None:
                 return self._fail("the application printed no URL for its client")
-            url = URL.search(served[1]).group(0)
+            found = URL.search(served[1])
+            assert found is not None  # the line was waited for as one that holds a URL
+            url = found.group(0)
             say("and a client of it:")
             self._start("client", [sys.executable, str(client), url],
                         f"python {_shown(client)} {url}")
         # the lines that show the example at work: its client's if it has one
         watched = "client" if "client" in self.processes else "app"
 
-        def activity(name, line):
+        def activity(name: str, line: str) -> bool:
             return name == watched and not line.startswith(LISTENING)
 
         if self.console.wait_for(activity, count=SHOWN) is None:
             return self._fail(f"the {_TITLES[watched]} did not print {SHOWN} lines")
 
-        for script in update_scripts(self.directory):
+        for script in scripts:
             say(f"\nPushing {script.name} while it runs:\n"
                 f"  pymoult push {_shown(script)} --wait --to {address}")
             if not self._push(script, address):
@@ -371,7 +384,7 @@ class _Demo:
             return FAILED
         return 0
 
-    def _push(self, script, address):
+    def _push(self, script: pathlib.Path, address: str) -> bool:
         """Push ``script`` as a user would, show the command's output; True if it applied."""
         command = [sys.executable, "-m", "pymoult", "push", str(script), "--wait",
                    "--timeout", f"{WAIT:g}", "--to", address]
@@ -384,7 +397,7 @@ class _Demo:
             self.console.say(f"    push | {line}")
         return pushed.returncode == 0
 
-    def _interrupt(self, name):
+    def _interrupt(self, name: str) -> int | None:
         """Ctrl-C to process ``name``; its exit code once its output has all been shown, or
         None if it did not stop within ``STOP_GRACE`` seconds (then it is killed)."""
         process = self.processes[name]

@@ -27,11 +27,18 @@ that committed while another expired is split from it, and the report says so.
 It needs only the client (``pymoult.client``); each process's listener does the work.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from . import client
 from .errors import ListenerError, PymoultError, PymoultTypeError, PymoultValueError
+
+if TYPE_CHECKING:
+    from .protocol import Address, Message
 
 __all__ = ["ProcessReport", "RolloutReport", "rollout", "plan_stages", "run_stages",
            "fleet_report", "NEW", "OLD", "SPLIT"]
@@ -57,13 +64,13 @@ class ProcessReport:
     outcome: str = "not tried"
     version: str = OLD
     detail: str = ""
-    applied: list = dataclasses.field(default_factory=list)
+    applied: list[str] = dataclasses.field(default_factory=list)
     #: Two-phase: the prepared transaction's id; two-phase and a Dask rollout: when the process
     #: switched (wall clock).
-    transaction: "str | None" = None
-    applied_at: "float | None" = None
+    transaction: str | None = None
+    applied_at: float | None = None
 
-    def line(self):
+    def line(self) -> str:
         """The report's line for this process."""
         text = f"{self.address}  {self.stage}: {self.outcome}"
         return f"{text} - {self.detail}" if self.detail else text
@@ -75,24 +82,31 @@ class RolloutReport:
     given), ``version`` (``NEW``, ``OLD`` or ``SPLIT``), ``halted_at`` (the address where it
     halted, or None) and a one-line ``summary``."""
 
-    processes: list
+    processes: list[ProcessReport]
     version: str
-    halted_at: "str | None"
+    halted_at: str | None
     summary: str
     #: Two-phase, every process updated: seconds between the first and the last switch.
-    skew: "float | None" = None
+    skew: float | None = None
 
     @property
-    def ok(self):
+    def ok(self) -> bool:
         """True when every process runs the new version."""
         return self.version == NEW
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, Any]:
         """The report as JSON-ready values."""
         return dataclasses.asdict(self)
 
 
-def _describe_failure(reply):
+#: ``on_stage(stage, reports)``: called after each stage with the reports of its processes.
+StageCallback = Callable[[str, list[ProcessReport]], object]
+#: A stage's step (a push, a rollback): ``step(reports)`` acts on a group of processes at once
+#: and fills their reports in.
+GroupStep = Callable[[list[ProcessReport]], object]
+
+
+def _describe_failure(reply: Message) -> str:
     error = reply.get("script_error")
     if error is not None:
         return f"script raised {error['type']}: {error['message']}"
@@ -102,7 +116,8 @@ def _describe_failure(reply):
     return "; ".join(problems) or "the script queued no update"
 
 
-def _push_one(report, script, token, timeout, hold=None):
+def _push_one(report: ProcessReport, script: str, token: str | None, timeout: float | None,
+              hold: float | None = None) -> None:
     """Push to one process and fill its report in (``hold``: a two-phase push, prepared)."""
     try:
         reply = client.push(report.address, script, wait=True, timeout=timeout, token=token,
@@ -124,7 +139,7 @@ def _push_one(report, script, token, timeout, hold=None):
         report.detail = ", ".join(u["name"] for u in reply.get("updates", []))
 
 
-def _read_outcome(report, reply):
+def _read_outcome(report: ProcessReport, reply: Message) -> None:
     """Fill ``report`` in from a push or commit ``reply``."""
     updates = reply.get("updates", [])
     report.applied = [u["name"] for u in updates if u.get("state") == "applied"]
@@ -138,9 +153,11 @@ def _read_outcome(report, reply):
         report.version = SPLIT  # partly updated, or updates not ended: until rolled back
 
 
-def _decide_one(report, op, token, timeout):
+def _decide_one(report: ProcessReport, op: str, token: str | None,
+                timeout: float | None) -> None:
     """Commit or abort the transaction ``report`` prepared, and fill its report in."""
     decide = client.commit if op == "commit" else client.abort
+    assert report.transaction is not None  # a prepared report's (_push_one)
     try:
         reply = decide(report.address, report.transaction, timeout=timeout, token=token)
     except PymoultError as exc:
@@ -164,7 +181,7 @@ def _decide_one(report, op, token, timeout):
     report.applied_at = max(times) if times else None
 
 
-def _roll_back_one(report, token, timeout):
+def _roll_back_one(report: ProcessReport, token: str | None, timeout: float | None) -> None:
     names = list(reversed(report.applied))
     try:
         reply = client.rollback(report.address, names, timeout=timeout, token=token)
@@ -183,7 +200,8 @@ def _roll_back_one(report, token, timeout):
         for u in reply.get("updates", [])) + f"; still applied: {', '.join(report.applied)}"
 
 
-def _in_parallel(function, reports, *args):
+def _in_parallel(function: Callable[..., object], reports: Iterable[ProcessReport],
+                 *args: object) -> None:
     threads = [threading.Thread(target=function, args=(report, *args), daemon=True,
                                 name=f"pymoult rollout {report.address}") for report in reports]
     for thread in threads:
@@ -192,7 +210,7 @@ def _in_parallel(function, reports, *args):
         thread.join()
 
 
-def _check_count(value, what, minimum):
+def _check_count(value: object, what: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise PymoultTypeError(f"{what} must be an int, got {value!r}")
     if value < minimum:
@@ -200,8 +218,10 @@ def _check_count(value, what, minimum):
     return value
 
 
-def rollout(addresses, script, *, token=None, canary=1, wave=1, timeout=None, on_stage=None,
-            two_phase=False, hold=None):
+def rollout(addresses: Iterable[str | Address | None], script: str, *, token: str | None = None,
+            canary: int = 1, wave: int = 1, timeout: float | None = None,
+            on_stage: StageCallback | None = None, two_phase: bool = False,
+            hold: float | None = None) -> RolloutReport:
     """Push ``script`` to the listeners at ``addresses``: ``canary`` processes first (0: none),
     then waves of ``wave``; halt and roll back at the first failure (see the module notes).
     ``timeout`` bounds each push and each rollback (None: no limit); ``on_stage(stage,
@@ -209,13 +229,13 @@ def rollout(addresses, script, *, token=None, canary=1, wave=1, timeout=None, on
     every process, then commit all (``canary`` and ``wave`` do not apply), each prepared
     process holding for at most ``hold`` s (default ``protocol.DEFAULT_HOLD``). Returns a
     :class:`RolloutReport`."""
-    addresses = [str(client.resolve_address(address)) for address in addresses]
-    if not addresses:
+    targets = [str(client.resolve_address(address)) for address in addresses]
+    if not targets:
         raise PymoultValueError("a rollout needs at least one address")
-    repeated = sorted({a for a in addresses if addresses.count(a) > 1})
+    repeated = sorted({a for a in targets if targets.count(a) > 1})
     if repeated:
         raise PymoultValueError(f"an address is given twice: {', '.join(repeated)}")
-    pipes = [a for a in addresses if a.startswith("pipe:")]
+    pipes = [a for a in targets if a.startswith("pipe:")]
     if pipes:
         raise PymoultValueError(f"a rollout needs each process's reply, and a named pipe "
                                 f"carries none: {', '.join(pipes)}")
@@ -233,33 +253,36 @@ def rollout(addresses, script, *, token=None, canary=1, wave=1, timeout=None, on
                                  or not 0 < hold <= MAX_HOLD):
             raise PymoultValueError(f"hold must be a number of seconds above 0 and at most "
                                     f"{MAX_HOLD:g}, got {hold!r}")
-        return _two_phase(addresses, script, token, timeout, on_stage, hold)
-    reports = [ProcessReport(address, "not tried") for address in addresses]
+        return _two_phase(targets, script, token, timeout, on_stage, hold)
+    reports = [ProcessReport(address, "not tried") for address in targets]
 
-    def push(group):
+    def push(group: list[ProcessReport]) -> None:
         _in_parallel(_push_one, group, script, token, timeout)
 
-    def roll_back(group):
+    def roll_back(group: list[ProcessReport]) -> None:
         _in_parallel(_roll_back_one, group, token, timeout)
 
-    halted_at = run_stages(reports, plan_stages(addresses, canary, wave), push, roll_back,
+    halted_at = run_stages(reports, plan_stages(targets, canary, wave), push, roll_back,
                            on_stage)
     return fleet_report(reports, halted_at)
 
 
-def plan_stages(members, canary, wave):
+def plan_stages(members: Iterable[str], canary: int,
+                wave: int) -> list[tuple[str, list[str]]]:
     """The stages of a rollout over ``members`` (in order): ``[(stage, [member, ...]), ...]``,
     the ``canary`` first members as ``"canary"`` (none when 0), then waves of ``wave`` as
     ``"wave 1"``, ``"wave 2"``..."""
-    members = list(members)
-    stages = [("canary", members[:canary])] if canary else []
-    rest = members[canary:]
+    ordered = list(members)
+    stages = [("canary", ordered[:canary])] if canary else []
+    rest = ordered[canary:]
     stages += [(f"wave {n}", rest[i:i + wave])
                for n, i in enumerate(range(0, len(rest), wave), 1)]
     return stages
 
 
-def run_stages(reports, stages, push, roll_back=None, on_stage=None):
+def run_stages(reports: Iterable[ProcessReport], stages: Iterable[tuple[str, Sequence[str]]],
+               push: GroupStep, roll_back: GroupStep | None = None,
+               on_stage: StageCallback | None = None) -> str | None:
     """Run ``stages`` (:func:`plan_stages`) over ``reports`` (:class:`ProcessReport`, one per
     member, by ``address``): for each stage, ``push(group)`` updates its members at once and
     fills their reports in; ``on_stage(stage, group)`` is called after it. At the first report
@@ -269,7 +292,8 @@ def run_stages(reports, stages, push, roll_back=None, on_stage=None):
     reports in. Returns the address where it halted, or None. The engine of :func:`rollout`,
     shared with the Dask rollout (``pymoult.delivery.dask_cluster``)."""
     by_address = {report.address: report for report in reports}
-    done, halted_at = [], None
+    done: list[list[ProcessReport]] = []
+    halted_at: str | None = None
     for stage, members in stages:
         group = [by_address[address] for address in members]
         for report in group:
@@ -290,7 +314,8 @@ def run_stages(reports, stages, push, roll_back=None, on_stage=None):
     return halted_at
 
 
-def _two_phase(addresses, script, token, timeout, on_stage, hold):
+def _two_phase(addresses: list[str], script: str, token: str | None, timeout: float | None,
+               on_stage: StageCallback | None, hold: float | None) -> RolloutReport:
     from .protocol import DEFAULT_HOLD
 
     reports = [ProcessReport(address, "prepare") for address in addresses]
@@ -319,7 +344,8 @@ def _two_phase(addresses, script, token, timeout, on_stage, hold):
     return fleet_report(reports, None, skew)
 
 
-def fleet_report(processes, halted_at, skew=None):
+def fleet_report(processes: list[ProcessReport], halted_at: str | None,
+                 skew: float | None = None) -> RolloutReport:
     """The :class:`RolloutReport` of ``processes`` (their reports, filled in), halted at
     ``halted_at`` (or None), with the two-phase ``skew`` (or None): the fleet's version is the
     one every process is on (``NEW``, ``OLD``), else ``SPLIT``, and its summary says so."""
@@ -329,7 +355,8 @@ def fleet_report(processes, halted_at, skew=None):
                          _summary(processes, version, halted_at, skew), skew)
 
 
-def _summary(processes, version, halted_at, skew=None):
+def _summary(processes: list[ProcessReport], version: str, halted_at: str | None,
+             skew: float | None = None) -> str:
     count = len(processes)
     if version == NEW:
         if skew is not None:

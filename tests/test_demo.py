@@ -329,3 +329,13 @@ def test_a_demo_stopped_midway_stops_its_application_cleanly(tmp_path, how):
     text = output.text()
     assert re.search(r"app \| stopped after \d+ lines", text)  # its own Ctrl-C handling ran
     assert_gone(text)
+
+
+def test_a_directory_whose_update_scripts_went_away_fails_before_starting(tmp_path, capsys):
+    from pymoult.demo import _Demo
+
+    directory = example(tmp_path)  # app.py only: its update scripts removed after the lookup
+    assert _Demo(directory, []).run() == 1
+    captured = capsys.readouterr()
+    assert "holds no update script" in captured.err
+    assert "Starting the application" not in captured.out

@@ -17,10 +17,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 UNTYPED = {
     "pymoult.lowlevel.data_update",
     "pymoult.lowlevel.data_access",
-    "pymoult.rollout",
     "pymoult.highlevel.module_update",
     "pymoult.source_tracking",
-    "pymoult.delivery.dask_cluster",
 }
 
 

@@ -39,6 +39,8 @@ processes need Pymoult installed (they import this module) and the module import
 Requires ``distributed`` (``pip install 'pymoult[dask]'``).
 """
 
+from __future__ import annotations
+
 import asyncio
 import collections
 import concurrent.futures
@@ -47,11 +49,15 @@ import hashlib
 import importlib
 import importlib.util
 import logging
+import os
 import sys
 import threading
 import time
+import types
 import uuid
 import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypedDict
 
 try:
     import distributed
@@ -69,6 +75,10 @@ from ..highlevel.revert import RevertUpdate
 from ..highlevel.updates import Update, UpdateState
 from ..rollout import NEW, OLD, SPLIT, ProcessReport, RolloutReport, fleet_report, plan_stages, \
     run_stages
+
+if TYPE_CHECKING:
+    from ..highlevel.managers import Manager, UpdateFuture
+    from ..rollout import StageCallback
 
 __all__ = ["update_cluster", "undo_cluster", "cluster_versions", "cluster_workers",
            "ClusterUpdate",
@@ -100,6 +110,31 @@ QUIESCENCE_INTERVAL = 0.01
 #: Longest message of a target result, in characters.
 MESSAGE_LIMIT = 400
 
+#: ``transformers`` and ``builders`` of a ``ModuleUpdate``: a callable by class name.
+ByClassName = Mapping[str, Callable[..., Any]]
+
+
+class VersionRecord(TypedDict):
+    """A published version, as :class:`ModuleVersionsPlugin` keeps it."""
+
+    version: str
+    module: str
+    source: str
+    filename: str
+    transformers: ByClassName | None
+    builders: ByClassName | None
+
+
+class _StepReply(TypedDict):
+    """What a step returns from a target: a :class:`TargetResult` but its ``worker``."""
+
+    step: str
+    ok: bool
+    message: str
+    switched_at: float | None
+    seconds: float | None
+    state: str | None
+
 
 # -- what a step reports ---------------------------------------------------------------------------
 
@@ -117,11 +152,11 @@ class TargetResult:
     step: str
     ok: bool
     message: str
-    switched_at: "float | None" = None
-    seconds: "float | None" = None
-    state: "str | None" = None
+    switched_at: float | None = None
+    seconds: float | None = None
+    state: str | None = None
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.worker}: {self.step} {'ok' if self.ok else 'FAILED'}: {self.message}"
 
 
@@ -141,34 +176,34 @@ class ClusterReport:
     action: str
     ok: bool
     summary: str
-    results: tuple
+    results: tuple[TargetResult, ...]
     seconds: float
-    fleet: "RolloutReport | None" = None
+    fleet: RolloutReport | None = None
 
     @property
-    def processes(self):
+    def processes(self) -> tuple[ProcessReport, ...]:
         """One :class:`~pymoult.rollout.ProcessReport` per target (an update's; none for an
         undo)."""
         return tuple(self.fleet.processes) if self.fleet is not None else ()
 
     @property
-    def failed(self):
+    def failed(self) -> tuple[TargetResult, ...]:
         """The results of the steps that failed."""
         return tuple(result for result in self.results if not result.ok)
 
-    def switch_times(self, step="apply"):
+    def switch_times(self, step: str = "apply") -> dict[str, float]:
         """``{target: switched_at}`` for the targets where ``step`` switched the version."""
         return {r.worker: r.switched_at for r in self.results
                 if r.step == step and r.ok and r.switched_at is not None}
 
     @property
-    def skew(self):
+    def skew(self) -> float | None:
         """Seconds between the first and the last target's switch (of the applies, else of the
         undos), from the targets' clocks; None with fewer than two switches."""
         times = self.switch_times("apply") or self.switch_times("undo")
         return max(times.values()) - min(times.values()) if len(times) > 1 else None
 
-    def __str__(self):
+    def __str__(self) -> str:
         if self.fleet is None:
             return "\n".join([f"{self.action} {self.version}: {self.summary}"] +
                              [f"  {result}" for result in self.results])
@@ -178,7 +213,7 @@ class ClusterReport:
         return "\n".join(lines + [f"{self.action} {self.version}: {self.summary}"])
 
 
-def _one_line(exc):
+def _one_line(exc: BaseException) -> str:
     """An exception as one line: its type and the first line of its message (and its cause's,
     for an error that wraps one, as a transformer's)."""
     text = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
@@ -188,12 +223,12 @@ def _one_line(exc):
     return _short(text)
 
 
-def _short(text):
+def _short(text: object) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= MESSAGE_LIMIT else text[:MESSAGE_LIMIT - 3] + "..."
 
 
-def _steps_text(update):
+def _steps_text(update: ModuleUpdate) -> str:
     steps = [str(step) for step in update.steps]
     if not steps:
         return "nothing changes"
@@ -206,7 +241,8 @@ def _steps_text(update):
 class _Applied:
     __slots__ = ("version", "module", "update", "switched_at")
 
-    def __init__(self, version, module, update, switched_at):
+    def __init__(self, version: str, module: str, update: ModuleUpdate,
+                 switched_at: float | None) -> None:
         self.version = version
         self.module = module
         self.update = update
@@ -217,16 +253,19 @@ class _ProcessState:
     """What this process knows of the cluster's updates: the updates prepared and not yet
     applied, the applied ones kept for an undo, and each module's chain of applied versions."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.prepared = collections.OrderedDict()  # version -> (ModuleUpdate, module name)
-        self.applied = collections.deque(maxlen=HISTORY)  # _Applied, oldest first
-        self.chains = {}  # module name -> [version, ...] applied here, in order
-        self.manager = None
-        self.loop_locks = weakref.WeakKeyDictionary()  # event loop -> asyncio.Lock
-        self.converged = ()  # the last results of the plugin's setup here
+        #: version -> (ModuleUpdate, module name)
+        self.prepared: collections.OrderedDict[str, tuple[ModuleUpdate, str]] = \
+            collections.OrderedDict()
+        self.applied: collections.deque[_Applied] = collections.deque(maxlen=HISTORY)  # oldest
+        self.chains: dict[str, list[str]] = {}  # module -> [version, ...] applied here, in order
+        self.manager: Manager | None = None
+        self.loop_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = \
+            weakref.WeakKeyDictionary()
+        self.converged: tuple[_StepReply, ...] = ()  # the last results of the plugin's setup
 
-    def step_lock(self):
+    def step_lock(self) -> asyncio.Lock:
         """The lock that makes the steps of this process run one at a time (per event loop:
         a worker's steps all run in its loop)."""
         loop = asyncio.get_running_loop()
@@ -236,19 +275,20 @@ class _ProcessState:
                 lock = self.loop_locks[loop] = asyncio.Lock()
             return lock
 
-    def chain(self, module):
+    def chain(self, module: str) -> list[str]:
         return self.chains.setdefault(module, [])
 
-    def record(self, version, module, update, switched_at):
+    def record(self, version: str, module: str, update: ModuleUpdate,
+               switched_at: float | None) -> None:
         chain = self.chain(module)
         chain.append(version)
         del chain[:-HISTORY]
         self.applied.append(_Applied(version, module, update, switched_at))
 
-    def find(self, version):
+    def find(self, version: str) -> _Applied | None:
         return next((entry for entry in self.applied if entry.version == version), None)
 
-    def manager_here(self):
+    def manager_here(self) -> Manager:
         with self.lock:
             if self.manager is None:
                 self.manager = fetch_manager(MANAGER_NAME) or ThreadedManager(MANAGER_NAME).start()
@@ -258,17 +298,20 @@ class _ProcessState:
 _STATE = _ProcessState()
 
 
-def _result(step, ok, message, switched_at=None, seconds=None, state=None):
+def _result(step: str, ok: object, message: object, switched_at: float | None = None,
+            seconds: float | None = None, state: str | None = None) -> _StepReply:
     return {"step": step, "ok": bool(ok), "message": _short(message),
             "switched_at": switched_at, "seconds": seconds, "state": state}
 
 
-def _wall_clock(monotonic_time):
+def _wall_clock(monotonic_time: float) -> float:
     """The wall-clock time of a ``time.monotonic()`` reading taken a moment ago."""
     return time.time() - (time.monotonic() - monotonic_time)
 
 
-def _make_update(version, module, source, filename, timeout, transformers, builders):
+def _make_update(version: str, module: str, source: str, filename: str, timeout: float,
+                 transformers: ByClassName | None,
+                 builders: ByClassName | None) -> tuple[ModuleUpdate, bool]:
     """The ModuleUpdate of ``module`` to ``source`` here (evaluated on trial): ``(update,
     imported)``, where ``imported`` says that the module was imported for it."""
     live = sys.modules.get(module)
@@ -287,7 +330,8 @@ def _make_update(version, module, source, filename, timeout, transformers, build
     return update, imported
 
 
-async def _outcome(future, timeout):
+async def _outcome(future: concurrent.futures.Future[Any],
+                   timeout: float) -> tuple[bool, BaseException | None]:
     """Wait at most ``timeout`` seconds for the concurrent ``future``: ``(done, exception)``.
     (Not ``asyncio.wait_for``: an update's own ``UpdateTimeoutError`` is a ``TimeoutError``.)"""
     waited = asyncio.wrap_future(future)
@@ -297,7 +341,8 @@ async def _outcome(future, timeout):
     return True, waited.exception()
 
 
-async def _run_update(update, timeout):
+async def _run_update(update: ModuleUpdate,
+                      timeout: float) -> tuple[bool, str | None, float | None, float | None]:
     """Queue ``update`` on this process's manager and wait for its outcome: ``(ok, message,
     seconds, switched_at)``; ``update.state`` tells the rest, once the outcome is known."""
     started = time.monotonic()
@@ -331,14 +376,14 @@ class _ModuleRevert(RevertUpdate):
 
     on_timeout = "fail"
 
-    def installed_codes(self):
+    def installed_codes(self) -> list[types.CodeType]:
         codes = dict.fromkeys(super().installed_codes())
         for plan in getattr(self.update, "plans", ()):
             codes.update(dict.fromkeys(plan.live_codes()))
         return list(codes)
 
 
-def revert_on_worker(update, timeout=None):
+def revert_on_worker(update: Update, timeout: float | None = None) -> UpdateFuture:
     """Undo the applied ``update`` in this process, at a safe point, through its journal (a
     :class:`~pymoult.highlevel.revert.RevertUpdate` that also waits for the functions the
     update bound anew); the returned future carries the outcome (as
@@ -351,8 +396,9 @@ def revert_on_worker(update, timeout=None):
 
 # -- the steps, as they run on a target (Client.run, run_on_scheduler) -------------------------
 
-async def _prepare_here(version, module, source, filename, timeout, transformers=None,
-                        builders=None):
+async def _prepare_here(version: str, module: str, source: str, filename: str, timeout: float,
+                        transformers: ByClassName | None = None,
+                        builders: ByClassName | None = None) -> _StepReply:
     async with _STATE.step_lock():
         if version in _STATE.chain(module):
             return _result("prepare", True, "already applied here")
@@ -373,13 +419,15 @@ async def _prepare_here(version, module, source, filename, timeout, transformers
                        seconds=time.monotonic() - started)
 
 
-def _task_threads(server):
+def _task_threads(server: distributed.Worker | None) -> list[threading.Thread]:
     """The threads of ``server`` (a worker) running a task now (none on the scheduler)."""
     running = set(getattr(server, "active_threads", None) or ())
     return [thread for thread in threading.enumerate() if thread.ident in running]
 
 
-async def _apply_here(version, running_tasks="wait", dask_worker=None, dask_scheduler=None):
+async def _apply_here(version: str, running_tasks: str = "wait",
+                      dask_worker: distributed.Worker | None = None,
+                      dask_scheduler: distributed.Scheduler | None = None) -> _StepReply:
     async with _STATE.step_lock():
         with _STATE.lock:
             prepared = _STATE.prepared.pop(version, None)
@@ -391,20 +439,23 @@ async def _apply_here(version, running_tasks="wait", dask_worker=None, dask_sche
         update, module = prepared
         if running_tasks == "continue":  # suspend the task threads: no wait for quiescence
             update.threads = _task_threads(dask_worker)
+        assert update.timeout is not None  # _make_update gives it the step's timeout
         ok, error, seconds, switched_at = await _run_update(update, update.timeout)
         if not ok:
             logger.warning("%s: %s", update.name, error)
             ended = seconds is not None and update.state.finished
             return _result("apply", False, error, seconds=seconds,
                            state=update.state.value if ended else None)
+        assert seconds is not None  # an update that applied says how long it took
         _STATE.record(version, module, update, switched_at)
+        warning: str
         for warning in update.warnings:
             logger.warning("%s: %s", update.name, warning)
         return _result("apply", True, f"applied in {seconds * 1e3:.1f} ms: {_steps_text(update)}",
                        switched_at, seconds, UpdateState.APPLIED.value)
 
 
-async def _undo_locked(version, timeout):
+async def _undo_locked(version: str, timeout: float) -> _StepReply:
     entry = _STATE.find(version)
     module = entry.module if entry is not None else \
         next((m for m, chain in _STATE.chains.items() if version in chain), None)
@@ -425,12 +476,12 @@ async def _undo_locked(version, timeout):
         future = revert_on_worker(entry.update, timeout)
     except Exception as exc:
         return _result("undo", False, f"not reverted: {_one_line(exc)}")
-    done, exc = await _outcome(future, timeout + STEP_MARGIN)
+    done, error = await _outcome(future, timeout + STEP_MARGIN)
     if not done:
         return _result("undo", False, f"not finished within {timeout + STEP_MARGIN:g} s")
-    if exc is not None:
-        logger.warning("revert %s: %s", version, _one_line(exc))
-        return _result("undo", False, f"not reverted: {_one_line(exc)}",
+    if error is not None:
+        logger.warning("revert %s: %s", version, _one_line(error))
+        return _result("undo", False, f"not reverted: {_one_line(error)}",
                        seconds=time.monotonic() - started)
     switched_at = _wall_clock(future.result().times.get("applied", time.monotonic()))
     chain.pop()
@@ -441,30 +492,30 @@ async def _undo_locked(version, timeout):
                    switched_at, seconds)
 
 
-async def _undo_here(version, timeout):
+async def _undo_here(version: str, timeout: float) -> _StepReply:
     async with _STATE.step_lock():
         return await _undo_locked(version, timeout)
 
 
-def _discard_here(version):
+def _discard_here(version: str) -> _StepReply:
     with _STATE.lock:
         dropped = _STATE.prepared.pop(version, None)
     return _result("discard", True, "dropped" if dropped else "nothing prepared here")
 
 
-def _versions_here():
+def _versions_here() -> dict[str, list[str]]:
     return {module: list(chain) for module, chain in _STATE.chains.items() if chain}
 
 
-def _has_module(module):
+def _has_module(module: str) -> bool:
     return module in sys.modules
 
 
-async def _converge(versions, timeout):
+async def _converge(versions: Iterable[VersionRecord], timeout: float) -> list[_StepReply]:
     """Bring this process to ``versions`` (the published chain of each module, oldest first):
     undo what it applied beyond the common part, newest first, then apply what it lacks."""
-    results = []
-    published = collections.OrderedDict()
+    results: list[_StepReply] = []
+    published: collections.OrderedDict[str, list[VersionRecord]] = collections.OrderedDict()
     for record in versions:
         published.setdefault(record["module"], []).append(record)
     async with _STATE.step_lock():
@@ -502,7 +553,8 @@ async def _converge(versions, timeout):
     return results
 
 
-def _published_here(dask_scheduler=None):
+def _published_here(dask_scheduler: distributed.Scheduler | None = None) -> list[VersionRecord]:
+    assert dask_scheduler is not None  # run_on_scheduler passes it
     blob = dask_scheduler.worker_plugins.get(PLUGIN_NAME)
     if blob is None:
         return []
@@ -522,11 +574,11 @@ class ModuleVersionsPlugin(WorkerPlugin):
     idempotent = False
     name = PLUGIN_NAME
 
-    def __init__(self, versions=(), timeout=30.0):
+    def __init__(self, versions: Iterable[VersionRecord] = (), timeout: float = 30.0) -> None:
         self.versions = list(versions)
         self.timeout = timeout
 
-    async def setup(self, worker):
+    async def setup(self, worker: distributed.Worker) -> None:
         try:
             results = await _converge(self.versions, self.timeout)
         except Exception as exc:  # never fail the worker's start: say so, and go on
@@ -540,7 +592,7 @@ class ModuleVersionsPlugin(WorkerPlugin):
 
 # -- the client's side ---------------------------------------------------------------------------
 
-def _check_client(client):
+def _check_client(client: distributed.Client) -> None:
     if not isinstance(client, distributed.Client):
         raise PymoultTypeError(f"expected a distributed.Client, got {client!r}")
     if client.asynchronous:
@@ -551,15 +603,16 @@ def _check_client(client):
                                 "connect it to the cluster's scheduler first")
 
 
-def _scheduler_address(client):
+def _scheduler_address(client: distributed.Client) -> str:
     return getattr(client.scheduler, "address", None) or "the scheduler"
 
 
-def _worker_addresses(dask_scheduler=None):
+def _worker_addresses(dask_scheduler: distributed.Scheduler | None = None) -> list[str]:
+    assert dask_scheduler is not None  # run_on_scheduler passes it
     return sorted(dask_scheduler.workers)
 
 
-def _workers(client):
+def _workers(client: distributed.Client) -> list[str]:
     try:
         return client.run_on_scheduler(_worker_addresses)
     except (OSError, TimeoutError) as exc:
@@ -567,7 +620,7 @@ def _workers(client):
                             f"{_one_line(exc)}", address=_scheduler_address(client)) from None
 
 
-def cluster_workers(client):
+def cluster_workers(client: distributed.Client) -> list[str]:
     """The addresses of the workers the scheduler of ``client`` knows now, sorted. (Read on
     the scheduler: ``Client.scheduler_info()`` may race with the client's periodic refresh,
     which asks for no worker, and answer with none.)"""
@@ -575,7 +628,8 @@ def cluster_workers(client):
     return _workers(client)
 
 
-def _cluster_targets(client, module, scheduler=True):
+def _cluster_targets(client: distributed.Client, module: str,
+                     scheduler: bool = True) -> list[str]:
     targets = _workers(client)
     if scheduler:
         try:
@@ -587,22 +641,23 @@ def _cluster_targets(client, module, scheduler=True):
     return targets
 
 
-def _check_module_name(module):
+def _check_module_name(module: object) -> None:
     if not isinstance(module, str) or not all(part.isidentifier() for part in module.split(".")):
         raise PymoultTypeError(f"module must be a module's dotted name, got {module!r}")
 
 
-def _on_targets(client, step, function, args, targets):
+def _on_targets(client: distributed.Client, step: str, function: Callable[..., object],
+               args: Sequence[object], targets: Iterable[str]) -> list[TargetResult]:
     """Run ``function(*args)`` on each target at once; one :class:`TargetResult` per target, in
     the order of ``targets``."""
     targets = list(dict.fromkeys(targets))
     workers = [t for t in targets if t != SCHEDULER]
-    outcomes = {}
+    outcomes: dict[str, _StepReply] = {}
 
-    def failure(exc):
+    def failure(exc: BaseException) -> _StepReply:
         return _result(step, False, f"could not run the step there: {_one_line(exc)}")
 
-    def on_scheduler():
+    def on_scheduler() -> _StepReply:
         try:
             return client.run_on_scheduler(function, *args)
         except Exception as exc:
@@ -624,19 +679,19 @@ def _on_targets(client, step, function, args, targets):
     return [TargetResult(worker=target, **outcomes[target]) for target in targets]
 
 
-def published_versions(client):
+def published_versions(client: distributed.Client) -> list[VersionRecord]:
     """The versions published on the cluster of ``client`` (the plugin's records, oldest
     first), as a list of dicts; empty when nothing was published."""
     _check_client(client)
     return client.run_on_scheduler(_published_here)
 
 
-def cluster_versions(client):
+def cluster_versions(client: distributed.Client) -> dict[str, dict[str, list[str]] | str]:
     """``{target: {module: [version, ...]}}``: the versions each worker (and the scheduler) has
     applied, in order; a target that could not answer maps to its error's text."""
     _check_client(client)
     targets = _workers(client) + [SCHEDULER]
-    found = {}
+    found: dict[str, dict[str, list[str]] | BaseException] = {}
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         scheduler = pool.submit(client.run_on_scheduler, _versions_here)
         try:
@@ -685,8 +740,11 @@ class ClusterUpdate:
     versions). The undo and a joining worker always wait.
     """
 
-    def __init__(self, client, module, source=None, path=None, *, filename=None, timeout=30.0,
-                 scheduler=True, transformers=None, builders=None, running_tasks="wait"):
+    def __init__(self, client: distributed.Client, module: str, source: str | None = None,
+                 path: str | os.PathLike[str] | None = None, *, filename: str | None = None,
+                 timeout: float = 30.0, scheduler: bool = True,
+                 transformers: ByClassName | None = None, builders: ByClassName | None = None,
+                 running_tasks: str = "wait") -> None:
         _check_client(client)
         _check_module_name(module)
         if (source is None) == (path is None):
@@ -727,49 +785,49 @@ class ClusterUpdate:
         digest = hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
         self.version = f"{module}@{digest[:10]}-{uuid.uuid4().hex[:6]}"
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<ClusterUpdate {self.version}>"
 
     # -- the targets -------------------------------------------------------------------------
 
-    def targets(self):
+    def targets(self) -> list[str]:
         """Every worker of the cluster now, and :data:`SCHEDULER` if the update includes the
         scheduler and its process has imported the module."""
         return _cluster_targets(self.client, self.module, self.scheduler)
 
-    def _targets(self, targets):
+    def _targets(self, targets: Iterable[str] | None) -> list[str]:
         return self.targets() if targets is None else list(targets)
 
     # -- the steps ---------------------------------------------------------------------------
 
-    def prepare(self, targets=None):
+    def prepare(self, targets: Iterable[str] | None = None) -> list[TargetResult]:
         """Make the update on each target (trial there, nothing changed)."""
         return _on_targets(self.client, "prepare", _prepare_here,
                            (self.version, self.module, self.source, self.filename, self.timeout,
                             self.transformers, self.builders), self._targets(targets))
 
-    def apply(self, targets=None):
+    def apply(self, targets: Iterable[str] | None = None) -> list[TargetResult]:
         """Apply the prepared update on each target, at a safe point there."""
         return _on_targets(self.client, "apply", _apply_here,
                            (self.version, self.running_tasks), self._targets(targets))
 
-    def undo(self, targets=None):
+    def undo(self, targets: Iterable[str] | None = None) -> list[TargetResult]:
         """Revert the update on each target where it was applied (a safe point there too)."""
         return _on_targets(self.client, "undo", _undo_here, (self.version, self.timeout),
                            self._targets(targets))
 
-    def discard(self, targets=None):
+    def discard(self, targets: Iterable[str] | None = None) -> list[TargetResult]:
         """Drop the prepared update on each target."""
         return _on_targets(self.client, "discard", _discard_here, (self.version,),
                            self._targets(targets))
 
-    def record(self):
+    def record(self) -> VersionRecord:
         """This version as the plugin keeps it."""
         return {"version": self.version, "module": self.module, "source": self.source,
                 "filename": self.filename, "transformers": self.transformers,
                 "builders": self.builders}
 
-    def publish(self):
+    def publish(self) -> list[TargetResult]:
         """Add this version to the published ones: workers that join from now on get it, and
         every worker is brought to the published versions (the plugin's setup runs on each).
         One result per worker: whether it is on them afterwards."""
@@ -777,13 +835,13 @@ class ClusterUpdate:
         versions.append(self.record())
         return _publish(self.client, versions, self.timeout)
 
-    def withdraw(self):
+    def withdraw(self) -> list[TargetResult]:
         """Take this version out of the published ones (after an undo): the plugin no longer
         gives it to new workers, and brings back any worker that still has it."""
         versions = [r for r in published_versions(self.client) if r["version"] != self.version]
         return _publish(self.client, versions, self.timeout)
 
-    def converge(self):
+    def converge(self) -> list[TargetResult]:
         """Register the published versions again, unchanged: every worker undoes what it
         applied that is not published (an apply whose reply was lost) and applies what it
         lacks. One result per worker."""
@@ -791,7 +849,8 @@ class ClusterUpdate:
 
     # -- the whole update ------------------------------------------------------------------------
 
-    def run(self, undo_on_failure=True, *, canary=0, wave=None, on_stage=None):
+    def run(self, undo_on_failure: bool = True, *, canary: int = 0, wave: int | None = None,
+            on_stage: StageCallback | None = None) -> ClusterReport:
         """The whole update, as a rollout over the targets (the workers, in the order of their
         addresses, then the scheduler). First every target *prepares*; if one fails, the new
         version is dropped everywhere: nothing changed. Then the applies, by stage: the
@@ -839,13 +898,13 @@ class ClusterUpdate:
         for report in reports:
             report.stage, report.detail = "not tried", "ready, then dropped"
 
-        def push(group):
+        def push(group: list[ProcessReport]) -> None:
             applied = self.apply([report.address for report in group])
             results.extend(applied)
             for result in applied:
                 _read_apply(by_target[result.worker], result, self.version)
 
-        def roll_back(group):
+        def roll_back(group: list[ProcessReport]) -> None:
             undone = self.undo([report.address for report in group])
             results.extend(undone)
             for result in undone:
@@ -859,14 +918,13 @@ class ClusterUpdate:
             results += published
             for result in published:
                 if not result.ok:  # a worker not on the published versions: two versions
-                    report = by_target.get(result.worker)
-                    if report is None:  # one that joined during the rollout
-                        report = by_target[result.worker] = ProcessReport(result.worker,
-                                                                          "joined")
-                        reports.append(report)
-                        report.outcome = "unknown"
-                    report.version = SPLIT
-                    report.detail += f"; publish: {result.message}"
+                    off = by_target.get(result.worker)
+                    if off is None:  # one that joined during the rollout
+                        off = by_target[result.worker] = ProcessReport(result.worker, "joined")
+                        reports.append(off)
+                        off.outcome = "unknown"
+                    off.version = SPLIT
+                    off.detail += f"; publish: {result.message}"
             skew = _one_stage_skew(results) if len(stages) == 1 else None
             fleet = fleet_report(reports, None, skew)
             return _report(self, fleet.version == NEW, fleet.summary, results, started,
@@ -882,7 +940,7 @@ class ClusterUpdate:
         fleet = fleet_report(reports, halted_at)
         return _report(self, False, fleet.summary, results, started, fleet=fleet)
 
-    def _settle_unknown(self, reports):
+    def _settle_unknown(self, reports: list[ProcessReport]) -> None:
         """Ask the targets whose apply has no known outcome which versions they are on now."""
         unknown = [r for r in reports if r.outcome == "unknown"]
         if not unknown:
@@ -900,7 +958,7 @@ class ClusterUpdate:
                 report.detail += f"; asked afterwards: on the {report.version} version"
 
 
-def _one_stage_skew(results):
+def _one_stage_skew(results: Sequence[TargetResult]) -> float | None:
     """Seconds between the first and the last switch of the applies of one stage (every
     target in one wave), when each reported its switch; else None."""
     times = [r.switched_at for r in results
@@ -909,7 +967,7 @@ def _one_stage_skew(results):
     return max(times) - min(times) if 1 < len(times) == len(applies) else None
 
 
-def _read_apply(report, result, version):
+def _read_apply(report: ProcessReport, result: TargetResult, version: str) -> None:
     """Fill a target's rollout report in from its apply ``result``."""
     report.detail = result.message
     if result.ok:
@@ -923,7 +981,7 @@ def _read_apply(report, result, version):
             else OLD
 
 
-def _read_undo(report, result):
+def _read_undo(report: ProcessReport, result: TargetResult) -> None:
     """Fill a target's rollout report in from the ``result`` of its undo."""
     if result.ok:
         report.outcome, report.version, report.applied = "rolled back", OLD, []
@@ -933,7 +991,9 @@ def _read_undo(report, result):
         report.detail += f"; undo FAILED: {result.message}"
 
 
-def _report(update, ok, summary, results, started, action="update", fleet=None):
+def _report(update: ClusterUpdate, ok: bool, summary: str, results: Sequence[TargetResult],
+            started: float, action: str = "update",
+            fleet: RolloutReport | None = None) -> ClusterReport:
     report = ClusterReport(update.module, update.version, action, ok, summary, tuple(results),
                            time.monotonic() - started, fleet)
     logger.log(logging.INFO if ok else logging.WARNING, "%s %s: %s", action, update.version,
@@ -944,24 +1004,25 @@ def _report(update, ok, summary, results, started, action="update", fleet=None):
     return report
 
 
-def _publish_results(update):
+def _publish_results(update: ClusterUpdate) -> list[TargetResult]:
     try:
         return update.publish()
     except Exception as exc:
         return [TargetResult(SCHEDULER, "publish", False, _one_line(exc))]
 
 
-def _publish(client, versions, timeout):
-    kept = []
+def _publish(client: distributed.Client, versions: Sequence[VersionRecord],
+             timeout: float) -> list[TargetResult]:
+    kept: list[VersionRecord] = []
     for record in reversed(versions):  # the last HISTORY versions of each module
         if sum(r["module"] == record["module"] for r in kept) < HISTORY:
             kept.append(record)
     kept.reverse()
     client.register_plugin(ModuleVersionsPlugin(kept, timeout), name=PLUGIN_NAME)
-    wanted = {}
+    wanted: dict[str, list[str]] = {}
     for record in kept:
         wanted.setdefault(record["module"], []).append(record["version"])
-    results = []
+    results: list[TargetResult] = []
     for worker, versions_there in cluster_versions(client).items():
         if worker == SCHEDULER:
             continue
@@ -978,9 +1039,13 @@ def _publish(client, versions, timeout):
     return results
 
 
-def update_cluster(client, module, source=None, path=None, *, filename=None, timeout=30.0,
-                   scheduler=True, transformers=None, builders=None, running_tasks="wait",
-                   undo_on_failure=True, canary=0, wave=None, on_stage=None):
+def update_cluster(client: distributed.Client, module: str, source: str | None = None,
+                   path: str | os.PathLike[str] | None = None, *, filename: str | None = None,
+                   timeout: float = 30.0, scheduler: bool = True,
+                   transformers: ByClassName | None = None, builders: ByClassName | None = None,
+                   running_tasks: str = "wait", undo_on_failure: bool = True, canary: int = 0,
+                   wave: int | None = None,
+                   on_stage: StageCallback | None = None) -> ClusterReport:
     """Update ``module`` to a new version (``source`` text or ``path``) on every worker of the
     cluster of ``client`` (and on the scheduler, if it has imported the module), live, at a
     safe point on each; then publish it, so that workers joining later get it. Returns a
@@ -1005,7 +1070,8 @@ def update_cluster(client, module, source=None, path=None, *, filename=None, tim
                       on_stage=on_stage)
 
 
-def undo_cluster(client, module, version=None, *, timeout=30.0):
+def undo_cluster(client: distributed.Client, module: str, version: str | None = None, *,
+                 timeout: float = 30.0) -> ClusterReport:
     """Revert the last published version of ``module`` (or ``version``, which must be the last
     applied on each process) on every worker and on the scheduler, then withdraw it, so that
     workers joining later no longer get it. A :class:`ClusterReport`."""
