@@ -37,7 +37,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from sortedcontainers import SortedKeyList
 
 from ..errors import (DeadlockDetectedError, PartialRollbackError, PymoultError,
-                      PymoultTypeError, RollbackError, UpdateAbortedError, UpdateStepError, UpdateTimeoutError)
+                      PymoultTypeError, RollbackError, UpdateAbortedError, UpdateStepError,
+                      UpdateTimeoutError)
 from .._cpython import set_switch_interval
 from .._parking import check_timeout, open_handoff
 from ..errors import NotAlterableNow, ThreadStateError
