@@ -277,10 +277,10 @@ def direct_uses_of_sys_current_frames():
 
 
 def test_library_code_takes_frame_snapshots_through_current_frames():
-    """Only _cpython touches sys._current_frames, and the ctypes backend's _snapshot, called under a
+    """Only _cpython touches sys._current_frames, and the ctypes backend's snapshot, called under a
     pause_gc() (it cannot wait for the pause's lock in the middle of its walk)."""
     allowed = {("_cpython.py", "current_frames"), ("_cpython.py", "<module>"),
-               ("_thread_trace.py", "_snapshot")}
+               (os.path.join("_thread_trace", "ctypes_settrace.py"), "snapshot")}
     calls = direct_uses_of_sys_current_frames()
     assert ("_cpython.py", "current_frames") in calls  # the scan finds what it looks for
     assert set(calls) <= allowed, f"use _cpython.current_frames(): {sorted(set(calls) - allowed)}"
