@@ -15,6 +15,8 @@ import pytest
 
 from pymoult import _cpython
 
+from app_process import WAIT, command_env
+
 T = 5.0  # seconds: every wait of these tests is bounded by this
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "pymoult"
 
@@ -375,3 +377,15 @@ def test_every_change_of_a_dict_gives_it_a_version_never_seen_and_reads_do_not()
     version = _cpython.dict_version(namespace)
     marker_list.append(2)  # a value changed inside, the dict's items are the same objects
     assert _cpython.dict_version(namespace) == version
+
+
+@pytest.mark.timeout(60)
+def test_a_python_running_without_the_gil_is_refused_at_import():
+    probe = ("import sys\nsys._is_gil_enabled = lambda: False\n"
+             "try:\n    import pymoult\nexcept ImportError as exc:\n    print(exc)\n"
+             "else:\n    print('imported')\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            env=command_env(), timeout=WAIT)
+    assert result.stdout.startswith("Pymoult needs the GIL, and this free-threaded Python runs "
+                                    "without it")
+    assert "PYTHON_GIL=1" in result.stdout
