@@ -40,7 +40,7 @@ from pymoult import _cpython
 from pymoult.errors import ThreadStateError
 
 from .common import (
-    MACHINERY_GLOBALS,
+    MACHINERY,
     QuietSection,
     called_by_us,
     count_as_machinery,
@@ -153,7 +153,7 @@ def _trampoline(state, frame, what, arg):
                 state.stop_here()
             return 0
         if what == 0:  # call
-            if id(frame.f_globals) in MACHINERY_GLOBALS or called_by_us(frame):
+            if MACHINERY in frame.f_globals or called_by_us(frame):
                 return 0
             callback = state.trace
         else:

@@ -46,7 +46,7 @@ import types
 from pymoult.errors import ThreadStateError, UnsupportedError
 
 from .common import (
-    MACHINERY_GLOBALS,
+    MACHINERY,
     QuietSection,
     called_by_us,
     count_as_machinery,
@@ -166,7 +166,7 @@ def _callee_codes(obj, depth=0):
     """Code objects a CALL of *obj* may start (Python code only, not ours)."""
     t = type(obj)
     if t is types.FunctionType:
-        return () if id(obj.__globals__) in MACHINERY_GLOBALS else (obj.__code__,)
+        return () if MACHINERY in obj.__globals__ else (obj.__code__,)
     if depth > 3:
         return ()
     if t is types.MethodType:
@@ -178,13 +178,13 @@ def _callee_codes(obj, depth=0):
             codes = []
             for name in ("__new__", "__init__"):
                 f = getattr(obj, name, None)
-                if type(f) is types.FunctionType and id(f.__globals__) not in MACHINERY_GLOBALS:
+                if type(f) is types.FunctionType and MACHINERY not in f.__globals__:
                     codes.append(f.__code__)
             return codes
         call = getattr(t, "__call__", None)
     except Exception:  # a metaclass with a strange __getattr__
         return ()
-    if type(call) is types.FunctionType and id(call.__globals__) not in MACHINERY_GLOBALS:
+    if type(call) is types.FunctionType and MACHINERY not in call.__globals__:
         return (call.__code__,)
     return ()
 
