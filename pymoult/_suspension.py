@@ -96,7 +96,8 @@ _WAITS = frozenset({"wait", "wait_for", "acquire", "join", "_wait_for_tstate_loc
 _guarded_cache: dict[str, bool] = {}
 _CTYPES_DIR = os.path.dirname(os.path.dirname(_module_file(logging))) + os.sep + "ctypes"
 _TRACE_FILES = frozenset(os.path.join(_PACKAGE_DIR, name)
-                         for name in ("_suspension.py", "_thread_trace.py", "_parking.py"))
+                         for name in ("_suspension.py", "_parking.py"))
+_TRACE_DIR = os.path.join(_PACKAGE_DIR, "_thread_trace") + os.sep
 
 
 def is_guarded(code: CodeType) -> bool:
@@ -191,7 +192,7 @@ def why_not_suspended(thread: threading.Thread) -> str:
     ident = thread.ident
     frame = None if ident is None else _cpython.current_frames().get(ident)
     while frame is not None and (frame.f_code.co_filename in _TRACE_FILES
-                                 or frame.f_code.co_filename.startswith(_CTYPES_DIR)):
+                                 or frame.f_code.co_filename.startswith((_TRACE_DIR, _CTYPES_DIR))):
         frame = frame.f_back  # the trap or the trace machinery deciding: where it was called
     if frame is None:
         return "it runs no Python code (starting or ending)"

@@ -6,7 +6,8 @@ import greenlet
 import pytest
 
 from pymoult import _parking, _stacks
-from pymoult.errors import DeadlockDetectedError, PymoultTypeError, PymoultValueError
+from pymoult.errors import (DeadlockDetectedError, PymoultTypeError, PymoultValueError,
+                            ThreadStateError)
 from pymoult.lowlevel import alterability as alt
 from pymoult.lowlevel.alterability import staticUpdatePoint
 from pymoult.threads import DSU_Thread
@@ -458,3 +459,86 @@ def test_forced_quiescence_rejects_bad_input():
         alt.cleanFailedForceQuiescence(c1, w2, app, "fact")
     alt.cleanFailedForceQuiescence(c1, w1, app, "handle")
     alt.cleanFailedForceQuiescence(c2, w2, app, "fact")
+
+
+def test_request_left_by_an_ended_plain_thread_never_parks_the_next_thread_with_its_ident(spawn):
+    first = spawn(threading.Thread(target=lambda: None))
+    first.join(WAIT)
+    go = threading.Event()
+    second_started = threading.Event()
+    passed = threading.Event()
+
+    def body():
+        second_started.set()
+        go.wait(WAIT)
+        staticUpdatePoint()
+        passed.set()
+
+    # a control registered for an ended thread, under the ident the next thread will get: this is
+    # what a suspend request to a thread that ended before its point leaves behind
+    stale = _parking.ThreadControl(first)
+    second = threading.Thread(target=body)
+    spawn(second)
+    assert second_started.wait(WAIT)
+    stale.ident = second.ident
+    with _parking._registry_lock:
+        _parking._controls[second.ident] = stale
+    stale.suspend_requested = True
+    stale._refresh()
+    go.set()
+    assert passed.wait(WAIT), "the thread parked on a request that was never for it"
+    assert _parking._pending is False
+
+
+def test_quiescence_sees_the_main_stack_while_the_continuation_runs(spawn):
+    def critical(thread_self):
+        thread_self.switch()  # the continuation runs while critical() is suspended below it
+
+    class Worker(DSU_Thread):
+        def sleeping_continuation_function(self):
+            while not spawn.stop.is_set():
+                staticUpdatePoint("in continuation")
+
+        def main(self):
+            critical(self)
+
+    thread = spawn(Worker())
+    thread.suspend()
+    assert thread.wait_suspended(WAIT)
+    assert alt.isFunctionInStack(critical, thread)
+    assert alt.checkQuiescenceOfFunction(critical, [thread]) is False
+    thread.resume()
+
+
+def test_ended_threads_make_waits_return_false_and_setup_post_nothing(spawn):
+    live = spawn(DSU_Thread(target=lambda: [staticUpdatePoint() for _ in iter(spawn.stop.is_set, True)]))
+    ended = spawn(DSU_Thread(target=lambda: None))
+    ended.join(WAIT)
+    assert alt.waitStaticPoints([live, ended], timeout=0.5) is False
+    with pytest.raises(ThreadStateError, match="not running"):
+        alt.setupWaitStaticPoints([live, ended])
+    assert live.resume() is False  # nothing was posted to the live thread
+
+
+@pytest.mark.parametrize("call", [
+    lambda t: t.wait_suspended("1"),
+    lambda t: alt.waitStaticPoints([t], timeout="1"),
+])
+def test_bad_timeouts_are_type_errors(spawn, call):
+    thread = spawn(DSU_Thread(target=lambda: spawn.stop.wait(WAIT)))
+    with pytest.raises(PymoultTypeError, match="must be a number of seconds or None, got '1'"):
+        call(thread)
+
+
+def test_bad_values_are_refused(spawn):
+    thread = spawn(DSU_Thread(target=lambda: spawn.stop.wait(WAIT)))
+    with pytest.raises(PymoultValueError, match="timeout must be >= 0"):
+        thread.wait_suspended(-1)
+    with pytest.raises(PymoultValueError, match="max_tries must be a positive int, got True"):
+        with alt.patience(max_tries=True):
+            pass
+    with pytest.raises(PymoultTypeError, match="sleep_time must be a number"):
+        with alt.patience(sleep_time="x"):
+            pass
+    with pytest.raises(PymoultTypeError, match="expected a list of threads, got 'abc'"):
+        alt.waitStaticPoints("abc")

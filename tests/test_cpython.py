@@ -15,6 +15,8 @@ import pytest
 
 from pymoult import _cpython
 
+from app_process import WAIT, command_env
+
 T = 5.0  # seconds: every wait of these tests is bounded by this
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "pymoult"
 
@@ -280,10 +282,10 @@ def direct_uses_of_sys_current_frames():
 
 
 def test_library_code_takes_frame_snapshots_through_current_frames():
-    """Only _cpython touches sys._current_frames, and the ctypes backend's _snapshot, called under a
+    """Only _cpython touches sys._current_frames, and the ctypes backend's snapshot, called under a
     pause_gc() (it cannot wait for the pause's lock in the middle of its walk)."""
     allowed = {("_cpython.py", "current_frames"), ("_cpython.py", "<module>"),
-               ("_thread_trace.py", "_snapshot")}
+               (os.path.join("_thread_trace", "ctypes_settrace.py"), "snapshot")}
     calls = direct_uses_of_sys_current_frames()
     assert ("_cpython.py", "current_frames") in calls  # the scan finds what it looks for
     assert set(calls) <= allowed, f"use _cpython.current_frames(): {sorted(set(calls) - allowed)}"
@@ -378,3 +380,15 @@ def test_every_change_of_a_dict_gives_it_a_version_never_seen_and_reads_do_not()
     version = _cpython.dict_version(namespace)
     marker_list.append(2)  # a value changed inside, the dict's items are the same objects
     assert _cpython.dict_version(namespace) == version
+
+
+@pytest.mark.timeout(60)
+def test_a_python_running_without_the_gil_is_refused_at_import():
+    probe = ("import sys\nsys._is_gil_enabled = lambda: False\n"
+             "try:\n    import pymoult\nexcept ImportError as exc:\n    print(exc)\n"
+             "else:\n    print('imported')\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            env=command_env(), timeout=WAIT)
+    assert result.stdout.startswith("Pymoult needs the GIL, and this free-threaded Python runs "
+                                    "without it")
+    assert "PYTHON_GIL=1" in result.stdout

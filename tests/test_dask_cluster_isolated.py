@@ -1,7 +1,7 @@
 """The Dask cluster tests (``tests/test_dask_cluster_update.py``), run in a pytest process of
 their own: their LocalCluster's scheduler runs in the test process, and after them, on CPython
 3.12, later tests in that process ran many times slower (a ``gc.get_referrers`` call of
-``test_data_regressions.py`` went from milliseconds to over 80 s). Not understood yet; a
+``test_redirection.py`` went from milliseconds to over 80 s). Not understood yet; a
 process of their own keeps the rest of the suite as it is without them."""
 
 import pathlib

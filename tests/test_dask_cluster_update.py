@@ -313,9 +313,6 @@ def test_a_task_running_a_changed_function_finishes_on_its_version(dask):
     assert report.ok, str(report)
     assert held.result(WAIT) == ("v1", 1)  # it finished on the version it started on
     assert set(versions_on(client, jobs, workers(client)).values()) == {"v2"}
-    waited = next(r for r in report.results if r.worker == worker and r.step == "apply")
-    others = [r.seconds for r in report.results if r.step == "apply" and r.worker != worker]
-    assert waited.seconds > max(others)
     assert undo_cluster(client, "jobs_held").ok
 
 

@@ -1,5 +1,6 @@
 import dataclasses
 import sys
+import threading
 import types
 
 import pytest
@@ -11,6 +12,7 @@ from pymoult.lowlevel.data_update import PROGRESS_BATCH
 from pymoult.lowlevel.journal import Journal
 
 pytestmark = pytest.mark.timeout(20)
+WAIT = 5.0
 
 
 class Item:
@@ -199,3 +201,46 @@ def test_traverse_heap_visits_reachable_data_once_by_type():
         traverseHeap(Counter(), ["nope"])
     with pytest.raises(PymoultTypeError, match="must have a walk"):
         traverseHeap(object(), ["sys"])
+
+
+def test_recorded_old_values_come_from_the_instance_only():
+    class Counter:
+        count = 0  # a class default of the same name
+
+        @property
+        def label(self):
+            raise RuntimeError("getter called")
+
+        @label.setter
+        def label(self, value):
+            self._label = value
+
+    counter = Counter()
+    journal = Journal()
+    with journal.recording():
+        startEagerUpdate(Counter, lambda c: (setattr(c, "count", 5), setattr(c, "label", "x")))
+    journal.rollback()
+    assert "count" not in vars(counter) and "_label" not in vars(counter)
+    Counter.count = 99
+    assert counter.count == 99  # not shadowed by a restored copy of the old default
+
+
+def test_concurrent_eager_updates_of_one_class_leave_no_hook():
+    class Shared:
+        def __init__(self):
+            self.n = 0
+
+    objects = [Shared() for _ in range(200)]
+    start = threading.Barrier(2, timeout=WAIT)
+
+    def update(field):
+        start.wait()
+        startEagerUpdate(Shared, lambda o: setattr(o, field, 1))
+
+    threads = [threading.Thread(target=update, args=(f,)) for f in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT)
+    assert "__setattr__" not in Shared.__dict__ and "__delattr__" not in Shared.__dict__
+    assert all(o.a == 1 and o.b == 1 for o in objects)

@@ -1,3 +1,4 @@
+import dataclasses
 import pickle
 import sys
 import textwrap
@@ -7,6 +8,7 @@ import types
 import pytest
 
 from pymoult.errors import ConversionError, PymoultTypeError, TargetNotFoundError, TransformerError
+from pymoult.lowlevel.data_access import startEagerUpdate
 from pymoult.lowlevel.data_update import (PROGRESS_BATCH, addFieldToClass, addMethodToClass,
                                           applyMixinToObject, generateMixinUser, redefineClass,
                                           updateToClass)
@@ -335,3 +337,62 @@ def test_converting_reads_the_old_state_without_running_the_class_getattr():
     old.a = 1
     new = updateToClass(old, Old, New)
     assert new.a == 1
+
+
+def test_slotted_class_updated_in_place_keeps_working(geo):
+    src = "class P:\n    __slots__ = ('x',)\n    def __init__(self, x):\n        self.x = x\n"
+    old = geo(src + "    def get(self):\n        return self.x\n", "slots_a")
+    new = geo(src + "    def get(self):\n        return self.x * 10\n", "slots_a_v2")
+    p = old.P(2)
+    redefineClass(old, "P", new.P)
+    assert p.get() == 20 and old.P(3).get() == 30
+
+
+def test_failing_transformer_of_an_in_place_class_update_changes_nothing(geo):
+    old = geo("class C:\n    def f(self):\n        return 'v1'\n", "inplace_a")
+    new = geo("class C:\n    def f(self):\n        return 'v2'\n", "inplace_a_v2")
+    c = old.C()
+
+    def broken(obj):
+        obj.touched = True
+        raise ValueError("no")
+
+    with pytest.raises(TransformerError):
+        redefineClass(old, "C", new.C, transformer=broken)
+    assert c.f() == "v1" and not hasattr(c, "touched")
+
+
+@dataclasses.dataclass(frozen=True)
+class FrozenA:
+    x: int
+
+
+@dataclasses.dataclass(frozen=True)
+class FrozenB:
+    x: int
+
+    def double(self):
+        return self.x * 2
+
+
+@dataclasses.dataclass(frozen=True, slots=True) if hasattr(dataclasses, "KW_ONLY") else (lambda c: c)
+class FrozenSlots:
+    x: int
+
+
+def test_frozen_dataclasses_convert_and_roll_back():
+    obj = FrozenA(2)
+    converted = updateToClass(obj, FrozenA, FrozenB)
+    assert converted is obj and obj.double() == 4
+    frozen = [FrozenSlots(i) for i in range(5)]
+    seen = []
+
+    def transformer(o):
+        object.__setattr__(o, "x", o.x * 10)
+        seen.append(o)
+        if len(seen) == 4:
+            raise ValueError("stop")
+
+    with pytest.raises(TransformerError):
+        startEagerUpdate(FrozenSlots, transformer)
+    assert [f.x for f in frozen] == [0, 1, 2, 3, 4]

@@ -181,8 +181,31 @@ def test_no_module_imports_another_modules_underscore_names(path):
     """Private *modules* (``_cpython``, ``_stacks``...) share plain names; a name starting with
     an underscore stays in its module."""
     modules = {module.stem for module in PACKAGE.rglob("_*.py")}  # "from .. import _cpython"
+    modules |= {init.parent.name for init in PACKAGE.rglob("_*/__init__.py")}  # _thread_trace
     private = [f"{node.module or '.'}: {alias.name}" for node in ast.walk(ast.parse(
         path.read_text())) if isinstance(node, ast.ImportFrom) for alias in node.names
         if alias.name.startswith("_") and not alias.name.startswith("__")
         and alias.name not in modules]
     assert not private, f"{path.name} imports {private}"
+
+
+def test_the_underscore_test_sees_a_private_package():
+    """``from . import _thread_trace`` names a private package, not a private name."""
+    assert (PACKAGE / "_thread_trace" / "__init__.py").exists()
+    assert "pymoult._thread_trace" in set(imported_modules(PACKAGE / "threads.py"))
+
+
+THREAD_TRACE = PACKAGE / "_thread_trace"
+THREAD_TRACE_BACKENDS = sorted(path for path in THREAD_TRACE.glob("*.py")
+                               if path.name not in ("__init__.py", "common.py"))
+
+
+@pytest.mark.parametrize("path", THREAD_TRACE_BACKENDS, ids=str)
+def test_each_thread_trace_backend_stands_on_the_shared_module_alone(path):
+    """A backend of ``pymoult._thread_trace`` imports, of its package, ``common`` only: never the
+    package (which chooses the backend) nor another backend (each is imported only on the CPython
+    versions it serves)."""
+    assert len(THREAD_TRACE_BACKENDS) >= 3  # monitoring, ctypes_settrace, unsupported
+    inside = {m for m in imported_modules(path) if m and m.startswith("pymoult._thread_trace")}
+    inside = {m for m in inside if not m.startswith("pymoult._thread_trace.common.")}
+    assert inside <= {"pymoult._thread_trace.common"}, f"{path.name} imports {sorted(inside)}"

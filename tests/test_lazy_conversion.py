@@ -1,10 +1,11 @@
 import dataclasses
 import gc
 import threading
+import weakref
 
 import pytest
 
-from pymoult.errors import PymoultTypeError, TransformerError
+from pymoult.errors import PymoultTypeError, ThreadStateError, TransformerError
 from pymoult.lowlevel.data_access import DataAccessor, startLazyUpdate
 from pymoult.lowlevel.journal import Journal
 
@@ -263,3 +264,76 @@ def test_empty_and_bad_input():
         startLazyUpdate("Account", None)
     with pytest.raises(PymoultTypeError, match="transformer must be callable"):
         startLazyUpdate(Account, 5)
+
+
+def test_lazy_nested_conversion_survives_a_failure_of_the_outer_one():
+    Account = make_class()
+    a, b = Account(1), Account(2)
+    calls = []
+
+    def transformer(obj):
+        calls.append(obj.n if obj is b else "a")
+        obj.cents = 100
+        if obj is a:
+            b.n  # converts b, completely
+            raise ValueError("a fails")
+
+    startLazyUpdate(Account, transformer)
+    with pytest.raises(TransformerError):
+        a.n
+    assert type(b) is Account and b.cents == 100  # b stays converted, with its changes
+    assert type(a) is not Account  # still pending (reading it would convert it)
+    assert "cents" not in object.__getattribute__(a, "__dict__")  # its changes undone
+
+
+def test_pending_objects_that_die_untouched_let_the_conversion_finish():
+    Account = make_class()
+    keep = Account(1)
+    doomed = Account(2)
+    conversion = startLazyUpdate(Account, None)
+    del doomed
+    gc.collect()
+    keep.n
+    assert conversion.done.is_set()
+
+
+def test_second_lazy_update_of_a_class_still_converting_is_refused():
+    Account = make_class()
+    obj = Account(1)
+    startLazyUpdate(Account, None)
+    with pytest.raises(ThreadStateError, match="is still open \\(1 objects pending\\)"):
+        startLazyUpdate(Account, None)
+    obj.n
+    startLazyUpdate(Account, None)  # the first is done: a new one may start
+
+
+def test_constructing_from_a_pending_object_builds_a_live_instance():
+    Account = make_class()
+    obj = Account(1)
+    startLazyUpdate(Account, None)
+    made = type(obj)(5)
+    assert type(made) is Account and made.n == 5
+    assert obj.n == 1 and type(obj) is Account
+
+
+def test_lazy_conversion_of_a_slotted_class():
+    class Slot:
+        __slots__ = ("n", "extra")
+
+        def __init__(self, n):
+            self.n = n
+
+    obj = Slot(3)
+    startLazyUpdate(Slot, lambda o: setattr(o, "extra", o.n + 1))
+    assert obj.extra == 4 and type(obj) is Slot
+
+
+def test_lazy_conversion_without_a_journal_keeps_nothing_alive():
+    Account = make_class()
+    obj = Account(1)
+    ref = weakref.ref(obj)
+    startLazyUpdate(Account, lambda o: setattr(o, "big", bytearray(10)))
+    obj.n
+    del obj
+    gc.collect()
+    assert ref() is None

@@ -3,7 +3,8 @@ import time
 
 import pytest
 
-from pymoult.errors import PymoultTypeError, PymoultValueError, TargetNotFoundError
+from pymoult.errors import (PymoultTypeError, PymoultValueError, RollbackError,
+                            TargetNotFoundError)
 from pymoult.lowlevel.data_update import updateLocalVar, updateLocalVarInThread
 from pymoult.lowlevel.journal import Journal
 
@@ -166,3 +167,25 @@ def test_errors_name_what_is_wrong(spawn):
     thread.join(WAIT)
     with pytest.raises(TargetNotFoundError, match="is not running in any other thread"):
         updateLocalVar(work, "message", 1)
+
+
+def test_rolling_back_a_write_to_an_unbound_local_is_reported(spawn):
+    inside = threading.Event()
+    go = threading.Event()
+
+    def work():
+        inside.set()
+        go.wait(WAIT)
+        value = 1  # unbound when the update writes it
+        return value
+
+    thread = spawn(threading.Thread(target=work))
+    assert inside.wait(WAIT)
+    journal = Journal()
+    with journal.recording():
+        updateLocalVarInThread(thread, work, "value", 42)
+    with pytest.raises(RollbackError, match=r"set local 'value' of .*work in 'Thread-\d+ \(work\)'") as info:
+        journal.rollback()
+    assert "was unbound before the update" in str(info.value.failures[0][1])
+    go.set()
+    thread.join(WAIT)

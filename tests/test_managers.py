@@ -318,3 +318,36 @@ def test_the_namespaces_are_watched_around_setup_only_when_the_update_has_one():
     future = drive(manager, manager.add_update(update))
     assert isinstance(future.exception(), RuntimeError)
     assert update.watches == 2 and target.value == 1
+
+
+def test_a_raising_step_of_a_polling_manager_resolves_the_future(point_looper):
+    thread = point_looper()
+
+    class Exploding(Flag):
+        def check_alterability(self):
+            super().check_alterability()  # asks the thread to park
+            raise LookupError("alterability check exploded")
+
+    manager = Manager()
+    update = Exploding(threads=[thread])
+    future = manager.add_update(update)
+    for _ in range(3):
+        manager.apply_next_update()
+    with pytest.raises(LookupError):
+        future.result(0)
+    assert update.state is UpdateState.FAILED and thread.resume() is False
+
+
+def test_requirement_cycles_are_refused():
+    manager = Manager()
+    a, b = Flag(name="a"), Flag(name="b")
+    manager.add_update(a, requires=[b])
+    with pytest.raises(UpdateDefinitionError, match="'b' would require itself"):
+        manager.add_update(b, requires=[a])
+
+
+def test_no_false_deadlock_between_two_polling_managers():
+    first, second = Manager(), Manager()
+    first.add_update(Flag())
+    first.apply_next_update()  # first is mid-update, between two steps
+    assert second.apply_update(Flag(), timeout=WAIT).state is UpdateState.APPLIED

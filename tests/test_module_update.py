@@ -6,7 +6,7 @@ import pytest
 from pymoult.errors import ModuleUpdateError, PymoultTypeError, PymoultValueError
 from pymoult.highlevel.updates import ModuleUpdate, UpdateState
 
-from modules import WAIT, loaded, update_to
+from modules import EXACT_FLOWS, WAIT, loaded, update_to
 
 pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("flow")]
 
@@ -252,3 +252,53 @@ def test_the_recorded_version_lets_its_syntax_trees_go_and_updates_go_on(tmp_pat
     assert update_to(manager, app, v3.replace("import json\n", "import json\nLEVEL = 1\n")) \
         .state is UpdateState.APPLIED
     assert app.LEVEL == 1 and app.bump() == 6
+
+
+@pytest.mark.parametrize("flow", EXACT_FLOWS, indirect=True)  # state set from outside: only the source it runs tells it from an edit
+def test_class_level_state_is_kept_when_a_method_changes(tmp_path, manager):
+    app = loaded(tmp_path, """
+class Plugin:
+    registry = []
+    created = 0
+
+    def run(self):
+        return "v1"
+""")
+    app.Plugin.registry.append("runtime")
+    app.Plugin.created = 2
+    app.Plugin.cache = {"k": 1}  # set at run time, not in the class body
+    update_to(manager, app, """
+class Plugin:
+    registry = []
+    created = 0
+    LIMIT = 5
+
+    def run(self):
+        return "v2"
+""")
+    assert app.Plugin.registry == ["runtime"] and app.Plugin.created == 2
+    assert app.Plugin.cache == {"k": 1} and app.Plugin.LIMIT == 5
+    assert app.Plugin().run() == "v2"
+
+
+@pytest.mark.parametrize("flow", EXACT_FLOWS, indirect=True)  # state set from outside: only the source it runs tells it from an edit
+def test_formatting_only_differences_do_not_reset_state(tmp_path, manager):
+    app = loaded(tmp_path, "VERSION = 1; hits = 0\ncache = {}\n\ndef f():\n    return 1\n")
+    app.hits, app.cache["k"] = 5, 1
+    source = "VERSION = 2; hits = 0\r\ncache = {}\r\n\r\ndef f():\r\n    return 2"  # CRLF, no final newline
+    update = update_to(manager, app, source)
+    assert app.VERSION == 2 and app.f() == 2
+    assert app.hits == 5 and app.cache == {"k": 1}
+    assert {s.name for s in update.steps} == {"VERSION", "f"}
+
+
+def test_a_form_feed_line_does_not_hide_a_change(tmp_path, manager):
+    app = loaded(tmp_path, "X = 1\n\x0c\ndef f():\n    a = 1\n    return a\n")
+    update_to(manager, app, "X = 1\n\x0c\ndef f():\n    a = 1\n    return a + 100\n")
+    assert app.f() == 101
+
+
+def test_system_exit_in_the_new_version_is_reported(tmp_path):
+    app = loaded(tmp_path, "import sys\n\nCODE = 0\n")
+    with pytest.raises(ModuleUpdateError, match=r"raised SystemExit\(3\).*line 3"):
+        ModuleUpdate(app, source="import sys\n\nCODE = sys.exit(3)\n")

@@ -6,8 +6,11 @@ updated from it, with and without its source tracked."""
 import dataclasses
 import pickle
 import types
+import xmlrpc.client
 
 import pytest
+
+from pymoult.highlevel.updates import ModuleUpdate
 
 from modules import loaded, update_to
 
@@ -421,3 +424,49 @@ def handle(order):
     assert isinstance(old, app.Order) and isinstance(old, other.Order)
     again = pickle.loads(pickle.dumps(old))
     assert type(again) is app.Order and again.label() == "order #7"
+
+
+def test_future_annotations_apply_to_changed_code(tmp_path, manager):
+    app = loaded(tmp_path, "from __future__ import annotations\n\ndef f(x: int) -> int:\n"
+                           "    return x\n")
+    update_to(manager, app, "from __future__ import annotations\n\n"
+                            "def f(x: Undefined) -> Undefined:\n    return x + 1\n")
+    assert app.f.__annotations__ == {"x": "Undefined", "return": "Undefined"} and app.f(1) == 2
+
+
+def test_a_nested_class_is_updated_in_place(tmp_path, manager):
+    app = loaded(tmp_path, "class Outer:\n    class Inner:\n        def f(self):\n"
+                           "            return 1\n")
+    inner = app.Outer.Inner()
+    update_to(manager, app, "class Outer:\n    class Inner:\n        def f(self):\n"
+                            "            return 2\n")
+    assert inner.f() == 2 and isinstance(inner, app.Outer.Inner)
+
+
+def test_an_enum_alias_added_with_its_member(tmp_path, manager):
+    app = loaded(tmp_path, "import enum\n\nclass C(enum.Enum):\n    GRAY = 1\n")
+    gray = app.C.GRAY
+    update_to(manager, app, "import enum\n\nclass C(enum.Enum):\n    GRAY = 1\n    GREY = 1\n"
+                            "    BLUE = 2\n")
+    assert app.C.GREY is gray and app.C["GREY"] is gray and app.C(2) is app.C.BLUE
+
+
+def test_proxies_that_invent_attributes_do_not_hang(tmp_path):
+    app = loaded(tmp_path, "import xmlrpc.client\n\n"
+                           "SERVER = xmlrpc.client.ServerProxy('http://localhost:1/v1')\n")
+    update = ModuleUpdate(app, source=open(app.__file__).read().replace("/v1", "/v2"))
+    assert [s.action for s in update.steps] == ["set"]
+    assert isinstance(app.SERVER, xmlrpc.client.ServerProxy)
+
+
+def test_functions_below_an_insertion_get_their_new_line_numbers(tmp_path, manager):
+    app = loaded(tmp_path, "def f():\n    return 1\n\n\nclass C:\n    def m(self):\n"
+                           "        raise ValueError('m')\n\n\ndef g():\n    raise ValueError('g')\n")
+    new = "import os\nimport sys\n\n" + open(app.__file__).read().replace("return 1", "return 2")
+    update_to(manager, app, new)
+    lines = new.splitlines()
+    for call, text in ((app.g, "    raise ValueError('g')"),
+                       (app.C().m, "        raise ValueError('m')")):
+        with pytest.raises(ValueError) as caught:
+            call()
+        assert caught.traceback[-1].lineno + 1 == lines.index(text) + 1

@@ -171,3 +171,28 @@ def test_the_push_script_makes_and_queues_one_update(tmp_path):
         exec(compile(script, "<push>", "exec"), {})
     with pytest.raises(PymoultTypeError, match="sources must map module names"):
         module_update_script({})
+
+
+@pytest.mark.usefixtures("flow")  # in each flow, as the rest of ModuleUpdate's cases
+def test_only_changed_methods_must_be_quiescent(tmp_path, manager, spawn):
+    app = loaded(tmp_path, """
+import threading
+inside = threading.Event()
+stop = threading.Event()
+
+class Server:
+    def serve_forever(self):
+        inside.set()
+        while not stop.wait(0.005):
+            self.handle()
+
+    def handle(self):
+        return "v1"
+""")
+    spawn(threading.Thread(target=app.Server().serve_forever))
+    assert app.inside.wait(WAIT)
+    update = ModuleUpdate(app, source=open(app.__file__).read().replace('"v1"', '"v2"'))
+    assert {c.co_name for c in update.codes} == {"handle"}
+    manager.apply_update(update, timeout=WAIT)  # serve_forever runs all along
+    assert app.Server().handle() == "v2"
+    app.stop.set()

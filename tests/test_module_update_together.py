@@ -201,3 +201,26 @@ def test_a_changed_if_that_acts_on_state_is_still_noted_not_run(tmp_path, manage
 def test_what_only_defines_names(source, defines):
     import ast
     assert _defines_only(ast.parse(source).body[0]) is defines
+
+
+def test_a_definition_moved_under_if_is_not_removed(tmp_path, manager, flow):
+    app = loaded(tmp_path, "import sys\n\ndef helper():\n    return 'v1'\n")
+    helper = app.helper
+    update = update_to(manager, app, "import sys\n\nif sys.platform:\n    def helper():\n"
+                                     "        return 'v2'\n")
+    if flow.endswith("untracked"):  # compared with the live module: an ``if`` cannot be judged
+        assert app.helper is helper and helper() == "v1"  # kept, not deleted
+        assert [s.action for s in update.steps] == ["undecided", "undecided"]
+        return
+    # an ``if`` that only defines names runs like a definition: updated in place, not deleted
+    assert app.helper is helper and helper() == "v2"
+    assert [s.action for s in update.steps] == ["update function", "run"]
+
+
+def test_a_definition_moved_under_an_if_that_acts_is_kept_not_removed(tmp_path, manager, flow):
+    app = loaded(tmp_path, "import sys\n\ndef helper():\n    return 'v1'\n")
+    update = update_to(manager, app, "import sys\n\nif sys.platform:\n    print('here')\n"
+                                     "    def helper():\n        return 'v2'\n")
+    assert app.helper() == "v1"  # kept (module code is not re-run), not deleted
+    expected = ["undecided", "undecided"] if flow.endswith("untracked") else ["note"]
+    assert [s.action for s in update.steps] == expected

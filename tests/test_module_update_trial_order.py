@@ -207,3 +207,33 @@ def test_a_new_main_guard_is_noted_not_run_even_in_the_main_module(tmp_path, man
     assert [str(s) for s in update.steps] == [
         "note __main__.<module code> (line 8): `if __name__ == '__main__'` block not run (the "
         "program's entry point, not module code)"]
+
+
+@pytest.mark.parametrize("flow", EXACT_FLOWS, indirect=True)  # a changed dict literal: the live module cannot tell an edit from state
+def test_later_statements_see_the_live_objects_earlier_ones_updated(tmp_path, manager):
+    app = loaded(tmp_path, """
+class Base:
+    def hello(self):
+        return "base v1"
+
+def handle():
+    return 1
+
+HANDLERS = {"a": handle}
+""")
+    Base = app.Base
+    update_to(manager, app, """
+class Base:
+    def hello(self):
+        return "base v2"
+
+class Child(Base):
+    pass
+
+def handle():
+    return 2
+
+HANDLERS = {"a": handle, "b": handle}
+""")
+    assert app.Child.__bases__ == (Base,) and isinstance(app.Child(), Base)
+    assert app.HANDLERS["a"] is app.handle and app.HANDLERS["b"]() == 2

@@ -253,3 +253,79 @@ def test_only_a_dsu_thread_control_takes_a_reboot_request():
     with pytest.raises(PymoultTypeError, match="a DSU_Thread is required to reboot"):
         control.request_reboot(None)
     assert control.reboot_request is None and not control.wants_point
+
+
+def test_reboot_requested_inside_the_continuation_reboots_the_thread(spawn):
+    runs = []
+
+    class Worker(DSU_Thread):
+        def sleeping_continuation_function(self):
+            while not spawn.stop.is_set():
+                staticUpdatePoint("in continuation")
+
+        def main(self):
+            runs.append(1)
+            if len(runs) == 1:
+                self.switch()
+
+    thread = spawn(Worker())
+    thread.suspend()
+    assert thread.wait_suspended(WAIT)
+    future = resetThread(thread)
+    thread.resume()
+    assert future.result(WAIT) == 1
+    thread.join(WAIT)
+    assert runs == [1, 1]
+
+
+def test_boundary_reboot_served_outside_the_boundary_fails_cleanly(spawn):
+    inside = threading.Event()
+    leave = threading.Event()
+
+    @reboot_boundary
+    def step():
+        inside.set()
+        leave.wait(WAIT)  # no update point inside: the next point is after the boundary
+
+    def main():
+        step()
+        while not spawn.stop.is_set():
+            staticUpdatePoint()
+
+    thread = spawn(DSU_Thread(target=main))
+    assert inside.wait(WAIT)
+    future = rebootFunction(thread, step, lambda state: None, capture_state=lambda frame: None)
+    leave.set()
+    with pytest.raises(RebootError, match="it was no longer running when the thread reached"):
+        future.result(WAIT)
+    assert thread.is_alive() and thread.reboots == 0
+
+
+def test_asynchronous_reset_of_a_thread_at_points_reboots_exactly_once(spawn):
+    import sys
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # make the point and the async exception race as hard as possible
+    try:
+        runs = []
+        started = threading.Event()
+
+        def main():
+            runs.append(1)
+            started.set()
+            while not spawn.stop.is_set():
+                staticUpdatePoint()
+
+        thread = spawn(DSU_Thread(target=main))
+        assert started.wait(WAIT)
+        for expected in range(1, 51):
+            started.clear()
+            assert resetThread(thread, asynchronous=True).result(WAIT) == expected
+            assert started.wait(WAIT)
+        sys.setswitchinterval(old)
+        thread.suspend()  # a stray second delivery would show as an extra run by now
+        assert thread.wait_suspended(WAIT)
+        assert thread.reboots == 50 and len(runs) == 51
+        thread.resume()
+    finally:
+        sys.setswitchinterval(old)

@@ -1,6 +1,7 @@
-"""Tests of pymoult._thread_trace: tracing another thread without its help."""
+"""Tests of the pymoult._thread_trace package: tracing another thread without its help."""
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -388,7 +389,7 @@ def test_removal_stops_events(ctx):
     w.round()
     assert rec.count() == before
     assert w.gettrace[-1] is None
-    assert t.ident not in tt._traced_idents()
+    assert t.ident not in tt.backend.traced_idents()
     if tt.BACKEND == "monitoring":
         assert monitoring_tool_ids() == []  # tool id released: nothing instrumented any more
 
@@ -428,7 +429,7 @@ def test_two_threads_traced_with_different_traces(ctx):
     w2.round()
     assert r1.count() == n1 and r2.count() > n2  # the other one is still traced
     tt.set_trace(t2, None)
-    assert tt._traced_idents().isdisjoint({t1.ident, t2.ident})
+    assert tt.backend.traced_idents().isdisjoint({t1.ident, t2.ident})
 
 
 @pytest.mark.timeout(10)
@@ -484,8 +485,10 @@ def test_tracing_the_current_thread(ctx):
     assert out == [4, None]
     assert rec.of("worker", "line")
     assert rec.of("callee", "call") and rec.of("callee", "return")
-    # Nothing of the module's own machinery (nor what it calls) reaches the trace.
-    assert not [e for e in rec.events if e[5] == tt.__file__ or e[1] in ("set_trace", "is_alive")]
+    # Nothing of the package's own machinery (nor what it calls) reaches the trace.
+    machinery = os.path.dirname(tt.__file__) + os.sep
+    assert not [e for e in rec.events
+                if e[5].startswith(machinery) or e[1] in ("set_trace", "is_alive")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -502,7 +505,7 @@ def test_trace_raising_is_logged_and_removed_and_target_keeps_running(ctx, caplo
     w.round()
     assert rec.count() == 1  # removed at its first failure
     assert tt.get_trace(t) is None
-    assert t.ident not in tt._traced_idents()
+    assert t.ident not in tt.backend.traced_idents()
     w.round()
     w.round()
     assert w.rounds == 3 and t.is_alive()
@@ -574,7 +577,7 @@ def test_thread_ending_while_traced_leaves_nothing_behind(ctx):
     assert not t.is_alive()
     assert rec.wait_for(has("worker", "return"))
     # Dropped by the thread itself when its outermost frame returned, before any prune.
-    assert ident not in tt._traced_idents()
+    assert ident not in tt.backend.traced_idents()
     if tt.BACKEND == "monitoring":
         assert monitoring_tool_ids() == []
     assert tt.get_trace(t) is None
@@ -684,7 +687,7 @@ def test_install_replace_remove_storm(ctx):
         time.sleep(0.005)
     assert all(p > b + 10 for p, b in zip(progress, before))
     assert recs[0].idents() <= {targets[0].ident} and recs[1].idents() <= {targets[1].ident}
-    assert tt._traced_idents().isdisjoint({t.ident for t in targets})
+    assert tt.backend.traced_idents().isdisjoint({t.ident for t in targets})
     if tt.BACKEND == "monitoring":
         assert monitoring_tool_ids() == []
 
@@ -693,7 +696,7 @@ def test_install_replace_remove_storm(ctx):
 def test_missing_backend_support_raises_unsupported(ctx, monkeypatch):
     w = Rounds()
     t = ctx.spawn(w.run)
-    monkeypatch.setattr(tt, "_unsupported", "this Python does not export _PyEval_SetTrace")
+    monkeypatch.setattr(tt.backend, "UNSUPPORTED", "this Python does not export _PyEval_SetTrace")
     with pytest.raises(UnsupportedError, match="_PyEval_SetTrace") as info:
         tt.set_trace(t, Recorder())
     assert isinstance(info.value, NotImplementedError)
@@ -746,18 +749,18 @@ class OpcodeCounter:
 
 
 def walk_in_this_thread():
-    """(bytecodes run by tt._snapshot, other Python functions it called, its snapshot)."""
-    counter = OpcodeCounter(tt._snapshot.__code__)
-    interp = tt._InterpGet()
+    """(bytecodes run by tt.backend.snapshot, other Python functions it called, its snapshot)."""
+    counter = OpcodeCounter(tt.backend.snapshot.__code__)
+    interp = tt.backend.interpreter_get()
     with _cpython.pause_gc():  # as its callers do: a collection would run Python callbacks
         sys.settrace(counter)
         try:
-            snapshot = tt._snapshot(interp)
+            snapshot = tt.backend.snapshot(interp)
         finally:
             sys.settrace(None)
     for _tstate, frame in snapshot[1:]:
         if frame:
-            tt._DecRef(frame)
+            tt.backend.dec_ref(frame)
     return counter.opcodes, counter.others, snapshot
 
 

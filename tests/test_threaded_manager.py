@@ -1,15 +1,18 @@
+import sys
 import threading
 import types
 
 import pytest
 
-from pymoult.errors import (DeadlockDetectedError, ThreadStateError, UpdateTimeoutError)
+from pymoult.errors import (DeadlockDetectedError, ThreadStateError, UpdateAbortedError,
+                            UpdateTimeoutError)
 from pymoult.highlevel.managers import Manager, ThreadedManager
 from pymoult.highlevel.updates import Update, UpdateState, isApplied
 from pymoult.lowlevel.alterability import staticUpdatePoint
 from pymoult.lowlevel.data_access import startEagerUpdate
 from pymoult.lowlevel.data_update import redefineClass
 from pymoult.lowlevel.relinking import redefineFunction
+from pymoult.lowlevel.world import stop_the_world
 from pymoult.threads import DSU_Thread
 
 pytestmark = pytest.mark.timeout(30)
@@ -271,3 +274,85 @@ def test_apply_next_update_leaves_the_update_the_manager_thread_is_running_alone
     finally:
         release.set()
     assert future.result(WAIT) is update and update.state is UpdateState.APPLIED
+
+
+@pytest.fixture
+def odd_interval():
+    """A switch interval that is not a whole number of microseconds once stored."""
+    saved = sys.getswitchinterval()
+    sys.setswitchinterval(0.0037)
+    value = sys.getswitchinterval()
+    yield value
+    sys.setswitchinterval(saved)
+
+
+def test_switch_interval_is_restored_exactly(odd_interval):
+    manager = ThreadedManager().start()
+    manager.apply_update(Flag(), timeout=WAIT)
+    assert manager.wait_current_update(WAIT)
+    assert manager.stop(WAIT)
+    assert sys.getswitchinterval() == odd_interval
+    for _ in range(20):
+        with stop_the_world():
+            pass
+    assert sys.getswitchinterval() == odd_interval  # no microsecond lost per window
+    unstarted = ThreadedManager()
+    unstarted.add_update(Flag())
+    assert unstarted.stop(WAIT)
+    assert sys.getswitchinterval() == odd_interval
+
+
+def test_stop_resolves_a_postponed_update():
+    manager = ThreadedManager().start()
+    postponed = threading.Event()
+
+    class Later(Flag):
+        def check_requirements(self):
+            postponed.set()
+            return "no"
+
+    future = manager.add_update(Later(sleep_time=1))
+    assert postponed.wait(WAIT)
+    assert manager.stop(WAIT)
+    with pytest.raises(UpdateAbortedError, match="still postponed when the manager stopped"):
+        future.result(WAIT)
+
+
+def test_abort_of_a_waiting_threaded_update_keeps_the_manager_alive(spawn):
+    manager = ThreadedManager().start()
+    thread = spawn(DSU_Thread(target=lambda: spawn.stop.wait(WAIT)))  # never at a point
+    waiting = threading.Event()
+
+    class Waiting(Flag):
+        def wait_alterability(self):
+            waiting.set()
+            return super().wait_alterability()
+
+    update = Waiting(threads=[thread], max_tries=20, sleep_time=0.01)
+    future = manager.add_update(update)
+    assert waiting.wait(WAIT)
+    assert manager.abort()
+    assert future.exception(WAIT) is not None
+    assert manager.apply_update(Flag(), timeout=WAIT)  # still serving
+    assert manager.stop(WAIT)
+
+
+def test_a_failing_pause_hook_rolls_back_and_releases(point_looper):
+    thread = point_looper()
+
+    class BadHook(Flag):
+        def pause_hook(self):
+            raise OSError("hook failed")
+
+    manager = ThreadedManager().start()
+    with pytest.raises(OSError, match="hook failed"):
+        manager.apply_update(BadHook(threads=[thread]), timeout=WAIT)
+    assert not thread.is_suspended()
+    assert manager.stop(WAIT)
+
+
+def test_apply_update_on_an_unstarted_manager_queues_nothing():
+    manager = ThreadedManager()
+    with pytest.raises(ThreadStateError, match="is not started"):
+        manager.apply_update(Flag(), timeout=1)
+    assert manager.pending() == []

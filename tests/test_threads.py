@@ -443,3 +443,13 @@ def test_update_point_in_main_thread_and_plain_thread_is_not_an_error(spawn):
     staticUpdatePoint("named")
     thread = spawn(threading.Thread(target=staticUpdatePoint))
     thread.join(WAIT)
+
+
+def test_wait_suspended_before_start_leaves_the_thread_usable(spawn):
+    thread = DSU_Thread(target=lambda: [staticUpdatePoint() for _ in iter(spawn.stop.is_set, True)])
+    assert thread.wait_suspended(0.01) is False
+    spawn(thread)
+    assert "dsu=running" in repr(thread)
+    thread.suspend()
+    assert thread.wait_suspended(WAIT)
+    thread.resume()

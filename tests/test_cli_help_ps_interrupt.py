@@ -147,14 +147,3 @@ def test_demo_help_lists_the_examples_with_what_each_shows():
                                "program greets.")
     from pymoult.demo import known_examples
     assert sorted(listed) == [name for name, _ in known_examples()]
-
-
-def test_a_python_running_without_the_gil_is_refused_at_import():
-    probe = ("import sys\nsys._is_gil_enabled = lambda: False\n"
-             "try:\n    import pymoult\nexcept ImportError as exc:\n    print(exc)\n"
-             "else:\n    print('imported')\n")
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                            env=command_env(), timeout=WAIT)
-    assert result.stdout.startswith("Pymoult needs the GIL, and this free-threaded Python runs "
-                                    "without it")
-    assert "PYTHON_GIL=1" in result.stdout
