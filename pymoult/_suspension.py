@@ -46,20 +46,17 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import CodeType, FrameType, ModuleType
 from typing import Any, Protocol
 
 from . import _cpython, _thread_trace
+from ._thread_trace import TraceFunction
 
 __all__ = ["is_guarded", "parkable", "make_trap", "arm_dormant", "why_not_suspended", "install",
            "get_trap", "remove", "where"]
 
 logger = logging.getLogger("pymoult")
-
-#: A trace function, as ``sys.settrace`` takes: called with (frame, event, arg), it returns the
-#: local trace function of the frame (itself, another one or None).
-TraceFunction = Callable[[FrameType, str, Any], object]
 
 
 class TrapOwner(Protocol):

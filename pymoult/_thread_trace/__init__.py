@@ -62,28 +62,43 @@ If the running interpreter lacks what its backend needs, ``set_trace`` raises
 :class:`~pymoult.errors.UnsupportedError` naming what is missing (``get_trace`` returns ``None``).
 """
 
+from __future__ import annotations
+
 import sys
+from typing import TYPE_CHECKING
 
 from pymoult.errors import PymoultTypeError, UnsupportedError
 
-from .common import check_alive, check_thread, count_as_machinery, lock
+from .common import TraceFunction, check_alive, check_thread, count_as_machinery, lock
 
-if hasattr(sys, "monitoring"):
+if TYPE_CHECKING:
+    import threading
+    from collections.abc import Iterable
+    from types import FrameType
+
+BACKEND: str
+# The version tests come first so that mypy, checking for one version, sees the backend it uses
+# (CPython 3.12+ always has sys.monitoring).
+if sys.version_info >= (3, 12) and hasattr(sys, "monitoring"):
     BACKEND = "monitoring"
     from . import monitoring as backend
-elif sys.implementation.name == "cpython" and sys.version_info >= (3, 10):
+elif (
+    sys.version_info >= (3, 10)
+    and sys.version_info < (3, 12)
+    and sys.implementation.name == "cpython"
+):
     BACKEND = "ctypes"
     from . import ctypes_settrace as backend
 else:  # pragma: no cover - not a supported interpreter
     BACKEND = "unsupported"
-    from . import unsupported as backend
+    from . import unsupported as backend  # type: ignore[no-redef]  # one backend per interpreter
 
-__all__ = ["BACKEND", "set_trace", "get_trace", "trace_opcodes"]
+__all__ = ["BACKEND", "TraceFunction", "set_trace", "get_trace", "trace_opcodes"]
 
 count_as_machinery(globals())
 
 
-def set_trace(thread, trace):
+def set_trace(thread: threading.Thread, trace: TraceFunction | None) -> None:
     """Give *thread* the trace function *trace* (``None`` removes it), effective at that thread's
     next Python event, without the thread calling anything.
 
@@ -113,31 +128,33 @@ def set_trace(thread, trace):
         if backend.UNSUPPORTED is not None:
             return
         with lock:
-            if thread.ident is not None:
-                backend.uninstall(thread)
+            ident = thread.ident
+            if ident is not None:
+                backend.uninstall(thread, ident)
             backend.prune()
         return
     if backend.UNSUPPORTED is not None:
         raise UnsupportedError("cannot trace another thread: %s" % (backend.UNSUPPORTED,))
-    check_alive(thread)
+    ident = check_alive(thread)
     with lock:
         backend.prune()
-        backend.install(thread, trace)
+        backend.install(thread, ident, trace)
 
 
-def get_trace(thread):
+def get_trace(thread: threading.Thread) -> TraceFunction | None:
     """The trace function installed on *thread* by :func:`set_trace`, or ``None`` (none installed,
     removed after an error in it, or the thread has ended). Raises
     :class:`~pymoult.errors.PymoultTypeError` if *thread* is not a ``threading.Thread``."""
     check_thread(thread)
-    if thread.ident is None:
+    ident = thread.ident
+    if ident is None:
         return None
     with lock:
         backend.prune()
-        return backend.current_trace(thread)
+        return backend.current_trace(thread, ident)
 
 
-def trace_opcodes(thread, frames):
+def trace_opcodes(thread: threading.Thread, frames: Iterable[FrameType]) -> bool:
     """Also report an ``'opcode'`` event, to the frame's local trace, before every instruction
     that *frames* (frames of *thread*'s stack) run from now on, until the trace is removed: a
     thread blocked in a C call, or waiting for the GIL in the middle of a line, then meets its
@@ -149,7 +166,8 @@ def trace_opcodes(thread, frames):
     a callback per instruction until the trace is removed: keep it short.
     """
     check_thread(thread)
-    if backend.UNSUPPORTED is not None or thread.ident is None:
+    ident = thread.ident
+    if backend.UNSUPPORTED is not None or ident is None:
         return False
     with lock:
-        return backend.trace_opcodes(thread, list(frames))
+        return backend.trace_opcodes(thread, ident, list(frames))

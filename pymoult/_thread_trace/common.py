@@ -8,12 +8,22 @@ package's if its module's globals carry the package's mark (``MACHINERY``), whic
 the package puts there with :func:`count_as_machinery` when it is imported.
 """
 
+from __future__ import annotations
+
 import logging
 import sys
 import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any, Literal
 
 from pymoult import _cpython
 from pymoult.errors import PymoultTypeError, ThreadStateError
+
+#: A trace function, as ``sys.settrace`` takes and ``frame.f_trace`` holds: called as
+#: ``trace(frame, event, arg)`` (event: ``'call'``, ``'line'``, ``'return'``, ``'exception'`` or
+#: ``'opcode'``), it returns the frame's local trace (itself, another one or None).
+TraceFunction = Callable[[FrameType, str, Any], "TraceFunction | None"]
 
 log = logging.getLogger("pymoult")
 
@@ -31,7 +41,7 @@ CRITICAL_SWITCH_INTERVAL = 0.005
 MACHINERY = "__pymoult_thread_trace_machinery__"
 
 
-def count_as_machinery(module_globals):
+def count_as_machinery(module_globals: dict[str, Any]) -> None:
     """Count the frames and functions of the module whose globals are *module_globals* as the
     package's own machinery (never traced, left out of a thread's stack)."""
     module_globals[MACHINERY] = True
@@ -40,7 +50,7 @@ def count_as_machinery(module_globals):
 count_as_machinery(globals())
 
 
-def check_thread(thread):
+def check_thread(thread: object) -> None:
     if not isinstance(thread, threading.Thread):
         raise PymoultTypeError(
             "set_trace/get_trace need a threading.Thread, not %r (%s)"
@@ -48,19 +58,22 @@ def check_thread(thread):
         )
 
 
-def check_alive(thread):
-    if thread.ident is None or not thread.is_alive():
-        state = "not started" if thread.ident is None else "finished"
+def check_alive(thread: threading.Thread) -> int:
+    """The ident of *thread*, which must be running."""
+    ident = thread.ident
+    if ident is None or not thread.is_alive():
+        state = "not started" if ident is None else "finished"
         raise ThreadStateError(
             "cannot trace thread %r: it is %s" % (thread.name, state) + " (%r)" % (thread,)
         )
+    return ident
 
 
-def stack_of(ident):
+def stack_of(ident: int) -> list[FrameType]:
     """The frames of thread *ident*, innermost first, leaving out the package's frames and
     anything running above them (a callback of ours and the user trace it is calling)."""
-    frame = _cpython.current_frames().get(ident)
-    frames = []
+    frame: FrameType | None = _cpython.current_frames().get(ident)
+    frames: list[FrameType] = []
     while frame is not None:
         frames.append(frame)
         frame = frame.f_back
@@ -77,12 +90,14 @@ class QuietSection:
 
     __slots__ = ("lock", "pinned", "old")
 
-    def __init__(self, pin_threads):
-        self.lock = getattr(threading, "_active_limbo_lock", None) if pin_threads else None
-        self.pinned = False
-        self.old = None
+    def __init__(self, pin_threads: bool) -> None:
+        self.lock: threading.RLock | None = (
+            getattr(threading, "_active_limbo_lock", None) if pin_threads else None
+        )
+        self.pinned = False  # True only while self.lock is held by us
+        self.old = 0.0  # the switch interval to restore, read by __enter__
 
-    def __enter__(self):
+    def __enter__(self) -> bool:
         # A timeout rather than a deadlock if, against all odds, the lock is held by a thread that
         # waits for us; without the pin the section is still protected by the switch interval.
         if self.lock is not None:
@@ -91,21 +106,22 @@ class QuietSection:
         _cpython.set_switch_interval(max(self.old, CRITICAL_SWITCH_INTERVAL))
         return self.pinned
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         _cpython.set_switch_interval(self.old)
         if self.pinned:
+            assert self.lock is not None  # pinned: __enter__ acquired it
             self.pinned = False
             self.lock.release()
         return False
 
 
-def called_by_us(frame):
+def called_by_us(frame: FrameType) -> bool:
     """Whether *frame* was called by the package's machinery."""
     back = frame.f_back
     return back is not None and MACHINERY in back.f_globals
 
 
-def log_trace_error(trace, thread, note=""):
+def log_trace_error(trace: object, thread: threading.Thread, note: str = "") -> None:
     log.error(
         "trace function %r raised in thread %r; its trace has been removed%s",
         trace,

@@ -31,10 +31,13 @@ itself.
   ``frame.f_trace``.
 """
 
+from __future__ import annotations
+
 import ctypes
 import sys
 import threading
 from itertools import accumulate, chain, islice, repeat, takewhile, tee
+from typing import TYPE_CHECKING, Any, cast
 
 from pymoult import _cpython
 from pymoult.errors import ThreadStateError
@@ -49,6 +52,11 @@ from .common import (
     log_trace_error,
     stack_of,
 )
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from .common import TraceFunction
 
 count_as_machinery(globals())
 _get_ident = threading.get_ident
@@ -68,7 +76,7 @@ _missing = [
     if not hasattr(_api, name)
 ]
 #: Why this backend cannot work here, or None.
-UNSUPPORTED = None
+UNSUPPORTED: str | None = None
 if _missing:  # pragma: no cover - not on the CPython builds we support
     UNSUPPORTED = "this Python does not export %s (needed on CPython %d.%d)" % (
         ", ".join(_missing),
@@ -88,8 +96,9 @@ else:
     # PyThreadState_Next(tstate) as the function itertools.accumulate calls: (previous, element).
     # The element (always None, i.e. NULL) is an extra trailing argument, which the C function
     # never reads: harmless in the C calling conventions (the caller passes and removes it).
+    # (A function's address: never NULL.)
     thread_next_of = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)(
-        ctypes.cast(_api.PyThreadState_Next, ctypes.c_void_p).value
+        cast(int, ctypes.cast(_api.PyThreadState_Next, ctypes.c_void_p).value)
     )
     # A new reference, or NULL. Not restype=py_object: on a NULL result ctypes 3.10/3.11 calls
     # Py_DECREF(NULL) in GetResult and crashes (seen with threads starting or ending).
@@ -111,7 +120,7 @@ _EVENT_NAMES = (
     "call", "exception", "line", "return", "c_call", "c_exception", "c_return", "opcode"
 )
 
-_states = {}  # ident -> _CState
+_states: dict[int, _CState] = {}  # ident -> its record
 
 
 class _CState:
@@ -120,19 +129,19 @@ class _CState:
 
     __slots__ = ("thread", "ident", "trace", "tstate", "bottom", "active", "installed")
 
-    def __init__(self, thread, trace):
+    def __init__(self, thread: threading.Thread, ident: int, trace: TraceFunction) -> None:
         self.thread = thread
-        self.ident = thread.ident
+        self.ident = ident
         self.trace = trace
-        self.tstate = None
-        self.bottom = None
+        self.tstate: int | None = None  # the thread's PyThreadState *, once found
+        self.bottom: FrameType | None = None
         self.active = True
         self.installed = False
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<pymoult thread trace of %r: %r>" % (self.thread.name, self.trace)
 
-    def stop_here(self):
+    def stop_here(self) -> None:
         """Uninstall from inside the target thread (error in the trace, thread ending)."""
         with lock:
             self.active = False
@@ -145,13 +154,14 @@ class _CState:
                     frame.f_trace = None
 
 
-def _trampoline(state, frame, what, arg):
+def _trampoline(state: _CState, frame: FrameType, what: int, arg: int | None) -> int:
     """Emulates CPython's trace_trampoline (Python/sysmodule.c); always returns 0."""
     try:
         if not state.active:
             if state.installed:
                 state.stop_here()
             return 0
+        callback: TraceFunction | None
         if what == 0:  # call
             if MACHINERY in frame.f_globals or called_by_us(frame):
                 return 0
@@ -219,7 +229,7 @@ if not _missing:
 _NO_DICT = object()  # sentinel of iter(sys._current_frames, ...): never returned
 
 
-def snapshot(interp):
+def snapshot(interp: int | None) -> list[Any]:
     """[sys._current_frames(), (tstate, new reference to its top frame or None), ...] of every
     thread state of *interp*, all read without this thread letting go of the GIL."""
     walk = takewhile(
@@ -233,12 +243,13 @@ def snapshot(interp):
     ))
 
 
-def _find_tstate(ident):
+def _find_tstate(ident: int) -> tuple[int | None, FrameType | None]:
     """(tstate pointer, top frame) of thread *ident*, or (None, frame or None).
     Called with the target pinned if possible; the pointer is valid while it is pinned."""
     with _cpython.pause_gc():
         taken = snapshot(interpreter_get())
-    frames, pairs = taken[0], taken[1:]
+    frames: dict[int, FrameType] = taken[0]
+    pairs: list[tuple[int, int | None]] = taken[1:]
     top = frames.get(ident)
     target = id(top) if top is not None else None
     found = None
@@ -250,7 +261,7 @@ def _find_tstate(ident):
     return found, top
 
 
-def _is_pinned(thread, pinned):
+def _is_pinned(thread: threading.Thread, pinned: bool) -> bool:
     """Whether *thread* cannot finish while we hold the limbo lock."""
     active = getattr(threading, "_active", None)
     return (
@@ -261,7 +272,7 @@ def _is_pinned(thread, pinned):
     )
 
 
-def prune():
+def prune() -> None:
     for st in list(_states.values()):
         if not st.thread.is_alive():
             # Its thread state is gone (or going): it dropped our object; never touch it.
@@ -269,8 +280,7 @@ def prune():
             del _states[st.ident]
 
 
-def install(thread, trace):
-    ident = thread.ident
+def install(thread: threading.Thread, ident: int, trace: TraceFunction) -> None:
     old = _states.get(ident)
     if old is not None and old.thread is thread and old.active and old.installed:
         old.trace = trace  # same slot: re-arm the frames of its stack with the new trace
@@ -281,7 +291,7 @@ def install(thread, trace):
     if old is not None:
         old.active = False
         del _states[ident]
-    st = _CState(thread, trace)
+    st = _CState(thread, ident, trace)
     if ident == _get_ident():
         stack = stack_of(ident)
         for frame in stack:
@@ -326,8 +336,7 @@ def install(thread, trace):
             raise ThreadStateError("_PyEval_SetTrace failed for thread %r" % (thread.name,))
 
 
-def uninstall(thread):
-    ident = thread.ident
+def uninstall(thread: threading.Thread, ident: int) -> None:
     st = _states.get(ident)
     if st is None or st.thread is not thread:
         return
@@ -352,15 +361,15 @@ def uninstall(thread):
         # the thread state drops our object when the thread ends.
 
 
-def current_trace(thread):
-    st = _states.get(thread.ident)
+def current_trace(thread: threading.Thread, ident: int) -> TraceFunction | None:
+    st = _states.get(ident)
     if st is not None and st.thread is thread and st.active:
         return st.trace
     return None
 
 
-def trace_opcodes(thread, frames):
-    st = _states.get(thread.ident)
+def trace_opcodes(thread: threading.Thread, ident: int, frames: list[FrameType]) -> bool:
+    st = _states.get(ident)
     if st is None or st.thread is not thread or not st.active or not st.installed:
         return False
     for frame in frames:
@@ -370,6 +379,6 @@ def trace_opcodes(thread, frames):
     return True
 
 
-def traced_idents():
+def traced_idents() -> set[int]:
     """Idents of the threads that have a record here (for tests)."""
     return set(_states)

@@ -38,10 +38,14 @@ is traced and freed, with every event and callback cleared, when the last one is
   whose local trace is ``None`` still costs a (cheap) callback per line.
 """
 
+from __future__ import annotations
+
 import functools
 import sys
 import threading
 import types
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from pymoult.errors import ThreadStateError, UnsupportedError
 
@@ -55,12 +59,20 @@ from .common import (
     stack_of,
 )
 
+if TYPE_CHECKING:
+    from types import CodeType, FrameType
+
+    from .common import TraceFunction
+
+# This module is imported on 3.12+ only (sys.monitoring): mypy skips the rest for older versions.
+assert sys.version_info >= (3, 12)
+
 count_as_machinery(globals())
 _get_ident = threading.get_ident
 _getframe = sys._getframe
 
 #: Why this backend cannot work here, or None.
-UNSUPPORTED = None
+UNSUPPORTED: str | None = None
 
 _M = sys.monitoring
 _E = _M.events
@@ -72,10 +84,10 @@ _GLOBAL_EVENTS = _E.RAISE | _E.PY_UNWIND | _E.PY_THROW
 _TOOL_IDS = (3, 4, 5)
 _TOOL_NAME = "pymoult"
 
-_tool = None  # the tool id we hold, while any thread is traced
-_states = {}  # ident -> _MState (read without the lock by the callbacks)
-_code_users = {}  # code object -> number of states that enabled local events on it
-_line_maps = {}  # code object -> {bytecode offset: line}, for JUMP events
+_tool: int | None = None  # the tool id we hold, while any thread is traced
+_states: dict[int, _MState] = {}  # ident -> its record (read without the lock by the callbacks)
+_code_users: dict[CodeType, int] = {}  # code -> number of states that enabled local events on it
+_line_maps: dict[CodeType, dict[int, int | None]] = {}  # code -> {offset: line}, for JUMP events
 
 
 class _MState:
@@ -84,18 +96,20 @@ class _MState:
     __slots__ = ("thread", "ident", "trace", "locals", "codes", "bottom", "active", "opcodes",
                  "opcode_codes")
 
-    def __init__(self, thread):
+    def __init__(self, thread: threading.Thread, ident: int) -> None:
         self.thread = thread
-        self.ident = thread.ident
-        self.trace = None
-        self.locals = {}  # frame -> local trace
-        self.codes = set()  # code objects this state enabled
-        self.bottom = None  # outermost frame at installation: its exit ends the trace
+        self.ident = ident
+        self.trace: TraceFunction | None = None
+        self.locals: dict[FrameType, TraceFunction] = {}  # frame -> local trace
+        self.codes: set[CodeType] = set()  # code objects this state enabled
+        # The outermost frame at installation: its exit ends the trace.
+        self.bottom: FrameType | None = None
         self.active = True
-        self.opcodes = set()  # frames that get an 'opcode' event per instruction
-        self.opcode_codes = set()  # their code objects, with INSTRUCTION events enabled
+        self.opcodes: set[FrameType] = set()  # frames that get an 'opcode' event per instruction
+        # Their code objects, with INSTRUCTION events enabled.
+        self.opcode_codes: set[CodeType] = set()
 
-    def enable(self, code):
+    def enable(self, code: CodeType) -> None:
         with lock:
             if not self.active or code in self.codes or _tool is None:
                 return
@@ -108,7 +122,7 @@ class _MState:
             _code_users[code] = n + 1
             self.codes.add(code)
 
-    def call_event(self, frame):
+    def call_event(self, frame: FrameType) -> None:
         trace = self.trace
         if trace is None or not self.active:
             return
@@ -125,7 +139,9 @@ class _MState:
         else:
             self.locals[frame] = local
 
-    def local_event(self, frame, local, event, arg):
+    def local_event(
+        self, frame: FrameType, local: TraceFunction, event: str, arg: Any
+    ) -> None:
         try:
             new = local(frame, event, arg)
         except Exception:
@@ -141,20 +157,20 @@ class _MState:
         elif new is not local:
             self.locals[frame] = new
 
-    def fail(self, culprit):
+    def fail(self, culprit: TraceFunction) -> None:
         log_trace_error(culprit, self.thread)
         with lock:
             if _states.get(self.ident) is self:
                 _remove_state(self)
 
-    def finish(self):
+    def finish(self) -> None:
         with lock:
             if _states.get(self.ident) is self:
                 _remove_state(self)
 
 
-def _build_line_map(code):
-    lines = {}
+def _build_line_map(code: CodeType) -> dict[int, int | None]:
+    lines: dict[int, int | None] = {}
     for start, end, line in code.co_lines():
         for offset in range(start, end, 2):
             lines[offset] = line
@@ -162,8 +178,9 @@ def _build_line_map(code):
     return lines
 
 
-def _callee_codes(obj, depth=0):
-    """Code objects a CALL of *obj* may start (Python code only, not ours)."""
+def _callee_codes(obj: Any, depth: int = 0) -> Iterable[CodeType]:
+    """Code objects a CALL of *obj* may start (Python code only, not ours). *obj* is any object
+    (Any: dispatched on its exact type, which mypy does not narrow through ``t``)."""
     t = type(obj)
     if t is types.FunctionType:
         return () if MACHINERY in obj.__globals__ else (obj.__code__,)
@@ -175,7 +192,7 @@ def _callee_codes(obj, depth=0):
         return _callee_codes(obj.func, depth + 1)
     try:
         if isinstance(obj, type):
-            codes = []
+            codes: list[CodeType] = []
             for name in ("__new__", "__init__"):
                 f = getattr(obj, name, None)
                 if type(f) is types.FunctionType and MACHINERY not in f.__globals__:
@@ -191,7 +208,7 @@ def _callee_codes(obj, depth=0):
 
 # -- callbacks: all of them run in whichever thread produced the event ---------------------
 
-def _on_start(code, offset):  # PY_START, PY_RESUME
+def _on_start(code: CodeType, offset: int) -> object:  # PY_START, PY_RESUME
     st = _states.get(_get_ident())
     if st is None:
         return None
@@ -201,7 +218,7 @@ def _on_start(code, offset):  # PY_START, PY_RESUME
     return None
 
 
-def _on_throw(code, offset, exc):  # PY_THROW (global)
+def _on_throw(code: CodeType, offset: int, exc: BaseException) -> object:  # PY_THROW (global)
     st = _states.get(_get_ident())
     if st is None:
         return None
@@ -213,7 +230,7 @@ def _on_throw(code, offset, exc):  # PY_THROW (global)
     return None
 
 
-def _on_call(code, offset, callable_, arg0):  # CALL
+def _on_call(code: CodeType, offset: int, callable_: object, arg0: object) -> object:  # CALL
     st = _states.get(_get_ident())
     if st is None:
         return None
@@ -224,7 +241,7 @@ def _on_call(code, offset, callable_, arg0):  # CALL
     return None
 
 
-def _on_line(code, line):  # LINE (the hot path: local_event inlined)
+def _on_line(code: CodeType, line: int) -> object:  # LINE (the hot path: local_event inlined)
     st = _states.get(_get_ident())
     if st is None:
         return None
@@ -248,7 +265,7 @@ def _on_line(code, line):  # LINE (the hot path: local_event inlined)
     return None
 
 
-def _on_jump(code, offset, dest):  # JUMP
+def _on_jump(code: CodeType, offset: int, dest: int) -> object:  # JUMP
     if dest > offset:
         return _DISABLE  # a forward jump never makes a line event, whatever the thread
     lines = _line_maps.get(code)
@@ -267,7 +284,7 @@ def _on_jump(code, offset, dest):  # JUMP
     return None
 
 
-def _on_return(code, offset, retval):  # PY_RETURN, PY_YIELD
+def _on_return(code: CodeType, offset: int, retval: object) -> object:  # PY_RETURN, PY_YIELD
     st = _states.get(_get_ident())
     if st is None:
         return None
@@ -280,7 +297,7 @@ def _on_return(code, offset, retval):  # PY_RETURN, PY_YIELD
     return None
 
 
-def _on_unwind(code, offset, exc):  # PY_UNWIND (global)
+def _on_unwind(code: CodeType, offset: int, exc: BaseException) -> object:  # PY_UNWIND (global)
     st = _states.get(_get_ident())
     if st is None:
         return None
@@ -293,7 +310,7 @@ def _on_unwind(code, offset, exc):  # PY_UNWIND (global)
     return None
 
 
-def _on_raise(code, offset, exc):  # RAISE (global)
+def _on_raise(code: CodeType, offset: int, exc: BaseException) -> object:  # RAISE (global)
     st = _states.get(_get_ident())
     if st is None:
         return None
@@ -304,7 +321,8 @@ def _on_raise(code, offset, exc):  # RAISE (global)
     return None
 
 
-def _on_instruction(code, offset):  # INSTRUCTION (local, only while opcode frames exist)
+# INSTRUCTION (local, only while opcode frames exist)
+def _on_instruction(code: CodeType, offset: int) -> object:
     st = _states.get(_get_ident())
     if st is None or not st.opcodes:
         return None
@@ -333,9 +351,9 @@ _CALLBACKS = (
 
 # -- tool id and bookkeeping (caller holds lock) ----------------------------------------------
 
-def _acquire_tool():
+def _acquire_tool() -> None:
     global _tool
-    taken = []
+    taken: list[str] = []
     for tid in _TOOL_IDS:
         owner = _M.get_tool(tid)
         if owner is not None:
@@ -357,7 +375,7 @@ def _acquire_tool():
     )
 
 
-def _release_tool():
+def _release_tool() -> None:
     global _tool
     tid, _tool = _tool, None
     if tid is None:
@@ -373,7 +391,7 @@ def _release_tool():
     _M.free_tool_id(tid)
 
 
-def _remove_state(st):
+def _remove_state(st: _MState) -> None:
     if _states.get(st.ident) is st:
         del _states[st.ident]
     st.active = False
@@ -398,10 +416,11 @@ def _remove_state(st):
         _release_tool()
 
 
-_opcode_users = {}  # code object -> number of states that want INSTRUCTION events on it
+# code object -> number of states that want INSTRUCTION events on it
+_opcode_users: dict[CodeType, int] = {}
 
 
-def _drop_opcode_user(code):
+def _drop_opcode_user(code: CodeType) -> None:
     n = _opcode_users.get(code, 0) - 1
     if n > 0:
         _opcode_users[code] = n
@@ -411,10 +430,12 @@ def _drop_opcode_user(code):
         _M.set_local_events(_tool, code, _LOCAL_EVENTS if code in _code_users else 0)
 
 
-def trace_opcodes(thread, frames):
-    st = _states.get(thread.ident)
+def trace_opcodes(thread: threading.Thread, ident: int, frames: list[FrameType]) -> bool:
+    st = _states.get(ident)
     if st is None or st.thread is not thread or not st.active:
         return False
+    tool = _tool
+    assert tool is not None  # held while any thread, st's included, is traced
     for frame in frames:
         st.opcodes.add(frame)
         code = frame.f_code
@@ -426,19 +447,18 @@ def trace_opcodes(thread, frames):
         st.opcode_codes.add(code)
         n = _opcode_users.get(code, 0)
         if n == 0:
-            _M.set_local_events(_tool, code, _LOCAL_EVENTS | _E.INSTRUCTION)
+            _M.set_local_events(tool, code, _LOCAL_EVENTS | _E.INSTRUCTION)
         _opcode_users[code] = n + 1
     return True
 
 
-def prune():
+def prune() -> None:
     for st in list(_states.values()):
         if not st.thread.is_alive():
             _remove_state(st)
 
 
-def install(thread, trace):
-    ident = thread.ident
+def install(thread: threading.Thread, ident: int, trace: TraceFunction) -> None:
     st = _states.get(ident)
     if st is not None and st.thread is not thread:  # stale record of a thread with the same ident
         _remove_state(st)
@@ -446,8 +466,8 @@ def install(thread, trace):
     if _tool is None:
         _acquire_tool()
     fresh = st is None
-    if fresh:
-        st = _MState(thread)
+    if st is None:
+        st = _MState(thread, ident)
     with QuietSection(pin_threads=False):
         stack = stack_of(ident)
         if not stack:
@@ -477,19 +497,19 @@ def install(thread, trace):
                 st.enable(frame.f_code)
 
 
-def uninstall(thread):
-    st = _states.get(thread.ident)
+def uninstall(thread: threading.Thread, ident: int) -> None:
+    st = _states.get(ident)
     if st is not None and st.thread is thread:
         _remove_state(st)
 
 
-def current_trace(thread):
-    st = _states.get(thread.ident)
+def current_trace(thread: threading.Thread, ident: int) -> TraceFunction | None:
+    st = _states.get(ident)
     if st is not None and st.thread is thread and st.active:
         return st.trace
     return None
 
 
-def traced_idents():
+def traced_idents() -> set[int]:
     """Idents of the threads that have a record here (for tests)."""
     return set(_states)
