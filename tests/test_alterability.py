@@ -511,7 +511,8 @@ def test_quiescence_sees_the_main_stack_while_the_continuation_runs(spawn):
 
 
 def test_ended_threads_make_waits_return_false_and_setup_post_nothing(spawn):
-    live = spawn(DSU_Thread(target=lambda: [staticUpdatePoint() for _ in iter(spawn.stop.is_set, True)]))
+    live = spawn(DSU_Thread(
+        target=lambda: [staticUpdatePoint() for _ in iter(spawn.stop.is_set, True)]))
     ended = spawn(DSU_Thread(target=lambda: None))
     ended.join(WAIT)
     assert alt.waitStaticPoints([live, ended], timeout=0.5) is False

@@ -184,7 +184,8 @@ def test_rolling_back_a_write_to_an_unbound_local_is_reported(spawn):
     journal = Journal()
     with journal.recording():
         updateLocalVarInThread(thread, work, "value", 42)
-    with pytest.raises(RollbackError, match=r"set local 'value' of .*work in 'Thread-\d+ \(work\)'") as info:
+    with pytest.raises(RollbackError,
+                       match=r"set local 'value' of .*work in 'Thread-\d+ \(work\)'") as info:
         journal.rollback()
     assert "was unbound before the update" in str(info.value.failures[0][1])
     go.set()

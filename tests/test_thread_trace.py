@@ -57,8 +57,9 @@ def ctx():
 
 
 class Recorder:
-    """A trace function recording (event, co_name, lineno, arg, thread ident, filename); returns itself, so it
-    is also the local trace of every frame it sees. ``on_call`` may pick another local trace."""
+    """A trace function recording (event, co_name, lineno, arg, thread ident, filename);
+    returns itself, so it is also the local trace of every frame it sees. ``on_call`` may pick
+    another local trace."""
 
     def __init__(self, on_call=None, raise_on=None):
         self.events = []
@@ -69,7 +70,8 @@ class Recorder:
     def __call__(self, frame, event, arg):
         with self.cond:
             self.events.append(
-                (event, frame.f_code.co_name, frame.f_lineno, arg, threading.get_ident(), frame.f_code.co_filename)
+                (event, frame.f_code.co_name, frame.f_lineno, arg, threading.get_ident(),
+                 frame.f_code.co_filename)
             )
             self.cond.notify_all()
         if self.raise_on is not None and event in self.raise_on:
@@ -145,7 +147,7 @@ def callee(x):
 
 
 def raiser():
-    a = 1
+    a = 1  # noqa: F841 (a line event before the raise)
     raise ValueError("expected")
 
 
@@ -322,7 +324,8 @@ def test_local_trace_returning_none_stops_tracing_that_frame(ctx):
 @pytest.mark.timeout(10)
 def test_exception_events_reach_the_local_trace(ctx):
     local = Recorder()
-    rec = Recorder(on_call=lambda frame: local if frame.f_code.co_name in ("raiser", "catcher") else None)
+    rec = Recorder(on_call=lambda frame: local if frame.f_code.co_name in ("raiser", "catcher")
+                   else None)
     go = threading.Event()
     result = []
 
@@ -705,7 +708,8 @@ def test_missing_backend_support_raises_unsupported(ctx, monkeypatch):
 
 
 @pytest.mark.timeout(10)
-@pytest.mark.skipif(tt.BACKEND != "monitoring", reason="sys.monitoring tool ids exist on 3.12+ only")
+@pytest.mark.skipif(tt.BACKEND != "monitoring",
+                    reason="sys.monitoring tool ids exist on 3.12+ only")
 def test_no_free_monitoring_tool_id(ctx):
     w = Rounds()
     t = ctx.spawn(w.run)
