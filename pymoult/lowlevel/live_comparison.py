@@ -191,37 +191,37 @@ class _Scan:
         namespace = namespace.copy()  # other threads may bind globals meanwhile
         self.names, self.values = list(namespace), list(namespace.values())
         module_name = module.__name__
-        self.dicts, self.others, self.functions, self.suspects = [], [], [], []
+        self.dicts, self.attributes, self.others = [], [], []
+        self.sizes, self.functions, self.codes, self.suspects = [], [], [], []
         self.kept = True
         for name, value in zip(self.names, self.values):
             if type(value) is _FUNCTION:
                 self.functions.append(value)
-                if value.__code__.co_filename not in files:
+                self.codes.append(value.__code__)  # the very code looked at
+                if self.codes[-1].co_filename not in files:
                     self.suspects.append((name, value))
             elif isinstance(value, type):
                 if value.__module__ != module_name:
                     self.others.append(value)
                     continue
-                proxy = value.__dict__
-                behind = gc.get_referents(proxy)
-                if len(behind) == 1 and type(behind[0]) is dict:
-                    self.dicts.append(behind[0])
-                else:  # not a class's usual mapping proxy
-                    self.kept = False
-                for attribute in proxy.values():
+                attributes = _attributes_kept(value.__dict__)
+                if attributes is None:  # not a class's usual mapping proxy: never kept
+                    self.kept, attributes = False, tuple(value.__dict__.values())
+                else:
+                    self.dicts.append(attributes[0])
+                    attributes = attributes[1]
+                    self.sizes.append(len(attributes))
+                    self.attributes += attributes  # the very values looked at below
+                for attribute in attributes:
                     kind = type(attribute)
                     if kind is _FUNCTION:
                         self.functions.append(attribute)
-                        if attribute.__code__.co_filename in files:
+                        self.codes.append(attribute.__code__)
+                        if self.codes[-1].co_filename in files:
                             continue
                     elif kind in _PLAIN:
                         continue
                     self.suspects.append((name, attribute))
-        # the values of all the dicts, in one list (a dict's garbage collector references: its
-        # values, in order, when its keys are strings, as a class's are)
-        self.sizes = list(map(len, self.dicts))
-        self.attributes = gc.get_referents(*self.dicts)
-        self.codes = list(map(_code_of, self.functions))
 
     def holds(self, module, files):
         """Whether what this scan went through still holds for ``module`` and ``files``: the
@@ -265,6 +265,20 @@ class _Scan:
             if (not found or found[-1] != name) and _runs_foreign_code(value, self.files):
                 found.append(name)
         return found
+
+
+def _attributes_kept(proxy):
+    """(the dict behind a class's ``__dict__``, its values) when what the garbage collector
+    finds it refers to are its values (in order: a dict whose keys are all strings, as a
+    class's are), so that they can be read again at once for all classes
+    (``gc.get_referents``), else None."""
+    behind = gc.get_referents(proxy)
+    if len(behind) != 1 or type(behind[0]) is not dict:
+        return None
+    values = gc.get_referents(behind[0])
+    if len(values) != len(behind[0]):  # its keys are among them
+        return None
+    return behind[0], values
 
 
 def _equal_lists(a, b):
