@@ -21,8 +21,15 @@ literal, annotations. Tracking sources (``pymoult.track_sources()``) makes all o
 """
 
 import ast
+import gc
+import operator
 import sys
+import threading
 import types
+import weakref
+from itertools import compress, repeat
+
+from .._cpython import dict_version
 
 from .journal import MISSING
 from .relinking import wrapped_layers
@@ -134,30 +141,193 @@ def removed_names(module, statements):
 def foreign_definitions(module, files):
     """Names of ``module``'s functions, and of the classes it defined, that run code compiled
     from another file than ``files`` (an update script changed them, or they were imported from
-    elsewhere). One pass over the namespace, at about 0.25 us per name: a function is looked
-    into (its ``__wrapped__`` chain) only when its own code comes from elsewhere."""
-    found = []
-    module_name = module.__name__
-    function = types.FunctionType
-    # a copy's items, not a list of them: one tuple reused, not thousands kept (the collector
-    # runs on allocations, and goes through all the young ones)
-    for name, value in module.__dict__.copy().items():
-        if type(value) is function:
-            if value.__code__.co_filename not in files and _runs_foreign_code(value, files):
-                found.append(name)
-        elif isinstance(value, type) and value.__module__ == module_name:
-            # inlined for the plain functions and values that make most of a class
-            for attribute in value.__dict__.values():
-                kind = type(attribute)
-                if kind is function:
-                    if attribute.__code__.co_filename in files:
-                        continue
-                elif kind in _PLAIN or not _may_run_foreign_code(attribute, files):
+    elsewhere), in the module's order.
+
+    The first call for a module (and for a set of ``files``) goes through its namespace and its
+    classes' attributes, at about 0.25 us per name, and keeps what it went through (a
+    :class:`_Scan`). The next calls look again only at what may have changed since: the
+    module's dict if its version tag moved, the values of its classes' dicts, the code object
+    of each function, compared at C speed with what was kept (the ``__code__`` reads are most of
+    it: about a third of the first scan's time); and the few values that may run code from
+    elsewhere whatever their code (a function already running such code, a wrapper, a
+    property) are looked into every time. They go through it all again only when something
+    that may hold code was rebound, or a function's code replaced by code from elsewhere (the
+    code an update of a body puts in place is taken as it comes)."""
+    with _scans_lock:
+        scan = _scans.get(module)
+        if scan is None or not scan.holds(module, files):
+            scan = _Scan(module, files)
+            if scan.kept:
+                _scans[module] = scan
+            else:
+                _scans.pop(module, None)
+        return scan.found()
+
+
+_FUNCTION = types.FunctionType
+_code_of = operator.attrgetter("__code__")
+_module_of = operator.attrgetter("__module__")
+_scans = weakref.WeakKeyDictionary()  # module -> its last _Scan
+_scans_lock = threading.Lock()
+
+
+class _Scan:
+    """One scan of a module's namespace for :func:`foreign_definitions`, and what it went
+    through: the module's names and values (and its dict's version tag then), the dicts of the
+    classes it defined (their sizes, their values in one list), the other classes (a
+    ``__module__`` set to the module's name later makes one of its classes), the Python
+    functions in both places and their code objects then, and ``suspects``, the values looked
+    into again at each call (a function whose own code comes from elsewhere, a class attribute
+    that may hold code without being a plain function). ``kept``: whether it can be checked
+    later (each class's dict was found behind its ``__dict__``)."""
+
+    __slots__ = ("files", "tag", "names", "values", "dicts", "sizes", "attributes", "others",
+                 "functions", "codes", "suspects", "kept")
+
+    def __init__(self, module, files):
+        self.files = frozenset(files)
+        namespace = module.__dict__
+        self.tag = dict_version(namespace)  # read first: a change from here on moves it
+        namespace = namespace.copy()  # other threads may bind globals meanwhile
+        self.names, self.values = list(namespace), list(namespace.values())
+        module_name = module.__name__
+        self.dicts, self.attributes, self.others = [], [], []
+        self.sizes, self.functions, self.codes, self.suspects = [], [], [], []
+        self.kept = True
+        for name, value in zip(self.names, self.values):
+            if type(value) is _FUNCTION:
+                self.functions.append(value)
+                self.codes.append(value.__code__)  # the very code looked at
+                if self.codes[-1].co_filename not in files:
+                    self.suspects.append((name, value))
+            elif isinstance(value, type):
+                if value.__module__ != module_name:
+                    self.others.append(value)
                     continue
-                if _runs_foreign_code(attribute, files):
-                    found.append(name)
-                    break
+                attributes = _attributes_kept(value.__dict__)
+                if attributes is None:  # not a class's usual mapping proxy: never kept
+                    self.kept, attributes = False, tuple(value.__dict__.values())
+                else:
+                    self.dicts.append(attributes[0])
+                    attributes = attributes[1]
+                    self.sizes.append(len(attributes))
+                    self.attributes += attributes  # the very values looked at below
+                for attribute in attributes:
+                    kind = type(attribute)
+                    if kind is _FUNCTION:
+                        self.functions.append(attribute)
+                        self.codes.append(attribute.__code__)
+                        if self.codes[-1].co_filename in files:
+                            continue
+                    elif kind in _PLAIN:
+                        continue
+                    self.suspects.append((name, attribute))
+
+    def holds(self, module, files):
+        """Whether what this scan went through still holds for ``module`` and ``files``: the
+        same functions and classes bound in the module's dict and the classes' dicts (values
+        that hold no code may have been rebound), and each function whose code was replaced
+        since (an update of its body) running code from ``files``, as before (then its new
+        code is kept). A code object equal to the one it replaced (the same instructions,
+        constants, names and lines) counts as the same: comparing it with a new version finds
+        what comparing the one it replaced finds."""
+        if self.files != files:
+            return False
+        namespace = module.__dict__
+        tag = dict_version(namespace)  # read first, as in __init__
+        if tag is None or tag != self.tag:
+            namespace = namespace.copy()
+            if list(namespace) != self.names or not _only_inert_rebound(
+                    list(namespace.values()), self.values, _no_definition):
+                return False
+            self.tag = tag
+        if list(map(len, self.dicts)) != self.sizes:
+            return False
+        attributes = gc.get_referents(*self.dicts)
+        if not _equal_lists(attributes, self.attributes) and \
+                not _only_inert_rebound(attributes, self.attributes, _holds_no_code):
+            return False
+        if any(map(operator.eq, map(_module_of, self.others), repeat(module.__name__))):
+            return False
+        codes = list(map(_code_of, self.functions))
+        if not _equal_lists(codes, self.codes):
+            for index in _differences(codes, self.codes):
+                if codes[index].co_filename not in files or \
+                        self.codes[index].co_filename not in files:
+                    return False  # code from elsewhere, or no longer
+            self.codes = codes
+        return True
+
+    def found(self):
+        """The names whose suspects run code from elsewhere, in the module's order."""
+        found = []
+        for name, value in self.suspects:
+            if (not found or found[-1] != name) and _runs_foreign_code(value, self.files):
+                found.append(name)
+        return found
+
+
+def _attributes_kept(proxy):
+    """(the dict behind a class's ``__dict__``, its values) when what the garbage collector
+    finds it refers to are its values (in order: a dict whose keys are all strings, as a
+    class's are), so that they can be read again at once for all classes
+    (``gc.get_referents``), else None."""
+    behind = gc.get_referents(proxy)
+    if len(behind) != 1 or type(behind[0]) is not dict:
+        return None
+    values = gc.get_referents(behind[0])
+    if len(values) != len(behind[0]):  # its keys are among them
+        return None
+    return behind[0], values
+
+
+def _equal_lists(a, b):
+    """``a == b`` for two lists compared item by item at C speed (each pair by identity first,
+    then by ``==``), False when an item's ``==`` fails."""
+    try:
+        return a == b
+    except Exception:  # a user's __eq__
+        return False
+
+
+def _differences(a, b):
+    """The indices at which two lists of the same length differ (:func:`_equal_lists`), found
+    by halving the span they differ in: a few comparisons of slices, at C speed, where only a
+    few items differ (a loop over the items would cost as much as reading them)."""
+    found, spans = [], [(0, len(a))]
+    while spans:
+        start, stop = spans.pop()
+        if stop - start == 1:
+            found.append(start)
+            continue
+        middle = (start + stop) // 2
+        for low, high in ((middle, stop), (start, middle)):
+            if not _equal_lists(a[low:high], b[low:high]):
+                spans.append((low, high))
     return found
+
+
+def _only_inert_rebound(values, kept, inert):
+    """Whether each of ``values`` is the object at the same place in ``kept``, or both are
+    ``inert`` (then ``kept`` takes it)."""
+    if len(values) != len(kept):
+        return False
+    changed = list(compress(zip(values, kept), map(operator.is_not, values, kept)))
+    if not all(inert(value) and inert(before) for value, before in changed):
+        return False
+    if changed:
+        kept[:] = values
+    return True
+
+
+def _no_definition(value):
+    """A module value :func:`foreign_definitions` does not look at."""
+    return type(value) is not _FUNCTION and not isinstance(value, type)
+
+
+def _holds_no_code(value):
+    """A class attribute :func:`foreign_definitions` does not look at."""
+    return type(value) in _PLAIN
 
 
 def _runs_foreign_code(value, files):
