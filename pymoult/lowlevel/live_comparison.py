@@ -167,7 +167,7 @@ def foreign_definitions(module, files):
 _FUNCTION = types.FunctionType
 _code_of = operator.attrgetter("__code__")
 _module_of = operator.attrgetter("__module__")
-_scans = weakref.WeakKeyDictionary()  # module -> its last _Scan
+_scans: "weakref.WeakKeyDictionary[types.ModuleType, _Scan]" = weakref.WeakKeyDictionary()
 _scans_lock = threading.Lock()
 
 
@@ -260,7 +260,7 @@ class _Scan:
 
     def found(self):
         """The names whose suspects run code from elsewhere, in the module's order."""
-        found = []
+        found: list[str] = []
         for name, value in self.suspects:
             if (not found or found[-1] != name) and _runs_foreign_code(value, self.files):
                 found.append(name)
@@ -427,7 +427,9 @@ def _same_defaults(arguments, function):
 
 
 def _same_slots(value, current):
-    as_tuple = (lambda v: (v,) if isinstance(v, str) else tuple(v))
+    def as_tuple(v):
+        return (v,) if isinstance(v, str) else tuple(v)
+
     try:
         return current is not MISSING and as_tuple(value) == as_tuple(current)
     except TypeError:
