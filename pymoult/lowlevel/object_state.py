@@ -17,15 +17,18 @@ It must not cost more than it saves, and must not change the objects:
   It learns a class's attribute names from one object (whose dict it does read), then reads
   those names on every object with one ``operator.attrgetter`` per name mapped over a batch
   (C speed), and proves that each object holds exactly those names: ``gc.get_referents`` of a
-  batch gives each object's values then its class (3.11+; 3.10: ``len`` of its dict);
+  batch gives each object's values then its class (3.11+; 3.10: ``len`` of its dict); the
+  right total and no class where a value should stand prove it with one ``type()`` per value
+  (:meth:`_Plan.holds_exactly`), dict-valued attributes included;
 - it keeps no per-object container: values are stored in one list per attribute name per batch
-  (columns), so a million saved objects set off no collection storm.
+  (columns).
 
 Objects that do not fit (an attribute set other than the learnt one, slots *and* a dict, a
-custom ``__getattribute__``/``__getattr__``, a descriptor shadowed by an instance attribute, a
-dict-valued attribute beside a dict referent) are saved whole: a copy of their dict and their
-slot values. Undo never reads ``__dict__`` of an inline object unless the code it undoes added an
-attribute whose name it cannot learn otherwise (then that object keeps a dict on 3.11/3.12).
+builtin base, a custom ``__getattribute__``/``__getattr__``, a descriptor shadowed by an
+instance attribute) are saved whole: a copy of their dict and their slot values. A batch that
+fails the bulk check is looked at one object at a time (slower, as exact). Undo never reads
+``__dict__`` of an inline object unless the code it undoes added an attribute whose name it
+cannot learn otherwise (then that object keeps a dict on 3.11/3.12).
 """
 
 import gc
