@@ -38,7 +38,6 @@ suspended generator or greenlet are not on any thread's stack and are not reache
 """
 
 import enum
-import gc
 import logging
 import sys
 import threading
@@ -219,8 +218,8 @@ def transform_all(objects, transformer, description, atomic=True, progress=None)
     ``BaseException`` (``KeyboardInterrupt``, ``SystemExit``, a cancellation) as itself. How many
     objects are done is reported to journal ``progress`` (if given) after each batch.
 
-    The cyclic collector is paused meanwhile and put back as it was (enabled or not) however
-    this returns: a transformer that allocates containers (a dict per object, say) would
+    The cyclic collector is paused meanwhile (``pymoult._cpython.pause_gc``) and put back as it
+    was (enabled or not) however this returns: a transformer that allocates containers (a dict per object, say) would
     otherwise set off a collection every few hundred objects, and every so often a full one
     that traverses the whole program. What it allocated is collected at the first collection
     after. A batch is saved then converted at once: still in the CPU caches when the
@@ -228,14 +227,13 @@ def transform_all(objects, transformer, description, atomic=True, progress=None)
     """
     states = ObjectStates(description)
     index = -1
-    collecting = gc.isenabled()
     try:
-        gc.disable()  # no collection while the batches are saved and converted (module notes)
-        for start, batch in _in_batches(objects, progress, description):
-            if atomic:
-                states.take(batch)
-            for index, obj in enumerate(batch, start):
-                transformer(obj)
+        with _cpython.pause_gc():  # see above; the undo below runs with the collector on
+            for start, batch in _in_batches(objects, progress, description):
+                if atomic:
+                    states.take(batch)
+                for index, obj in enumerate(batch, start):
+                    transformer(obj)
     except BaseException as exc:
         if atomic:
             states.undo()
@@ -249,11 +247,6 @@ def transform_all(objects, transformer, description, atomic=True, progress=None)
             f"transformer {describe(transformer)} raised {exc!r} on object {index + 1} of "
             f"{len(objects)} ({describe(type(objects[index]))}); the {index} before it were "
             f"{done}", obj=objects[index], index=index, count=len(objects)) from exc
-    finally:
-        if collecting:  # as it was, whatever the transformer did to it
-            gc.enable()
-        else:
-            gc.disable()
     return states
 
 
