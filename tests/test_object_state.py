@@ -387,3 +387,20 @@ def test_the_collector_is_paused_then_put_back_as_it_was(enabled, outcome):
     finally:
         gc.callbacks.remove(count)
         (gc.enable if was else gc.disable)()
+
+
+def test_a_large_conversion_leaves_a_few_long_lists_not_a_few_per_batch():
+    # hundreds of young lists holding the saved objects would start a collection as soon as
+    # the conversion ends, and it would traverse every saved object
+    objects = [Point(n) for n in range(50 * 4096)]
+    was = gc.isenabled()
+    gc.collect()
+    gc.disable()  # nothing moves out of the young generation while it is counted
+    try:
+        young = len(gc.get_objects(generation=0))
+        states = transform_all(objects, lambda o: None, "test")
+        assert len(gc.get_objects(generation=0)) - young < 50  # 2 per batch would be 100
+        assert len(states) == len(objects)
+    finally:
+        if was:
+            gc.enable()

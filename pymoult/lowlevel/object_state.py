@@ -288,9 +288,21 @@ class ObjectStates(Operation):
         except Exception:  # one object lacks a name: see them one by one
             columns = None
         if columns is not None and plan.holds_exactly(objects, columns):
-            self._fast.append((plan, objects, columns))
+            self._add_fast(plan, objects, columns)
         else:
             self._one_by_one(cls, plans, objects)
+
+    def _add_fast(self, plan, objects, columns):
+        """Keep a batch saved in bulk: appended to the previous one when it has the same plan,
+        so that a million saved objects are a few long lists, not a few per batch (hundreds of
+        young containers would start a collection that traverses them all as the update ends)."""
+        if self._fast and self._fast[-1][0] is plan:
+            _, saved, saved_columns = self._fast[-1]
+            saved.extend(objects)
+            for saved_column, column in zip(saved_columns, columns):
+                saved_column.extend(column)
+        else:
+            self._fast.append((plan, list(objects), columns))  # a list of its own: extended
 
     def _save_whole(self, cls, obj):
         """Save ``obj`` whole; learn its attribute set as a new shape of ``cls`` if it has one."""
