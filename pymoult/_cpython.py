@@ -37,9 +37,10 @@
   :func:`current_frames`, never ``sys._current_frames`` directly.
 
 - :func:`pause_gc` keeps the cyclic collector from starting on its own inside a ``with`` block
-  (explicit ``gc.collect()`` still works). Nestable and thread-safe: the collector is re-enabled
-  when the last pause of any thread ends, and only if it was enabled when the first began. Code
-  that calls ``gc.enable()`` meanwhile defeats it.
+  (explicit ``gc.collect()`` still works). Nestable and thread-safe: when the last pause of any
+  thread ends, the collector is put back as it was when the first began, enabled or not,
+  whatever the code inside did to it. Code that calls ``gc.enable()`` meanwhile defeats the
+  pause until then.
 
 - :func:`unshare_instance_dict` gives an object whose ``__class__`` was assigned an ordinary dict
   again, so that its attribute reads are specialised. On 3.11+ a plain instance keeps its attributes
@@ -140,8 +141,8 @@ class _GcPauses:
     def exit(self) -> None:
         with self.lock:
             self.count -= 1
-            if self.count == 0 and self.resume:
-                gc.enable()
+            if self.count == 0:  # as it was, whatever the code inside did to it
+                (gc.enable if self.resume else gc.disable)()
 
 
 _gc_pauses = _GcPauses()

@@ -167,6 +167,19 @@ def test_pause_gc_nests_and_restores_what_it_found():
         gc.enable()
 
 
+def test_pause_gc_puts_back_what_it_found_whatever_the_code_inside_did():
+    with _cpython.pause_gc():
+        gc.disable()  # code inside turns it off: on again, as it was
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with _cpython.pause_gc():
+            gc.enable()
+        assert not gc.isenabled()  # it was off when the pause began: off again
+    finally:
+        gc.enable()
+
+
 def test_pause_gc_restores_after_an_exception():
     with pytest.raises(KeyError):
         with _cpython.pause_gc():

@@ -195,12 +195,6 @@ def snapshot_entry(obj):
 PROGRESS_BATCH = 4096
 
 
-#: Objects whose state is saved together before the transformer runs on them: a multiple of
-#: ``PROGRESS_BATCH``, large enough that saving a million objects allocates too few containers
-#: to start a collection (which would traverse the young list of instances being converted).
-SAVE_BATCH = 16 * PROGRESS_BATCH
-
-
 def _in_batches(objects, progress, step):
     """``objects`` (a sequence) in batches of ``PROGRESS_BATCH``: yields ``(start, batch)``, a
     slice each, and reports to journal ``progress`` (if any) how many were handled after each."""
@@ -217,21 +211,29 @@ def _in_batches(objects, progress, step):
 def transform_all(objects, transformer, description, atomic=True, progress=None):
     """Run ``transformer`` on each object; returns the :class:`ObjectStates` saved before.
 
-    With ``atomic``, each batch of objects (``SAVE_BATCH``) has its state saved before the
-    transformer runs on it (see :mod:`~pymoult.lowlevel.object_state`: whatever the transformer writes, and however,
-    is restorable), and a failure on the k-th object restores the ones before it: an
-    ``Exception`` is then raised as ``TransformerError``, any other ``BaseException``
-    (``KeyboardInterrupt``, ``SystemExit``, a cancellation) as itself. How many objects are done
-    is reported to journal ``progress`` (if given) every ``PROGRESS_BATCH`` objects.
+    With ``atomic``, each batch of ``PROGRESS_BATCH`` objects has its state saved before the
+    transformer runs on it (see :mod:`~pymoult.lowlevel.object_state`: whatever the transformer
+    writes, and however, is restorable), and a failure on the k-th object restores the ones
+    before it: an ``Exception`` is then raised as ``TransformerError``, any other
+    ``BaseException`` (``KeyboardInterrupt``, ``SystemExit``, a cancellation) as itself. How many
+    objects are done is reported to journal ``progress`` (if given) after each batch.
+
+    The cyclic collector is paused meanwhile (``pymoult._cpython.pause_gc``) and put back as it
+    was (enabled or not) however this returns: a transformer that allocates containers (a dict per object, say) would
+    otherwise set off a collection every few hundred objects, and every so often a full one
+    that traverses the whole program. What it allocated is collected at the first collection
+    after. A batch is saved then converted at once: still in the CPU caches when the
+    transformer reads it.
     """
     states = ObjectStates(description)
     index = -1
     try:
-        for start, batch in _in_batches(objects, progress, description):
-            if atomic and start % SAVE_BATCH == 0:
-                states.take(objects[start:start + SAVE_BATCH])
-            for index, obj in enumerate(batch, start):
-                transformer(obj)
+        with _cpython.pause_gc():  # see above; the undo below runs with the collector on
+            for start, batch in _in_batches(objects, progress, description):
+                if atomic:
+                    states.take(batch)
+                for index, obj in enumerate(batch, start):
+                    transformer(obj)
     except BaseException as exc:
         if atomic:
             states.undo()

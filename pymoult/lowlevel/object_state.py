@@ -17,15 +17,18 @@ It must not cost more than it saves, and must not change the objects:
   It learns a class's attribute names from one object (whose dict it does read), then reads
   those names on every object with one ``operator.attrgetter`` per name mapped over a batch
   (C speed), and proves that each object holds exactly those names: ``gc.get_referents`` of a
-  batch gives each object's values then its class (3.11+; 3.10: ``len`` of its dict);
+  batch gives each object's values then its class (3.11+; 3.10: ``len`` of its dict); the
+  right total and no class where a value should stand prove it with one ``type()`` per value
+  (:meth:`_Plan.holds_exactly`), dict-valued attributes included;
 - it keeps no per-object container: values are stored in one list per attribute name per batch
-  (columns), so a million saved objects set off no collection storm.
+  (columns).
 
 Objects that do not fit (an attribute set other than the learnt one, slots *and* a dict, a
-custom ``__getattribute__``/``__getattr__``, a descriptor shadowed by an instance attribute, a
-dict-valued attribute beside a dict referent) are saved whole: a copy of their dict and their
-slot values. Undo never reads ``__dict__`` of an inline object unless the code it undoes added an
-attribute whose name it cannot learn otherwise (then that object keeps a dict on 3.11/3.12).
+builtin base, a custom ``__getattribute__``/``__getattr__``, a descriptor shadowed by an
+instance attribute) are saved whole: a copy of their dict and their slot values. A batch that
+fails the bulk check is looked at one object at a time (slower, as exact). Undo never reads
+``__dict__`` of an inline object unless the code it undoes added an attribute whose name it
+cannot learn otherwise (then that object keeps a dict on 3.11/3.12).
 """
 
 import gc
@@ -129,8 +132,8 @@ class _Plan:
         self.extras = []  # names undo found added (learnt once, deleted without reading dicts)
 
     def holds_exactly(self, objects, columns):
-        """True when every object (all of them hold every name: the getters succeeded) holds
-        no other attribute."""
+        """True when every object (all of them of class ``cls``, all holding every name: the
+        getters succeeded) holds no other attribute."""
         for index, value in self.shadowed:  # a class default found, not the object's own value
             if id(value) in set(map(id, columns[index])):
                 return False
@@ -140,12 +143,28 @@ class _Plan:
         if not _cpython.ATTRIBUTES_INLINE:
             return sum(map(len, map(_get, objects, itertools.repeat("__dict__")))) == \
                 count * width
-        # each object gives at least its `width` values and its class, or (a dict made) its
-        # dict and its class: with no dict among them, the total says each holds no more
+        # Each object (of the plan's class: nothing else to traverse) gives its values then its
+        # class, or (a dict made) its dict then its class. With the right total and no class
+        # where a value should stand, each object's last referent, its class, stands where a
+        # class should: each object gives a multiple of width + 1 referents. A made dict gives
+        # 2: no multiple when width >= 2; when width == 1 its dict stands where a value should
+        # (no dict there proves there is none). So every object gives width + 1 or more (an
+        # inline object holds every name), and the total says each gives exactly width + 1.
+        # One type() per value, none per class; objects holding a dict stay on this path.
         referents = gc.get_referents(*objects)
-        if len(referents) == count * (width + 1) and not any(
-                issubclass(kind, dict) for kind in set(map(type, referents))):
-            return True
+        if len(referents) == count * (width + 1):
+            step = width + 1
+            kinds = set()  # the types of what stands where the values should
+            for index in range(width):
+                kinds.update(map(type, referents[index::step]))
+            if not any(issubclass(kind, type) or (width == 1 and issubclass(kind, dict))
+                       for kind in kinds):
+                return True
+            # values that are classes: no dict at all among them proves no dict was made
+            # (then each object gives width + 1 or more, and the total decides)
+            kinds.update(map(type, referents[width::step]))
+            if not any(issubclass(kind, dict) for kind in kinds):
+                return True
         if width < 2:  # a dict and the class may be a made dict: see the objects one by one
             return False
         # a made dict gives 2 referents, fewer than width + 1: each count decides alone
@@ -170,6 +189,17 @@ class _Plan:
             isinstance(value, dict) and value.get(self.names[0]) is value)
 
 
+class _Plain:
+    pass
+
+
+def _plain_layout(cls):
+    """True when instances of ``cls`` are laid out as a plain class's (no builtin base, no
+    slots): the collector then sees only their attributes (or their dict) and their class."""
+    return cls.__basicsize__ == _Plain.__basicsize__ and cls.__itemsize__ == 0 and all(
+        klass.__flags__ & _HEAPTYPE for klass in cls.__mro__[:-1]) and cls.__mro__[-1] is object
+
+
 #: Attribute sets learnt per class at most: objects of another shape are saved whole.
 MAX_SHAPES = 8
 
@@ -185,6 +215,8 @@ def _plan_for(cls, sample_state):
     if has_dict:
         if slots or type(_lookup(cls, "__dict__")) is not types.GetSetDescriptorType:
             return None
+        if not _plain_layout(cls):
+            return None  # a builtin base (list, Exception...) gives referents of its own
         own = sample_state["__dict_copy__"]
         if own is MISSING or not all(type(name) is str for name in own):
             return None
@@ -250,15 +282,27 @@ class ObjectStates(Operation):
             for obj in objects:
                 self._save_whole(cls, obj)
             return
-        plan = plans[0]  # the first object's shape: the usual one
+        plan = plans[0]  # the shape most objects had so far (see _one_by_one)
         try:
             columns = [list(map(getter, objects)) for getter in plan.getters]
         except Exception:  # one object lacks a name: see them one by one
             columns = None
         if columns is not None and plan.holds_exactly(objects, columns):
-            self._fast.append((plan, objects, columns))
+            self._add_fast(plan, objects, columns)
         else:
             self._one_by_one(cls, plans, objects)
+
+    def _add_fast(self, plan, objects, columns):
+        """Keep a batch saved in bulk: appended to the previous one when it has the same plan,
+        so that a million saved objects are a few long lists, not a few per batch (hundreds of
+        young containers would start a collection that traverses them all as the update ends)."""
+        if self._fast and self._fast[-1][0] is plan:
+            _, saved, saved_columns = self._fast[-1]
+            saved.extend(objects)
+            for saved_column, column in zip(saved_columns, columns):
+                saved_column.extend(column)
+        else:
+            self._fast.append((plan, list(objects), columns))  # a list of its own: extended
 
     def _save_whole(self, cls, obj):
         """Save ``obj`` whole; learn its attribute set as a new shape of ``cls`` if it has one."""
@@ -294,6 +338,9 @@ class ObjectStates(Operation):
                 self._save_whole(cls, obj)
         for plan, (fast, columns) in found.items():
             self._fast.append((plan, fast, columns))
+        # the most common shape first: the next batch is tried whole with it (an odd object
+        # read first must not send every batch after it one object at a time)
+        plans.sort(key=lambda plan: -len(found[plan][0]) if plan in found else 0)
 
     def undo(self):
         """Restore every saved object (newest first). Objects that cannot be restored are
