@@ -2,7 +2,7 @@
 stack (a parked one from its point's caller out), and whether one of given code objects runs.
 
 Shared by ``pymoult.lowlevel.alterability`` (quiescence), ``pymoult.lowlevel.stack`` and
-``pymoult.lowlevel.data_update`` (what a reboot or a local-variable write targets) and
+``pymoult.lowlevel.local_variables`` (what a reboot or a local-variable write targets) and
 ``pymoult.highlevel.module_update`` (the quiescence of what an update changes).
 """
 

@@ -10,6 +10,8 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "pymoult"
 PUBLIC_MODULES = ["pymoult.errors", "pymoult.threads", "pymoult.lowlevel.alterability",
                   "pymoult.lowlevel.stack", "pymoult.lowlevel.world", "pymoult.lowlevel.journal",
                   "pymoult.lowlevel.relinking", "pymoult.lowlevel.data_update",
+                  "pymoult.lowlevel.class_update", "pymoult.lowlevel.object_conversion",
+                  "pymoult.lowlevel.local_variables",
                   "pymoult.lowlevel.redirection", "pymoult.lowlevel.data_access",
                   "pymoult.lowlevel.instances", "pymoult.lowlevel.lazy_conversion",
                   "pymoult.highlevel.updates", "pymoult.highlevel.managers",

@@ -94,7 +94,7 @@ from ..errors import (ModuleUpdateError, NotAlterableNow, PymoultTypeError, Pymo
 from .._stacks import class_codes, codes_of, running_code, thread_stacks
 from ..lowlevel.alterability import (TornCallGuard, patience, stacks_not_at_points,
                                      wait_quiescence)
-from ..lowlevel.data_update import redefineClass, updatable_in_place
+from ..lowlevel.class_update import redefineClass, updatable_in_place
 from ..lowlevel.journal import (MISSING, Operation, SetItem, current_journal, delete_attribute,
                                 describe, set_attribute)
 from ..lowlevel.live_comparison import is_main_guard, names_bound

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import LifecycleError, NotAlterableNow, PymoultTypeError, UpdateDefinitionError
 from ..lowlevel import alterability
 from ..lowlevel.data_access import startEagerUpdate, startLazyUpdate, traverseHeap
-from ..lowlevel.data_update import redefineClass
+from ..lowlevel.class_update import redefineClass
 from ..lowlevel.relinking import Member, redefineFunction, redefineMethod, update_function
 from ..lowlevel.stack import resetThread, switchMain
 from .lifecycle import (TRANSITIONS, Update, UpdateState, UpdateStatus, applied_update_names,

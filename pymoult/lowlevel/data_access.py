@@ -27,7 +27,7 @@ import sys
 import types
 
 from ..errors import PymoultTypeError, WrongStrategy
-from .data_update import transform_all
+from .object_conversion import transform_all
 from .instances import instances_of
 from .journal import current_journal, describe
 from .lazy_conversion import startLazyUpdate

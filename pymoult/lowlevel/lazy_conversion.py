@@ -50,7 +50,7 @@ from typing import Any, TypeVar
 
 from .. import _cpython
 from ..errors import PymoultTypeError, ThreadStateError, TransformerError
-from .data_update import AttributeWrites, snapshot_entry
+from .object_conversion import AttributeWrites, snapshot_entry
 from .instances import instances_of
 from .journal import Journal, Operation, current_journal, describe
 
