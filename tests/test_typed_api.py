@@ -16,7 +16,6 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 #: that the list shrinks as modules are typed and cannot hide a regression in a typed one.
 UNTYPED = {
     "pymoult.lowlevel.class_update",
-    "pymoult.lowlevel.object_conversion",
     "pymoult.lowlevel.local_variables",
     "pymoult.lowlevel.data_access",
     "pymoult.highlevel.module_update",

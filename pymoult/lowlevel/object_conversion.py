@@ -20,8 +20,12 @@ update's, a class redefinition's); :class:`AttributeWrites` and :func:`snapshot_
 lazy conversion's writes (:mod:`~pymoult.lowlevel.lazy_conversion`).
 """
 
+from __future__ import annotations
+
 import logging
 import types
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from .. import _cpython
 from ..errors import ConversionError, PymoultTypeError, TransformerError
@@ -29,20 +33,34 @@ from .journal import MISSING, Operation, current_journal, describe
 from .object_state import ObjectStates
 from .redirection import redirect_references
 
+if TYPE_CHECKING:
+    from .journal import Journal
+    from .redirection import RedirectReport
+
 __all__ = ["updateToClass", "transform_all", "snapshot_entry", "SetClass", "AttributeWrites",
            "Conversion", "PROGRESS_BATCH"]
 
 logger = logging.getLogger("pymoult")
 
+T = TypeVar("T")
+
+#: A transformer: called on each converted object, its result ignored.
+Transformer = Callable[[Any], object]
+#: A builder: makes the new object standing for the old one.
+Builder = Callable[[Any], Any]
+#: What :class:`AttributeWrites` records: ``(obj, name, old value or MISSING)``, or
+#: ``(obj, None, {"__dict__": copy, slot: value})`` for an object snapshotted whole.
+WriteEntry = tuple[Any, str | None, Any]
+
 
 class SetClass(Operation):
     """``obj.__class__`` was assigned; undo assigns the old class back."""
 
-    def __init__(self, obj, old_cls, new_cls):
+    def __init__(self, obj: object, old_cls: type, new_cls: type) -> None:
         self.obj, self.old_cls, self.new_cls = obj, old_cls, new_cls
         self.text = f"convert a {describe(old_cls)} to {describe(new_cls)}"
 
-    def undo(self):
+    def undo(self) -> None:
         object.__setattr__(self.obj, "__class__", self.old_cls)
 
 
@@ -51,16 +69,16 @@ class AttributeWrites(Operation):
     ``(obj, name, old value or MISSING)``, or ``(obj, None, {"__dict__": copy, slot: value})``
     for an object snapshotted whole; undo restores them newest first."""
 
-    def __init__(self, description):
-        self.entries = []
+    def __init__(self, description: str) -> None:
+        self.entries: list[WriteEntry] = []
         self.description = description
 
     @property
-    def text(self):
+    def text(self) -> str:  # type: ignore[override]  # counts change as writes are recorded
         objects = len({id(entry[0]) for entry in self.entries})
         return f"{self.description}: {len(self.entries)} recorded changes on {objects} objects"
 
-    def undo(self):
+    def undo(self) -> None:
         for obj, name, old in reversed(self.entries):
             if name is None:
                 for key, value in old.items():
@@ -74,7 +92,7 @@ class AttributeWrites(Operation):
                 _restore_attribute(obj, name, old)
 
 
-def _restore_attribute(obj, name, value):
+def _restore_attribute(obj: object, name: str, value: object) -> None:
     """Put back ``value`` (or remove the attribute when it was MISSING), bypassing hooks."""
     if value is MISSING:
         try:
@@ -89,7 +107,7 @@ class Conversion(Operation):
     """Objects replaced by new ones of another layout, references redirected (each redirection
     is an operation of its own, recorded after this one). ``report`` says what was missed."""
 
-    def __init__(self, old, new, report, count=1):
+    def __init__(self, old: object, new: object, report: RedirectReport, count: int = 1) -> None:
         self.old, self.new, self.report, self.count = old, new, report, count
         old_cls = old if isinstance(old, type) else type(old)
         new_cls = new if isinstance(new, type) else type(new)
@@ -97,17 +115,17 @@ class Conversion(Operation):
         self.text = (f"replace {what} by {describe(new_cls)} ({len(report.redirected)} references "
                      f"redirected, {len(report.missed)} not)")
 
-    def undo(self):
+    def undo(self) -> None:
         pass  # the redirections recorded after it put the old objects back
 
 
-_SKIP = object()  # a property: its setter's own writes are recorded, not the property
+_SKIP: Final = object()  # a property: its setter's own writes are recorded, not the property
 
 
 _PLAIN, _SLOT, _SHADOWED = "plain", "slot", "shadowed"
 
 
-def _attribute_kind(cls, name):
+def _attribute_kind(cls: type, name: str) -> object:
     """How to read an instance's own value for ``name``: it depends on the class only."""
     on_class = getattr(cls, name, MISSING)
     if on_class is MISSING:
@@ -119,7 +137,7 @@ def _attribute_kind(cls, name):
     return _SHADOWED  # a class attribute of that name: look in the instance dict only
 
 
-def _instance_value(obj, name, kind=None):
+def _instance_value(obj: object, name: str, kind: object = None) -> Any:
     """The value ``obj`` itself holds for ``name`` (instance dict or slot), MISSING if none,
     without running getters or seeing class defaults (``_SKIP`` for a property)."""
     kind = kind or _attribute_kind(type(obj), name)
@@ -136,9 +154,9 @@ def _instance_value(obj, name, kind=None):
     return state.get(name, MISSING) if isinstance(state, dict) else MISSING
 
 
-def snapshot_entry(obj):
+def snapshot_entry(obj: object) -> WriteEntry:
     """``(obj, None, state)`` restoring all of ``obj``'s own attributes (dict and slots)."""
-    state = {}
+    state: dict[str, Any] = {}
     own = getattr(obj, "__dict__", None)
     if isinstance(own, dict):
         state["__dict__"] = dict(own)
@@ -154,7 +172,8 @@ def snapshot_entry(obj):
 PROGRESS_BATCH = 4096
 
 
-def in_batches(objects, progress, step):
+def in_batches(objects: Sequence[T], progress: Journal | None,
+               step: str) -> Iterator[tuple[int, Sequence[T]]]:
     """``objects`` (a sequence) in batches of ``PROGRESS_BATCH``: yields ``(start, batch)``, a
     slice each, and reports to journal ``progress`` (if any) how many were handled after each."""
     total = len(objects)
@@ -167,7 +186,8 @@ def in_batches(objects, progress, step):
             progress.report_progress(step, stop, total)
 
 
-def transform_all(objects, transformer, description, atomic=True, progress=None):
+def transform_all(objects: Sequence[Any], transformer: Transformer, description: str,
+                  atomic: bool = True, progress: Journal | None = None) -> ObjectStates:
     """Run ``transformer`` on each object; returns the :class:`ObjectStates` saved before.
 
     With ``atomic``, each batch of ``PROGRESS_BATCH`` objects has its state saved before the
@@ -209,24 +229,24 @@ def transform_all(objects, transformer, description, atomic=True, progress=None)
     return states
 
 
-def check_class(cls, what):
+def check_class(cls: object, what: str) -> None:
     """Raise ``PymoultTypeError`` (naming ``what``) unless ``cls`` is a class."""
     if not isinstance(cls, type):
         raise PymoultTypeError(f"{what} must be a class, got {cls!r}")
 
 
-def slots_of(cls):
+def slots_of(cls: type) -> tuple[str, ...]:
     """The ``__slots__`` entries of ``cls`` and its bases, as written (not mangled)."""
-    slots = []
+    slots: list[str] = []
     for klass in cls.__mro__:
         value = klass.__dict__.get("__slots__", ())
         slots.extend([value] if isinstance(value, str) else value)
     return tuple(slots)
 
 
-def _copy_state(old, new, new_cls):
+def _copy_state(old: object, new: object, new_cls: type) -> None:
     """Copy the old object's attributes onto ``new`` wherever ``new_cls`` can hold them."""
-    values = {}
+    values: dict[str, Any] = {}
     for name in slots_of(type(old)):
         if name not in ("__dict__", "__weakref__"):
             try:
@@ -247,7 +267,8 @@ def _copy_state(old, new, new_cls):
                 obj=old, new_cls=new_cls) from exc
 
 
-def updateToClass(obj, cls, new_cls, transformer=None, journal=None, builder=None):
+def updateToClass(obj: Any, cls: type, new_cls: type, transformer: Transformer | None = None,
+                  journal: Journal | None = None, builder: Builder | None = None) -> Any:
     """Convert ``obj`` (an instance of ``cls``) to ``new_cls``, then run ``transformer`` on it once.
 
     Returns the converted object: ``obj`` itself when ``__class__`` can be assigned; otherwise a
@@ -291,13 +312,15 @@ def updateToClass(obj, cls, new_cls, transformer=None, journal=None, builder=Non
     return obj
 
 
-def _transformer_failed(transformer, exc, doing, obj):
+def _transformer_failed(transformer: Callable[..., object], exc: Exception, doing: str,
+                        obj: object) -> TransformerError:
     # a function, not a closure: a cell holding the old object would be redirected with the rest
     return TransformerError(f"transformer {describe(transformer)} raised {exc!r} {doing}",
                             obj=obj, index=0, count=1)
 
 
-def build_new(old, new_cls, transformer, builder):
+def build_new(old: Any, new_cls: type, transformer: Transformer | None,
+              builder: Builder | None) -> Any:
     """A ``new_cls`` object standing for ``old``: ``builder(old)``, or a blank ``new_cls`` given
     the old attributes; then ``transformer(new)``, once."""
     if builder is not None:
@@ -310,7 +333,8 @@ def build_new(old, new_cls, transformer, builder):
                                   f"{describe(new_cls)}", obj=old, new_cls=new_cls)
     else:
         try:
-            new = new_cls.__new__(new_cls)
+            # new_cls's own __new__ (mypy reads it as type.__new__, the metaclass's)
+            new = new_cls.__new__(new_cls)  # type: ignore[call-overload]
         except TypeError as exc:
             raise ConversionError(
                 f"cannot build a {describe(new_cls)} from a {describe(type(old))}: its __new__ "
@@ -326,7 +350,8 @@ def build_new(old, new_cls, transformer, builder):
     return new
 
 
-def _convert_by_rebuilding(old, new_cls, transformer, builder, journal):
+def _convert_by_rebuilding(old: Any, new_cls: type, transformer: Transformer | None,
+                           builder: Builder | None, journal: Journal | None) -> Any:
     new = build_new(old, new_cls, transformer, builder)
     mark = len(journal) if journal is not None else 0
     report = redirect_references({id(old): (old, new)}, journal)
