@@ -50,9 +50,9 @@ from typing import Any, TypeVar
 
 from .. import _cpython
 from ..errors import PymoultTypeError, ThreadStateError, TransformerError
-from .object_conversion import AttributeWrites, snapshot_entry
 from .instances import instances_of
 from .journal import Journal, Operation, current_journal, describe
+from .object_conversion import AttributeWrites, snapshot_entry
 
 __all__ = ["startLazyUpdate", "LazyConversion"]
 
