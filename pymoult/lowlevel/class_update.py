@@ -12,10 +12,14 @@ When the layout does not allow it, every instance is rebuilt as the new class
 (:mod:`~pymoult.lowlevel.object_conversion`).
 """
 
+from __future__ import annotations
+
 import enum
 import logging
 import sys
 import types
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..errors import (PymoultTypeError, PymoultValueError, RedefinitionError, TargetNotFoundError,
                       TransformerError)
@@ -27,6 +31,10 @@ from .object_conversion import (Conversion, build_new, check_class, in_batches, 
 from .redirection import redirect_references
 from .relinking import copy_missing_globals, property_for, rebuild, redefineMethod
 
+if TYPE_CHECKING:
+    from .object_conversion import Builder, Transformer
+    from .relinking import Member
+
 __all__ = ["redefineClass", "addFieldToClass", "addMethodToClass", "generateMixinUser",
            "applyMixinToObject", "updatable_in_place", "AddEnumMember"]
 
@@ -36,27 +44,27 @@ logger = logging.getLogger("pymoult")
 _NAMESPACE_SKIP = {"__dict__", "__weakref__", "__module__", "__qualname__", "__slots__"}
 
 
-def addFieldToClass(cls, name, field, journal=None):
+def addFieldToClass(cls: type, name: str, field: object, journal: Journal | None = None) -> None:
     """Give ``cls`` the class attribute ``name = field`` (a default every instance sees)."""
     check_class(cls, "the class")
     set_attribute(cls, name, field, journal)
 
 
-def addMethodToClass(cls, name, method, journal=None):
+def addMethodToClass(cls: type, name: str, method: Member, journal: Journal | None = None) -> None:
     """Give ``cls`` the method ``name``. A function using zero-argument ``super()`` is bound to
     ``cls`` (its ``__class__`` cell), whatever class body it was written in."""
     check_class(cls, "the class")
-    wrapped = isinstance(method, (staticmethod, classmethod))
-    function = method.__func__ if wrapped else method
+    function = method.__func__ if isinstance(method, (staticmethod, classmethod)) else method
     if not callable(function) and not isinstance(method, property):
         raise PymoultTypeError(f"a method must be callable, got {method!r}")
     if isinstance(function, types.FunctionType) and "__class__" in function.__code__.co_freevars:
         rebuilt = rebuild(function, function.__globals__, cls)
-        method = type(method)(rebuilt) if wrapped else rebuilt
+        method = type(method)(rebuilt) if isinstance(method, (staticmethod, classmethod)) \
+            else rebuilt
     set_attribute(cls, name, method, journal)
 
 
-def generateMixinUser(cls, *mixins):
+def generateMixinUser(cls: type, *mixins: type) -> type:
     """A subclass of ``cls`` that also inherits ``mixins`` (their methods take precedence).
 
     It keeps ``cls``'s name, qualified name and module, so it reads like the class it extends.
@@ -70,7 +78,7 @@ def generateMixinUser(cls, *mixins):
     return type(cls)(cls.__name__, tuple(mixins) + (cls,), namespace)
 
 
-def applyMixinToObject(obj, *mixins, journal=None):
+def applyMixinToObject(obj: object, *mixins: type, journal: Journal | None = None) -> type:
     """Make ``obj`` an instance of ``generateMixinUser(type(obj), *mixins)``; returns that class.
 
     This assigns ``obj.__class__`` (see the module notes for what that costs on 3.11+).
@@ -80,12 +88,12 @@ def applyMixinToObject(obj, *mixins, journal=None):
     return new_cls
 
 
-def _layout(cls):
+def _layout(cls: type) -> tuple[Any, ...]:
     """What must agree for a class to be updated in place from another."""
     return (type(cls), slots_of(cls), cls.__basicsize__, cls.__itemsize__, cls.__dictoffset__)
 
 
-def _same_class(live, new, counterparts):
+def _same_class(live: type, new: type, counterparts: Mapping[int, type] | None) -> bool:
     """True when ``new`` stands for ``live``: the same object, or its new version. Without
     ``counterparts`` (id of a new class -> the live class it updates), a class of the same
     qualified name counts as its new version."""
@@ -96,7 +104,8 @@ def _same_class(live, new, counterparts):
     return live.__qualname__ == new.__qualname__
 
 
-def updatable_in_place(cls, new_cls, counterparts=None):
+def updatable_in_place(cls: type, new_cls: type,
+                       counterparts: Mapping[int, type] | None = None) -> bool:
     """True when ``cls`` can take ``new_cls``'s namespace: same instance layout, the same
     metaclass (or its new version), and the same bases (or their new versions)."""
     if _layout(cls)[1:] != _layout(new_cls)[1:]:
@@ -110,12 +119,14 @@ def updatable_in_place(cls, new_cls, counterparts=None):
                for live, new in zip(cls.__bases__, new_cls.__bases__))
 
 
-def _is_function_like(value):
+def _is_function_like(value: object) -> bool:
     return isinstance(value, (types.FunctionType, staticmethod, classmethod, property))
 
 
-def redefineClass(module, cls, new_cls, transformer=None, builder=None, journal=None,
-                  counterparts=None, keep=()):
+def redefineClass(module: types.ModuleType, cls: type | str, new_cls: type,
+                  transformer: Transformer | None = None, builder: Builder | None = None,
+                  journal: Journal | None = None, counterparts: Mapping[int, type] | None = None,
+                  keep: Iterable[str] = ()) -> type:
     """Make ``module.<cls>`` behave as ``new_cls``; returns the class now bound in the module.
 
     When the instance layout (slots, metaclass) and the bases allow, the live class is kept: its
@@ -145,7 +156,7 @@ def redefineClass(module, cls, new_cls, transformer=None, builder=None, journal=
         raise PymoultTypeError(f"expected a module, got {module!r}")
     name = cls if isinstance(cls, str) else getattr(cls, "__name__", None)
     live = module.__dict__.get(name, MISSING) if isinstance(name, str) else MISSING
-    if live is MISSING:
+    if live is MISSING or not isinstance(name, str):  # not a str: live is MISSING (for mypy)
         raise TargetNotFoundError(f"module {module.__name__!r} has no class {name!r} (any more)",
                                   target=f"{module.__name__}.{name}")
     if not isinstance(cls, str) and live is not cls:
@@ -178,8 +189,10 @@ def redefineClass(module, cls, new_cls, transformer=None, builder=None, journal=
     return _replace_class(module, name, live, new_cls, transformer, builder, journal)
 
 
-def _replace_class(module, name, live, new_cls, transformer, builder, journal):
-    olds = instances_of(live, subclasses=False)
+def _replace_class(module: types.ModuleType, name: str, live: type, new_cls: type,
+                   transformer: Transformer | None, builder: Builder | None,
+                   journal: Journal | None) -> type:
+    olds: list[Any] = instances_of(live, subclasses=False)
     mapping = {}
     # build everything first: a failure changes nothing
     for start, batch in in_batches(olds, journal, f"rebuild instances of {describe(live)}"):
@@ -193,7 +206,8 @@ def _replace_class(module, name, live, new_cls, transformer, builder, journal):
     set_attribute(module, name, new_cls, journal)
     mark = len(journal) if journal is not None else 0
     report = redirect_references(mapping, journal, exclude=(olds,))
-    for subclass in type.__subclasses__(live):
+    subclasses: list[type] = type.__subclasses__(live)
+    for subclass in subclasses:
         report.missed.append(f"subclass {describe(subclass)} still derives from the old class")
     report.missed.append(f"the class object {describe(live)} itself: code that holds it (a "
                          "`from module import` elsewhere, an isinstance check) still names it")
@@ -205,7 +219,8 @@ def _replace_class(module, name, live, new_cls, transformer, builder, journal):
     return new_cls
 
 
-def _update_namespace(live, new_cls, journal, keep=()):
+def _update_namespace(live: type, new_cls: type, journal: Journal,
+                      keep: Iterable[str] = ()) -> None:
     # slot descriptors belong to their own class's layout: the live ones stay (same slots)
     skip = _NAMESPACE_SKIP | set(slots_of(live)) | set(slots_of(new_cls)) | set(keep)
     old_names = set(live.__dict__) - skip
@@ -235,13 +250,12 @@ def _update_namespace(live, new_cls, journal, keep=()):
         if isinstance(value, property):
             value = property_for(live, value)
         elif isinstance(value, (types.FunctionType, staticmethod, classmethod)):
-            wrapped = not isinstance(value, types.FunctionType)
-            function = value.__func__ if wrapped else value
+            function = value if isinstance(value, types.FunctionType) else value.__func__
             if isinstance(function, types.FunctionType):
                 home = live_module.__dict__ if live_module is not None else function.__globals__
                 rebuilt = rebuild(function, home, live)
                 rebuilt.__code__ = copy_missing_globals(rebuilt, function, journal)
-                value = type(value)(rebuilt) if wrapped else rebuilt
+                value = rebuilt if isinstance(value, types.FunctionType) else type(value)(rebuilt)
         set_attribute(live, name, value, journal)
     for name in sorted(old_names - new_names - {"__doc__"}):
         delete_attribute(live, name, journal)
@@ -250,12 +264,12 @@ def _update_namespace(live, new_cls, journal, keep=()):
 class AddEnumMember(Operation):
     """A member (or an alias of one, ``name``) added to a live ``Enum`` class; undo removes it."""
 
-    def __init__(self, cls, member, name=None):
+    def __init__(self, cls: enum.EnumMeta, member: enum.Enum, name: str | None = None) -> None:
         self.cls, self.member = cls, member
         self.name = name or member._name_
         self.text = f"add member {self.name} to {describe(cls)}"
 
-    def undo(self):
+    def undo(self) -> None:
         cls, name = self.cls, self.name
         cls._member_map_.pop(name, None)
         if name != self.member._name_:  # an alias: the member itself stays
@@ -273,11 +287,12 @@ class AddEnumMember(Operation):
             type.__delattr__(cls, name)
 
 
-def _is_sunder(name):
+def _is_sunder(name: str) -> bool:
     return len(name) > 2 and name[0] == name[-1] == "_" and name[1] != "_" and name[-2] != "_"
 
 
-def _update_enum(live, new_cls, journal, keep=()):
+def _update_enum(live: enum.EnumMeta, new_cls: enum.EnumMeta, journal: Journal,
+                 keep: Iterable[str] = ()) -> None:
     """Update an Enum in place: methods as for any class; members kept, new ones added."""
     members = set(live._member_map_) | set(new_cls._member_map_)
     internal = {name for name, value in vars(new_cls).items()
@@ -304,11 +319,11 @@ def _update_enum(live, new_cls, journal, keep=()):
             pass
         type.__setattr__(live, name, member)
     for alias, canonical in aliases:
-        member = live._member_map_.get(canonical)
-        if member is not None:
-            journal.record(AddEnumMember(live, member, alias))
-            live._member_map_[alias] = member
-            type.__setattr__(live, alias, member)
+        aliased = live._member_map_.get(canonical)
+        if aliased is not None:
+            journal.record(AddEnumMember(live, aliased, alias))
+            live._member_map_[alias] = aliased
+            type.__setattr__(live, alias, aliased)
     dropped = set(live._member_map_) - set(new_cls._member_map_)
     if dropped:
         logger.warning("%s keeps members %s that the new version drops (code may still hold "
