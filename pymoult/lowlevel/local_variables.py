@@ -14,7 +14,12 @@ variable changes for the current iteration only (the iterator sets the next valu
 suspended generator or greenlet are not on any thread's stack and are not reached.
 """
 
+from __future__ import annotations
+
 import threading
+from collections.abc import Collection, Iterable
+from types import CodeType, FrameType
+from typing import TYPE_CHECKING
 
 from .. import _cpython
 from ..errors import PymoultTypeError, PymoultValueError, TargetNotFoundError
@@ -22,10 +27,17 @@ from .._stacks import codes_of
 from .journal import MISSING, Operation, current_journal, describe
 from .world import stop_the_world
 
+if TYPE_CHECKING:
+    from .journal import Journal
+
+#: A frame found running, with its thread (its ident if the thread is not a ``Thread`` object).
+RunningFrame = tuple[threading.Thread | int, FrameType]
+
 __all__ = ["updateLocalVar", "updateLocalVarInThread", "WriteLocal"]
 
 
-def _frame_is_running(frame):
+def _frame_is_running(frame: FrameType) -> bool:
+    top: FrameType | None
     for top in _cpython.current_frames().values():
         while top is not None:
             if top is frame:
@@ -38,13 +50,14 @@ class WriteLocal(Operation):
     """A local variable of a live frame was set; undo writes the old value back if the frame is
     still running (a frame that has exited has no state left to restore)."""
 
-    def __init__(self, frame, name, old, new, thread):
+    def __init__(self, frame: FrameType, name: str, old: object, new: object,
+                 thread: threading.Thread | int) -> None:
         self.frame, self.name, self.old, self.new, self.thread = frame, name, old, new, thread
         was = "was unbound" if old is MISSING else f"was {old!r}"[:60]
         self.text = (f"set local {name!r} of {describe(frame.f_code)} in "
                      f"{getattr(thread, 'name', thread)!r} ({was})")
 
-    def undo(self):
+    def undo(self) -> None:
         if self.old is MISSING:
             raise PymoultValueError(f"local {self.name!r} was unbound before the update and "
                                     "cannot be unbound again portably; it keeps the new value")
@@ -53,11 +66,11 @@ class WriteLocal(Operation):
                 _cpython.write_frame_local(self.frame, self.name, self.old)
 
 
-def _local_names(code):
+def _local_names(code: CodeType) -> set[str]:
     return set(code.co_varnames) | set(code.co_cellvars) | set(code.co_freevars)
 
 
-def _check_name(codes, func, name):
+def _check_name(codes: Collection[CodeType], func: object, name: object) -> None:
     if not isinstance(name, str):
         raise PymoultTypeError(f"a local variable name must be a str, got {name!r}")
     for code in codes:
@@ -68,7 +81,8 @@ def _check_name(codes, func, name):
                             f"(its locals: {known})")
 
 
-def _write(frames, name, value, journal):
+def _write(frames: Iterable[RunningFrame], name: str, value: object,
+           journal: Journal | None) -> int:
     """Write ``name`` in every (thread, frame); returns how many were written."""
     written = 0
     with stop_the_world():
@@ -83,11 +97,13 @@ def _write(frames, name, value, journal):
     return written
 
 
-def _frames_running(codes, thread_idents):
+def _frames_running(codes: Iterable[CodeType],
+                    thread_idents: Collection[int | None]) -> list[RunningFrame]:
     """(thread, frame) for every frame of ``codes`` on the stacks of the given thread idents."""
     code_ids = {id(code) for code in codes}
     threads = {t.ident: t for t in threading.enumerate()}
-    found = []
+    found: list[RunningFrame] = []
+    frame: FrameType | None
     for ident, frame in _cpython.current_frames().items():
         if ident not in thread_idents:
             continue
@@ -98,7 +114,8 @@ def _frames_running(codes, thread_idents):
     return found
 
 
-def updateLocalVarInThread(thread, func, name, value, journal=None):
+def updateLocalVarInThread(thread: threading.Thread, func: object, name: str, value: object,
+                           journal: Journal | None = None) -> int:
     """Set local ``name`` to ``value`` in every frame of ``func`` running in ``thread``.
 
     Returns the number of frames written. Raises ``TargetNotFoundError`` if ``func`` is not
@@ -116,7 +133,8 @@ def updateLocalVarInThread(thread, func, name, value, journal=None):
     return written
 
 
-def updateLocalVar(func, name, value, journal=None):
+def updateLocalVar(func: object, name: str, value: object,
+                   journal: Journal | None = None) -> int:
     """Set local ``name`` to ``value`` in every frame of ``func`` in every *other* thread.
 
     Returns the number of frames written; ``TargetNotFoundError`` if none is running.
