@@ -21,25 +21,34 @@ nothing and runs at the transformer's own speed, but a failure then leaves the o
 converted. Figures: ``benchmarks/bench_data.py``.
 """
 
+from __future__ import annotations
+
 import gc
 import queue
 import sys
 import types
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..errors import PymoultTypeError, WrongStrategy
-from .object_conversion import transform_all
 from .instances import instances_of
 from .journal import current_journal, describe
 from .lazy_conversion import startLazyUpdate
+from .object_conversion import transform_all
 from .object_state import ObjectStates
+
+if TYPE_CHECKING:
+    from .journal import Journal
 
 __all__ = ["DataAccessor", "HeapWalker", "traverseHeap", "startEagerUpdate", "startLazyUpdate",
            "instances_of"]
 
 STRATEGIES = ("immediate", "progressive")
 
+T = TypeVar("T")
 
-class DataAccessor:
+
+class DataAccessor(Generic[T]):
     """An iterator over the instances of ``cls``.
 
     ``strategy="immediate"``: every instance alive now, found at construction.
@@ -51,23 +60,24 @@ class DataAccessor:
 
     _END = object()
 
-    def __init__(self, cls, strategy="immediate"):
+    def __init__(self, cls: type[T], strategy: str = "immediate") -> None:
         if strategy not in STRATEGIES:
             raise WrongStrategy(f"unknown strategy {strategy!r}: use one of {STRATEGIES}")
         self.cls = cls
         self.strategy = strategy
+        self._touched: queue.SimpleQueue[Any] | None
         if strategy == "immediate":
             self._objects = iter(instances_of(cls))
             self._touched = None
         else:
-            self._touched = queue.SimpleQueue()
-            self.conversion = startLazyUpdate(cls, None, on_convert=self._touched.put,
-                                              on_done=lambda: self._touched.put(self._END))
+            touched = self._touched = queue.SimpleQueue()
+            self.conversion = startLazyUpdate(cls, None, on_convert=touched.put,
+                                              on_done=lambda: touched.put(self._END))
 
-    def __iter__(self):
+    def __iter__(self) -> DataAccessor[T]:
         return self
 
-    def __next__(self):
+    def __next__(self) -> T:
         if self._touched is None:
             return next(self._objects)
         obj = self._touched.get()
@@ -82,7 +92,7 @@ class HeapWalker:
     (``walk_list``, ``walk_dict``, ``walk_Session``...); :func:`traverseHeap` calls the one
     matching each reachable object's type name, and :meth:`walk` for every object."""
 
-    def walk(self, obj):
+    def walk(self, obj: Any) -> None:
         method = getattr(self, "walk_" + type(obj).__name__, None)
         if method is not None:
             method(obj)
@@ -93,7 +103,8 @@ _OPAQUE = (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType
            types.FrameType, types.MethodType)
 
 
-def traverseHeap(walker, module_names=("__main__",), journal=None):
+def traverseHeap(walker: HeapWalker, module_names: str | Iterable[str] = ("__main__",),
+                 journal: Journal | None = None) -> int:
     """Give ``walker.walk`` every object reachable from the globals of the named modules, once.
 
     The traversal follows containers and instances (``gc.get_referents``) but does not enter
@@ -110,7 +121,7 @@ def traverseHeap(walker, module_names=("__main__",), journal=None):
         raise PymoultTypeError(f"walker must have a walk(obj) method, got {walker!r}")
     if isinstance(module_names, str):
         module_names = [module_names]
-    roots = []
+    roots: list[Any] = []
     for name in module_names:
         module = sys.modules.get(name)
         if module is None:
@@ -119,7 +130,7 @@ def traverseHeap(walker, module_names=("__main__",), journal=None):
     journal = current_journal(journal)
     states = None if journal is None else ObjectStates(
         f"heap traversal by {describe(type(walker))}")
-    seen = {}
+    seen: dict[int, Any] = {}
     todo = list(roots)
     try:
         while todo:
@@ -137,7 +148,7 @@ def traverseHeap(walker, module_names=("__main__",), journal=None):
         if states is not None:
             states.undo()
         raise
-    if states is not None and len(states):
+    if journal is not None and states is not None and len(states):  # (states means a journal)
         journal.record(states)
     return len(seen)
 
@@ -145,7 +156,8 @@ def traverseHeap(walker, module_names=("__main__",), journal=None):
 _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class defined in Python
 
 
-def startEagerUpdate(cls, transformer, atomic=True, journal=None, subclasses=True):
+def startEagerUpdate(cls: type[T], transformer: Callable[[T], object], atomic: bool = True,
+                     journal: Journal | None = None, subclasses: bool = True) -> int:
     """Run ``transformer(obj)`` on every instance of ``cls`` now; returns how many.
 
     See the module notes for ``atomic``. Raises ``TransformerError`` (``.obj``, ``.index``,
