@@ -31,11 +31,15 @@ fails the bulk check is looked at one object at a time (slower, as exact). Undo 
 cannot learn otherwise (then that object keeps a dict on 3.11/3.12).
 """
 
+from __future__ import annotations
+
 import gc
 import itertools
 import logging
 import operator
 import types
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from .. import _cpython
 from ..errors import RollbackError
@@ -45,12 +49,15 @@ __all__ = ["ObjectStates", "own_state", "restore_state"]
 
 logger = logging.getLogger("pymoult")
 
+#: What :func:`own_state` returns (see there); a value may be ``MISSING``.
+OwnState = dict[str, Any]
+
 _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE
 _get = object.__getattribute__
 _set = object.__setattr__
 
 
-def _lookup(cls, name):
+def _lookup(cls: type, name: str) -> Any:
     """``name`` in the first class of ``cls``'s MRO that defines it (no descriptor runs)."""
     for klass in cls.__mro__:
         namespace = klass.__dict__
@@ -59,14 +66,14 @@ def _lookup(cls, name):
     return MISSING
 
 
-def _is_data_descriptor(value):
+def _is_data_descriptor(value: object) -> bool:
     kind = type(value)
     return hasattr(kind, "__set__") or hasattr(kind, "__delete__")
 
 
-def slot_names(cls):
+def slot_names(cls: type) -> list[str]:
     """The attribute names of ``cls``'s slots (all bases), private names mangled."""
-    names = []
+    names: list[str] = []
     for klass in cls.__mro__:
         slots = klass.__dict__.get("__slots__", ())
         for name in [slots] if isinstance(slots, str) else slots:
@@ -78,7 +85,7 @@ def slot_names(cls):
     return names
 
 
-def own_state(obj):
+def own_state(obj: object) -> OwnState:
     """Everything ``obj`` holds itself: ``{"__class__", "__dict__" (the dict object, or
     MISSING), "__dict_copy__", "__slots__": {name: value or MISSING}}``."""
     cls = type(obj)
@@ -96,7 +103,7 @@ def own_state(obj):
             "__dict_copy__": dict(own) if isinstance(own, dict) else MISSING, "__slots__": slots}
 
 
-def restore_state(obj, state):
+def restore_state(obj: object, state: OwnState) -> None:
     """Put back what :func:`own_state` saved, bypassing the class's own hooks."""
     if type(obj) is not state["__class__"]:
         _set(obj, "__class__", state["__class__"])
@@ -125,13 +132,15 @@ class _Plan:
 
     __slots__ = ("cls", "names", "name_set", "getters", "shadowed", "has_dict", "extras")
 
-    def __init__(self, cls, names, has_dict, shadowed):
+    def __init__(self, cls: type, names: Iterable[str], has_dict: bool,
+                 shadowed: list[tuple[int, object]]) -> None:
         self.cls, self.names, self.has_dict, self.shadowed = cls, tuple(names), has_dict, shadowed
         self.name_set = frozenset(names)
         self.getters = [operator.attrgetter(name) for name in names]
-        self.extras = []  # names undo found added (learnt once, deleted without reading dicts)
+        #: names undo found added (learnt once, deleted without reading dicts)
+        self.extras: list[str] = []
 
-    def holds_exactly(self, objects, columns):
+    def holds_exactly(self, objects: Sequence[Any], columns: list[list[Any]]) -> bool:
         """True when every object (all of them of class ``cls``, all holding every name: the
         getters succeeded) holds no other attribute."""
         for index, value in self.shadowed:  # a class default found, not the object's own value
@@ -154,7 +163,7 @@ class _Plan:
         referents = gc.get_referents(*objects)
         if len(referents) == count * (width + 1):
             step = width + 1
-            kinds = set()  # the types of what stands where the values should
+            kinds: set[type] = set()  # the types of what stands where the values should
             for index in range(width):
                 kinds.update(map(type, referents[index::step]))
             if not any(issubclass(kind, type) or (width == 1 and issubclass(kind, dict))
@@ -170,7 +179,7 @@ class _Plan:
         # a made dict gives 2 referents, fewer than width + 1: each count decides alone
         return list(map(len, map(gc.get_referents, objects))).count(width + 1) == count
 
-    def holds_exactly_one(self, obj, values):
+    def holds_exactly_one(self, obj: object, values: list[Any]) -> bool:
         for index, value in self.shadowed:
             if values[index] is value:
                 return False
@@ -193,7 +202,7 @@ class _Plain:
     pass
 
 
-def _plain_layout(cls):
+def _plain_layout(cls: type) -> bool:
     """True when instances of ``cls`` are laid out as a plain class's (no builtin base, no
     slots): the collector then sees only their attributes (or their dict) and their class."""
     return cls.__basicsize__ == _Plain.__basicsize__ and cls.__itemsize__ == 0 and all(
@@ -204,7 +213,7 @@ def _plain_layout(cls):
 MAX_SHAPES = 8
 
 
-def _plan_for(cls, sample_state):
+def _plan_for(cls: type, sample_state: OwnState) -> _Plan | None:
     """A :class:`_Plan` for ``cls``, its names learnt from one instance's state, or None when
     its instances must be saved whole."""
     if not cls.__flags__ & _HEAPTYPE or cls.__getattribute__ is not object.__getattribute__ \
@@ -237,22 +246,24 @@ def _plan_for(cls, sample_state):
 class ObjectStates(Operation):
     """The saved state of objects (see the module notes); undo restores every one of them."""
 
-    def __init__(self, description):
+    def __init__(self, description: str) -> None:
         self.description = description
         self.count = 0
-        self._fast = []  # (plan, objects, columns), one per batch of a class
-        self._whole = []  # (obj, own_state(obj))
-        self._plans = {}  # class -> the _Plans learnt (its shapes), in the order learnt
-        self._whole_only = set()  # classes whose instances are always saved whole
+        #: (plan, objects, columns), one per batch of a class
+        self._fast: list[tuple[_Plan, list[Any], list[list[Any]]]] = []
+        self._whole: list[tuple[Any, OwnState]] = []  # (obj, own_state(obj))
+        #: class -> the _Plans learnt (its shapes), in the order learnt
+        self._plans: dict[type, list[_Plan]] = {}
+        self._whole_only: set[type] = set()  # classes whose instances are always saved whole
 
     @property
-    def text(self):
+    def text(self) -> str:  # type: ignore[override]  # the count changes as objects are saved
         return f"{self.description}: state of {self.count} objects saved"
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self.count
 
-    def take(self, objects):
+    def take(self, objects: Sequence[Any]) -> None:
         """Save the state of each object of ``objects`` (a list; each object once)."""
         if not objects:
             return
@@ -260,14 +271,14 @@ class ObjectStates(Operation):
         if list(map(type, objects)).count(first) == len(objects):
             self._take_class(first, objects)
         else:
-            groups = {}
+            groups: dict[type, list[Any]] = {}
             for obj in objects:
                 groups.setdefault(type(obj), []).append(obj)
             for cls, group in groups.items():
                 self._take_class(cls, group)
         self.count += len(objects)
 
-    def _take_class(self, cls, objects):
+    def _take_class(self, cls: type, objects: Sequence[Any]) -> None:
         plans = self._plans.get(cls)
         if plans is None:
             # learn the class's usual attribute set from one object (on 3.11/3.12 reading its
@@ -283,6 +294,7 @@ class ObjectStates(Operation):
                 self._save_whole(cls, obj)
             return
         plan = plans[0]  # the shape most objects had so far (see _one_by_one)
+        columns: list[list[Any]] | None
         try:
             columns = [list(map(getter, objects)) for getter in plan.getters]
         except Exception:  # one object lacks a name: see them one by one
@@ -292,7 +304,7 @@ class ObjectStates(Operation):
         else:
             self._one_by_one(cls, plans, objects)
 
-    def _add_fast(self, plan, objects, columns):
+    def _add_fast(self, plan: _Plan, objects: Sequence[Any], columns: list[list[Any]]) -> None:
         """Keep a batch saved in bulk: appended to the previous one when it has the same plan,
         so that a million saved objects are a few long lists, not a few per batch (hundreds of
         young containers would start a collection that traverses them all as the update ends)."""
@@ -304,7 +316,7 @@ class ObjectStates(Operation):
         else:
             self._fast.append((plan, list(objects), columns))  # a list of its own: extended
 
-    def _save_whole(self, cls, obj):
+    def _save_whole(self, cls: type, obj: object) -> None:
         """Save ``obj`` whole; learn its attribute set as a new shape of ``cls`` if it has one."""
         state = own_state(obj)
         self._whole.append((obj, state))
@@ -318,8 +330,8 @@ class ObjectStates(Operation):
         elif all(known.names != plan.names for known in plans):
             plans.append(plan)
 
-    def _one_by_one(self, cls, plans, objects):
-        found = {}  # plan -> (objects, columns)
+    def _one_by_one(self, cls: type, plans: list[_Plan], objects: Sequence[Any]) -> None:
+        found: dict[_Plan, tuple[list[Any], list[list[Any]]]] = {}  # plan -> (objects, columns)
         for obj in objects:
             for plan in plans:
                 try:
@@ -342,10 +354,10 @@ class ObjectStates(Operation):
         # read first must not send every batch after it one object at a time)
         plans.sort(key=lambda plan: -len(found[plan][0]) if plan in found else 0)
 
-    def undo(self):
+    def undo(self) -> None:
         """Restore every saved object (newest first). Objects that cannot be restored are
         reported together in a ``RollbackError`` after all the others were."""
-        failures = []
+        failures: list[tuple[Any, Exception]] = []
         for plan, objects, columns in reversed(self._fast):
             for index in range(len(objects) - 1, -1, -1):
                 obj = objects[index]
@@ -359,15 +371,15 @@ class ObjectStates(Operation):
             except Exception as exc:
                 failures.append((obj, exc))
         if failures:
-            for obj, exc in failures:
+            for obj, error in failures:
                 logger.error("%s: could not restore a %s: %r", self.description,
-                             describe(type(obj)), exc)
+                             describe(type(obj)), error)
             raise RollbackError(f"{self.description}: {len(failures)} of {self.count} objects "
                                 f"could not be restored (first: {failures[0][1]!r})",
                                 failures=failures)
 
     @staticmethod
-    def _restore(plan, obj, values):
+    def _restore(plan: _Plan, obj: object, values: list[Any]) -> None:
         if type(obj) is not plan.cls:
             _set(obj, "__class__", plan.cls)
         for name, value in zip(plan.names, values):
@@ -376,13 +388,13 @@ class ObjectStates(Operation):
             _drop_added(plan, obj)
 
 
-def _inline_and_exact(obj, width):
+def _inline_and_exact(obj: object, width: int) -> bool:
     referents = gc.get_referents(obj)
     return len(referents) == width + 1 and not any(
         isinstance(referent, dict) for referent in referents[:-1])
 
 
-def _drop_added(plan, obj):
+def _drop_added(plan: _Plan, obj: object) -> None:
     """Delete the attributes ``obj`` holds beyond ``plan.names`` (it holds all of those)."""
     width = len(plan.names)
     if _cpython.ATTRIBUTES_INLINE:
