@@ -18,7 +18,6 @@ UNTYPED = {
     "pymoult.lowlevel.data_update",
     "pymoult.lowlevel.data_access",
     "pymoult.highlevel.module_update",
-    "pymoult.source_tracking",
 }
 
 
