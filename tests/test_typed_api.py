@@ -17,7 +17,6 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 UNTYPED = {
     "pymoult.lowlevel.data_update",
     "pymoult.lowlevel.data_access",
-    "pymoult.highlevel.module_update",
 }
 
 
