@@ -915,7 +915,7 @@ def _class_stand_in(statement: Statement, attributes: set[str]) -> _StandIn:
         decorator_list=node.decorator_list, **extra))
 
 
-def _stand_in(verdict: Verdict) -> _StandIn:
+def _stand_in(verdict: Verdict[Statement]) -> _StandIn:
     statement = verdict.statement
     if statement.kind == "class":
         return _class_stand_in(statement, verdict.attributes)
