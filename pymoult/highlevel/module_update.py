@@ -75,6 +75,8 @@ swapped for the same code, renumbered) so that tracebacks match the new source; 
 nested classes are not.
 """
 
+from __future__ import annotations
+
 import ast
 import difflib
 import functools
@@ -88,6 +90,8 @@ import sys
 import threading
 import traceback
 import types
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Optional, Protocol, TypeGuard
 
 from ..errors import (ModuleUpdateError, NotAlterableNow, PymoultTypeError, PymoultValueError,
                       RedefinitionError)
@@ -95,13 +99,13 @@ from .._stacks import class_codes, codes_of, running_code, thread_stacks
 from ..lowlevel.alterability import (TornCallGuard, patience, stacks_not_at_points,
                                      wait_quiescence)
 from ..lowlevel.class_update import redefineClass, updatable_in_place
-from ..lowlevel.journal import (MISSING, Operation, SetItem, current_journal, delete_attribute,
-                                describe, set_attribute)
+from ..lowlevel.journal import (MISSING, Journal, Operation, SetItem, current_journal,
+                                delete_attribute, describe, set_attribute)
 from ..lowlevel.live_comparison import is_main_guard, names_bound
 from ..lowlevel.relinking import update_function, wrapped_layers
-from ..lowlevel.source_diff import (change_from_live, compare, file_version, forget_version,
-                                    known_version, read_source, recorded_version,
-                                    remember_version, same_code, split_lines,
+from ..lowlevel.source_diff import (SourceVersion, Statement, change_from_live, compare,
+                                    file_version, forget_version, known_version, read_source,
+                                    recorded_version, remember_version, same_code, split_lines,
                                     with_live_differences)
 from ..source_tracking import tracked_source
 from .stale_frames import ModuleCode, stale_frames
@@ -110,6 +114,25 @@ from .lifecycle import Update, has_setup
 __all__ = ["ModuleUpdate", "Step", "module_update_script"]
 
 logger = logging.getLogger("pymoult")
+
+#: A module's namespace (its ``__dict__``), or a copy of it made for a trial.
+Namespace = dict[str, Any]
+#: ``transformers=``/``builders=``: a class name -> ``transformer(obj)``/``builder(old)``.
+ClassFunctions = Mapping[str, Callable[[Any], Any]]
+#: ``steps=``: callables run with the update at the end of its ``apply``.
+ExtraStep = Callable[["ModuleUpdate"], object]
+#: What an ``update class`` step holds per method: ``{(attribute, accessor): code}``, the
+#: accessor being ``"fget"``/``"fset"``/``"fdel"`` for a property, else None.
+MethodCodes = dict[tuple[str, Optional[str]], types.CodeType]
+
+
+class _Dispatcher(Protocol):
+    """A ``functools.singledispatch`` function, as :func:`_is_dispatcher` knows one: a plain
+    function whose ``register`` and ``dispatch`` are closures over its registry and cache."""
+
+    registry: Mapping[Any, Callable[..., Any]]
+    register: types.FunctionType
+    dispatch: types.FunctionType
 
 
 class Step:
@@ -121,21 +144,22 @@ class Step:
 
     __slots__ = ("action", "module", "name", "line", "detail", "parts")
 
-    def __init__(self, action, module, name, line=None, detail="", parts=()):
+    def __init__(self, action: str, module: str, name: str, line: int | None = None,
+                 detail: str = "", parts: Iterable[Step] = ()) -> None:
         self.action, self.module, self.name, self.line, self.detail = (
             action, module, name, line, detail)
         self.parts = list(parts)
 
-    def __str__(self):
+    def __str__(self) -> str:
         where = f" (line {self.line})" if self.line else ""
         detail = f": {self.detail}" if self.detail else ""
         return f"{self.action} {self.module}.{self.name}{where}{detail}"
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<Step {self}>"
 
 
-def _is_dispatcher(obj):
+def _is_dispatcher(obj: object) -> TypeGuard[_Dispatcher]:
     # a plain function first, and its attributes read from its __dict__ (not hasattr, which
     # raises inside for each of the thousands of functions of a large module)
     if type(obj) is not types.FunctionType:
@@ -145,18 +169,23 @@ def _is_dispatcher(obj):
         isinstance(attributes.get("registry"), types.MappingProxyType)
 
 
-def _registry_dict(dispatcher):
+def _registry_dict(dispatcher: _Dispatcher) -> dict[Any, Callable[..., Any]]:
     """The dict behind a singledispatch function's read-only ``registry``."""
-    cells = dict(zip(dispatcher.register.__code__.co_freevars, dispatcher.register.__closure__))
-    return cells["registry"].cell_contents
+    closure = dispatcher.register.__closure__
+    assert closure is not None  # register is a closure over the registry
+    cells = dict(zip(dispatcher.register.__code__.co_freevars, closure))
+    registry: dict[Any, Callable[..., Any]] = cells["registry"].cell_contents
+    return registry
 
 
-def _dispatch_cache_clear(dispatcher):
-    cells = dict(zip(dispatcher.dispatch.__code__.co_freevars, dispatcher.dispatch.__closure__))
+def _dispatch_cache_clear(dispatcher: _Dispatcher) -> None:
+    closure = dispatcher.dispatch.__closure__
+    assert closure is not None  # dispatch is a closure over the cache
+    cells = dict(zip(dispatcher.dispatch.__code__.co_freevars, closure))
     cells["dispatch_cache"].cell_contents.clear()
 
 
-def _clone_dispatcher(dispatcher):
+def _clone_dispatcher(dispatcher: _Dispatcher) -> Callable[..., Any]:
     clone = functools.singledispatch(dispatcher.registry[object])
     for cls, implementation in dispatcher.registry.items():
         if cls is not object:
@@ -167,11 +196,11 @@ def _clone_dispatcher(dispatcher):
 class RestoreRegistries(Operation):
     """The registries of singledispatch functions, as they were before an update."""
 
-    def __init__(self, saved):
+    def __init__(self, saved: list[tuple[_Dispatcher, dict[Any, Callable[..., Any]]]]) -> None:
         self.saved = saved  # [(dispatcher, dict copy)]
         self.text = f"registrations of {len(saved)} singledispatch functions"
 
-    def undo(self):
+    def undo(self) -> None:
         for dispatcher, registry in self.saved:
             live = _registry_dict(dispatcher)
             live.clear()
@@ -182,7 +211,7 @@ class RestoreRegistries(Operation):
 class RememberVersion(Operation):
     """The source version a module runs (and its lines in ``linecache``) set by an update."""
 
-    def __init__(self, module, version):
+    def __init__(self, module: types.ModuleType, version: SourceVersion) -> None:
         self.module = module
         self.previous = remember_version(module, version)
         self.filename = version.filename
@@ -191,7 +220,7 @@ class RememberVersion(Operation):
         linecache.cache[self.filename] = (len(version.source), None, version.lines, self.filename)
         self.text = f"record the source version of {module.__name__}"
 
-    def undo(self):
+    def undo(self) -> None:
         forget_version(self.module, self.previous)
         if self.cached is None:
             linecache.cache.pop(self.filename, None)
@@ -199,13 +228,13 @@ class RememberVersion(Operation):
             linecache.cache[self.filename] = self.cached
 
 
-def _is_function(value):
+def _is_function(value: object) -> bool:
     """A Python function, or a wrapper (``lru_cache``, ``functools.wraps``) around one."""
     return not isinstance(value, type) and callable(value) and any(
         isinstance(layer, types.FunctionType) for layer in wrapped_layers(value))
 
 
-def _callable_kind(value):
+def _callable_kind(value: object) -> str | None:
     if isinstance(value, type):
         return "class"
     if _is_function(value):
@@ -216,21 +245,23 @@ def _callable_kind(value):
 class _ModulePlan:
     """The part of a module update that concerns one module."""
 
-    def __init__(self, module, source, filename, old_source=None, transformers=None,
-                 builders=None):
+    def __init__(self, module: types.ModuleType, source: str, filename: str,
+                 old_source: str | None = None, transformers: ClassFunctions | None = None,
+                 builders: ClassFunctions | None = None) -> None:
         self.module = module
         self.name = module.__name__
         self.transformers = dict(transformers or {})
         self.builders = dict(builders or {})
         self.recorded = recorded_version(module)
         try:  # the recorded version is the known one (not looked up twice: 5,000 names)
-            self.before = self.recorded if self.recorded is not None else \
+            self.before: SourceVersion | None = self.recorded if self.recorded is not None else \
                 known_version(module, old_source)
         except SyntaxError as exc:
             raise ModuleUpdateError(f"the source given as the current version of {self.name!r} "
                                     f"does not compile: {exc}", module=self.name,
                                     lineno=exc.lineno) from exc
-        unknown = None  # why the source it runs is unknown: the live module is compared
+        # why the source it runs is unknown: the live module is compared
+        unknown: str | None = None
         if self.before is None:
             try:
                 self.before = file_version(module)
@@ -250,7 +281,7 @@ class _ModulePlan:
                                     f"{exc.msg} ({filename}, line {exc.lineno})",
                                     module=self.name, lineno=exc.lineno) from exc
         self.after = self.change.after
-        live_notes = []
+        live_notes: list[Step] = []
         if unknown is not None and self.change.notes:
             live_notes.append(Step("undecided", self.name, "<module>", None,
                                    "the source it runs is not known (imported before sources "
@@ -263,8 +294,8 @@ class _ModulePlan:
         old_keys = {_key(statement) for statement in self.change.old}
         new_keys = {_key(statement) for statement in self.change.new}
         added = _added_statements(self.change.old, self.change.new)
-        self.run = []  # the statements to evaluate, in order
-        self.steps = []
+        self.run: list[Statement] = []  # the statements to evaluate, in order
+        self.steps: list[Step] = []
         for statement in self.change.new:
             if _key(statement) in old_keys:
                 continue  # unchanged (maybe moved or reformatted): kept
@@ -278,8 +309,9 @@ class _ModulePlan:
                                        "code runs once; its state is kept)"))
             else:
                 self.run.append(statement)
-        self.removed = []
-        star = None  # whether the new version holds a star import (looked up when needed)
+        self.removed: list[str] = []
+        # whether the new version holds a star import (looked up when needed)
+        star: bool | None = None
         for statement in self.change.old:
             if _key(statement) in new_keys:
                 continue
@@ -295,13 +327,13 @@ class _ModulePlan:
                 elif name in module.__dict__:
                     self.removed.append(name)
         self.steps += live_notes
-        self.bound = []  # names the run statements bind, in order
+        self.bound: list[str] = []  # names the run statements bind, in order
         for statement in self.run:
             for name in statement.names:
                 if name not in self.bound:
                     self.bound.append(name)
         flags = self.after.future_flags
-        self.compiled = []
+        self.compiled: list[tuple[Statement, types.CodeType]] = []
         for statement in self.run:
             tree = ast.Module(body=[statement.node], type_ignores=[])
             try:
@@ -311,7 +343,8 @@ class _ModulePlan:
                                         f"{exc.msg} (line {exc.lineno})", module=self.name,
                                         lineno=exc.lineno) from exc
             self.compiled.append((statement, code))
-        self.old_classes = {s.names[0]: s.node for s in self.change.old if s.kind == "class"}
+        self.old_classes: dict[str, ast.stmt] = {
+            s.names[0]: s.node for s in self.change.old if s.kind == "class"}
         namespace = self._trial()
         self.codes = self._codes(namespace)
         # read from the text of the parts not parsed now rather than when the version is
@@ -320,7 +353,7 @@ class _ModulePlan:
 
     # -- on trial --------------------------------------------------------------------------------
 
-    def _trial(self):
+    def _trial(self) -> Namespace:
         """Evaluate the statements to run, in order, in a copy of the module's globals in which
         the module's own functions are copies reading that copy (so that a statement calling an
         unchanged function sees what the statements above it bound, as a fresh import would).
@@ -342,7 +375,7 @@ class _ModulePlan:
                 into=into)
         if group is not None:
             namespace["__builtins__"] = group.builtins(live.get("__builtins__", __builtins__))
-        line_of = {}
+        line_of: dict[str, int] = {}
         for statement in self.run:
             for name in statement.names:
                 line_of[name] = statement.start
@@ -371,7 +404,7 @@ class _ModulePlan:
                     if _defines_only(statement.node) else "new module-level statement, run once"
                 self.steps.append(Step("run", self.name, "<module code>", statement.start,
                                        detail))
-        steps = []
+        steps: list[Step] = []
         for name in self.bound:
             new = namespace.get(name, MISSING)
             old = live.get(name, MISSING)
@@ -382,7 +415,7 @@ class _ModulePlan:
             steps.append(Step("remove", self.name, name, None,
                               f"no longer defined (was {describe(live[name])})"))
         for name in self.bound:
-            unpaired = []
+            unpaired: list[types.CodeType] = []
             pairs = _nested_code_pairs(live.get(name, MISSING), namespace.get(name, MISSING),
                                        unpaired)
             for old_code in unpaired:
@@ -399,7 +432,7 @@ class _ModulePlan:
         self.steps = steps + self.steps
         return namespace
 
-    def _describe(self, name, old, new, line):
+    def _describe(self, name: str, old: object, new: object, line: int | None) -> Step:
         kind = _callable_kind(new)
         if old is MISSING:
             return Step(f"add {kind or 'name'}", self.name, name, line)
@@ -408,18 +441,18 @@ class _ModulePlan:
                         "implementations updated, registrations kept and added")
         if kind == "function" and _callable_kind(old) == "function":
             return Step("update function", self.name, name, line, "in place")
-        if kind == "class" and isinstance(old, type):
+        if kind == "class" and isinstance(old, type) and isinstance(new, type):
             detail = f"transformer {describe(self.transformers[name])}" \
                 if name in self.transformers else ""
             return Step("update class", self.name, name, line, detail,
                         _method_steps(self.name, name, old, new))
         return Step("set", self.name, name, line, f"was {_short(old)}, now {_short(new)}")
 
-    def _codes(self, namespace):
+    def _codes(self, namespace: Namespace) -> set[types.CodeType]:
         """Code objects that must not be running when the update applies: the functions it
         changes or removes, the methods it changes (all of a class it must replace), and the
         functions they made that will run new code (closures)."""
-        codes = set()
+        codes: set[types.CodeType] = set()
         live = self.module.__dict__
         removed = set(self.removed)
         for name in self.bound + self.removed:
@@ -438,18 +471,19 @@ class _ModulePlan:
                 codes |= codes_of(value)
         return codes
 
-    def kept_class_attributes(self, name, live_cls):
+    def kept_class_attributes(self, name: str, live_cls: type) -> set[str]:
         """Attributes of class ``name`` that updating it must keep: those set by class-body
         statements that did not change, and those the old body never set (added at run time)."""
         old = self.old_classes.get(name)
         new = next((s.node for s in self.run if s.kind == "class" and s.names == (name,)), None)
         if old is None or new is None:
             return set()
+        assert isinstance(old, ast.ClassDef) and isinstance(new, ast.ClassDef)  # class statements
         old_body = {ast.dump(node): _assigned_names(node) for node in old.body}
-        set_by_old = set()
+        set_by_old: set[str] = set()
         for node in old.body:
             set_by_old |= names_bound(node)[0]
-        kept = set()
+        kept: set[str] = set()
         for node in new.body:
             if ast.dump(node) in old_body:
                 kept |= _assigned_names(node)
@@ -459,11 +493,11 @@ class _ModulePlan:
 
     # -- what the update leaves running (pymoult.highlevel.stale_frames) ------------------------
 
-    def code_labels(self):
+    def code_labels(self) -> dict[types.CodeType, str]:
         """``{code: "module.name"}`` for each code object of :attr:`codes`, read while the live
         objects still hold them (before the update applies): ``jobs.Job.run``, ``jobs.main``."""
         live = self.module.__dict__
-        names = {}
+        names: dict[types.CodeType, str] = {}
         for name in self.bound + self.removed:
             value = live.get(name, MISSING)
             if isinstance(value, type):
@@ -475,11 +509,11 @@ class _ModulePlan:
                     names.setdefault(code, name)
         return {code: f"{self.name}.{names.get(code) or _code_name(code)}" for code in self.codes}
 
-    def live_codes(self):
+    def live_codes(self) -> set[types.CodeType]:
         """The code objects the module's objects of the names the update binds run now (after
         it applied: what of :attr:`codes` is not among them was replaced)."""
         live = self.module.__dict__
-        codes = set()
+        codes: set[types.CodeType] = set()
         for name in self.bound:
             value = live.get(name, MISSING)
             if isinstance(value, type):
@@ -489,7 +523,7 @@ class _ModulePlan:
                 codes.update(_function_codes(value))
         return codes
 
-    def module_code(self):
+    def module_code(self) -> ModuleCode | None:
         """A :class:`~pymoult.highlevel.stale_frames.ModuleCode` of the module's module-level
         statements that the update changed or dropped and does not run again (not definitions:
         a loop, a call, an ``if``), or None when there are none."""
@@ -501,18 +535,19 @@ class _ModulePlan:
                if s.kind == "other" and _key(s) not in new_keys]
         if not old:
             return None
+        running: Callable[[], list[str] | None]
         if self.recorded is None:  # the version compared with is the one imported
-            def running():
+            def running() -> list[str] | None:
                 return lines
         else:  # an earlier update recorded a version: the import's lines, if tracked
-            def running():
+            def running() -> list[str] | None:
                 source = tracked_source(self.module)
                 return None if source is None else split_lines(source)
         return ModuleCode(self.name, self.module.__dict__, old, running)
 
     # -- applied ---------------------------------------------------------------------------------
 
-    def runs_no_code(self):
+    def runs_no_code(self) -> bool:
         """Whether applying the plan now would run none of the program's code: each statement
         it runs is a ``def`` that runs nothing when executed (:func:`_runs_nothing`), each name
         it binds is unbound or a plain function without attributes (updated in place by
@@ -529,14 +564,14 @@ class _ModulePlan:
                 return False
         return True
 
-    def check_current(self):
+    def check_current(self) -> None:
         """Raise if another update changed the module since this one was made."""
         if recorded_version(self.module) is not self.recorded:
             raise ModuleUpdateError(f"module {self.name!r} changed since this update was made "
                                     "(another update was applied): make it again",
                                     module=self.name)
 
-    def apply(self, journal):
+    def apply(self, journal: Journal) -> None:
         """Run the changed statements one by one in the live namespace; after each, put back
         what it rebound and update the live objects instead, so that the next statements (a
         subclass, a table of handlers) see the live objects."""
@@ -546,8 +581,9 @@ class _ModulePlan:
         saved = [(d, dict(_registry_dict(d))) for d in dispatchers]
         if saved:
             journal.record(RestoreRegistries(saved))  # what registrations change is undone
-        counterparts = {}
-        inner_codes = {}  # old code nested in a changed function -> its new version
+        counterparts: dict[int, type] = {}
+        # old code nested in a changed function -> its new version
+        inner_codes: dict[types.CodeType, types.CodeType] = {}
         for statement, code in self.compiled:
             if _runs_nothing(statement.node):
                 # a def that runs nothing binds its name only: into a namespace of its own,
@@ -555,7 +591,7 @@ class _ModulePlan:
                 # that the module's dict is not changed at all, not even for a moment (nor
                 # copied: thousands of names), and keeps its version tag (source_diff)
                 snapshot = {k: live.get(k, MISSING) for k in statement.names}
-                made = {}
+                made: Namespace = {}
                 builtins = live.get("__builtins__", MISSING)
                 try:
                     exec(code, live, made)
@@ -599,12 +635,12 @@ class _ModulePlan:
             self._move_lines(journal)
         journal.record(RememberVersion(self.module, self.after))
 
-    def _renumber(self, journal):
+    def _renumber(self, journal: Journal) -> None:
         """Move the line numbers of the unchanged functions below the change by ``delta``, so
         that tracebacks through them show the right lines of the new version."""
         delta, filename = self.change.delta, self.after.filename
         live = self.module.__dict__
-        functions = []
+        functions: list[types.FunctionType] = []
         for name, start, end in self.after.definitions(below=self.change.shifted_from + delta):
             value = live.get(name)
             candidates = _class_functions(value) if isinstance(value, type) else [value]
@@ -618,10 +654,10 @@ class _ModulePlan:
         if functions:
             journal.record(Renumber(functions, delta))
 
-    def _move_lines(self, journal):
+    def _move_lines(self, journal: Journal) -> None:
         """Give the unchanged functions, found by comparing the live module, the line numbers
         they have in the new version (their file's)."""
-        by_delta = {}
+        by_delta: dict[int, list[types.FunctionType]] = {}
         for function, line in self.change.moves:
             delta = line - function.__code__.co_firstlineno
             if delta and function.__code__.co_filename == self.after.filename:
@@ -629,7 +665,8 @@ class _ModulePlan:
         for delta, functions in by_delta.items():
             journal.record(Renumber(functions, delta))
 
-    def _apply_binding(self, name, old, new, counterparts, registered, journal):
+    def _apply_binding(self, name: str, old: Any, new: Any, counterparts: dict[int, type],
+                       registered: set[int], journal: Journal) -> None:
         live = self.module.__dict__
         if new is MISSING:  # deleted by the new code itself
             delete_attribute(self.module, name, journal)
@@ -658,7 +695,7 @@ class _ModulePlan:
         set_attribute(self.module, name, new, journal)
 
 
-def _added_statements(old, new):
+def _added_statements(old: Sequence[Statement], new: Sequence[Statement]) -> set[int]:
     """Ids of the statements of ``new`` that are not definitions and are to run: those added by
     the new version, rather than changed from one of ``old`` (both: the statements of the
     changed span), and the changed ones that only define names (:func:`_defines_only`: an
@@ -672,13 +709,13 @@ def _added_statements(old, new):
     are additions."""
     matcher = difflib.SequenceMatcher(None, [_key(s) for s in old], [_key(s) for s in new],
                                       autojunk=False)
-    added = set()
+    added: set[int] = set()
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if tag == "equal" or tag == "delete":
             continue
         replaced = old[i1:i2]
         unpaired = sum(1 for s in replaced if s.kind == "other")
-        names = set()
+        names: set[str] = set()
         for statement in replaced:
             names.update(statement.names)
             if statement.kind == "other":
@@ -699,23 +736,28 @@ def _added_statements(old, new):
 #: Statements that bind module names and change nothing else when run again.
 _DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.Pass,
                 ast.Raise, ast.Assert)
-_TRIES = (ast.Try, ast.TryStar) if hasattr(ast, "TryStar") else (ast.Try,)  # 3.11: try/except*
+if sys.version_info >= (3, 11):  # try/except*
+    _TRIES: tuple[type[ast.Try | ast.TryStar], ...] = (ast.Try, ast.TryStar)
+    _BRANCHING: tuple[type[ast.If | ast.Try | ast.TryStar], ...] = (ast.If, *_TRIES)
+else:
+    _TRIES = (ast.Try,)
+    _BRANCHING = (ast.If, ast.Try)
 
 
-def _defines_only(node):
+def _defines_only(node: ast.stmt) -> bool:
     """Whether the compound statement ``node`` (an ``if`` or a ``try``) only chooses
     definitions: every statement in its branches, at any depth, is a ``def``, a ``class``, an
     import (not ``*``), an assignment to plain names, a docstring, ``pass``, ``raise``,
     ``assert`` or such an ``if``/``try``. Run again, it binds names as a definition does; a
     call, an augmented assignment, an assignment to an attribute or item, a loop or a ``with``
     would act on state, and make it module code that runs once."""
-    if not isinstance(node, (ast.If,) + _TRIES):
+    if not isinstance(node, _BRANCHING):
         return False
     branches = [node.body, node.orelse]
     if isinstance(node, _TRIES):
         branches += [handler.body for handler in node.handlers] + [node.finalbody]
     for statement in (s for branch in branches for s in branch):
-        if isinstance(statement, (ast.If,) + _TRIES):
+        if isinstance(statement, _BRANCHING):
             if not _defines_only(statement):
                 return False
         elif isinstance(statement, ast.ImportFrom):
@@ -736,7 +778,7 @@ def _defines_only(node):
     return True
 
 
-def _plain_target(target):
+def _plain_target(target: ast.expr) -> bool:
     """Whether an assignment target binds plain names only (``a``, ``a, b``, ``[a, *b]``)."""
     if isinstance(target, ast.Starred):
         target = target.value
@@ -745,7 +787,7 @@ def _plain_target(target):
     return isinstance(target, (ast.Tuple, ast.List)) and all(map(_plain_target, target.elts))
 
 
-def _runs_nothing(node):
+def _runs_nothing(node: ast.stmt) -> bool:
     """Whether executing the top-level statement ``node`` runs no code of the program: a
     ``def`` without decorators or type parameters whose defaults and annotations are literals
     or names (a name is read from the module's dict, or the builtins', which runs nothing)."""
@@ -760,7 +802,7 @@ def _runs_nothing(node):
     return all(isinstance(part, (ast.Constant, ast.Name)) for part in parts)
 
 
-def _may_call(node):
+def _may_call(node: ast.stmt) -> bool:
     """Whether evaluating a top-level statement may call code: anything but a ``def`` whose
     decorators, defaults and annotations call nothing (the usual change: a function's body)."""
     if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -774,7 +816,8 @@ def _may_call(node):
     return any(isinstance(inner, ast.Call) for part in parts for inner in ast.walk(part))
 
 
-def _trial_namespace(live, copy_functions, copy_containers, into=None):
+def _trial_namespace(live: Namespace, copy_functions: bool, copy_containers: bool,
+                     into: Namespace | None = None) -> Namespace:
     """A copy of the module namespace ``live`` for evaluating a new version on trial:
     singledispatch functions are copies (registrations land in them); with ``copy_functions``,
     the module's own Python functions are copies whose globals are the copy (so that a
@@ -802,7 +845,7 @@ def _trial_namespace(live, copy_functions, copy_containers, into=None):
     return namespace
 
 
-def _definitions_namespace(live, statements):
+def _definitions_namespace(live: Namespace, statements: Iterable[Statement]) -> Namespace:
     """The namespace in which ``def`` statements that run nothing (:func:`_runs_nothing`) are
     evaluated on trial, for what :func:`_trial_namespace` would give them: what executing them
     reads of the module's globals (``__name__``, for the functions' ``__module__``, the
@@ -810,16 +853,18 @@ def _definitions_namespace(live, statements):
     names of a large module. The functions they make are not called."""
     names = {"__name__", "__builtins__"}
     for statement in statements:
-        names.update(node.id for node in ast.walk(statement.node.args)
+        definition = statement.node  # a tree, parsed again if released: read once
+        assert isinstance(definition, (ast.FunctionDef, ast.AsyncFunctionDef))  # runs nothing
+        names.update(node.id for node in ast.walk(definition.args)
                      if isinstance(node, ast.Name))
-        if statement.node.returns is not None:
-            names.update(node.id for node in ast.walk(statement.node.returns)
+        if definition.returns is not None:
+            names.update(node.id for node in ast.walk(definition.returns)
                          if isinstance(node, ast.Name))
     namespace = {name: live.get(name, MISSING) for name in names}
     return {name: value for name, value in namespace.items() if value is not MISSING}
 
 
-def _possible_dispatchers(values):
+def _possible_dispatchers(values: list[object]) -> list[types.FunctionType]:
     """The Python functions among ``values`` (a list) with a ``registry`` attribute, as a
     singledispatch function has (see :func:`_is_dispatcher`): few if any of the thousands of
     functions of a large module. The attribute is looked up, not read from the function's
@@ -844,19 +889,23 @@ class _TrialGroup:
 
     _local = threading.local()
 
-    def __init__(self, sources, make):
+    def __init__(self, sources: dict[str, str | None],
+                 make: Callable[[str, str | None], ModuleUpdate]) -> None:
         self.sources = sources  # module name -> its new source (None: its own file)
         self.make = make  # (name, source) -> the ModuleUpdate of that module
-        self.updates = {}  # module name -> its ModuleUpdate, in the order they were made
-        self.stand_ins = {}  # module name -> the module whose namespace is its new version's
-        self.failure = None  # the error of a module imported on trial by another
+        # module name -> its ModuleUpdate, in the order they were made
+        self.updates: dict[str, ModuleUpdate] = {}
+        # module name -> the module whose namespace is its new version's
+        self.stand_ins: dict[str, types.ModuleType] = {}
+        # the error of a module imported on trial by another
+        self.failure: ModuleUpdateError | None = None
 
     @classmethod
-    def current(cls):
+    def current(cls) -> _TrialGroup | None:
         """The group whose plans the calling thread is making, or None."""
         return getattr(cls._local, "group", None)
 
-    def plan(self, name):
+    def plan(self, name: str) -> None:
         """Make the update of module ``name`` unless made or being made."""
         if name in self.updates or name in self.stand_ins:
             return
@@ -870,13 +919,13 @@ class _TrialGroup:
         finally:
             self._local.group = outer
 
-    def begin(self, name):
+    def begin(self, name: str) -> Namespace:
         """The namespace the trial of module ``name`` runs in: that of its stand-in."""
         stand_in = types.ModuleType(name)
         self.stand_ins[name] = stand_in
         return stand_in.__dict__
 
-    def stand_in(self, name):
+    def stand_in(self, name: str) -> types.ModuleType | None:
         """The module standing for the new version of ``name`` (planned now if need be), or
         None if ``name`` is not in the group."""
         if name not in self.sources:
@@ -884,27 +933,30 @@ class _TrialGroup:
         self.plan(name)
         return self.stand_ins.get(name)
 
-    def builtins(self, live_builtins):
+    def builtins(self, live_builtins: Namespace | types.ModuleType) -> Namespace:
         """The builtins of a trial namespace: those of the module, with an ``__import__`` that
         gives the stand-ins of the group's modules."""
         base = dict(live_builtins if isinstance(live_builtins, dict) else vars(live_builtins))
         real_import = base["__import__"]
 
-        def __import__(name, globals=None, locals=None, fromlist=(), level=0):
+        def __import__(name: str, globals: Mapping[str, object] | None = None,
+                       locals: Mapping[str, object] | None = None,
+                       fromlist: Sequence[str] = (), level: int = 0) -> types.ModuleType:
             module = real_import(name, globals, locals, fromlist, level)
             return self._substitute(module, name, fromlist)
 
         base["__import__"] = __import__
         return base
 
-    def _substitute(self, module, name, fromlist):
+    def _substitute(self, module: types.ModuleType, name: str,
+                    fromlist: Sequence[str]) -> types.ModuleType:
         if fromlist:  # from x import a, b: ``x`` itself, its submodules a, b in it
             return self._with_children(module, [a for a in fromlist if a != "*"])
         # import a.b.c: ``a``, whose attributes lead to the others (``name`` is absolute)
         parts = name.split(".")
         for depth in range(1, len(parts) + 1):  # planned in the order a fresh import runs them
             self.stand_in(".".join(parts[:depth]))
-        result = None
+        result: types.ModuleType | None = None
         for depth in range(len(parts), 0, -1):  # then bound, the deepest first
             live = sys.modules.get(".".join(parts[:depth]))
             if live is None:
@@ -912,9 +964,12 @@ class _TrialGroup:
             known = {parts[depth]: result} if depth < len(parts) and result is not \
                 sys.modules.get(".".join(parts[:depth + 1])) else {}
             result = self._with_children(live, [], known)
+        assert result is not None  # parts is never empty
         return result
 
-    def _with_children(self, module, children, known=None):
+    def _with_children(self, module: types.ModuleType, children: Iterable[str],
+                       known: Mapping[str, types.ModuleType | None] | None = None
+                       ) -> types.ModuleType:
         """``module``'s stand-in, or ``module`` itself, with the stand-ins of its submodules
         ``children`` bound in it (what the import of a submodule does to its package); for a
         module not in the group whose submodules are, a copy of it."""
@@ -934,7 +989,7 @@ class _TrialGroup:
         return result
 
 
-def _function_copy(function, namespace):
+def _function_copy(function: types.FunctionType, namespace: Namespace) -> types.FunctionType:
     """``function`` with ``namespace`` as its globals (the same code, closure and attributes)."""
     copy = types.FunctionType(function.__code__, namespace, function.__name__,
                               function.__defaults__, function.__closure__)
@@ -955,7 +1010,7 @@ def _function_copy(function, namespace):
     return copy
 
 
-def _user_traceback(exc, version):
+def _user_traceback(exc: BaseException, version: SourceVersion) -> str:
     """The traceback of an exception raised by the new version's code on trial, without the
     frame that ran it, with the lines of the new version (not those of the file on disk)."""
     tb = exc.__traceback__
@@ -972,20 +1027,20 @@ def _user_traceback(exc, version):
             linecache.cache[filename] = cached
 
 
-def _code_name(code):
+def _code_name(code: types.CodeType) -> str:
     return getattr(code, "co_qualname", code.co_name)
 
 
-def _function_codes(value):
+def _function_codes(value: object) -> list[types.CodeType]:
     """The code objects of the Python-function layers of a function or wrapper, outermost
     first."""
     return [layer.__code__ for layer in wrapped_layers(value)
             if isinstance(layer, types.FunctionType)]
 
 
-def _method_codes(cls):
+def _method_codes(cls: type) -> MethodCodes:
     """{(attribute, accessor): code} of the functions a class body defines."""
-    codes = {}
+    codes: MethodCodes = {}
     for name, value in vars(cls).items():
         if isinstance(value, property):
             for accessor in ("fget", "fset", "fdel"):
@@ -999,7 +1054,8 @@ def _method_codes(cls):
     return codes
 
 
-def _nested_code_pairs(old, new, unpaired=None):
+def _nested_code_pairs(old: object, new: object, unpaired: list[types.CodeType] | None = None
+                       ) -> list[tuple[types.CodeType, types.CodeType]]:
     """(old code, new code) pairs of the functions nested in the two versions ``old`` and
     ``new`` of a function or a class (inner functions, lambdas, classes, at any depth), matched
     by qualified name and order, for those that differ (in code or in line numbers): the
@@ -1014,22 +1070,22 @@ def _nested_code_pairs(old, new, unpaired=None):
                 if key in new_methods]
     else:
         return []
-    pairs = []
+    pairs: list[tuple[types.CodeType, types.CodeType]] = []
     while todo:
         old_code, new_code = todo.pop()
         if old_code is new_code:
             continue
-        by_name = {}
+        by_name: dict[str, list[types.CodeType]] = {}
         for const in new_code.co_consts:
             if isinstance(const, types.CodeType):
                 by_name.setdefault(_code_name(const), []).append(const)
-        seen = {}
+        seen: dict[str, int] = {}
         for const in old_code.co_consts:
             if not isinstance(const, types.CodeType):
                 continue
             name = _code_name(const)
             index = seen[name] = seen.get(name, -1) + 1
-            candidates = by_name.get(name, ())
+            candidates: Sequence[types.CodeType] = by_name.get(name, ())
             if index >= len(candidates):
                 if unpaired is not None and not const.co_name.startswith("<"):
                     unpaired.append(const)
@@ -1046,16 +1102,17 @@ class SwapClosureCodes(Operation):
     """Functions made before the update by a changed function (closures), given the new
     version of their code."""
 
-    def __init__(self, swapped):
+    def __init__(self, swapped: list[tuple[types.FunctionType, types.CodeType]]) -> None:
         self.swapped = swapped  # [(function, old code)]
         self.text = f"swap code of {len(swapped)} functions made by changed functions"
 
-    def undo(self):
+    def undo(self) -> None:
         for function, code in self.swapped:
             function.__code__ = code
 
 
-def _update_closures(inner_codes, journal):
+def _update_closures(inner_codes: dict[types.CodeType, types.CodeType],
+                     journal: Journal) -> None:
     """Give every function whose code is a key of ``inner_codes`` (old code -> new code, with
     the same free variables) the new code. One pass over the objects the collector tracks
     (``gc.get_referrers``: 15 ns an object, four times faster than filtering
@@ -1077,12 +1134,12 @@ def _update_closures(inner_codes, journal):
                 len(swapped))
 
 
-def _key(statement):
+def _key(statement: Statement) -> str:
     """What identifies a statement's meaning (:attr:`Statement.key`)."""
     return statement.key
 
 
-def _assigned_names(node):
+def _assigned_names(node: ast.stmt) -> set[str]:
     """Names a class-body statement binds with an assignment (not a ``def``)."""
     if isinstance(node, ast.Assign):
         return {t.id for t in node.targets if isinstance(t, ast.Name)}
@@ -1091,7 +1148,7 @@ def _assigned_names(node):
     return set()
 
 
-def _innermost_code(value):
+def _innermost_code(value: object) -> types.CodeType | None:
     if isinstance(value, (staticmethod, classmethod)):
         value = value.__func__
     layers = [layer for layer in wrapped_layers(value) if isinstance(layer, types.FunctionType)] \
@@ -1099,9 +1156,9 @@ def _innermost_code(value):
     return layers[-1].__code__ if layers else None
 
 
-def _changed_method_codes(live_cls, new_cls):
+def _changed_method_codes(live_cls: type, new_cls: type) -> set[types.CodeType]:
     """Codes of the methods of ``live_cls`` that ``new_cls`` changes or drops."""
-    codes = set()
+    codes: set[types.CodeType] = set()
     for name, value in vars(live_cls).items():
         accessors = [value]
         new_accessors = [vars(new_cls).get(name)]
@@ -1119,10 +1176,10 @@ def _changed_method_codes(live_cls, new_cls):
     return codes
 
 
-def _class_functions(cls):
+def _class_functions(cls: type) -> list[Callable[..., Any]]:
     """The Python functions defined in a class body (methods, static and class methods,
     property accessors)."""
-    functions = []
+    functions: list[Callable[..., Any]] = []
     for value in vars(cls).values():
         if isinstance(value, (staticmethod, classmethod)):
             value = value.__func__
@@ -1133,10 +1190,10 @@ def _class_functions(cls):
     return functions
 
 
-def _named_class_functions(cls):
+def _named_class_functions(cls: type) -> list[tuple[str, Callable[..., Any]]]:
     """``(attribute, function)`` for the Python functions a class body defines (methods,
     static and class methods, property accessors; wrappers as they are)."""
-    found = []
+    found: list[tuple[str, Callable[..., Any]]] = []
     for attribute, value in vars(cls).items():
         if isinstance(value, (staticmethod, classmethod)):
             value = value.__func__
@@ -1148,15 +1205,16 @@ def _named_class_functions(cls):
     return found
 
 
-def _method_steps(module, class_name, old_cls, new_cls):
+def _method_steps(module: str, class_name: str, old_cls: type, new_cls: type) -> list[Step]:
     """The steps of an ``update class``: each method (function, static or class method,
     property) the new version changes, adds or removes, in the new class's order (the
     removed ones last)."""
-    old_codes, new_codes = {}, {}
+    old_codes: dict[str, dict[str | None, types.CodeType]] = {}
+    new_codes: dict[str, dict[str | None, types.CodeType]] = {}
     for codes, cls in ((old_codes, old_cls), (new_codes, new_cls)):
         for (attribute, accessor), code in _method_codes(cls).items():
             codes.setdefault(attribute, {})[accessor] = code
-    steps = []
+    steps: list[Step] = []
     for attribute, accessors in new_codes.items():
         line = min(code.co_firstlineno for code in accessors.values())
         name = f"{class_name}.{attribute}"
@@ -1172,7 +1230,7 @@ def _method_steps(module, class_name, old_cls, new_cls):
     return steps
 
 
-def _shifted_code(code, delta):
+def _shifted_code(code: types.CodeType, delta: int) -> types.CodeType:
     consts = tuple(_shifted_code(c, delta) if isinstance(c, types.CodeType) else c
                    for c in code.co_consts)
     return code.replace(co_firstlineno=code.co_firstlineno + delta, co_consts=consts)
@@ -1181,18 +1239,18 @@ def _shifted_code(code, delta):
 class Renumber(Operation):
     """Functions whose code moved by ``delta`` lines (same code, new line numbers)."""
 
-    def __init__(self, functions, delta):
+    def __init__(self, functions: list[types.FunctionType], delta: int) -> None:
         self.codes = [(f, f.__code__) for f in functions]
         for function, code in self.codes:
             function.__code__ = _shifted_code(code, delta)
         self.text = f"move the line numbers of {len(functions)} functions by {delta:+d}"
 
-    def undo(self):
+    def undo(self) -> None:
         for function, code in self.codes:
             function.__code__ = code
 
 
-def _restore(namespace, snapshot):
+def _restore(namespace: Namespace, snapshot: Namespace) -> None:
     for key in [k for k in namespace if k not in snapshot] if len(namespace) != len(snapshot) \
             or namespace.keys() != snapshot.keys() else ():
         del namespace[key]
@@ -1204,7 +1262,7 @@ def _restore(namespace, snapshot):
         namespace[key] = snapshot[key]
 
 
-def _merge_dispatcher(live, new, journal):
+def _merge_dispatcher(live: _Dispatcher, new: _Dispatcher, journal: Journal) -> None:
     """Update a singledispatch function from its new version, keeping the live dispatcher
     (and the registrations made by code that did not change)."""
     update_function(live.registry[object], new.registry[object], journal)
@@ -1226,24 +1284,24 @@ def _merge_dispatcher(live, new, journal):
     _dispatch_cache_clear(live)
 
 
-def _default_builder(new_cls):
+def _default_builder(new_cls: type) -> Callable[[object], object] | None:
     """For a namedtuple-like class (its ``__new__`` takes the fields): build from the old
     object's fields of the same names."""
     fields = getattr(new_cls, "_fields", None)
     if not (issubclass(new_cls, tuple) and isinstance(fields, tuple)):
         return None
 
-    def build(old):
+    def build(old: object) -> object:
         return new_cls(**{f: getattr(old, f) for f in fields if hasattr(old, f)})
     return build
 
 
-def _short(value, limit=60):
+def _short(value: object, limit: int = 60) -> str:
     text = describe(value) if callable(value) else repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def _resolve_module(module):
+def _resolve_module(module: types.ModuleType | str) -> types.ModuleType:
     if isinstance(module, types.ModuleType):
         return module
     if isinstance(module, str):
@@ -1254,7 +1312,7 @@ def _resolve_module(module):
     raise PymoultTypeError(f"expected a module or its name, got {module!r}")
 
 
-def _own_file(module):
+def _own_file(module: types.ModuleType) -> str:
     spec = getattr(module, "__spec__", None)
     path = getattr(spec, "origin", None) if spec is not None else None
     path = path or getattr(module, "__file__", None)
@@ -1289,12 +1347,15 @@ class ModuleUpdate(Update):
     #: still runs the old code of jobs.main (line 12) until it returns``), logged as warnings
     #: unless ``log_warnings`` is false (``pymoult run --watch`` shows them itself). Empty
     #: until then, and for an update that did not apply.
-    warnings = ()
+    warnings: Sequence[str] = ()
     log_warnings = True
 
-    def __init__(self, module, source=None, path=None, old_source=None, transformers=None,
-                 builders=None, steps=(), name=None, threads=None, filename=None,
-                 **patience_args):
+    def __init__(self, module: types.ModuleType | str, source: str | None = None,
+                 path: str | None = None, old_source: str | None = None,
+                 transformers: ClassFunctions | None = None,
+                 builders: ClassFunctions | None = None, steps: Iterable[ExtraStep] = (),
+                 name: str | None = None, threads: Iterable[threading.Thread] | None = None,
+                 filename: str | None = None, **patience_args: Any) -> None:
         module = _resolve_module(module)
         if source is not None and path is not None:
             raise PymoultTypeError("give the new version as source= or path=, not both")
@@ -1311,37 +1372,44 @@ class ModuleUpdate(Update):
                     isinstance(k, str) and callable(v) for k, v in mapping.items())):
                 raise PymoultTypeError(f"{label} must map class names to callables, "
                                        f"got {mapping!r}")
-        steps = list(steps)
-        if not all(callable(step) for step in steps):
-            raise PymoultTypeError(f"steps must be callables, got {steps!r}")
+        extra_steps = list(steps)
+        if not all(callable(step) for step in extra_steps):
+            raise PymoultTypeError(f"steps must be callables, got {extra_steps!r}")
         if filename is not None and not isinstance(filename, str):
             raise PymoultTypeError(f"filename must be a str, got {filename!r}")
         filename = filename or path or getattr(module, "__file__", None) or \
             f"<{module.__name__}>"
+        assert source is not None  # given, or read from path
         plan = _ModulePlan(module, source, filename, old_source, transformers, builders)
         super().__init__(name or f"update module {module.__name__}", threads, **patience_args)
         self.plans = [plan]
-        self.extra_steps = steps
+        self.extra_steps = extra_steps
 
     @classmethod
-    def combine(cls, updates, name=None, threads=None, **patience_args):
+    def combine(cls, updates: Iterable[ModuleUpdate], name: str | None = None,
+                threads: Iterable[threading.Thread] | None = None,
+                **patience_args: Any) -> ModuleUpdate:
         """One update made of several module updates (not yet submitted), applied together."""
-        updates = list(updates)
-        if not updates or not all(isinstance(u, ModuleUpdate) for u in updates):
-            raise PymoultTypeError(f"combine takes ModuleUpdate objects, got {updates!r}")
-        modules = [p.name for u in updates for p in u.plans]
+        given = list(updates)
+        if not given or not all(isinstance(u, ModuleUpdate) for u in given):
+            raise PymoultTypeError(f"combine takes ModuleUpdate objects, got {given!r}")
+        modules = [p.name for u in given for p in u.plans]
         if len(set(modules)) != len(modules):
             raise PymoultValueError(f"a module appears twice: {modules}")
         combined = Update.__new__(cls)
         Update.__init__(combined, name or "update modules " + ", ".join(modules),
-                        threads if threads is not None else [t for u in updates for t in u.threads],
+                        threads if threads is not None else [t for u in given for t in u.threads],
                         **patience_args)
-        combined.plans = [p for u in updates for p in u.plans]
-        combined.extra_steps = [s for u in updates for s in u.extra_steps]
+        combined.plans = [p for u in given for p in u.plans]
+        combined.extra_steps = [s for u in given for s in u.extra_steps]
         return combined
 
     @classmethod
-    def together(cls, modules, name=None, threads=None, filenames=None, **patience_args):
+    def together(cls, modules: Mapping[types.ModuleType | str, str | None]
+                 | Iterable[types.ModuleType | str], name: str | None = None,
+                 threads: Iterable[threading.Thread] | None = None,
+                 filenames: Mapping[str, str] | None = None,
+                 **patience_args: Any) -> ModuleUpdate:
         """One update of several modules that changed together (a package installed over,
         files saved at once). ``modules`` maps each module (or its name) to its new source, or
         to None for its own file as it is now; or it lists modules, each to its own file.
@@ -1355,7 +1423,7 @@ class ModuleUpdate(Update):
         (see ``filename``)."""
         items = list(modules.items()) if isinstance(modules, dict) else \
             [(module, None) for module in modules]
-        sources = {}
+        sources: dict[str, str | None] = {}
         for module, source in items:
             if source is not None and not isinstance(source, str):
                 raise PymoultTypeError(f"a new source must be a str or None, got {source!r}")
@@ -1365,9 +1433,9 @@ class ModuleUpdate(Update):
             sources[module_name] = source
         if not sources:
             raise PymoultTypeError("together takes at least one module")
-        filenames = filenames or {}
+        names = filenames or {}
         group = _TrialGroup(sources, lambda module_name, source: cls(
-            module_name, source=source, filename=filenames.get(module_name)))
+            module_name, source=source, filename=names.get(module_name)))
         for module_name in sources:
             group.plan(module_name)
         return cls.combine(list(group.updates.values()),
@@ -1375,20 +1443,22 @@ class ModuleUpdate(Update):
                            **patience_args)
 
     @property
-    def steps(self):
+    def steps(self) -> list[Step]:
         """What the update will do, as :class:`Step` objects (``str`` each for a listing); the
         parts of a step (the methods of an updated class) follow it."""
         return [each for plan in self.plans for step in plan.steps
                 for each in (step, *step.parts)]
 
     @property
-    def codes(self):
-        codes = set()
+    def codes(self) -> set[types.CodeType]:
+        """The code objects that must not be running when it applies (see
+        :meth:`_ModulePlan._codes`), of all its modules."""
+        codes: set[types.CodeType] = set()
         for plan in self.plans:
             codes |= plan.codes
         return codes
 
-    def describe(self):
+    def describe(self) -> str:
         """The update's name and its steps, one per line."""
         steps = self.steps
         lines = [f"{self.name}: {len(steps)} steps"] + [f"  {step}" for step in steps]
@@ -1405,20 +1475,22 @@ class ModuleUpdate(Update):
     # run a changed function, nor be unsafe for the guard.
 
     @property
-    def torn_guard(self):
-        guard = self.__dict__.get("_torn_guard")
+    def torn_guard(self) -> TornCallGuard:
+        """What keeps a caller of two functions that change together from seeing both
+        versions (made once, from :attr:`codes`)."""
+        guard: TornCallGuard | None = self.__dict__.get("_torn_guard")
         if guard is None:
             guard = self.__dict__["_torn_guard"] = TornCallGuard(self.codes)
         return guard
 
-    def _unsafe_code(self):
+    def _unsafe_code(self) -> types.CodeType | None:
         if not self.threads:
             running = running_code(self.codes, thread_stacks(from_points=True))
             if running is not None:
                 return running
         return running_code((), stacks_not_at_points(), self.torn_guard)
 
-    def check_alterability(self):
+    def check_alterability(self) -> bool:
         if self.threads and not super().check_alterability():
             return False
         if self._unsafe_code() is None:
@@ -1426,7 +1498,7 @@ class ModuleUpdate(Update):
         self.clean_failed_alterability()  # let the threads move on before the next try
         return False
 
-    def wait_alterability(self):
+    def wait_alterability(self) -> bool:
         with patience(self.max_tries, self.sleep_time):
             if self.threads:
                 return wait_quiescence((), self.suspended_threads(), self.timeout,
@@ -1434,7 +1506,7 @@ class ModuleUpdate(Update):
                                         unsafe=self._unsafe_code)
             return wait_quiescence(self.codes, [], self.timeout, unsafe=self._unsafe_code)
 
-    def why_not_alterable(self):
+    def why_not_alterable(self) -> str:
         reasons = [super().why_not_alterable()]
         unsafe = self._unsafe_code()
         if unsafe is not None:
@@ -1443,7 +1515,7 @@ class ModuleUpdate(Update):
 
     # -- applied ---------------------------------------------------------------------------------
 
-    def watched(self):
+    def watched(self) -> list[types.ModuleType | type]:
         """The namespaces whose changes made outside Pymoult's mechanisms are journaled (see
         :meth:`Update.watched`): by default, the modules and the classes they define. An update
         that runs none of the program's code when it applies (:meth:`_ModulePlan.runs_no_code`:
@@ -1458,7 +1530,7 @@ class ModuleUpdate(Update):
             return super().watched()
         return [plan.module for plan in self.plans]
 
-    def apply(self):
+    def apply(self) -> None:
         self.warnings = []
         journal = current_journal() or self.journal
         for plan in self.plans:
@@ -1467,7 +1539,7 @@ class ModuleUpdate(Update):
         if running is not None:  # the manager waits for alterability again
             raise NotAlterableNow(f"{_unsafe_reason(running, self.torn_guard)}: it started "
                                   "between the check and the apply; nothing was changed")
-        labels = {}
+        labels: dict[types.CodeType, str] = {}
         for plan in self.plans:  # the live objects still hold the old code
             labels.update(plan.code_labels())
         for plan in self.plans:
@@ -1476,11 +1548,11 @@ class ModuleUpdate(Update):
             step(self)
         self.warnings = self._stale_frames(labels)
 
-    def _stale_frames(self, labels):
+    def _stale_frames(self, labels: Mapping[types.CodeType, str]) -> list[str]:
         """The lines naming the threads still running old code, right after the update (the
         threads are still parked). Never fails the update: a failure here is logged."""
         try:
-            live = set()
+            live: set[types.CodeType] = set()
             for plan in self.plans:
                 live |= plan.live_codes()
             replaced = {code: label for code, label in labels.items() if code not in live}
@@ -1492,7 +1564,7 @@ class ModuleUpdate(Update):
             logger.exception("%s: could not tell which threads still run old code", self.name)
             return []
 
-    def preresume_setup(self):
+    def preresume_setup(self) -> None:
         super().preresume_setup()
         if self.log_warnings:
             for warning in self.warnings:
@@ -1500,7 +1572,7 @@ class ModuleUpdate(Update):
 
 
 
-def _unsafe_reason(code, guard):
+def _unsafe_reason(code: types.CodeType, guard: TornCallGuard) -> str:
     name = getattr(code, "co_qualname", code.co_name)
     called = sorted(guard.names.intersection(code.co_names))
     if id(code) in guard.code_ids and not called:
@@ -1509,7 +1581,8 @@ def _unsafe_reason(code, guard):
             f"{', '.join(called)}, which change together: it could see both versions")
 
 
-def module_update_script(sources, manager="runtime", filenames=None):
+def module_update_script(sources: Mapping[str, str | None], manager: str = "runtime",
+                         filenames: Mapping[str, str] | None = None) -> str:
     """The text of an update script that, run in the application (``pymoult push``), makes one
     :class:`ModuleUpdate` of ``sources`` (module name -> new source, or None for the module's own
     file as it is now, read in the application) and queues it on the manager called
@@ -1518,10 +1591,10 @@ def module_update_script(sources, manager="runtime", filenames=None):
     if not (isinstance(sources, dict) and sources and all(
             isinstance(k, str) and isinstance(v, (str, type(None))) for k, v in sources.items())):
         raise PymoultTypeError(f"sources must map module names to source texts, got {sources!r}")
-    filenames = dict(filenames or {})
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in filenames.items()):
+    names_of = dict(filenames or {})
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in names_of.items()):
         raise PymoultTypeError(f"filenames must map module names to file names, got "
-                               f"{filenames!r}")
+                               f"{names_of!r}")
     names = ", ".join(sources)
     missing = f"the application has no manager called {manager!r} (run it under `pymoult run`)"
     return (
@@ -1531,7 +1604,7 @@ def module_update_script(sources, manager="runtime", filenames=None):
         "from pymoult.highlevel.managers import fetch_manager\n"
         "from pymoult.highlevel.updates import ModuleUpdate\n\n"
         f"SOURCES = {sources!r}\n"
-        f"FILENAMES = {filenames!r}\n"
+        f"FILENAMES = {names_of!r}\n"
         f"manager = fetch_manager({manager!r})\n"
         "if manager is None:\n"
         f"    raise LookupError({missing!r})\n"

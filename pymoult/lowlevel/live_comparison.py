@@ -20,6 +20,8 @@ What cannot be told from live objects at all: a changed decorator, a default val
 literal, annotations. Tracking sources (``pymoult.track_sources()``) makes all of it exact.
 """
 
+from __future__ import annotations
+
 import ast
 import gc
 import operator
@@ -27,7 +29,10 @@ import sys
 import threading
 import types
 import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from itertools import compress, repeat
+from typing import Any, Generic, Protocol, TypeVar, Union
 
 from .._cpython import dict_version
 
@@ -38,12 +43,36 @@ __all__ = ["Verdict", "judge", "removed_names", "foreign_definitions", "names_bo
            "is_main_guard", "same_code", "SAME", "CHANGED", "NEW", "UNDECIDED"]
 
 SAME, CHANGED, NEW, UNDECIDED = "same", "changed", "new", "undecided"
+#: (live function, its first line in the new version): an unchanged function to renumber.
+Move = tuple[types.FunctionType, int]
+#: The files a module's own code comes from (None for a module without a source file).
+Files = AbstractSet[Union[str, None]]
+
+
+class StatementLike(Protocol):
+    """What judging reads of a top-level statement of the new version
+    (``source_diff.Statement``, which this module cannot import: source_diff imports it)."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def names(self) -> tuple[str, ...]: ...
+
+    @property
+    def start(self) -> int: ...
+
+    @property
+    def node(self) -> ast.stmt: ...
+
+
+_S = TypeVar("_S", bound=StatementLike)
 _IMMUTABLE = (int, float, complex, str, bytes, bool, type(None))
 _CODE_FIELDS = ("co_argcount", "co_posonlyargcount", "co_kwonlyargcount", "co_flags", "co_code",
                 "co_names", "co_varnames", "co_freevars", "co_cellvars", "co_name")
 
 
-def same_code(a, b):
+def same_code(a: types.CodeType, b: types.CodeType) -> bool:
     """True when two code objects do the same thing (their line numbers may differ)."""
     if a is b:
         return True
@@ -63,11 +92,12 @@ def same_code(a, b):
     return True
 
 
-def names_bound(node):
+def names_bound(node: ast.AST) -> tuple[set[str], bool]:
     """Module-level names a top-level statement may bind (the bodies of ``if``, ``try``,
     ``with``, ``for`` included, not those of functions and classes), and whether it holds a star
     import."""
-    names, star = set(), False
+    names: set[str] = set()
+    star = False
     todo = [node]
     while todo:
         current = todo.pop()
@@ -89,7 +119,7 @@ def names_bound(node):
     return names, star
 
 
-class Verdict:
+class Verdict(Generic[_S]):
     """How a statement of the new version compares with the live module. ``moves``: (live
     function, its first line in the new version) for the functions found the same, so that
     their line numbers can follow the new file; ``attributes``: for a class, the names of the
@@ -97,16 +127,18 @@ class Verdict:
 
     __slots__ = ("statement", "status", "reason", "moves", "attributes")
 
-    def __init__(self, statement, status, reason="", moves=(), attributes=()):
+    def __init__(self, statement: _S, status: str, reason: str = "", moves: Sequence[Move] = (),
+                 attributes: Iterable[str] = ()) -> None:
         self.statement, self.status, self.reason, self.moves = statement, status, reason, moves
         self.attributes = set(attributes)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         reason = f": {self.reason}" if self.reason else ""
         return f"<Verdict {self.status} {self.statement!r}{reason}>"
 
 
-def judge(module, statements, tree, code, values=True):
+def judge(module: types.ModuleType, statements: Iterable[_S], tree: ast.AST,
+          code: types.CodeType, values: bool = True) -> list[Verdict[_S]]:
     """A :class:`Verdict` for each of ``statements``, the top-level statements of a new version
     of ``module`` (``tree`` and ``code``: that version parsed, and compiled as a whole).
     ``values=False``: classes are judged on their methods, bases, ``__slots__`` and fields only,
@@ -115,11 +147,11 @@ def judge(module, statements, tree, code, values=True):
     return [judge_.statement(statement, index) for index, statement in enumerate(statements)]
 
 
-def removed_names(module, statements):
+def removed_names(module: types.ModuleType, statements: Iterable[StatementLike]) -> list[str]:
     """Names of the functions and classes ``module`` defined itself (their qualified name is
     their name in it) that none of the new version's ``statements`` binds: the new version
     removes them."""
-    bound = set()
+    bound: set[str] = set()
     for statement in statements:
         bound.update(statement.names)
         if statement.kind == "other":
@@ -138,7 +170,7 @@ def removed_names(module, statements):
     return removed
 
 
-def foreign_definitions(module, files):
+def foreign_definitions(module: types.ModuleType, files: Files) -> list[str]:
     """Names of ``module``'s functions, and of the classes it defined, that run code compiled
     from another file than ``files`` (an update script changed them, or they were imported from
     elsewhere), in the module's order.
@@ -183,8 +215,20 @@ class _Scan:
 
     __slots__ = ("files", "tag", "names", "values", "dicts", "sizes", "attributes", "others",
                  "functions", "codes", "suspects", "kept")
+    files: frozenset[str | None]
+    tag: int | None
+    names: list[str]
+    values: list[Any]  # told apart by type() (at C speed), not narrowed
+    dicts: list[dict[str, Any]]
+    sizes: list[int]
+    attributes: list[Any]
+    others: list[type]
+    functions: list[types.FunctionType]
+    codes: list[types.CodeType]
+    suspects: list[tuple[str, object]]
+    kept: bool
 
-    def __init__(self, module, files):
+    def __init__(self, module: types.ModuleType, files: Files) -> None:
         self.files = frozenset(files)
         namespace = module.__dict__
         self.tag = dict_version(namespace)  # read first: a change from here on moves it
@@ -194,6 +238,7 @@ class _Scan:
         self.dicts, self.attributes, self.others = [], [], []
         self.sizes, self.functions, self.codes, self.suspects = [], [], [], []
         self.kept = True
+        attributes: Sequence[Any]  # a bare annotation: no code
         for name, value in zip(self.names, self.values):
             if type(value) is _FUNCTION:
                 self.functions.append(value)
@@ -204,12 +249,12 @@ class _Scan:
                 if value.__module__ != module_name:
                     self.others.append(value)
                     continue
-                attributes = _attributes_kept(value.__dict__)
-                if attributes is None:  # not a class's usual mapping proxy: never kept
+                kept = _attributes_kept(value.__dict__)
+                if kept is None:  # not a class's usual mapping proxy: never kept
                     self.kept, attributes = False, tuple(value.__dict__.values())
                 else:
-                    self.dicts.append(attributes[0])
-                    attributes = attributes[1]
+                    self.dicts.append(kept[0])
+                    attributes = kept[1]
                     self.sizes.append(len(attributes))
                     self.attributes += attributes  # the very values looked at below
                 for attribute in attributes:
@@ -223,7 +268,7 @@ class _Scan:
                         continue
                     self.suspects.append((name, attribute))
 
-    def holds(self, module, files):
+    def holds(self, module: types.ModuleType, files: Files) -> bool:
         """Whether what this scan went through still holds for ``module`` and ``files``: the
         same functions and classes bound in the module's dict and the classes' dicts (values
         that hold no code may have been rebound), and each function whose code was replaced
@@ -258,7 +303,7 @@ class _Scan:
             self.codes = codes
         return True
 
-    def found(self):
+    def found(self) -> list[str]:
         """The names whose suspects run code from elsewhere, in the module's order."""
         found: list[str] = []
         for name, value in self.suspects:
@@ -267,7 +312,7 @@ class _Scan:
         return found
 
 
-def _attributes_kept(proxy):
+def _attributes_kept(proxy: Mapping[str, object]) -> tuple[dict[str, Any], list[Any]] | None:
     """(the dict behind a class's ``__dict__``, its values) when what the garbage collector
     finds it refers to are its values (in order: a dict whose keys are all strings, as a
     class's are), so that they can be read again at once for all classes
@@ -281,7 +326,7 @@ def _attributes_kept(proxy):
     return behind[0], values
 
 
-def _equal_lists(a, b):
+def _equal_lists(a: list[Any], b: list[Any]) -> bool:
     """``a == b`` for two lists compared item by item at C speed (each pair by identity first,
     then by ``==``), False when an item's ``==`` fails."""
     try:
@@ -290,7 +335,7 @@ def _equal_lists(a, b):
         return False
 
 
-def _differences(a, b):
+def _differences(a: list[Any], b: list[Any]) -> list[int]:
     """The indices at which two lists of the same length differ (:func:`_equal_lists`), found
     by halving the span they differ in: a few comparisons of slices, at C speed, where only a
     few items differ (a loop over the items would cost as much as reading them)."""
@@ -307,7 +352,8 @@ def _differences(a, b):
     return found
 
 
-def _only_inert_rebound(values, kept, inert):
+def _only_inert_rebound(values: list[object], kept: list[object],
+                        inert: Callable[[object], bool]) -> bool:
     """Whether each of ``values`` is the object at the same place in ``kept``, or both are
     ``inert`` (then ``kept`` takes it)."""
     if len(values) != len(kept):
@@ -320,31 +366,20 @@ def _only_inert_rebound(values, kept, inert):
     return True
 
 
-def _no_definition(value):
+def _no_definition(value: object) -> bool:
     """A module value :func:`foreign_definitions` does not look at."""
     return type(value) is not _FUNCTION and not isinstance(value, type)
 
 
-def _holds_no_code(value):
+def _holds_no_code(value: object) -> bool:
     """A class attribute :func:`foreign_definitions` does not look at."""
     return type(value) in _PLAIN
 
 
-def _runs_foreign_code(value, files):
+def _runs_foreign_code(value: object, files: Files) -> bool:
     """Whether a Python function behind ``value`` (a module or class attribute) was compiled
     from another file than ``files``."""
     return any(f.__code__.co_filename not in files for f in _functions_of(value))
-
-
-_WRAPPERS = (staticmethod, classmethod, property)
-
-
-def _may_run_foreign_code(value, files):
-    kind = type(value)
-    if kind is types.FunctionType:
-        return value.__code__.co_filename not in files
-    return kind in _WRAPPERS or (kind not in _PLAIN and callable(value)
-                                 and not isinstance(value, type))
 
 
 #: Types of class attributes that hold no code (skipped at C speed).
@@ -352,28 +387,28 @@ _PLAIN = frozenset({str, type(None), dict, tuple, int, types.GetSetDescriptorTyp
                     types.MemberDescriptorType})
 
 
-def _is_immutable(value):
+def _is_immutable(value: object) -> bool:
     if isinstance(value, (tuple, frozenset)):
         return all(_is_immutable(item) for item in value)
     return type(value) in _IMMUTABLE
 
 
-def _literal(node):
+def _literal(node: ast.expr | None) -> tuple[bool, Any]:
     """(True, value) when ``node`` is a literal (``ast.literal_eval``), else (False, None)."""
-    try:
-        return True, ast.literal_eval(node)
+    try:  # None is no literal: ValueError
+        return True, ast.literal_eval(node)  # type: ignore[arg-type]
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         return False, None
 
 
-def _equal(a, b):
+def _equal(a: object, b: object) -> bool:
     try:
         return type(a) is type(b) and bool(a == b)
     except Exception:  # a user's __eq__
         return False
 
 
-def _functions_of(value):
+def _functions_of(value: object) -> list[types.FunctionType]:
     """The Python functions behind a module or class attribute: the innermost layer of a
     decorated function, the function of a static or class method, those of a property."""
     if isinstance(value, property):
@@ -387,11 +422,12 @@ def _functions_of(value):
     return layers[-1:]
 
 
-def _codes_named(code, name):
+def _codes_named(code: types.CodeType, name: str) -> list[types.CodeType]:
     return [c for c in code.co_consts if isinstance(c, types.CodeType) and c.co_name == name]
 
 
-def _matches(functions, codes):
+def _matches(functions: Sequence[types.FunctionType],
+             codes: Sequence[types.CodeType]) -> list[Move] | None:
     """The moves if the live ``functions`` run exactly the new ``codes`` (in any order), else
     None."""
     if not codes or len(functions) != len(codes):
@@ -406,7 +442,7 @@ def _matches(functions, codes):
     return moves
 
 
-def _same_defaults(arguments, function):
+def _same_defaults(arguments: ast.arguments, function: types.FunctionType) -> bool:
     """False when the new version's literal default values differ from the live function's (a
     default that is not a literal cannot be compared: taken as the same)."""
     live_defaults = function.__defaults__ or ()
@@ -426,8 +462,8 @@ def _same_defaults(arguments, function):
     return True
 
 
-def _same_slots(value, current):
-    def as_tuple(v):
+def _same_slots(value: object, current: object) -> bool:
+    def as_tuple(v: Any) -> tuple[Any, ...]:
         return (v,) if isinstance(v, str) else tuple(v)
 
     try:
@@ -436,7 +472,7 @@ def _same_slots(value, current):
         return False
 
 
-def _resolve(expression, namespace):
+def _resolve(expression: ast.expr, namespace: Mapping[str, Any]) -> Any:
     """The object a base-class expression names (``Base``, ``pkg.Base``), or MISSING."""
     if isinstance(expression, ast.Name):
         if expression.id in namespace:
@@ -450,7 +486,8 @@ def _resolve(expression, namespace):
     return MISSING
 
 
-def _imported(node, alias, module):
+def _imported(node: ast.Import | ast.ImportFrom, alias: ast.alias,
+              module: types.ModuleType) -> object:
     """What an import would bind, when the module it names is loaded already, else MISSING."""
     if isinstance(node, ast.Import):
         name = alias.name if alias.asname else alias.name.partition(".")[0]
@@ -469,7 +506,7 @@ def _imported(node, alias, module):
     return sys.modules.get(f"{base}.{alias.name}", MISSING) if value is MISSING else value
 
 
-def is_main_guard(node):
+def is_main_guard(node: ast.stmt) -> bool:
     """``if __name__ == "__main__":`` (either way round)."""
     test = node.test if isinstance(node, ast.If) else None
     if not (isinstance(test, ast.Compare) and len(test.ops) == 1
@@ -481,7 +518,8 @@ def is_main_guard(node):
 
 
 class _Judge:
-    def __init__(self, module, tree, code, values):
+    def __init__(self, module: types.ModuleType, tree: ast.AST, code: types.CodeType,
+                 values: bool) -> None:
         self.module = module
         self.namespace = module.__dict__
         self.code = code
@@ -493,9 +531,10 @@ class _Judge:
                 self.rebound.update(node.names)
             elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
                 self.attributes_set.add(node.attr)
-        self.taken = {}  # (code, name) -> how many code objects of that name were used
+        # (id of a code, name) -> how many code objects of that name were used
+        self.taken: dict[tuple[int, str], int] = {}
 
-    def _next_code(self, code, name):
+    def _next_code(self, code: types.CodeType, name: str) -> types.CodeType | None:
         """The next code object called ``name`` among ``code``'s constants (in source order,
         as the compiler puts them)."""
         index = self.taken.get((id(code), name), 0)
@@ -503,20 +542,22 @@ class _Judge:
         codes = _codes_named(code, name)
         return codes[index] if index < len(codes) else None
 
-    def statement(self, statement, index):
+    def statement(self, statement: _S, index: int) -> Verdict[_S]:
+        # the kind says what the node is (source_diff's classification): not checked again
         node = statement.node
         kind = statement.kind
         if kind == "def":
-            return self.function(statement, node)
+            return self.function(statement, node)  # type: ignore[arg-type]
         if kind == "class":
-            return self.cls(statement, node)
+            return self.cls(statement, node)  # type: ignore[arg-type]
         if kind == "assign":
-            return self.assignment(statement, node)
+            return self.assignment(statement, node)  # type: ignore[arg-type]
         if kind == "import":
-            return self.import_(statement, node)
+            return self.import_(statement, node)  # type: ignore[arg-type]
         return self.other(statement, node, index)
 
-    def function(self, statement, node):
+    def function(self, statement: _S,
+                 node: ast.FunctionDef | ast.AsyncFunctionDef) -> Verdict[_S]:
         new_code = self._next_code(self.code, node.name)
         live = self.namespace.get(node.name, MISSING)
         if live is MISSING:
@@ -531,7 +572,7 @@ class _Judge:
             return Verdict(statement, CHANGED, "its default values differ")
         return Verdict(statement, SAME, moves=moves)
 
-    def cls(self, statement, node):
+    def cls(self, statement: _S, node: ast.ClassDef) -> Verdict[_S]:
         body = self._next_code(self.code, node.name)
         live = self.namespace.get(node.name, MISSING)
         if live is MISSING:
@@ -546,7 +587,8 @@ class _Judge:
             return Verdict(statement, UNDECIDED, "; ".join(undecided), moves)
         return Verdict(statement, SAME, moves=moves)
 
-    def _class_body(self, live, node, body):
+    def _class_body(self, live: type, node: ast.ClassDef, body: types.CodeType
+                    ) -> tuple[list[str], list[str], list[Move], set[str]]:
         own = vars(live)
         annotations = own.get("__annotations__", {})
         differences, undecided, moves, attributes = [], [], [], set()
@@ -599,7 +641,9 @@ class _Judge:
             differences.append("its annotated fields differ")
         return differences, undecided, moves, attributes
 
-    def _class_value(self, own, annotations, item, names, differences, undecided):
+    def _class_value(self, own: Mapping[str, Any], annotations: Mapping[str, Any],
+                     item: ast.Assign | ast.AnnAssign, names: list[str], differences: list[str],
+                     undecided: list[str]) -> set[str]:
         """Judge a class-body assignment; returns the names whose live values differ."""
         literal, value = _literal(item.value)
         differing = set()
@@ -628,7 +672,7 @@ class _Judge:
                                  "kept as it is")
         return differing
 
-    def _bases(self, live, node):
+    def _bases(self, live: type, node: ast.ClassDef) -> list[str]:
         if node.keywords:
             return []  # a metaclass or its arguments: not judged on its bases
         bases = []
@@ -639,7 +683,7 @@ class _Judge:
             bases.append(value)
         return [] if tuple(bases or (object,)) == live.__bases__ else ["its bases differ"]
 
-    def assignment(self, statement, node):
+    def assignment(self, statement: _S, node: ast.Assign | ast.AnnAssign) -> Verdict[_S]:
         names = statement.names
         missing = [name for name in names if name not in self.namespace]
         if missing:
@@ -665,7 +709,7 @@ class _Judge:
                            "functions): the live value is kept")
         return Verdict(statement, CHANGED, "its value differs")
 
-    def import_(self, statement, node):
+    def import_(self, statement: _S, node: ast.Import | ast.ImportFrom) -> Verdict[_S]:
         for alias in node.names:
             if isinstance(node, ast.ImportFrom):
                 bound = alias.asname or alias.name
@@ -678,7 +722,7 @@ class _Judge:
                 return Verdict(statement, CHANGED, f"{bound} is bound to something else now")
         return Verdict(statement, SAME)
 
-    def other(self, statement, node, index):
+    def other(self, statement: _S, node: ast.stmt, index: int) -> Verdict[_S]:
         if index == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
             return Verdict(statement, SAME)  # the module's docstring
         if is_main_guard(node):

@@ -36,6 +36,8 @@ notice a definition rebound since, and to renumber functions below a change), an
 name or a star import may be bound there (then that part is parsed).
 """
 
+from __future__ import annotations
+
 import ast
 import bisect
 import importlib.util
@@ -44,11 +46,13 @@ import re
 import threading
 import types
 import weakref
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, ClassVar, Literal, NoReturn, TypeVar, Union
 
 from .._cpython import dict_version
 from ..errors import PymoultTypeError, PymoultValueError
-from .live_comparison import (CHANGED, SAME, UNDECIDED, foreign_definitions, judge, names_bound,
-                              removed_names, same_code)
+from .live_comparison import (CHANGED, SAME, UNDECIDED, Verdict, foreign_definitions, judge,
+                              names_bound, removed_names, same_code)
 from .relinking import wrapped_layers
 from ..source_tracking import tracked_source
 
@@ -58,8 +62,14 @@ __all__ = ["Statement", "SourceVersion", "SourceChange", "parse_version", "compa
            "file_version", "recorded_version", "remember_version", "forget_version",
            "same_code"]
 
+#: What a top-level statement is (see :class:`Statement`).
+Kind = Literal["def", "class", "import", "assign", "other"]
+#: A piece of a version: a statement, or a part not parsed yet.
+_Piece = Union["Statement", "_Chunk"]
+_T = TypeVar("_T")
+
 # module name -> _Record
-_versions = {}
+_versions: dict[str, _Record] = {}
 _versions_lock = threading.Lock()
 _parse_lock = threading.Lock()  # parsing the unparsed parts of a version (one thread at a time)
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
@@ -67,7 +77,7 @@ _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 _OTHER_BREAKS = ("\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
 
 
-def split_lines(text):
+def split_lines(text: str) -> list[str]:
     """Lines with their ends, cut where Python's tokenizer cuts them: ``str.splitlines``
     (several times faster than the regular expression) unless the text holds a form feed or
     another character it would also cut at."""
@@ -79,7 +89,7 @@ def split_lines(text):
 _CHUNK = 256  # lines compared at once, as list slices (at C speed), before one by one
 
 
-def _common_prefix(a, b, limit):
+def _common_prefix(a: Sequence[_T], b: Sequence[_T], limit: int) -> int:
     """How many first items the sequences ``a`` and ``b`` share, at most ``limit``."""
     n = 0
     while n + _CHUNK <= limit and a[n:n + _CHUNK] == b[n:n + _CHUNK]:
@@ -89,7 +99,7 @@ def _common_prefix(a, b, limit):
     return n
 
 
-def _common_suffix(a, b, limit):
+def _common_suffix(a: Sequence[_T], b: Sequence[_T], limit: int) -> int:
     """How many last items the sequences ``a`` and ``b`` share, at most ``limit``."""
     end_a, end_b, n = len(a), len(b), 0
     while n + _CHUNK <= limit and \
@@ -103,7 +113,7 @@ def _common_suffix(a, b, limit):
 _BLOCK = 1 << 15  # characters compared at once (copies of slices, compared at C speed)
 
 
-def _common_prefix_chars(a, b, limit):
+def _common_prefix_chars(a: str, b: str, limit: int) -> int:
     """How many first characters the strings ``a`` and ``b`` share, at most ``limit``."""
     n = 0
     while n + _BLOCK <= limit and a[n:n + _BLOCK] == b[n:n + _BLOCK]:
@@ -118,7 +128,7 @@ def _common_prefix_chars(a, b, limit):
     return n
 
 
-def _common_suffix_chars(a, b, limit):
+def _common_suffix_chars(a: str, b: str, limit: int) -> int:
     """How many last characters the strings ``a`` and ``b`` share, at most ``limit``."""
     end_a, end_b, n = len(a), len(b), 0
     while n + _BLOCK <= limit and \
@@ -134,12 +144,12 @@ def _common_suffix_chars(a, b, limit):
     return n
 
 
-def _plain(text):
+def _plain(text: str) -> bool:
     """Whether ``text`` has no line break but ``\\n`` (no ``\\r``, no form feed...)."""
     return "\r" not in text and not any(character in text for character in _OTHER_BREAKS)
 
 
-def _shared_lines(before, source):
+def _shared_lines(before: SourceVersion, source: str) -> tuple[list[str], int, int] | None:
     """(the lines of ``source``, how many first lines and how many last lines it shares with
     the version ``before``), found from the texts rather than from lines: the two texts are
     compared character by character at C speed, and only the span between what they share is
@@ -204,7 +214,9 @@ class Statement:
 
     __slots__ = ("kind", "names", "start", "end", "text", "future", "_node", "_column", "_key")
 
-    def __init__(self, kind, names, start, end, text, node, column=0, future=False, key=None):
+    def __init__(self, kind: Kind, names: tuple[str, ...], start: int, end: int, text: str,
+                 node: ast.stmt | None, column: int = 0, future: bool = False,
+                 key: str | None = None) -> None:
         self.kind, self.names, self.start, self.end, self.text = kind, names, start, end, text
         self._node = node
         self._column = column  # where it starts on its first line, in UTF-8 bytes (a = 1; b = 2)
@@ -212,7 +224,7 @@ class Statement:
         self._key = key
 
     @property
-    def key(self):
+    def key(self) -> str:
         """What identifies its meaning: its syntax tree dumped without positions (so that line
         endings, a final newline or a neighbour on the same line do not count as a change).
         Computed once (an update compares the statements of a change several times)."""
@@ -221,7 +233,7 @@ class Statement:
         return self._key
 
     @property
-    def node(self):
+    def node(self) -> ast.stmt:
         """Its syntax tree, with the line numbers of its place in the version."""
         if self._node is not None:
             return self._node
@@ -229,29 +241,29 @@ class Statement:
         if self._column:
             text = text.encode("utf-8")[self._column:].decode("utf-8")
         tree = compile(text, "<statement>", "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
-        node = tree.body[0]
+        node = tree.body[0]  # type: ignore[attr-defined]  # PyCF_ONLY_AST makes an ast.Module
         ast.increment_lineno(node, self.start - 1)
         return node
 
-    def release_tree(self):
+    def release_tree(self) -> None:
         self._node = None
 
-    def shifted(self, delta):
+    def shifted(self, delta: int) -> Statement:
         """The same statement ``delta`` lines further down (a tree it holds is not renumbered:
         only the position of the statement counts)."""
         return Statement(self.kind, self.names, self.start + delta, self.end + delta, self.text,
                          self._node, self._column, self.future, self._key)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         names = ", ".join(self.names) or "-"
         return f"<Statement {self.kind} {names} L{self.start}-{self.end}>"
 
 
-def _target_names(target):
+def _target_names(target: ast.expr) -> tuple[str, ...] | None:
     if isinstance(target, ast.Name):
         return (target.id,)
     if isinstance(target, (ast.Tuple, ast.List)):
-        names = ()
+        names: tuple[str, ...] = ()
         for element in target.elts:
             inner = _target_names(element.value if isinstance(element, ast.Starred) else element)
             if inner is None:
@@ -261,7 +273,7 @@ def _target_names(target):
     return None  # an attribute or a subscript: not a module binding
 
 
-def _classify(node):
+def _classify(node: ast.stmt) -> tuple[Kind, tuple[str, ...]]:
     """(kind, names bound) of a top-level statement."""
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
         return "def", (node.name,)
@@ -274,7 +286,7 @@ def _classify(node):
             return "other", ()
         return "import", tuple(alias.asname or alias.name for alias in node.names)
     if isinstance(node, ast.Assign):
-        names = ()
+        names: tuple[str, ...] = ()
         for target in node.targets:
             inner = _target_names(target)
             if inner is None:
@@ -282,15 +294,15 @@ def _classify(node):
             names += inner
         return "assign", names
     if isinstance(node, ast.AnnAssign) and node.value is not None and node.simple:
-        return "assign", (node.target.id,)
+        return "assign", (node.target.id,)  # type: ignore[union-attr]  # simple: a Name
     return "other", ()
 
 
-def _statements(tree, lines, offset=0):
+def _statements(tree: ast.Module, lines: list[str], offset: int = 0) -> list[Statement]:
     statements = []
     for node in tree.body:
         start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", ())])
-        end = node.end_lineno
+        end: int = node.end_lineno  # type: ignore[assignment]  # set by the parser
         kind, names = _classify(node)
         text = "".join(lines[start - 1:end])
         column = 0 if start < node.lineno else node.col_offset
@@ -313,18 +325,19 @@ class _Chunk:
     version made from a module's tracked source has chunks (see :func:`version_of`)."""
 
     __slots__ = ("start", "end", "_definitions")
-    kind = "chunk"
-    names = ()
-    future = False  # a future import comes first, and the first lines are always parsed
+    kind: ClassVar[Literal["chunk"]] = "chunk"
+    names: ClassVar[tuple[str, ...]] = ()
+    #: a future import comes first, and the first lines are always parsed
+    future: ClassVar[bool] = False
 
-    def __init__(self, start, end, definitions=None):
+    def __init__(self, start: int, end: int, definitions: list[str] | None = None) -> None:
         self.start, self.end = start, end
         self._definitions = definitions  # names on its def/class lines, once looked up
 
-    def shifted(self, delta):
+    def shifted(self, delta: int) -> _Chunk:
         return _Chunk(self.start + delta, self.end + delta, self._definitions)
 
-    def definitions(self, lines):
+    def definitions(self, lines: list[str]) -> list[str]:
         """The names on its lines starting with ``def name`` or ``class name``: its top-level
         definitions (a line inside a string that looks like one is taken too)."""
         if self._definitions is None:
@@ -332,7 +345,7 @@ class _Chunk:
             self._definitions = _DEFINITIONS.findall(text)
         return self._definitions
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<unparsed L{self.start}-{self.end}>"
 
 
@@ -345,36 +358,41 @@ class SourceVersion:
     own top-level functions start, known from their code). ``statements`` parses everything.
     """
 
-    def __init__(self, source, filename, statements, lines=None, module=None):
+    def __init__(self, source: str, filename: str, statements: Sequence[_Piece],
+                 lines: list[str] | None = None,
+                 module: weakref.ref[types.ModuleType] | None = None) -> None:
         self.source = source
         self.filename = filename
         self.lines = lines if lines is not None else split_lines(source)
-        self._pieces = statements  # Statement objects, and _Chunk objects not parsed yet
+        # Statement objects, and _Chunk objects not parsed yet: always a list, kept as given
+        # (never changed in place, so a list of statements may stand for a list of pieces)
+        self._pieces: list[_Piece] = statements  # type: ignore[assignment]
         self._module = module  # a weak reference to the module whose code marks statements
         self._released = False
         self._fresh = False  # made from the tracked source of the module, which runs it
-        self._anchor_lines = None
-        self._plain = None  # whether its lines end with \n only, once known
-        self._names = None  # (the pieces, the names of their definitions), once asked for
+        self._anchor_lines: list[int] | None = None
+        self._plain: bool | None = None  # whether its lines end with \n only, once known
+        # (the pieces, the names of their definitions), once asked for
+        self._names: tuple[list[_Piece], tuple[str, ...]] | None = None
         self.has_future = _has_future_import(statements)
 
     @property
-    def plain(self):
+    def plain(self) -> bool:
         """Whether its lines all end with ``\\n`` (no ``\\r``, no form feed...)."""
         if self._plain is None:
             self._plain = _plain(self.source)
         return self._plain
 
     @property
-    def statements(self):
+    def statements(self) -> list[Statement]:
         """The top-level statements, in order (all parsed)."""
         pieces = self._pieces
         if any(type(piece) is _Chunk for piece in pieces):
             pieces = self._materialize(1, len(self.lines), whole=True)
-        return pieces
+        return pieces  # type: ignore[return-value]  # no chunk left
 
     @property
-    def future_flags(self):
+    def future_flags(self) -> int:
         """The compiler flags of the version's ``from __future__`` imports."""
         import __future__
         flags = 0
@@ -385,21 +403,23 @@ class SourceVersion:
                         isinstance(statement.node, ast.Expr):
                     continue  # the docstring
                 break
-            for alias in statement.node.names:
+            node = statement.node  # type: ignore[union-attr]  # a chunk's ``future`` is False
+            assert isinstance(node, ast.ImportFrom)  # what ``future`` means
+            for alias in node.names:
                 feature = getattr(__future__, alias.name, None)
                 flags |= getattr(feature, "compiler_flag", 0)
         return flags
 
-    def release_trees(self):
+    def release_trees(self) -> None:
         """Let the statements' syntax trees go (see :class:`Statement`), but those of the
         statements that are not definitions, imports or assignments: they are few, and each
         update reads them (the names an ``if`` or a ``try`` may bind)."""
         self._released = True
         for statement in self._pieces:
             if statement.kind not in ("other", "chunk"):
-                statement.release_tree()
+                statement.release_tree()  # type: ignore[union-attr]  # not a chunk
 
-    def binds(self, name):
+    def binds(self, name: str) -> bool:
         """Whether a top-level statement binds ``name`` (a definition, an import, an assignment,
         or a statement such as an ``if`` or a ``try`` that may bind it)."""
         if any(name in piece.names for piece in self._pieces):
@@ -412,7 +432,7 @@ class SourceVersion:
         return any(self._parse_chunk(chunk, name) for chunk in chunks)
 
     @property
-    def has_star_import(self):
+    def has_star_import(self) -> bool:
         """Whether a statement holds ``from ... import *`` (at the top or in an ``if``...)."""
         for piece in self._pieces:
             if piece.kind == "other" and names_bound(piece.node)[1]:
@@ -421,13 +441,13 @@ class SourceVersion:
                   and self._may_hold(piece, _STAR_IMPORT.search)]
         return any(self._parse_chunk(chunk, None) for chunk in chunks)
 
-    def _may_hold(self, chunk, found):
+    def _may_hold(self, chunk: _Chunk, found: Callable[[str], object]) -> bool:
         """Whether ``found`` finds something in the text of ``chunk`` (always when the text is not
         ASCII: the parser normalises identifiers)."""
         text = "".join(self.lines[chunk.start - 1:chunk.end])
         return not text.isascii() or bool(found(text))
 
-    def _parse_chunk(self, chunk, name):
+    def _parse_chunk(self, chunk: _Chunk, name: str | None) -> bool:
         """Parse ``chunk`` (into this version); whether its statements bind ``name`` (or hold a
         star import, for None)."""
         self._materialize(chunk.start, chunk.end, whole=True)
@@ -441,7 +461,7 @@ class SourceVersion:
                         return True
         return False
 
-    def definitions(self, below=0):
+    def definitions(self, below: int = 0) -> list[tuple[str, int, int]]:
         """(name, first line, last line) of the ``def`` and ``class`` statements starting below
         line ``below``. In a part not parsed, each line starting with ``def name`` or ``class
         name`` counts, and the lines given are those of the part (they hold it)."""
@@ -457,24 +477,24 @@ class SourceVersion:
                 found.append((piece.names[0], piece.start, piece.end))
         return found
 
-    def definition_names(self):
+    def definition_names(self) -> tuple[str, ...]:
         """The names of :meth:`definitions` (all of them), in order, as a tuple: kept until more
         of the version is parsed (:func:`remember_version` reads them inside an update's
         stop-the-world window, the update computes them before, when it is made)."""
         pieces = self._pieces
         if self._names is not None and self._names[0] is pieces:
             return self._names[1]
-        names = []
+        found: list[str] = []
         for piece in pieces:
             if type(piece) is _Chunk:
-                names += piece.definitions(self.lines)
+                found += piece.definitions(self.lines)
             elif piece.kind in ("def", "class"):
-                names.append(piece.names[0])
-        names = tuple(names)
+                found.append(piece.names[0])
+        names = tuple(found)
         self._names = (pieces, names)
         return names
 
-    def defining(self, names):
+    def defining(self, names: set[str]) -> list[Statement]:
         """The ``def`` and ``class`` statements binding one of ``names`` (a set), parsed: in the
         parts not parsed yet, only around the lines that start with ``def name``/``class name``."""
         for piece in list(self._pieces):
@@ -484,10 +504,10 @@ class SourceVersion:
                 found = _DEFINITIONS.match(self.lines[number - 1])
                 if found and found.group(1) in names:
                     self._materialize(number, number)
-        return [piece for piece in self._pieces if type(piece) is Statement
+        return [piece for piece in self._pieces if isinstance(piece, Statement)
                 and piece.kind in ("def", "class") and piece.names[0] in names]
 
-    def _materialize(self, low, high, whole=False):
+    def _materialize(self, low: int, high: int, whole: bool = False) -> list[_Piece]:
         """Parse the chunks holding lines ``low``..``high``: only the statements between the
         nearest function starts around them (the whole chunk with ``whole``). The pieces."""
         with _parse_lock:
@@ -496,7 +516,7 @@ class SourceVersion:
                        for piece in pieces):
                 return pieces
             anchors = None if whole else self._anchors()
-            out = []
+            out: list[_Piece] = []
             for piece in pieces:
                 if type(piece) is not _Chunk or piece.end < low or piece.start > high:
                     out.append(piece)
@@ -514,7 +534,8 @@ class SourceVersion:
                     first, stop = piece.start, piece.end + 1  # an anchor was wrong: all of it
                     parsed = self._parse_lines(first, stop - 1)
                 if parsed is None:  # cannot happen for a source that was imported
-                    full = parse_version(self.source, self.filename).statements
+                    full: list[_Piece] = parse_version(  # type: ignore[assignment]  # as above
+                        self.source, self.filename).statements
                     self._pieces = full
                     return full
                 if first > piece.start:
@@ -525,12 +546,13 @@ class SourceVersion:
             self._pieces = out
             return out
 
-    def _parse_lines(self, first, last):
+    def _parse_lines(self, first: int, last: int) -> list[Statement] | None:
         """The statements of lines ``first``..``last`` (whole statements), or None if they do not
         parse on their own."""
         text = "".join(self.lines[first - 1:last])
         try:
-            tree = compile(text, self.filename, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
+            tree: ast.Module = compile(  # type: ignore[assignment]  # PyCF_ONLY_AST: a Module
+                text, self.filename, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
         except (SyntaxError, ValueError):
             return None
         ast.increment_lineno(tree, first - 1)
@@ -541,7 +563,7 @@ class SourceVersion:
                     statement.release_tree()
         return statements
 
-    def _anchors(self):
+    def _anchors(self) -> list[int]:
         """Sorted lines where a top-level ``def`` (or, from Python 3.13, ``class``) statement of
         the version starts, known from the module's live functions (classes) whose code was
         compiled from this very text: statement boundaries found without parsing. Only while
@@ -556,16 +578,17 @@ class SourceVersion:
             self._anchor_lines = _anchor_lines(module, self.filename, self.lines)
         return self._anchor_lines
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"<SourceVersion {self.filename} {len(self.lines)} lines, "
                 f"{len(self._pieces)} statements>")
 
 
-def _anchor_lines(module, filename, lines):
+def _anchor_lines(module: types.ModuleType, filename: str, lines: list[str]) -> list[int]:
     """The lines of ``lines`` where the top-level functions of ``module`` (and classes, from
     Python 3.13) start according to their code, each checked to be a ``def``/``class`` of that
     name, or a decorator, at column 0."""
     found = []
+    line: int | None  # a bare annotation: no code
     for key, value in list(module.__dict__.items()):
         if type(value) is types.FunctionType:
             code = value.__code__
@@ -589,7 +612,7 @@ def _anchor_lines(module, filename, lines):
     return found
 
 
-def _lazy_version(source, filename, module):
+def _lazy_version(source: str, filename: str, module: types.ModuleType) -> SourceVersion:
     """The version of ``source``, the text ``module`` was compiled from, not parsed yet but for
     its first statements (docstring, future imports)."""
     lines = split_lines(source)
@@ -601,27 +624,28 @@ def _lazy_version(source, filename, module):
     return version
 
 
-def _check_source(source):
+def _check_source(source: object) -> None:
     if not isinstance(source, str):
         raise PymoultTypeError(f"source must be a str, got {type(source).__name__}")
 
 
-def parse_version(source, filename="<source>"):
+def parse_version(source: str, filename: str = "<source>") -> SourceVersion:
     """Parse a whole source. ``SyntaxError`` (with its line) if it does not parse."""
     return _parse(source, filename)[0]
 
 
-def _parse(source, filename):
+def _parse(source: str, filename: str) -> tuple[SourceVersion, ast.Module]:
     """(the :class:`SourceVersion` of a whole source, its syntax tree)."""
     _check_source(source)
     lines = split_lines(source)
-    tree = compile(source, filename, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
+    tree: ast.Module = compile(  # type: ignore[assignment]  # PyCF_ONLY_AST: a Module
+        source, filename, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
     statements = _statements(tree, lines)
     _check_future_imports(statements, first=True, filename=filename)
     return SourceVersion(source, filename, statements, lines), tree
 
 
-def _check_future_imports(statements, first, filename):
+def _check_future_imports(statements: Iterable[_Piece], first: bool, filename: str) -> None:
     """The compiler's rule, which the parser does not check: ``from __future__`` imports come
     first (after the docstring). ``first``: ``statements`` start the file."""
     leading = first
@@ -629,6 +653,7 @@ def _check_future_imports(statements, first, filename):
         is_future = statement.future
         is_doc = index == 0 and statement.kind == "other" and _is_docstring(statement.node)
         if is_future and not leading:
+            assert isinstance(statement, Statement)  # a chunk holds no future import
             raise SyntaxError("from __future__ imports must occur at the beginning of the file",
                               (filename, statement.start, 1, statement.text.splitlines()[0]))
         if not (is_future or (is_doc and first)):
@@ -645,18 +670,21 @@ class SourceChange:
     tell, and ``moves``, (live function, its first line in the new version) for the unchanged
     functions."""
 
-    def __init__(self, before, after, old, new, delta, shifted_from, notes=(), moves=()):
+    def __init__(self, before: SourceVersion | None, after: SourceVersion,
+                 old: list[Statement], new: list[Statement], delta: int, shifted_from: int,
+                 notes: Iterable[tuple[Statement, str]] = (),
+                 moves: Iterable[tuple[types.FunctionType, int]] = ()) -> None:
         self.before, self.after = before, after
         self.old, self.new = old, new
         self.delta, self.shifted_from = delta, shifted_from
         self.notes, self.moves = list(notes), list(moves)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"<SourceChange {len(self.old)} statements -> {len(self.new)}, "
                 f"lines shifted by {self.delta}>")
 
 
-def _is_docstring(node):
+def _is_docstring(node: ast.stmt) -> bool:
     return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and \
         isinstance(node.value.value, str)
 
@@ -664,11 +692,11 @@ def _is_docstring(node):
 _FUTURE = operator.attrgetter("future")
 
 
-def _has_future_import(statements):
+def _has_future_import(statements: Iterable[_Piece]) -> bool:
     return any(map(_FUTURE, statements))
 
 
-def compare(before, source):
+def compare(before: SourceVersion, source: str) -> SourceChange:
     """Compare ``before`` (a :class:`SourceVersion`) with the new ``source``; returns a
     :class:`SourceChange` whose ``after`` is the new version. ``SyntaxError`` if the new
     source does not parse (nothing else is done)."""
@@ -714,7 +742,8 @@ def compare(before, source):
     region_end = min(region_end, n_old)
     text = "".join(new_lines[region_start - 1:region_end + delta])
     try:
-        tree = compile(text, before.filename, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
+        tree: ast.Module = compile(  # type: ignore[assignment]  # PyCF_ONLY_AST: a Module
+            text, before.filename, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
         ast.increment_lineno(tree, region_start - 1)
         new = _statements(tree, new_lines)
         if _has_future_import(new) or before.has_future:
@@ -724,7 +753,7 @@ def compare(before, source):
         # the span alone does not parse: parse everything, to report the real error and line
         after = parse_version(source, before.filename)
         return SourceChange(before, after, list(before.statements), after.statements, 0, n_old)
-    old = statements[i:j]
+    old: list[Statement] = statements[i:j]  # type: ignore[assignment]  # no chunk (checked)
     tail = statements[j:] if delta == 0 else [s.shifted(delta) for s in statements[j:]]
     after = SourceVersion(source, before.filename, statements[:i] + new + tail, new_lines,
                           before._module)
@@ -736,7 +765,7 @@ def compare(before, source):
 # -- the version a module runs -------------------------------------------------------------------
 
 
-def _source_file(module):
+def _source_file(module: types.ModuleType) -> str | None:
     spec = getattr(module, "__spec__", None)
     path = getattr(spec, "origin", None) if spec is not None else None
     path = path or getattr(module, "__file__", None)
@@ -745,14 +774,14 @@ def _source_file(module):
     return path
 
 
-def read_source(path):
+def read_source(path: str) -> str:
     """The text of a Python source file, decoded as Python does (its coding cookie)."""
     with open(path, "rb") as stream:
         data = stream.read()
     return importlib.util.decode_source(data)
 
 
-def version_of(module, source=None):
+def version_of(module: types.ModuleType, source: str | None = None) -> SourceVersion:
     """The source version ``module`` runs now.
 
     The version Pymoult last applied to it, if any; else ``source`` if given (the caller knows
@@ -767,7 +796,8 @@ def version_of(module, source=None):
     return known if known is not None else file_version(module)
 
 
-def known_version(module, source=None):
+def known_version(module: types.ModuleType,
+                  source: str | None = None) -> SourceVersion | None:
     """The source version ``module`` runs now when it is known for sure: the version Pymoult
     last applied, else ``source`` if given, else the source recorded at its import (sources
     tracked). None otherwise."""
@@ -785,7 +815,7 @@ def known_version(module, source=None):
     return None
 
 
-def file_version(module):
+def file_version(module: types.ModuleType) -> SourceVersion:
     """The version in ``module``'s source file, checked against the running code: every function
     defined at the top of the file must have the code the live function has, and come from that
     file. ``PymoultValueError`` when the file cannot be read or does not match."""
@@ -803,7 +833,7 @@ def file_version(module):
     return version
 
 
-def _check_matches(module, version, tree):
+def _check_matches(module: types.ModuleType, version: SourceVersion, tree: ast.Module) -> None:
     """Refuse a source file that is not what ``module`` runs (compared function by function).
     ``tree``: the version's syntax tree, compiled rather than the source (not parsed twice)."""
     code = compile(tree, version.filename, "exec", dont_inherit=True)
@@ -838,7 +868,7 @@ def _check_matches(module, version, tree):
                                           f"({verdict.reason})")
 
 
-def _refuse_file(module, version, what):
+def _refuse_file(module: types.ModuleType, version: SourceVersion, what: str) -> NoReturn:
     raise _unknown(
         f"the source file of module {module.__name__!r} ({version.filename}) is not the "
         f"version the module runs: {what}. It was edited after the import; track sources "
@@ -846,10 +876,10 @@ def _refuse_file(module, version, what):
         "the module runs (old_source=...)", f"its file was edited since: {what}")
 
 
-def _unknown(message, reason):
+def _unknown(message: str, reason: str) -> PymoultValueError:
     """The error :func:`file_version` raises; ``reason``: why, in a few words."""
     error = PymoultValueError(message)
-    error.reason = reason
+    error.reason = reason  # type: ignore[attr-defined]  # read back with getattr
     return error
 
 
@@ -861,37 +891,38 @@ class _StandIn(Statement):
     (its source is unknown): a statement binding the same names, whose tree differs from any
     real one."""
 
-    def __init__(self, kind, names, node=None):
+    def __init__(self, kind: Kind, names: Iterable[str], node: ast.stmt | None = None) -> None:
         marker = ast.Expr(ast.Constant(f"<pymoult: the live {kind} {', '.join(names)}>"))
         super().__init__(kind, tuple(names), 0, 0, "", node if node is not None else marker)
 
 
-def _class_stand_in(statement, attributes):
+def _class_stand_in(statement: Statement, attributes: set[str]) -> _StandIn:
     """A class statement as the live class stands: the new body, but the attributes whose live
     values differ (``attributes``) assigned something else."""
     node = statement.node
-    body = []
+    assert isinstance(node, ast.ClassDef)  # a class statement
+    body: list[ast.stmt] = []
     for item in node.body:
-        targets = item.targets if isinstance(item, ast.Assign) else \
+        targets: list[ast.expr] = item.targets if isinstance(item, ast.Assign) else \
             [item.target] if isinstance(item, ast.AnnAssign) else []
         if any(isinstance(t, ast.Name) and t.id in attributes for t in targets):
             item = ast.Assign(targets=targets, value=ast.Constant("<pymoult: the live value>"))
         body.append(item)
     body.append(ast.Expr(ast.Constant("<pymoult: the live class>")))  # never a real class's tree
+    extra: dict[str, Any] = {"type_params": []} if hasattr(node, "type_params") else {}
     return _StandIn("class", statement.names, ast.ClassDef(
         name=node.name, bases=node.bases, keywords=node.keywords, body=body,
-        decorator_list=node.decorator_list, **({"type_params": []} if hasattr(
-            node, "type_params") else {})))
+        decorator_list=node.decorator_list, **extra))
 
 
-def _stand_in(verdict):
+def _stand_in(verdict: Verdict[Statement]) -> _StandIn:
     statement = verdict.statement
     if statement.kind == "class":
         return _class_stand_in(statement, verdict.attributes)
     return _StandIn(statement.kind, statement.names)
 
 
-def change_from_live(module, source, filename):
+def change_from_live(module: types.ModuleType, source: str, filename: str) -> SourceChange:
     """Compare the new ``source`` of ``module`` with the live module itself, when the source it
     runs is not known (see :mod:`.live_comparison`): a :class:`SourceChange` whose ``new``
     statements are those found changed or new, whose ``old`` ones stand for what the live
@@ -900,7 +931,10 @@ def change_from_live(module, source, filename):
     as they are, not run). ``SyntaxError`` if the new source does not parse."""
     after, tree = _parse(source, filename)
     code = compile(tree, filename, "exec", dont_inherit=True)
-    old, new, notes, moves = [], [], [], []
+    old: list[Statement] = []
+    new: list[Statement] = []
+    notes: list[tuple[Statement, str]] = []
+    moves: list[tuple[types.FunctionType, int]] = []
     for verdict in judge(module, after.statements, tree, code):
         if verdict.status in (SAME, UNDECIDED):
             moves += verdict.moves
@@ -911,18 +945,18 @@ def change_from_live(module, source, filename):
         if verdict.status == CHANGED:
             old.append(_stand_in(verdict))
     for name in removed_names(module, after.statements):
-        kind = "class" if isinstance(module.__dict__[name], type) else "def"
+        kind: Kind = "class" if isinstance(module.__dict__[name], type) else "def"
         old.append(_StandIn(kind, (name,)))
     return SourceChange(None, after, old, new, 0, len(after.lines), notes, moves)
 
 
-def live_files(module, *versions):
+def live_files(module: types.ModuleType, *versions: SourceVersion | None) -> set[str | None]:
     """The files whose code ``module`` runs as its own, compared between ``versions`` (None for
     the live module): their files and the module's source file."""
     return {_source_file(module)} | {v.filename for v in versions if v is not None}
 
 
-def with_live_differences(module, change):
+def with_live_differences(module: types.ModuleType, change: SourceChange) -> SourceChange:
     """``change``, plus the definitions it takes as unchanged whose live code comes from
     elsewhere than the versions compared (an update script changed them since): each is
     compared with the new version like any other, and counts as changed if it differs."""
@@ -955,11 +989,12 @@ class _Record:
 
     __slots__ = ("module", "version", "names", "objects", "checked")
 
-    def __init__(self, module, version, names, objects, checked):
+    def __init__(self, module: types.ModuleType, version: SourceVersion, names: tuple[str, ...],
+                 objects: tuple[object, ...], checked: int | None) -> None:
         self.module = weakref.ref(module)
         self.version, self.names, self.objects, self.checked = version, names, objects, checked
 
-    def holds(self, namespace):
+    def holds(self, namespace: dict[str, object]) -> bool:
         """Whether each name is bound in ``namespace`` (the module's dict) to its object."""
         # the tag is read before the names are compared: if the dict changes in between, the
         # tag kept is one it no longer has, and the next check compares them again
@@ -972,7 +1007,7 @@ class _Record:
         return True
 
 
-def recorded_version(module):
+def recorded_version(module: types.ModuleType) -> SourceVersion | None:
     """The version Pymoult last applied to ``module`` (this very module object), or None, also
     when the record is stale: the module was reloaded, or its definitions rebound since."""
     with _versions_lock:
@@ -982,7 +1017,7 @@ def recorded_version(module):
     return known.version
 
 
-def remember_version(module, version):
+def remember_version(module: types.ModuleType, version: SourceVersion) -> _Record | None:
     """Record ``version`` as the source ``module`` runs now; returns the previous record. When
     the previous record held for the dict as it is now and the definitions have the same names
     (the usual edit, of bodies), their objects are the previous record's."""
@@ -1001,7 +1036,7 @@ def remember_version(module, version):
     return previous
 
 
-def forget_version(module, previous=None):
+def forget_version(module: types.ModuleType, previous: _Record | None = None) -> None:
     """Undo :func:`remember_version` (put ``previous`` back, or forget the module)."""
     with _versions_lock:
         if previous is None:
