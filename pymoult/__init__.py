@@ -16,6 +16,7 @@ Pymoult logs through the ``pymoult`` logger and never prints.
 
 import logging
 import sys
+from collections.abc import Callable
 
 __version__ = "0.1.0"
 
@@ -31,7 +32,7 @@ if not getattr(sys, "_is_gil_enabled", lambda: True)():
 logging.getLogger("pymoult").addHandler(logging.NullHandler())
 
 
-def track_sources(include=None):
+def track_sources(include: Callable[[str, str], bool] | None = None) -> None:
     """Record the source of every module imported from now on, so that a module whose file is
     edited in place (or installed over) can still be updated from its new file: call it before
     importing your modules (``pymoult run`` does it for the whole application). ``include(name,
