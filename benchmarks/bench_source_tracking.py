@@ -31,7 +31,8 @@ elapsed = time.perf_counter() - start
 raw = tracking.statistics()
 if sys.argv[1] == "on":
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and tracking.statistics()["stored_bytes"] == raw["source_bytes"]:
+    while time.monotonic() < deadline and \
+            tracking.statistics()["stored_bytes"] == raw["source_bytes"]:
         time.sleep(0.05)
     time.sleep(tracking.QUIET + 0.5)
 print(json.dumps({"seconds": elapsed, "raw": raw, "compressed": tracking.statistics()}))

@@ -112,7 +112,8 @@ def test_layout_change_replaces_the_class_and_converts_every_instance(geo):
     holder.point = points[1]
     journal = Journal()
     with journal.recording():
-        bound = redefineClass(old, "Point", slotted.Point, transformer=lambda p: setattr(p, "tag", "v2"))
+        bound = redefineClass(old, "Point", slotted.Point,
+                              transformer=lambda p: setattr(p, "tag", "v2"))
     assert bound is slotted.Point and old.Point is slotted.Point
     assert all(type(p) is slotted.Point and p.tag == "v2" for p in points)  # the list followed
     assert by_name["first"] is points[0] and holder.point is points[1]
@@ -169,8 +170,8 @@ def test_in_place_update_with_a_transformer_is_recorded(geo):
 
 def test_dataclass_gains_a_field(geo):
     old = geo("from dataclasses import dataclass\n@dataclass\nclass P:\n    x: int\n", "dc_a")
-    new = geo("from dataclasses import dataclass\n@dataclass\nclass P:\n    x: int\n    y: int = 0\n",
-              "dc_a_v2")
+    new = geo("from dataclasses import dataclass\n@dataclass\n"
+              "class P:\n    x: int\n    y: int = 0\n", "dc_a_v2")
     p = old.P(1)
     redefineClass(old, "P", new.P)
     p.y = 0  # what a transformer does for the existing instances
@@ -375,7 +376,8 @@ class FrozenB:
         return self.x * 2
 
 
-@dataclasses.dataclass(frozen=True, slots=True) if hasattr(dataclasses, "KW_ONLY") else (lambda c: c)
+@(dataclasses.dataclass(frozen=True, slots=True) if hasattr(dataclasses, "KW_ONLY")
+  else (lambda c: c))
 class FrozenSlots:
     x: int
 

@@ -103,7 +103,8 @@ def test_successive_updates_compare_with_the_last_applied_version(tmp_path, mana
 
 def test_module_code_that_is_not_a_definition_is_not_rerun(tmp_path, manager):
     app = loaded(tmp_path, "calls = []\ncalls.append('init')\ndef f():\n    return 1\n")
-    update = update_to(manager, app, "calls = []\ncalls.append('init again')\ndef f():\n    return 2\n")
+    update = update_to(manager, app,
+                       "calls = []\ncalls.append('init again')\ndef f():\n    return 2\n")
     assert app.calls == ["init"]
     assert app.f() == 2
     assert any(s.action in ("note", "undecided") and s.line == 2 for s in update.steps)
@@ -123,7 +124,8 @@ def test_a_new_version_raising_at_evaluation_changes_nothing(tmp_path):
     app = loaded(tmp_path, V1)
     before = snapshot(app)
     raising = V2.replace("TIMEOUT = 10", "TIMEOUT = 1 / 0")
-    with pytest.raises(ModuleUpdateError, match=r"raised ZeroDivisionError.*nothing was changed") as caught:
+    with pytest.raises(ModuleUpdateError,
+                       match=r"raised ZeroDivisionError.*nothing was changed") as caught:
         ModuleUpdate(app, source=raising)
     assert "ZeroDivisionError" in caught.value.traceback
     same(before, snapshot(app))
@@ -167,7 +169,8 @@ def test_a_failing_transformer_rolls_everything_back(tmp_path, manager):
     def failing(obj):
         raise RuntimeError("no")
 
-    new = V2 + "\nclass Point:\n    def __init__(self, x):\n        self.x = x\n        self.y = 0\n"
+    new = V2 + ("\nclass Point:\n    def __init__(self, x):\n"
+                "        self.x = x\n        self.y = 0\n")
     update = ModuleUpdate(app, source=new, transformers={"Point": failing})
     future = manager.add_update(update)
     with pytest.raises(Exception, match="no"):
@@ -254,7 +257,8 @@ def test_the_recorded_version_lets_its_syntax_trees_go_and_updates_go_on(tmp_pat
     assert app.LEVEL == 1 and app.bump() == 6
 
 
-@pytest.mark.parametrize("flow", EXACT_FLOWS, indirect=True)  # state set from outside: only the source it runs tells it from an edit
+# state set from outside: only the source it runs tells it from an edit
+@pytest.mark.parametrize("flow", EXACT_FLOWS, indirect=True)
 def test_class_level_state_is_kept_when_a_method_changes(tmp_path, manager):
     app = loaded(tmp_path, """
 class Plugin:
@@ -281,11 +285,13 @@ class Plugin:
     assert app.Plugin().run() == "v2"
 
 
-@pytest.mark.parametrize("flow", EXACT_FLOWS, indirect=True)  # state set from outside: only the source it runs tells it from an edit
+# state set from outside: only the source it runs tells it from an edit
+@pytest.mark.parametrize("flow", EXACT_FLOWS, indirect=True)
 def test_formatting_only_differences_do_not_reset_state(tmp_path, manager):
     app = loaded(tmp_path, "VERSION = 1; hits = 0\ncache = {}\n\ndef f():\n    return 1\n")
     app.hits, app.cache["k"] = 5, 1
-    source = "VERSION = 2; hits = 0\r\ncache = {}\r\n\r\ndef f():\r\n    return 2"  # CRLF, no final newline
+    # CRLF, no final newline
+    source = "VERSION = 2; hits = 0\r\ncache = {}\r\n\r\ndef f():\r\n    return 2"
     update = update_to(manager, app, source)
     assert app.VERSION == 2 and app.f() == 2
     assert app.hits == 5 and app.cache == {"k": 1}

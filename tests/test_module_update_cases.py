@@ -461,7 +461,8 @@ def test_proxies_that_invent_attributes_do_not_hang(tmp_path):
 
 def test_functions_below_an_insertion_get_their_new_line_numbers(tmp_path, manager):
     app = loaded(tmp_path, "def f():\n    return 1\n\n\nclass C:\n    def m(self):\n"
-                           "        raise ValueError('m')\n\n\ndef g():\n    raise ValueError('g')\n")
+                           "        raise ValueError('m')\n\n\n"
+                           "def g():\n    raise ValueError('g')\n")
     new = "import os\nimport sys\n\n" + open(app.__file__).read().replace("return 1", "return 2")
     update_to(manager, app, new)
     lines = new.splitlines()

@@ -91,7 +91,8 @@ class Menu:
             return f"{label}: v1"
         return run
 """)
-    add2, middle, inner, run = app.adder(2), app.outer(1), app.outer(1)(2), app.Menu().action("open")
+    add2, middle, inner = app.adder(2), app.outer(1), app.outer(1)(2)
+    run = app.Menu().action("open")
     menu = app.Menu()
     update_to(manager, app, """\
 def adder(n):

@@ -75,7 +75,8 @@ def test_it_waits_for_the_methods_of_a_class_the_new_version_removes(tmp_path):
     assert update.check_alterability()
 
 
-def test_with_threads_it_applies_at_their_update_points_and_no_pair_is_mixed(tmp_path, manager, spawn):
+def test_with_threads_it_applies_at_their_update_points_and_no_pair_is_mixed(tmp_path, manager,
+                                                                              spawn):
     app = loaded(tmp_path, """
 def tic():
     return "tic1"
@@ -109,8 +110,8 @@ def tac():
 
 def test_several_modules_in_one_update(tmp_path, manager):
     base = loaded(tmp_path, "def rate():\n    return 1\n", name="pm_combined_base")
-    user = loaded(tmp_path, "from pm_combined_base import rate\n\ndef price(n):\n    return n * rate()\n",
-                  name="pm_combined_user")
+    user = loaded(tmp_path, "from pm_combined_base import rate\n\n"
+                            "def price(n):\n    return n * rate()\n", name="pm_combined_user")
     update = ModuleUpdate.combine([
         ModuleUpdate(base, source="def rate():\n    return 2\n"),
         ModuleUpdate(user, source="from pm_combined_base import rate\n\n"

@@ -140,7 +140,8 @@ def test_names_bound_by_a_new_statement_are_added(tmp_path, manager):
     assert f"add name {app.__name__}.MODE (line 5)" in [str(s) for s in update.steps]
 
 
-@pytest.mark.parametrize("flow", EXACT_FLOWS, indirect=True)  # untracked: a statement binding nothing is undecided (tested in test_module_update_untracked)
+# untracked: a statement binding nothing is undecided (tested in test_module_update_untracked)
+@pytest.mark.parametrize("flow", EXACT_FLOWS, indirect=True)
 def test_a_changed_statement_that_is_not_a_definition_is_noted_not_run(tmp_path, manager):
     app = loaded(tmp_path, "calls = []\ncalls.append('init')\n\n\ndef f():\n    return 1\n")
     calls, f = app.calls, app.f
@@ -153,7 +154,8 @@ def test_a_changed_statement_that_is_not_a_definition_is_noted_not_run(tmp_path,
                      "statement not run again (module code runs once; its state is kept)"]
 
 
-@pytest.mark.parametrize("flow", EXACT_FLOWS, indirect=True)  # untracked: whether a call is new cannot be told from the live module
+# untracked: whether a call is new cannot be told from the live module
+@pytest.mark.parametrize("flow", EXACT_FLOWS, indirect=True)
 def test_a_changed_statement_and_an_added_one_in_the_same_span(tmp_path, manager):
     app = loaded(tmp_path, "calls = []\ncalls.append('a')\n")
     calls = app.calls
@@ -209,7 +211,8 @@ def test_a_new_main_guard_is_noted_not_run_even_in_the_main_module(tmp_path, man
         "program's entry point, not module code)"]
 
 
-@pytest.mark.parametrize("flow", EXACT_FLOWS, indirect=True)  # a changed dict literal: the live module cannot tell an edit from state
+# a changed dict literal: the live module cannot tell an edit from state
+@pytest.mark.parametrize("flow", EXACT_FLOWS, indirect=True)
 def test_later_statements_see_the_live_objects_earlier_ones_updated(tmp_path, manager):
     app = loaded(tmp_path, """
 class Base:
