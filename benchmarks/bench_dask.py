@@ -245,16 +245,27 @@ def bench(workers, repeats, directory):
     try:
         client.wait_for_workers(workers, timeout=WAIT)
         cluster_start = time.monotonic() - started
-        for repeat in range(repeats):
-            for peer in PEERS:
+        order = [(repeat, peer) for repeat in range(repeats) for peer in PEERS]
+        for index, (repeat, peer) in enumerate(order):
+            try:
+                runs[peer].append(one_change(client, directory, peer, names[peer, repeat],
+                                             workers))
+            except Exception as exc:  # recorded and shown; the next run waits for workers
+                print(f"  {workers} workers, {peer}, repeat {repeat + 1}: failed: "
+                      f"{type(exc).__name__}: {str(exc).splitlines()[0]}", flush=True)
+                runs[peer].append({"error": f"{type(exc).__name__}: {exc}"})
+                if index + 1 == len(order):
+                    break
                 try:
-                    runs[peer].append(one_change(client, directory, peer, names[peer, repeat],
-                                                 workers))
-                except Exception as exc:  # recorded and shown; the next run waits for workers
-                    print(f"  {workers} workers, {peer}, repeat {repeat + 1}: failed: "
-                          f"{type(exc).__name__}: {str(exc).splitlines()[0]}", flush=True)
-                    runs[peer].append({"error": f"{type(exc).__name__}: {exc}"})
                     client.wait_for_workers(workers, timeout=RESTART_TIMEOUT)
+                except Exception as lost:  # the cluster is gone: its remaining runs too
+                    print(f"  {workers} workers: the cluster did not recover "
+                          f"({type(lost).__name__}); its remaining runs are not made",
+                          flush=True)
+                    for _, other in order[index + 1:]:
+                        runs[other].append({"error": "not made: the cluster did not recover "
+                                                     f"from {peer}, repeat {repeat + 1}"})
+                    break
     finally:
         client.close()
         cluster.close()
