@@ -77,6 +77,22 @@
   without a change that does not, fails it), :func:`dict_version` gives None and callers
   compare the items.
 
+- :func:`take_statement_annotations` and :func:`unread_annotations`: a module-level annotated
+  statement (``NAME: str``, ``NAME: str = 'x'``) compiled and run on its own, as
+  ``ModuleUpdate`` runs a new statement, adds to the module's annotations up to 3.13: it stores
+  into the namespace's ``__annotations__`` dict, made by the code if absent. From 3.14 (PEP
+  649/749), without ``from __future__ import annotations``, the code instead binds
+  ``__annotate__`` (a function evaluating only that statement's annotations) and, for one
+  inside an ``if`` or ``try``, ``__conditional_annotations__`` (which of them ran) in the
+  namespace: in a module's dict, that replaces the module's own ``__annotate__``, so its
+  annotations, unless already read (``module.__annotations__`` caches them in the dict as
+  ``__annotations__``, which later reads return), become the statement's alone. Callers take those
+  two bindings out of what the statement bound (:func:`take_statement_annotations` gives a
+  function evaluating the statement's annotations, or None up to 3.13), and merge the result into
+  the annotations as they stand; :func:`unread_annotations` evaluates a module's annotations
+  from its ``__annotate__`` without caching them in its dict (3.14; ``{}`` before, where a
+  module's annotations are always the ``__annotations__`` of its dict).
+
 Per-thread tracing, the other version-specific mechanism, lives in ``_thread_trace``.
 """
 
@@ -88,7 +104,8 @@ import gc
 import os
 import sys
 import threading
-from types import FrameType
+from collections.abc import Callable
+from types import FrameType, FunctionType
 from typing import Any, Literal
 
 from .errors import PymoultTypeError, ThreadStateError
@@ -352,3 +369,50 @@ def take_gil_afresh(timeout: float = 5.0) -> bool:
     Returns False if the helper thread did not run within ``timeout`` seconds.
     """
     return _switcher.switch(timeout)
+
+
+#: ``annotationlib.Format.VALUE``: the values the annotations evaluate to
+_VALUE = 1
+
+if PY_VERSION >= (3, 14):
+
+    def take_statement_annotations(
+            bound: dict[str, Any]) -> Callable[[], dict[str, Any]] | None:
+        """Remove from ``bound`` (what one statement run alone in a module's dict bound: name
+        -> value) the ``__annotate__`` and ``__conditional_annotations__`` it bound for its
+        annotations (see module notes); return a function evaluating them, or None if it
+        bound none. Evaluate them once the statements after it have run, as a read of a fresh
+        module's annotations would (one may name a class defined below)."""
+        annotate = bound.pop("__annotate__", None)
+        conditional = bound.pop("__conditional_annotations__", None)
+        if not callable(annotate):
+            return None
+
+        def evaluate() -> dict[str, Any]:
+            function = annotate
+            if conditional is not None and isinstance(annotate, FunctionType):
+                # the code reads which annotations ran from its globals: the statement's set
+                scope = dict(annotate.__globals__)
+                scope["__conditional_annotations__"] = conditional
+                function = FunctionType(annotate.__code__, scope, annotate.__name__,
+                                        annotate.__defaults__, annotate.__closure__)
+            return dict(function(_VALUE))
+
+        return evaluate
+
+    def unread_annotations(namespace: dict[str, Any]) -> dict[str, Any]:
+        """The annotations of the module whose dict is ``namespace`` and whose annotations are
+        not in it (not read yet): its ``__annotate__``'s, evaluated now, not cached."""
+        annotate = namespace.get("__annotate__")
+        return dict(annotate(_VALUE)) if callable(annotate) else {}
+
+else:
+
+    def take_statement_annotations(
+            bound: dict[str, Any]) -> Callable[[], dict[str, Any]] | None:
+        """None: up to 3.13 a statement's annotations go into ``__annotations__`` itself."""
+        return None
+
+    def unread_annotations(namespace: dict[str, Any]) -> dict[str, Any]:
+        """``{}``: up to 3.13 a module's annotations are always in its dict."""
+        return {}

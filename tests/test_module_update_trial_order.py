@@ -3,6 +3,8 @@ statements above it bound, also through the module's unchanged functions; statem
 version did not have run once (on trial in a copy, then when applied), so a new version that
 raises changes nothing; changed statements that are not definitions are noted, not run again."""
 
+import sys
+
 import pytest
 
 from pymoult.errors import ModuleUpdateError
@@ -193,6 +195,46 @@ def test_a_new_annotation_without_value_is_recorded_once(tmp_path, manager):
     update_to(manager, app, "LIMIT: int = 1\nNAME: str\n")
     assert app.__annotations__ is annotations
     assert annotations == {"LIMIT": int, "NAME": str} and not hasattr(app, "NAME")
+
+
+@pytest.mark.parametrize("new", ["NAME: str\n", "NAME: str = 'x'\n",
+                                 "if NAMED:\n    NAME: str = 'x'\n"])
+def test_new_annotations_keep_the_unread_ones(tmp_path, manager, new):
+    # 3.14 (PEP 649): nobody read the annotations, so they are not in the module's dict; run
+    # alone, the new statement binds its own ``__annotate__``, which replaced the module's
+    app = loaded(tmp_path, "NAMED = True\nLIMIT: int = 1\nOTHER: float = 2.0\n")
+    own = {k: v for k, v in vars(app).items() if k.startswith("__") and k != "__annotations__"}
+    update_to(manager, app, "NAMED = True\nLIMIT: int = 1\nOTHER: float = 2.0\n" + new)
+    assert app.__annotations__ == {"LIMIT": int, "OTHER": float, "NAME": str}
+    assert list(app.__annotations__) == ["LIMIT", "OTHER", "NAME"]
+    # nothing of the statement's own is left: the module's ``__annotate__`` stays
+    assert {k: v for k, v in vars(app).items()
+            if k.startswith("__") and k != "__annotations__"} == own
+
+
+@pytest.mark.skipif(sys.version_info < (3, 14), reason="annotations evaluated when run before")
+def test_a_new_annotation_may_name_a_class_defined_below(tmp_path, manager):
+    app = loaded(tmp_path, "LIMIT: int = 1\n")
+    update_to(manager, app, "LIMIT: int = 1\nNAME: Later\n\n\nclass Later:\n    pass\n")
+    assert app.__annotations__ == {"LIMIT": int, "NAME": app.Later}
+
+
+@pytest.mark.parametrize("read", [True, False], ids=["read before", "unread"])
+def test_a_rolled_back_update_leaves_annotations_as_they_were(tmp_path, manager, read):
+    app = loaded(tmp_path, "LIMIT: int = 1\nOTHER: float = 2.0\n")
+    annotations = app.__annotations__ if read else None
+    namespace = dict(vars(app))
+
+    def fail(update):
+        raise RuntimeError("step failed")
+    update = ModuleUpdate(app, source="LIMIT: int = 1\nOTHER: float = 2.0\nNAME: str\n"
+                                      "EXTRA: int = 3\n", steps=[fail])
+    with pytest.raises(RuntimeError, match="step failed"):
+        manager.apply_update(update, timeout=WAIT)
+    assert vars(app) == namespace and not hasattr(app, "EXTRA")
+    assert app.__annotations__ == {"LIMIT": int, "OTHER": float}
+    if read:
+        assert app.__annotations__ is annotations
 
 
 def test_a_new_main_guard_is_noted_not_run_even_in_the_main_module(tmp_path, manager):

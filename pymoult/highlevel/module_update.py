@@ -95,6 +95,7 @@ from typing import Any, Optional, Protocol, TypeGuard
 
 from ..errors import (ModuleUpdateError, NotAlterableNow, PymoultTypeError, PymoultValueError,
                       RedefinitionError)
+from .._cpython import take_statement_annotations, unread_annotations
 from .._stacks import class_codes, codes_of, running_code, thread_stacks
 from ..lowlevel.alterability import (TornCallGuard, patience, stacks_not_at_points,
                                      wait_quiescence)
@@ -584,6 +585,8 @@ class _ModulePlan:
         counterparts: dict[int, type] = {}
         # old code nested in a changed function -> its new version
         inner_codes: dict[types.CodeType, types.CodeType] = {}
+        # the annotations of new statements that bound them apart (3.14), evaluated at the end
+        lazy_annotations: list[Callable[[], Namespace]] = []
         for statement, code in self.compiled:
             if _runs_nothing(statement.node):
                 # a def that runs nothing binds its name only: into a namespace of its own,
@@ -603,6 +606,11 @@ class _ModulePlan:
                     new_values = {k: made.get(k, MISSING) for k in changed}
             else:
                 snapshot = dict(live)
+                # what the statement stores into the annotations in place (up to 3.13, and
+                # under ``from __future__ import annotations``) is put back, then journaled
+                annotations = live.get("__annotations__")
+                annotated = dict(annotations) if type(annotations) is dict else None
+                added: Namespace = {}
                 try:
                     exec(code, live)
                 finally:
@@ -613,7 +621,23 @@ class _ModulePlan:
                         changed = [k for k in live if live[k] is not snapshot.get(k, MISSING)]
                         changed += [k for k in snapshot if k not in live]
                     new_values = {k: live.get(k, MISSING) for k in changed}
+                    if annotated is not None and annotations is snapshot.get("__annotations__"):
+                        assert type(annotations) is dict
+                        added = {k: v for k, v in annotations.items()
+                                 if annotated.get(k, MISSING) is not v}
+                        if added:
+                            annotations.clear()
+                            annotations.update(annotated)
                     _restore(live, snapshot)  # from here on every change goes through the journal
+                for key, value in added.items():
+                    assert type(annotations) is dict
+                    journal.record(SetItem(annotations, key, annotated.get(key, MISSING) if
+                                           annotated is not None else MISSING, value))
+                    annotations[key] = value
+                evaluate = take_statement_annotations(new_values)  # 3.14: bound, not added
+                if evaluate is not None:
+                    changed = [k for k in changed if k in new_values]
+                    lazy_annotations.append(evaluate)
             dispatchers += [v for v in new_values.values() if _is_dispatcher(v)]
             registered = {id(f) for d in dispatchers for f in d.registry.values()}
             for name in changed:
@@ -624,6 +648,8 @@ class _ModulePlan:
                     if old_code.co_freevars == new_code.co_freevars:
                         inner_codes[old_code] = new_code
                 self._apply_binding(name, old, new, counterparts, registered, journal)
+        if lazy_annotations:
+            self._add_annotations(lazy_annotations, journal)
         for name in self.removed:
             if name in live:
                 delete_attribute(self.module, name, journal)
@@ -634,6 +660,30 @@ class _ModulePlan:
         if self.change.moves:
             self._move_lines(journal)
         journal.record(RememberVersion(self.module, self.after))
+
+    def _add_annotations(self, lazy: list[Callable[[], Namespace]], journal: Journal) -> None:
+        """Add the annotations of the new statements that bound them apart from the module's
+        (3.14: ``_cpython.take_statement_annotations``) to the module's, as a fresh import of the
+        new version would leave them: evaluated once all the statements have run."""
+        live = self.module.__dict__
+        added: Namespace = {}
+        for evaluate in lazy:
+            try:
+                added.update(evaluate())
+            except Exception as exc:
+                raise ModuleUpdateError(f"the annotations of the new version of {self.name!r} "
+                                        f"raised {exc!r} when evaluated; nothing was changed",
+                                        module=self.name) from exc
+        annotations = live.get("__annotations__", MISSING)
+        if type(annotations) is dict:  # read before: the dict later reads return
+            for key, value in added.items():
+                journal.record(SetItem(annotations, key, annotations.get(key, MISSING), value))
+                annotations[key] = value
+            return
+        merged = unread_annotations(live)  # the module's own ``__annotate__`` stays
+        merged.update(added)
+        journal.record(SetItem(live, "__annotations__", annotations, merged, owner=self.module))
+        live["__annotations__"] = merged
 
     def _renumber(self, journal: Journal) -> None:
         """Move the line numbers of the unchanged functions below the change by ``delta``, so
