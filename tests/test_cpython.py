@@ -405,3 +405,20 @@ def test_a_python_running_without_the_gil_is_refused_at_import():
     assert result.stdout.startswith("Pymoult needs the GIL, and this free-threaded Python runs "
                                     "without it")
     assert "PYTHON_GIL=1" in result.stdout
+
+
+@pytest.mark.parametrize("statement", ["NAME: str = 'x'\n", "if True:\n    NAME: str\n"])
+def test_a_statement_run_alone_gives_its_annotations_apart_from_3_14(statement):
+    module: dict = {"LIMIT": 1}
+    exec(compile("LIMIT: int = 1\n", "m", "exec"), module)  # the module's own annotations
+    own = dict(module)
+    exec(compile(statement, "m", "exec"), module)
+    bound = {k: v for k, v in module.items() if v is not own.get(k)}
+    evaluate = _cpython.take_statement_annotations(bound)
+    if sys.version_info >= (3, 14):  # bound in place of the module's (PEP 649)
+        assert evaluate is not None and evaluate() == {"NAME": str}
+        assert not {"__annotate__", "__conditional_annotations__"} & set(bound)
+        assert _cpython.unread_annotations(own) == {"LIMIT": int}
+    else:  # stored into the module's own
+        assert evaluate is None and module["__annotations__"] == {"LIMIT": int, "NAME": str}
+        assert _cpython.unread_annotations(own) == {}
