@@ -85,7 +85,6 @@ import itertools
 import linecache
 import logging
 import operator
-import os
 import sys
 import threading
 import traceback
@@ -1560,7 +1559,7 @@ class ModuleUpdate(Update):
         reasons = [super().why_not_alterable()]
         unsafe = self._unsafe_code()
         if unsafe is not None:
-            reasons.append(_unsafe_reason(unsafe, self.torn_guard))
+            reasons.append(self.torn_guard.reason(unsafe))
         return "; ".join(reason for reason in reasons if reason)
 
     # -- applied ---------------------------------------------------------------------------------
@@ -1587,7 +1586,7 @@ class ModuleUpdate(Update):
             plan.check_current()
         running = self._unsafe_code()
         if running is not None:  # the manager waits for alterability again
-            raise NotAlterableNow(f"{_unsafe_reason(running, self.torn_guard)}: it started "
+            raise NotAlterableNow(f"{self.torn_guard.reason(running)}: it started "
                                   "between the check and the apply; nothing was changed")
         labels: dict[types.CodeType, str] = {}
         for plan in self.plans:  # the live objects still hold the old code
@@ -1620,15 +1619,6 @@ class ModuleUpdate(Update):
             for warning in self.warnings:
                 logger.warning("%s: %s", self.name, warning)
 
-
-
-def _unsafe_reason(code: types.CodeType, guard: TornCallGuard) -> str:
-    name = getattr(code, "co_qualname", code.co_name)
-    called = sorted(guard.names.intersection(code.co_names))
-    if id(code) in guard.code_ids and not called:
-        return f"{name}() is running"
-    return (f"{name}() ({os.path.basename(code.co_filename)}) is running and calls "
-            f"{', '.join(called)}, which change together: it could see both versions")
 
 
 def module_update_script(sources: Mapping[str, str | None], manager: str = "runtime",
