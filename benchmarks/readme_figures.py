@@ -289,6 +289,8 @@ def source_tracking_rows(runs):
     yield ("source tracking: import time with / without",
            [f"{run.get('source_tracking', 'ratio_median'):.3f}x "
             f"({run.get('source_tracking', 'modules')} modules)" for run in runs])
+    yield ("source tracking: CPU of its background thread afterwards (ms)",
+           [num(run.get('source_tracking', 'background_cpu_ms')) for run in runs])
     yield ("source tracking: memory, source / held compressed (MB)",
            [f"{run.get('source_tracking', 'source_mb'):.2f} / "
             f"{run.get('source_tracking', 'stored_mb_compressed'):.2f}" for run in runs])

@@ -87,6 +87,7 @@ def results():
                                              "parked_us": 485}}},
         "suspension": {"kinds": [{"kind": "point", "suspend_ms": SPREAD}]},
         "source_tracking": {"ratio_median": 1.01, "modules": 253, "source_mb": 4.8,
+                            "background_cpu_ms": 90.0,
                             "stored_mb_compressed": 1.5},
         "module_update": {
             "target_ms": 100,

@@ -4,7 +4,9 @@ cannot tell what the module runs is never taken as the running version: the new 
 compared with the live module instead, and what that cannot tell is said."""
 
 import importlib
+import importlib.util
 import os
+import py_compile
 import sys
 import threading
 import textwrap
@@ -180,9 +182,85 @@ def test_a_record_reads_the_same_before_and_after_it_is_compressed(tracked):
     path = os.path.abspath(str(tracked.path / "trk_jobs_e.py"))
     done = threading.Event()
     for _ in range(500):  # the compressor thread runs on its own: give it up to 5 s
-        if source_tracking._records[path][3]:
+        if source_tracking._records[path].state == source_tracking.COMPRESSED:
             done.set()
             break
         done.wait(0.01)
     assert done.is_set(), "the record was never compressed"
     assert source_tracking.tracked_source(jobs) == first == textwrap.dedent(JOBS)
+
+
+@pytest.fixture
+def from_pyc(tmp_path, monkeypatch):
+    """``load(name, source)`` writes a module and its ``.pyc``, then imports it with sources
+    tracked: the import runs the ``.pyc`` and does not read the ``.py``. The background thread
+    is held off (``QUIET``) so that the record stays unread until the test reads it."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(source_tracking, "QUIET", 3600.0)
+    monkeypatch.setattr(source_tracking, "MAX_DELAY", 3600.0)
+    names = []
+
+    def load(name, source):
+        path = tmp_path / f"{name}.py"
+        path.write_text(textwrap.dedent(source))
+        py_compile.compile(str(path), cfile=importlib.util.cache_from_source(str(path)),
+                           invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP,
+                           doraise=True)
+        importlib.invalidate_caches()
+        pymoult.track_sources()
+        try:
+            module = importlib.import_module(name)
+        finally:
+            source_tracking.stop_tracking()
+        names.append(name)
+        return module, os.path.abspath(str(path))
+
+    yield load
+    for name in names:
+        sys.modules.pop(name, None)
+    monkeypatch.undo()
+    source_tracking.flush()  # and the background thread back to the usual delays
+
+
+def test_a_module_run_from_its_pyc_is_read_after_the_import(from_pyc):
+    jobs, path = from_pyc("trk_pyc_a", JOBS)
+    assert source_tracking._records[path].state == source_tracking.UNREAD
+    assert source_tracking.statistics()["unread"] >= 1
+    assert source_tracking.tracked_source(jobs) == textwrap.dedent(JOBS)  # read now
+    assert source_tracking._records[path].state == source_tracking.RAW
+
+
+def test_a_module_run_from_its_pyc_and_edited_before_it_was_read_is_untracked(tmp_path,
+                                                                             from_pyc):
+    jobs, path = from_pyc("trk_pyc_b", JOBS)
+    job = jobs.Job(5)
+    edit(tmp_path, "trk_pyc_b", "v1 job", "v2 edited job")  # the size changes: seen for sure
+    assert source_tracking.tracked_source(jobs) is None  # not taken for what runs
+    assert path not in source_tracking._records
+    update = ModuleUpdate(jobs)  # compared with the live module instead
+    assert "update class trk_pyc_b.Job (line 2)" in [str(step) for step in update.steps]
+    Manager().apply_update(update)
+    assert job.run() == "v2 edited job 5"
+
+
+def test_flush_reads_and_compresses_what_the_imports_left(from_pyc):
+    jobs, path = from_pyc("trk_pyc_c", JOBS)
+    assert source_tracking._records[path].state == source_tracking.UNREAD
+    source_tracking.flush()
+    assert source_tracking._records[path].state == source_tracking.COMPRESSED
+    assert source_tracking.statistics()["unread"] == 0
+    assert source_tracking.tracked_source(jobs) == textwrap.dedent(JOBS)
+
+
+def test_the_background_thread_reads_what_the_imports_left(from_pyc, monkeypatch):
+    monkeypatch.setattr(source_tracking, "QUIET", 0.01)
+    monkeypatch.setattr(source_tracking, "MAX_DELAY", 0.01)
+    jobs, path = from_pyc("trk_pyc_d", JOBS)
+    done = threading.Event()
+    for _ in range(500):  # the thread runs on its own: give it up to 5 s
+        if source_tracking._records[path].state == source_tracking.COMPRESSED:
+            done.set()
+            break
+        done.wait(0.01)
+    assert done.is_set(), "the record was never read and compressed"
+    assert source_tracking.tracked_source(jobs) == textwrap.dedent(JOBS)
