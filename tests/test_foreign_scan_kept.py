@@ -40,9 +40,12 @@ def code(text, name, filename):
     return function(text, name, filename).__code__
 
 
-@pytest.fixture
-def scans(monkeypatch):
-    """The number of full scans made (a _Scan built)."""
+@pytest.fixture(params=["reads", "referents"])
+def scans(request, monkeypatch):
+    """The number of full scans made (a _Scan built), with the code objects read each way (a
+    ``__code__`` read each, or from the functions' referents: see ``foreign_definitions``)."""
+    by_referents = request.param == "referents"
+    monkeypatch.setattr(live_comparison, "_faster_by_referents", lambda *timed: by_referents)
     made = []
     original = live_comparison._Scan.__init__
 
@@ -127,3 +130,15 @@ def test_other_files_make_another_scan(scans):
     assert foreign_definitions(module, {OWN, "<script>"}) == []
     assert foreign_definitions(module, {OWN}) == ["g"]
     assert len(scans) == 3
+
+
+def test_a_function_gaining_or_losing_a_referent_is_seen_again_whole(scans):
+    module = make()
+    foreign_definitions(module, {OWN})
+    module.f.__defaults__ = (1,)  # one more object referred to (the referents no longer align)
+    module.g.__code__ = code("def g(x):\n    return 0\n", "g", "<script>")
+    assert foreign_definitions(module, {OWN}) == ["g"]
+    module.f.__defaults__ = None
+    module.g.__code__ = code("def g(x):\n    return -x\n", "g", OWN)
+    assert foreign_definitions(module, {OWN}) == []
+
