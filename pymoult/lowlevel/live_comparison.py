@@ -341,13 +341,12 @@ class _Scan:
             if len(referents) != self.referents:
                 return False  # a function's defaults, say, set or unset: see it all again
             codes = self.code_at(referents)
-            if not _equal_lists(codes, self.codes) and \
-                    not all(map(operator.is_, map(type, codes), repeat(_CODE))):
-                return False  # what the functions refer to moved about: see it all again
         else:
             codes = tuple(map(_code_of, self.functions))
         if not _equal_lists(codes, self.codes):
             for index in _differences(codes, self.codes):
+                if type(codes[index]) is not _CODE:
+                    return False  # what the functions refer to moved about: see it all again
                 if codes[index].co_filename not in files or \
                         self.codes[index].co_filename not in files:
                     return False  # code from elsewhere, or no longer
