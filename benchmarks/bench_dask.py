@@ -1,6 +1,6 @@
 """Dask benchmark: one code change on a live cluster of 2, 4 and 8 worker processes, three ways.
 
-    python benchmarks/bench_dask.py [--quick] [--repeats N] [--json PATH]
+    python benchmarks/bench_dask.py [--quick] [--repeats N] [--sizes 2,4,8] [--json PATH]
 
 Needs ``distributed`` (``pip install -e ".[dask]"``). For each size a ``LocalCluster`` of worker
 processes (one thread each) holds data in memory (``4 x workers`` objects, each made by a task
@@ -317,10 +317,12 @@ def main():
     parser = argparse.ArgumentParser(description="Pymoult Dask cluster update benchmark")
     parser.add_argument("--quick", action="store_true", help="1 repeat, 2 and 4 workers")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sizes", type=lambda text: tuple(int(n) for n in text.split(",")),
+                        help="cluster sizes, comma-separated (default 2,4,8; --quick: 2,4)")
     parser.add_argument("--json", default=str(RESULTS / "dask.json"))
     args = parser.parse_args()
     repeats = 1 if args.quick else args.repeats
-    sizes = SIZES[:2] if args.quick else SIZES
+    sizes = args.sizes or (SIZES[:2] if args.quick else SIZES)
     started = time.monotonic()
     load_before = os.getloadavg()[0]
     rows = []
