@@ -23,6 +23,7 @@ lazy conversion's writes (:mod:`~pymoult.lowlevel.lazy_conversion`).
 from __future__ import annotations
 
 import logging
+import operator
 import types
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -205,14 +206,25 @@ def transform_all(objects: Sequence[Any], transformer: Transformer, description:
     when the transformer reads it.
     """
     states = ObjectStates(description)
+    if not isinstance(objects, (list, tuple)):
+        objects = list(objects)  # batches whose iterators say how far they went (below)
     index = -1
     try:
         with _cpython.pause_gc():  # see above; the undo below runs with the collector on
             for start, batch in in_batches(objects, progress, description):
                 if atomic:
                     states.take(batch)
-                for index, obj in enumerate(batch, start):
-                    transformer(obj)
+                # a bare loop: enumerate cost 20-30 ns an object (3.11, 3.12), a fifth of a
+                # one-line transformer's own cost; the failing object's index is worked out
+                # from how many objects the batch's iterator has left
+                remaining = iter(batch)
+                try:
+                    for obj in remaining:
+                        transformer(obj)
+                except BaseException:
+                    index = start + len(batch) - 1 - operator.length_hint(remaining)
+                    raise
+                index = start + len(batch) - 1
     except BaseException as exc:
         if atomic:
             states.undo()
