@@ -93,7 +93,7 @@ WRITERS = {
 @pytest.mark.parametrize("writer", list(WRITERS))
 @pytest.mark.parametrize("at", ["first", "middle", "last"])
 def test_a_transformer_failing_anywhere_leaves_every_object_as_it_was(writer, raised, at):
-    objects = [Point(n) for n in range(9000)]  # three batches of 4096
+    objects = [Point(n) for n in range(9000)]  # several batches (PROGRESS_BATCH)
     objects[10].extra = "a different shape"
     objects[20].__dict__  # a dict made before (3.11/3.12)
     before = [state(o) for o in objects]

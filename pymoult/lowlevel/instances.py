@@ -1,9 +1,15 @@
 """Finding the live instances of a class.
 
 Every instance of a Python class references its class (that is how the cyclic GC traverses it),
-so ``gc.get_referrers(cls, *subclasses)`` finds all of them in one scan of the GC-tracked objects,
-without a Python-level type test on every object: about 65-70 ms for 1M instances among 1.5M
-objects on this project's machines.
+so ``gc.get_referrers(cls, *subclasses)`` finds all of them in one scan of the GC-tracked objects:
+about 30 ns per tracked object (3.11, 3.12), the floor of finding instances this way.
+
+The scan also finds whatever else refers to the classes (a module's namespace, an MRO tuple, a
+function's globals...): a few objects, which must be left out without a Python-level test on
+every instance (that alone cost 40 ns an instance). The types of what was found are listed at C
+speed and counted per chunk (``list.count``: an identity test first, so one instruction-level
+comparison for each instance); a chunk whose count says it holds instances only is taken
+whole, and only the few chunks holding something else are filtered one object at a time.
 """
 
 from __future__ import annotations
@@ -16,6 +22,12 @@ from ..errors import PymoultTypeError
 __all__ = ["instances_of", "all_subclasses"]
 
 T = TypeVar("T")
+
+#: Referrers whose types are counted at once (see the module notes); few chunks hold a
+#: non-instance, and only those are filtered one by one.
+_CHUNK = 1024
+#: Beyond this many classes, counting each class in each chunk costs more than a set lookup.
+_COUNTED_CLASSES = 8
 
 
 def all_subclasses(cls: type) -> list[type]:
@@ -38,4 +50,16 @@ def instances_of(cls: type[T], subclasses: bool = True) -> list[T]:
         raise PymoultTypeError(f"expected a class, got {cls!r}")
     classes = [cls] + (all_subclasses(cls) if subclasses else [])
     wanted = set(classes)
-    return [obj for obj in gc.get_referrers(*classes) if type(obj) in wanted]
+    found = gc.get_referrers(*classes)
+    if len(classes) > _COUNTED_CLASSES:
+        return [obj for obj in found if type(obj) in wanted]
+    kinds = list(map(type, found))
+    instances: list[T] = []
+    for start in range(0, len(found), _CHUNK):
+        chunk = kinds[start:start + _CHUNK]
+        if sum(map(chunk.count, classes)) == len(chunk):  # instances only
+            instances += found[start:start + _CHUNK]
+        else:
+            instances += [obj for obj, kind in zip(found[start:start + _CHUNK], chunk)
+                          if kind in wanted]
+    return instances

@@ -268,7 +268,7 @@ class ObjectStates(Operation):
         if not objects:
             return
         first = type(objects[0])
-        if list(map(type, objects)).count(first) == len(objects):
+        if operator.countOf(map(type, objects), first) == len(objects):  # no list of types
             self._take_class(first, objects)
         else:
             groups: dict[type, list[Any]] = {}
