@@ -623,7 +623,7 @@ def test_the_example_updates_its_cluster_live_under_pymoult_demo():
     assert process.returncode == 0, stdout + stderr
     rounds = [line.split(" | ", 1)[1] for line in stdout.splitlines()
               if line.lstrip().startswith("app | round ")]
-    assert "app | update_cluster: all 3 processes updated, switched within " in stdout
+    assert "app | update_cluster: all 3 processes updated, switched within " in stdout, stdout
     # (a round in progress when the update lands is printed after it, on the old version)
     old = [line for line in rounds if "(mean, jobs v1)" in line]
     new = [line for line in rounds if "(median, jobs v2)" in line]

@@ -15,6 +15,7 @@ run the new code. Ctrl-C closes the cluster.
 """
 
 import argparse
+import sys
 import threading
 import time
 
@@ -22,6 +23,13 @@ import jobs
 
 client = None  # the cluster's client, for the update script
 ready = threading.Event()  # set once the readings are in memory
+
+
+def say(line):
+    """Print ``line`` in one write: the update script prints from another thread, and
+    ``print`` writes the text and its newline separately, so two lines could mix."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def main():
@@ -43,12 +51,12 @@ def main():
             scores = client.gather(client.map(jobs.score, readings, pure=False))
             loaded = sum(client.run(jobs.loads).values())
             pids = sorted(client.run(lambda: __import__("os").getpid()).values())
-            print(f"round {rounds}: reading 0 scores {scores[0]}; {len(readings)} readings in "
-                  f"memory, loaded {loaded} times; workers {pids}", flush=True)
+            say(f"round {rounds}: reading 0 scores {scores[0]}; {len(readings)} readings in "
+                f"memory, loaded {loaded} times; workers {pids}")
             ready.set()
             time.sleep(options.interval)
     except KeyboardInterrupt:
-        print(f"stopped after {rounds} rounds", flush=True)
+        say(f"stopped after {rounds} rounds")
     finally:
         client.close()
         cluster.close()

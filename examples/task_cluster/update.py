@@ -14,4 +14,4 @@ new_release = pathlib.Path(app.__file__).resolve().parent / "jobs_v2.py"
 report = update_cluster(app.client, "jobs", path=new_release)
 if not report.ok:  # the reply of `pymoult push` shows the report, one line per process
     raise RuntimeError(str(report))
-print(f"update_cluster: {report.summary}", flush=True)  # and within how long they switched
+app.say(f"update_cluster: {report.summary}")  # and within how long they switched (one write)
