@@ -266,10 +266,11 @@ def quiescence_rows(runs):
             if not run.has("quiescence", "by_threads", threads):
                 return None
             row = run.get("quiescence", "by_threads", threads)
-            return (f"{num(row['snapshot_us'])} / {num(row['parked_us'])} "
+            first = num(row["snapshot_first_us"]) if "snapshot_first_us" in row else "n/a"
+            return (f"{first} / {num(row['snapshot_us'])} / {num(row['parked_us'])} "
                     f"({num(row['frames_alive'])} frames)")
-        yield (f"quiescence check, {threads} threads: none named (idle) / all named and parked "
-               "(us)",
+        yield (f"quiescence check, {threads} threads: none named (idle), first / repeated; "
+               "all named and parked (us)",
                per_run(runs, check))
 
 

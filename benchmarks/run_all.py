@@ -154,8 +154,9 @@ def data_rows(r):
 def quiescence_rows(r):
     for count, row in r["by_threads"].items():
         yield (f"quiescence check, {count} threads ({row['frames_alive']:,} frames): "
-               "snapshot / threads named and parked",
-               f"{row['snapshot_us']:.0f} / {row['parked_us']:.0f} us")
+               "snapshot first / repeated / threads named and parked",
+               f"{row.get('snapshot_first_us', float('nan')):.0f} / {row['snapshot_us']:.0f} / "
+               f"{row['parked_us']:.0f} us")
 
 
 def suspension_rows(r):

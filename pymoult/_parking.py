@@ -67,20 +67,21 @@ def hidden_frames() -> list[tuple[int, Callable[[], list[FrameType]]]]:
     return list(_hidden_frames.items())  # one C call: a consistent copy under the GIL
 
 
-# Threads parked at a static update point: ident -> ParkedStack. Above the frame that called the
+# Threads parked at a static update point: ident -> StackSummary. Above the frame that called the
 # point are only the point's own frames and the wait (Pymoult's and threading's), which cannot be
 # running application code: a quiescence check looks at the thread's stack from there.
-_point_callers: dict[int, ParkedStack] = {}
+_point_callers: dict[int, StackSummary] = {}
 
 
-class ParkedStack:
-    """The stack of a thread parked at a static update point, from the frame that called the
-    point out, for one park: a new one each time the thread parks.
+class StackSummary:
+    """A thread's stack from one frame out, while it cannot change: the code objects on it,
+    read once (:meth:`codes`), so that every later quiescence check looks at that summary
+    instead of walking the frames again (a set test per thread).
 
-    While the thread stays parked its frames do not change (nor does any frame's code), so the
-    code objects on that stack are read once, on the first quiescence check of the park
-    (:meth:`codes`), and every later check of the same park looks at that summary instead of
-    walking the frames again: with many threads parked, a check costs a set test per thread.
+    Made for a thread parked at a static update point (from the frame that called the point,
+    a new one each park: while parked its frames do not change, nor does any frame's code),
+    and by ``pymoult._stacks`` for a thread whose top frame is the one it had at the previous
+    check (see :func:`pymoult._stacks.thread_stacks`).
     """
 
     __slots__ = ("frame", "_codes")
@@ -103,8 +104,8 @@ class ParkedStack:
         return summary
 
 
-def point_callers() -> dict[int, ParkedStack]:
-    """``{ident: ParkedStack}`` of the threads parked at a static point now."""
+def point_callers() -> dict[int, StackSummary]:
+    """``{ident: StackSummary}`` of the threads parked at a static point now."""
     return _point_callers.copy()  # one C call: a consistent copy under the GIL
 
 
@@ -471,7 +472,7 @@ class ThreadControl:
         self.parked_at = where
         ident = _get_ident()  # the calling thread is this control's
         if self.in_point and self.point_caller is not None:
-            _point_callers[ident] = ParkedStack(self.point_caller)
+            _point_callers[ident] = StackSummary(self.point_caller)
         parked_in = self.releases
         self.cond.notify_all()
         try:

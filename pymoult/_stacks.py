@@ -9,6 +9,7 @@ Shared by ``pymoult.lowlevel.alterability`` (quiescence), ``pymoult.lowlevel.sta
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import sysconfig
 import threading
@@ -20,12 +21,12 @@ from typing import Any, Literal, Protocol, Union, cast, overload
 from . import _cpython, _parking
 from .errors import PymoultTypeError
 
-__all__ = ["codes_of", "codes_of_all", "class_codes", "thread_stacks", "running_code",
-           "library_of", "STDLIB", "SITE", "PACKAGE"]
+__all__ = ["codes_of", "codes_of_all", "class_codes", "thread_stacks", "forget_stacks",
+           "running_code", "library_of", "STDLIB", "SITE", "PACKAGE"]
 
 #: The tops of each thread's stack, by thread ident (:func:`thread_stacks`): frames (walked out
 #: through ``f_back``), or the summary of a parked thread's stack.
-Stacks = Mapping[int, Sequence[Union[FrameType, "_parking.ParkedStack"]]]
+Stacks = Mapping[int, Sequence[Union[FrameType, "_parking.StackSummary"]]]
 
 
 class TornGuard(Protocol):
@@ -106,7 +107,7 @@ def thread_stacks(threads: Iterable[threading.Thread] | None = None,
                   from_points: Literal[False] = False) -> dict[int, list[FrameType]]: ...
 @overload
 def thread_stacks(threads: Iterable[threading.Thread] | None = None, *,
-                  from_points: bool) -> dict[int, list[FrameType | _parking.ParkedStack]]: ...
+                  from_points: bool) -> dict[int, list[FrameType | _parking.StackSummary]]: ...
 
 
 def thread_stacks(threads: Iterable[threading.Thread] | None = None,
@@ -115,17 +116,28 @@ def thread_stacks(threads: Iterable[threading.Thread] | None = None,
 
     A quiescence check pays this for every thread: only the threads known to have frames that
     ``_current_frames`` misses (a DSU_Thread whose continuation has run) are asked for them.
-    With ``from_points``, the stack of a thread parked at a static update point starts at the
-    frame that called the point: the frames above it (the point's, the wait's) cannot be running
-    application code, and skipping them keeps a check of parked threads as cheap as one of idle
-    threads (``benchmarks/bench_quiescence.py``). Such a stack is a ``_parking.ParkedStack``
-    (its code objects read once per park), which only :func:`_running_code` reads.
+
+    With ``from_points`` (for :func:`running_code` alone, which reads the summaries), a stack
+    that cannot have changed since it was last read is a ``_parking.StackSummary``, its code
+    objects read once: the stack of a thread parked at a static update point, from the frame
+    that called the point (the frames above it, the point's and the wait's, cannot be running
+    application code); and the stack of a thread whose top frame is the very frame object it
+    had at the previous such call (an idle thread, blocked in a wait). A frame that has not
+    returned has the same callers as when it was called, so its stack is the same; a generator
+    or coroutine frame is the exception (it may be resumed by another caller), and is walked
+    every time. With many threads idle or parked, a repeated check (an update waiting for
+    quiescence) costs a set test per thread (``benchmarks/bench_quiescence.py``).
+
+    To tell, the top frames of the last such call are kept, and with them the objects they
+    refer to: until the next call, or :func:`forget_stacks` (a manager calls it once an update
+    has finished waiting).
     """
-    # a fresh dict of ours: parked threads' entries are replaced by their ParkedStack below
-    frames = cast("dict[int, FrameType | _parking.ParkedStack]", _cpython.current_frames())
+    # a fresh dict of ours: parked and unchanged threads' entries are replaced below
+    frames = cast("dict[int, FrameType | _parking.StackSummary]", _cpython.current_frames())
     if from_points:
         frames.update(_parking.point_callers())  # a parked thread is alive: it is in frames
-    stacks: dict[int, list[FrameType | _parking.ParkedStack]]
+        _summarise_unchanged(frames)
+    stacks: dict[int, list[FrameType | _parking.StackSummary]]
     if threads is None:
         stacks = {ident: [frame] for ident, frame in frames.items()}
     else:
@@ -136,6 +148,42 @@ def thread_stacks(threads: Iterable[threading.Thread] | None = None,
         if tops is not None:
             tops.extend(frames_of())
     return stacks
+
+
+#: The stacks of the last ``thread_stacks(from_points=True)``, by thread ident: a top frame
+#: seen once, or the StackSummary of one seen at least twice in a row.
+_last_tops: dict[int, FrameType | _parking.StackSummary] = {}
+
+#: Frames that may be resumed by a caller other than the one they had: not summarised.
+_RESUMABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
+def _summarise_unchanged(frames: dict[int, FrameType | _parking.StackSummary]) -> None:
+    """Replace, in ``frames`` (ident -> top frame, or a parked thread's summary), each top
+    frame that was the same frame object at the previous call by its StackSummary; remember
+    this call's tops (not the calling thread's: its top is a new frame at every call)."""
+    global _last_tops
+    last = _last_tops
+    summary_type = _parking.StackSummary
+    for ident, frame in frames.items():
+        seen = last.get(ident)
+        if seen is None or type(frame) is summary_type:
+            continue
+        if seen is frame:  # the second time in a row: summarise it, unless it is resumable
+            if not frame.f_code.co_flags & _RESUMABLE:  # type: ignore[union-attr]
+                frames[ident] = summary_type(cast(FrameType, frame))
+        elif type(seen) is summary_type and seen.frame is frame:
+            frames[ident] = seen
+    kept = frames.copy()  # replaced, not changed: a concurrent call reads a whole one
+    kept.pop(threading.get_ident(), None)
+    _last_tops = kept
+
+
+def forget_stacks() -> None:
+    """Drop the top frames :func:`thread_stacks` keeps between checks (and what they keep
+    alive); the next check reads every stack again."""
+    global _last_tops
+    _last_tops = {}
 
 
 def running_code(codes: Iterable[CodeType], stacks: Stacks | None,
@@ -154,7 +202,7 @@ def running_code(codes: Iterable[CodeType], stacks: Stacks | None,
     names = frozenset(code.co_name for code in codes)
     code_ids = {id(code) for code in codes}
     unsafe = torn.unsafe if torn else None
-    parked = _parking.ParkedStack
+    parked = _parking.StackSummary
     for tops in stacks.values():
         for frame in tops:
             if type(frame) is parked:  # its code objects, read once per park
@@ -167,7 +215,7 @@ def running_code(codes: Iterable[CodeType], stacks: Stacks | None,
                     if unsafe is not None and unsafe(code):
                         return code
                 continue
-            walk: FrameType | None = cast(FrameType, frame)  # not a ParkedStack: tested above
+            walk: FrameType | None = cast(FrameType, frame)  # not a StackSummary: tested above
             while walk is not None:
                 code = walk.f_code
                 if code.co_name in names and id(code) in code_ids:

@@ -41,6 +41,7 @@ from ..errors import (DeadlockDetectedError, PartialRollbackError, PymoultError,
                       UpdateTimeoutError)
 from .._cpython import set_switch_interval
 from .._parking import check_timeout, open_handoff
+from .._stacks import forget_stacks
 from ..errors import NotAlterableNow, ThreadStateError
 from ..lowlevel.journal import Journal
 from ..lowlevel.world import stop_the_world
@@ -601,7 +602,10 @@ class Manager:
         logger.info("%s: %r postponed (%s)", self.name, update, why)
 
     def _lifecycle(self, entry: _Entry, blocking: bool = False) -> _Steps:
-        yield from self._steps(entry, blocking)
+        try:
+            yield from self._steps(entry, blocking)
+        finally:  # its checks are over: let go of the stacks kept between them
+            forget_stacks()
 
     def _steps(self, entry: _Entry, blocking: bool) -> _Steps:
         update = entry.update

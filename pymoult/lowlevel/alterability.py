@@ -53,8 +53,8 @@ from typing import Any, Union
 
 from .. import _parking, _stacks, _suspension
 from .._parking import check_timeout, control_for, staticUpdatePoint, update_point
-from .._stacks import (Stacks, class_codes, codes_of, codes_of_all, library_of, running_code,
-                       thread_stacks)
+from .._stacks import (Stacks, class_codes, codes_of, codes_of_all, forget_stacks, library_of,
+                       running_code, thread_stacks)
 from ..errors import DeadlockDetectedError, PymoultTypeError, PymoultValueError
 from .journal import current_journal, set_attribute
 
@@ -91,6 +91,7 @@ __all__ = [
     "isClassInAnyStack",
     "checkQuiescenceOfFunction",
     "checkQuiescenceOfFunctions",
+    "forget_stacks",
     "waitQuiescenceOfFunction",
     "waitQuiescenceOfFunctions",
     "setupForceQuiescence",
@@ -534,18 +535,21 @@ def wait_quiescence(codes: Collection[types.CodeType], threads: list[threading.T
     _, sleep_time = _current_patience()
     deadline = _deadline(timeout)
     pause = threading.Event()
-    while True:
-        if threads and not suspendThreads(threads, max(0.0, deadline - time.monotonic()),
-                                          anywhere=anywhere):
+    try:
+        while True:
+            if threads and not suspendThreads(threads, max(0.0, deadline - time.monotonic()),
+                                              anywhere=anywhere):
+                cleanFailedStaticPoints(threads)
+                return False
+            if unsafe() is None:
+                return True
             cleanFailedStaticPoints(threads)
-            return False
-        if unsafe() is None:
-            return True
-        cleanFailedStaticPoints(threads)
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        pause.wait(min(sleep_time, remaining))
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            pause.wait(min(sleep_time, remaining))
+    finally:  # the wait is over: let go of the stacks kept between its checks
+        forget_stacks()
 
 
 # -- forced quiescence ---------------------------------------------------------------------------
