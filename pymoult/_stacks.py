@@ -25,7 +25,7 @@ __all__ = ["codes_of", "codes_of_all", "class_codes", "thread_stacks", "forget_s
            "running_code", "library_of", "STDLIB", "SITE", "PACKAGE"]
 
 #: The tops of each thread's stack, by thread ident (:func:`thread_stacks`): frames (walked out
-#: through ``f_back``), or the summary of a parked thread's stack.
+#: through ``f_back``), or the summary of a stack that cannot have changed (parked, or idle).
 Stacks = Mapping[int, Sequence[Union[FrameType, "_parking.StackSummary"]]]
 
 
@@ -205,7 +205,7 @@ def running_code(codes: Iterable[CodeType], stacks: Stacks | None,
     parked = _parking.StackSummary
     for tops in stacks.values():
         for frame in tops:
-            if type(frame) is parked:  # its code objects, read once per park
+            if type(frame) is parked:  # its code objects, read once while it stays
                 on_stack, parked_codes = frame.codes()
                 if unsafe is None and names.isdisjoint(on_stack):
                     continue
