@@ -155,7 +155,7 @@ def quiescence_rows(r):
     for count, row in r["by_threads"].items():
         yield (f"quiescence check, {count} threads ({row['frames_alive']:,} frames): "
                "snapshot first / repeated / threads named and parked",
-               f"{row.get('snapshot_first_us', float('nan')):.0f} / {row['snapshot_us']:.0f} / "
+               f"{row['snapshot_first_us']:.0f} / {row['snapshot_us']:.0f} / "
                f"{row['parked_us']:.0f} us")
 
 

@@ -5,10 +5,10 @@ gives; a generator on top is walked each time; the frames kept between checks ar
 import gc
 import sys
 import threading
-import time
 import weakref
 
 import pytest
+from polling import wait_until
 
 from pymoult import _parking, _stacks
 from pymoult.highlevel.managers import Manager
@@ -17,15 +17,6 @@ from pymoult.lowlevel import alterability as alt
 
 pytestmark = pytest.mark.timeout(20)
 WAIT = 5.0
-
-
-def wait_until(predicate, timeout=WAIT):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        threading.Event().wait(0.001)
-    return True
 
 
 def stack_names(thread):

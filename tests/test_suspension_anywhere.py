@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+from polling import wait_until
 
 from pymoult.lowlevel.alterability import (resume_thread, staticUpdatePoint, suspend_thread,
                                            suspendThreads, threadsSuspended,
@@ -26,15 +27,6 @@ def watch_unchanged(read):
     before = read()
     threading.Event().wait(WATCH)
     return read() == before
-
-
-def wait_until(predicate, timeout=WAIT):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        threading.Event().wait(0.001)
-    return True
 
 
 def test_a_busy_plain_thread_parks_in_its_own_code_and_runs_nothing_until_resumed(spawn):
