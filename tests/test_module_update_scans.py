@@ -9,6 +9,7 @@ import textwrap
 
 import pytest
 
+from pymoult.errors import ModuleUpdateError
 from pymoult.highlevel.updates import ModuleUpdate
 from pymoult.lowlevel.source_diff import compare, parse_version
 
@@ -77,3 +78,56 @@ def test_a_statement_key_is_its_tree_dumped_however_the_statement_is_kept():
     assert [s.key for s in version.statements] == keys
     change = compare(version, "# a new first line\n" + source)
     assert [s.key for s in change.after.statements] == keys  # shifted down, same keys
+
+
+
+V2 = """
+import functools
+
+
+def show(value):
+    return "any"
+
+
+def target(x):
+    return x + 1
+"""
+MAKE_DISPATCHER = "\n\nshow = functools.singledispatch(show)\n"
+REGISTER = '\n\n@show.register(str)\ndef _(value):\n    return "str"\n'
+
+
+def dispatcher_made_by_an_update(tmp_path, manager):
+    """A module whose ``show`` became a singledispatch function by its second update, after a
+    first that scanned the module and found none: its new version's source."""
+    app = loaded(tmp_path, V2)
+    source = textwrap.dedent(V2).replace("return x + 1", "return x + 2")
+    manager.apply_update(ModuleUpdate(app, source=source), timeout=WAIT)  # scanned: none
+    source += MAKE_DISPATCHER
+    manager.apply_update(ModuleUpdate(app, source=source), timeout=WAIT)
+    assert app.show("") == "any" and str not in app.show.registry
+    return app, source
+
+
+def test_a_dispatcher_bound_since_the_last_scan_is_copied_on_trial(tmp_path, manager):
+    """The trial of an update registers in a copy of a dispatcher bound since the module was
+    last scanned, never in the live one (a name rebound: the module is scanned again)."""
+    app, source = dispatcher_made_by_an_update(tmp_path, manager)
+    with pytest.raises(ModuleUpdateError, match="boom"):
+        ModuleUpdate(app, source=source + REGISTER + '\n\nraise RuntimeError("boom")\n')
+    assert app.show("") == "any" and str not in app.show.registry
+
+
+def test_a_registration_in_a_dispatcher_bound_since_the_last_scan_is_undone(tmp_path,
+                                                                            manager):
+    """A registration an applied statement adds to a dispatcher bound since the module was
+    last scanned is undone with the rest when the update fails after it."""
+    app, source = dispatcher_made_by_an_update(tmp_path, manager)
+
+    def fail(update):
+        assert app.show("") == "str"  # applied, then undone
+        raise RuntimeError("a later step failed")
+
+    update = ModuleUpdate(app, source=source + REGISTER, steps=[fail])
+    with pytest.raises(Exception, match="a later step failed"):
+        manager.apply_update(update, timeout=WAIT)
+    assert app.show("") == "any" and str not in app.show.registry

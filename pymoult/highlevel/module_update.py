@@ -94,7 +94,7 @@ from typing import Any, Optional, Protocol, TypeGuard
 
 from ..errors import (ModuleUpdateError, NotAlterableNow, PymoultTypeError, PymoultValueError,
                       RedefinitionError)
-from .._cpython import take_statement_annotations, unread_annotations
+from .._cpython import dict_version, take_statement_annotations, unread_annotations
 from .._stacks import class_codes, codes_of, running_code, thread_stacks
 from ..lowlevel.alterability import (TornCallGuard, patience, stacks_not_at_points,
                                      wait_quiescence)
@@ -576,8 +576,8 @@ class _ModulePlan:
         what it rebound and update the live objects instead, so that the next statements (a
         subclass, a table of handlers) see the live objects."""
         live = self.module.__dict__
-        dispatchers = [d for d in _possible_dispatchers(list(live.values()))
-                       if _is_dispatcher(d)]  # one scan
+        possible = _namespace_dispatchers(live, dict_version(live), lambda: list(live.values()))
+        dispatchers = [d for d in possible if _is_dispatcher(d)]
         saved = [(d, dict(_registry_dict(d))) for d in dispatchers]
         if saved:
             journal.record(RestoreRegistries(saved))  # what registrations change is undone
@@ -874,13 +874,17 @@ def _trial_namespace(live: Namespace, copy_functions: bool, copy_containers: boo
     the module's lists, dicts, sets and bytearrays are shallow copies (a new statement that
     appends to a module list does it on the copy). The copy is made in ``into`` if given."""
     namespace = {} if into is None else into
+    tag = dict_version(live)
     namespace.update(live)  # not ``live`` below: other threads may bind globals
+    if dict_version(live) != tag:
+        tag = None  # changed meanwhile: the copy's values are scanned, and not kept
     if copy_functions or copy_containers:
         items = list(namespace.items())
     else:
         # only singledispatch functions to copy, few if any among the thousands of names of a
         # large module
-        found = {id(value) for value in _possible_dispatchers(list(namespace.values()))}
+        found = {id(value) for value in
+                 _namespace_dispatchers(live, tag, lambda: list(namespace.values()))}
         items = [(key, value) for key, value in namespace.items() if id(value) in found] \
             if found else []
     for key, value in items:
@@ -911,6 +915,37 @@ def _definitions_namespace(live: Namespace, statements: Iterable[Statement]) -> 
                          if isinstance(node, ast.Name))
     namespace = {name: live.get(name, MISSING) for name in names}
     return {name: value for name, value in namespace.items() if value is not MISSING}
+
+
+# id of a namespace -> (its dict's version tag, the possible dispatchers then bound in it)
+_dispatcher_scans: dict[int, tuple[int, list[types.FunctionType]]] = {}
+_DISPATCHER_SCANS_KEPT = 64
+_dispatcher_scans_lock = threading.Lock()
+
+
+def _namespace_dispatchers(live: Namespace, tag: int | None,
+                           values: Callable[[], list[object]]) -> list[types.FunctionType]:
+    """:func:`_possible_dispatchers` among ``values()``, the values of the module namespace
+    ``live`` read after its version tag (``_cpython.dict_version``) read ``tag`` (None: no tag,
+    nothing kept). What is found is kept with the tag, and given again while the namespace
+    reads the same tag: no name bound, rebound or deleted since, so the same objects are bound,
+    and a singledispatch function is made by ``singledispatch()``, then bound. An update of
+    function bodies leaves the tag alone (:meth:`_ModulePlan.apply`), so a large module is
+    scanned once, not twice at each update (on trial, then in the stop-the-world window). Tags
+    are unique in the process: a namespace made later at the same address reads another. Not
+    seen: a plain function given a ``registry`` attribute later, without being bound again."""
+    if tag is not None:
+        known = _dispatcher_scans.get(id(live))
+        if known is not None and known[0] == tag:
+            return known[1]
+    found = _possible_dispatchers(values())
+    if tag is not None:
+        with _dispatcher_scans_lock:
+            _dispatcher_scans.pop(id(live), None)
+            if len(_dispatcher_scans) >= _DISPATCHER_SCANS_KEPT:
+                del _dispatcher_scans[next(iter(_dispatcher_scans))]  # the oldest
+            _dispatcher_scans[id(live)] = (tag, found)
+    return found
 
 
 def _possible_dispatchers(values: list[object]) -> list[types.FunctionType]:
