@@ -24,10 +24,10 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from types import CodeType, FrameType
-from typing import Any, Literal, overload
+from types import CodeType, FrameType, MappingProxyType
+from typing import Any, Literal, NamedTuple, overload
 
 from . import _suspension
 from ._suspension import TraceFunction
@@ -65,6 +65,54 @@ def remove_hidden_frames(ident: int | None) -> None:
 def hidden_frames() -> list[tuple[int, Callable[[], list[FrameType]]]]:
     """``[(ident, frames_of)]`` of the threads that have frames ``_current_frames`` misses."""
     return list(_hidden_frames.items())  # one C call: a consistent copy under the GIL
+
+
+class ThreadBase(NamedTuple):
+    """The bottom of a DSU_Thread's stack: the frame of the method that calls its main
+    (``DSU_Thread._run_mains``) and every frame below it (``run``, threading's bootstrap)."""
+
+    frame: FrameType
+    #: the code objects of those frames, innermost first: one tuple object for every base that
+    #: holds the same ones (a quiescence check decides once per such tuple)
+    codes: tuple[CodeType, ...]
+
+
+# The bases of the live DSU_Threads, by ident. These frames are Pymoult's and threading's own (and
+# a subclass's ``run``, if it overrides it), and stay the same frames, running the same code, for
+# the thread's whole life (a frame that has not returned keeps its callers): their codes are read
+# once, when the thread starts, and a quiescence check that looks for none of them stops its walk
+# there (pymoult._stacks).
+_thread_bases: dict[int, ThreadBase] = {}
+#: One tuple per distinct base (sharing it only saves work: bounded, emptied when full).
+_base_codes: dict[tuple[CodeType, ...], tuple[CodeType, ...]] = {}
+_BASE_CODES_KEPT = 64
+
+
+def add_thread_base(ident: int, frame: FrameType) -> None:
+    """``frame`` and its callers are thread ``ident``'s base, until :func:`remove_thread_base`."""
+    codes: list[CodeType] = []
+    walk: FrameType | None = frame
+    while walk is not None:
+        codes.append(walk.f_code)
+        walk = walk.f_back
+    key = tuple(codes)
+    if len(_base_codes) >= _BASE_CODES_KEPT and key not in _base_codes:
+        _base_codes.clear()
+    _thread_bases[ident] = ThreadBase(frame, _base_codes.setdefault(key, key))
+
+
+def remove_thread_base(ident: int | None) -> None:
+    """Thread ``ident``'s base frame is returning: forget it (and let it go)."""
+    if ident is not None:
+        _thread_bases.pop(ident, None)
+
+
+def thread_bases() -> Mapping[int, ThreadBase]:
+    """``{ident: ThreadBase}`` of the live DSU_Threads (read-only, live)."""
+    return _bases_view
+
+
+_bases_view = MappingProxyType(_thread_bases)
 
 
 # Threads parked at a static update point: ident -> StackSummary. Above the frame that called the

@@ -30,6 +30,7 @@ be suspended and resumed through the module functions (``suspend_thread`` etc. i
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
@@ -40,7 +41,8 @@ import greenlet
 
 from . import _cpython, _thread_trace
 from ._parking import (RebootException, RebootPayload, ThreadControl, add_hidden_frames,
-                       control_for, current_control, remove_hidden_frames)
+                       add_thread_base, control_for, current_control, remove_hidden_frames,
+                       remove_thread_base)
 from ._suspension import TraceFunction
 from .errors import ContinuationError, PymoultTypeError, RebootError, ThreadStateError
 
@@ -126,6 +128,7 @@ class DSU_Thread(threading.Thread):
             logger.warning("%r: a reboot arrived after main had returned; the thread ends", self)
         finally:
             self._main_function = None
+            remove_thread_base(self.ident)
             self._end_continuation()
             control.detach()
             if _thread_trace.get_trace(self) is not None:
@@ -134,11 +137,15 @@ class DSU_Thread(threading.Thread):
 
     def _run_mains(self, control: ThreadControl) -> None:
         """Run main, and run it again after each reboot. Every statement is inside the ``try``
-        so that an asynchronous reboot, wherever it lands before main returns, is a reboot."""
+        so that an asynchronous reboot, wherever it lands before main returns, is a reboot.
+
+        This frame and the ones below it are the thread's base (``_parking.add_thread_base``):
+        quiescence checks read their code once instead of walking them at every check."""
         attached = False
         while True:
             try:
                 if not attached:
+                    add_thread_base(threading.get_ident(), sys._getframe())  # idempotent
                     attached = True
                     control.attach()
                 function, args, kwargs = self._take_main()
