@@ -3,7 +3,7 @@
     python benchmarks/bench_data.py [--quick] [--json PATH]
 
 Figures (objects/s, finding included; medians of repeated runs with fresh objects each time,
-the cyclic collector on, as applications run):
+the cyclic collector on, as applications run; the smaller size is run three times as often):
 - eager update, class updated in place, one-field transformer, atomic (each object's state saved
   first: exact rollback whatever the transformer does);
 - the same for objects that also hold a dict (their state is checked one object at a time);
@@ -173,7 +173,7 @@ def main():
     sizes, repeats = ((20_000, 100_000), 3) if args.quick else ((100_000, 1_000_000), 5)
 
     peer = "__class__ swap + transformer"
-    results = {"sizes": {}, "gc_share": {}, "ratio_to_swap": {}}
+    results = {"sizes": {}, "gc_share": {}, "ratio_to_swap": {}, "runs": {}}
     for count in sizes:
         runners = {"eager in place, atomic": lambda: run_eager(count, True),
                    "eager in place, atomic, objects holding a dict":
@@ -181,7 +181,11 @@ def main():
                    "eager in place, atomic=False": lambda: run_eager(count, False),
                    peer: lambda: run_swap(count)}
         rates, shares = {label: [] for label in runners}, {label: [] for label in runners}
-        for _ in range(repeats):  # peers interleaved: a load change hits them all alike
+        # a run of the smaller size lasts tens of milliseconds, so that a short disturbance of
+        # the machine moves its median more: three times as many runs
+        rounds = repeats if count == sizes[-1] else 3 * repeats
+        results["runs"][count] = rounds
+        for _ in range(rounds):  # peers interleaved: a load change hits them all alike
             for label, runner in runners.items():
                 rate, share, objects = runner()
                 rates[label].append(rate)
@@ -224,7 +228,8 @@ def main():
     results["read_ratio"] = {label: ratio for label, (_, ratio) in costs.items()}
 
     print(f"Pymoult data benchmark, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
-    print(f"\nConversion throughput (M objects/s, finding included, median of {repeats}; "
+    print(f"\nConversion throughput (M objects/s, finding included, median of {3 * repeats} "
+          f"and {repeats} runs; "
           f"x the {peer} peer; share of time in GC, collector on):")
     labels = list(next(iter(results["sizes"].values())))
     print(f"  {'':48}" + "".join(f"{count:>26,}" for count in sizes))

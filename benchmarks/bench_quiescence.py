@@ -17,7 +17,11 @@ function found running ends the walk early). Figures, per call (median of 5 time
   again (its stack's summary is reused; see ``pymoult._stacks.thread_stacks``);
 - parked: ``checkQuiescenceOfFunctions(funcs, threads)`` naming all N threads, already parked at
   their update points (how an update that names its threads checks, once they have parked; the
-  time to park them is bench_core.py's park latency, per thread).
+  time to park them is bench_core.py's park latency, per thread);
+- first, plain threads: the first check again, with N plain ``threading.Thread`` objects in the
+  DSU threads' place, as deep. A DSU thread's walk stops at the frame that calls its main (the
+  frames below are Pymoult's and threading's, read once when it started); a plain thread's is
+  walked to its first frame, three frames more.
 """
 
 import os
@@ -66,11 +70,11 @@ class Idlers:
     """``count`` DSU threads, each ``DEPTH`` frames deep, blocked until ``go`` is set; then they
     reach an update point and wait again."""
 
-    def __init__(self, count):
+    def __init__(self, count, kind=DSU_Thread):
         self.go, self.stop = threading.Event(), threading.Event()
         self.started = threading.Barrier(count + 1, timeout=WAIT)
-        self.threads = [DSU_Thread(target=self._nest, args=(DEPTH,), daemon=True,
-                                   name=f"idle {i}") for i in range(count)]
+        self.threads = [kind(target=self._nest, args=(DEPTH,), daemon=True,
+                             name=f"idle {i}") for i in range(count)]
         for thread in self.threads:
             thread.start()
         self.started.wait()
@@ -121,6 +125,25 @@ def per_call(function, calls, batches=7):
     return min(samples)
 
 
+def first_check():
+    forget_stacks()
+    checkQuiescenceOfFunctions(FUNCTIONS)
+
+
+def bench_plain(count, calls):
+    """Seconds per first check with ``count`` plain threads idle, ``DEPTH`` frames deep."""
+    idlers = Idlers(count, threading.Thread)
+    try:
+        if checkQuiescenceOfFunctions(FUNCTIONS) is not True:
+            raise RuntimeError("the functions looked for must not be running")
+        return per_call(first_check, calls)
+    finally:
+        idlers.stop.set()
+        idlers.go.set()
+        for thread in idlers.threads:
+            thread.join(WAIT)
+
+
 def bench(count, calls):
     idlers = Idlers(count)
     try:
@@ -128,9 +151,6 @@ def bench(count, calls):
         frames = frames_alive()
         if checkQuiescenceOfFunctions(FUNCTIONS) is not True:
             raise RuntimeError("the functions looked for must not be running")
-        def first_check():
-            forget_stacks()
-            checkQuiescenceOfFunctions(FUNCTIONS)
 
         first = per_call(first_check, calls)
         snapshot = per_call(lambda: checkQuiescenceOfFunctions(FUNCTIONS), calls)
@@ -145,10 +165,12 @@ def bench(count, calls):
             resumeSuspendedThreads(idlers.threads)
     finally:
         idlers.close()
+    plain = bench_plain(count, calls)
     us = 1e6
     return {"threads": count, "depth": DEPTH, "frames_alive": frames, "calls_per_batch": calls,
             "snapshot_first_us": first * us, "snapshot_us": snapshot * us, "walk_us": walk * us,
-            "parked_us": parked * us, "snapshot_first_ns_per_frame": first * 1e9 / frames}
+            "parked_us": parked * us, "snapshot_first_ns_per_frame": first * 1e9 / frames,
+            "plain_first_us": plain * us}
 
 
 def main():
@@ -163,11 +185,12 @@ def main():
           f"{os.cpu_count()} CPUs; threads {DEPTH} frames deep, 5 functions looked for "
           "(running nowhere: every frame visited)")
     print(f"  {'threads':>8} {'frames':>8} {'first us':>9} {'ns/frame':>9} {'walk only us':>13} "
-          f"{'repeated us':>12} {'parked, named us':>17}")
+          f"{'repeated us':>12} {'parked, named us':>17} {'first, plain threads us':>24}")
     for row in rows.values():
         print(f"  {row['threads']:8} {row['frames_alive']:8,} {row['snapshot_first_us']:9.1f} "
               f"{row['snapshot_first_ns_per_frame']:9.1f} {row['walk_us']:13.1f} "
-              f"{row['snapshot_us']:12.1f} {row['parked_us']:17.1f}")
+              f"{row['snapshot_us']:12.1f} {row['parked_us']:17.1f} "
+              f"{row['plain_first_us']:24.1f}")
     write_json({"by_threads": rows, "depth": DEPTH, "functions": len(FUNCTIONS)}, args.json)
 
 

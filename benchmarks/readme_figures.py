@@ -267,10 +267,11 @@ def quiescence_rows(runs):
                 return None
             row = run.get("quiescence", "by_threads", threads)
             first = num(row["snapshot_first_us"]) if "snapshot_first_us" in row else "n/a"
-            return (f"{first} / {num(row['snapshot_us'])} / {num(row['parked_us'])} "
+            plain = num(row["plain_first_us"]) if "plain_first_us" in row else "n/a"
+            return (f"{first} / {num(row['snapshot_us'])} / {num(row['parked_us'])} / {plain} "
                     f"({num(row['frames_alive'])} frames)")
         yield (f"quiescence check, {threads} threads: none named (idle), first / repeated; "
-               "all named and parked (us)",
+               "all named and parked; first, plain threads (us)",
                per_run(runs, check))
 
 

@@ -154,9 +154,9 @@ def data_rows(r):
 def quiescence_rows(r):
     for count, row in r["by_threads"].items():
         yield (f"quiescence check, {count} threads ({row['frames_alive']:,} frames): "
-               "snapshot first / repeated / threads named and parked",
+               "snapshot first / repeated / threads named and parked / first, plain threads",
                f"{row['snapshot_first_us']:.0f} / {row['snapshot_us']:.0f} / "
-               f"{row['parked_us']:.0f} us")
+               f"{row['parked_us']:.0f} / {row.get('plain_first_us', float('nan')):.0f} us")
 
 
 def suspension_rows(r):
