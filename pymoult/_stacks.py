@@ -199,7 +199,7 @@ def running_code(codes: Iterable[CodeType], stacks: Stacks | None,
 
     A DSU_Thread's walk stops at its base (``_parking.ThreadBase``: the frame that calls its
     main and the ones below, Pymoult's and threading's), whose code objects were read when the
-    thread started, unless one of them is looked for or unsafe: five frames fewer per thread.
+    thread started, unless one of them is looked for or unsafe: four frames fewer per thread.
     """
     if stacks is None:
         stacks = thread_stacks(from_points=True)
@@ -231,14 +231,24 @@ def running_code(codes: Iterable[CodeType], stacks: Stacks | None,
                     if unsafe is not None and unsafe(code):
                         return code
                 continue
-            walk: FrameType | None = cast(FrameType, frame)  # not a StackSummary: tested above
-            while walk is not None and walk is not bottom:
-                code = walk.f_code
-                if code.co_name in names and id(code) in code_ids:
-                    return code
-                if unsafe is not None and unsafe(code):
-                    return code
-                walk = walk.f_back
+            walk: Any = frame  # a frame (not a StackSummary: tested above); None past the end
+            try:  # one test per frame for the loop's end: a chain that does not hold ``bottom``
+                # ends at None, whose ``f_code`` raises the AttributeError caught below
+                if unsafe is None:
+                    while walk is not bottom:
+                        code = walk.f_code
+                        if code.co_name in names and id(code) in code_ids:
+                            return code
+                        walk = walk.f_back
+                else:
+                    while walk is not bottom:
+                        code = walk.f_code
+                        if code.co_name in names and id(code) in code_ids or unsafe(code):
+                            return code
+                        walk = walk.f_back
+            except AttributeError:
+                if walk is not None:  # not the end of a chain: the guard's own error
+                    raise
     return None
 
 

@@ -143,3 +143,47 @@ def test_the_base_frame_is_the_one_running_main(spawn):
     assert done.wait(WAIT)
     # main is the thread's main method, which calls the target: the base is the caller of that
     assert seen["base"] is seen["caller"].f_back
+
+
+def test_a_chain_without_the_base_is_walked_to_its_end(spawn):
+    """While a DSU thread runs its sleeping continuation, its current frames are the
+    continuation greenlet's, which end without reaching the base; the main stack, under it, is
+    walked too, down to the base."""
+    inside, leave = threading.Event(), threading.Event()
+
+    def in_continuation():
+        inside.set()
+        leave.wait(WAIT)
+
+    def below_the_switch(thread_self):
+        thread_self.switch()
+
+    class Switching(DSU_Thread):
+        def sleeping_continuation_function(self):
+            in_continuation()
+
+        def main(self):
+            below_the_switch(self)
+
+    thread = spawn(Switching())
+    assert inside.wait(WAIT)
+    assert thread.ident in _parking.thread_bases()
+    for function, running in ((in_continuation, True), (below_the_switch, True),
+                              (Nested.nested, False)):
+        _stacks.forget_stacks()  # each check walks the stacks (no summary of a previous one)
+        assert alt.checkQuiescenceOfFunction(function) is not running
+    leave.set()
+
+
+def test_an_error_of_the_guard_is_not_taken_for_the_end_of_a_stack(spawn):
+    nested = Nested(spawn, count=1)
+
+    class Broken(Recorder):
+        def unsafe(self, code):
+            if code is Nested.nested.__code__:
+                raise AttributeError("the guard's own bug")
+            return False
+
+    with pytest.raises(AttributeError, match="the guard's own bug"):
+        _stacks.running_code((), _stacks.thread_stacks(nested.threads), Broken())
+    nested.release.set()
