@@ -21,7 +21,10 @@ function found running ends the walk early). Figures, per call (median of 5 time
 - first, plain threads: the first check again, with N plain ``threading.Thread`` objects in the
   DSU threads' place, as deep. A DSU thread's walk stops at the frame that calls its main (the
   frames below are Pymoult's and threading's, read once when it started); a plain thread's is
-  walked to its first frame, three frames more.
+  walked to its first frame, three frames more;
+- the peer, a bare walk: a loop that reads every thread's frames once (``f_code.co_name`` and
+  ``f_back``), the least a check written in Python can do, with none of Pymoult's bookkeeping;
+  the first check is also given as a ratio to it.
 """
 
 import os
@@ -114,6 +117,18 @@ def frames_alive():
     return total
 
 
+def bare_walk(names):
+    """The peer: the least a check can do from Python, each thread's frames read once for their
+    code's name (``sys._current_frames()``, then ``f_code.co_name`` and ``f_back`` per frame),
+    with none of Pymoult's bookkeeping (hidden frames, summaries, identity of the codes)."""
+    for frame in sys._current_frames().values():
+        while frame is not None:
+            if frame.f_code.co_name in names:
+                return True
+            frame = frame.f_back
+    return False
+
+
 def per_call(function, calls, batches=7):
     """Seconds per call of ``function()``, in the fastest of ``batches`` timed batches."""
     samples = []
@@ -155,6 +170,10 @@ def bench(count, calls):
         first = per_call(first_check, calls)
         snapshot = per_call(lambda: checkQuiescenceOfFunctions(FUNCTIONS), calls)
         walk = per_call(lambda: isAnyCodeInAnyStack(codes), calls)
+        names = frozenset(f.__name__ for f in FUNCTIONS)
+        if bare_walk(names):
+            raise RuntimeError("the functions looked for must not be running")
+        bare = per_call(lambda: bare_walk(names), calls)
         idlers.park()
         try:
             if checkQuiescenceOfFunctions(FUNCTIONS, idlers.threads) is not True:
@@ -170,7 +189,8 @@ def bench(count, calls):
     return {"threads": count, "depth": DEPTH, "frames_alive": frames, "calls_per_batch": calls,
             "snapshot_first_us": first * us, "snapshot_us": snapshot * us, "walk_us": walk * us,
             "parked_us": parked * us, "snapshot_first_ns_per_frame": first * 1e9 / frames,
-            "plain_first_us": plain * us}
+            "plain_first_us": plain * us, "bare_walk_us": bare * us,
+            "first_over_bare_walk": first / bare}
 
 
 def main():
@@ -185,12 +205,14 @@ def main():
           f"{os.cpu_count()} CPUs; threads {DEPTH} frames deep, 5 functions looked for "
           "(running nowhere: every frame visited)")
     print(f"  {'threads':>8} {'frames':>8} {'first us':>9} {'ns/frame':>9} {'walk only us':>13} "
-          f"{'repeated us':>12} {'parked, named us':>17} {'first, plain threads us':>24}")
+          f"{'repeated us':>12} {'parked, named us':>17} {'first, plain threads us':>24} "
+          f"{'bare walk (peer) us':>20}")
     for row in rows.values():
         print(f"  {row['threads']:8} {row['frames_alive']:8,} {row['snapshot_first_us']:9.1f} "
               f"{row['snapshot_first_ns_per_frame']:9.1f} {row['walk_us']:13.1f} "
               f"{row['snapshot_us']:12.1f} {row['parked_us']:17.1f} "
-              f"{row['plain_first_us']:24.1f}")
+              f"{row['plain_first_us']:24.1f} {row['bare_walk_us']:13.1f} "
+              f"({row['first_over_bare_walk']:.2f}x)")
     write_json({"by_threads": rows, "depth": DEPTH, "functions": len(FUNCTIONS)}, args.json)
 
 

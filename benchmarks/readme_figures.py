@@ -274,6 +274,14 @@ def quiescence_rows(runs):
                "all named and parked; first, plain threads (us)",
                per_run(runs, check))
 
+        def bare(run, threads=threads):
+            if not run.has("quiescence", "by_threads", threads, "bare_walk_us"):
+                return None
+            row = run.get("quiescence", "by_threads", threads)
+            return f"{row['first_over_bare_walk']:.2f}x ({num(row['bare_walk_us'])} us)"
+        yield (f"quiescence check, {threads} threads: first check / a bare walk of the same "
+               "stacks (peer)", per_run(runs, bare))
+
 
 def suspension_rows(runs):
     kinds = union([row["kind"] for row in run.get("suspension", "kinds")] for run in runs)
