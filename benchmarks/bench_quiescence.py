@@ -70,8 +70,8 @@ FUNCTIONS = [changed_1, changed_2, changed_3, changed_4, changed_5]
 
 
 class Idlers:
-    """``count`` DSU threads, each ``DEPTH`` frames deep, blocked until ``go`` is set; then they
-    reach an update point and wait again."""
+    """``count`` threads (DSU threads, or of ``kind``), each ``DEPTH`` frames deep, blocked until
+    ``go`` is set; then they reach an update point and wait again."""
 
     def __init__(self, count, kind=DSU_Thread):
         self.go, self.stop = threading.Event(), threading.Event()
@@ -153,10 +153,7 @@ def bench_plain(count, calls):
             raise RuntimeError("the functions looked for must not be running")
         return per_call(first_check, calls)
     finally:
-        idlers.stop.set()
-        idlers.go.set()
-        for thread in idlers.threads:
-            thread.join(WAIT)
+        idlers.close()
 
 
 def bench(count, calls):

@@ -156,10 +156,9 @@ def quiescence_rows(r):
         yield (f"quiescence check, {count} threads ({row['frames_alive']:,} frames): "
                "snapshot first / repeated / threads named and parked / first, plain threads",
                f"{row['snapshot_first_us']:.0f} / {row['snapshot_us']:.0f} / "
-               f"{row['parked_us']:.0f} / {row.get('plain_first_us', float('nan')):.0f} us")
-        if "bare_walk_us" in row:
-            yield (f"quiescence check, {count} threads: first check / bare walk (peer)",
-                   f"{row['first_over_bare_walk']:.2f}x ({row['bare_walk_us']:.0f} us)")
+               f"{row['parked_us']:.0f} / {row['plain_first_us']:.0f} us")
+        yield (f"quiescence check, {count} threads: first check / bare walk (peer)",
+               f"{row['first_over_bare_walk']:.2f}x ({row['bare_walk_us']:.0f} us)")
 
 
 def suspension_rows(r):

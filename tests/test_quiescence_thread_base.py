@@ -17,7 +17,8 @@ WAIT = 5.0
 
 
 class Nested:
-    """``count`` DSU threads (of ``kind``) blocked ``depth`` frames deep in ``nested``."""
+    """``count`` threads (DSU threads, or of ``kind``) blocked ``depth`` frames deep in
+    ``nested``."""
 
     def __init__(self, spawn, count=3, depth=4, kind=DSU_Thread):
         self.release = threading.Event()
